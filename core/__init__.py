@@ -1,0 +1,1 @@
+"""Domain types, labels, decoding, metrics and the store: no torch, no streamlit."""

@@ -1,0 +1,78 @@
+"""Numbered schema migrations. Append only: a released migration is never edited."""
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_initial", """
+CREATE TABLE runs (
+    run_id VARCHAR PRIMARY KEY,
+    model VARCHAR NOT NULL,
+    model_path VARCHAR,
+    trained BOOLEAN NOT NULL,
+    device VARCHAR NOT NULL,
+    engine VARCHAR,
+    options JSON,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP,
+    n_ok INTEGER DEFAULT 0,
+    n_failed INTEGER DEFAULT 0,
+    n_skipped INTEGER DEFAULT 0,
+    audio_s DOUBLE DEFAULT 0
+);
+CREATE TABLE sessions (
+    session_id VARCHAR PRIMARY KEY,
+    source_path VARCHAR NOT NULL,
+    file_name VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    duration_s DOUBLE,
+    n_channels INTEGER,
+    codec VARCHAR,
+    sample_rate INTEGER,
+    status VARCHAR NOT NULL CHECK (status IN ('ok', 'failed')),
+    error VARCHAR,
+    agent_id VARCHAR,
+    customer_id VARCHAR,
+    team VARCHAR,
+    recorded_at TIMESTAMP,
+    tags VARCHAR[],
+    run_id VARCHAR,
+    ingested_at TIMESTAMP NOT NULL
+);
+CREATE INDEX sessions_sha ON sessions(sha256);
+CREATE TABLE channels (
+    session_id VARCHAR NOT NULL,
+    channel INTEGER NOT NULL,
+    speaker VARCHAR NOT NULL,
+    duration_s DOUBLE,
+    rms DOUBLE,
+    clip_ratio DOUBLE,
+    speech_s DOUBLE,
+    flags VARCHAR[],
+    PRIMARY KEY (session_id, channel)
+);
+CREATE TABLE segments (
+    segment_id VARCHAR PRIMARY KEY,
+    session_id VARCHAR NOT NULL,
+    channel INTEGER NOT NULL,
+    speaker VARCHAR NOT NULL,
+    start_s DOUBLE NOT NULL,
+    end_s DOUBLE NOT NULL,
+    label VARCHAR NOT NULL,
+    confidence DOUBLE NOT NULL,
+    scores FLOAT[9] NOT NULL,
+    embedding FLOAT[],
+    rms DOUBLE,
+    clip_ratio DOUBLE,
+    flags VARCHAR[],
+    fallback_action VARCHAR
+);
+CREATE INDEX segments_session ON segments(session_id);
+CREATE TABLE frames (
+    session_id VARCHAR NOT NULL,
+    channel INTEGER NOT NULL,
+    t_s DOUBLE NOT NULL,
+    angry FLOAT, disgusted FLOAT, fearful FLOAT, happy FLOAT, neutral FLOAT,
+    other FLOAT, sad FLOAT, surprised FLOAT, unknown FLOAT
+);
+CREATE INDEX frames_session ON frames(session_id);
+"""),
+]

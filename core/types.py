@@ -1,0 +1,82 @@
+"""One small frozen dataclass per domain noun. Times are seconds from the start of the session."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SessionMeta:
+    """What a manifest row or an upload form says about a recording."""
+    agent_id: str | None = None
+    customer_id: str | None = None
+    team: str | None = None
+    recorded_at: str | None = None  # ISO date or datetime
+    tags: tuple[str, ...] = ()
+    roles: tuple[str, ...] | None = None  # speaker per channel; None → defaults
+
+
+@dataclass(frozen=True)
+class ChannelQuality:
+    channel: int
+    speaker: str
+    duration_s: float
+    rms: float
+    clip_ratio: float
+    speech_s: float
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Segment:
+    segment_id: str
+    channel: int
+    speaker: str
+    start_s: float
+    end_s: float
+    label: str
+    confidence: float
+    scores: np.ndarray  # (9,) canonical order
+    embedding: np.ndarray  # (D,)
+    rms: float
+    clip_ratio: float
+    flags: tuple[str, ...]
+    fallback_action: str | None
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Per-channel emotion probabilities on a regular grid of times (seconds)."""
+    channel: int
+    speaker: str
+    t_s: np.ndarray  # (N,)
+    probs: np.ndarray  # (N, 9)
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    session_id: str
+    source_path: str
+    file_name: str
+    sha256: str
+    duration_s: float
+    n_channels: int
+    meta: SessionMeta
+    channels: tuple[ChannelQuality, ...] = ()
+    segments: tuple[Segment, ...] = ()
+    curves: tuple[Curve, ...] = ()
+    status: str = "ok"
+    error: str | None = None
+    codec: str | None = None
+    sample_rate: int | None = None
+    timings: dict = field(default_factory=dict, compare=False)
+
+
+def session_id_for(sha256: str) -> str:
+    """Same audio bytes → same id, so a re-ingest overwrites instead of duplicating."""
+    return "s" + sha256[:15]
+
+
+def segment_id_for(session_id: str, channel: int, n: int) -> str:
+    return f"{session_id}-c{channel}-{n:05d}"

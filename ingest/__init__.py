@@ -1,0 +1,1 @@
+"""Model loading, inference, VAD, the pipeline, the worker and the CLI."""

@@ -1,0 +1,174 @@
+"""Loading emotion2vec+ through FunASR, resolving the device, and FunASR's own inference loop.
+
+The reference loop (`reference_infer`) is FunASR's per-waveform path; the batched engine in
+`ingest.engine` must reproduce it.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.labels import LABELS, label_of_token
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "emotion2vec_plus_large"
+HUB_IDS = {
+    "emotion2vec_plus_large": ("iic/emotion2vec_plus_large", "emotion2vec/emotion2vec_plus_large"),
+    "emotion2vec_plus_base": ("iic/emotion2vec_plus_base", "emotion2vec/emotion2vec_plus_base"),
+    "emotion2vec_plus_seed": ("iic/emotion2vec_plus_seed", "emotion2vec/emotion2vec_plus_seed"),
+}
+FRAMES_PER_SECOND = 50  # 20 ms hop of the conv feature extractor
+
+
+class ModelUnavailable(Exception):
+    """The model cannot be loaded here; the message says how to fix it in one sentence."""
+
+
+@dataclass(frozen=True)
+class Output:
+    """What one segment yields: frame features and logits, utterance scores and embedding."""
+    frame_feats: np.ndarray  # (T, D)
+    frame_logits: np.ndarray  # (T, 9) with unused slots at -inf
+    scores: np.ndarray  # (9,) softmax of the mean logits
+    embedding: np.ndarray  # (D,) mean of the frame features
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    path: str
+    trained: bool
+    device: str
+    automodel: object  # funasr.AutoModel
+    mask: np.ndarray  # (9,) bool, True where the slot is a real label
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.automodel.model
+
+    @property
+    def dim(self) -> int:
+        return int(self.module.cfg.get("embed_dim"))
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' → cuda when a GPU is visible, else cpu; an explicit cuda without one is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelUnavailable("--device cuda was asked for but no CUDA GPU is visible; "
+                               "use --device cpu or auto")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ModelUnavailable(f"unknown device {device!r}; use auto, cpu or cuda")
+    return device
+
+
+def _local_copy(name: str) -> Path | None:
+    """A hub model already on disk (ModelScope or Hugging Face cache), if any."""
+    ms, hf = HUB_IDS[name]
+    home = Path.home() / ".cache"
+    ms_root = Path(os.environ.get("MODELSCOPE_CACHE", home / "modelscope" / "hub"))
+    candidates = [ms_root / ms, ms_root / "models" / ms]
+    hf_root = Path(os.environ.get("HF_HOME", home / "huggingface")) / "hub"
+    snap = hf_root / ("models--" + hf.replace("/", "--")) / "snapshots"
+    if snap.is_dir():
+        candidates += sorted(snap.iterdir())
+    for c in candidates:
+        if (c / "model.pt").exists() and (c / "config.yaml").exists():
+            return c
+    return None
+
+
+def _hub_reachable(host: str = "modelscope.cn", timeout: float = 3.0) -> bool:
+    try:
+        socket.setdefaulttimeout(timeout)
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(None)
+
+
+def locate(model: str) -> tuple[str, bool]:
+    """Resolve --model to (what to hand FunASR, trained?) or raise ModelUnavailable."""
+    if model == "tiny-random":
+        from ingest.tiny import build
+        return str(build("tiny")), False
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.yaml").exists() or not (path / "model.pt").exists():
+            raise ModelUnavailable(f"{path} is not a model directory: it needs config.yaml, "
+                                   "model.pt and tokens.txt")
+        meta = path / "emoscope.json"
+        trained = not (meta.exists() and json.loads(meta.read_text()).get("trained") is False)
+        return str(path), trained
+    if model in HUB_IDS:
+        local = _local_copy(model)
+        if local is not None:
+            return str(local), True
+        if _hub_reachable():
+            return HUB_IDS[model][0], True
+        raise ModelUnavailable(
+            f"{model} is not on this machine and the model hub cannot be reached; "
+            "pass --model /path/to/dir (config.yaml, model.pt, tokens.txt) "
+            "or --model tiny-random for an untrained test model")
+    raise ModelUnavailable(f"unknown model {model!r}; use emotion2vec_plus_large, "
+                           "emotion2vec_plus_base, emotion2vec_plus_seed, a directory, "
+                           "or tiny-random")
+
+
+@functools.lru_cache(maxsize=4)
+def load(model: str = DEFAULT_MODEL, device: str = "auto") -> LoadedModel:
+    """Load once per (model, device); later calls get the same object."""
+    from funasr import AutoModel
+
+    device = resolve_device(device)
+    target, trained = locate(model)
+    logging.getLogger("root").setLevel(logging.WARNING)  # FunASR logs every key it maps
+    try:
+        auto = AutoModel(model=target, disable_update=True, device=device, log_level="ERROR")
+    except Exception as e:  # FunASR raises bare exceptions for missing files and downloads
+        raise ModelUnavailable(f"FunASR could not load {model}: {str(e).splitlines()[0][:200]}; "
+                               "pass --model /path/to/dir or --model tiny-random") from e
+    auto.model.eval()
+    tokens = auto.kwargs["tokenizer"].token_list
+    labels = [label_of_token(t) for t in tokens]
+    if len(labels) != len(LABELS) or any(
+            lab != want for lab, want in zip(labels, LABELS) if not lab.startswith("unuse")):
+        raise ModelUnavailable(f"{model}: tokens.txt holds {labels}, not the nine emotion2vec+ "
+                               "labels in their canonical order")
+    mask = np.array([not t.startswith("unuse") for t in labels])
+    return LoadedModel(model, target, trained, device, auto, mask)
+
+
+def head(lm: LoadedModel, feats: torch.Tensor) -> torch.Tensor:
+    """Apply the linear classification head to features, masking unused label slots."""
+    logits = lm.module.proj(feats)
+    if not lm.mask.all():
+        logits[..., torch.from_numpy(~lm.mask)] = float("-inf")
+    return logits
+
+
+def reference_infer(lm: LoadedModel, waves: list[np.ndarray]) -> list[Output]:
+    """FunASR's own loop: one `AutoModel.generate` call per waveform, frame features kept."""
+    outs = []
+    with torch.inference_mode():
+        for wav in waves:
+            res = lm.automodel.generate(np.asarray(wav, np.float32), granularity="frame",
+                                        extract_embedding=True, disable_pbar=True)[0]
+            feats = torch.from_numpy(np.asarray(res["feats"], np.float32))
+            logits = head(lm, feats.to(lm.device)).float().cpu().numpy()
+            scores = np.zeros(len(LABELS), np.float32)
+            scores[lm.mask] = np.asarray(res["scores"], np.float32)
+            outs.append(Output(feats.numpy(), logits, scores, feats.numpy().mean(axis=0)))
+    return outs
