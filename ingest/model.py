@@ -5,7 +5,9 @@ The reference loop (`reference_infer`) is FunASR's per-waveform path; the batche
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 import logging
 import os
@@ -130,13 +132,17 @@ def locate(model: str) -> tuple[str, bool]:
 @functools.lru_cache(maxsize=4)
 def load(model: str = DEFAULT_MODEL, device: str = "auto") -> LoadedModel:
     """Load once per (model, device); later calls get the same object."""
-    from funasr import AutoModel
+    with contextlib.redirect_stdout(io.StringIO()):
+        from funasr import AutoModel
 
     device = resolve_device(device)
     target, trained = locate(model)
-    logging.getLogger("root").setLevel(logging.WARNING)  # FunASR logs every key it maps
+    # FunASR prints its version to stdout and logs every key it maps; `predict` owns stdout.
+    logging.getLogger().setLevel(logging.ERROR)
     try:
-        auto = AutoModel(model=target, disable_update=True, device=device, log_level="ERROR")
+        with contextlib.redirect_stdout(io.StringIO()):
+            auto = AutoModel(model=target, disable_update=True, device=device,
+                             log_level="ERROR")
     except Exception as e:  # FunASR raises bare exceptions for missing files and downloads
         raise ModelUnavailable(f"FunASR could not load {model}: {str(e).splitlines()[0][:200]}; "
                                "pass --model /path/to/dir or --model tiny-random") from e

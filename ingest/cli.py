@@ -1,0 +1,162 @@
+"""The `emoscope` command line (Typer). Exit 0: all good; 1: some inputs failed; 2: usage."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from core.store import DEFAULT_DB, Store
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Emotion timelines for recorded conversations.")
+
+UNTRAINED_NOTE = "untrained test model: its labels mean nothing"
+
+
+def _fail_usage(message: str) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+def _load_model(model: str, device: str):
+    from ingest.model import ModelUnavailable, load
+    try:
+        return load(model, device)
+    except ModelUnavailable as e:
+        _fail_usage(str(e))
+
+
+@app.command()
+def ingest(
+    paths: list[Path] = typer.Argument(None, help="Audio files or folders."),
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to write."),
+    model: str = typer.Option("emotion2vec_plus_large", help="Model name, directory or tiny-random."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    manifest: Optional[Path] = typer.Option(None, help="CSV with per-file metadata."),
+    force: bool = typer.Option(False, help="Re-analyse audio that is already stored."),
+    engine: str = typer.Option("engine", help="engine (batched) or reference (FunASR's loop)."),
+    roles: Optional[str] = typer.Option(None, help="Stereo speaker roles, e.g. 'customer,agent'."),
+) -> None:
+    """Analyse recordings and store their emotion timelines."""
+    from core.manifest import ManifestError, read
+    from ingest.options import IngestOptions
+    from ingest.pipeline import ingest_paths
+    from ingest.progress import CliProgress, print_summary
+
+    if engine not in ("engine", "reference"):
+        _fail_usage(f"--engine must be engine or reference, not {engine!r}")
+    metadata = {}
+    if manifest is not None:
+        try:
+            metadata = read(manifest)
+        except ManifestError as e:
+            _fail_usage(str(e))
+    targets = list(paths or []) or list(metadata)
+    if not targets:
+        _fail_usage("give audio files or folders (or --manifest CSV)")
+    opts = IngestOptions(engine=engine)
+    if roles:
+        pair = tuple(r.strip() for r in roles.split(","))
+        if len(pair) != 2 or not all(pair):
+            _fail_usage("--roles takes two names, e.g. customer,agent")
+        opts = IngestOptions(engine=engine, stereo_roles=pair)
+    lm = _load_model(model, device)
+    if not lm.trained:
+        typer.secho(f"note: {model} is an {UNTRAINED_NOTE}", fg="yellow", err=True)
+    store = Store(db)
+    with CliProgress() as bar:
+        report = ingest_paths(targets, store, lm, opts, metadata, force, bar.hook,
+                              derived=_derived_hook(store))
+    print_summary(report)
+    raise typer.Exit(report.exit_code)
+
+
+def _derived_hook(store: Store):
+    """Analytics written in the session's own transaction, when the analytics module is present."""
+    return getattr(store, "write_derived", None)
+
+
+@app.command()
+def predict(
+    file: Path = typer.Argument(..., help="One audio clip."),
+    model: str = typer.Option("emotion2vec_plus_large", help="Model name, directory or tiny-random."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    granularity: str = typer.Option("utterance", help="utterance or frame."),
+    embedding_out: Optional[Path] = typer.Option(None, help="Write the embedding to this .npy."),
+    engine: str = typer.Option("engine", help="engine or reference."),
+) -> None:
+    """Print the emotion of one clip as JSON (the seed's format)."""
+    import numpy as np
+
+    from core.audio import AudioError, decode
+    from ingest.predict import predict_clip
+
+    if granularity not in ("utterance", "frame"):
+        _fail_usage("--granularity must be utterance or frame")
+    try:
+        clip = decode(file).samples.mean(axis=0)
+    except AudioError as e:
+        typer.secho(f"{file}: {e}", fg="red", err=True)
+        raise typer.Exit(1)
+    lm = _load_model(model, device)
+    result, embedding = predict_clip(lm, clip, granularity, engine)
+    if embedding_out is not None:
+        np.save(embedding_out, embedding)
+    typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+
+
+@app.command()
+def dashboard(
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to show."),
+    port: int = typer.Option(8501, help="Port to serve on."),
+) -> None:
+    """Open the Streamlit dashboard."""
+    from dashboard.launch import run_dashboard
+    raise typer.Exit(run_dashboard(db, port))
+
+
+@app.command()
+def demo(
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to write."),
+    model: str = typer.Option(os.environ.get("EMOSCOPE_MODEL", "emotion2vec_plus_large"),
+                              help="Model; falls back to tiny-random when it cannot load."),
+    port: int = typer.Option(8501, help="Dashboard port."),
+    no_dashboard: bool = typer.Option(False, help="Only ingest the demo sessions."),
+) -> None:
+    """Ingest the bundled demo sessions, then open the dashboard."""
+    from core.manifest import read
+    from ingest.model import ModelUnavailable, load
+    from ingest.options import IngestOptions
+    from ingest.pipeline import ingest_paths
+    from ingest.progress import CliProgress, print_summary
+
+    demo_dir = Path(__file__).resolve().parent.parent / "data" / "demo"
+    manifest = demo_dir / "manifest.csv"
+    if not manifest.exists():
+        _fail_usage(f"{manifest} is missing; run `make demo-data`")
+    try:
+        lm = load(model, "auto")
+    except ModelUnavailable as e:
+        typer.secho(f"{e}\nUsing tiny-random instead ({UNTRAINED_NOTE}).", fg="yellow", err=True)
+        lm = load("tiny-random", "auto")
+    metadata = read(manifest)
+    store = Store(db)
+    with CliProgress() as bar:
+        report = ingest_paths(list(metadata), store, lm, IngestOptions(), metadata,
+                              progress=bar.hook, derived=_derived_hook(store))
+    print_summary(report)
+    if no_dashboard:
+        raise typer.Exit(report.exit_code)
+    dashboard(db, port)
+
+
+def main() -> None:  # python -m ingest.cli
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

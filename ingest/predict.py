@@ -1,0 +1,33 @@
+"""One clip → the seed's JSON: emotion, confidence, nine scores, fallback action, model."""
+from __future__ import annotations
+
+import numpy as np
+
+from core.curves import pool
+from core.labels import LABELS
+from ingest.model import LoadedModel
+from ingest.pipeline import fallback_action, infer_function
+from ingest.options import IngestOptions
+
+
+def predict_clip(lm: LoadedModel, clip: np.ndarray, granularity: str = "utterance",
+                 engine: str = "engine") -> tuple[dict, np.ndarray]:
+    """The predict JSON and the embedding, shaped (D,) or (T, D) for frame granularity."""
+    out = infer_function(engine)(lm, [clip])[0]
+    top = int(np.argmax(out.scores))
+    opts = IngestOptions()
+    result = {
+        "emotion": LABELS[top],
+        "confidence": round(float(out.scores[top]), 4),
+        "scores": {lab: round(float(s), 4) for lab, s in zip(LABELS, out.scores)},
+        "fallback_action": fallback_action(LABELS[top], float(out.scores[top]),
+                                           opts.low_confidence),
+        "model": lm.name,
+        "trained": lm.trained,
+    }
+    if granularity == "frame":
+        t, probs = pool(out.frame_logits, 0.0, opts.curve_hop_s, opts.curve_window_s)
+        result["curve"] = {"hop_s": opts.curve_hop_s, "t_s": np.round(t, 3).tolist(),
+                           "probs": np.round(probs, 4).tolist()}
+        return result, out.frame_feats
+    return result, out.embedding

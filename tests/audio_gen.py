@@ -1,0 +1,89 @@
+"""Audio made on the fly for tests: espeak-ng speech and any codec PyAV can write."""
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+SR = 16_000
+
+# suffix → (container format, codec, sample format, sample rate)
+FORMATS = {
+    "pcm16.wav": ("wav", "pcm_s16le", "s16", 16000),
+    "pcm24.wav": ("wav", "pcm_s24le", "s32", 44100),
+    "pcm32.wav": ("wav", "pcm_s32le", "s32", 22050),
+    "float.wav": ("wav", "pcm_f32le", "flt", 48000),
+    "mulaw.wav": ("wav", "pcm_mulaw", "s16", 8000),
+    "alaw.wav": ("wav", "pcm_alaw", "s16", 8000),
+    "mp3": ("mp3", "libmp3lame", "fltp", 44100),
+    "flac": ("flac", "flac", "s16", 16000),
+    "vorbis.ogg": ("ogg", "libvorbis", "fltp", 44100),  # via the ffmpeg tool, see write()
+    "opus.ogg": ("ogg", "libopus", "flt", 48000),
+    "m4a": ("ipod", "aac", "fltp", 44100),
+}
+
+
+def speak(text: str, voice: str = "en-us", pitch: int = 50, speed: int = 160,
+          amplitude: int = 100) -> np.ndarray:
+    """espeak-ng speech as 16 kHz float32 mono."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "s.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed),
+                        "-a", str(amplitude), "-w", str(out), text], check=True,
+                       capture_output=True)
+        with av.open(str(out)) as c:
+            res = av.AudioResampler(format="flt", layout="mono", rate=SR)
+            parts = [f.to_ndarray().reshape(-1) for fr in c.decode(audio=0)
+                     for f in res.resample(fr)]
+            parts += [f.to_ndarray().reshape(-1) for f in res.resample(None)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * SR), np.float32)
+
+
+def write(path: Path, samples: np.ndarray, fmt: str = "pcm16.wav") -> Path:
+    """Write (channels, n) or (n,) 16 kHz float audio to `path` in one of FORMATS."""
+    container, codec, sample_fmt, rate = FORMATS[fmt]
+    x = np.atleast_2d(samples).astype(np.float32)
+    if codec == "libvorbis":  # PyAV's wheel lacks libvorbis; its native encoder is stereo-only
+        wav = write(path.with_suffix(".tmp.wav"), x, "float.wav")
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(wav), "-c:a", "libvorbis",
+                        "-ar", str(rate), str(path)], check=True)
+        wav.unlink()
+        return path
+    layout = {1: "mono", 2: "stereo"}.get(x.shape[0], f"{x.shape[0]}c")
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = layout
+        stream.format = sample_fmt
+        if x.shape[0] > 2:
+            stream.codec_context.layout = layout
+        res = av.AudioResampler(format=sample_fmt, layout=layout, rate=rate)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x), format="fltp", layout=layout)
+        frame.sample_rate = SR
+        frame.time_base = Fraction(1, SR)
+        frame.pts = 0
+        for f in res.resample(frame) + res.resample(None):
+            for pkt in stream.encode(f):
+                out.mux(pkt)
+        for pkt in stream.encode(None):
+            out.mux(pkt)
+    return path
+
+
+def conversation(agent_lines: list[str], customer_lines: list[str], gap_s: float = 0.6,
+                 customer_voice: str = "en-us+f3") -> np.ndarray:
+    """A stereo call: agent on channel 0, customer on channel 1, taking turns."""
+    left, right = [], []
+    for a, c in zip(agent_lines, customer_lines):
+        sa = speak(a, "en-gb", pitch=40)
+        sc = speak(c, customer_voice, pitch=70, speed=190, amplitude=150)
+        left += [sa, silence(gap_s), np.zeros_like(sc), silence(gap_s)]
+        right += [np.zeros_like(sa), silence(gap_s), sc, silence(gap_s)]
+    return np.stack([np.concatenate(left), np.concatenate(right)])

@@ -1,0 +1,72 @@
+"""Shared fixtures: speech made with espeak-ng, the tiny-random model, a small ingested store."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.audio_gen import conversation, silence, speak, write
+
+os.environ.setdefault("EMOSCOPE_CACHE", str(Path(__file__).resolve().parent.parent / ".cache"
+                                             / "emoscope"))
+
+
+@pytest.fixture(scope="session")
+def model():
+    from ingest.model import load
+    return load("tiny-random", "cpu")
+
+
+@pytest.fixture(scope="session")
+def speech() -> np.ndarray:
+    """About four seconds of English speech, a pause, then more speech."""
+    return np.concatenate([
+        speak("I have been waiting for my refund for three weeks now."),
+        silence(1.0),
+        speak("Please tell me when it will arrive."),
+    ])
+
+
+@pytest.fixture(scope="session")
+def call_audio() -> np.ndarray:
+    return conversation(
+        ["Thank you for calling, how can I help you today?",
+         "I am sorry to hear that. Let me check your order.",
+         "I have issued a full refund, it will arrive tomorrow."],
+        ["My parcel is two weeks late and nobody answers my emails!",
+         "This is the third time I call. I am really angry.",
+         "Oh, thank you, that is great news."])
+
+
+@pytest.fixture(scope="session")
+def audio_dir(tmp_path_factory, speech, call_audio) -> Path:
+    """A folder with a stereo call and a mono diary entry."""
+    d = tmp_path_factory.mktemp("audio")
+    write(d / "call-001.wav", call_audio)
+    write(d / "diary-001.flac", np.concatenate([speech, silence(0.5), speech * 0.8]), "flac")
+    return d
+
+
+@pytest.fixture(scope="session")
+def ingested_db(tmp_path_factory, audio_dir, model) -> Path:
+    """A store holding `audio_dir` ingested with tiny-random (and its manifest metadata)."""
+    from core.store import Store
+    from core.types import SessionMeta
+    from ingest.pipeline import ingest_paths
+
+    db = tmp_path_factory.mktemp("db") / "emoscope.duckdb"
+    store = Store(db)
+    meta = {
+        (audio_dir / "call-001.wav").resolve(): SessionMeta(
+            agent_id="a-ana", customer_id="c-100", team="support",
+            recorded_at="2026-11-02T10:00:00", tags=("delivery", "refund")),
+        (audio_dir / "diary-001.flac").resolve(): SessionMeta(
+            customer_id="p-001", team="wellbeing", recorded_at="2026-11-03T21:00:00",
+            tags=("diary",)),
+    }
+    report = ingest_paths([audio_dir], store, model, metadata=meta,
+                          derived=getattr(store, "write_derived", None))
+    assert not report.failed, report.failed
+    return db

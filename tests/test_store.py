@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from core.labels import LABELS
+from core.store import Store
+from core.types import ChannelQuality, Curve, Segment, SessionMeta, SessionResult
+
+
+def make_result(sha="ab" * 32, n_segments=3, status="ok") -> SessionResult:
+    rng = np.random.default_rng(0)
+    sid = "s" + sha[:15]
+    segs = tuple(
+        Segment(f"{sid}-c0-{i:05d}", 0, "speaker", i * 2.0, i * 2.0 + 1.5, LABELS[i % 9], 0.5,
+                rng.dirichlet(np.ones(9)).astype(np.float32),
+                rng.normal(size=16).astype(np.float32), 0.1, 0.0, (), None)
+        for i in range(n_segments))
+    curve = Curve(0, "speaker", np.arange(10) * 0.1, rng.dirichlet(np.ones(9), 10))
+    return SessionResult(sid, "/x/a.wav", "a.wav", sha, 6.0, 1,
+                         SessionMeta(agent_id="a1", recorded_at="2026-11-02", tags=("t",)),
+                         (ChannelQuality(0, "speaker", 6.0, 0.1, 0.0, 4.5, ()),), segs, (curve,),
+                         status=status)
+
+
+def test_round_trip(tmp_path):
+    store = Store(tmp_path / "db.duckdb")
+    assert store.migrate() == ["0001_initial"]
+    assert store.migrate() == []  # applied once
+    r = make_result()
+    store.save_session(r, run_id=None)
+    seg = store.query("SELECT * FROM segments ORDER BY start_s")
+    assert seg.segment_id.tolist() == [s.segment_id for s in r.segments]
+    np.testing.assert_allclose(np.stack(seg.scores.to_numpy()), np.stack([s.scores for s in r.segments]),
+                               rtol=1e-6)
+    ids, emb = store.embeddings()
+    np.testing.assert_allclose(emb, np.stack([s.embedding for s in r.segments]), rtol=1e-6)
+    frames = store.frames(r.session_id)
+    assert list(frames.columns[3:]) == LABELS and len(frames) == 10
+    sess = store.sessions().iloc[0]
+    assert sess.agent_id == "a1" and list(sess.tags) == ["t"] and sess.status == "ok"
+
+
+def test_replace_never_duplicates(tmp_path):
+    store = Store(tmp_path / "db.duckdb")
+    store.migrate()
+    store.save_session(make_result(n_segments=3), None)
+    store.save_session(make_result(n_segments=2), None)
+    assert store.counts()["segments"] == 2 and store.counts()["sessions"] == 1
+
+
+def test_failure_inside_transaction_leaves_nothing_half_written(tmp_path):
+    store = Store(tmp_path / "db.duckdb")
+    store.migrate()
+    store.save_session(make_result(), None)
+    before = store.counts()
+
+    def boom(con, sid):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        store.save_session(make_result(n_segments=5), None, derived=boom)
+    assert store.counts() == before
+
+
+def test_failed_result_never_overwrites_a_good_session(tmp_path):
+    store = Store(tmp_path / "db.duckdb")
+    store.migrate()
+    store.save_session(make_result(), None)
+    bad = SessionResult("s" + ("ab" * 32)[:15], "/x/a.wav", "a.wav", "ab" * 32, 0, 0,
+                        SessionMeta(), status="failed", error="boom")
+    store.save_session(bad, None)
+    assert store.status_of("ab" * 32) == "ok" and store.counts()["segments"] == 3
+
+
+def test_filter_values_are_parameters(tmp_path):
+    store = Store(tmp_path / "db.duckdb")
+    store.migrate()
+    store.save_session(make_result(), None)
+    hostile = "'; DROP TABLE segments; --"
+    assert store.query("SELECT * FROM sessions WHERE agent_id = ?", [hostile]).empty
+    assert store.counts()["segments"] == 3

@@ -1,0 +1,35 @@
+import numpy as np
+
+from core.audio import SAMPLE_RATE
+from ingest.options import IngestOptions
+from ingest.vad import merge, speech_spans, split_long
+from tests.audio_gen import silence, speak
+
+
+def test_finds_speech_and_the_pause_between(speech):
+    spans = speech_spans(speech, IngestOptions())
+    assert len(spans) == 2, spans
+    first_end, second_start = spans[0][1], spans[1][0]
+    assert second_start - first_end > 0.6  # the one-second pause in the fixture
+
+
+def test_nothing_in_silence_or_noise():
+    opts = IngestOptions()
+    assert speech_spans(silence(5.0), opts) == []
+    noise = np.random.default_rng(1).normal(0, 0.001, 5 * SAMPLE_RATE).astype(np.float32)
+    assert speech_spans(noise, opts) == []
+
+
+def test_long_speech_is_split_under_the_maximum():
+    x = np.concatenate([speak("one two three four five six seven eight nine ten " * 3)] * 2)
+    spans = speech_spans(x, IngestOptions(max_segment_s=4.0, merge_gap_s=1.0))
+    assert spans and max(e - s for s, e in spans) <= 4.0 + 1e-6
+    assert sum(e - s for s, e in spans) > 0.6 * x.size / SAMPLE_RATE
+
+
+def test_merge_and_split_rules():
+    assert merge([(0.0, 1.0), (1.2, 2.0), (3.0, 4.0)], 0.3) == [(0.0, 2.0), (3.0, 4.0)]
+    x = np.ones(10 * SAMPLE_RATE, np.float32)
+    x[int(4.5 * SAMPLE_RATE):int(4.6 * SAMPLE_RATE)] = 0.0  # the quietest point
+    pieces = split_long(x, 0.0, 10.0, 6.0)
+    assert abs(pieces[0][1] - 4.5) < 0.03 and pieces[-1][1] == 10.0
