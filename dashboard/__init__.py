@@ -1,0 +1,1 @@
+"""The Streamlit app: navigation in app.py, thin pages, shared components."""

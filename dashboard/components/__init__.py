@@ -1,0 +1,1 @@
+"""Widgets and data access shared by the pages."""
