@@ -75,4 +75,50 @@ CREATE TABLE frames (
 );
 CREATE INDEX frames_session ON frames(session_id);
 """),
+    # Analytics derived from segments (core/analytics.py); rebuilt by `emoscope recompute`.
+    ("0002_analytics", """
+ALTER TABLE segments ADD COLUMN rolling_volatility DOUBLE;
+CREATE TABLE session_metrics (
+    session_id VARCHAR NOT NULL,
+    speaker VARCHAR NOT NULL,
+    n_segments INTEGER,
+    talk_s DOUBLE,
+    turns INTEGER,
+    interruptions INTEGER,
+    overlap_s DOUBLE,
+    silence_s DOUBLE,
+    longest_silence_s DOUBLE,
+    volatility DOUBLE,
+    rolling_volatility_max DOUBLE,
+    score_volatility DOUBLE,
+    label_switches INTEGER,
+    switches_per_min DOUBLE,
+    mix DOUBLE[9],
+    neg_share DOUBLE,
+    mix_first DOUBLE[9],
+    mix_last DOUBLE[9],
+    neg_first DOUBLE,
+    neg_last DOUBLE,
+    neg_delta DOUBLE,
+    trend VARCHAR,
+    low_conf_n INTEGER,
+    low_conf_share DOUBLE,
+    unreliable BOOLEAN,
+    unreliable_cause VARCHAR,
+    rules_digest VARCHAR,
+    PRIMARY KEY (session_id, speaker)
+);
+CREATE TABLE alerts (
+    session_id VARCHAR NOT NULL,
+    speaker VARCHAR NOT NULL,
+    rule VARCHAR NOT NULL,
+    t_s DOUBLE,
+    severity VARCHAR,
+    detail VARCHAR,
+    emotion VARCHAR,
+    suggested_response VARCHAR,
+    suggested_response_zh VARCHAR
+);
+CREATE INDEX alerts_session ON alerts(session_id);
+"""),
 ]

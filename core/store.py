@@ -185,8 +185,10 @@ class Store:
                     "fallback_action": [s.fallback_action for s in result.segments],
                 })
                 con.register("seg_df", seg)
-                con.execute("INSERT INTO segments SELECT segment_id, session_id, channel, "
-                            "speaker, start_s, end_s, label, confidence, "
+                con.execute("INSERT INTO segments (segment_id, session_id, channel, speaker, "
+                            "start_s, end_s, label, confidence, scores, embedding, rms, "
+                            "clip_ratio, flags, fallback_action) "
+                            "SELECT segment_id, session_id, channel, speaker, start_s, end_s, label, confidence, "
                             "scores::FLOAT[9], embedding::FLOAT[], rms, clip_ratio, flags, "
                             "fallback_action FROM seg_df")
                 con.unregister("seg_df")
@@ -204,7 +206,7 @@ class Store:
 
     @staticmethod
     def _delete(con: duckdb.DuckDBPyConnection, sid: str) -> None:
-        for table in ("frames", "segments", "channels", "sessions"):
+        for table in ("alerts", "session_metrics", "frames", "segments", "channels", "sessions"):
             con.execute(f"DELETE FROM {table} WHERE session_id = ?", [sid])
 
     # -- reads ----------------------------------------------------------------------------
@@ -242,6 +244,171 @@ class Store:
 
     def runs(self) -> pd.DataFrame:
         return self.query("SELECT * FROM runs ORDER BY started_at")
+
+    # -- analytics: session_metrics, alerts, segments.rolling_volatility ---------------------
+    # Derived rows come from core.analytics; this section only moves them in and out of SQL.
+    _SEG_COLUMNS = ("segment_id, session_id, channel, speaker, start_s, end_s, label, "
+                    "confidence, scores, embedding, flags")
+
+    def analytics_rules(self):
+        """The rules derived rows are computed with (emoscope.toml over the defaults)."""
+        if getattr(self, "_analytics_rules", None) is None:
+            from core.rules import load_rules
+            self._analytics_rules = load_rules()
+        return self._analytics_rules
+
+    def use_rules(self, rules) -> None:
+        self._analytics_rules = rules
+
+    def write_derived(self, con: duckdb.DuckDBPyConnection, session_id: str) -> None:
+        """The `derived` hook of save_session: analytics for one session, same transaction.
+
+        The volatility reference is every ok session ingested before this one, as in recompute.
+        """
+        from core.analytics import Reference, analyze
+        row = con.execute("SELECT duration_s, ingested_at FROM sessions "
+                          "WHERE session_id = ? AND status = 'ok'", [session_id]).fetchone()
+        if row is None:
+            return
+        duration_s, ingested_at = row
+        seg = con.execute(f"SELECT {self._SEG_COLUMNS} FROM segments WHERE session_id = ?",
+                          [session_id]).df()
+        ch = con.execute("SELECT channel, speaker, flags FROM channels WHERE session_id = ? "
+                         "ORDER BY channel", [session_id]).df()
+        ref = con.execute(
+            "SELECT m.speaker, m.volatility FROM session_metrics m JOIN sessions s "
+            "USING (session_id) WHERE s.status = 'ok' AND m.volatility IS NOT NULL "
+            "AND (s.ingested_at < ? OR (s.ingested_at = ? AND s.session_id < ?))",
+            [ingested_at, ingested_at, session_id]).df()
+        a = analyze(session_id, seg, ch, duration_s, self.analytics_rules(),
+                    Reference.from_rows(ref).values)
+        self._write_analysis(con, [session_id], a.metrics, a.alerts, a.segments)
+
+    @staticmethod
+    def _write_analysis(con: duckdb.DuckDBPyConnection, session_ids: list[str],
+                        metrics: pd.DataFrame, alerts: pd.DataFrame,
+                        segments: pd.DataFrame) -> None:
+        from core.alerts import ALERT_COLUMNS
+        from core.metrics import METRIC_COLUMNS
+        ids = pd.DataFrame({"session_id": session_ids})
+        con.register("ids_df", ids)
+        for table in ("session_metrics", "alerts"):
+            con.execute(f"DELETE FROM {table} WHERE session_id IN (SELECT session_id FROM ids_df)")
+        con.unregister("ids_df")
+        for table, df, cols in (("session_metrics", metrics, METRIC_COLUMNS),
+                                ("alerts", alerts, ALERT_COLUMNS)):
+            if len(df):
+                names = ", ".join(cols)
+                con.register("derived_df", df[cols])
+                con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM derived_df")
+                con.unregister("derived_df")
+        if len(segments):
+            con.register("seg_upd", segments[["segment_id", "rolling_volatility",
+                                              "fallback_action"]])
+            con.execute("UPDATE segments SET rolling_volatility = u.rolling_volatility, "
+                        "fallback_action = u.fallback_action FROM seg_upd u "
+                        "WHERE segments.segment_id = u.segment_id")
+            con.unregister("seg_upd")
+
+    def recompute(self, progress=None, rules=None, chunk: int = 250) -> dict:
+        """Rebuild session_metrics, alerts and per-segment values for every ok session.
+
+        Sessions are processed in ingest order so the store-relative rules see the same
+        earlier sessions they saw at ingest; one transaction, so readers never see half of it.
+        `progress(done, total)` is called after each chunk.
+        """
+        from core.analytics import Reference, analyze
+        if rules is not None:
+            self.use_rules(rules)
+        rules = self.analytics_rules()
+        self.migrate()
+        t0 = time.perf_counter()
+        n_alerts = 0
+        with self.write() as con:
+            sessions = con.execute("SELECT session_id, duration_s FROM sessions "
+                                   "WHERE status = 'ok' ORDER BY ingested_at, session_id").df()
+            con.execute("DELETE FROM session_metrics")
+            con.execute("DELETE FROM alerts")
+            con.execute("UPDATE segments SET rolling_volatility = NULL")
+            ref = Reference()
+            total = len(sessions)
+            for lo in range(0, total, chunk):
+                part = sessions.iloc[lo:lo + chunk]
+                con.register("ids_df", part[["session_id"]])
+                seg = con.execute(f"SELECT {self._SEG_COLUMNS} FROM segments "
+                                  "WHERE session_id IN (SELECT session_id FROM ids_df)").df()
+                ch = con.execute("SELECT session_id, channel, speaker, flags FROM channels "
+                                 "WHERE session_id IN (SELECT session_id FROM ids_df) "
+                                 "ORDER BY session_id, channel").df()
+                con.unregister("ids_df")
+                seg_by = dict(tuple(seg.groupby("session_id", sort=False)))
+                ch_by = dict(tuple(ch.groupby("session_id", sort=False)))
+                out = []
+                for sid, dur in zip(part.session_id, part.duration_s):
+                    a = analyze(sid, seg_by.get(sid, seg.iloc[0:0]), ch_by.get(sid, ch.iloc[0:0]),
+                                dur, rules, ref.values)
+                    ref.add(a.metrics)
+                    out.append(a)
+                alerts = pd.concat([a.alerts for a in out], ignore_index=True)
+                n_alerts += len(alerts)
+                self._write_analysis(
+                    con, part.session_id.tolist(),
+                    pd.concat([a.metrics for a in out], ignore_index=True), alerts,
+                    pd.concat([a.segments for a in out], ignore_index=True))
+                if progress is not None:
+                    progress(min(lo + chunk, total), total)
+        return {"sessions": total, "alerts": n_alerts, "rules": rules.digest,
+                "seconds": time.perf_counter() - t0}
+
+    def session_metrics(self, session_id: str | None = None) -> pd.DataFrame:
+        """session_metrics rows with each session's metadata (agent, customer, team, dates)."""
+        sql = ("SELECT m.*, s.agent_id, s.customer_id, s.team, s.recorded_at, s.ingested_at, "
+               "s.duration_s, s.file_name FROM session_metrics m JOIN sessions s "
+               "USING (session_id)")
+        params: list = []
+        if session_id is not None:
+            sql += " WHERE m.session_id = ?"
+            params = [session_id]
+        return self.query(sql + " ORDER BY s.recorded_at, m.session_id, m.speaker = 'all', "
+                          "m.speaker", params)
+
+    def alerts(self, session_id: str | None = None, speaker: str | None = None,
+               rule: str | None = None, severity: str | None = None,
+               since: str | None = None, until: str | None = None) -> pd.DataFrame:
+        """Alerts with session metadata; every filter optional; since/until on the session date
+        (recorded_at, else ingested_at), until exclusive."""
+        where, params = [], []
+        for col, val in (("a.session_id", session_id), ("a.speaker", speaker),
+                         ("a.rule", rule), ("a.severity", severity)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        for op, val in ((">=", since), ("<", until)):
+            if val is not None:
+                where.append(f"coalesce(s.recorded_at, s.ingested_at) {op} ?")
+                params.append(_timestamp(val))
+        sql = ("SELECT a.*, s.agent_id, s.customer_id, s.team, s.recorded_at, s.ingested_at, "
+               "s.file_name FROM alerts a JOIN sessions s USING (session_id)")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return self.query(sql + " ORDER BY coalesce(s.recorded_at, s.ingested_at) DESC, "
+                          "a.session_id, a.t_s, a.speaker, a.rule", params)
+
+    def aggregates(self, by: str = "agent", period: str = "week",
+                   speaker: str = "all") -> pd.DataFrame:
+        """Per agent / team / customer by day / week: see core.aggregates.aggregate."""
+        from core.aggregates import aggregate
+        return aggregate(self.session_metrics(), self.alerts(), by, period, speaker)
+
+    def baselines(self) -> pd.DataFrame:
+        """Each person's baseline and how far their latest session departs from it."""
+        from core.aggregates import person_baselines
+        return person_baselines(self.session_metrics(), self.analytics_rules())
+
+    def person_sessions(self) -> pd.DataFrame:
+        """(person, session) rows behind the baselines: mix, negative share, volatility."""
+        from core.aggregates import person_sessions
+        return person_sessions(self.session_metrics())
 
 
 def _timestamp(value: str | None) -> datetime | None:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from core.labels import LABELS
+from core.migrations import MIGRATIONS
 from core.store import Store
 from core.types import ChannelQuality, Curve, Segment, SessionMeta, SessionResult
 
@@ -23,7 +24,7 @@ def make_result(sha="ab" * 32, n_segments=3, status="ok") -> SessionResult:
 
 def test_round_trip(tmp_path):
     store = Store(tmp_path / "db.duckdb")
-    assert store.migrate() == ["0001_initial"]
+    assert store.migrate() == [name for name, _ in MIGRATIONS]
     assert store.migrate() == []  # applied once
     r = make_result()
     store.save_session(r, run_id=None)
