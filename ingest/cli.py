@@ -154,6 +154,37 @@ def demo(
     dashboard(db, port)
 
 
+@app.command()
+def recompute(
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to update."),
+    rules: Optional[Path] = typer.Option(None, help="Rules TOML (default: ./emoscope.toml, "
+                                                    "else the packaged defaults)."),
+) -> None:
+    """Rebuild session metrics and alerts for every stored session (after a rule change)."""
+    from rich.progress import Progress
+
+    from core.rules import RulesError, load_rules
+    from core.store import StoreBusy
+
+    if not db.exists():
+        _fail_usage(f"no database at {db}; ingest some audio first")
+    try:
+        loaded = load_rules(rules)
+    except RulesError as e:
+        _fail_usage(str(e))
+    store = Store(db)
+    try:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("recompute", total=None)
+            out = store.recompute(progress=lambda done, total: bar.update(
+                task, completed=done, total=total), rules=loaded)
+    except StoreBusy as e:
+        typer.secho(f"error: {e}; try again when the ingest has finished", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"recomputed {out['sessions']} sessions · {out['alerts']} alerts · rules "
+               f"{out['rules']} ({loaded.source}) · {out['seconds']:.1f} s")
+
+
 def main() -> None:  # python -m ingest.cli
     app()
 
