@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.labels import LABELS
-from core.metrics import ALL, REQUEST_CLARIFICATION, fallback_action, order
+from core.labels import LABELS, NEGATIVE
+from core.metrics import ALL, as_seq, low_confidence
 from core.rules import AlertRule, Rules
 
 ALERT_COLUMNS = ["session_id", "speaker", "rule", "t_s", "severity", "detail", "emotion",
@@ -44,93 +44,104 @@ def streaks(labels, wanted) -> list[tuple[int, int]]:
     return out
 
 
-def _streak(sid, sp, part, rule, rules) -> list[dict]:
+def _streak(sid, sp, q, rule, rules) -> list[dict]:
     out = []
-    for i, n in streaks(part.label, rule.labels):
+    for i, n in streaks(q.label, rule.labels):
         if n < rule.min_count:
             continue
-        run = part.iloc[i:i + n]
-        counts = run.label.value_counts()
-        emotion = max(rule.labels, key=lambda lab: (counts.get(lab, 0), -LABELS.index(lab)))
+        run = q.label[i:i + n].tolist()
+        emotion = max(rule.labels, key=lambda lab: (run.count(lab), -LABELS.index(lab)))
         what = emotion if len(rule.labels) == 1 else "/".join(rule.labels)
-        out.append(_alert(sid, sp, rule, run.start_s.iloc[0],
-                          f"{what} in {n} consecutive segments from {run.start_s.iloc[0]:.1f} s "
-                          f"to {run.end_s.iloc[-1]:.1f} s", emotion, rules))
+        out.append(_alert(sid, sp, rule, q.start[i],
+                          f"{what} in {n} consecutive segments from {q.start[i]:.1f} s "
+                          f"to {q.end[i + n - 1]:.1f} s", emotion, rules))
     return out
 
 
-def session_alerts(sid: str, seg: pd.DataFrame, metrics: pd.DataFrame, duration_s: float,
-                   rules: Rules) -> pd.DataFrame:
-    """Every rule that needs only this session (all kinds but volatility_percentile)."""
-    seg = order(seg)
+def session_alerts(sid: str, seg, metrics, duration_s: float, rules: Rules) -> list[dict]:
+    """Every rule that needs only this session (all kinds but volatility_percentile).
+
+    `metrics`: metric rows (dicts, or a DataFrame of METRIC_COLUMNS) of this session.
+    """
+    q = as_seq(seg)
     rows: list[dict] = []
     last_q = 0.75 * duration_s
-    for m in metrics[metrics.speaker != ALL].itertuples(index=False):
-        part = seg[seg.speaker == m.speaker]
+    for m in _records(metrics):
+        sp = m["speaker"]
+        if sp == ALL:
+            continue
+        part = q.take(np.flatnonzero(q.speaker == sp))
         for rule in rules.alerts:
-            if not rule.watches(m.speaker):
+            if not rule.watches(sp):
                 continue
             if rule.kind == "streak":
-                rows += _streak(sid, m.speaker, part, rule, rules)
-            elif rule.kind == "last_quarter_share" and m.neg_last is not None \
-                    and not pd.isna(m.neg_last):
+                rows += _streak(sid, sp, part, rule, rules)
+            elif rule.kind == "last_quarter_share" and _present(m["neg_last"]):
                 idx = [LABELS.index(x) for x in rule.labels]
-                share = float(np.asarray(m.mix_last, float)[idx].sum())
+                share = float(np.asarray(m["mix_last"], float)[idx].sum())
                 if share >= rule.min_share - 1e-9:
                     rows.append(_alert(
-                        sid, m.speaker, rule, last_q,
+                        sid, sp, rule, last_q,
                         f"{'/'.join(rule.labels)} share {share:.2f} in the last quarter "
                         f"(from {last_q:.1f} s), threshold {rule.min_share:.2f}",
-                        _dominant(m.mix_last, rule.labels), rules))
-            elif rule.kind == "ends_worse" and m.trend == "worsening":
+                        _dominant(m["mix_last"], rule.labels), rules))
+            elif rule.kind == "ends_worse" and m["trend"] == "worsening":
                 rows.append(_alert(
-                    sid, m.speaker, rule, last_q,
-                    f"negative share rose from {m.neg_first:.2f} in the first quarter to "
-                    f"{m.neg_last:.2f} in the last ({m.neg_delta:+.2f}; threshold "
-                    f"{rules.trend_threshold:.2f})",
-                    _dominant(m.mix_last, ("angry", "disgusted", "fearful", "sad")), rules))
-            elif rule.kind == "unreliable" and m.unreliable:
-                low = part[[fallback_action(lab, c, rules.confidence_threshold)
-                            == REQUEST_CLARIFICATION
-                            for lab, c in zip(part.label, part.confidence)]]
+                    sid, sp, rule, last_q,
+                    f"negative share rose from {m['neg_first']:.2f} in the first quarter to "
+                    f"{m['neg_last']:.2f} in the last ({m['neg_delta']:+.2f}; threshold "
+                    f"{rules.trend_threshold:.2f})", _dominant(m["mix_last"], NEGATIVE), rules))
+            elif rule.kind == "unreliable" and m["unreliable"]:
+                low = np.flatnonzero(low_confidence(part, rules.confidence_threshold))
                 rows.append(_alert(
-                    sid, m.speaker, rule, low.start_s.iloc[0] if len(low) else 0.0,
-                    f"unreliable audio: {m.low_conf_share:.0%} of segments need clarification "
-                    f"(threshold {rules.unreliable_share:.0%}); likely cause: "
-                    f"{m.unreliable_cause}", "unknown", rules))
-    return frame(rows)
+                    sid, sp, rule, part.start[low[0]] if low.size else 0.0,
+                    f"unreliable audio: {m['low_conf_share']:.0%} of segments need "
+                    f"clarification (threshold {rules.unreliable_share:.0%}); likely cause: "
+                    f"{m['unreliable_cause']}", "unknown", rules))
+    return rows
 
 
-def volatility_alerts(sid: str, seg: pd.DataFrame, metrics: pd.DataFrame,
-                      rolling: pd.DataFrame, reference: dict[str, list[float]],
-                      rules: Rules) -> pd.DataFrame:
+def volatility_alerts(sid: str, seg, metrics, rolling: np.ndarray,
+                      reference: dict[str, list[float]], rules: Rules) -> list[dict]:
     """volatility_percentile rules against `reference`: earlier sessions' volatility by role.
 
-    The alert points at the segment where the rolling volatility peaks.
+    `rolling`: the rolling volatility of each segment of `as_seq(seg)`, in that order.
+    The alert points at the segment where the speaker's rolling volatility peaks.
     """
-    seg = order(seg).merge(rolling[["segment_id", "rolling_volatility"]], on="segment_id")
+    q = as_seq(seg)
+    rolling = np.asarray(rolling, float)
     rows: list[dict] = []
     for rule in (r for r in rules.alerts if r.kind == "volatility_percentile"):
-        for m in metrics[metrics.speaker != ALL].itertuples(index=False):
-            if not rule.watches(m.speaker) or m.volatility is None or pd.isna(m.volatility):
+        for m in _records(metrics):
+            sp, vol = m["speaker"], m["volatility"]
+            if sp == ALL or not rule.watches(sp) or not _present(vol):
                 continue
-            ref = reference.get(m.speaker, [])
+            ref = reference.get(sp, [])
             if len(ref) < rule.min_reference:
                 continue
             limit = float(np.percentile(np.asarray(ref, float), rule.percentile))
-            if m.volatility <= limit:
+            if vol <= limit:
                 continue
-            part = seg[seg.speaker == m.speaker]
-            peak = part.loc[part.rolling_volatility.idxmax()] \
-                if part.rolling_volatility.notna().any() else part.iloc[0]
+            idx = np.flatnonzero(q.speaker == sp)
+            r = rolling[idx]
+            peak = idx[int(np.nanargmax(r))] if np.isfinite(r).any() else idx[0]
             rows.append(_alert(
-                sid, m.speaker, rule, peak.start_s,
-                f"volatility {m.volatility:.3f} above the {rule.percentile:g}th percentile "
-                f"{limit:.3f} of {len(ref)} earlier {m.speaker} sessions; peak at "
-                f"{peak.start_s:.1f} s", peak.label, rules))
-    return frame(rows)
+                sid, sp, rule, q.start[peak],
+                f"volatility {vol:.3f} above the {rule.percentile:g}th percentile "
+                f"{limit:.3f} of {len(ref)} earlier {sp} sessions; peak at "
+                f"{q.start[peak]:.1f} s", q.label[peak], rules))
+    return rows
+
+
+def _present(v) -> bool:
+    return v is not None and not (isinstance(v, float) and np.isnan(v))
+
+
+def _records(metrics) -> list[dict]:
+    return metrics.to_dict("records") if isinstance(metrics, pd.DataFrame) else list(metrics)
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=ALERT_COLUMNS)
-    return df.sort_values(["t_s", "speaker", "rule"], kind="stable").reset_index(drop=True)
+    """Alert rows as a DataFrame in a fixed order: time, then speaker, then rule."""
+    rows = sorted(rows, key=lambda r: (r["t_s"], r["speaker"], r["rule"]))
+    return pd.DataFrame(rows, columns=ALERT_COLUMNS)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from core.alerts import frame, session_alerts, volatility_alerts
-from core.metrics import ALL, order, segment_updates, session_metrics
+from core.metrics import (ALL, METRIC_COLUMNS, Seq, as_seq, channel_list, metric_rows,
+                          segment_updates, speaker_parts)
 from core.rules import Rules
 
 
@@ -24,27 +25,37 @@ class Analysis:
     alerts: pd.DataFrame  # ALERT_COLUMNS
 
 
-def effective_duration(duration_s: float | None, seg: pd.DataFrame) -> float:
+def effective_duration(duration_s: float | None, q: Seq) -> float:
     if duration_s and duration_s > 0:
         return float(duration_s)
-    return float(seg.end_s.max()) if len(seg) else 0.0
+    return float(q.end.max()) if len(q) else 0.0
 
 
-def analyze(session_id: str, seg: pd.DataFrame, channels: pd.DataFrame | None,
+def analyze(session_id: str, seg, channels: pd.DataFrame | None,
             duration_s: float | None, rules: Rules,
             reference: dict[str, list[float]] | None = None) -> Analysis:
     """Metrics, per-segment values and alerts for one session.
 
+    `seg`: the session's segments (a DataFrame shaped like the `segments` table, or a Seq);
     `reference`: volatility of earlier sessions by speaker role (see module docstring).
     """
-    seg = order(seg)
-    dur = effective_duration(duration_s, seg)
-    metrics = session_metrics(session_id, seg, channels, dur, rules)
-    rolling = segment_updates(seg, rules.window, rules.confidence_threshold)
-    alerts = pd.concat([session_alerts(session_id, seg, metrics, dur, rules),
-                        volatility_alerts(session_id, seg, metrics, rolling, reference or {},
-                                          rules)], ignore_index=True)
-    return Analysis(metrics, rolling, frame(alerts.to_dict("records")))
+    rows, updates, alerts = analyze_rows(session_id, seg, channels, duration_s, rules,
+                                         reference)
+    return Analysis(pd.DataFrame(rows, columns=METRIC_COLUMNS), updates, frame(alerts))
+
+
+def analyze_rows(session_id: str, seg, channels, duration_s, rules: Rules,
+                 reference=None) -> tuple[list[dict], pd.DataFrame, list[dict]]:
+    """`analyze` as plain rows (metric dicts, segment updates, alert dicts in `frame` order),
+    so a bulk recompute builds one DataFrame per chunk instead of three per session."""
+    q = as_seq(seg)
+    dur = effective_duration(duration_s, q)
+    parts = speaker_parts(q, rules.window)
+    rows = metric_rows(session_id, q, channel_list(channels), dur, rules, parts)
+    updates = segment_updates(q, rules.window, rules.confidence_threshold, parts)
+    alerts = session_alerts(session_id, q, rows, dur, rules) + volatility_alerts(
+        session_id, q, rows, updates.rolling_volatility.to_numpy(), reference or {}, rules)
+    return rows, updates, sorted(alerts, key=lambda r: (r["t_s"], r["speaker"], r["rule"]))
 
 
 class Reference:
@@ -53,8 +64,10 @@ class Reference:
     def __init__(self) -> None:
         self.values: dict[str, list[float]] = defaultdict(list)
 
-    def add(self, metrics: pd.DataFrame) -> None:
-        for sp, vol in zip(metrics.speaker, metrics.volatility):
+    def add(self, metrics) -> None:
+        """Metric rows (a DataFrame or a list of dicts) of one or more sessions."""
+        recs = metrics.to_dict("records") if isinstance(metrics, pd.DataFrame) else metrics
+        for sp, vol in ((r["speaker"], r["volatility"]) for r in recs):
             if sp != ALL and vol is not None and not pd.isna(vol):
                 self.values[sp].append(float(vol))
 

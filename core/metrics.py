@@ -5,6 +5,8 @@ plain values, so each metric can be checked by hand. docs/metrics.md defines the
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -160,37 +162,92 @@ def overlap_time(by_speaker: dict[str, list]) -> float:
     return float(out)
 
 
-def interruptions(seg: pd.DataFrame) -> pd.Series:
-    """Per segment: does it start while another speaker's segment is under way (strictly)?"""
-    starts = seg.start_s.to_numpy(float)
-    ends = seg.end_s.to_numpy(float)
-    spk = seg.speaker.to_numpy()
-    hit = [bool(np.any((spk != spk[i]) & (starts < starts[i]) & (ends > starts[i])))
-           for i in range(len(seg))]
-    return pd.Series(hit, index=seg.index, dtype=bool)
-
-
-def turns(seg: pd.DataFrame) -> pd.Series:
-    """Per speaker, the number of runs of consecutive segments (by start) that are theirs."""
-    spk = seg.speaker.tolist()
-    starts = [i for i in range(len(spk)) if i == 0 or spk[i] != spk[i - 1]]
-    return pd.Series([spk[i] for i in starts], dtype=object).value_counts()
-
-
 # -- one session ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Seq:
+    """One session's segments as arrays, in time order (ties: channel, then id)."""
+    segment_id: np.ndarray
+    channel: np.ndarray
+    speaker: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    label: np.ndarray
+    label_idx: np.ndarray
+    confidence: np.ndarray
+    scores: np.ndarray  # (n, 9)
+    emb: np.ndarray | None  # (n, D); None when any segment lacks an embedding
+    flags: list
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def take(self, idx) -> "Seq":
+        idx = np.asarray(idx, dtype=int)
+        return Seq(*(getattr(self, f)[idx] for f in _ARRAYS),
+                   emb=None if self.emb is None else self.emb[idx],
+                   flags=[self.flags[i] for i in idx])
+
+
+_ARRAYS = ("segment_id", "channel", "speaker", "start", "end", "label", "label_idx",
+           "confidence", "scores")
+_LABEL_IDX = {lab: i for i, lab in enumerate(LABELS)}
+
+
+def as_seq(seg) -> Seq:
+    """A segments DataFrame (columns as in the `segments` table) → a time-ordered Seq."""
+    if isinstance(seg, Seq):
+        return seg
+    n = len(seg)
+    col = {c: seg[c].to_numpy() for c in ("segment_id", "channel", "speaker", "start_s", "end_s",
+                                          "label", "confidence", "scores")}
+    sid = col["segment_id"].astype(str)
+    start = col["start_s"].astype(float)
+    channel = col["channel"].astype(int)
+    idx = np.array(sorted(range(n), key=lambda i: (start[i], channel[i], sid[i])), dtype=int)
+    labels = col["label"].astype(object)[idx]
+    emb = None
+    if "embedding" in seg and n:
+        vals = seg["embedding"].to_numpy(object)[idx]
+        if all(v is not None and len(v) > 0 for v in vals):
+            emb = np.stack(vals.tolist()).astype(np.float64)
+    flags = seg["flags"].to_numpy(object)[idx].tolist() if "flags" in seg else [None] * n
+    return Seq(
+        segment_id=sid.astype(object)[idx], channel=channel[idx],
+        speaker=col["speaker"].astype(object)[idx], start=start[idx],
+        end=col["end_s"].astype(float)[idx], label=labels,
+        label_idx=np.array([_LABEL_IDX[x] for x in labels], dtype=int),
+        confidence=col["confidence"].astype(float)[idx],
+        scores=np.stack(col["scores"][idx].tolist()).astype(np.float64) if n
+        else np.zeros((0, len(LABELS))),
+        emb=emb, flags=flags)
+
+
 def order(seg: pd.DataFrame) -> pd.DataFrame:
-    """Segments in time order; ties by channel then id so every run sees the same order."""
+    """Segments in the same time order as `as_seq`."""
     return seg.sort_values(["start_s", "channel", "segment_id"], kind="stable") \
         .reset_index(drop=True)
 
 
-def _embeddings(seg: pd.DataFrame) -> np.ndarray | None:
-    if "embedding" not in seg or seg.empty:
-        return None
-    vals = list(seg.embedding)
-    if any(v is None or len(v) == 0 for v in vals):
-        return None
-    return np.stack([np.asarray(v, dtype=np.float64) for v in vals])
+def interruptions(q: Seq) -> np.ndarray:
+    """Per segment: does it start while another speaker's segment is under way (strictly)?"""
+    s, e, sp = q.start, q.end, q.speaker
+    if len(q) == 0:
+        return np.zeros(0, bool)
+    other = sp[None, :] != sp[:, None]
+    return (other & (s[None, :] < s[:, None]) & (e[None, :] > s[:, None])).any(axis=1)
+
+
+def turns(q: Seq) -> dict[str, int]:
+    """Per speaker, the number of runs of consecutive segments (by start) that are theirs."""
+    out: dict[str, int] = {}
+    for i, sp in enumerate(q.speaker):
+        if i == 0 or sp != q.speaker[i - 1]:
+            out[sp] = out.get(sp, 0) + 1
+    return out
+
+
+def low_confidence(q: Seq, threshold: float) -> np.ndarray:
+    return np.isin(q.label, UNCERTAIN) | (q.confidence < threshold)
 
 
 def _flags(values) -> list[str]:
@@ -209,109 +266,141 @@ def unreliable_cause(channel_flags, segment_flags) -> str:
     return ", ".join(CAUSES[c] for c in codes)
 
 
-def segment_updates(seg: pd.DataFrame, window: int, threshold: float) -> pd.DataFrame:
+def _mix(q: Seq, mask=None) -> tuple[np.ndarray, float]:
+    dur = np.clip(q.end - q.start, 0, None)
+    idx = q.label_idx
+    if mask is not None:
+        dur, idx = dur[mask], idx[mask]
+    m = np.bincount(idx, weights=dur, minlength=len(LABELS)).astype(float)
+    tot = float(dur.sum())
+    return (m / tot if tot > 0 else m), tot
+
+
+def speaker_parts(q: Seq, window: int) -> dict[str, dict]:
+    """Per speaker (sorted): indices into q and the sequence measures of their own segments."""
+    parts = {}
+    for sp in sorted(set(q.speaker.tolist())):
+        idx = np.flatnonzero(q.speaker == sp)
+        part = q.take(idx)
+        parts[sp] = {
+            "idx": idx, "seq": part,
+            "dists": pair_distances(part.emb) if part.emb is not None else np.zeros(0),
+            "steps": score_steps(part.scores),
+            "switches": label_switches(part.label),
+            "roll": rolling_volatility(part.emb, window) if part.emb is not None
+            else np.full(len(part), np.nan),
+            "spans": union(zip(part.start, part.end)),
+        }
+    return parts
+
+
+def rolling_column(q: Seq, parts: dict[str, dict]) -> np.ndarray:
+    """Each speaker's rolling volatility placed back at their segments' positions in q."""
+    roll = np.full(len(q), np.nan)
+    for p in parts.values():
+        roll[p["idx"]] = p["roll"]
+    return roll
+
+
+def segment_updates(seg, window: int, threshold: float, parts=None) -> pd.DataFrame:
     """rolling_volatility (within each speaker's own sequence) and fallback_action per segment."""
-    seg = order(seg)
-    roll = np.full(len(seg), np.nan)
-    for _, idx in seg.groupby("speaker", sort=True).indices.items():
-        emb = _embeddings(seg.iloc[idx])
-        if emb is not None:
-            roll[idx] = rolling_volatility(emb, window)
+    q = as_seq(seg)
+    parts = parts if parts is not None else speaker_parts(q, window)
+    low = low_confidence(q, threshold)
     return pd.DataFrame({
-        "segment_id": seg.segment_id.to_numpy(),
-        "rolling_volatility": roll,
-        "fallback_action": [fallback_action(lab, conf, threshold)
-                            for lab, conf in zip(seg.label, seg.confidence)],
+        "segment_id": q.segment_id,
+        "rolling_volatility": rolling_column(q, parts),
+        "fallback_action": np.where(low, REQUEST_CLARIFICATION, None),
     })
 
 
-def _row(sid: str, speaker: str, part: pd.DataFrame, duration_s: float, rules,
-         dists: np.ndarray, steps: np.ndarray, switches: int, roll: np.ndarray,
-         channel_flags: list) -> dict:
-    dur = (part.end_s - part.start_s).to_numpy(float)
-    m = mix(part.label, dur)
-    first, last = quarter_masks(part.start_s, part.end_s, duration_s)
-    m_first = mix(part.label[first], dur[first])
-    m_last = mix(part.label[last], dur[last])
-    has_first, has_last = dur[first].sum() > 0, dur[last].sum() > 0
-    n_first = negative_share(m_first) if has_first else None
-    n_last = negative_share(m_last) if has_last else None
-    delta = n_last - n_first if has_first and has_last else None
-    low = np.array([fallback_action(lab, c, rules.confidence_threshold) is not None
-                    for lab, c in zip(part.label, part.confidence)], dtype=bool)
-    share = float(low.mean()) if len(part) else None
+def _row(sid: str, speaker: str, q: Seq, duration_s: float, rules, dists: np.ndarray,
+         steps: np.ndarray, switches: int, roll: np.ndarray, channel_flags: list) -> dict:
+    m, tot = _mix(q)
+    first, last = quarter_masks(q.start, q.end, duration_s)
+    m_first, t_first = _mix(q, first)
+    m_last, t_last = _mix(q, last)
+    n_first = negative_share(m_first) if t_first > 0 else None
+    n_last = negative_share(m_last) if t_last > 0 else None
+    delta = n_last - n_first if t_first > 0 and t_last > 0 else None
+    low = low_confidence(q, rules.confidence_threshold)
+    share = float(low.mean()) if len(q) else None
     unreliable = share is not None and share >= rules.unreliable_share - _EPS
     minutes = duration_s / 60
     finite = roll[~np.isnan(roll)]
     return {
-        "session_id": sid, "speaker": speaker, "n_segments": int(len(part)),
-        "talk_s": total(union(zip(part.start_s, part.end_s))),
+        "session_id": sid, "speaker": speaker, "n_segments": int(len(q)),
+        "talk_s": total(union(zip(q.start, q.end))),
         "volatility": float(dists.mean()) if dists.size else None,
         "rolling_volatility_max": float(finite.max()) if finite.size else None,
         "score_volatility": float(steps.mean()) if steps.size else None,
         "label_switches": int(switches),
         "switches_per_min": switches / minutes if minutes > 0 else None,
-        "mix": m.tolist(), "neg_share": negative_share(m) if dur.sum() > 0 else None,
+        "mix": m.tolist(), "neg_share": negative_share(m) if tot > 0 else None,
         "mix_first": m_first.tolist(), "mix_last": m_last.tolist(),
         "neg_first": n_first, "neg_last": n_last, "neg_delta": delta,
         "trend": trend(delta, rules.trend_threshold),
         "low_conf_n": int(low.sum()), "low_conf_share": share, "unreliable": bool(unreliable),
-        "unreliable_cause": unreliable_cause(channel_flags, part["flags"][low] if "flags" in part
-                                             else []) if unreliable else None,
+        "unreliable_cause": unreliable_cause(channel_flags, [q.flags[i] for i in
+                                                             np.flatnonzero(low)])
+        if unreliable else None,
         "rules_digest": rules.digest,
     }
 
 
-def session_metrics(session_id: str, seg: pd.DataFrame, channels: pd.DataFrame | None,
-                    duration_s: float | None, rules) -> pd.DataFrame:
-    """One row per speaker plus the whole-session row (speaker = "all")."""
-    seg = order(seg)
-    if not duration_s or duration_s <= 0:
-        duration_s = float(seg.end_s.max()) if len(seg) else 0.0
-    channels = channels if channels is not None else pd.DataFrame(
-        columns=["channel", "speaker", "flags"])
-    per: dict[str, dict] = {}
-    for speaker, idx in seg.groupby("speaker", sort=True).indices.items():
-        part = seg.iloc[idx]
-        emb = _embeddings(part)
-        per[speaker] = {
-            "part": part,
-            "dists": pair_distances(emb) if emb is not None else np.zeros(0),
-            "steps": score_steps(np.stack(part.scores.map(np.asarray).tolist())),
-            "switches": label_switches(part.label),
-            "roll": rolling_volatility(emb, rules.window) if emb is not None
-            else np.full(len(part), np.nan),
-            "spans": union(zip(part.start_s, part.end_s)),
-        }
-    for sp in channels.speaker.unique():
-        per.setdefault(sp, {"part": seg.iloc[0:0], "dists": np.zeros(0), "steps": np.zeros(0),
-                            "switches": 0, "roll": np.zeros(0), "spans": []})
-    speakers = sorted(per)
+def channel_list(channels) -> list[tuple[str, tuple]]:
+    """(speaker, flags) per channel from a `channels` DataFrame (or None)."""
+    if channels is None or len(channels) == 0:
+        return []
+    return [(sp, tuple(f) if f is not None else ()) for sp, f in
+            zip(channels["speaker"], channels["flags"])]
+
+
+def metric_rows(sid: str, q: Seq, channels: list[tuple[str, tuple]], duration_s: float,
+                rules, parts: dict[str, dict]) -> list[dict]:
+    """One row per speaker (sorted) and the whole-session row (speaker = "all") last."""
+    empty = q.take([])
+    for sp, _ in channels:  # a channel with no speech still gets its row
+        parts.setdefault(sp, {"idx": np.zeros(0, int), "seq": empty, "dists": np.zeros(0),
+                              "steps": np.zeros(0), "switches": 0, "roll": np.zeros(0),
+                              "spans": []})
+    speakers = sorted(parts)
     two_party = len(speakers) >= 2
-    hits = interruptions(seg) if two_party else pd.Series(False, index=seg.index)
-    turn_n = turns(seg)
+    hits = interruptions(q) if two_party else np.zeros(len(q), bool)
+    turn_n = turns(q)
     rows = []
     for sp in speakers:
-        p = per[sp]
-        flags = channels["flags"][channels.speaker == sp].tolist()
-        row = _row(session_id, sp, p["part"], duration_s, rules, p["dists"], p["steps"],
-                   p["switches"], p["roll"], flags)
-        others = union([s for o in speakers if o != sp for s in per[o]["spans"]])
-        row.update(turns=int(turn_n.get(sp, 0)),
-                   interruptions=int(hits[seg.speaker == sp].sum()) if two_party else None,
+        p = parts[sp]
+        row = _row(sid, sp, p["seq"], duration_s, rules, p["dists"], p["steps"], p["switches"],
+                   p["roll"], [f for s, f in channels if s == sp])
+        others = union([s for o in speakers if o != sp for s in parts[o]["spans"]])
+        row.update(turns=turn_n.get(sp, 0),
+                   interruptions=int(hits[p["idx"]].sum()) if two_party else None,
                    overlap_s=total(intersect(p["spans"], others)) if two_party else None,
                    silence_s=None, longest_silence_s=None)
         rows.append(row)
-    cat = (lambda key: np.concatenate([per[s][key] for s in speakers])
+    cat = (lambda key: np.concatenate([parts[s][key] for s in speakers])
            if speakers else np.zeros(0))
-    every = union(zip(seg.start_s, seg.end_s))
-    row = _row(session_id, ALL, seg, duration_s, rules, cat("dists"), cat("steps"),
-               sum(per[s]["switches"] for s in speakers), cat("roll"), channels["flags"].tolist())
-    row.update(turns=int(turn_n.sum()),
+    every = union(zip(q.start, q.end))
+    row = _row(sid, ALL, q, duration_s, rules, cat("dists"), cat("steps"),
+               sum(parts[s]["switches"] for s in speakers), cat("roll"),
+               [f for _, f in channels])
+    row.update(turns=int(sum(turn_n.values())),
                interruptions=int(hits.sum()) if two_party else None,
-               overlap_s=overlap_time({s: per[s]["spans"] for s in speakers})
+               overlap_s=overlap_time({s: parts[s]["spans"] for s in speakers})
                if two_party else None,
                silence_s=max(duration_s - total(every), 0.0),
                longest_silence_s=max(gaps(every), default=0.0))
     rows.append(row)
+    return rows
+
+
+def session_metrics(session_id: str, seg, channels: pd.DataFrame | None,
+                    duration_s: float | None, rules) -> pd.DataFrame:
+    """One row per speaker plus the whole-session row (speaker = "all"), METRIC_COLUMNS."""
+    q = as_seq(seg)
+    if not duration_s or duration_s <= 0:
+        duration_s = float(q.end.max()) if len(q) else 0.0
+    rows = metric_rows(session_id, q, channel_list(channels), duration_s, rules,
+                       speaker_parts(q, rules.window))
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)

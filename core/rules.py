@@ -1,6 +1,7 @@
 """Analytics thresholds and alert rules, read from emoscope.toml over the packaged defaults."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -50,10 +51,10 @@ class Rules:
     responses_zh: dict = field(default_factory=dict, compare=False, hash=False)
     source: str = field(default="", compare=False)
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         """Short hash of everything that changes a stored value; recorded with each metric row."""
-        payload = {k: v for k, v in self.__dict__.items() if k != "source"}
+        payload = {k: v for k, v in self.__dict__.items() if k not in ("source", "digest")}
         payload["alerts"] = [a.__dict__ for a in self.alerts]
         text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:12]

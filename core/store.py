@@ -245,6 +245,33 @@ class Store:
     def runs(self) -> pd.DataFrame:
         return self.query("SELECT * FROM runs ORDER BY started_at")
 
+    def embedding_matrix(self) -> tuple[pd.DataFrame, np.ndarray, int]:
+        """Every segment's metadata (core.search.META_COLUMNS) and embedding as one matrix.
+
+        Read through Arrow: a list column turned into Python lists row by row would take
+        minutes at 500k segments. Embeddings of a dimension other than the most common one
+        (another model) are left out; returns (meta, (N, D) float32, how many were left out).
+        """
+        sql = ("SELECT g.segment_id, g.session_id, g.speaker, g.label, g.confidence, g.start_s, "
+               "g.end_s, s.team, coalesce(s.recorded_at, s.ingested_at) AS \"when\", "
+               "g.embedding FROM segments g JOIN sessions s USING (session_id) "
+               "WHERE g.embedding IS NOT NULL ORDER BY g.session_id, g.start_s, g.channel")
+        with self.read() as con:
+            table = con.execute(sql).fetch_arrow_table()
+        emb = table.column("embedding").combine_chunks()
+        meta = table.drop_columns(["embedding"]).to_pandas()
+        if len(emb) == 0:
+            return meta, np.zeros((0, 0), np.float32), 0
+        lengths = emb.value_lengths().to_numpy(zero_copy_only=False)
+        dim = int(np.bincount(lengths).argmax())
+        values = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        if (lengths == dim).all():
+            return meta, values.reshape(len(lengths), dim), 0
+        keep = lengths == dim
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[keep]
+        matrix = values[starts[:, None] + np.arange(dim)[None, :]]
+        return meta[keep].reset_index(drop=True), matrix, int((~keep).sum())
+
     # -- analytics: session_metrics, alerts, segments.rolling_volatility ---------------------
     # Derived rows come from core.analytics; this section only moves them in and out of SQL.
     _SEG_COLUMNS = ("segment_id, session_id, channel, speaker, start_s, end_s, label, "
@@ -317,7 +344,9 @@ class Store:
         earlier sessions they saw at ingest; one transaction, so readers never see half of it.
         `progress(done, total)` is called after each chunk.
         """
-        from core.analytics import Reference, analyze
+        from core.alerts import ALERT_COLUMNS
+        from core.analytics import Reference, analyze_rows
+        from core.metrics import METRIC_COLUMNS
         if rules is not None:
             self.use_rules(rules)
         rules = self.analytics_rules()
@@ -336,25 +365,27 @@ class Store:
                 part = sessions.iloc[lo:lo + chunk]
                 con.register("ids_df", part[["session_id"]])
                 seg = con.execute(f"SELECT {self._SEG_COLUMNS} FROM segments "
-                                  "WHERE session_id IN (SELECT session_id FROM ids_df)").df()
+                                  "WHERE session_id IN (SELECT session_id FROM ids_df) "
+                                  "ORDER BY session_id").df()
                 ch = con.execute("SELECT session_id, channel, speaker, flags FROM channels "
                                  "WHERE session_id IN (SELECT session_id FROM ids_df) "
                                  "ORDER BY session_id, channel").df()
                 con.unregister("ids_df")
-                seg_by = dict(tuple(seg.groupby("session_id", sort=False)))
-                ch_by = dict(tuple(ch.groupby("session_id", sort=False)))
-                out = []
+                seg_at, ch_at = _row_ranges(seg.session_id), _row_ranges(ch.session_id)
+                metrics, updates, alerts = [], [], []
                 for sid, dur in zip(part.session_id, part.duration_s):
-                    a = analyze(sid, seg_by.get(sid, seg.iloc[0:0]), ch_by.get(sid, ch.iloc[0:0]),
-                                dur, rules, ref.values)
-                    ref.add(a.metrics)
-                    out.append(a)
-                alerts = pd.concat([a.alerts for a in out], ignore_index=True)
+                    rows, upd, al = analyze_rows(
+                        sid, seg.iloc[slice(*seg_at.get(sid, (0, 0)))],
+                        ch.iloc[slice(*ch_at.get(sid, (0, 0)))], dur, rules, ref.values)
+                    ref.add(rows)
+                    metrics += rows
+                    updates.append(upd)
+                    alerts += al
                 n_alerts += len(alerts)
-                self._write_analysis(
-                    con, part.session_id.tolist(),
-                    pd.concat([a.metrics for a in out], ignore_index=True), alerts,
-                    pd.concat([a.segments for a in out], ignore_index=True))
+                self._write_analysis(con, part.session_id.tolist(),
+                                     pd.DataFrame(metrics, columns=METRIC_COLUMNS),
+                                     pd.DataFrame(alerts, columns=ALERT_COLUMNS),
+                                     pd.concat(updates, ignore_index=True))
                 if progress is not None:
                     progress(min(lo + chunk, total), total)
         return {"sessions": total, "alerts": n_alerts, "rules": rules.digest,
@@ -410,6 +441,17 @@ class Store:
         from core.aggregates import person_sessions
         return person_sessions(self.session_metrics())
 
+
+
+def _row_ranges(keys: pd.Series) -> dict[str, tuple[int, int]]:
+    """(first, end) row of each key in a column sorted by that key."""
+    values = keys.to_numpy()
+    if len(values) == 0:
+        return {}
+    cut = np.flatnonzero(values[1:] != values[:-1]) + 1
+    starts = np.concatenate([[0], cut])
+    ends = np.concatenate([cut, [len(values)]])
+    return {values[a]: (int(a), int(b)) for a, b in zip(starts, ends)}
 
 def _timestamp(value: str | None) -> datetime | None:
     if not value:
