@@ -1,0 +1,117 @@
+"""Similar moments: cosine top-k over segment embeddings, with filters on segment metadata.
+
+The index holds every embedding L2-normalised in one float32 matrix, so a query is a single
+matrix-vector product followed by a partial sort; filters are boolean masks over aligned arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# Metadata columns the index keeps next to the matrix (one row per segment, same order).
+META_COLUMNS = ["segment_id", "session_id", "speaker", "label", "confidence", "start_s", "end_s",
+                "team", "when"]
+
+
+@dataclass(frozen=True)
+class Index:
+    matrix: np.ndarray  # (N, D) float32, rows of unit length (zero rows stay zero)
+    meta: pd.DataFrame  # META_COLUMNS, aligned with matrix rows
+    dropped: int = 0  # segments left out because their embedding had another dimension
+
+    @property
+    def size(self) -> int:
+        return int(self.matrix.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[1]) if self.matrix.ndim == 2 else 0
+
+    def row_of(self, segment_id: str) -> int | None:
+        hits = np.flatnonzero(self.meta.segment_id.to_numpy() == segment_id)
+        return int(hits[0]) if hits.size else None
+
+
+def normalise(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length in place when already float32; all-zero rows stay zero."""
+    m = np.asarray(matrix, dtype=np.float32)
+    if m.ndim == 1:
+        m = m[None, :]
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    np.divide(m, norms, out=m, where=norms > 0)
+    return m
+
+
+def build_index(matrix: np.ndarray, meta: pd.DataFrame, dropped: int = 0) -> Index:
+    if len(meta) != len(matrix):
+        raise ValueError(f"{len(meta)} metadata rows for {len(matrix)} embeddings")
+    meta = meta.reset_index(drop=True).copy()
+    if "when" in meta:
+        meta["when"] = pd.to_datetime(meta["when"])
+    return Index(normalise(matrix), meta, dropped)
+
+
+def mask_for(index: Index, speakers=None, labels=None, teams=None, since=None, until=None,
+             exclude_session: str | None = None, exclude_segment: str | None = None) -> np.ndarray:
+    """Rows allowed by the filters; each filter is optional (None or empty = no restriction).
+
+    since/until compare the session date (until exclusive).
+    """
+    m = index.meta
+    keep = np.ones(len(m), dtype=bool)
+    for col, allowed in (("speaker", speakers), ("label", labels), ("team", teams)):
+        if allowed:
+            keep &= m[col].isin(list(allowed)).to_numpy()
+    if since is not None:
+        keep &= (m["when"] >= pd.Timestamp(since)).to_numpy()
+    if until is not None:
+        keep &= (m["when"] < pd.Timestamp(until)).to_numpy()
+    if exclude_session:
+        keep &= (m["session_id"] != exclude_session).to_numpy()
+    if exclude_segment:
+        keep &= (m["segment_id"] != exclude_segment).to_numpy()
+    return keep
+
+
+def top_k(index: Index, query: np.ndarray, k: int = 10,
+          mask: np.ndarray | None = None) -> pd.DataFrame:
+    """The k rows most similar to `query` by cosine, best first, with a `similarity` column."""
+    q = normalise(np.array(query, dtype=np.float32, copy=True)).ravel()
+    if index.size == 0 or k <= 0:
+        return index.meta.iloc[0:0].assign(similarity=np.zeros(0, np.float32))
+    if q.size != index.dim:
+        raise ValueError(f"the query has {q.size} dimensions but the stored embeddings have "
+                         f"{index.dim}; it must come from the same model")
+    sims = index.matrix @ q
+    if mask is not None:
+        sims = np.where(mask, sims, -np.inf)
+        n = int(mask.sum())
+    else:
+        n = index.size
+    k = min(k, n)
+    if k == 0:
+        return index.meta.iloc[0:0].assign(similarity=np.zeros(0, np.float32))
+    part = np.argpartition(-sims, k - 1)[:k]
+    best = part[np.argsort(-sims[part], kind="stable")]
+    out = index.meta.iloc[best].copy()
+    out["similarity"] = sims[best]
+    return out.reset_index(drop=True)
+
+
+def pca_2d(matrix: np.ndarray, n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """2-D PCA coordinates of a seeded random sample of at most n rows: (row indices, (n, 2))."""
+    rows = np.arange(len(matrix))
+    if len(rows) > n:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, n, replace=False))
+    x = np.asarray(matrix[rows], dtype=np.float64)
+    if len(x) == 0:
+        return rows, np.zeros((0, 2))
+    x = x - x.mean(axis=0)
+    # Thin SVD of the sample: its right singular vectors are the principal axes.
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    coords = x @ vt[:2].T
+    if coords.shape[1] < 2:
+        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    return rows, coords

@@ -1,0 +1,215 @@
+"""Cached reads of the store for the pages.
+
+Every cached function takes the DB's version (mtime and size of the file and its WAL) as an
+argument, so a new ingest changes the cache key and the next rerun shows the new data without a
+restart. Connections are opened per read by `Store` (read-only, retried while a writer holds
+the lock) and never kept.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.labels import LABELS, NEGATIVE
+from core.store import DEFAULT_DB, Store
+
+SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
+
+
+def db_path() -> Path:
+    return Path(os.environ.get("EMOSCOPE_DB", str(DEFAULT_DB)))
+
+
+def db_version(path: Path | None = None) -> tuple:
+    """Changes whenever a writer commits: the file or its write-ahead log moves."""
+    path = path or db_path()
+    out = []
+    for p in (path, path.with_name(path.name + ".wal")):
+        try:
+            s = p.stat()
+            out += [s.st_mtime_ns, s.st_size]
+        except FileNotFoundError:
+            out += [0, 0]
+    return tuple(out)
+
+
+def store() -> Store:
+    return Store(db_path(), retry_s=10.0)
+
+
+def _has_tables(version: tuple, path: str) -> set[str]:
+    df = Store(path).query("SELECT table_name FROM information_schema.tables")
+    return set(df.table_name)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def tables(version: tuple, path: str) -> set[str]:
+    return _has_tables(version, path)
+
+
+def state() -> tuple[tuple, str]:
+    """(version, path) — the cache key every read below takes."""
+    p = db_path()
+    return db_version(p), str(p)
+
+
+def ready() -> bool:
+    """The DB exists and holds at least one session."""
+    p = db_path()
+    if not p.exists():
+        return False
+    v, path = state()
+    return "sessions" in tables(v, path) and n_sessions(v, path) > 0
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def n_sessions(version: tuple, path: str) -> int:
+    return int(Store(path).query("SELECT count(*) AS n FROM sessions").n.iloc[0])
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def models(version: tuple, path: str) -> pd.DataFrame:
+    """The models behind the stored ok sessions and whether each was trained."""
+    return Store(path).query(
+        "SELECT r.model, r.trained, count(*) AS sessions FROM sessions s "
+        "JOIN runs r USING (run_id) WHERE s.status = 'ok' GROUP BY ALL ORDER BY sessions DESC")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def session_summary(version: tuple, path: str) -> pd.DataFrame:
+    """One row per session with what the overview filters and sorts on."""
+    s = Store(path)
+    have = tables(version, path)
+    base = s.query(
+        "SELECT s.session_id, s.file_name, s.source_path, s.status, s.error, s.duration_s, "
+        "s.n_channels, s.agent_id, s.customer_id, s.team, s.tags, "
+        "coalesce(s.recorded_at, s.ingested_at) AS \"when\", s.run_id, "
+        "(SELECT list(DISTINCT c.speaker ORDER BY c.speaker) FROM channels c "
+        " WHERE c.session_id = s.session_id) AS speakers, "
+        "(SELECT list(DISTINCT f ORDER BY f) FROM (SELECT unnest(c.flags) AS f FROM channels c "
+        " WHERE c.session_id = s.session_id)) AS quality_flags "
+        "FROM sessions s")
+    mix = label_seconds(version, path)
+    talk = mix.groupby("session_id").seconds.sum()
+    neg = mix[mix.label.isin(NEGATIVE)].groupby("session_id").seconds.sum()
+    dom = (mix.sort_values(["session_id", "seconds"], ascending=[True, False])
+           .drop_duplicates("session_id").set_index("session_id").label)
+    base["talk_s"] = base.session_id.map(talk).fillna(0.0)
+    base["negative_share"] = (base.session_id.map(neg).fillna(0.0)
+                              / base.talk_s.where(base.talk_s > 0)).astype(float)
+    base["dominant"] = base.session_id.map(dom)
+    base["alerts"] = 0
+    base["severity"] = ""
+    base["alert_rules"] = [[] for _ in range(len(base))]
+    base["volatility"] = np.nan
+    if "alerts" in have:
+        al = s.query("SELECT session_id, count(*) AS n, "
+                     "max(CASE severity WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END) AS r, "
+                     "list(DISTINCT rule ORDER BY rule) AS rules FROM alerts GROUP BY session_id")
+        al = al.set_index("session_id")
+        base["alerts"] = base.session_id.map(al.n).fillna(0).astype(int)
+        inv = {v: k for k, v in SEVERITY_RANK.items()}
+        base["severity"] = base.session_id.map(al.r).map(inv).fillna("")
+        rules = base.session_id.map(al.rules)
+        base["alert_rules"] = [list(r) if isinstance(r, (list, np.ndarray)) else [] for r in rules]
+    if "session_metrics" in have:
+        vol = s.query("SELECT session_id, volatility FROM session_metrics WHERE speaker = 'all'")
+        base["volatility"] = base.session_id.map(vol.set_index("session_id").volatility)
+    base["flags"] = [sorted(set(_list(q)) | set(r))
+                     for q, r in zip(base.quality_flags, base.alert_rules)]
+    base["tags"] = [_list(t) for t in base.tags]
+    base["speakers"] = [_list(t) for t in base.speakers]
+    base["severity_rank"] = base.severity.map(SEVERITY_RANK).fillna(0).astype(int)
+    base["when"] = pd.to_datetime(base["when"])
+    return base.sort_values(["severity_rank", "alerts", "negative_share", "when"],
+                            ascending=[False, False, False, False],
+                            na_position="last").reset_index(drop=True)
+
+
+def _list(v) -> list:
+    if v is None or (np.isscalar(v) or v is pd.NA) and pd.isna(v):
+        return []
+    return [x for x in list(v) if x is not None]
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def label_seconds(version: tuple, path: str) -> pd.DataFrame:
+    """Seconds of speech per (session, label): the emotion mix at any grouping."""
+    return Store(path).query(
+        "SELECT session_id, label, sum(end_s - start_s) AS seconds FROM segments GROUP BY ALL")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def session_segments(version: tuple, path: str, session_id: str) -> pd.DataFrame:
+    return Store(path).segments(session_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def session_frames(version: tuple, path: str, session_id: str) -> pd.DataFrame:
+    return Store(path).frames(session_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def session_channels(version: tuple, path: str, session_id: str) -> pd.DataFrame:
+    return Store(path).query("SELECT * FROM channels WHERE session_id = ? ORDER BY channel",
+                             [session_id])
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def session_metrics(version: tuple, path: str, session_id: str | None = None) -> pd.DataFrame:
+    if "session_metrics" not in tables(version, path):
+        return pd.DataFrame()
+    return Store(path).session_metrics(session_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def alerts(version: tuple, path: str, session_id: str | None = None) -> pd.DataFrame:
+    if "alerts" not in tables(version, path):
+        return pd.DataFrame()
+    return Store(path).alerts(session_id=session_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def volatility_peaks(version: tuple, path: str) -> pd.DataFrame:
+    """Where each (session, speaker)'s rolling volatility peaks: the moment to drill down to."""
+    if "session_metrics" not in tables(version, path):
+        return pd.DataFrame(columns=["session_id", "speaker", "peak_t_s"])
+    return Store(path).query(
+        "SELECT session_id, speaker, arg_max(start_s, rolling_volatility) AS peak_t_s "
+        "FROM segments WHERE rolling_volatility IS NOT NULL GROUP BY ALL")
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def segment_row(version: tuple, path: str, segment_id: str) -> pd.DataFrame:
+    return Store(path).query("SELECT * FROM segments WHERE segment_id = ?", [segment_id])
+
+
+@st.cache_resource(show_spinner="Loading embeddings…", max_entries=1)
+def search_index(version: tuple, path: str):
+    """The normalised embedding matrix, built once per DB version and shared by all users.
+
+    A resource, not data: cache_data would copy a matrix of hundreds of MB on every hit.
+    """
+    from core.search import build_index
+    meta, matrix, dropped = Store(path).embedding_matrix()
+    return build_index(matrix, meta, dropped)
+
+
+def mix_over_time(mix: pd.DataFrame, summary: pd.DataFrame, period: str) -> pd.DataFrame:
+    """Share of speech per label per day/week for the sessions in `summary`."""
+    when = summary.set_index("session_id")["when"]
+    m = mix[mix.session_id.isin(summary.session_id)].copy()
+    if m.empty:
+        return pd.DataFrame(columns=["period", "label", "seconds", "share"])
+    day = pd.to_datetime(m.session_id.map(when)).dt.normalize()
+    if period == "week":
+        day = day - pd.to_timedelta(day.dt.weekday, unit="D")
+    m["period"] = day
+    g = m.groupby(["period", "label"], as_index=False).seconds.sum()
+    g["share"] = g.seconds / g.groupby("period").seconds.transform("sum")
+    g["label"] = pd.Categorical(g.label, categories=LABELS, ordered=True)
+    return g.sort_values(["period", "label"])

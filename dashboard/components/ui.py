@@ -1,0 +1,97 @@
+"""What every page shows around its content: the label-language toggle, the untrained-model
+banner, the empty state, and a guard that turns failures into one readable sentence."""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Iterator
+
+import streamlit as st
+
+from core.labels import COLORS, LABELS, display
+from core.store import StoreBusy
+from dashboard.components import data
+
+log = logging.getLogger("emoscope.dashboard")
+
+LANG_KEY = "lang"
+SEEK_KEY = "seek"  # {"session_id", "t_s"}: the moment the session page's player starts at
+
+
+def lang() -> str:
+    return st.session_state.get(LANG_KEY, "en")
+
+
+def label(name: str) -> str:
+    return display(name, lang())
+
+
+def color_map() -> dict[str, str]:
+    """Displayed label → colour, in the current language: one colour per emotion everywhere."""
+    return {label(k): COLORS[k] for k in LABELS}
+
+
+def label_order() -> list[str]:
+    return [label(k) for k in LABELS]
+
+
+def sidebar() -> None:
+    """The language toggle; rendered by app.py on every page, keeps its value across pages."""
+    st.sidebar.radio("Labels / 标签", ["en", "zh"], key=LANG_KEY, horizontal=True,
+                     format_func=lambda x: {"en": "English", "zh": "中文"}[x])
+
+
+def banner() -> None:
+    """Warn on every page when any shown data came from an untrained model."""
+    if not data.ready():
+        return
+    m = data.models(*data.state())
+    untrained = m[~m.trained.astype(bool)]
+    if len(untrained):
+        names = ", ".join(sorted(set(untrained.model)))
+        st.warning(f"**Untrained model.** {int(untrained.sessions.sum())} of "
+                   f"{int(m.sessions.sum())} sessions were analysed by `{names}`, a test model "
+                   "with random weights: its emotion labels mean nothing.", icon="⚠️")
+
+
+def empty_state() -> bool:
+    """Explain how to get data in when there is none; True when the page should stop."""
+    p = data.db_path()
+    if not p.exists():
+        st.info(f"No database at `{p}` yet. Ingest some recordings first:\n\n"
+                f"```\nemoscope ingest path/to/audio --db {p}\n```\n\n"
+                "or run `make demo` to load the bundled demo calls and diaries.", icon="📭")
+        return True
+    if not data.ready():
+        st.info(f"`{p}` holds no sessions yet. Ingest recordings with "
+                f"`emoscope ingest path/to/audio --db {p}`.", icon="📭")
+        return True
+    return False
+
+
+@contextmanager
+def guard() -> Iterator[None]:
+    """Show a sentence instead of a stack trace; Streamlit's rerun/stop signals pass through
+    (they derive from BaseException)."""
+    try:
+        yield
+    except StoreBusy:
+        st.warning("The database is busy with an ingest right now. Reload in a few seconds.")
+    except FileNotFoundError as e:
+        st.error(f"A file is missing: {e}")
+    except Exception as e:  # the last line of defence: log the trace, show one line
+        log.exception("page failed")
+        st.error(f"This view could not be shown ({type(e).__name__}: {str(e)[:200]}). "
+                 "The details are in the dashboard's log.")
+
+
+def page(title: str) -> bool:
+    """Title, banner and empty state; False when there is nothing to show."""
+    st.title(title)
+    banner()
+    return not empty_state()
+
+
+def fmt_time(t: float) -> str:
+    t = float(t)
+    return f"{int(t // 60)}:{t % 60:04.1f}"

@@ -1,0 +1,87 @@
+"""Overview: KPIs, the emotion mix over time, and the filtered sessions table."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.labels import NEGATIVE
+from dashboard.components import charts, data, filters, ui
+
+SESSION_KEY = "session_id"
+
+
+def open_session(session_id: str, t_s: float | None = None) -> None:
+    st.session_state[SESSION_KEY] = session_id
+    if t_s is not None:
+        st.session_state[ui.SEEK_KEY] = {"session_id": session_id, "t_s": float(t_s)}
+    st.switch_page("pages/session.py", query_params={"session": session_id})
+
+
+def kpis(rows) -> None:
+    ok = rows[rows.status == "ok"]
+    talk = ok.talk_s.sum()
+    neg = (ok.negative_share.fillna(0) * ok.talk_s).sum() / talk if talk > 0 else None
+    c = st.columns(4)
+    c[0].metric("Sessions", f"{len(rows):,}",
+                help=f"{int((rows.status != 'ok').sum())} failed" if (rows.status != "ok").any()
+                else None)
+    c[1].metric("Audio hours", f"{ok.duration_s.sum() / 3600:,.2f}")
+    c[2].metric("Negative-emotion share", "—" if neg is None else f"{neg:.0%}",
+                help="Share of speech time labelled " + ", ".join(map(ui.label, NEGATIVE)))
+    c[3].metric("Flagged sessions", f"{int((rows.alerts > 0).sum()):,}",
+                help="Sessions with at least one alert")
+
+
+def table(rows) -> None:
+    view = rows.assign(
+        dominant=rows.dominant.map(lambda x: ui.label(x) if isinstance(x, str) else ""),
+        minutes=rows.duration_s / 60)
+    cols = ["when", "file_name", "agent_id", "customer_id", "team", "minutes", "dominant",
+            "negative_share", "alerts", "severity", "flags", "tags", "session_id"]
+    st.caption(f"{len(rows):,} sessions, most severe first. Select a row to open it.")
+    ev = st.dataframe(
+        view[cols], hide_index=True, on_select="rerun", selection_mode="single-row",
+        key="sessions_table", height=min(560, 38 + 35 * max(len(view), 1)),
+        column_config={
+            "when": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
+            "file_name": "File", "agent_id": "Agent", "customer_id": "Customer / person",
+            "team": "Team",
+            "minutes": st.column_config.NumberColumn("Minutes", format="%.1f"),
+            "dominant": "Dominant",
+            "negative_share": st.column_config.ProgressColumn(
+                "Negative", format="percent", min_value=0.0, max_value=1.0),
+            "alerts": "Alerts", "severity": "Severity",
+            "flags": st.column_config.ListColumn("Flags"),
+            "tags": st.column_config.ListColumn("Tags"),
+            "session_id": "Session"})
+    picked = ev.selection.rows if ev is not None else []
+    if picked:
+        open_session(view.iloc[picked[0]].session_id)
+
+
+def main() -> None:
+    if not ui.page("Overview"):
+        return
+    v, p = data.state()
+    summary = data.session_summary(v, p)
+    with st.expander("Filters", expanded=True):
+        f = filters.widgets(summary, key="ov")
+    rows = filters.apply(summary, f)
+    kpis(rows)
+    left, right = st.columns([3, 1])
+    period = right.radio("Emotion mix by", ["day", "week"], horizontal=True, key="ov_period")
+    mix = data.mix_over_time(data.label_seconds(v, p), rows, period)
+    with left:
+        st.subheader("Emotion mix over time")
+    if len(mix):
+        st.plotly_chart(charts.mix_over_time(mix, ui.lang()), key="ov_mix")
+    else:
+        st.info("No speech in the selected sessions.")
+    st.subheader("Sessions")
+    if rows.empty:
+        st.info("No session matches these filters. Clear some of them to see more.")
+        return
+    table(rows)
+
+
+with ui.guard():
+    main()

@@ -1,0 +1,233 @@
+"""Session: metadata, the per-speaker timeline with a seeking audio player, the segment under
+the cursor, the segment table, trend, volatility, alerts and an export of this session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import reports
+from core.labels import NEGATIVE
+from dashboard.components import charts, data, ui
+
+SESSION_KEY = "session_id"
+# Containers browsers play as they are; anything else is decoded and sent as WAV.
+PLAYABLE = {".wav", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".flac", ".webm", ".aac", ".mp4"}
+
+
+def chosen_session(summary: pd.DataFrame) -> str | None:
+    ids = summary.session_id.tolist()
+    wanted = st.query_params.get("session") or st.session_state.get(SESSION_KEY)
+    if wanted not in ids:
+        wanted = ids[0] if ids else None
+    names = dict(zip(summary.session_id, summary.file_name))
+    when = dict(zip(summary.session_id, summary["when"]))
+    sid = st.selectbox("Session", ids, index=ids.index(wanted) if wanted in ids else 0,
+                       format_func=lambda s: f"{names.get(s, s)} · "
+                       f"{pd.Timestamp(when[s]):%Y-%m-%d %H:%M} · {s}"
+                       if pd.notna(when.get(s)) else f"{names.get(s, s)} · {s}")
+    if sid != st.query_params.get("session"):
+        st.query_params["session"] = sid
+    st.session_state[SESSION_KEY] = sid
+    return sid
+
+
+def seek_time(sid: str) -> float:
+    s = st.session_state.get(ui.SEEK_KEY)
+    return float(s["t_s"]) if isinstance(s, dict) and s.get("session_id") == sid else 0.0
+
+
+def seek(sid: str, t_s: float, segment_id: str | None = None) -> None:
+    st.session_state[ui.SEEK_KEY] = {"session_id": sid, "t_s": float(t_s),
+                                     "segment_id": segment_id}
+
+
+def handle_click(sid: str, event) -> None:
+    """A click on the timeline (a curve point or a segment bar) moves the player there.
+
+    The chart keeps its selection across reruns, so only a new selection is acted on.
+    """
+    points = list(getattr(getattr(event, "selection", None), "points", None) or [])
+    if not points:
+        return
+    p = points[0]
+    sig = (sid, p.get("curve_number"), p.get("point_index"), p.get("x"))
+    if st.session_state.get("_timeline_sig") == sig:
+        return
+    st.session_state["_timeline_sig"] = sig
+    cd = p.get("customdata")
+    t = float(cd[0]) if cd is not None and len(cd) and cd[0] not in ("", None) else float(p["x"])
+    seg_id = cd[1] if cd is not None and len(cd) > 1 and cd[1] else None
+    seek(sid, t, seg_id)
+
+
+def segment_at(seg: pd.DataFrame, t: float, segment_id: str | None = None) -> pd.Series | None:
+    if len(seg) == 0:
+        return None
+    if segment_id and (seg.segment_id == segment_id).any():
+        return seg[seg.segment_id == segment_id].iloc[0]
+    inside = seg[(seg.start_s <= t + 1e-6) & (seg.end_s >= t - 1e-6)]
+    if len(inside):
+        return inside.sort_values("confidence", ascending=False).iloc[0]
+    return seg.iloc[int(np.argmin(np.abs(seg.start_s.to_numpy() - t)))]
+
+
+def player(row: pd.Series, t: float) -> None:
+    path = Path(str(row.source_path))
+    if not path.exists():
+        st.warning(f"The recording is no longer at `{path}`, so it cannot be played. "
+                   "The analysis below is still complete.")
+        return
+    if path.suffix.lower() in PLAYABLE:
+        st.audio(str(path), start_time=int(t))
+    else:
+        from core.audio import SAMPLE_RATE, decode
+        st.audio(decode(path).samples.mean(axis=0), sample_rate=SAMPLE_RATE, start_time=int(t))
+    st.caption(f"Player starts at {ui.fmt_time(t)}. Click the timeline to move it.")
+
+
+def header(row: pd.Series, seg: pd.DataFrame, metrics: pd.DataFrame, n_alerts: int) -> None:
+    meta = {"File": row.file_name, "When": f"{pd.Timestamp(row['when']):%Y-%m-%d %H:%M}"
+            if pd.notna(row["when"]) else "-", "Agent": row.agent_id or "-",
+            "Customer / person": row.customer_id or "-", "Team": row.team or "-",
+            "Tags": ", ".join(row.tags) or "-", "Session": row.session_id}
+    st.caption(" · ".join(f"**{k}** {v}" for k, v in meta.items()))
+    talk = float((seg.end_s - seg.start_s).sum()) if len(seg) else 0.0
+    neg = float((seg.end_s - seg.start_s)[seg.label.isin(NEGATIVE)].sum()) if len(seg) else 0.0
+    vol = metrics[metrics.speaker == "all"].volatility if len(metrics) else pd.Series(dtype=float)
+    c = st.columns(5)
+    c[0].metric("Duration", ui.fmt_time(row.duration_s or 0))
+    c[1].metric("Segments", f"{len(seg)}")
+    c[2].metric("Negative share", f"{neg / talk:.0%}" if talk > 0 else "—")
+    c[3].metric("Volatility", f"{vol.iloc[0]:.3f}" if len(vol) and pd.notna(vol.iloc[0])
+                else "—")
+    c[4].metric("Alerts", f"{n_alerts}")
+
+
+def segment_detail(s: pd.Series | None) -> None:
+    if s is None:
+        st.info("No speech segments in this session.")
+        return
+    st.markdown(f"**{s.speaker}** · {ui.fmt_time(s.start_s)}–{ui.fmt_time(s.end_s)} · "
+                f"**{ui.label(s.label)}** ({s.confidence:.2f})")
+    st.plotly_chart(charts.scores_bar(s.scores, ui.lang()), key="seg_scores")
+    flags = [f for f in (s["flags"] if s["flags"] is not None else []) if f]
+    st.write("Quality flags:", ", ".join(flags) if flags else "none")
+    action = s.fallback_action if isinstance(s.fallback_action, str) else None
+    st.write("Fallback action:", f"`{action}`" if action else "none (confident)")
+    st.caption(f"Segment {s.segment_id}")
+
+
+def segment_table(sid: str, seg: pd.DataFrame) -> None:
+    view = seg.assign(label=seg.label.map(ui.label),
+                      flags=[list(f) if f is not None else [] for f in seg["flags"]])
+    cols = ["start_s", "end_s", "speaker", "label", "confidence", "fallback_action", "flags",
+            "segment_id"]
+    ev = st.dataframe(view[cols], hide_index=True, on_select="rerun",
+                      selection_mode="single-row", key=f"segtable_{sid}",
+                      column_config={"start_s": st.column_config.NumberColumn("Start", format="%.1f"),
+                                     "end_s": st.column_config.NumberColumn("End", format="%.1f"),
+                                     "confidence": st.column_config.ProgressColumn(
+                                         "Confidence", min_value=0.0, max_value=1.0,
+                                         format="%.2f"),
+                                     "flags": st.column_config.ListColumn("Flags")})
+    rows = ev.selection.rows if ev is not None else []
+    sig = (sid, tuple(rows))
+    if rows and st.session_state.get("_segtable_sig") != sig:
+        st.session_state["_segtable_sig"] = sig
+        r = seg.iloc[rows[0]]
+        seek(sid, r.start_s, r.segment_id)
+        st.rerun()
+
+
+def trend(metrics: pd.DataFrame) -> None:
+    m = metrics[metrics.speaker != "all"] if len(metrics) else metrics
+    if m.empty:
+        st.caption("Trend metrics appear once the analytics have run (`emoscope recompute`).")
+        return
+    view = m[["speaker", "neg_first", "neg_last", "neg_delta", "trend", "volatility",
+              "score_volatility", "talk_s"]]
+    st.dataframe(view, hide_index=True, column_config={
+        "neg_first": st.column_config.NumberColumn("Negative, first quarter", format="%.2f"),
+        "neg_last": st.column_config.NumberColumn("Negative, last quarter", format="%.2f"),
+        "neg_delta": st.column_config.NumberColumn("Change", format="%+.2f"),
+        "volatility": st.column_config.NumberColumn(format="%.3f"),
+        "score_volatility": st.column_config.NumberColumn(format="%.3f"),
+        "talk_s": st.column_config.NumberColumn("Talk (s)", format="%.1f")})
+
+
+def alerts_list(sid: str, al: pd.DataFrame) -> None:
+    if al.empty:
+        st.caption("No alerts for this session.")
+        return
+    for i, a in enumerate(al.itertuples(index=False)):
+        c = st.columns([1, 6])
+        if c[0].button(ui.fmt_time(a.t_s or 0), key=f"alert_{sid}_{i}",
+                       help="Move the player to this moment"):
+            seek(sid, a.t_s or 0.0)
+            st.rerun()
+        c[1].markdown(f"**{a.severity}** · {a.speaker} · `{a.rule}` — {a.detail}")
+
+
+def export(sid: str, row: pd.Series) -> None:
+    segs = reports.segments_for(data.store(), [sid])
+    base = Path(str(row.file_name)).stem or sid
+    c = st.columns(3)
+    c[0].download_button("Segments (CSV)", reports.to_csv(segs), f"{base}.csv", "text/csv")
+    c[1].download_button("Segments (JSON, predict format)", reports.to_json(segs),
+                         f"{base}.json", "application/json")
+    c[2].download_button("Embeddings (NPY)", reports.to_npy(segs), f"{base}.npy",
+                         "application/octet-stream")
+
+
+def main() -> None:
+    if not ui.page("Session"):
+        return
+    v, p = data.state()
+    summary = data.session_summary(v, p)
+    sid = chosen_session(summary)
+    if sid is None:
+        return
+    row = summary[summary.session_id == sid].iloc[0]
+    if row.status != "ok":
+        st.error(f"This recording could not be analysed: {row.error}")
+        return
+    seg = data.session_segments(v, p, sid)
+    frames = data.session_frames(v, p, sid)
+    metrics = data.session_metrics(v, p, sid)
+    al = data.alerts(v, p, sid)
+    header(row, seg, metrics, len(al))
+    t = seek_time(sid)
+    st.subheader("Timeline")
+    fig = charts.timeline(frames, seg, ui.lang(), marker_t=t, duration_s=row.duration_s)
+    event = st.plotly_chart(fig, key=f"timeline_{sid}", on_select="rerun",
+                            selection_mode=("points",))
+    handle_click(sid, event)
+    t = seek_time(sid)
+    state = st.session_state.get(ui.SEEK_KEY) or {}
+    left, right = st.columns([3, 2])
+    with left:
+        player(row, t)
+        st.subheader("Segments")
+        segment_table(sid, seg)
+    with right:
+        st.subheader("At the cursor")
+        segment_detail(segment_at(seg, t, state.get("segment_id")
+                                  if state.get("session_id") == sid else None))
+    st.subheader("First vs last quarter, per speaker")
+    trend(metrics)
+    st.subheader("Volatility")
+    if "rolling_volatility" in seg and seg.rolling_volatility.notna().any():
+        st.plotly_chart(charts.volatility_curve(seg), key="vol_curve")
+    else:
+        st.caption("Not enough segments per speaker for a volatility curve.")
+    st.subheader("Alerts")
+    alerts_list(sid, al)
+    st.subheader("Export this session")
+    export(sid, row)
+
+
+with ui.guard():
+    main()
