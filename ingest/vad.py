@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import torch
 
 from core.audio import SAMPLE_RATE
 from ingest.options import IngestOptions
@@ -14,22 +13,24 @@ _FRAME = SAMPLE_RATE // 50  # 20 ms energy frames for finding the quietest split
 
 @functools.lru_cache(maxsize=1)
 def _model():
+    # The sequence ONNX export gives the streaming model's exact probabilities from a few
+    # block-level calls instead of a Python loop per 32 ms frame (about 6x faster here), and
+    # releases the GIL, so VAD on the prefetch thread overlaps inference.
     from silero_vad import load_silero_vad
-    return load_silero_vad()
+    return load_silero_vad(sequence=True)
 
 
 def speech_spans(x: np.ndarray, opts: IngestOptions) -> list[tuple[float, float]]:
     """(start_s, end_s) of speech in one 16 kHz channel, merged, split and filtered."""
     if x.size < SAMPLE_RATE // 10:
         return []
-    from silero_vad import get_speech_timestamps
-    with torch.inference_mode():
-        raw = get_speech_timestamps(
-            torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), _model(),
-            sampling_rate=SAMPLE_RATE, threshold=opts.vad_threshold,
-            min_speech_duration_ms=int(opts.min_segment_s * 1000),
-            min_silence_duration_ms=int(opts.merge_gap_s * 1000),
-            speech_pad_ms=int(opts.speech_pad_s * 1000))
+    from silero_vad import get_speech_timestamps_sequence
+    raw = get_speech_timestamps_sequence(
+        np.ascontiguousarray(x, dtype=np.float32), _model(),
+        sampling_rate=SAMPLE_RATE, threshold=opts.vad_threshold,
+        min_speech_duration_ms=int(opts.min_segment_s * 1000),
+        min_silence_duration_ms=int(opts.merge_gap_s * 1000),
+        speech_pad_ms=int(opts.speech_pad_s * 1000))
     spans = [(r["start"] / SAMPLE_RATE, r["end"] / SAMPLE_RATE) for r in raw]
     spans = merge(spans, opts.merge_gap_s)
     out: list[tuple[float, float]] = []
