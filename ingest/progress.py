@@ -44,5 +44,7 @@ def print_summary(report: Report) -> None:
         console.print(f"  [red]✗[/] {path}: {reason}")
     t = report.timings
     total = sum(t.values()) or 1.0
-    console.print("time: " + " · ".join(f"{k} {v:.1f} s ({100 * v / total:.0f}%)"
+    # Stage times are per stage; decode and VAD of the next file overlap the model, so they
+    # can add up to more than the wall time.
+    console.print("stage time: " + " · ".join(f"{k} {v:.1f} s ({100 * v / total:.0f}%)"
                                          for k, v in t.items()))
