@@ -39,6 +39,8 @@ def normalise(matrix: np.ndarray) -> np.ndarray:
     m = np.asarray(matrix, dtype=np.float32)
     if m.ndim == 1:
         m = m[None, :]
+    if not m.flags.writeable:  # e.g. a zero-copy view of an Arrow buffer
+        m = m.copy()
     norms = np.linalg.norm(m, axis=1, keepdims=True)
     np.divide(m, norms, out=m, where=norms > 0)
     return m

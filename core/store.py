@@ -257,7 +257,9 @@ class Store:
                "g.embedding FROM segments g JOIN sessions s USING (session_id) "
                "WHERE g.embedding IS NOT NULL ORDER BY g.session_id, g.start_s, g.channel")
         with self.read() as con:
-            table = con.execute(sql).fetch_arrow_table()
+            rel = con.sql(sql)
+            # duckdb 2 renamed fetch_arrow_table to to_arrow_table
+            table = (getattr(rel, "to_arrow_table", None) or rel.fetch_arrow_table)()
         emb = table.column("embedding").combine_chunks()
         meta = table.drop_columns(["embedding"]).to_pandas()
         if len(emb) == 0:

@@ -118,6 +118,9 @@ def segment_detail(s: pd.Series | None) -> None:
     action = s.fallback_action if isinstance(s.fallback_action, str) else None
     st.write("Fallback action:", f"`{action}`" if action else "none (confident)")
     st.caption(f"Segment {s.segment_id}")
+    if st.button("Find similar moments", key="find_similar"):
+        st.session_state["similar_segment"] = s.segment_id
+        st.switch_page("pages/similar.py")
 
 
 def segment_table(sid: str, seg: pd.DataFrame) -> None:

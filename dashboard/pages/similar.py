@@ -1,0 +1,180 @@
+"""Similar moments: pick a stored segment or upload a clip, get the most similar segments across
+the store (cosine over embeddings), filtered, playable and linked to their sessions."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import search
+from core.labels import LABELS
+from dashboard.components import charts, data, ui
+
+QUERY_KEY = "similar_segment"  # the session page's "find similar" writes the segment id here
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=1)
+def model(name: str, path: str | None):
+    """Loaded on first upload only: the dashboard never imports torch before that."""
+    from ingest.model import ModelUnavailable, load
+    for candidate in filter(None, (path, name)):
+        try:
+            return load(candidate, "auto")
+        except ModelUnavailable:
+            continue
+    return None
+
+
+def embed_upload(upload, v, p) -> np.ndarray | None:
+    from core.audio import AudioError, decode
+    runs = data.store().query("SELECT r.model, r.model_path FROM sessions s JOIN runs r "
+                              "USING (run_id) ORDER BY s.ingested_at DESC LIMIT 1")
+    if runs.empty:
+        st.error("No stored session says which model made its embeddings.")
+        return None
+    with tempfile.NamedTemporaryFile(suffix=Path(upload.name).suffix) as f:
+        f.write(upload.getvalue())
+        f.flush()
+        try:
+            clip = decode(f.name).samples.mean(axis=0)
+        except AudioError as e:
+            st.error(f"{upload.name}: {e}")
+            return None
+    if clip.size > 60 * 16000:
+        st.warning("Only the first 60 seconds of the clip are used.")
+        clip = clip[:60 * 16000]
+    lm = model(runs.model.iloc[0], runs.model_path.iloc[0])
+    if lm is None:
+        st.error(f"The model `{runs.model.iloc[0]}` that made the stored embeddings cannot be "
+                 "loaded here, so an uploaded clip cannot be compared with them.")
+        return None
+    from ingest.predict import predict_clip
+    result, emb = predict_clip(lm, clip)
+    st.caption(f"The clip sounds **{ui.label(result['emotion'])}** "
+               f"({result['confidence']:.2f}) to `{result['model']}`.")
+    return emb
+
+
+def query_vector(index: search.Index, v, p) -> tuple[np.ndarray | None, str | None, str | None]:
+    """(vector, segment id or None, its session id or None)."""
+    how = st.radio("Find moments like", ["a stored segment", "an uploaded clip"],
+                   horizontal=True, key="sim_how")
+    if how == "an uploaded clip":
+        up = st.file_uploader("A short clip (up to a minute)", key="sim_upload",
+                              type=["wav", "mp3", "flac", "ogg", "opus", "m4a", "webm", "aac"])
+        if up is None:
+            st.info("Upload a clip to search with it.")
+            return None, None, None
+        return embed_upload(up, v, p), None, None
+    default = st.session_state.get(QUERY_KEY, "")
+    sid = st.session_state.get("session_id")
+    if not default and sid:
+        seg = data.session_segments(v, p, sid)
+        if len(seg):
+            default = seg.sort_values("confidence", ascending=False).segment_id.iloc[0]
+    if not default and index.size:
+        default = index.meta.segment_id.iloc[0]
+    seg_id = st.text_input("Segment id", value=default, key="sim_segment",
+                           help="From a session page (the segment at the cursor) or any export")
+    row = index.row_of(seg_id.strip())
+    if row is None:
+        st.warning(f"No segment `{seg_id}` in the store.")
+        return None, None, None
+    m = index.meta.iloc[row]
+    st.caption(f"Query: **{ui.label(m.label)}** ({m.confidence:.2f}), {m.speaker}, "
+               f"{ui.fmt_time(m.start_s)}–{ui.fmt_time(m.end_s)} of session {m.session_id}")
+    return index.matrix[row], m.segment_id, m.session_id
+
+
+def filters(index: search.Index) -> dict:
+    meta = index.meta
+    c = st.columns([1, 1, 1, 2, 1, 1])
+    speakers = c[0].multiselect("Speaker role", sorted(meta.speaker.dropna().unique()),
+                                key="sim_role")
+    present = [x for x in LABELS if x in set(meta.label)]
+    labels = c[1].multiselect("Label", present, format_func=ui.label, key="sim_label")
+    teams = c[2].multiselect("Team", sorted(meta.team.dropna().unique()), key="sim_team")
+    when = meta["when"].dropna()
+    since = until = None
+    if len(when):
+        lo, hi = when.min().date(), when.max().date()
+        rng = c[3].date_input("Dates", value=(lo, hi), min_value=lo, max_value=hi,
+                              key="sim_dates")
+        if isinstance(rng, (tuple, list)) and len(rng) == 2:
+            since, until = pd.Timestamp(rng[0]), pd.Timestamp(rng[1]) + pd.Timedelta(days=1)
+    k = c[4].number_input("How many", 1, 50, 10, key="sim_k")
+    exclude = c[5].checkbox("Exclude same session", value=True, key="sim_exclude")
+    return dict(speakers=speakers, labels=labels, teams=teams, since=since, until=until,
+                k=int(k), exclude=exclude)
+
+
+def results(hits: pd.DataFrame, summary: pd.DataFrame) -> None:
+    if hits.empty:
+        st.info("No segment passes these filters.")
+        return
+    info = summary.set_index("session_id")
+    for i, h in enumerate(hits.itertuples(index=False)):
+        c = st.columns([1, 3, 3, 1])
+        c[0].metric("Similarity", f"{h.similarity:.3f}")
+        c[1].markdown(f"**{ui.label(h.label)}** ({h.confidence:.2f}) · {h.speaker} · "
+                      f"{ui.fmt_time(h.start_s)}–{ui.fmt_time(h.end_s)}  \n"
+                      f"{info.file_name.get(h.session_id, h.session_id)} · `{h.segment_id}`")
+        src = Path(str(info.source_path.get(h.session_id, "")))
+        if src.is_file():
+            c[2].audio(str(src), start_time=int(h.start_s), end_time=int(np.ceil(h.end_s)))
+        else:
+            c[2].caption("recording not available")
+        if c[3].button("Open", key=f"sim_open_{i}", help="Open the session at this moment"):
+            st.session_state["session_id"] = h.session_id
+            st.session_state[ui.SEEK_KEY] = {"session_id": h.session_id,
+                                             "t_s": float(h.start_s),
+                                             "segment_id": h.segment_id}
+            st.switch_page("pages/session.py", query_params={"session": h.session_id})
+
+
+@st.cache_data(show_spinner=False, max_entries=2)
+def projection(version: tuple, path: str) -> pd.DataFrame:
+    index = data.search_index(version, path)
+    rows, xy = search.pca_2d(index.matrix)
+    m = index.meta.iloc[rows]
+    return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": m.label.to_numpy(),
+                         "hover": (m.segment_id + " · " + m.speaker).to_numpy()})
+
+
+def main() -> None:
+    if not ui.page("Similar moments"):
+        return
+    v, p = data.state()
+    index = data.search_index(v, p)
+    if index.size == 0:
+        st.info("No stored segment has an embedding yet.")
+        return
+    if index.dropped:
+        st.caption(f"{index.dropped} segments from a model with another embedding size are "
+                   "left out of the search.")
+    vec, seg_id, sid = query_vector(index, v, p)
+    f = filters(index)
+    if vec is not None:
+        mask = search.mask_for(index, f["speakers"], f["labels"], f["teams"], f["since"],
+                               f["until"], exclude_session=sid if f["exclude"] else None,
+                               exclude_segment=seg_id)
+        try:
+            hits = search.top_k(index, vec, f["k"], mask)
+        except ValueError as e:
+            st.error(str(e))
+            hits = None
+        if hits is not None:
+            st.subheader(f"Top {len(hits)}")
+            results(hits, data.session_summary(v, p))
+    st.subheader("Map of segment embeddings")
+    proj = projection(v, p)
+    st.caption(f"PCA of {len(proj):,} of {index.size:,} segments, coloured by label.")
+    st.plotly_chart(charts.scatter_map(proj[["x", "y"]].to_numpy(), proj.label, proj.hover,
+                                       ui.lang()), key="sim_map")
+
+
+with ui.guard():
+    main()
