@@ -121,4 +121,24 @@ CREATE TABLE alerts (
 );
 CREATE INDEX alerts_session ON alerts(session_id);
 """),
+    # The worker's queue (core/jobs.py): one row per file that reached the inbox.
+    ("0003_jobs", """
+CREATE TABLE jobs (
+    job_id VARCHAR PRIMARY KEY,
+    file_name VARCHAR NOT NULL,
+    original_name VARCHAR,
+    status VARCHAR NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    error VARCHAR,
+    session_id VARCHAR,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    size_bytes BIGINT,
+    mtime_ns BIGINT,
+    metadata JSON,
+    created_at TIMESTAMP NOT NULL,
+    started_at TIMESTAMP,
+    finished_at TIMESTAMP,
+    updated_at TIMESTAMP NOT NULL
+);
+CREATE INDEX jobs_status ON jobs(status);
+"""),
 ]

@@ -120,6 +120,44 @@ def dashboard(
 
 
 @app.command()
+def worker(
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to write (the only writer)."),
+    inbox: Optional[Path] = typer.Option(None, help="Folder to watch; default: inbox/ next to "
+                                                    "the database."),
+    model: str = typer.Option("emotion2vec_plus_large", help="Model name, directory or tiny-random."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    once: bool = typer.Option(False, help="Process what is in the inbox, then exit."),
+    archive: bool = typer.Option(True, "--archive/--delete",
+                                 help="Keep finished files in archive/ or delete them."),
+    poll: float = typer.Option(1.0, help="Seconds between looks at the inbox."),
+    settle: float = typer.Option(2.0, help="Seconds a copied-in file must stay unchanged."),
+    max_attempts: int = typer.Option(3, help="Tries per file before it is failed."),
+) -> None:
+    """Ingest every file placed in the inbox, one at a time, as the single database writer."""
+    from datetime import datetime
+
+    from core.inbox import InboxError
+    from ingest.worker import Worker, default_config
+
+    try:
+        cfg = default_config(db, inbox, delete=not archive, poll_s=poll, settle_s=settle,
+                             max_attempts=max(1, max_attempts))
+    except (InboxError, ValueError) as e:
+        _fail_usage(str(e))
+    lm = _load_model(model, device)
+    if not lm.trained:
+        typer.secho(f"note: {model} is an {UNTRAINED_NOTE}", fg="yellow", err=True)
+    typer.secho(f"worker: watching {cfg.inbox} → {db}", err=True)
+    w = Worker(Store(db), lm, cfg,
+               echo=lambda line: typer.echo(f"{datetime.now():%H:%M:%S} {line}", err=True))
+    try:
+        counts = w.run(once=once)
+    except KeyboardInterrupt:
+        counts = w.counts
+    typer.secho(f"worker: {counts['done']} done, {counts['failed']} failed", err=True)
+
+
+@app.command()
 def demo(
     db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to write."),
     model: str = typer.Option(os.environ.get("EMOSCOPE_MODEL", "emotion2vec_plus_large"),

@@ -1,0 +1,173 @@
+"""The inbox folder: files waiting for the worker, under generated names.
+
+A user's file name is data, never a path: uploads are stored as `u<time>-<random>.<ext>` with
+the original name (cleaned for display) in a `<stem>.json` sidecar. Both are written to a
+dot-named temporary file and renamed into place, so the worker never sees half a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import unicodedata
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+SIDECAR = ".json"
+_SAFE_EXT = re.compile(r"^\.[a-z0-9]{1,8}$")
+_MAX_NAME = 120
+META_FIELDS = ("agent_id", "customer_id", "team", "recorded_at", "tags", "roles")
+
+
+class InboxError(Exception):
+    """A path or upload the inbox refuses; the message is the user-facing reason."""
+
+
+def data_dir_of(db: str | Path) -> Path:
+    """The data directory: the folder that holds the database file."""
+    return Path(db).resolve().parent
+
+
+def inside(child: str | Path, parent: str | Path) -> bool:
+    try:
+        Path(child).resolve().relative_to(Path(parent).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_inside(path: str | Path, data_dir: str | Path, what: str) -> Path:
+    """`path` resolved, or InboxError when it lies outside the data directory."""
+    resolved = Path(path).resolve()
+    if not inside(resolved, data_dir):
+        raise InboxError(f"{what} {path} is outside the data directory {Path(data_dir).resolve()}")
+    return resolved
+
+
+def safe_ext(name: str) -> str:
+    """The lower-case extension when it is short and alphanumeric, else '.bin'."""
+    ext = os.path.splitext(str(name).replace("\x00", ""))[1].lower()
+    return ext if _SAFE_EXT.match(ext) else ".bin"
+
+
+def display_name(name: str) -> str:
+    """The user's name made fit to show: no folders, control characters or unbounded length."""
+    name = str(name).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
+    if len(name) > _MAX_NAME:
+        name = name[:_MAX_NAME - 1] + "…"
+    return name or "unnamed"
+
+
+def new_name(original: str) -> str:
+    return f"u{datetime.now(timezone.utc):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:12]}{safe_ext(original)}"
+
+
+def clean_metadata(meta: dict) -> dict:
+    """Only known fields, as short strings (tags and roles as lists of them)."""
+    out: dict = {}
+    for key in META_FIELDS:
+        value = meta.get(key)
+        if value in (None, "", [], ()):
+            continue
+        if isinstance(value, (list, tuple)):
+            items = [display_name(v)[:60] for v in value if str(v).strip()]
+            if items:
+                out[key] = items[:32]
+        else:
+            out[key] = "".join(c for c in str(value) if unicodedata.category(c)[0] != "C")[:120]
+    return out
+
+
+def _atomic_write(target: Path, chunks: Iterable[bytes]) -> int:
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:6]}.part")
+    size = 0
+    try:
+        with open(tmp, "xb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+                size += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return size
+
+
+def _chunks(source: BinaryIO | bytes, limit: int | None, block: int = 1 << 20):
+    if isinstance(source, (bytes, bytearray)):
+        source = memoryview(source)
+        for i in range(0, len(source), block):
+            yield bytes(source[i:i + block])
+        return
+    total = 0
+    while chunk := source.read(block):
+        total += len(chunk)
+        if limit is not None and total > limit:
+            raise InboxError(f"larger than the {limit / 1e6:.0f} MB limit")
+        yield chunk
+
+
+def put(inbox: str | Path, original_name: str, source: BinaryIO | bytes,
+        metadata: dict | None = None, max_bytes: int | None = None) -> Path:
+    """Store an upload in the inbox under a generated name; returns the file's path.
+
+    The sidecar goes first, so when the audio appears its metadata is already there.
+    """
+    inbox = Path(inbox)
+    inbox.mkdir(parents=True, exist_ok=True)
+    if isinstance(source, (bytes, bytearray)) and max_bytes is not None and len(source) > max_bytes:
+        raise InboxError(f"larger than the {max_bytes / 1e6:.0f} MB limit")
+    name = new_name(original_name)
+    target = inbox / name
+    sidecar = target.with_suffix(SIDECAR)
+    body = {"original_name": display_name(original_name), "metadata": clean_metadata(metadata or {})}
+    _atomic_write(sidecar, [json.dumps(body, ensure_ascii=False).encode()])
+    try:
+        _atomic_write(target, _chunks(source, max_bytes))
+    except BaseException:
+        sidecar.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_sidecar(audio: Path) -> tuple[str | None, dict, str | None]:
+    """(original name, metadata, problem) from the sidecar next to `audio`, if there is one."""
+    sidecar = audio.with_suffix(SIDECAR)
+    if audio.suffix == SIDECAR or not sidecar.is_file() or sidecar.is_symlink():
+        return None, {}, None
+    try:
+        body = json.loads(sidecar.read_text(encoding="utf-8"))
+        if not isinstance(body, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as e:
+        return None, {}, f"metadata sidecar {sidecar.name} is unreadable ({str(e)[:80]})"
+    meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    original = body.get("original_name")
+    return (display_name(original) if original else None), clean_metadata(meta), None
+
+
+def waiting(inbox: str | Path) -> list[Path]:
+    """Audio files in the inbox (not sidecars, temporaries or links), oldest first."""
+    inbox = Path(inbox)
+    if not inbox.is_dir():
+        return []
+    out = []
+    for entry in os.scandir(inbox):
+        if entry.name.startswith(".") or entry.name.endswith(SIDECAR):
+            continue
+        if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+            continue  # a link could point anywhere; only plain files are taken
+        out.append(Path(entry.path))
+    return sorted(out, key=lambda p: (_mtime(p), p.name))
+
+
+def _mtime(p: Path) -> int:
+    try:
+        return p.stat().st_mtime_ns
+    except OSError:
+        return 0

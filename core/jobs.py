@@ -1,0 +1,146 @@
+"""The worker's queue: the `jobs` table (migration 0003_jobs), one row per file in the inbox.
+
+queued → running → done | failed. The SQL lives here; connections come from core.store.Store,
+which stays the only module that opens the database. A job marked done shares the transaction
+of its session's rows (`done_in`), so a crash leaves either both or neither.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import pandas as pd
+
+STATUSES = ("queued", "running", "done", "failed")
+_COLUMNS = ("job_id, file_name, original_name, status, error, session_id, attempts, size_bytes, "
+            "mtime_ns, metadata")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_job_id() -> str:
+    return f"j{_now():%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    file_name: str  # the name in the inbox
+    original_name: str | None  # what the uploader called it; shown, never used as a path
+    status: str
+    error: str | None
+    session_id: str | None
+    attempts: int
+    size_bytes: int | None
+    mtime_ns: int | None
+    metadata: dict
+
+    @classmethod
+    def from_row(cls, row) -> "Job":
+        *head, meta = row
+        try:
+            metadata = json.loads(meta) if meta else {}
+        except (TypeError, ValueError):
+            metadata = {}
+        return cls(*head, metadata if isinstance(metadata, dict) else {})
+
+
+class JobQueue:
+    def __init__(self, store, max_attempts: int = 3):
+        self.store = store
+        self.max_attempts = max_attempts
+
+    def add(self, file_name: str, original_name: str | None = None, size_bytes: int | None = None,
+            mtime_ns: int | None = None, metadata: dict | None = None) -> str:
+        job_id = new_job_id()
+        now = _now()
+        with self.store.write() as con:
+            con.execute(f"INSERT INTO jobs ({_COLUMNS}, created_at, updated_at) "
+                        "VALUES (?, ?, ?, 'queued', NULL, NULL, 0, ?, ?, ?, ?, ?)",
+                        [job_id, file_name, original_name, size_bytes, mtime_ns,
+                         json.dumps(metadata or {}), now, now])
+        return job_id
+
+    def latest_by_file(self) -> dict[str, Job]:
+        """The newest job for each inbox file name (the worker's view; it holds the write role)."""
+        with self.store.write() as con:
+            rows = con.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY created_at, job_id").fetchall()
+        return {job.file_name: job for job in map(Job.from_row, rows)}
+
+    def get(self, job_id: str) -> Job | None:
+        with self.store.write() as con:
+            row = con.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", [job_id]).fetchone()
+        return Job.from_row(row) if row else None
+
+    def recover(self) -> tuple[int, int]:
+        """Jobs left `running` by a worker that died: queue them again, or fail those that
+        already took the worker down `max_attempts` times. Returns (requeued, failed)."""
+        now = _now()
+        with self.store.write() as con:
+            failed = con.execute(
+                "UPDATE jobs SET status = 'failed', finished_at = ?, updated_at = ?, error = "
+                "'the worker stopped ' || attempts || ' times while processing this file' "
+                "WHERE status = 'running' AND attempts >= ? RETURNING job_id",
+                [now, now, self.max_attempts]).fetchall()
+            requeued = con.execute(
+                "UPDATE jobs SET status = 'queued', updated_at = ?, "
+                "error = 'interrupted; queued again' WHERE status = 'running' RETURNING job_id",
+                [now]).fetchall()
+        return len(requeued), len(failed)
+
+    def claim(self) -> Job | None:
+        """The oldest queued job, now running; its attempts count this start."""
+        now = _now()
+        with self.store.write() as con:
+            row = con.execute(
+                f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, "
+                f"updated_at = ? WHERE job_id = (SELECT job_id FROM jobs WHERE status = 'queued' "
+                f"ORDER BY created_at, job_id LIMIT 1) RETURNING {_COLUMNS}",
+                [now, now]).fetchone()
+        return Job.from_row(row) if row else None
+
+    @staticmethod
+    def done_in(con, job_id: str, session_id: str | None, note: str | None = None) -> None:
+        """Mark done on a connection the caller holds, inside the caller's transaction."""
+        now = _now()
+        con.execute("UPDATE jobs SET status = 'done', session_id = ?, error = ?, finished_at = ?, "
+                    "updated_at = ? WHERE job_id = ?", [session_id, note, now, now, job_id])
+
+    def done(self, job_id: str, session_id: str | None, note: str | None = None) -> None:
+        with self.store.write() as con:
+            self.done_in(con, job_id, session_id, note)
+
+    def fail(self, job_id: str, reason: str, session_id: str | None = None) -> None:
+        now = _now()
+        with self.store.write() as con:
+            con.execute("UPDATE jobs SET status = 'failed', error = ?, session_id = ?, "
+                        "finished_at = ?, updated_at = ? WHERE job_id = ?",
+                        [reason, session_id, now, now, job_id])
+
+    def retry_or_fail(self, job_id: str, reason: str) -> str:
+        """A transient error: queue again while attempts remain, else fail. Returns the status."""
+        now = _now()
+        with self.store.write() as con:
+            row = con.execute(
+                "UPDATE jobs SET status = CASE WHEN attempts < ? THEN 'queued' ELSE 'failed' END, "
+                "error = ?, updated_at = ?, finished_at = CASE WHEN attempts < ? THEN NULL "
+                "ELSE ? END WHERE job_id = ? RETURNING status",
+                [self.max_attempts, reason, now, self.max_attempts, now, job_id]).fetchone()
+        return row[0] if row else "failed"
+
+    def table(self, limit: int = 500) -> pd.DataFrame:
+        """Newest jobs first, for display; read-only, so it never blocks the worker for long."""
+        return self.store.query(
+            "SELECT job_id, original_name, file_name, status, error, session_id, attempts, "
+            "size_bytes, created_at, started_at, finished_at FROM jobs "
+            "ORDER BY created_at DESC, job_id DESC LIMIT ?", [int(limit)])
+
+    def counts(self) -> dict[str, int]:
+        df = self.store.query("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+        out = dict.fromkeys(STATUSES, 0)
+        out.update(dict(zip(df.status, df.n.astype(int))))
+        return out

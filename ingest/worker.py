@@ -1,0 +1,247 @@
+"""The single writer: turns files in the inbox into jobs and ingests them one at a time.
+
+DuckDB allows one writing process, so uploads and copies only drop files into the inbox and
+this loop does all the writing, each step in its own short transaction so the dashboard's
+read-only connections get in between. A session's rows and its job's `done` share one
+transaction; a job interrupted by a crash is queued again on restart, and one that has taken
+the worker down `max_attempts` times is failed, so nothing loops and nothing stays `running`.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from core.inbox import SIDECAR, check_inside, data_dir_of, read_sidecar, safe_ext, waiting
+from core.jobs import Job, JobQueue
+from core.store import Store, StoreBusy
+from core.types import SessionMeta, SessionResult, session_id_for
+from ingest.model import LoadedModel
+from ingest.options import IngestOptions
+from ingest.pipeline import analyse, prepare
+
+log = logging.getLogger("emoscope.worker")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    inbox: Path
+    archive: Path | None  # finished files go here; None deletes them
+    failed: Path  # files that failed are kept here for a look, out of the inbox
+    poll_s: float = 1.0
+    settle_s: float = 2.0  # a file copied in must be this long unchanged before it is taken
+    max_attempts: int = 3
+
+
+def default_config(db: Path, inbox: Path | None = None, delete: bool = False,
+                   **kw) -> WorkerConfig:
+    """Inbox, archive and failed folders inside the database's data directory."""
+    data = data_dir_of(db)
+    inbox = check_inside(inbox if inbox is not None else data / "inbox", data, "inbox")
+    if inbox == data:
+        raise ValueError(f"the inbox must be a folder inside {data}, not the data folder itself")
+    return WorkerConfig(inbox=inbox, archive=None if delete else data / "archive",
+                        failed=data / "failed", **kw)
+
+
+def metadata_to_meta(meta: dict) -> SessionMeta:
+    tags = meta.get("tags") or ()
+    roles = meta.get("roles") or None
+    return SessionMeta(agent_id=meta.get("agent_id"), customer_id=meta.get("customer_id"),
+                       team=meta.get("team"), recorded_at=meta.get("recorded_at"),
+                       tags=tuple(tags), roles=tuple(roles) if roles else None)
+
+
+class Worker:
+    def __init__(self, store: Store, lm: LoadedModel, config: WorkerConfig,
+                 opts: IngestOptions = IngestOptions(), echo: Callable[[str], None] = log.info):
+        self.store, self.lm, self.cfg, self.opts, self.echo = store, lm, config, opts, echo
+        self.jobs = JobQueue(store, config.max_attempts)
+        self.run_id: str | None = None
+        self.counts = {"done": 0, "failed": 0, "skipped": 0, "audio_s": 0.0}
+        self._seen: dict[str, tuple[int, int]] = {}  # name → (size, mtime) at the last scan
+        self.unsettled = 0  # files seen but not yet still long enough to take
+        # Called inside the session's transaction just before it commits (tests crash here).
+        self.before_commit: Callable[[Job], None] | None = None
+
+    # -- the loop ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self.cfg.inbox.mkdir(parents=True, exist_ok=True)
+        self.store.migrate()
+        requeued, failed = self.jobs.recover()
+        if requeued or failed:
+            self.echo(f"recovered interrupted jobs: {requeued} queued again, {failed} failed "
+                      "after repeated crashes")
+        self._tidy_finished()
+
+    def run(self, once: bool = False, stop: Callable[[], bool] = lambda: False) -> dict:
+        """Poll the inbox and process jobs; with `once`, stop when nothing is left to do."""
+        self.start()
+        while not stop():
+            self.scan()
+            worked = self.step()
+            if worked:
+                continue
+            if once and not self.unsettled:
+                break
+            time.sleep(self.cfg.poll_s)
+        return self.counts
+
+    # -- inbox → jobs -----------------------------------------------------------------------
+    def scan(self) -> int:
+        """Turn settled inbox files into queued jobs; returns how many were added."""
+        files = waiting(self.cfg.inbox)
+        self.unsettled = 0
+        if not files:
+            return 0
+        known = self.jobs.latest_by_file()
+        added = 0
+        now_ns = time.time_ns()
+        for path in files:
+            try:
+                st = path.stat()
+            except OSError:
+                continue  # gone between the listing and now
+            sig = (st.st_size, st.st_mtime_ns)
+            settled = (self._seen.get(path.name) == sig
+                       and now_ns - st.st_mtime_ns >= self.cfg.settle_s * 1e9)
+            self._seen[path.name] = sig
+            job = known.get(path.name)
+            if job is not None and job.status in ("queued", "running"):
+                continue
+            if job is not None and (job.size_bytes, job.mtime_ns) == sig:
+                self._put_away(job)  # finished before a crash, but the file was not yet moved
+                continue
+            if not settled and self.cfg.settle_s > 0:
+                self.unsettled += 1
+                continue
+            original, meta, problem = read_sidecar(path)
+            if problem:
+                meta = {"_problem": problem}
+            self.jobs.add(path.name, original, st.st_size, st.st_mtime_ns, meta)
+            added += 1
+        return added
+
+    def _tidy_finished(self) -> None:
+        known = self.jobs.latest_by_file()
+        for path in waiting(self.cfg.inbox):
+            job = known.get(path.name)
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if job and job.status in ("done", "failed") and \
+                    (job.size_bytes, job.mtime_ns) == (st.st_size, st.st_mtime_ns):
+                self._put_away(job)
+
+    # -- one job ----------------------------------------------------------------------------
+    def step(self) -> bool:
+        """Process the oldest queued job; False when there was none."""
+        job = self.jobs.claim()
+        if job is None:
+            return False
+        shown = job.original_name or job.file_name
+        try:
+            status, detail = self._process(job)
+        except (StoreBusy, MemoryError, OSError) as e:
+            # Transient: a locked database, memory pressure, a full disk. Bounded retries.
+            reason = f"{type(e).__name__}: {str(e)[:200]}"
+            status, detail = self.jobs.retry_or_fail(job.job_id, reason), reason
+        except Exception as e:  # one bad file must never stop the worker
+            reason = f"internal error: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            self.jobs.fail(job.job_id, reason)
+            status, detail = "failed", reason
+        if status in ("done", "failed"):
+            self._put_away(self.jobs.get(job.job_id) or job)
+            self.counts[status] += 1
+        self._finish_run()
+        self.echo(f"{status:6} {shown}" + (f": {detail}" if detail else ""))
+        return True
+
+    def _process(self, job: Job) -> tuple[str, str | None]:
+        if "_problem" in job.metadata:
+            self.jobs.fail(job.job_id, job.metadata["_problem"])
+            return "failed", job.metadata["_problem"]
+        path = self.cfg.inbox / job.file_name
+        if not path.is_file() or path.is_symlink():
+            reason = "file disappeared from the inbox before it was processed"
+            self.jobs.fail(job.job_id, reason)
+            return "failed", reason
+        prep = prepare(path, metadata_to_meta(job.metadata), self.opts, self.store, force=False)
+        if prep.skipped:
+            sid = session_id_for(prep.sha256)
+            self.jobs.done(job.job_id, sid, "already stored (same audio)")
+            self.counts["skipped"] += 1
+            return "done", "already stored"
+        result = prep.result
+        if result is None:
+            try:
+                result = analyse(prep, self.lm, self.opts)
+            except (RuntimeError, ValueError) as e:
+                result = _failed_like(prep, f"model failed: {str(e).splitlines()[0][:200]}")
+            finally:
+                prep.samples = None  # free the audio before the store work
+        if not result.sha256:  # vanished before it could even be hashed
+            self.jobs.fail(job.job_id, result.error or "unreadable")
+            return "failed", result.error
+        if result.status != "ok":
+            self.store.save_session(result, self._run())
+            self.jobs.fail(job.job_id, result.error or "failed", result.session_id)
+            return "failed", result.error
+        self.store.save_session(result, self._run(), derived=self._derived(job))
+        self.counts["audio_s"] += result.duration_s
+        return "done", None
+
+    def _derived(self, job: Job):
+        analytics = getattr(self.store, "write_derived", None)
+
+        def hook(con, session_id: str) -> None:
+            if analytics is not None:
+                analytics(con, session_id)
+            JobQueue.done_in(con, job.job_id, session_id)
+            if self.before_commit is not None:
+                self.before_commit(job)
+        return hook
+
+    # -- files and runs -----------------------------------------------------------------------
+    def _put_away(self, job: Job) -> None:
+        """Move a finished job's file (and sidecar) out of the inbox, under the job's id."""
+        src = self.cfg.inbox / job.file_name
+        side = src.with_suffix(SIDECAR) if src.suffix != SIDECAR else None
+        if job.status == "failed":
+            dest_dir = self.cfg.failed
+        else:
+            dest_dir = self.cfg.archive
+        for f, ext in ((src, safe_ext(job.file_name)), (side, SIDECAR)):
+            if f is None or not (f.is_file() or f.is_symlink()):
+                continue
+            try:
+                if dest_dir is None:
+                    f.unlink()
+                else:
+                    dest_dir.mkdir(parents=True, exist_ok=True)
+                    shutil.move(str(f), str(dest_dir / f"{job.job_id}{ext}"))
+            except OSError as e:
+                self.echo(f"could not move {job.file_name} out of the inbox: {e.strerror}")
+
+    def _run(self) -> str:
+        if self.run_id is None:
+            self.run_id = self.store.start_run(self.lm.name, self.lm.path, self.lm.trained,
+                                               self.lm.device, self.opts.engine,
+                                               {**self.opts.to_dict(), "source": "worker"})
+        return self.run_id
+
+    def _finish_run(self) -> None:
+        # Kept current after every job, so a killed worker's run still shows what it did.
+        if self.run_id is not None:
+            c = self.counts
+            self.store.finish_run(self.run_id, c["done"] - c["skipped"], c["failed"],
+                                  c["skipped"], c["audio_s"])
+
+
+def _failed_like(prep, reason: str) -> SessionResult:
+    return SessionResult(session_id_for(prep.sha256), str(prep.path), prep.path.name,
+                         prep.sha256, 0.0, 0, prep.meta, status="failed", error=reason)

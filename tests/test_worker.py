@@ -1,0 +1,318 @@
+"""The worker: inbox → jobs → sessions, bad inputs, bounded retries, kill -9 and restart."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from core import inbox as inbox_mod
+from core.inbox import InboxError
+from core.jobs import JobQueue
+from core.store import Store, StoreBusy
+from ingest.cli import app
+from ingest.worker import Worker, default_config
+from tests.audio_gen import silence, speak, write
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def make_worker(db: Path, model, **kw) -> Worker:
+    cfg = default_config(db, poll_s=0.05, settle_s=0, **kw)
+    return Worker(Store(db), model, cfg, echo=lambda line: None)
+
+
+def jobs_of(db: Path):
+    return Store(db).query("SELECT * FROM jobs ORDER BY created_at, job_id")
+
+
+@pytest.fixture(scope="module")
+def bad_inbox(tmp_path_factory, speech):
+    """Every kind of input the issue names, dropped into an inbox as if by `cp`."""
+    data = tmp_path_factory.mktemp("data")
+    inbox = data / "inbox"
+    inbox.mkdir()
+    write(inbox / "good call; rm -rf ~ $(x) `y`.wav", speech)
+    (inbox / "corrupt.mp3").write_bytes(np.random.default_rng(7).bytes(30_000))
+    (inbox / "zero.wav").write_bytes(b"")
+    (inbox / "notes.wav").write_text("this is a text file, not audio\n" * 40)
+    write(inbox / "blip.wav", speak("hi")[:3200])  # 0.2 s
+    write(inbox / "ten-minutes-silence.flac", silence(600.0), "flac")
+    eight = np.zeros((8, speech.size + 8000), np.float32)
+    eight[0, :speech.size] = speech
+    eight[5, 8000:] = speech * 0.7
+    write_pcm16(inbox / "eight-channels.wav", eight)
+    inbox_mod.put(inbox, "../../../etc/passwd\x00.wav", _wav_bytes(speech * 0.8, data), {
+                      "agent_id": "a-ana", "customer_id": "c-7", "team": "support",
+                      "recorded_at": "2026-11-20T09:30:00", "tags": ["upload", "refund"]})
+    return data
+
+
+def write_pcm16(path: Path, x: np.ndarray) -> Path:
+    """Plain PCM WAV with no channel mask: FFmpeg sees an unnamed layout ("8 channels")."""
+    import wave
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(x.shape[0])
+        w.setsampwidth(2)
+        w.setframerate(16_000)
+        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").T.tobytes())
+    return path
+
+
+def _wav_bytes(samples, where: Path) -> bytes:
+    p = write(where / "tmp-upload.wav", samples)
+    data = p.read_bytes()
+    p.unlink()
+    return data
+
+
+EXPECTED = {  # inbox name → (status, words in the reason)
+    "good call; rm -rf ~ $(x) `y`.wav": ("done", ""),
+    "corrupt.mp3": ("failed", ""),
+    "zero.wav": ("failed", "empty file"),
+    "notes.wav": ("failed", "not a recognised audio"),
+    "blip.wav": ("failed", "no speech found"),
+    "ten-minutes-silence.flac": ("failed", "no speech found"),
+    "eight-channels.wav": ("done", ""),
+}
+
+
+def test_every_bad_input_ends_with_a_clear_status_and_the_worker_keeps_going(bad_inbox, model):
+    db = bad_inbox / "emoscope.duckdb"
+    w = make_worker(db, model)
+    counts = w.run(once=True)
+    jobs = jobs_of(db)
+    assert len(jobs) == len(EXPECTED) + 1
+    assert set(jobs.status) <= {"done", "failed"}
+    assert (jobs.attempts == 1).all()
+    by_name = jobs.set_index("file_name")
+    for name, (status, words) in EXPECTED.items():
+        row = by_name.loc[name]
+        assert row.status == status, (name, row.error)
+        if status == "failed":
+            assert words in row.error and len(row.error) > 10 and "\n" not in row.error
+        else:
+            assert row.session_id
+    assert counts["done"] == 3 and counts["failed"] == 5
+    # The upload kept its metadata; its original name is shown without the path or NUL.
+    up = jobs[jobs.file_name.str.startswith("u")].iloc[0]
+    assert up.status == "done" and up.original_name == "passwd.wav"
+    s = Store(db).query("SELECT * FROM sessions WHERE session_id = ?", [up.session_id]).iloc[0]
+    assert (s.agent_id, s.customer_id, s.team) == ("a-ana", "c-7", "support")
+    assert list(s.tags) == ["upload", "refund"] and str(s.recorded_at).startswith("2026-11-20")
+    # Eight channels: one speaker each, speech found where it was put.
+    sid = by_name.loc["eight-channels.wav"].session_id
+    ch = Store(db).query("SELECT channel, speaker, speech_s FROM channels WHERE session_id = ? "
+                         "ORDER BY channel", [sid])
+    assert ch.speaker.tolist() == [f"speaker{i}" for i in range(1, 9)]
+    assert ch.speech_s[0] > 1 and ch.speech_s[5] > 1 and ch.speech_s[1] == 0
+    # Finished files left the inbox: done ones archived, failed ones kept apart.
+    assert inbox_mod.waiting(bad_inbox / "inbox") == []
+    assert not list((bad_inbox / "inbox").glob("*.json"))
+    assert len(list((bad_inbox / "archive").iterdir())) == 3 + 1  # + the upload's sidecar
+    assert len(list((bad_inbox / "failed").iterdir())) == 5
+    # Never loops: another pass finds nothing to do and adds no job.
+    make_worker(db, model).run(once=True)
+    assert len(jobs_of(db)) == len(jobs)
+
+
+def test_file_deleted_mid_job_fails_clearly_and_the_next_job_runs(tmp_path, model, speech,
+                                                                 monkeypatch):
+    import ingest.worker as worker_mod
+    db = tmp_path / "emoscope.duckdb"
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    write(inbox / "a-vanishes.wav", speech)
+    write(inbox / "b-stays.wav", speech * 0.5)
+    write(inbox / "c-gone-before.wav", speech * 0.6)
+    w = make_worker(db, model)
+    w.start()
+    assert w.scan() == 3
+    (inbox / "c-gone-before.wav").unlink()
+    real_prepare = worker_mod.prepare
+
+    def prepare_while_deleted(path, *a, **kw):
+        if path.name == "a-vanishes.wav":
+            path.unlink()  # the file goes away after the job started
+        return real_prepare(path, *a, **kw)
+
+    monkeypatch.setattr(worker_mod, "prepare", prepare_while_deleted)
+    while w.step():
+        pass
+    jobs = jobs_of(db).set_index("file_name")
+    assert jobs.loc["a-vanishes.wav"].status == "failed"
+    assert "not found" in jobs.loc["a-vanishes.wav"].error
+    assert jobs.loc["c-gone-before.wav"].status == "failed"
+    assert "disappeared" in jobs.loc["c-gone-before.wav"].error
+    assert jobs.loc["b-stays.wav"].status == "done"
+
+
+def test_transient_errors_are_retried_a_bounded_number_of_times(tmp_path, model, speech,
+                                                                monkeypatch):
+    db = tmp_path / "emoscope.duckdb"
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    write(inbox / "flaky.wav", speech)
+    write(inbox / "hopeless.wav", speech * 0.5)
+    w = make_worker(db, model, max_attempts=3)
+    calls = {"flaky.wav": 0, "hopeless.wav": 0}
+    real_save = w.store.save_session
+
+    def save(result, *a, **kw):
+        calls[result.file_name] += 1
+        if result.file_name == "hopeless.wav" or calls[result.file_name] < 3:
+            raise StoreBusy("database stayed locked for 30 s")
+        return real_save(result, *a, **kw)
+
+    monkeypatch.setattr(w.store, "save_session", save)
+    w.run(once=True)
+    jobs = jobs_of(db).set_index("file_name")
+    assert jobs.loc["flaky.wav"].status == "done" and jobs.loc["flaky.wav"].attempts == 3
+    assert jobs.loc["hopeless.wav"].status == "failed" and jobs.loc["hopeless.wav"].attempts == 3
+    assert "locked" in jobs.loc["hopeless.wav"].error
+    assert calls == {"flaky.wav": 3, "hopeless.wav": 3}
+    n = Store(db).query("SELECT count(*) n FROM sessions").n[0]
+    assert n == 1  # the hopeless file left nothing behind
+
+
+def test_a_file_that_keeps_crashing_the_worker_is_failed_not_looped(tmp_path):
+    """What kill -9 leaves is a job in `running`; each restart counts it, then gives up."""
+    store = Store(tmp_path / "emoscope.duckdb")
+    store.migrate()
+    q = JobQueue(store, max_attempts=3)
+    job_id = q.add("killer.wav", "killer.wav", 10, 1, {})
+    for attempt in (1, 2, 3):
+        job = JobQueue(store, 3).claim()  # a fresh worker takes it, then dies
+        assert job.job_id == job_id and job.attempts == attempt
+        requeued, failed = JobQueue(store, 3).recover()
+        assert (requeued, failed) == ((1, 0) if attempt < 3 else (0, 1))
+    final = q.get(job_id)
+    assert final.status == "failed" and "stopped 3 times" in final.error
+    assert JobQueue(store, 3).claim() is None
+
+
+def test_inbox_must_stay_inside_the_data_directory(tmp_path):
+    db = tmp_path / "data" / "emoscope.duckdb"
+    with pytest.raises(InboxError, match="outside the data directory"):
+        default_config(db, inbox=tmp_path / "elsewhere")
+    with pytest.raises(InboxError):
+        default_config(db, inbox=tmp_path / "data" / ".." / "escape")
+    cfg = default_config(db)
+    assert cfg.inbox == (tmp_path / "data" / "inbox").resolve()
+    assert cfg.archive.parent == cfg.inbox.parent == cfg.failed.parent
+    r = CliRunner().invoke(app, ["worker", "--db", str(db), "--inbox", "/tmp", "--once",
+                                 "--model", "tiny-random", "--device", "cpu"])
+    assert r.exit_code == 2 and "outside the data directory" in r.output
+
+
+def test_hostile_values_are_data_not_sql(tmp_path, model, speech):
+    evil = "'; DROP TABLE segments; --"
+    db = tmp_path / "emoscope.duckdb"
+    inbox = tmp_path / "inbox"
+    inbox_mod.put(inbox, evil + ".wav", _wav_bytes(speech, tmp_path),
+                  {"agent_id": evil, "team": evil, "tags": [evil]})
+    write(inbox / (evil + ".wav"), speech * 0.7)
+    make_worker(db, model).run(once=True)
+    store = Store(db)
+    jobs = jobs_of(db)
+    assert (jobs.status == "done").all() and len(jobs) == 2
+    assert evil + ".wav" in set(jobs.file_name)
+    assert store.query("SELECT count(*) n FROM sessions WHERE agent_id = ?", [evil]).n[0] == 1
+    assert store.query("SELECT count(*) n FROM segments WHERE speaker = ?", [evil]).n[0] == 0
+    assert len(store.alerts(speaker=evil, rule=evil)) == 0
+    assert store.counts()["segments"] > 0  # the table is still there, rows and all
+
+
+# -- kill -9 in the middle of a session, then restart --------------------------------------
+_DRIVER = """
+import os, sys, time
+from pathlib import Path
+from core.store import Store
+from ingest.model import load
+from ingest.worker import Worker, default_config
+
+db, marker = Path(sys.argv[1]), Path(sys.argv[2])
+w = Worker(Store(db), load("tiny-random", "cpu"), default_config(db, poll_s=0.05, settle_s=0),
+           echo=lambda line: print(line, flush=True))
+commits = []
+
+def hold(job):
+    commits.append(job.job_id)
+    if len(commits) == 2:  # the second session's rows are written, not yet committed
+        marker.write_text(job.file_name)
+        time.sleep(600)
+
+w.before_commit = hold
+w.run(once=True)
+"""
+
+
+def test_kill_9_inside_a_session_transaction_then_restart_redoes_it_once(tmp_path, model,
+                                                                        speech):
+    from ingest.pipeline import ingest_paths
+    data = tmp_path / "data"
+    inbox = data / "inbox"
+    inbox.mkdir(parents=True)
+    names = [f"call-{i}.wav" for i in range(3)]
+    for i, name in enumerate(names):
+        write(inbox / name, np.concatenate([speech * (0.5 + 0.2 * i), silence(0.3), speech]))
+    # The same files ingested by the CLI pipeline, for what a clean run stores.
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    for name in names:
+        (ref_dir / name).write_bytes((inbox / name).read_bytes())
+    ref = Store(tmp_path / "ref.duckdb")
+    ingest_paths([ref_dir], ref, model)
+
+    db = data / "emoscope.duckdb"
+    marker = tmp_path / "inside-transaction"
+    proc = subprocess.Popen([sys.executable, "-c", _DRIVER, str(db), str(marker)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the worker never reached its second commit"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    crashed_file = marker.read_text()
+
+    # What the crash left: one session whole, the interrupted one absent, its job `running`.
+    store = Store(db)
+    jobs = jobs_of(db).set_index("file_name")
+    assert jobs.loc[crashed_file].status == "running"
+    assert store.query("SELECT count(*) n FROM sessions").n[0] == 1
+    done_sid = jobs[jobs.status == "done"].session_id.iloc[0]
+    assert set(store.query("SELECT DISTINCT session_id FROM segments").session_id) == {done_sid}
+    assert set(store.query("SELECT DISTINCT session_id FROM frames").session_id) == {done_sid}
+
+    restart = subprocess.run(
+        [sys.executable, "-m", "ingest.cli", "worker", "--db", str(db), "--model", "tiny-random",
+         "--device", "cpu", "--once", "--settle", "0", "--poll", "0.05"],
+        env=ENV, capture_output=True, text=True, timeout=180)
+    assert restart.returncode == 0, restart.stderr
+    assert "1 queued again" in restart.stderr
+
+    jobs = jobs_of(db).set_index("file_name")
+    assert sorted(jobs.index) == sorted(names)  # no job lost, none added twice
+    assert (jobs.status == "done").all()
+    assert jobs.loc[crashed_file].attempts == 2
+    assert (jobs.drop(index=crashed_file).attempts == 1).all()
+    for table in ("sessions", "segments", "frames", "channels"):
+        got = store.query(f"SELECT count(*) n FROM {table}").n[0]
+        want = ref.query(f"SELECT count(*) n FROM {table}").n[0]
+        assert got == want, table  # nothing partial, nothing duplicated
+    got_ids = store.query("SELECT segment_id FROM segments ORDER BY 1").segment_id.tolist()
+    assert got_ids == ref.query("SELECT segment_id FROM segments ORDER BY 1").segment_id.tolist()
+    assert set(jobs.session_id) == set(store.query("SELECT session_id FROM sessions").session_id)
+    assert inbox_mod.waiting(inbox) == []
+    assert len(list((data / "archive").iterdir())) == 3
