@@ -171,3 +171,22 @@ def _mtime(p: Path) -> int:
         return p.stat().st_mtime_ns
     except OSError:
         return 0
+
+
+# -- the worker's heartbeat: lets the upload page say whether anyone is processing the inbox --
+HEARTBEAT = ".worker-heartbeat"
+
+
+def beat(inbox: str | Path) -> None:
+    target = Path(inbox) / HEARTBEAT
+    tmp = target.with_name(f"{HEARTBEAT}.{os.getpid()}.part")
+    tmp.write_text(f"{os.getpid()}\n")
+    os.replace(tmp, target)
+
+
+def heartbeat_age(inbox: str | Path) -> float | None:
+    """Seconds since the worker last looked at the inbox; None when it never did."""
+    try:
+        return max(0.0, datetime.now().timestamp() - (Path(inbox) / HEARTBEAT).stat().st_mtime)
+    except OSError:
+        return None

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from core.inbox import SIDECAR, check_inside, data_dir_of, read_sidecar, safe_ext, waiting
+from core.inbox import (SIDECAR, beat, check_inside, data_dir_of, read_sidecar, safe_ext,
+                        waiting)
 from core.jobs import Job, JobQueue
 from core.store import Store, StoreBusy
 from core.types import SessionMeta, SessionResult, session_id_for
@@ -80,7 +81,14 @@ class Worker:
     def run(self, once: bool = False, stop: Callable[[], bool] = lambda: False) -> dict:
         """Poll the inbox and process jobs; with `once`, stop when nothing is left to do."""
         self.start()
+        last_beat = 0.0
         while not stop():
+            if time.monotonic() - last_beat > 1.0:
+                try:
+                    beat(self.cfg.inbox)
+                except OSError:
+                    pass  # only the upload page's "is a worker running" note depends on it
+                last_beat = time.monotonic()
             self.scan()
             worked = self.step()
             if worked:

@@ -1,0 +1,149 @@
+"""Upload: drop recordings with optional metadata; they wait in the inbox for the worker.
+
+The page never writes to the database (the worker is its only writer): it stores each file in
+the inbox under a generated name and shows the jobs table, read-only, refreshing on its own.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core import inbox
+from core.jobs import JobQueue
+from core.store import StoreBusy
+from dashboard.components import data, ui
+
+DEFAULT_LIMIT_MB = 500
+ICONS = {"waiting": "⏳ waiting for the worker", "queued": "🕒 queued", "running": "⚙️ running",
+         "done": "✅ done", "failed": "❌ failed"}
+ROLE_CHOICES = {"default (stereo: agent, customer)": None, "agent, customer": ["agent", "customer"],
+                "customer, agent": ["customer", "agent"], "one speaker": ["speaker"]}
+
+
+def limit_mb() -> int:
+    try:
+        return max(1, int(os.environ.get("EMOSCOPE_UPLOAD_MB", DEFAULT_LIMIT_MB)))
+    except ValueError:
+        return DEFAULT_LIMIT_MB
+
+
+def inbox_dir() -> Path:
+    """$EMOSCOPE_INBOX when set and inside the data directory, else inbox/ next to the DB."""
+    home = inbox.data_dir_of(data.db_path())
+    chosen = os.environ.get("EMOSCOPE_INBOX")
+    return inbox.check_inside(chosen, home, "inbox") if chosen else home / "inbox"
+
+
+def metadata_form() -> dict:
+    c1, c2, c3 = st.columns(3)
+    agent = c1.text_input("Agent", key="up_agent", max_chars=120)
+    person = c2.text_input("Customer / person", key="up_person", max_chars=120)
+    team = c3.text_input("Team", key="up_team", max_chars=120)
+    c4, c5, c6 = st.columns(3)
+    day = c4.date_input("Recorded on", value=None, key="up_date")
+    tags = c5.text_input("Tags (comma-separated)", key="up_tags", max_chars=400)
+    roles = c6.selectbox("Channel roles", list(ROLE_CHOICES), key="up_roles")
+    return {"agent_id": agent.strip(), "customer_id": person.strip(), "team": team.strip(),
+            "recorded_at": day.isoformat() if isinstance(day, dt.date) else None,
+            "tags": [t.strip() for t in tags.split(",") if t.strip()],
+            "roles": ROLE_CHOICES[roles]}
+
+
+def save_uploads(files, meta: dict, box: Path) -> None:
+    max_bytes = limit_mb() * 1024 * 1024
+    saved = 0
+    for f in files:
+        shown = inbox.display_name(f.name)
+        try:
+            inbox.put(box, f.name, f, meta, max_bytes=max_bytes)
+            saved += 1
+        except inbox.InboxError as e:
+            st.error(f"{shown}: not queued, {e}.")
+        except OSError as e:
+            st.error(f"{shown}: could not be saved ({e.strerror or type(e).__name__}).")
+    if saved:
+        st.success(f"{saved} file{'s' if saved != 1 else ''} queued for analysis.")
+
+
+def worker_note(box: Path) -> None:
+    beat = inbox.heartbeat_age(box)
+    if beat is None or beat > 30:
+        st.warning("No worker is running, so files wait in the inbox. Start one with  \n"
+                   f"`emoscope worker --db {data.db_path()}`", icon="⏸️")
+
+
+def job_rows(box: Path) -> pd.DataFrame:
+    rows = pd.DataFrame()
+    p = data.db_path()
+    if p.exists():
+        try:
+            rows = JobQueue(data.store()).table()
+        except StoreBusy:
+            st.caption("The database is busy; showing the last known state.")
+            return st.session_state.get("up_last_rows", pd.DataFrame())
+        except Exception as e:  # e.g. no jobs table before the first worker run
+            if "jobs" not in str(e):
+                raise
+    taken = set(rows.file_name) if len(rows) else set()
+    waiting = []
+    for f in inbox.waiting(box):
+        if f.name in taken:
+            continue
+        original, _, _ = inbox.read_sidecar(f)
+        waiting.append({"original_name": original or inbox.display_name(f.name),
+                        "file_name": f.name, "status": "waiting"})
+    out = pd.concat([pd.DataFrame(waiting), rows], ignore_index=True) if waiting else rows
+    st.session_state["up_last_rows"] = out
+    return out
+
+
+@st.fragment(run_every=2)
+def status_panel(box: Path) -> None:
+    rows = job_rows(box)
+    worker_note(box)
+    if rows.empty:
+        st.info("Nothing uploaded yet.")
+        return
+    counts = rows.status.value_counts()
+    cols = st.columns(5)
+    for col, status in zip(cols, ["waiting", "queued", "running", "done", "failed"]):
+        col.metric(status, int(counts.get(status, 0)))
+    show = pd.DataFrame({
+        "file": rows.original_name.fillna(rows.file_name),
+        "status": rows.status.map(ICONS),
+        "reason": rows.get("error"),
+        "session": rows.get("session_id"),
+        "tries": rows.get("attempts"),
+        "queued at": rows.get("created_at"),
+        "finished at": rows.get("finished_at"),
+    })
+    st.dataframe(show, hide_index=True, width="stretch", key="up_jobs")
+    st.caption(f"Updated {time.strftime('%H:%M:%S')}; refreshes every 2 s.")
+
+
+def main() -> None:
+    st.title("Upload recordings")
+    box = inbox_dir()
+    st.caption(f"Files go to the inbox ({box}); the worker analyses them one at a time. "
+               f"Up to {limit_mb()} MB each; any common audio format.")
+    with st.form("upload", clear_on_submit=True):
+        files = st.file_uploader("Recordings", accept_multiple_files=True, key="up_files",
+                                 max_upload_size=limit_mb())
+        meta = metadata_form()
+        submitted = st.form_submit_button("Queue for analysis", type="primary")
+    if submitted:
+        if files:
+            save_uploads(files, meta, box)
+        else:
+            st.warning("Choose at least one file first.")
+    st.subheader("Jobs")
+    status_panel(box)
+
+
+with ui.guard():
+    main()

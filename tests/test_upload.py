@@ -1,0 +1,127 @@
+"""The upload page (AppTest): hostile names become safe inbox files; the page shows job states."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import inbox
+from core.store import Store
+from ingest.worker import Worker, default_config
+from tests.audio_gen import write
+
+PAGE = str(Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "upload.py")
+SAFE = re.compile(r"^u\d{14}-[0-9a-f]{12}\.(wav|bin)$")
+HOSTILE = ["../../x.wav", "..\\..\\evil.wav", "a\x00b.wav", "$(touch pwned).wav",
+           "; rm -rf ~ ;.wav", "`id`|cat.wav", "x" * 300 + ".wav", "same.wav", "same.wav",
+           "/etc/passwd", "notes.wav"]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("EMOSCOPE_DB", str(data / "emoscope.duckdb"))
+    monkeypatch.delenv("EMOSCOPE_INBOX", raising=False)
+    monkeypatch.delenv("EMOSCOPE_UPLOAD_MB", raising=False)
+    return data
+
+
+def page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def submit(at: AppTest, files, **fields) -> AppTest:
+    at.file_uploader(key="up_files").set_value(files)
+    for key, value in fields.items():
+        at.text_input(key=key).set_value(value)
+    at.button[0].click()
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_hostile_names_become_safe_files_inside_the_inbox(env, tmp_path, speech):
+    wav = write(tmp_path / "speech.wav", speech).read_bytes()
+    before = {p for p in tmp_path.rglob("*")}
+    files = [(name, b"not audio" if name == "notes.wav" else wav, "audio/wav") for name in HOSTILE]
+    at = submit(page(), files, up_agent="a-ana", up_team="support", up_tags="vip, refund")
+    assert any(f"{len(HOSTILE)} files queued" in s.value for s in at.success)
+
+    box = env / "inbox"
+    new = {p for p in tmp_path.rglob("*")} - before
+    assert all(inbox.inside(p, box) for p in new), sorted(map(str, new))  # nothing escaped
+    audio = inbox.waiting(box)
+    assert len(audio) == len(HOSTILE) and len({p.name for p in audio}) == len(HOSTILE)
+    for p in audio:
+        assert SAFE.match(p.name), p.name
+        side = json.loads(p.with_suffix(".json").read_text())
+        assert "/" not in side["original_name"] and "\\" not in side["original_name"]
+        assert "\x00" not in side["original_name"] and len(side["original_name"]) <= 120
+        assert side["metadata"] == {"agent_id": "a-ana", "team": "support",
+                                    "tags": ["vip", "refund"]}
+    originals = sorted(json.loads(p.with_suffix(".json").read_text())["original_name"]
+                       for p in audio)
+    assert "x.wav" in originals and "evil.wav" in originals and "passwd" in originals
+    assert originals.count("same.wav") == 2
+    assert not list(box.glob(".*.part"))  # no temporaries left behind
+    # Before any worker has run, the page lists them as waiting and says how to start one.
+    table = at.dataframe[0].value
+    assert (table.status == "⏳ waiting for the worker").sum() == len(HOSTILE)
+    assert any("emoscope worker" in w.value for w in at.warning)
+
+
+def test_the_page_shows_queued_done_and_failed_with_the_reason(env, tmp_path, speech, model):
+    wav = write(tmp_path / "speech.wav", speech).read_bytes()
+    at = submit(page(), [("call.wav", wav, "audio/wav"), ("notes.wav", b"hello" * 99, "audio/wav")])
+    db = env / "emoscope.duckdb"
+    w = Worker(Store(db), model, default_config(db, settle_s=0, poll_s=0.05),
+               echo=lambda line: None)
+    w.start()
+    assert w.scan() == 2
+    at.run()
+    table = at.dataframe[0].value
+    assert sorted(table.status) == ["🕒 queued"] * 2
+    while w.step():
+        pass
+    at.run()
+    table = at.dataframe[0].value.set_index("file")
+    assert table.loc["call.wav", "status"] == "✅ done"
+    assert table.loc["call.wav", "session"].startswith("s")
+    assert table.loc["notes.wav", "status"] == "❌ failed"
+    assert "not a recognised audio file" in table.loc["notes.wav", "reason"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["done"] == "1" and metrics["failed"] == "1" and metrics["waiting"] == "0"
+
+
+def test_files_over_the_size_limit_are_refused(env, monkeypatch):
+    monkeypatch.setenv("EMOSCOPE_UPLOAD_MB", "1")
+    at = submit(page(), [("big.wav", b"\0" * (1024 * 1024 + 1), "audio/wav"),
+                         ("small.wav", b"\0" * 1000, "audio/wav")])
+    assert any("big.wav" in e.value and "limit" in e.value for e in at.error)
+    assert len(inbox.waiting(env / "inbox")) == 1
+    assert not list((env / "inbox").glob("*.part")) and len(list((env / "inbox").glob("*.json"))) == 1
+
+
+def test_the_page_runs_inside_the_app_navigation(env):
+    at = AppTest.from_file(str(Path(PAGE).parent.parent / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/upload.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Upload recordings"
+    assert at.file_uploader(key="up_files").accept_multiple_files
+
+
+def test_an_inbox_outside_the_data_directory_is_refused(env, monkeypatch, tmp_path):
+    monkeypatch.setenv("EMOSCOPE_INBOX", str(tmp_path / "elsewhere"))
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert any("outside the data directory" in e.value for e in at.error)
+    assert not (tmp_path / "elsewhere").exists()
