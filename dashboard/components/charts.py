@@ -19,6 +19,23 @@ def _thin(df: pd.DataFrame, n: int = MAX_POINTS) -> pd.DataFrame:
     return df.iloc[::step]
 
 
+# A click selects a point; keep every point as it looked instead of dimming the rest.
+KEEP_LOOK = dict(selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1)))
+
+
+def _gaps(fr: pd.DataFrame) -> pd.DataFrame:
+    """A row of NaNs wherever the curve jumps over silence, so lines do not bridge it."""
+    if len(fr) < 3:
+        return fr
+    t = fr.t_s.to_numpy()
+    dt = np.diff(t)
+    cut = np.flatnonzero(dt > 3 * np.median(dt))
+    if cut.size == 0:
+        return fr
+    holes = pd.DataFrame({"t_s": (t[cut] + t[cut + 1]) / 2})
+    return pd.concat([fr, holes], ignore_index=True).sort_values("t_s", kind="stable")
+
+
 def timeline(frames: pd.DataFrame, segments: pd.DataFrame, lang: str = "en",
              marker_t: float | None = None, duration_s: float | None = None) -> go.Figure:
     """One lane per speaker: the 9 probability curves, and below them one bar per segment
@@ -32,7 +49,7 @@ def timeline(frames: pd.DataFrame, segments: pd.DataFrame, lang: str = "en",
                         subplot_titles=[s.capitalize() for s in speakers])
     for row, sp in enumerate(speakers, start=1):
         chans = [c for c, s in chan_speaker.items() if s == sp]
-        fr = _thin(frames[frames.channel.isin(chans)].sort_values("t_s")) \
+        fr = _gaps(_thin(frames[frames.channel.isin(chans)].sort_values("t_s"))) \
             if len(frames) else frames
         for lab in LABELS:
             if len(fr) == 0:
@@ -42,6 +59,7 @@ def timeline(frames: pd.DataFrame, segments: pd.DataFrame, lang: str = "en",
                 legendgroup=lab, showlegend=row == 1,
                 line=dict(color=COLORS[lab], width=1.4), marker=dict(size=3, color=COLORS[lab]),
                 customdata=np.stack([fr.t_s.to_numpy(), np.full(len(fr), "")], axis=1),
+                connectgaps=False, **KEEP_LOOK,
                 hovertemplate=f"{display(lab, lang)} %{{y:.2f}} at %{{x:.1f}} s<extra></extra>"),
                 row=row, col=1)
         seg = segments[segments.speaker == sp]
@@ -55,9 +73,19 @@ def timeline(frames: pd.DataFrame, segments: pd.DataFrame, lang: str = "en",
                 marker=dict(color=[COLORS.get(x, "#999") for x in seg.label],
                             opacity=(0.25 + 0.75 * conf).tolist(), line=dict(width=0)),
                 customdata=np.stack([seg.start_s.to_numpy(), seg.segment_id.to_numpy()], axis=1),
-                text=[display(x, lang) for x in seg.label],
-                hovertemplate=("%{text} (conf %{marker.opacity:.2f}) "
-                               "%{customdata[0]:.1f} s<extra>segment</extra>")),
+                text=[display(x, lang) for x in seg.label], textposition="none",
+                hoverinfo="skip"), row=row, col=1)
+            # Bars are not click-selectable in every plotly build: a transparent marker at
+            # each segment's centre takes the click (and the hover) instead.
+            fig.add_trace(go.Scatter(
+                x=((seg.start_s + seg.end_s) / 2).to_numpy(),
+                y=np.full(len(seg), BAR_BASE + BAR_HEIGHT / 2), mode="markers",
+                name="segment", showlegend=False,
+                marker=dict(size=14, symbol="square", opacity=0, color="#000"),
+                customdata=np.stack([seg.start_s.to_numpy(), seg.segment_id.to_numpy()], axis=1),
+                text=[f"{display(x, lang)} ({c:.2f})" for x, c in zip(seg.label, conf)],
+                selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
+                hovertemplate="%{text} from %{customdata[0]:.1f} s<extra>segment</extra>"),
                 row=row, col=1)
         fig.update_yaxes(range=[BAR_BASE - 0.02, 1.02], row=row, col=1,
                          tickvals=[0, 0.5, 1], title_text="p")
@@ -66,9 +94,11 @@ def timeline(frames: pd.DataFrame, segments: pd.DataFrame, lang: str = "en",
     fig.update_xaxes(title_text="seconds", row=len(speakers), col=1)
     if duration_s:
         fig.update_xaxes(range=[0, float(duration_s)])
-    fig.update_layout(height=230 * len(speakers) + 90, margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_layout(height=230 * len(speakers) + 110, margin=dict(l=10, r=10, t=80, b=10),
                       barmode="overlay", bargap=0, hovermode="closest", clickmode="event+select",
-                      legend=dict(orientation="h", y=1.08, x=0))
+                      # above the first lane's title, whatever the number of lanes
+                      legend=dict(orientation="h", yanchor="bottom", x=0,
+                                  y=1 + 45 / (230 * len(speakers))))
     return fig
 
 

@@ -13,6 +13,7 @@ from core.labels import NEGATIVE
 from dashboard.components import charts, data, ui
 
 SESSION_KEY = "session_id"
+CHART_KEY = "_timeline_n"  # bumped after each click: a fresh chart without a selection
 # Containers browsers play as they are; anything else is decoded and sent as WAV.
 PLAYABLE = {".wav", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".flac", ".webm", ".aac", ".mp4"}
 
@@ -45,22 +46,21 @@ def seek(sid: str, t_s: float, segment_id: str | None = None) -> None:
 
 
 def handle_click(sid: str, event) -> None:
-    """A click on the timeline (a curve point or a segment bar) moves the player there.
+    """A click on the timeline (a curve point or a segment) moves the player there.
 
-    The chart keeps its selection across reruns, so only a new selection is acted on.
+    The chart is then drawn afresh under a new key, which clears its selection: the next click
+    is always a new one, and no point stays highlighted.
     """
     points = list(getattr(getattr(event, "selection", None), "points", None) or [])
     if not points:
         return
     p = points[0]
-    sig = (sid, p.get("curve_number"), p.get("point_index"), p.get("x"))
-    if st.session_state.get("_timeline_sig") == sig:
-        return
-    st.session_state["_timeline_sig"] = sig
     cd = p.get("customdata")
     t = float(cd[0]) if cd is not None and len(cd) and cd[0] not in ("", None) else float(p["x"])
     seg_id = cd[1] if cd is not None and len(cd) > 1 and cd[1] else None
     seek(sid, t, seg_id)
+    st.session_state[CHART_KEY] = st.session_state.get(CHART_KEY, 0) + 1
+    st.rerun()
 
 
 def segment_at(seg: pd.DataFrame, t: float, segment_id: str | None = None) -> pd.Series | None:
@@ -205,7 +205,8 @@ def main() -> None:
     t = seek_time(sid)
     st.subheader("Timeline")
     fig = charts.timeline(frames, seg, ui.lang(), marker_t=t, duration_s=row.duration_s)
-    event = st.plotly_chart(fig, key=f"timeline_{sid}", on_select="rerun",
+    event = st.plotly_chart(fig, key=f"timeline_{sid}_{st.session_state.get(CHART_KEY, 0)}",
+                            on_select="rerun",
                             selection_mode=("points",))
     handle_click(sid, event)
     t = seek_time(sid)

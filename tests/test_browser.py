@@ -1,0 +1,135 @@
+"""The dashboard in headless Chromium: every page from the sidebar, no error element, a click on
+the session timeline moves the player. Screenshots go to tests/artifacts/."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+PAGES = ["Overview", "Session", "Volatility & alerts", "Similar moments", "Reports"]
+ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(db: Path, port: int) -> subprocess.Popen:
+    from dashboard.launch import command
+    env = dict(os.environ, EMOSCOPE_DB=str(db), PYTHONPATH=str(ROOT))
+    cmd = command(port) + ["--server.address", "127.0.0.1", "--server.fileWatcherType", "none"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.read() == b"ok":
+                    return proc
+        except OSError:
+            time.sleep(0.3)
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    raise RuntimeError(f"streamlit did not start:\n{out[-2000:]}")
+
+
+def settle(page, timeout_ms: int = 30000) -> None:
+    """Wait until the script run finished (the running indicator is gone)."""
+    page.wait_for_timeout(300)
+    # The run is over when the running indicator is gone; charts and tables load lazily
+    # behind skeletons, so wait for those too.
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]') && "
+        "!document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=timeout_ms)
+    page.wait_for_timeout(600)
+
+
+def drive(base_url: str, out: Path) -> dict:
+    """Open every page from the sidebar, click the timeline; returns what it saw."""
+    from playwright.sync_api import sync_playwright
+    out.mkdir(parents=True, exist_ok=True)
+    seen: dict = {"pages": {}, "errors": {}}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 2200})
+        page.goto(base_url, wait_until="domcontentloaded")
+        page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=30000)
+        settle(page)
+        for name in PAGES:
+            page.locator('[data-testid="stSidebarNav"] a', has_text=name).first.click()
+            page.wait_for_selector(f'h1:has-text("{name}")', timeout=30000)
+            settle(page)
+            seen["pages"][name] = page.locator("h1").first.inner_text()
+            seen["errors"][name] = page.locator(ERRORS).count()
+            slug = re.sub(r"[^a-z]+", "_", name.lower()).strip("_")
+            page.screenshot(path=str(out / f"{slug}.png"), full_page=True)
+            if name == "Session":
+                seen["before"] = page.get_by_text(re.compile(r"Player starts at")).inner_text()
+                # A segment bar in the middle of the first lane: a point of the chart.
+                page.wait_for_selector(".js-plotly-plot .barlayer .point path")
+                bars = page.locator(".js-plotly-plot .barlayer .point path")
+                bars.nth(bars.count() // 2).click(force=True)
+                page.wait_for_function(
+                    "b => { const e = [...document.querySelectorAll('p')].find("
+                    "p => p.innerText.startsWith('Player starts at')); "
+                    "return e && e.innerText !== b; }", arg=seen["before"], timeout=30000)
+                settle(page)
+                seen["after"] = page.get_by_text(re.compile(r"Player starts at")).inner_text()
+                seen["audio_t"] = page.locator("audio").first.evaluate("a => a.currentTime")
+                seen["errors"]["Session (after click)"] = page.locator(ERRORS).count()
+                page.screenshot(path=str(out / "session_clicked.png"), full_page=True)
+        browser.close()
+    return seen
+
+
+@pytest.mark.browser
+def test_every_page_in_chromium(ingested_db):
+    port = free_port()
+    proc = serve(ingested_db, port)
+    try:
+        seen = drive(f"http://127.0.0.1:{port}", ARTIFACTS)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert seen["pages"] == {p: p for p in PAGES}
+    assert all(n == 0 for n in seen["errors"].values()), seen["errors"]
+    assert seen["before"] == "Player starts at 0:00.0. Click the timeline to move it."
+    assert seen["after"] != seen["before"]
+    # The caption says where the player starts; the <audio> element itself sits there.
+    shown = re.search(r"at (\d+):(\d+\.\d)", seen["after"])
+    start = int(shown.group(1)) * 60 + float(shown.group(2))
+    assert start > 0
+    assert abs(seen["audio_t"] - int(start)) < 1.0, (seen["audio_t"], start)
+    for name in ("overview", "session", "session_clicked", "volatility_alerts",
+                 "similar_moments", "reports"):
+        assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000
+
+
+if __name__ == "__main__":  # python tests/test_browser.py DB: screenshots of any store
+    sys.path.insert(0, str(ROOT))
+    p = free_port()
+    server = serve(Path(sys.argv[1]), p)
+    try:
+        print(drive(f"http://127.0.0.1:{p}", ARTIFACTS))
+    finally:
+        server.terminate()
