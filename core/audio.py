@@ -85,8 +85,12 @@ def decode_blocks(path: str | Path, block_s: float = 300.0, max_channels: int = 
         held += chunk.shape[1]
         while held >= size:
             joined = np.concatenate(pending, axis=1)
-            yield np.ascontiguousarray(_finite(joined[:, :size]))
-            rest = joined[:, size:]
+            pending = []
+            rest = joined[:, size:].copy()  # the few samples past the block, not a view of it
+            block = _finite(joined[:, :size])
+            del joined
+            yield block if block.flags.c_contiguous else np.ascontiguousarray(block)
+            del block
             pending, held = ([rest] if rest.shape[1] else []), rest.shape[1]
     if held:
         yield np.ascontiguousarray(_finite(np.concatenate(pending, axis=1)))

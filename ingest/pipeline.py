@@ -52,6 +52,7 @@ class Prepared:
     meta: SessionMeta
     result: SessionResult | None = None  # set when the file already failed or was skipped
     skipped: bool = False
+    streamed: bool = False  # long file: decoded and analysed block by block (ingest/streamed)
     samples: np.ndarray | None = None
     codec: str | None = None
     rate: int | None = None
@@ -95,6 +96,10 @@ def prepare(path: Path, meta: SessionMeta, opts: IngestOptions, store: Store | N
     prep = Prepared(path, sha, meta)
     if store is not None and not force and store.status_of(sha) == "ok":
         prep.skipped = True
+        return prep
+    from ingest.streamed import is_long
+    if is_long(path):  # never held whole in memory: analyse() streams it
+        prep.streamed = True
         return prep
     try:
         dec = decode(path)
@@ -166,6 +171,9 @@ def infer_function(engine: str) -> Callable[[LoadedModel, list[np.ndarray]], lis
 
 
 def analyse(prep: Prepared, lm: LoadedModel, opts: IngestOptions) -> SessionResult:
+    if prep.streamed:
+        from ingest.streamed import analyse_streamed
+        return analyse_streamed(prep, lm, opts)
     waves = [prep.samples[ch, int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)]
              for ch, s, e in prep.spans]
     outputs = infer_function(opts.engine)(lm, waves)
