@@ -173,6 +173,18 @@ def _font_path() -> Path | None:
     return p if p.exists() else None
 
 
+def model_lines(models: pd.DataFrame) -> tuple[str, str | None]:
+    """The report's model line, and a warning when any of the data is from an untrained one."""
+    if models is None or len(models) == 0:
+        return "Model: unknown", None
+    names = ", ".join(f"{m} ({'trained' if bool(t) else 'UNTRAINED'})"
+                      for m, t in zip(models.model, models.trained))
+    if models.trained.astype(bool).all():
+        return f"Model: {names}", None
+    return (f"Model: {names}", "Warning: some of this data comes from an untrained test model "
+            "with random weights. Its emotion labels mean nothing.")
+
+
 def to_pdf(d: ReportData) -> bytes:
     from fpdf import FPDF
     from fpdf.fonts import FontFace
@@ -195,16 +207,12 @@ def to_pdf(d: ReportData) -> bytes:
                    new_y="NEXT")
     pdf.ln(2)
     # The model, and a warning that cannot be missed when it was not trained.
-    models = d.models if len(d.models) else pd.DataFrame(columns=["model", "trained"])
-    names = ", ".join(f"{m} ({'trained' if t else 'UNTRAINED'})"
-                      for m, t in zip(models.model, models.trained)) or "unknown"
+    line, warning = model_lines(d.models)
     pdf.set_font(family, "B", 10)
-    pdf.cell(0, 6, f"Model: {names}", new_x="LMARGIN", new_y="NEXT")
-    if len(models) and not models.trained.astype(bool).all():
+    pdf.cell(0, 6, line, new_x="LMARGIN", new_y="NEXT")
+    if warning:
         pdf.set_text_color(180, 0, 0)
-        pdf.multi_cell(0, 5, "Warning: some of this data comes from an untrained test model "
-                       "with random weights. Its emotion labels mean nothing.",
-                       new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 5, warning, new_x="LMARGIN", new_y="NEXT")
         pdf.set_text_color(0, 0, 0)
     pdf.ln(2)
     pdf.set_font(family, "", 10)

@@ -65,7 +65,10 @@ def widgets(summary: pd.DataFrame, key: str = "f") -> SessionFilter:
     lo = when.min().date() if len(when) else dt.date.today()
     hi = when.max().date() if len(when) else dt.date.today()
     c = st.columns([2, 1, 1, 1])
-    rng = c[0].date_input("Dates", value=(lo, hi), min_value=lo, max_value=hi, key=f"{key}_dates")
+    # Keyed by the span of the data: when new sessions extend it, the range resets to all of it
+    # instead of silently hiding them.
+    rng = c[0].date_input("Dates", value=(lo, hi), min_value=lo, max_value=hi,
+                          key=f"{key}_dates_{lo}_{hi}")
     if isinstance(rng, (tuple, list)) and len(rng) == 2:
         f.since, f.until = rng
     f.agents = c[1].multiselect("Agent", _options(summary.agent_id), key=f"{key}_agent")

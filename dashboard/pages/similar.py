@@ -102,7 +102,7 @@ def filters(index: search.Index) -> dict:
     if len(when):
         lo, hi = when.min().date(), when.max().date()
         rng = c[3].date_input("Dates", value=(lo, hi), min_value=lo, max_value=hi,
-                              key="sim_dates")
+                              key=f"sim_dates_{lo}_{hi}")
         if isinstance(rng, (tuple, list)) and len(rng) == 2:
             since, until = pd.Timestamp(rng[0]), pd.Timestamp(rng[1]) + pd.Timedelta(days=1)
     k = c[4].number_input("How many", 1, 50, 10, key="sim_k")

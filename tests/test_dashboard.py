@@ -1,0 +1,220 @@
+"""Every dashboard page under AppTest on a store ingested from generated speech (tiny-random)."""
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.labels import ZH
+from core.store import Store
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+PAGES = ["overview", "session", "alerts", "similar", "reports"]
+
+
+@pytest.fixture
+def db(ingested_db, monkeypatch) -> Path:
+    monkeypatch.setenv("EMOSCOPE_DB", str(ingested_db))
+    return ingested_db
+
+
+def open_page(name: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    if name and name != "overview":
+        at.switch_page(f"pages/{name}.py")
+        at.run()
+    return at
+
+
+def clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def audio_start(at: AppTest) -> int:
+    audio = at.get("audio")
+    assert audio, "no audio player on the page"
+    return audio[0].proto.start_time
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_untrained_banner(db, page):
+    at = open_page(page)
+    clean(at)
+    assert at.title[0].value in ("Overview", "Session", "Volatility & alerts",
+                                 "Similar moments", "Reports")
+    assert any("Untrained model" in w.value and "tiny-random" in w.value for w in at.warning)
+
+
+def test_overview_kpis_and_filters(db):
+    at = open_page()
+    clean(at)
+    sessions = Store(db).sessions()
+    assert metric(at, "Sessions") == str(len(sessions))
+    hours = sessions.duration_s.sum() / 3600
+    assert metric(at, "Audio hours") == f"{hours:,.2f}"
+    alerts = Store(db).alerts()
+    assert metric(at, "Flagged sessions") == str(alerts.session_id.nunique())
+    at.text_input(key="ov_text").input("diary").run()
+    clean(at)
+    assert metric(at, "Sessions") == "1"
+    at.text_input(key="ov_text").input("no-such-thing").run()
+    assert any("No session matches" in i.value for i in at.info)
+    at.text_input(key="ov_text").input("").run()
+    at.multiselect(key="ov_team").set_value(["support"]).run()
+    assert metric(at, "Sessions") == "1"
+
+
+def test_label_toggle_switches_chart_labels_to_chinese(db):
+    at = open_page()
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = {t.get("name") for t in spec["data"]}
+    assert names and names <= set(ZH) and not names & set(ZH.values())
+    at.radio(key="lang").set_value("zh").run()
+    clean(at)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = {t.get("name") for t in spec["data"]}
+    assert names and names <= set(ZH.values())
+
+
+def test_session_timeline_click_moves_the_player(db):
+    at = open_page("session")
+    clean(at)
+    sid = at.session_state["session_id"]
+    assert audio_start(at) == 0
+    segs = Store(db).segments(sid)
+    target = segs.iloc[len(segs) // 2]
+    # What a click on the timeline stores (session.handle_click): the moment to play from.
+    at.session_state["seek"] = {"session_id": sid, "t_s": float(target.start_s) + 0.01,
+                                "segment_id": None}
+    at.run()
+    clean(at)
+    assert audio_start(at) == int(target.start_s + 0.01) > 0
+    cursor = [m.value for m in at.markdown if "·" in m.value and "**" in m.value]
+    assert any(f"({target.confidence:.2f})" in c for c in cursor), cursor
+    # One lane per speaker, each with the 9 curves.
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    lanes = {t.get("yaxis", "y") for t in spec["data"]}
+    assert len(lanes) == segs.speaker.nunique()
+
+
+def test_session_page_lists_segments_and_exports(db):
+    at = open_page("session")
+    sid = at.session_state["session_id"]
+    n = len(Store(db).segments(sid))
+    assert metric(at, "Segments") == str(n)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert any("CSV" in x for x in labels) and any("JSON" in x for x in labels)
+
+
+def test_session_with_missing_recording_says_so(ingested_db, tmp_path, monkeypatch):
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(ingested_db, copy)
+    with Store(copy).write() as con:
+        con.execute("UPDATE sessions SET source_path = '/nowhere/gone.wav'")
+    monkeypatch.setenv("EMOSCOPE_DB", str(copy))
+    at = open_page("session")
+    clean(at)
+    assert any("no longer at" in w.value for w in at.warning)
+    assert not at.get("audio")
+
+
+def test_alerts_thresholds_change_the_list(db):
+    at = open_page("alerts")
+    clean(at)
+
+    def count() -> int:
+        cap = next(c.value for c in at.caption if "alerts in" in c.value)
+        return int(cap.split()[0].replace(",", ""))
+
+    m = Store(db).session_metrics()
+    watched = m[m.speaker.isin(["customer", "speaker"])]
+    at.multiselect(key="th_roles").set_value(["customer", "speaker"])
+    at.slider(key="th_unrel").set_value(1.0)
+    at.slider(key="th_trend").set_value(1.0)
+    at.slider(key="th_neg").set_value(0.5).run()
+    clean(at)
+    expected = int((watched.neg_last >= 0.5).sum()) + int((watched.neg_delta >= 1.0).sum()) \
+        + int((m[m.speaker != "all"].low_conf_share >= 1.0).sum())
+    assert expected > 0
+    assert count() == expected
+    at.multiselect(key="th_roles").set_value([]).run()
+    clean(at)
+    assert count() == int((m[m.speaker != "all"].low_conf_share >= 1.0).sum()) < expected
+
+
+def test_alert_drill_down_opens_the_session_at_the_moment(db):
+    at = open_page("alerts")
+    sid = Store(db).sessions().session_id.iloc[0]
+    # The drill-down writes the session and the moment, then switches page.
+    at.session_state["session_id"] = sid
+    at.session_state["seek"] = {"session_id": sid, "t_s": 3.7}
+    at.switch_page("pages/session.py").run()
+    clean(at)
+    assert at.session_state["session_id"] == sid
+    assert audio_start(at) == 3
+
+
+def test_similar_moments_from_a_segment(db):
+    at = open_page("similar")
+    clean(at)
+    sims = [float(m.value) for m in at.metric if m.label == "Similarity"]
+    store = Store(db)
+    query = at.text_input(key="sim_segment").value
+    q_session = store.query("SELECT session_id FROM segments WHERE segment_id = ?",
+                            [query]).session_id.iloc[0]
+    others = store.query("SELECT count(*) AS n FROM segments WHERE session_id <> ?",
+                         [q_session]).n.iloc[0]
+    assert len(sims) == min(10, others) > 0
+    assert sims == sorted(sims, reverse=True)
+    at.checkbox(key="sim_exclude").uncheck().run()
+    at.multiselect(key="sim_role").set_value(["customer"]).run()
+    clean(at)
+    hits = [m.value for m in at.markdown if "customer ·" in m.value or "agent ·" in m.value
+            or "speaker ·" in m.value]
+    assert hits and all("customer ·" in h for h in hits)
+
+
+def test_reports_build_every_format(db):
+    at = open_page("reports")
+    clean(at)
+    at.button(key="rp_build").click().run()
+    clean(at)
+    n = Store(db).counts()["segments"]
+    assert any(f"{n:,} segments" in s.value for s in at.success)
+    labels = [b.proto.label for b in at.get("download_button")]
+    for want in ("CSV", "Parquet", "NPY", "JSON", "PDF"):
+        assert any(want in x for x in labels), labels
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_database_explains_how_to_ingest(tmp_path, monkeypatch, page):
+    monkeypatch.setenv("EMOSCOPE_DB", str(tmp_path / "none.duckdb"))
+    at = open_page(page)
+    clean(at)
+    assert any("emoscope ingest" in i.value for i in at.info)
+    assert not (tmp_path / "none.duckdb").exists()
+
+
+def test_new_data_shows_without_restart(ingested_db, tmp_path, monkeypatch):
+    copy = tmp_path / "live.duckdb"
+    shutil.copy(ingested_db, copy)
+    monkeypatch.setenv("EMOSCOPE_DB", str(copy))
+    at = open_page()
+    before = int(metric(at, "Sessions"))
+    with Store(copy).write() as con:
+        con.execute("INSERT INTO sessions (session_id, source_path, file_name, sha256, status, "
+                    "error, ingested_at) VALUES ('sfailed', '/x.wav', 'x.wav', 'ff', 'failed', "
+                    "'no speech found', ?)", [datetime(2026, 11, 20)])
+    at.run()
+    clean(at)
+    assert int(metric(at, "Sessions")) == before + 1

@@ -1,0 +1,84 @@
+"""Exports: CSV, Parquet, NPY with ids, predict-format JSON and the PDF report."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import reports
+from core.labels import LABELS
+from core.store import Store
+
+
+@pytest.fixture(scope="module")
+def segs(ingested_db):
+    store = Store(ingested_db)
+    ids = store.sessions().session_id.tolist()
+    return reports.segments_for(store, ids)
+
+
+def test_segments_for_holds_every_segment_with_model(ingested_db, segs):
+    counts = Store(ingested_db).counts()
+    assert len(segs) == counts["segments"] > 0
+    assert set(segs.model) == {"tiny-random"}
+    assert not segs.trained.any()
+
+
+def test_csv_has_one_score_column_per_label(segs):
+    df = pd.read_csv(io.BytesIO(reports.to_csv(segs)))
+    assert len(df) == len(segs)
+    assert [f"score_{x}" for x in LABELS] == [c for c in df.columns if c.startswith("score_")]
+    assert "embedding" not in df
+    assert np.allclose(df[[f"score_{x}" for x in LABELS]].sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_parquet_round_trips_scores_and_embeddings(segs):
+    df = pd.read_parquet(io.BytesIO(reports.to_parquet(segs)))
+    assert df.segment_id.tolist() == segs.segment_id.tolist()
+    assert np.allclose(np.stack(df.embedding.to_numpy()), np.stack(segs.embedding.to_numpy()))
+    assert len(df.scores.iloc[0]) == 9
+
+
+def test_npy_holds_ids_and_embeddings_without_pickle(segs):
+    arr = np.load(io.BytesIO(reports.to_npy(segs)), allow_pickle=False)
+    assert arr["segment_id"].tolist() == segs.segment_id.tolist()
+    assert arr["embedding"].shape == (len(segs), len(segs.embedding.iloc[0]))
+    assert np.allclose(arr["embedding"][3], segs.embedding.iloc[3])
+
+
+def test_json_is_the_predict_format(segs):
+    recs = json.loads(reports.to_json(segs))
+    assert len(recs) == len(segs)
+    r = recs[0]
+    assert {"emotion", "confidence", "scores", "fallback_action", "model", "trained"} <= set(r)
+    assert list(r["scores"]) == LABELS
+    assert r["emotion"] == max(r["scores"], key=r["scores"].get)
+    assert r["model"] == "tiny-random" and r["trained"] is False
+    assert r["fallback_action"] in (None, "request_clarification")
+
+
+def test_model_lines_warn_about_untrained_models():
+    line, warn = reports.model_lines(pd.DataFrame({"model": ["tiny-random"], "trained": [False]}))
+    assert "UNTRAINED" in line and "mean nothing" in warn
+    line, warn = reports.model_lines(pd.DataFrame({"model": ["emotion2vec_plus_large"],
+                                                   "trained": [True]}))
+    assert warn is None and "(trained)" in line
+
+
+def test_pdf_report(ingested_db, segs):
+    store = Store(ingested_db)
+    sessions = store.sessions()
+    alerts = store.alerts()
+    data = reports.ReportData(
+        title="Weekly report", scope="Sessions: all", sessions=sessions,
+        segments=segs.drop(columns=["embedding"]), alerts=alerts,
+        models=pd.DataFrame({"model": ["tiny-random"], "trained": [False], "sessions": [2]}))
+    k = reports.kpis(data)
+    assert k["Sessions"] == str(len(sessions))
+    assert k["Alerts"] == str(len(alerts))
+    pdf = reports.to_pdf(data)
+    assert pdf.startswith(b"%PDF") and len(pdf) > 20_000  # text plus two chart images
+    assert pdf.count(b"/Subtype /Image") >= 1
