@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -189,7 +190,25 @@ def demo(
     print_summary(report)
     if no_dashboard:
         raise typer.Exit(report.exit_code)
-    dashboard(db, port)
+    with _worker_beside(db, lm.name):  # uploads from the dashboard get ingested
+        dashboard(db, port)
+
+
+@contextmanager
+def _worker_beside(db: Path, model: str):
+    """`emoscope worker` as a child process for as long as the block runs."""
+    import subprocess
+    cmd = [sys.executable, "-m", "ingest.cli", "worker", "--db", str(db), "--model", model]
+    typer.secho(f"worker: {' '.join(cmd[1:])}", err=True)
+    proc = subprocess.Popen(cmd)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @app.command()

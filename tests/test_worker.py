@@ -40,7 +40,7 @@ def bad_inbox(tmp_path_factory, speech):
     data = tmp_path_factory.mktemp("data")
     inbox = data / "inbox"
     inbox.mkdir()
-    write(inbox / "good call; rm -rf ~ $(x) `y`.wav", speech)
+    write(inbox / "good call; rm -rf ~ $(touch pwned) `y`.wav", speech)
     (inbox / "corrupt.mp3").write_bytes(np.random.default_rng(7).bytes(30_000))
     (inbox / "zero.wav").write_bytes(b"")
     (inbox / "notes.wav").write_text("this is a text file, not audio\n" * 40)
@@ -75,7 +75,7 @@ def _wav_bytes(samples, where: Path) -> bytes:
 
 
 EXPECTED = {  # inbox name → (status, words in the reason)
-    "good call; rm -rf ~ $(x) `y`.wav": ("done", ""),
+    "good call; rm -rf ~ $(touch pwned) `y`.wav": ("done", ""),
     "corrupt.mp3": ("failed", ""),
     "zero.wav": ("failed", "empty file"),
     "notes.wav": ("failed", "not a recognised audio"),
@@ -119,6 +119,8 @@ def test_every_bad_input_ends_with_a_clear_status_and_the_worker_keeps_going(bad
     assert not list((bad_inbox / "inbox").glob("*.json"))
     assert len(list((bad_inbox / "archive").iterdir())) == 3 + 1  # + the upload's sidecar
     assert len(list((bad_inbox / "failed").iterdir())) == 5
+    # The shell characters in a name were never run.
+    assert not list(bad_inbox.rglob("pwned")) and not (Path.cwd() / "pwned").exists()
     # Never loops: another pass finds nothing to do and adds no job.
     make_worker(db, model).run(once=True)
     assert len(jobs_of(db)) == len(jobs)
@@ -425,3 +427,20 @@ def test_two_hour_file_is_ingested_in_bounded_memory(tmp_path, speech):
         assert np.any(np.abs(starts - (minute * 60 + 1)) < 1.0), (minute, starts)
     assert np.all(np.min(np.abs(starts[:, None] - (np.array([5, 35, 65, 95]) * 60 + 1)),
                          axis=1) < 10)
+
+
+def test_demo_runs_a_worker_beside_the_dashboard_and_stops_it(tmp_path):
+    from ingest.cli import _worker_beside
+    with _worker_beside(tmp_path / "data" / "emoscope.duckdb", "tiny-random") as proc:
+        assert proc.poll() is None
+        assert proc.args[1:4] == ["-m", "ingest.cli", "worker"]
+    assert proc.returncode is not None
+
+
+def test_no_code_path_hands_anything_to_a_shell():
+    """Uploaded files are data: nothing in the app runs a shell or executes a file."""
+    import re
+    risky = re.compile(r"shell\s*=\s*True|os\.system\(|os\.popen\(|(?<![.\w])eval\(|(?<![.\w])exec\(")
+    for pkg in ("core", "ingest", "dashboard"):
+        for f in (ROOT / pkg).rglob("*.py"):
+            assert not risky.search(f.read_text()), f
