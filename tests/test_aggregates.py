@@ -138,3 +138,12 @@ def test_within_baseline_when_close():
     assert c1.volatility_z == pytest.approx(0.5)
     assert not c1.departs and c1.status == "within baseline"
     assert np.isclose(sum(c1.baseline_mix), 1.0)
+
+
+def test_baseline_starts_at_min_sessions():
+    rows = HISTORY[HISTORY.session_id.isin(["h1", "h2", "h4"])]
+    c1 = person_baselines(rows, RULES).set_index("person").loc["c1"]
+    assert RULES.baseline_min_sessions == 2 and c1.baseline_sessions == 2
+    # volatility 1 and 2: mean 1.5, sd √0.5; latest 5
+    assert c1.volatility_z == pytest.approx(3.5 / np.sqrt(0.5))
+    assert c1.departs
