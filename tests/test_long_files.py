@@ -1,0 +1,125 @@
+"""Long recordings: streamed decoding, block-by-block inference, bounded memory."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.store import Store
+from tests.audio_gen import silence, write
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def write_long(path: Path, seconds: int, burst: np.ndarray, every_min: int = 30) -> Path:
+    """Mostly digital silence with a speech burst every `every_min` minutes, as FLAC, written
+    a minute at a time (two hours take about 2 MB and a couple of seconds)."""
+    from fractions import Fraction
+
+    import av
+    sr = 16_000
+    with av.open(str(path), "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=sr)
+        stream.layout, stream.format = "mono", "s16"
+        res = av.AudioResampler(format="s16", layout="mono", rate=sr)
+        for minute in range(seconds // 60):
+            x = np.zeros(60 * sr, np.float32)
+            if minute % every_min == 5:
+                x[sr:sr + burst.size] = burst
+            frame = av.AudioFrame.from_ndarray(x[None, :], format="fltp", layout="mono")
+            frame.sample_rate, frame.time_base, frame.pts = sr, Fraction(1, sr), minute * 60 * sr
+            for f in res.resample(frame):
+                for pkt in stream.encode(f):
+                    out.mux(pkt)
+        for pkt in stream.encode(None):
+            out.mux(pkt)
+    return path
+
+
+def test_streamed_path_matches_the_whole_file_path(tmp_path, model, speech, monkeypatch):
+    import ingest.streamed as streamed
+    from ingest.options import IngestOptions
+    from ingest.pipeline import analyse, prepare
+    from core.types import SessionMeta
+    gap = silence(3.0)
+    clip = np.concatenate([speech, gap, speech * 0.6, gap, speech * 0.9, gap])
+    path = write(tmp_path / "three.flac", np.stack([clip, np.roll(clip, 16000 * 2)]), "flac")
+    opts = IngestOptions(engine="reference")
+    whole = analyse(prepare(path, SessionMeta(), opts, None, False), model, opts)
+    block_s = (speech.size + gap.size) / 16_000  # boundaries fall in the pauses
+    monkeypatch.setattr(streamed, "LONG_FILE_S", 1.0)
+    monkeypatch.setattr(streamed, "BLOCK_S", block_s)
+    prep = prepare(path, SessionMeta(), opts, None, False)
+    assert prep.streamed and prep.samples is None
+    parts = streamed.analyse_streamed(prep, model, opts, block_s=block_s)
+    assert parts.status == whole.status == "ok"
+    assert parts.duration_s == pytest.approx(whole.duration_s, abs=1e-3)
+    assert [s.segment_id for s in parts.segments] == [s.segment_id for s in whole.segments]
+    for a, b in zip(parts.segments, whole.segments):
+        assert a.start_s == pytest.approx(b.start_s, abs=0.1)
+        assert a.end_s == pytest.approx(b.end_s, abs=0.1)
+    for a, b in zip(parts.channels, whole.channels):
+        assert a.rms == pytest.approx(b.rms, rel=1e-3) and a.speaker == b.speaker
+    assert [len(c.t_s) for c in parts.curves] == pytest.approx([len(c.t_s) for c in whole.curves],
+                                                               rel=0.05)
+    assert all(np.all(np.diff(c.t_s) > 0) for c in parts.curves)
+
+
+_LONG_DRIVER = """
+import json, resource, sys, time
+from pathlib import Path
+from core.store import Store
+from ingest.model import load
+from ingest.worker import Worker, default_config
+
+db, warm, long_file = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB on Linux
+w = Worker(Store(db), load("tiny-random", "cpu"), default_config(db, poll_s=0.05, settle_s=0),
+           echo=lambda line: None)
+w.start()
+warm.rename(w.cfg.inbox / warm.name)  # a short file first: model and VAD buffers allocated
+w.run(once=True)
+base = rss()
+t0 = time.perf_counter()
+long_file.rename(w.cfg.inbox / long_file.name)
+w.run(once=True)
+print(json.dumps({"baseline_mib": base, "peak_mib": rss(), "seconds": time.perf_counter() - t0}))
+"""
+
+
+def test_two_hour_file_is_ingested_in_bounded_memory(tmp_path, speech):
+    long_file = write_long(tmp_path / "two-hours.flac", 2 * 3600, speech)
+    assert long_file.stat().st_size < 10_000_000
+    warm = write(tmp_path / "warm.wav", np.concatenate([speech, silence(1.0), speech * 0.5]))
+    db = tmp_path / "data" / "emoscope.duckdb"
+    run = subprocess.run([sys.executable, "-c", _LONG_DRIVER, str(db), str(warm), str(long_file)],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    grew = figures["peak_mib"] - figures["baseline_mib"]
+    figures["grew_mib"] = grew
+    print("\ntwo-hour file:", json.dumps(figures))
+    out = ROOT / "tests" / "artifacts"
+    out.mkdir(exist_ok=True)
+    (out / "two_hour_memory.json").write_text(json.dumps(figures, indent=2))
+    # Decoded whole, two hours of 16 kHz float32 alone would be 440 MiB.
+    assert grew < 150, figures
+    store = Store(db)
+    job = store.query("SELECT * FROM jobs WHERE file_name = 'two-hours.flac'").iloc[0]
+    assert job.status == "done", job.error
+    s = store.query("SELECT * FROM sessions WHERE session_id = ?", [job.session_id]).iloc[0]
+    assert s.duration_s == pytest.approx(7200, abs=1)
+    seg = store.query("SELECT start_s FROM segments WHERE session_id = ? ORDER BY start_s",
+                      [job.session_id])
+    starts = seg.start_s.to_numpy()
+    # The four bursts (minutes 5, 35, 65, 95) are found where they are, and nothing else.
+    for minute in (5, 35, 65, 95):
+        assert np.any(np.abs(starts - (minute * 60 + 1)) < 1.0), (minute, starts)
+    assert np.all(np.min(np.abs(starts[:, None] - (np.array([5, 35, 65, 95]) * 60 + 1)),
+                         axis=1) < 10)
