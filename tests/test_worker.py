@@ -334,3 +334,21 @@ def test_no_code_path_hands_anything_to_a_shell():
     for pkg in ("core", "ingest", "dashboard"):
         for f in (ROOT / pkg).rglob("*.py"):
             assert not risky.search(f.read_text()), f
+
+
+def test_a_crash_after_commit_but_before_the_file_moved_does_not_redo_it(tmp_path, model, speech,
+                                                                         monkeypatch):
+    db = tmp_path / "emoscope.duckdb"
+    box = tmp_path / "inbox"
+    box.mkdir()
+    write(box / "call.wav", speech)
+    w = make_worker(db, model)
+    monkeypatch.setattr(w, "_put_away", lambda job: None)  # dies right after the commit
+    w.run(once=False, stop=lambda: bool(len(jobs_of(db))) and jobs_of(db).status[0] == "done")
+    assert (box / "call.wav").exists()
+    again = make_worker(db, model)
+    again.run(once=True)
+    jobs = jobs_of(db)
+    assert len(jobs) == 1 and jobs.status[0] == "done" and jobs.attempts[0] == 1
+    assert not (box / "call.wav").exists()
+    assert [p.suffix for p in (tmp_path / "archive").iterdir()] == [".wav"]
