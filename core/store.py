@@ -188,7 +188,8 @@ class Store:
                 con.execute("INSERT INTO segments (segment_id, session_id, channel, speaker, "
                             "start_s, end_s, label, confidence, scores, embedding, rms, "
                             "clip_ratio, flags, fallback_action) "
-                            "SELECT segment_id, session_id, channel, speaker, start_s, end_s, label, confidence, "
+                            "SELECT segment_id, session_id, channel, speaker, start_s, end_s, "
+                            "label, confidence, "
                             "scores::FLOAT[9], embedding::FLOAT[], rms, clip_ratio, flags, "
                             "fallback_action FROM seg_df")
                 con.unregister("seg_df")
