@@ -83,13 +83,18 @@ def drive(base_url: str, out: Path) -> dict:
             if name == "Session":
                 seen["before"] = page.get_by_text(re.compile(r"Player starts at")).inner_text()
                 # A segment bar in the middle of the first lane: a point of the chart.
-                page.wait_for_selector(".js-plotly-plot .barlayer .point path")
-                bars = page.locator(".js-plotly-plot .barlayer .point path")
+                timeline = page.locator(".js-plotly-plot").first  # the scores chart has bars too
+                timeline.locator(".barlayer .point path").first.wait_for()
+                bars = timeline.locator(".barlayer .point path")
                 bars.nth(bars.count() // 2).click(force=True)
-                page.wait_for_function(
-                    "b => { const e = [...document.querySelectorAll('p')].find("
-                    "p => p.innerText.startsWith('Player starts at')); "
-                    "return e && e.innerText !== b; }", arg=seen["before"], timeout=30000)
+                try:
+                    page.wait_for_function(
+                        "b => { const e = [...document.querySelectorAll('p')].find("
+                        "p => p.innerText.startsWith('Player starts at')); "
+                        "return e && e.innerText !== b; }", arg=seen["before"], timeout=30000)
+                except Exception:
+                    page.screenshot(path=str(out / "session_click_failed.png"))
+                    raise
                 settle(page)
                 seen["after"] = page.get_by_text(re.compile(r"Player starts at")).inner_text()
                 seen["audio_t"] = page.locator("audio").first.evaluate("a => a.currentTime")

@@ -88,10 +88,14 @@ def player(row: pd.Series, t: float) -> None:
     st.caption(f"Player starts at {ui.fmt_time(t)}. Click the timeline to move it.")
 
 
+def _text(v) -> str:
+    return "-" if v is None or (not isinstance(v, str) and pd.isna(v)) or v == "" else str(v)
+
+
 def header(row: pd.Series, seg: pd.DataFrame, metrics: pd.DataFrame, n_alerts: int) -> None:
     meta = {"File": row.file_name, "When": f"{pd.Timestamp(row['when']):%Y-%m-%d %H:%M}"
-            if pd.notna(row["when"]) else "-", "Agent": row.agent_id or "-",
-            "Customer / person": row.customer_id or "-", "Team": row.team or "-",
+            if pd.notna(row["when"]) else "-", "Agent": _text(row.agent_id),
+            "Customer / person": _text(row.customer_id), "Team": _text(row.team),
             "Tags": ", ".join(row.tags) or "-", "Session": row.session_id}
     st.caption(" · ".join(f"**{k}** {v}" for k, v in meta.items()))
     talk = float((seg.end_s - seg.start_s).sum()) if len(seg) else 0.0
