@@ -53,8 +53,11 @@ class Rules:
 
     @functools.cached_property
     def digest(self) -> str:
-        """Short hash of everything that changes a stored value; recorded with each metric row."""
-        payload = {k: v for k, v in self.__dict__.items() if k not in ("source", "digest")}
+        """Short hash of everything that changes a stored value; recorded with each metric row.
+
+        Baseline settings are applied when read, so they are left out."""
+        payload = {k: v for k, v in self.__dict__.items()
+                   if k not in ("source", "digest") and not k.startswith("baseline_")}
         payload["alerts"] = [a.__dict__ for a in self.alerts]
         text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -238,3 +238,10 @@ def test_bad_rules_say_what_is_wrong(tmp_path, text, message):
         load_rules(f)
     assert "\n" not in str(e.value)
 
+
+
+def test_digest_follows_stored_rules_only():
+    import dataclasses
+    assert dataclasses.replace(RULES, baseline_min_sessions=9).digest == RULES.digest
+    assert dataclasses.replace(RULES, confidence_threshold=0.5).digest != RULES.digest
+    assert dataclasses.replace(RULES, responses_en={}).digest != RULES.digest
