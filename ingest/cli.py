@@ -78,6 +78,11 @@ def ingest(
 
 def _derived_hook(store: Store):
     """Analytics written in the session's own transaction, when the analytics module is present."""
+    from core.rules import RulesError
+    try:
+        store.analytics_rules()  # a broken emoscope.toml stops here, before any file is read
+    except RulesError as e:
+        _fail_usage(str(e))
     return getattr(store, "write_derived", None)
 
 

@@ -174,3 +174,15 @@ def test_cli_recompute(store, tmp_path):
     assert res.exit_code == 2 and "Traceback" not in res.output
     res = runner.invoke(app, ["recompute", "--db", str(tmp_path / "none.duckdb")])
     assert res.exit_code == 2
+
+
+def test_ingest_refuses_a_broken_rules_file_before_reading_audio(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ingest.cli import app
+    (tmp_path / "emoscope.toml").write_text("[trend]\nthreshold = \n")
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["ingest", str(tmp_path / "missing.wav"), "--db",
+                                   str(tmp_path / "x.duckdb"), "--model", "tiny-random"])
+    assert res.exit_code == 2 and "emoscope.toml is not valid TOML" in res.output
+    assert not (tmp_path / "x.duckdb").exists()
