@@ -72,28 +72,36 @@ def test_streamed_path_matches_the_whole_file_path(tmp_path, model, speech, monk
 
 
 _LONG_DRIVER = """
-import json, resource, sys, time
+import json, re, resource, sys, time
 from pathlib import Path
 from core.store import Store
 from ingest.model import load
 from ingest.worker import Worker, default_config
 
+def mib(key):
+    return int(re.search(key + r":\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
+
 db, warm, long_file = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB on Linux
 w = Worker(Store(db), load("tiny-random", "cpu"), default_config(db, poll_s=0.05, settle_s=0),
            echo=lambda line: None)
 w.start()
 warm.rename(w.cfg.inbox / warm.name)  # a short file first: model and VAD buffers allocated
 w.run(once=True)
-base = rss()
+warm_peak = mib("VmHWM")
+Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) from here
+base = mib("VmRSS")
 t0 = time.perf_counter()
 long_file.rename(w.cfg.inbox / long_file.name)
 w.run(once=True)
-print(json.dumps({"baseline_mib": base, "peak_mib": rss(), "seconds": time.perf_counter() - t0}))
+print(json.dumps({"baseline_mib": base, "peak_mib": mib("VmHWM"), "warmup_peak_mib": warm_peak,
+                  "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "seconds": time.perf_counter() - t0}))
 """
 
 
 def test_two_hour_file_is_ingested_in_bounded_memory(tmp_path, speech):
+    """Peak resident memory while the two-hour file is ingested, over the resident memory
+    before it (peak restarted after a warm-up file, so model loading does not hide growth)."""
     long_file = write_long(tmp_path / "two-hours.flac", 2 * 3600, speech)
     assert long_file.stat().st_size < 10_000_000
     warm = write(tmp_path / "warm.wav", np.concatenate([speech, silence(1.0), speech * 0.5]))

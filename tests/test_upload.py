@@ -14,6 +14,7 @@ from ingest.worker import Worker, default_config
 from tests.audio_gen import write
 
 PAGE = str(Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "upload.py")
+ROOT_ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 SAFE = re.compile(r"^u\d{14}-[0-9a-f]{12}\.(wav|bin)$")
 HOSTILE = ["../../x.wav", "..\\..\\evil.wav", "a\x00b.wav", "$(touch pwned).wav",
            "; rm -rf ~ ;.wav", "`id`|cat.wav", "x" * 300 + ".wav", "same.wav", "same.wav",
@@ -125,3 +126,43 @@ def test_an_inbox_outside_the_data_directory_is_refused(env, monkeypatch, tmp_pa
     at.run()
     assert any("outside the data directory" in e.value for e in at.error)
     assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.browser
+def test_upload_through_the_browser_lands_safely_in_the_inbox(env, tmp_path, speech):
+    """The real HTTP upload path: Chromium drops files on the page of a served dashboard."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, ERRORS, free_port, serve, settle
+    wav = write(tmp_path / "speech.wav", speech).read_bytes()
+    port = free_port()
+    proc = serve(env / "emoscope.duckdb", port)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(f"http://127.0.0.1:{port}/upload", wait_until="domcontentloaded")
+            page.wait_for_selector('h1:has-text("Upload recordings")', timeout=30000)
+            settle(page)
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([
+                {"name": "$(touch pwned); call.wav", "mimeType": "audio/wav", "buffer": wav},
+                {"name": "call.wav", "mimeType": "audio/wav", "buffer": wav}])
+            page.wait_for_selector('text="call.wav"', timeout=30000)
+            page.get_by_label("Agent").fill("a-ana")
+            page.get_by_role("button", name="Queue for analysis").click()
+            page.wait_for_selector('text="2 files queued for analysis."', timeout=30000)
+            settle(page)
+            errors = page.locator(ERRORS).count()
+            page.screenshot(path=str(ROOT_ARTIFACTS / "upload.png"), full_page=True)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert errors == 0
+    audio = inbox.waiting(env / "inbox")
+    assert len(audio) == 2 and all(SAFE.match(p.name) for p in audio)
+    assert all(p.read_bytes() == wav for p in audio)
+    sides = [json.loads(p.with_suffix(".json").read_text()) for p in audio]
+    assert sorted(s["original_name"] for s in sides) == ["$(touch pwned); call.wav", "call.wav"]
+    assert all(s["metadata"] == {"agent_id": "a-ana"} for s in sides)
+    assert not list(tmp_path.rglob("pwned"))
