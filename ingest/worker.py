@@ -8,6 +8,7 @@ the worker down `max_attempts` times is failed, so nothing loops and nothing sta
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -195,6 +196,10 @@ class Worker:
         if not result.sha256:  # vanished before it could even be hashed
             self.jobs.fail(job.job_id, result.error or "unreadable")
             return "failed", result.error
+        # Stored under the user's name and where the file will be kept, not its inbox name.
+        kept = self._destination(job, result.status == "ok") or path
+        result = dataclasses.replace(result, source_path=str(kept),
+                                     file_name=job.original_name or job.file_name)
         if result.status != "ok":
             self.store.save_session(result, self._run())
             self.jobs.fail(job.job_id, result.error or "failed", result.session_id)
@@ -219,21 +224,23 @@ class Worker:
         """Move a finished job's file (and sidecar) out of the inbox, under the job's id."""
         src = self.cfg.inbox / job.file_name
         side = src.with_suffix(SIDECAR) if src.suffix != SIDECAR else None
-        if job.status == "failed":
-            dest_dir = self.cfg.failed
-        else:
-            dest_dir = self.cfg.archive
-        for f, ext in ((src, safe_ext(job.file_name)), (side, SIDECAR)):
+        dest = self._destination(job, job.status != "failed")
+        for f, target in ((src, dest), (side, dest and dest.with_suffix(SIDECAR))):
             if f is None or not (f.is_file() or f.is_symlink()):
                 continue
             try:
-                if dest_dir is None:
+                if target is None:
                     f.unlink()
                 else:
-                    dest_dir.mkdir(parents=True, exist_ok=True)
-                    shutil.move(str(f), str(dest_dir / f"{job.job_id}{ext}"))
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(str(f), str(target))
             except OSError as e:
                 self.echo(f"could not move {job.file_name} out of the inbox: {e.strerror}")
+
+    def _destination(self, job: Job, ok: bool) -> Path | None:
+        """Where a finished job's file is kept (None: deleted), named by the job's id."""
+        folder = self.cfg.archive if ok else self.cfg.failed
+        return None if folder is None else folder / f"{job.job_id}{safe_ext(job.file_name)}"
 
     def _run(self) -> str:
         if self.run_id is None:

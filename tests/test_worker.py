@@ -107,6 +107,10 @@ def test_every_bad_input_ends_with_a_clear_status_and_the_worker_keeps_going(bad
     s = Store(db).query("SELECT * FROM sessions WHERE session_id = ?", [up.session_id]).iloc[0]
     assert (s.agent_id, s.customer_id, s.team) == ("a-ana", "c-7", "support")
     assert list(s.tags) == ["upload", "refund"] and str(s.recorded_at).startswith("2026-11-20")
+    # Stored under the name the user knows, pointing at where the recording is kept now.
+    assert s.file_name == "passwd.wav"
+    assert Path(s.source_path).parent == bad_inbox.resolve() / "archive"
+    assert Path(s.source_path).read_bytes()[:4] == b"RIFF"
     # Eight channels: one speaker each, speech found where it was put.
     sid = by_name.loc["eight-channels.wav"].session_id
     ch = Store(db).query("SELECT channel, speaker, speech_s FROM channels WHERE session_id = ? "
