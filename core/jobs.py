@@ -132,6 +132,13 @@ class JobQueue:
                 [self.max_attempts, reason, now, self.max_attempts, now, job_id]).fetchone()
         return row[0] if row else "failed"
 
+    def release(self, job_id: str) -> None:
+        """An operator stopped the worker mid-job: queue it again without counting a try."""
+        with self.store.write() as con:
+            con.execute("UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0), "
+                        "error = 'worker stopped; queued again', updated_at = ? "
+                        "WHERE job_id = ? AND status = 'running'", [_now(), job_id])
+
     def table(self, limit: int = 500) -> pd.DataFrame:
         """Newest jobs first, for display; read-only, so it never blocks the worker for long."""
         return self.store.query(

@@ -143,7 +143,7 @@ def worker(
     from datetime import datetime
 
     from core.inbox import InboxError
-    from ingest.worker import Worker, default_config
+    from ingest.worker import Worker, default_config, stop_on_sigterm
 
     try:
         cfg = default_config(db, inbox, delete=not archive, poll_s=poll, settle_s=settle,
@@ -156,6 +156,7 @@ def worker(
     typer.secho(f"worker: watching {cfg.inbox} → {db}", err=True)
     w = Worker(Store(db), lm, cfg,
                echo=lambda line: typer.echo(f"{datetime.now():%H:%M:%S} {line}", err=True))
+    stop_on_sigterm()
     try:
         counts = w.run(once=once)
     except KeyboardInterrupt:

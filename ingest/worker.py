@@ -155,6 +155,9 @@ class Worker:
         shown = job.original_name or job.file_name
         try:
             status, detail = self._process(job)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see stop_on_sigterm): not the file's fault
+            self.jobs.release(job.job_id)
+            raise
         except (StoreBusy, MemoryError, OSError) as e:
             # Transient: a locked database, memory pressure, a full disk. Bounded retries.
             reason = f"{type(e).__name__}: {str(e)[:200]}"
@@ -260,3 +263,14 @@ class Worker:
 def _failed_like(prep, reason: str) -> SessionResult:
     return SessionResult(session_id_for(prep.sha256), str(prep.path), prep.path.name,
                          prep.sha256, 0.0, 0, prep.meta, status="failed", error=reason)
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM (how `emoscope demo` stops its worker) into KeyboardInterrupt, so the job in
+    hand is handed back to the queue instead of counting as a crash."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)

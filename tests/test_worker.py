@@ -356,3 +356,24 @@ def test_a_crash_after_commit_but_before_the_file_moved_does_not_redo_it(tmp_pat
     assert len(jobs) == 1 and jobs.status[0] == "done" and jobs.attempts[0] == 1
     assert not (box / "call.wav").exists()
     assert [p.suffix for p in (tmp_path / "archive").iterdir()] == [".wav"]
+
+
+def test_stopping_the_worker_mid_job_hands_the_job_back_without_counting_a_try(
+        tmp_path, model, speech, monkeypatch):
+    import ingest.worker as worker_mod
+    db = tmp_path / "emoscope.duckdb"
+    (tmp_path / "inbox").mkdir()
+    write(tmp_path / "inbox" / "call.wav", speech)
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker_mod, "analyse", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_worker(db, model).run(once=True)
+    job = jobs_of(db).iloc[0]
+    assert (job.status, job.attempts) == ("queued", 0)
+    monkeypatch.undo()
+    make_worker(db, model).run(once=True)
+    job = jobs_of(db).iloc[0]
+    assert (job.status, job.attempts) == ("done", 1)
