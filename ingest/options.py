@@ -15,7 +15,8 @@ class IngestOptions:
     # Emotion curves: softmax of frame logits averaged over a window, sampled every hop
     curve_hop_s: float = 0.1
     curve_window_s: float = 0.5
-    # Below this confidence (or on other/unknown) a segment asks for clarification (seed §4.3)
+    # Below this confidence (or on other/unknown) a segment asks for clarification (seed §4.3);
+    # the CLI takes it from the rules file (emoscope.toml) so ingest and predict agree.
     low_confidence: float = 0.4
     # Speaker per channel when neither the manifest nor the upload says otherwise
     stereo_roles: tuple[str, str] = ("agent", "customer")

@@ -16,7 +16,8 @@ import numpy as np
 from core import quality
 from core.audio import SAMPLE_RATE, AudioError, decode, default_roles, sha256_of
 from core.curves import pool
-from core.labels import LABELS, UNCERTAIN
+from core.labels import LABELS
+from core.metrics import fallback_action
 from core.store import Store
 from core.types import (ChannelQuality, Curve, Segment, SessionMeta, SessionResult,
                         segment_id_for, session_id_for)
@@ -72,11 +73,6 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
         else:
             out.append(p)
     return out
-
-
-def fallback_action(label: str, confidence: float, threshold: float) -> str | None:
-    """Seed §4.3: ask again rather than act on an unsure or uncategorised reading."""
-    return "request_clarification" if label in UNCERTAIN or confidence < threshold else None
 
 
 def _failed(path: Path, sha: str, meta: SessionMeta, reason: str) -> SessionResult:

@@ -6,7 +6,9 @@ import numpy as np
 from core.curves import pool
 from core.labels import LABELS
 from ingest.model import LoadedModel
-from ingest.pipeline import fallback_action, infer_function
+from core.metrics import fallback_action
+from core.rules import load_rules
+from ingest.pipeline import infer_function
 from ingest.options import IngestOptions
 
 
@@ -21,7 +23,7 @@ def predict_clip(lm: LoadedModel, clip: np.ndarray, granularity: str = "utteranc
         "confidence": round(float(out.scores[top]), 4),
         "scores": {lab: round(float(s), 4) for lab, s in zip(LABELS, out.scores)},
         "fallback_action": fallback_action(LABELS[top], float(out.scores[top]),
-                                           opts.low_confidence),
+                                           load_rules().confidence_threshold),
         "model": lm.name,
         "trained": lm.trained,
     }
