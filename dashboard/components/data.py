@@ -79,7 +79,10 @@ def models(version: tuple, path: str) -> pd.DataFrame:
         "JOIN runs r USING (run_id) WHERE s.status = 'ok' GROUP BY ALL ORDER BY sessions DESC")
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+# The summary, the mix and the index are shared resources, not copies: at 10,000 sessions
+# unpickling a fresh copy on every rerun costs more than the page itself. Callers never
+# modify them in place (they filter, assign or copy).
+@st.cache_resource(show_spinner=False, max_entries=2)
 def session_summary(version: tuple, path: str) -> pd.DataFrame:
     """One row per session with what the overview filters and sorts on."""
     s = Store(path)
@@ -125,9 +128,48 @@ def session_summary(version: tuple, path: str) -> pd.DataFrame:
     base["speakers"] = [_list(t) for t in base.speakers]
     base["severity_rank"] = base.severity.map(SEVERITY_RANK).fillna(0).astype(int)
     base["when"] = pd.to_datetime(base["when"])
+    base["session_id"] = base.session_id.astype(object)  # fast isin/map on plain strings
     return base.sort_values(["severity_rank", "alerts", "negative_share", "when"],
                             ascending=[False, False, False, False],
                             na_position="last").reset_index(drop=True)
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def summary_options(version: tuple, path: str) -> dict:
+    """The choices each overview filter offers, computed once per DB version."""
+    s = session_summary(version, path)
+    when = s["when"].dropna()
+    flat = lambda col: sorted({x for v in s[col] for x in v})  # noqa: E731
+    vals = lambda col: sorted({str(x) for x in s[col].dropna()})  # noqa: E731
+    return {"dates": (when.min().date(), when.max().date()) if len(when) else None,
+            "agents": vals("agent_id"), "teams": vals("team"),
+            "people": sorted(set(vals("customer_id")) | set(vals("agent_id"))),
+            "roles": flat("speakers"), "flags": flat("flags"),
+            "dominant": sorted(set(s.dominant.dropna()), key=LABELS.index)}
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def session_choices(version: tuple, path: str) -> tuple[list[str], dict[str, str]]:
+    """Session ids, newest first, and the text the session picker shows for each."""
+    s = session_summary(version, path).sort_values("when", ascending=False,
+                                                   na_position="last")
+    text = {sid: f"{name} · {w:%Y-%m-%d %H:%M} · {sid}" if pd.notna(w) else f"{name} · {sid}"
+            for sid, name, w in zip(s.session_id, s.file_name, s["when"])}
+    return s.session_id.tolist(), text
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def mix_table(version: tuple, path: str) -> pd.DataFrame:
+    """label_seconds with each session's summary row number and day/week, for mix_over_time."""
+    mix = label_seconds(version, path).copy()
+    s = session_summary(version, path)
+    row = pd.Series(np.arange(len(s)), index=s.session_id)
+    mix["row"] = mix.session_id.astype(object).map(row).to_numpy()
+    day = pd.to_datetime(mix.session_id.astype(object).map(s.set_index("session_id")["when"])
+                         ).dt.normalize()
+    mix["day"] = day
+    mix["week"] = day - pd.to_timedelta(day.dt.weekday, unit="D")
+    return mix
 
 
 def _list(v) -> list:
@@ -136,7 +178,7 @@ def _list(v) -> list:
     return [x for x in list(v) if x is not None]
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+@st.cache_resource(show_spinner=False, max_entries=2)
 def label_seconds(version: tuple, path: str) -> pd.DataFrame:
     """Seconds of speech per (session, label): the emotion mix at any grouping."""
     return Store(path).query(
@@ -159,18 +201,32 @@ def session_channels(version: tuple, path: str, session_id: str) -> pd.DataFrame
                              [session_id])
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def session_metrics(version: tuple, path: str, session_id: str | None = None) -> pd.DataFrame:
     if "session_metrics" not in tables(version, path):
         return pd.DataFrame()
     return Store(path).session_metrics(session_id)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def alerts(version: tuple, path: str, session_id: str | None = None) -> pd.DataFrame:
     if "alerts" not in tables(version, path):
         return pd.DataFrame()
     return Store(path).alerts(session_id=session_id)
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def person_sessions(version: tuple, path: str) -> pd.DataFrame:
+    if "session_metrics" not in tables(version, path):
+        return pd.DataFrame()
+    return Store(path).person_sessions()
+
+
+@st.cache_resource(show_spinner="Comparing each person with their baseline…", max_entries=2)
+def baselines(version: tuple, path: str) -> pd.DataFrame:
+    if "session_metrics" not in tables(version, path):
+        return pd.DataFrame()
+    return Store(path).baselines()
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -199,17 +255,14 @@ def search_index(version: tuple, path: str):
     return build_index(matrix, meta, dropped)
 
 
-def mix_over_time(mix: pd.DataFrame, summary: pd.DataFrame, period: str) -> pd.DataFrame:
-    """Share of speech per label per day/week for the sessions in `summary`."""
-    when = summary.set_index("session_id")["when"]
-    m = mix[mix.session_id.isin(summary.session_id)].copy()
+def mix_over_time(mix: pd.DataFrame, rows: pd.DataFrame, n_all: int,
+                  period: str) -> pd.DataFrame:
+    """Share of speech per label per day/week for the summary rows `rows` (mix: mix_table)."""
+    m = mix if len(rows) == n_all else mix[mix.row.isin(rows.index.to_numpy())]
     if m.empty:
         return pd.DataFrame(columns=["period", "label", "seconds", "share"])
-    day = pd.to_datetime(m.session_id.map(when)).dt.normalize()
-    if period == "week":
-        day = day - pd.to_timedelta(day.dt.weekday, unit="D")
-    m["period"] = day
-    g = m.groupby(["period", "label"], as_index=False).seconds.sum()
+    g = m.groupby([period, "label"], as_index=False).seconds.sum().rename(
+        columns={period: "period"})
     g["share"] = g.seconds / g.groupby("period").seconds.transform("sum")
     g["label"] = pd.Categorical(g.label, categories=LABELS, ordered=True)
     return g.sort_values(["period", "label"])

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import pandas as pd
 import streamlit as st
 
-from core.labels import LABELS
 from dashboard.components import ui
 
 
@@ -22,14 +21,6 @@ class SessionFilter:
     dominant: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     text: str = ""
-
-
-def _options(col: pd.Series) -> list[str]:
-    return sorted({str(x) for x in col.dropna()})
-
-
-def _list_options(col: pd.Series) -> list[str]:
-    return sorted({x for v in col for x in v})
 
 
 def apply(summary: pd.DataFrame, f: SessionFilter) -> pd.DataFrame:
@@ -58,12 +49,12 @@ def apply(summary: pd.DataFrame, f: SessionFilter) -> pd.DataFrame:
     return summary[keep]
 
 
-def widgets(summary: pd.DataFrame, key: str = "f") -> SessionFilter:
-    """Filter widgets laid out in two rows; their keys persist across reruns."""
+def widgets(summary: pd.DataFrame, options: dict, key: str = "f") -> SessionFilter:
+    """Filter widgets laid out in two rows; their keys persist across reruns.
+
+    `options` is data.summary_options: the choices, computed once per DB version."""
     f = SessionFilter()
-    when = summary["when"].dropna()
-    lo = when.min().date() if len(when) else dt.date.today()
-    hi = when.max().date() if len(when) else dt.date.today()
+    lo, hi = options["dates"] or (dt.date.today(), dt.date.today())
     c = st.columns([2, 1, 1, 1])
     # Keyed by the span of the data: when new sessions extend it, the range resets to all of it
     # instead of silently hiding them.
@@ -71,16 +62,16 @@ def widgets(summary: pd.DataFrame, key: str = "f") -> SessionFilter:
                           key=f"{key}_dates_{lo}_{hi}")
     if isinstance(rng, (tuple, list)) and len(rng) == 2:
         f.since, f.until = rng
-    f.agents = c[1].multiselect("Agent", _options(summary.agent_id), key=f"{key}_agent")
-    f.teams = c[2].multiselect("Team", _options(summary.team), key=f"{key}_team")
-    people = sorted(set(_options(summary.customer_id)) | set(_options(summary.agent_id)))
-    f.people = c[3].multiselect("Customer / person", people, key=f"{key}_person")
+        if (f.since, f.until) == (lo, hi):
+            f.since = f.until = None  # the whole span: no need to compare 10,000 dates
+    f.agents = c[1].multiselect("Agent", options["agents"], key=f"{key}_agent")
+    f.teams = c[2].multiselect("Team", options["teams"], key=f"{key}_team")
+    f.people = c[3].multiselect("Customer / person", options["people"], key=f"{key}_person")
     c = st.columns([1, 1, 1, 2])
-    f.roles = c[0].multiselect("Speaker role", _list_options(summary.speakers), key=f"{key}_role")
-    present = [x for x in LABELS if x in set(summary.dominant.dropna())]
-    f.dominant = c[1].multiselect("Dominant emotion", present, format_func=ui.label,
+    f.roles = c[0].multiselect("Speaker role", options["roles"], key=f"{key}_role")
+    f.dominant = c[1].multiselect("Dominant emotion", options["dominant"], format_func=ui.label,
                                   key=f"{key}_dominant")
-    f.flags = c[2].multiselect("Flags", _list_options(summary["flags"]), key=f"{key}_flags")
+    f.flags = c[2].multiselect("Flags", options["flags"], key=f"{key}_flags")
     f.text = c[3].text_input("Search ids and tags", key=f"{key}_text",
                              placeholder="session id, file, agent, customer, tag…")
     return f

@@ -49,8 +49,8 @@ def banner() -> None:
     untrained = m[~m.trained.astype(bool)]
     if len(untrained):
         names = ", ".join(sorted(set(untrained.model)))
-        st.warning(f"**Untrained model.** {int(untrained.sessions.sum())} of "
-                   f"{int(m.sessions.sum())} sessions were analysed by `{names}`, a test model "
+        st.warning(f"**Untrained model.** {int(untrained.sessions.sum()):,} of "
+                   f"{int(m.sessions.sum()):,} sessions were analysed by `{names}`, a test model "
                    "with random weights: its emotion labels mean nothing.", icon="⚠️")
 
 

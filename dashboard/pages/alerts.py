@@ -18,9 +18,11 @@ def rules():
         return None
 
 
-def volatility(metrics: pd.DataFrame) -> None:
-    per, agent, person = st.tabs(["Per session", "Per agent", "Per person"])
-    with per:
+def volatility(metrics: pd.DataFrame, v, p) -> None:
+    # One view at a time: tabs would compute all three on every rerun.
+    view = st.segmented_control("Volatility by", ["session", "agent", "person"],
+                                default="session", key="vol_view") or "session"
+    if view == "session":
         roles = sorted(set(metrics.speaker) - {"all"})
         role = st.radio("Speaker", ["all"] + roles, horizontal=True, key="vol_role",
                         format_func=lambda r: "whole session" if r == "all" else r)
@@ -37,7 +39,7 @@ def volatility(metrics: pd.DataFrame) -> None:
                          [["file_name", "when", "agent_id", "customer_id", "volatility",
                            "score_volatility", "trend", "session_id"]].head(200),
                          hide_index=True)
-    with agent:
+    elif view == "agent":
         m = metrics[(metrics.speaker == "agent") & metrics.agent_id.notna()]
         if m.empty:
             st.info("No agent channels: agent volatility needs stereo calls with an agent role.")
@@ -50,17 +52,32 @@ def volatility(metrics: pd.DataFrame) -> None:
                          height=300)
             fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
             st.plotly_chart(fig, key="vol_agents")
-    with person:
-        try:
-            base = data.store().baselines()
-        except Exception:  # baselines need the analytics tables; the note below says so
-            base = pd.DataFrame()
+    else:
+        people(v, p)
+
+
+def people(v, p) -> None:
+    ps = data.person_sessions(v, p)
+    if ps.empty:
+        st.info("No person has sessions with metrics yet.")
+        return
+    g = ps.groupby(["person", "role"]).agg(
+        sessions=("session_id", "nunique"), mean_volatility=("volatility", "mean"),
+        max_volatility=("volatility", "max"), negative_share=("neg_share", "mean"),
+        last_seen=("when", "max")).reset_index().sort_values("mean_volatility",
+                                                              ascending=False)
+    st.dataframe(g, hide_index=True, column_config={
+        "mean_volatility": st.column_config.NumberColumn(format="%.3f"),
+        "max_volatility": st.column_config.NumberColumn(format="%.3f"),
+        "negative_share": st.column_config.NumberColumn(format="%.2f")})
+    if st.toggle("Compare each person's latest session with their baseline", key="vol_base"):
+        base = data.baselines(v, p)
         if base.empty:
-            st.info("No person has sessions with metrics yet.")
+            st.info("No person has enough sessions for a baseline yet.")
         else:
             st.dataframe(base[["person", "roles", "sessions", "latest_volatility",
-                               "baseline_volatility", "volatility_z", "mix_distance", "status",
-                               "latest_session_id"]], hide_index=True)
+                               "baseline_volatility", "volatility_z", "mix_distance",
+                               "status", "latest_session_id"]], hide_index=True)
 
 
 def thresholds(metrics: pd.DataFrame) -> whatif.Thresholds:
@@ -135,7 +152,7 @@ def main() -> None:
         return
     summary = data.session_summary(v, p)
     st.subheader("Volatility")
-    volatility(metrics)
+    volatility(metrics, v, p)
     st.subheader("Alerts")
     alert_list(v, p, metrics, summary)
 

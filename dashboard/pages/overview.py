@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.labels import NEGATIVE
+from core.labels import LABELS, NEGATIVE
 from dashboard.components import charts, data, filters, ui
 
 SESSION_KEY = "session_id"
@@ -32,9 +32,9 @@ def kpis(rows) -> None:
 
 
 def table(rows) -> None:
-    view = rows.assign(
-        dominant=rows.dominant.map(lambda x: ui.label(x) if isinstance(x, str) else ""),
-        minutes=rows.duration_s / 60)
+    names = {x: ui.label(x) for x in LABELS}  # one lookup of the language, not one per row
+    view = rows.assign(dominant=rows.dominant.map(names).fillna(""),
+                       minutes=rows.duration_s / 60)
     cols = ["when", "file_name", "agent_id", "customer_id", "team", "minutes", "dominant",
             "negative_share", "alerts", "severity", "flags", "tags", "session_id"]
     st.caption(f"{len(rows):,} sessions, most severe first. Select a row to open it.")
@@ -64,12 +64,12 @@ def main() -> None:
     v, p = data.state()
     summary = data.session_summary(v, p)
     with st.expander("Filters", expanded=True):
-        f = filters.widgets(summary, key="ov")
+        f = filters.widgets(summary, data.summary_options(v, p), key="ov")
     rows = filters.apply(summary, f)
     kpis(rows)
     left, right = st.columns([3, 1])
     period = right.radio("Emotion mix by", ["day", "week"], horizontal=True, key="ov_period")
-    mix = data.mix_over_time(data.label_seconds(v, p), rows, period)
+    mix = data.mix_over_time(data.mix_table(v, p), rows, len(summary), period)
     with left:
         st.subheader("Emotion mix over time")
     if len(mix):

@@ -14,9 +14,9 @@ BUILT_KEY = "report_files"
 MAX_SESSIONS = 2000  # a report beyond this is a batch job (`emoscope export`), not a click
 
 
-def chosen(summary: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def chosen(summary: pd.DataFrame, v, p) -> tuple[pd.DataFrame, str]:
     with st.expander("Which sessions", expanded=True):
-        f = filters.widgets(summary, key="rp")
+        f = filters.widgets(summary, data.summary_options(v, p), key="rp")
         rows = filters.apply(summary, f)
         names = dict(zip(summary.session_id, summary.file_name))
         pick = st.multiselect("Only these sessions (optional)", rows.session_id.tolist(),
@@ -61,7 +61,7 @@ def main() -> None:
         return
     v, p = data.state()
     summary = data.session_summary(v, p)
-    rows, scope = chosen(summary)
+    rows, scope = chosen(summary, v, p)
     st.caption(scope)
     if rows.empty:
         st.info("No analysed session matches; widen the filters.")

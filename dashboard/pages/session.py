@@ -18,17 +18,13 @@ CHART_KEY = "_timeline_n"  # bumped after each click: a fresh chart without a se
 PLAYABLE = {".wav", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".flac", ".webm", ".aac", ".mp4"}
 
 
-def chosen_session(summary: pd.DataFrame) -> str | None:
-    ids = summary.session_id.tolist()
+def chosen_session(v, p) -> str | None:
+    ids, text = data.session_choices(v, p)
     wanted = st.query_params.get("session") or st.session_state.get(SESSION_KEY)
-    if wanted not in ids:
+    if wanted not in text:
         wanted = ids[0] if ids else None
-    names = dict(zip(summary.session_id, summary.file_name))
-    when = dict(zip(summary.session_id, summary["when"]))
-    sid = st.selectbox("Session", ids, index=ids.index(wanted) if wanted in ids else 0,
-                       format_func=lambda s: f"{names.get(s, s)} · "
-                       f"{pd.Timestamp(when[s]):%Y-%m-%d %H:%M} · {s}"
-                       if pd.notna(when.get(s)) else f"{names.get(s, s)} · {s}")
+    sid = st.selectbox("Session", ids, index=ids.index(wanted) if wanted in text else 0,
+                       format_func=text.get)
     if sid != st.query_params.get("session"):
         st.query_params["session"] = sid
     st.session_state[SESSION_KEY] = sid
@@ -43,6 +39,14 @@ def seek_time(sid: str) -> float:
 def seek(sid: str, t_s: float, segment_id: str | None = None) -> None:
     st.session_state[ui.SEEK_KEY] = {"session_id": sid, "t_s": float(t_s),
                                      "segment_id": segment_id}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def timeline_figure(version: tuple, path: str, sid: str, lang: str, duration_s: float):
+    """Built once per session and language; each rerun gets its own copy to mark the cursor."""
+    return charts.timeline(data.session_frames(version, path, sid),
+                           data.session_segments(version, path, sid), lang,
+                           duration_s=duration_s or None)
 
 
 def handle_click(sid: str, event) -> None:
@@ -178,14 +182,18 @@ def alerts_list(sid: str, al: pd.DataFrame) -> None:
         c[1].markdown(f"**{a.severity}** · {a.speaker} · `{a.rule}` — {a.detail}")
 
 
-def export(sid: str, row: pd.Series) -> None:
-    segs = reports.segments_for(data.store(), [sid])
+def export(sid: str, row: pd.Series, path: str) -> None:
+    """Built when clicked (on a thread of its own), not on every rerun of the page."""
+    from core.store import Store
+
+    def files(fmt):
+        return lambda: getattr(reports, f"to_{fmt}")(reports.segments_for(Store(path), [sid]))
     base = Path(str(row.file_name)).stem or sid
     c = st.columns(3)
-    c[0].download_button("Segments (CSV)", reports.to_csv(segs), f"{base}.csv", "text/csv")
-    c[1].download_button("Segments (JSON, predict format)", reports.to_json(segs),
-                         f"{base}.json", "application/json")
-    c[2].download_button("Embeddings (NPY)", reports.to_npy(segs), f"{base}.npy",
+    c[0].download_button("Segments (CSV)", files("csv"), f"{base}.csv", "text/csv")
+    c[1].download_button("Segments (JSON, predict format)", files("json"), f"{base}.json",
+                         "application/json")
+    c[2].download_button("Embeddings (NPY)", files("npy"), f"{base}.npy",
                          "application/octet-stream")
 
 
@@ -194,7 +202,7 @@ def main() -> None:
         return
     v, p = data.state()
     summary = data.session_summary(v, p)
-    sid = chosen_session(summary)
+    sid = chosen_session(v, p)
     if sid is None:
         return
     row = summary[summary.session_id == sid].iloc[0]
@@ -202,13 +210,14 @@ def main() -> None:
         st.error(f"This recording could not be analysed: {row.error}")
         return
     seg = data.session_segments(v, p, sid)
-    frames = data.session_frames(v, p, sid)
     metrics = data.session_metrics(v, p, sid)
     al = data.alerts(v, p, sid)
     header(row, seg, metrics, len(al))
     t = seek_time(sid)
     st.subheader("Timeline")
-    fig = charts.timeline(frames, seg, ui.lang(), marker_t=t, duration_s=row.duration_s)
+    fig = timeline_figure(v, p, sid, ui.lang(), float(row.duration_s or 0))
+    if t:
+        fig.add_vline(x=t, line=dict(color="#222", width=1.5, dash="dot"))
     event = st.plotly_chart(fig, key=f"timeline_{sid}_{st.session_state.get(CHART_KEY, 0)}",
                             on_select="rerun",
                             selection_mode=("points",))
@@ -234,7 +243,7 @@ def main() -> None:
     st.subheader("Alerts")
     alerts_list(sid, al)
     st.subheader("Export this session")
-    export(sid, row)
+    export(sid, row, p)
 
 
 with ui.guard():
