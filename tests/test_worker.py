@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -234,93 +230,6 @@ def test_hostile_values_are_data_not_sql(tmp_path, model, speech):
     assert store.query("SELECT count(*) n FROM segments WHERE speaker = ?", [evil]).n[0] == 0
     assert len(store.alerts(speaker=evil, rule=evil)) == 0
     assert store.counts()["segments"] > 0  # the table is still there, rows and all
-
-
-# -- kill -9 in the middle of a session, then restart --------------------------------------
-_DRIVER = """
-import os, sys, time
-from pathlib import Path
-from core.store import Store
-from ingest.model import load
-from ingest.worker import Worker, default_config
-
-db, marker = Path(sys.argv[1]), Path(sys.argv[2])
-w = Worker(Store(db), load("tiny-random", "cpu"), default_config(db, poll_s=0.05, settle_s=0),
-           echo=lambda line: print(line, flush=True))
-commits = []
-
-def hold(job):
-    commits.append(job.job_id)
-    if len(commits) == 2:  # the second session's rows are written, not yet committed
-        marker.write_text(job.file_name)
-        time.sleep(600)
-
-w.before_commit = hold
-w.run(once=True)
-"""
-
-
-def test_kill_9_inside_a_session_transaction_then_restart_redoes_it_once(tmp_path, model,
-                                                                        speech):
-    from ingest.pipeline import ingest_paths
-    data = tmp_path / "data"
-    inbox = data / "inbox"
-    inbox.mkdir(parents=True)
-    names = [f"call-{i}.wav" for i in range(3)]
-    for i, name in enumerate(names):
-        write(inbox / name, np.concatenate([speech * (0.5 + 0.2 * i), silence(0.3), speech]))
-    # The same files ingested by the CLI pipeline, for what a clean run stores.
-    ref_dir = tmp_path / "ref"
-    ref_dir.mkdir()
-    for name in names:
-        (ref_dir / name).write_bytes((inbox / name).read_bytes())
-    ref = Store(tmp_path / "ref.duckdb")
-    ingest_paths([ref_dir], ref, model)
-
-    db = data / "emoscope.duckdb"
-    marker = tmp_path / "inside-transaction"
-    proc = subprocess.Popen([sys.executable, "-c", _DRIVER, str(db), str(marker)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "the worker never reached its second commit"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    crashed_file = marker.read_text()
-
-    # What the crash left: one session whole, the interrupted one absent, its job `running`.
-    store = Store(db)
-    jobs = jobs_of(db).set_index("file_name")
-    assert jobs.loc[crashed_file].status == "running"
-    assert store.query("SELECT count(*) n FROM sessions").n[0] == 1
-    done_sid = jobs[jobs.status == "done"].session_id.iloc[0]
-    assert set(store.query("SELECT DISTINCT session_id FROM segments").session_id) == {done_sid}
-    assert set(store.query("SELECT DISTINCT session_id FROM frames").session_id) == {done_sid}
-
-    restart = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", "worker", "--db", str(db), "--model", "tiny-random",
-         "--device", "cpu", "--once", "--settle", "0", "--poll", "0.05"],
-        env=ENV, capture_output=True, text=True, timeout=180)
-    assert restart.returncode == 0, restart.stderr
-    assert "1 queued again" in restart.stderr
-
-    jobs = jobs_of(db).set_index("file_name")
-    assert sorted(jobs.index) == sorted(names)  # no job lost, none added twice
-    assert (jobs.status == "done").all()
-    assert jobs.loc[crashed_file].attempts == 2
-    assert (jobs.drop(index=crashed_file).attempts == 1).all()
-    for table in ("sessions", "segments", "frames", "channels"):
-        got = store.query(f"SELECT count(*) n FROM {table}").n[0]
-        want = ref.query(f"SELECT count(*) n FROM {table}").n[0]
-        assert got == want, table  # nothing partial, nothing duplicated
-    got_ids = store.query("SELECT segment_id FROM segments ORDER BY 1").segment_id.tolist()
-    assert got_ids == ref.query("SELECT segment_id FROM segments ORDER BY 1").segment_id.tolist()
-    assert set(jobs.session_id) == set(store.query("SELECT session_id FROM sessions").session_id)
-    assert inbox_mod.waiting(inbox) == []
-    assert len(list((data / "archive").iterdir())) == 3
 
 
 def test_demo_runs_a_worker_beside_the_dashboard_and_stops_it(tmp_path):
