@@ -76,6 +76,17 @@ def similarity(db: Path, queries: int) -> dict:
     index = search.build_index(matrix, meta)
     del matrix
     load_s = time.perf_counter() - t0
+    # What the similar page pays after an ingest of one session: read it, rebuild in place.
+    store = Store(db)
+    r = store.query("SELECT session_id, ingested_at FROM sessions WHERE status = 'ok'")
+    now = dict(zip(r.session_id, r.ingested_at))
+    before = dict(now)
+    before[next(iter(before))] = None  # as if that session had just been (re)ingested
+    t0 = time.perf_counter()
+    refreshed = search.updated(index, before, now, lambda ids, dim: store.embedding_matrix(ids, dim))
+    refresh_s = time.perf_counter() - t0
+    assert refreshed is not None and refreshed.size == index.size
+    del refreshed
     rng = np.random.default_rng(0)
     plain, filtered = [], []
     for row in rng.choice(index.size, queries, replace=False):
@@ -89,7 +100,7 @@ def similarity(db: Path, queries: int) -> dict:
                                exclude_session=index.meta.session_id.iloc[row])
         search.top_k(index, q, 10, mask)
         filtered.append(time.perf_counter() - t0)
-    return {"segments": index.size, "dim": index.dim, "load_s": load_s,
+    return {"segments": index.size, "dim": index.dim, "load_s": load_s, "refresh_s": refresh_s,
             "top10_s": statistics.median(plain), "top10_p95_s": float(np.percentile(plain, 95)),
             "top10_filtered_s": statistics.median(filtered)}
 
@@ -121,7 +132,7 @@ def main() -> None:
               flush=True)
     s = similarity(args.db, args.queries)
     print(f"similarity over {s['segments']:,} × {s['dim']}: index load {s['load_s']:.1f} s "
-          f"(once per DB version); top-10 median {s['top10_s'] * 1000:.0f} ms "
+          f"(at start), {s['refresh_s']:.1f} s after one more session; top-10 median {s['top10_s'] * 1000:.0f} ms "
           f"(p95 {s['top10_p95_s'] * 1000:.0f} ms), with filters "
           f"{s['top10_filtered_s'] * 1000:.0f} ms; target 500 ms: "
           f"{'ok' if s['top10_s'] <= 0.5 else 'SLOW'}")

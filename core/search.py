@@ -117,3 +117,39 @@ def pca_2d(matrix: np.ndarray, n: int = 3000, seed: int = 0) -> tuple[np.ndarray
     if coords.shape[1] < 2:
         coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
     return rows, coords
+
+
+def updated(index: Index, stamps_before: dict, stamps_now: dict, fetch,
+            max_share: float = 0.3) -> Index | None:
+    """The index brought up to date without reading every embedding again.
+
+    stamps map session_id → when it was (re)ingested. Rows of sessions that are gone or were
+    re-ingested are dropped; those sessions' segments come from `fetch(session_ids, dim)`
+    (→ meta, matrix, dropped), as Store.embedding_matrix gives them. None when so much changed
+    that reading everything is as cheap.
+    """
+    changed = [s for s, t in stamps_now.items() if stamps_before.get(s) != t]
+    gone = set(stamps_before) - set(stamps_now)
+    if not changed and not gone:
+        return index
+    if len(changed) + len(gone) > max_share * max(len(stamps_now), 1) or index.dim == 0:
+        return None
+    keep = ~index.meta.session_id.isin(set(changed) | gone).to_numpy()
+    if changed:
+        meta, matrix, dropped = fetch(changed, index.dim)
+    else:
+        meta, matrix, dropped = index.meta.iloc[0:0], np.zeros((0, index.dim), np.float32), 0
+    fresh = build_index(matrix.reshape(-1, index.dim), meta)
+    # One copy of the big matrix, straight into its new place (memory bandwidth is the cost).
+    k = int(keep.sum())
+    out = np.empty((k + fresh.size, index.dim), np.float32)
+    # Kept rows are copied as runs (a session's rows are contiguous): block copies, not a
+    # row-by-row gather.
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.view(np.int8), [0]])))
+    pos = 0
+    for a, b in zip(edges[::2], edges[1::2]):
+        out[pos:pos + b - a] = index.matrix[a:b]
+        pos += b - a
+    out[k:] = fresh.matrix
+    old = index.meta if k == index.size else index.meta[keep]
+    return Index(out, pd.concat([old, fresh.meta], ignore_index=True), index.dropped + dropped)

@@ -246,18 +246,27 @@ class Store:
     def runs(self) -> pd.DataFrame:
         return self.query("SELECT * FROM runs ORDER BY started_at")
 
-    def embedding_matrix(self) -> tuple[pd.DataFrame, np.ndarray, int]:
-        """Every segment's metadata (core.search.META_COLUMNS) and embedding as one matrix.
+    def embedding_matrix(self, session_ids: list[str] | None = None,
+                         dim: int | None = None) -> tuple[pd.DataFrame, np.ndarray, int]:
+        """Every segment's metadata (core.search.META_COLUMNS) and embedding as one matrix,
+        or only those of `session_ids`.
 
         Read through Arrow: a list column turned into Python lists row by row would take
-        minutes at 500k segments. Embeddings of a dimension other than the most common one
-        (another model) are left out; returns (meta, (N, D) float32, how many were left out).
+        minutes at 500k segments. Embeddings of a dimension other than `dim` (default: the most
+        common one; another model) are left out; returns (meta, (N, D) float32, how many were
+        left out).
         """
+        only = "" if session_ids is None else \
+            "AND g.session_id IN (SELECT session_id FROM wanted_ids) "
         sql = ("SELECT g.segment_id, g.session_id, g.speaker, g.label, g.confidence, g.start_s, "
                "g.end_s, s.team, coalesce(s.recorded_at, s.ingested_at) AS \"when\", "
                "g.embedding FROM segments g JOIN sessions s USING (session_id) "
-               "WHERE g.embedding IS NOT NULL ORDER BY g.session_id, g.start_s, g.channel")
+               f"WHERE g.embedding IS NOT NULL {only}"
+               "ORDER BY g.session_id, g.start_s, g.channel")
         with self.read() as con:
+            if session_ids is not None:
+                con.register("wanted_ids", pd.DataFrame({"session_id": list(session_ids)},
+                                                        dtype=object))
             rel = con.sql(sql)
             # duckdb 2 renamed fetch_arrow_table to to_arrow_table
             table = (getattr(rel, "to_arrow_table", None) or rel.fetch_arrow_table)()
@@ -266,7 +275,7 @@ class Store:
         if len(emb) == 0:
             return meta, np.zeros((0, 0), np.float32), 0
         lengths = emb.value_lengths().to_numpy(zero_copy_only=False)
-        dim = int(np.bincount(lengths).argmax())
+        dim = dim or int(np.bincount(lengths).argmax())
         values = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
         if (lengths == dim).all():
             return meta, values.reshape(len(lengths), dim), 0

@@ -103,3 +103,44 @@ def test_store_embedding_matrix_matches_the_rows(ingested_db):
     idx = search.build_index(matrix, meta)
     hits = search.top_k(idx, matrix[0], k=1)
     assert hits.segment_id.iloc[0] == meta.segment_id.iloc[0]
+
+
+def test_updated_index_equals_a_full_rebuild(ingested_db, tmp_path):
+    import shutil
+    db = tmp_path / "s.duckdb"
+    shutil.copy(ingested_db, db)
+    store = Store(db)
+
+    def stamps():
+        r = store.query("SELECT session_id, ingested_at FROM sessions WHERE status = 'ok'")
+        return dict(zip(r.session_id, r.ingested_at))
+
+    def full():
+        meta, matrix, dropped = store.embedding_matrix()
+        return search.build_index(matrix, meta, dropped)
+
+    def fetch(ids, dim):
+        return store.embedding_matrix(ids, dim)
+
+    index, before = full(), stamps()
+    assert search.updated(index, before, before, fetch) is index  # nothing changed
+    first, second = sorted(before)
+    with store.write() as con:  # a copy of one session arrives; the other is removed
+        con.execute("INSERT INTO sessions SELECT * REPLACE ('snew' AS session_id, "
+                    "ingested_at + INTERVAL 1 DAY AS ingested_at) FROM sessions "
+                    "WHERE session_id = ?", [first])
+        con.execute("INSERT INTO segments SELECT * REPLACE ('snew' AS session_id, "
+                    "replace(segment_id, session_id, 'snew') AS segment_id) FROM segments "
+                    "WHERE session_id = ?", [first])
+        con.execute("DELETE FROM segments WHERE session_id = ?", [second])
+        con.execute("DELETE FROM sessions WHERE session_id = ?", [second])
+    now = stamps()
+    inc = search.updated(index, before, now, fetch, max_share=1.0)
+    ref = full()
+    assert inc is not None and inc.size == ref.size
+    assert "snew" in set(inc.meta.session_id) and second not in set(inc.meta.session_id)
+    order = {s: i for i, s in enumerate(ref.meta.segment_id)}
+    rows = [order[s] for s in inc.meta.segment_id]
+    assert np.allclose(inc.matrix, ref.matrix[rows], atol=1e-6)
+    # Too much changed: the caller reads everything instead.
+    assert search.updated(index, before, now, fetch, max_share=0.3) is None

@@ -8,6 +8,7 @@ the lock) and never kept.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -244,15 +245,36 @@ def segment_row(version: tuple, path: str, segment_id: str) -> pd.DataFrame:
     return Store(path).query("SELECT * FROM segments WHERE segment_id = ?", [segment_id])
 
 
-@st.cache_resource(show_spinner="Loading embeddings…", max_entries=1)
-def search_index(version: tuple, path: str):
-    """The normalised embedding matrix, built once per DB version and shared by all users.
+@st.cache_resource(show_spinner=False)
+def _index_holder(path: str) -> dict:
+    return {"lock": threading.Lock(), "version": None, "index": None, "stamps": {}}
 
-    A resource, not data: cache_data would copy a matrix of hundreds of MB on every hit.
+
+def search_index(version: tuple, path: str):
+    """The normalised embedding matrix, shared by all users and kept up to date in place.
+
+    After an ingest only the new or re-ingested sessions are read (reading all 500,000
+    embeddings again takes tens of seconds); a resource, not data, because cache_data would
+    copy hundreds of MB on every hit.
     """
-    from core.search import build_index
-    meta, matrix, dropped = Store(path).embedding_matrix()
-    return build_index(matrix, meta, dropped)
+    from core import search
+    h = _index_holder(path)
+    with h["lock"]:
+        if h["version"] == version and h["index"] is not None:
+            return h["index"]
+        store = Store(path)
+        rows = store.query("SELECT session_id, ingested_at FROM sessions WHERE status = 'ok'")
+        stamps = dict(zip(rows.session_id, rows.ingested_at))
+        index = None
+        if h["index"] is not None:
+            index = search.updated(h["index"], h["stamps"], stamps,
+                                   lambda ids, dim: store.embedding_matrix(ids, dim))
+        if index is None:
+            with st.spinner("Loading embeddings…"):
+                meta, matrix, dropped = store.embedding_matrix()
+                index = search.build_index(matrix, meta, dropped)
+        h.update(version=version, index=index, stamps=stamps)
+        return index
 
 
 def mix_over_time(mix: pd.DataFrame, rows: pd.DataFrame, n_all: int,
