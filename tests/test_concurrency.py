@@ -135,7 +135,7 @@ def test_readers_never_fail_while_the_worker_writes(tmp_path, speech):
     (out / "concurrency.json").write_text(json.dumps(figures, indent=2))
 
     assert failures == []
-    assert reads >= READERS * 20  # they kept reading the whole time, not once at the start
+    assert reads >= READERS * 10  # they kept reading the whole time, not once at the start
     assert figures["torn_snapshots"] == 0
     store = Store(db)
     jobs = store.query("SELECT original_name, status, session_id FROM jobs")
