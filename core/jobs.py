@@ -65,10 +65,11 @@ class JobQueue:
                          json.dumps(metadata or {}), now, now])
         return job_id
 
-    def latest_by_file(self) -> dict[str, Job]:
-        """The newest job for each inbox file name (the worker's view; it holds the write role)."""
+    def latest_by_file(self, names: list[str]) -> dict[str, Job]:
+        """The newest job for each of these inbox file names (the worker's view)."""
         with self.store.write() as con:
-            rows = con.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY created_at, job_id").fetchall()
+            rows = con.execute(f"SELECT {_COLUMNS} FROM jobs WHERE list_contains(?, file_name) "
+                               "ORDER BY created_at, job_id", [list(names)]).fetchall()
         return {job.file_name: job for job in map(Job.from_row, rows)}
 
     def get(self, job_id: str) -> Job | None:

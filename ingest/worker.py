@@ -106,7 +106,7 @@ class Worker:
         self.unsettled = 0
         if not files:
             return 0
-        known = self.jobs.latest_by_file()
+        known = self.jobs.latest_by_file([p.name for p in files])
         added = 0
         now_ns = time.time_ns()
         for path in files:
@@ -135,8 +135,9 @@ class Worker:
         return added
 
     def _tidy_finished(self) -> None:
-        known = self.jobs.latest_by_file()
-        for path in waiting(self.cfg.inbox):
+        files = waiting(self.cfg.inbox)
+        known = self.jobs.latest_by_file([p.name for p in files]) if files else {}
+        for path in files:
             job = known.get(path.name)
             try:
                 st = path.stat()
