@@ -39,7 +39,8 @@ def _gaps(fr: pd.DataFrame) -> pd.DataFrame:
 def timeline(frames: pd.DataFrame, segments: pd.DataFrame, lang: str = "en",
              marker_t: float | None = None, duration_s: float | None = None) -> go.Figure:
     """One lane per speaker: the 9 probability curves, and below them one bar per segment
-    coloured by its label, opacity by its confidence. customdata = (time to seek to, segment id)."""
+    coloured by its label, opacity by its confidence. customdata = (time to seek to, row of the
+    segment in `segments` or -1)."""
     speakers = list(dict.fromkeys(list(segments.speaker) if len(segments) else []))
     chan_speaker = (segments.drop_duplicates("channel").set_index("channel").speaker
                     if len(segments) else pd.Series(dtype=str))
@@ -58,7 +59,7 @@ def timeline(frames: pd.DataFrame, segments: pd.DataFrame, lang: str = "en",
                 x=fr.t_s, y=fr[lab], mode="lines+markers", name=display(lab, lang),
                 legendgroup=lab, showlegend=row == 1,
                 line=dict(color=COLORS[lab], width=1.4), marker=dict(size=3, color=COLORS[lab]),
-                customdata=np.stack([fr.t_s.to_numpy(), np.full(len(fr), "")], axis=1),
+                customdata=np.stack([fr.t_s.to_numpy(), np.full(len(fr), -1.0)], axis=1),
                 connectgaps=False, **KEEP_LOOK,
                 hovertemplate=f"{display(lab, lang)} %{{y:.2f}} at %{{x:.1f}} s<extra></extra>"),
                 row=row, col=1)
@@ -72,7 +73,6 @@ def timeline(frames: pd.DataFrame, segments: pd.DataFrame, lang: str = "en",
                 showlegend=False,
                 marker=dict(color=[COLORS.get(x, "#999") for x in seg.label],
                             opacity=(0.25 + 0.75 * conf).tolist(), line=dict(width=0)),
-                customdata=np.stack([seg.start_s.to_numpy(), seg.segment_id.to_numpy()], axis=1),
                 text=[display(x, lang) for x in seg.label], textposition="none",
                 hoverinfo="skip"), row=row, col=1)
             # Bars are not click-selectable in every plotly build: a transparent marker at
@@ -82,9 +82,11 @@ def timeline(frames: pd.DataFrame, segments: pd.DataFrame, lang: str = "en",
                 y=np.full(len(seg), BAR_BASE + BAR_HEIGHT / 2), mode="markers",
                 name="segment", showlegend=False,
                 marker=dict(size=14, symbol="square", opacity=0, color="#000"),
-                customdata=np.stack([seg.start_s.to_numpy(), seg.segment_id.to_numpy()], axis=1),
+                # numbers only: a figure with text in customdata stops reporting clicks once it
+                # has been through the cache's pickling
+                customdata=np.stack([seg.start_s.to_numpy(),
+                                     seg.index.to_numpy().astype(float)], axis=1),
                 text=[f"{display(x, lang)} ({c:.2f})" for x, c in zip(seg.label, conf)],
-                selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
                 hovertemplate="%{text} from %{customdata[0]:.1f} s<extra>segment</extra>"),
                 row=row, col=1)
         fig.update_yaxes(range=[BAR_BASE - 0.02, 1.02], row=row, col=1,
@@ -100,6 +102,24 @@ def timeline(frames: pd.DataFrame, segments: pd.DataFrame, lang: str = "en",
                       legend=dict(orientation="h", yanchor="bottom", x=0,
                                   y=1 + 45 / (230 * len(speakers))))
     return fig
+
+
+def clicked(point: dict) -> tuple[float, int]:
+    """(time to seek to, row of the segment or -1) from a timeline point Streamlit reports.
+
+    customdata arrives as a list, or as an object keyed "0", "1" when plotly sent the numbers
+    as a typed array; without it, the point's x is the time.
+    """
+    cd = point.get("customdata")
+
+    def item(i):
+        if isinstance(cd, dict):
+            return cd.get(str(i), cd.get(i))
+        if isinstance(cd, (list, tuple)) and len(cd) > i:
+            return cd[i]
+        return None
+    t, row = item(0), item(1)
+    return (float(point["x"]) if t is None else float(t)), (-1 if row is None else int(row))
 
 
 def scores_bar(scores, lang: str = "en") -> go.Figure:

@@ -41,9 +41,9 @@ def seek(sid: str, t_s: float, segment_id: str | None = None) -> None:
                                      "segment_id": segment_id}
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
 def timeline_figure(version: tuple, path: str, sid: str, lang: str, duration_s: float):
-    """Built once per session and language; each rerun gets its own copy to mark the cursor."""
+    """Built on every run: a figure that came back from st.cache_data (pickled) stopped
+    reporting clicks on its segment markers in the browser."""
     return charts.timeline(data.session_frames(version, path, sid),
                            data.session_segments(version, path, sid), lang,
                            duration_s=duration_s or None)
@@ -59,10 +59,9 @@ def handle_click(sid: str, event) -> None:
     if not points:
         return
     p = points[0]
-    cd = p.get("customdata")
-    t = float(cd[0]) if cd is not None and len(cd) and cd[0] not in ("", None) else float(p["x"])
-    seg_id = cd[1] if cd is not None and len(cd) > 1 and cd[1] else None
-    seek(sid, t, seg_id)
+    t, row = charts.clicked(p)
+    seg = data.session_segments(*data.state(), sid)
+    seek(sid, t, seg.segment_id.iloc[row] if 0 <= row < len(seg) else None)
     st.session_state[CHART_KEY] = st.session_state.get(CHART_KEY, 0) + 1
     st.rerun()
 
