@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DB ?= data/emoscope.duckdb
 export EMOSCOPE_CACHE ?= $(CURDIR)/.cache/emoscope
 
-.PHONY: setup sysdeps test test-gpu demo demo-data bench clean
+.PHONY: setup sysdeps test test-gpu demo demo-data bench bench-dashboard clean
 
 # System tools: espeak-ng/sox make speech for fixtures and demo audio, chromium for the
 # browser test. Installed only when missing, and only where apt is usable.
@@ -42,6 +42,11 @@ demo-data: setup
 
 bench: setup
 	$(PY) bench/inference.py --model-shape base --audio-seconds 120 --device cpu
+
+BENCH_DB ?= /tmp/emoscope-bench.duckdb
+bench-dashboard: setup
+	[ -f $(BENCH_DB) ] || $(PY) bench/synth_store.py --db $(BENCH_DB)
+	$(PY) bench/dashboard.py --db $(BENCH_DB)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

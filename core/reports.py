@@ -156,7 +156,7 @@ def _chart_over_time(seg: pd.DataFrame) -> bytes | None:
             bottom += share[lab].to_numpy()
     ax.set_ylabel("share of speech")
     ax.set_title("Emotion mix by day")
-    ax.legend(fontsize=6, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    ax.legend(fontsize=6, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
     ax.tick_params(axis="x", labelsize=7, rotation=45)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
@@ -235,7 +235,7 @@ def to_pdf(d: ReportData) -> bytes:
             .sort_values(["_r", "session_id", "t_s"], ascending=[False, True, True]).head(15)
         names = d.sessions.set_index("session_id").file_name.to_dict() \
             if len(d.sessions) else {}
-        with pdf.table(col_widths=(38, 16, 18, 14, 94),
+        with pdf.table(col_widths=(50, 16, 18, 14, 82),
                        headings_style=FontFace(emphasis="BOLD")) as t:
             h = t.row()
             for x in ("Session", "Severity", "Speaker", "At", "What"):
