@@ -54,7 +54,7 @@ def embed_upload(upload, v, p) -> np.ndarray | None:
     from ingest.predict import predict_clip
     result, emb = predict_clip(lm, clip)
     st.caption(f"The clip sounds **{ui.label(result['emotion'])}** "
-               f"({result['confidence']:.2f}) to `{result['model']}`.")
+               f"({result['confidence']:.2f}) to `{runs.model.iloc[0]}`.")
     return emb
 
 
