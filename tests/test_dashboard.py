@@ -72,6 +72,13 @@ def test_overview_kpis_and_filters(db):
     at.text_input(key="ov_text").input("").run()
     at.multiselect(key="ov_team").set_value(["support"]).run()
     assert metric(at, "Sessions") == "1"
+    at.multiselect(key="ov_team").set_value([])
+    at.multiselect(key="ov_role").set_value(["speaker"]).run()  # the mono diary
+    assert metric(at, "Sessions") == "1"
+    rules = sorted(set(alerts.rule))
+    at.multiselect(key="ov_role").set_value([])
+    at.multiselect(key="ov_flags").set_value(rules[:1]).run()
+    assert metric(at, "Sessions") == str(alerts[alerts.rule == rules[0]].session_id.nunique())
 
 
 def test_label_toggle_switches_chart_labels_to_chinese(db):

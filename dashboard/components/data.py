@@ -86,17 +86,32 @@ def models(version: tuple, path: str) -> pd.DataFrame:
 @st.cache_resource(show_spinner=False, max_entries=2)
 def session_summary(version: tuple, path: str) -> pd.DataFrame:
     """One row per session with what the overview filters and sorts on."""
-    s = Store(path)
     have = tables(version, path)
-    base = s.query(
+    # Lists are built in SQL (never NULL), so no Python loop runs over the sessions.
+    alerts_sql = ("SELECT session_id, count(*) AS n_alerts, max(CASE severity WHEN 'high' "
+                  "THEN 3 WHEN 'medium' THEN 2 ELSE 1 END) AS severity_rank, "
+                  "list_sort(list_distinct(list(rule))) AS alert_rules FROM alerts GROUP BY 1"
+                  if "alerts" in have else
+                  "SELECT NULL::VARCHAR AS session_id, 0 AS n_alerts, 0 AS severity_rank, "
+                  "[]::VARCHAR[] AS alert_rules WHERE false")
+    vol_sql = ("SELECT session_id, volatility FROM session_metrics WHERE speaker = 'all'"
+               if "session_metrics" in have else
+               "SELECT NULL::VARCHAR AS session_id, NULL::DOUBLE AS volatility WHERE false")
+    base = Store(path).query(
+        "WITH ch AS (SELECT session_id, list_sort(list_distinct(list(speaker))) AS speakers, "
+        "  list_sort(list_distinct(flatten(list(coalesce(flags, []))))) AS qflags "
+        "  FROM channels GROUP BY 1), "
+        f"al AS ({alerts_sql}), vol AS ({vol_sql}) "
         "SELECT s.session_id, s.file_name, s.source_path, s.status, s.error, s.duration_s, "
-        "s.n_channels, s.agent_id, s.customer_id, s.team, s.tags, "
+        "s.n_channels, s.agent_id, s.customer_id, s.team, coalesce(s.tags, []) AS tags, "
         "coalesce(s.recorded_at, s.ingested_at) AS \"when\", s.run_id, "
-        "(SELECT list(DISTINCT c.speaker ORDER BY c.speaker) FROM channels c "
-        " WHERE c.session_id = s.session_id) AS speakers, "
-        "(SELECT list(DISTINCT f ORDER BY f) FROM (SELECT unnest(c.flags) AS f FROM channels c "
-        " WHERE c.session_id = s.session_id)) AS quality_flags "
-        "FROM sessions s")
+        "coalesce(ch.speakers, []) AS speakers, "
+        "list_sort(list_distinct(list_concat(coalesce(ch.qflags, []), "
+        "  coalesce(al.alert_rules, [])))) AS flags, "
+        "coalesce(al.n_alerts, 0)::INTEGER AS alerts, "
+        "coalesce(al.severity_rank, 0)::INTEGER AS severity_rank, vol.volatility "
+        "FROM sessions s LEFT JOIN ch USING (session_id) LEFT JOIN al USING (session_id) "
+        "LEFT JOIN vol USING (session_id)")
     mix = label_seconds(version, path)
     talk = mix.groupby("session_id").seconds.sum()
     neg = mix[mix.label.isin(NEGATIVE)].groupby("session_id").seconds.sum()
@@ -106,28 +121,8 @@ def session_summary(version: tuple, path: str) -> pd.DataFrame:
     base["negative_share"] = (base.session_id.map(neg).fillna(0.0)
                               / base.talk_s.where(base.talk_s > 0)).astype(float)
     base["dominant"] = base.session_id.map(dom)
-    base["alerts"] = 0
-    base["severity"] = ""
-    base["alert_rules"] = [[] for _ in range(len(base))]
-    base["volatility"] = np.nan
-    if "alerts" in have:
-        al = s.query("SELECT session_id, count(*) AS n, "
-                     "max(CASE severity WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END) AS r, "
-                     "list(DISTINCT rule ORDER BY rule) AS rules FROM alerts GROUP BY session_id")
-        al = al.set_index("session_id")
-        base["alerts"] = base.session_id.map(al.n).fillna(0).astype(int)
-        inv = {v: k for k, v in SEVERITY_RANK.items()}
-        base["severity"] = base.session_id.map(al.r).map(inv).fillna("")
-        rules = base.session_id.map(al.rules)
-        base["alert_rules"] = [list(r) if isinstance(r, (list, np.ndarray)) else [] for r in rules]
-    if "session_metrics" in have:
-        vol = s.query("SELECT session_id, volatility FROM session_metrics WHERE speaker = 'all'")
-        base["volatility"] = base.session_id.map(vol.set_index("session_id").volatility)
-    base["flags"] = [sorted(set(_list(q)) | set(r))
-                     for q, r in zip(base.quality_flags, base.alert_rules)]
-    base["tags"] = [_list(t) for t in base.tags]
-    base["speakers"] = [_list(t) for t in base.speakers]
-    base["severity_rank"] = base.severity.map(SEVERITY_RANK).fillna(0).astype(int)
+    inv = {v: k for k, v in SEVERITY_RANK.items()}
+    base["severity"] = base.severity_rank.map(inv).fillna("")
     base["when"] = pd.to_datetime(base["when"])
     base["session_id"] = base.session_id.astype(object)  # fast isin/map on plain strings
     return base.sort_values(["severity_rank", "alerts", "negative_share", "when"],
@@ -171,12 +166,6 @@ def mix_table(version: tuple, path: str) -> pd.DataFrame:
     mix["day"] = day
     mix["week"] = day - pd.to_timedelta(day.dt.weekday, unit="D")
     return mix
-
-
-def _list(v) -> list:
-    if v is None or (np.isscalar(v) or v is pd.NA) and pd.isna(v):
-        return []
-    return [x for x in list(v) if x is not None]
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
