@@ -225,3 +225,19 @@ def test_new_data_shows_without_restart(ingested_db, tmp_path, monkeypatch):
     at.run()
     clean(at)
     assert int(metric(at, "Sessions")) == before + 1
+
+
+def test_find_similar_from_the_session_page(db):
+    at = open_page("session")
+    sid = at.session_state["session_id"]
+    segs = Store(db).segments(sid)
+    target = segs.iloc[-1]
+    at.session_state["seek"] = {"session_id": sid, "t_s": float(target.start_s),
+                                "segment_id": target.segment_id}
+    at.run()
+    at.button(key="find_similar").click().run()
+    clean(at)
+    assert at.title[0].value == "Similar moments"
+    assert at.text_input(key="sim_segment").value == target.segment_id
+    hits = [m.value for m in at.markdown if "`s" in m.value and " · " in m.value]
+    assert hits and not any(sid in h for h in hits)  # the same session is left out by default
