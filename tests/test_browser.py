@@ -80,6 +80,13 @@ def drive(base_url: str, out: Path) -> dict:
             seen["errors"][name] = page.locator(ERRORS).count()
             slug = re.sub(r"[^a-z]+", "_", name.lower()).strip("_")
             page.screenshot(path=str(out / f"{slug}.png"), full_page=True)
+            if name == "Overview":
+                # The first row of the sessions table (its selection cell) opens that session.
+                box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+                page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
+                page.wait_for_selector('h1:has-text("Session")', timeout=30000)
+                settle(page)
+                seen["row_opened"] = page.url
             if name == "Session":
                 seen["before"] = page.get_by_text(re.compile(r"Player starts at")).inner_text()
                 # A segment bar in the middle of the first lane: a point of the chart.
@@ -117,6 +124,9 @@ def test_every_page_in_chromium(ingested_db):
         except subprocess.TimeoutExpired:
             proc.kill()
     assert seen["pages"] == {p: p for p in PAGES}
+    from core.store import Store
+    ids = set(Store(ingested_db).sessions().session_id)
+    assert seen["row_opened"].split("session=")[-1] in ids
     assert all(n == 0 for n in seen["errors"].values()), seen["errors"]
     assert seen["before"] == "Player starts at 0:00.0. Click the timeline to move it."
     assert seen["after"] != seen["before"]
