@@ -91,6 +91,12 @@ def test_label_toggle_switches_chart_labels_to_chinese(db):
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     names = {t.get("name") for t in spec["data"]}
     assert names and names <= set(ZH.values())
+    # The choice survives a change of page.
+    at.switch_page("pages/session.py").run()
+    clean(at)
+    assert at.session_state["lang_value"] == "zh"
+    cursor = next(m.value for m in at.markdown if m.value.count("**") == 4)
+    assert any(f"**{z}**" in cursor for z in ZH.values()), cursor
 
 
 def test_session_timeline_click_moves_the_player(db):

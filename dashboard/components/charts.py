@@ -97,6 +97,7 @@ def timeline(frames: pd.DataFrame, segments: pd.DataFrame, lang: str = "en",
     if duration_s:
         fig.update_xaxes(range=[0, float(duration_s)])
     fig.update_layout(height=230 * len(speakers) + 110, margin=dict(l=10, r=10, t=80, b=10),
+                      modebar=dict(orientation="v"),  # kept clear of the legend
                       barmode="overlay", bargap=0, hovermode="closest", clickmode="event+select",
                       # above the first lane's title, whatever the number of lanes
                       legend=dict(orientation="h", yanchor="bottom", x=0,

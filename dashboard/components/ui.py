@@ -14,12 +14,13 @@ from dashboard.components import data
 
 log = logging.getLogger("emoscope.dashboard")
 
-LANG_KEY = "lang"
+LANG_KEY = "lang"  # the toggle widget
+LANG_VALUE = "lang_value"  # the choice itself: widget state does not survive a page change
 SEEK_KEY = "seek"  # {"session_id", "t_s"}: the moment the session page's player starts at
 
 
 def lang() -> str:
-    return st.session_state.get(LANG_KEY, "en")
+    return st.session_state.get(LANG_VALUE, "en")
 
 
 def label(name: str) -> str:
@@ -36,9 +37,17 @@ def label_order() -> list[str]:
 
 
 def sidebar() -> None:
-    """The language toggle; rendered by app.py on every page, keeps its value across pages."""
+    """The language toggle, rendered by app.py on every page.
+
+    Streamlit drops a widget's state when the page changes, so the choice lives under its
+    own key and seeds the widget on every run."""
+    st.session_state.setdefault(LANG_VALUE, "en")
+    st.session_state[LANG_KEY] = st.session_state[LANG_VALUE]
+
+    def keep() -> None:
+        st.session_state[LANG_VALUE] = st.session_state[LANG_KEY]
     st.sidebar.radio("Labels / 标签", ["en", "zh"], key=LANG_KEY, horizontal=True,
-                     format_func=lambda x: {"en": "English", "zh": "中文"}[x])
+                     on_change=keep, format_func=lambda x: {"en": "English", "zh": "中文"}[x])
 
 
 def banner() -> None:
