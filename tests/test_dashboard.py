@@ -247,3 +247,16 @@ def test_find_similar_from_the_session_page(db):
     assert at.text_input(key="sim_segment").value == target.segment_id
     hits = [m.value for m in at.markdown if "`s" in m.value and " · " in m.value]
     assert hits and not any(sid in h for h in hits)  # the same session is left out by default
+
+
+def test_overview_filters_survive_a_visit_to_another_page(db):
+    at = open_page()
+    at.multiselect(key="ov_team").set_value(["support"])
+    at.text_input(key="ov_text").input("call").run()
+    assert metric(at, "Sessions") == "1"
+    at.switch_page("pages/alerts.py").run()
+    at.switch_page("pages/overview.py").run()
+    clean(at)
+    assert at.multiselect(key="ov_team").value == ["support"]
+    assert at.text_input(key="ov_text").value == "call"
+    assert metric(at, "Sessions") == "1"

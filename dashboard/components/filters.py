@@ -49,8 +49,22 @@ def apply(summary: pd.DataFrame, f: SessionFilter) -> pd.DataFrame:
     return summary[keep]
 
 
+def _sticky(key: str, allowed: list | None = None) -> str:
+    """Give back a widget its last value when the user returns from another page (Streamlit
+    forgets the state of widgets that were not on the page); values no longer offered drop."""
+    saved = st.session_state.get(f"_keep_{key}")
+    if key not in st.session_state and saved is not None:
+        st.session_state[key] = [x for x in saved if x in allowed] if allowed is not None \
+            else saved
+    return key
+
+
+def _keep(key: str, value) -> None:
+    st.session_state[f"_keep_{key}"] = value
+
+
 def widgets(summary: pd.DataFrame, options: dict, key: str = "f") -> SessionFilter:
-    """Filter widgets laid out in two rows; their keys persist across reruns.
+    """Filter widgets laid out in two rows; they keep their values across reruns and pages.
 
     `options` is data.summary_options: the choices, computed once per DB version."""
     f = SessionFilter()
@@ -58,20 +72,30 @@ def widgets(summary: pd.DataFrame, options: dict, key: str = "f") -> SessionFilt
     c = st.columns([2, 1, 1, 1])
     # Keyed by the span of the data: when new sessions extend it, the range resets to all of it
     # instead of silently hiding them.
-    rng = c[0].date_input("Dates", value=(lo, hi), min_value=lo, max_value=hi,
-                          key=f"{key}_dates_{lo}_{hi}")
+    dates = f"{key}_dates_{lo}_{hi}"
+    saved = st.session_state.get(f"_keep_{dates}")
+    if dates not in st.session_state:
+        st.session_state[dates] = saved or (lo, hi)
+    rng = c[0].date_input("Dates", min_value=lo, max_value=hi, key=dates)
+    _keep(dates, tuple(rng) if isinstance(rng, (tuple, list)) and len(rng) == 2 else None)
     if isinstance(rng, (tuple, list)) and len(rng) == 2:
         f.since, f.until = rng
         if (f.since, f.until) == (lo, hi):
             f.since = f.until = None  # the whole span: no need to compare 10,000 dates
-    f.agents = c[1].multiselect("Agent", options["agents"], key=f"{key}_agent")
-    f.teams = c[2].multiselect("Team", options["teams"], key=f"{key}_team")
-    f.people = c[3].multiselect("Customer / person", options["people"], key=f"{key}_person")
+    boxes = [(c[1], "agents", "Agent", "agent", None), (c[2], "teams", "Team", "team", None),
+             (c[3], "people", "Customer / person", "person", None)]
     c = st.columns([1, 1, 1, 2])
-    f.roles = c[0].multiselect("Speaker role", options["roles"], key=f"{key}_role")
-    f.dominant = c[1].multiselect("Dominant emotion", options["dominant"], format_func=ui.label,
-                                  key=f"{key}_dominant")
-    f.flags = c[2].multiselect("Flags", options["flags"], key=f"{key}_flags")
-    f.text = c[3].text_input("Search ids and tags", key=f"{key}_text",
+    boxes += [(c[0], "roles", "Speaker role", "role", None),
+              (c[1], "dominant", "Dominant emotion", "dominant", ui.label),
+              (c[2], "flags", "Flags", "flags", None)]
+    for col, name, label, suffix, fmt in boxes:
+        k = _sticky(f"{key}_{suffix}", options[name])
+        value = col.multiselect(label, options[name], key=k,
+                                **({"format_func": fmt} if fmt else {}))
+        setattr(f, "dominant" if name == "dominant" else name, value)
+        _keep(k, value)
+    k = _sticky(f"{key}_text")
+    f.text = c[3].text_input("Search ids and tags", key=k,
                              placeholder="session id, file, agent, customer, tag…")
+    _keep(k, f.text)
     return f
