@@ -93,6 +93,29 @@ def to_json(segments: pd.DataFrame) -> bytes:
     return json.dumps(predict_records(segments), ensure_ascii=False, indent=1).encode()
 
 
+def build_all(store: Store, sessions: pd.DataFrame, scope: str,
+              alerts: pd.DataFrame | None = None, title: str = "Emoscope report") -> dict:
+    """Every export of these sessions: {"csv", "parquet", "npy", "json", "pdf": bytes}.
+
+    `sessions` has session_id, file_name, when, duration_s, agent_id, customer_id
+    (Store.find_sessions gives them); `alerts` may be passed in when the caller has them cached.
+    """
+    ids = sessions.session_id.tolist()
+    segs = segments_for(store, ids)
+    al = store.alerts() if alerts is None else alerts
+    al = al[al.session_id.isin(ids)] if len(al) else pd.DataFrame(
+        columns=["session_id", "speaker", "rule", "t_s", "severity", "detail"])
+    models = segs.groupby(["model", "trained"], dropna=False).session_id.nunique() \
+        .reset_index(name="sessions") if len(segs) else pd.DataFrame()
+    pdf = to_pdf(ReportData(
+        title=title, scope=scope,
+        sessions=sessions[["session_id", "file_name", "when", "duration_s", "agent_id",
+                           "customer_id"]],
+        segments=segs.drop(columns=["embedding"]), alerts=al, models=models))
+    return {"csv": to_csv(segs), "parquet": to_parquet(segs), "npy": to_npy(segs),
+            "json": to_json(segs), "pdf": pdf, "_n": len(segs), "_ids": tuple(ids)}
+
+
 # -- PDF ------------------------------------------------------------------------------------
 @dataclass
 class ReportData:

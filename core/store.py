@@ -243,6 +243,27 @@ class Store:
             return [], np.zeros((0, 0), np.float32)
         return df.segment_id.tolist(), np.stack(df.embedding.to_numpy()).astype(np.float32)
 
+    def find_sessions(self, session_ids: list[str] | None = None, agent: str | None = None,
+                      person: str | None = None, team: str | None = None,
+                      since: str | None = None, until: str | None = None) -> pd.DataFrame:
+        """Analysed sessions matching every filter given (until is exclusive), oldest first."""
+        where, params = ["status = 'ok'"], []
+        if session_ids:
+            where.append("list_contains(?, session_id)")
+            params.append(list(session_ids))
+        for col, val in (("agent_id", agent), ("customer_id", person), ("team", team)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        for op, val in ((">=", since), ("<", until)):
+            if val is not None:
+                where.append(f"coalesce(recorded_at, ingested_at) {op} ?")
+                params.append(_timestamp(val))
+        return self.query(
+            "SELECT session_id, file_name, coalesce(recorded_at, ingested_at) AS \"when\", "
+            "duration_s, agent_id, customer_id, team FROM sessions WHERE "
+            + " AND ".join(where) + " ORDER BY \"when\", session_id", params)
+
     def runs(self) -> pd.DataFrame:
         return self.query("SELECT * FROM runs ORDER BY started_at")
 

@@ -5,6 +5,7 @@ import json
 import os
 import sys
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
@@ -140,7 +141,6 @@ def worker(
     max_attempts: int = typer.Option(3, help="Tries per file before it is failed."),
 ) -> None:
     """Ingest every file placed in the inbox, one at a time, as the single database writer."""
-    from datetime import datetime
 
     from core.inbox import InboxError
     from ingest.worker import Worker, default_config, stop_on_sigterm
@@ -246,6 +246,50 @@ def recompute(
         raise typer.Exit(1)
     typer.echo(f"recomputed {out['sessions']} sessions · {out['alerts']} alerts · rules "
                f"{out['rules']} ({loaded.source}) · {out['seconds']:.1f} s")
+
+
+EXPORT_FORMATS = ("csv", "parquet", "npy", "json", "pdf")
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(Path("data/exports"), help="Folder to write the files into."),
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to read."),
+    session: Optional[list[str]] = typer.Option(None, help="Session id (repeatable)."),
+    agent: Optional[str] = typer.Option(None, help="Only this agent's sessions."),
+    person: Optional[str] = typer.Option(None, help="Only this customer's / person's sessions."),
+    team: Optional[str] = typer.Option(None, help="Only this team's sessions."),
+    since: Optional[str] = typer.Option(None, help="From this date (YYYY-MM-DD)."),
+    until: Optional[str] = typer.Option(None, help="Before this date (YYYY-MM-DD)."),
+    formats: str = typer.Option(",".join(EXPORT_FORMATS), "--format",
+                                help="Comma-separated: csv, parquet, npy, json, pdf."),
+) -> None:
+    """Write segments (CSV, Parquet), embeddings (NPY), predict-format JSON and a PDF report."""
+    from core.reports import build_all
+
+    wanted = [f.strip() for f in formats.split(",") if f.strip()]
+    unknown = sorted(set(wanted) - set(EXPORT_FORMATS))
+    if unknown or not wanted:
+        _fail_usage(f"--format takes {', '.join(EXPORT_FORMATS)}; not {', '.join(unknown)}")
+    if not db.exists():
+        _fail_usage(f"no database at {db}; ingest some audio first")
+    store = Store(db)
+    rows = store.find_sessions(session, agent, person, team, since, until)
+    if rows.empty:
+        typer.secho("no analysed session matches these filters", fg="red", err=True)
+        raise typer.Exit(1)
+    given = {"sessions": ",".join(session or []) or None, "agent": agent, "person": person,
+             "team": team, "since": since, "until": until}
+    scope = "Sessions: " + ("; ".join(f"{k} {v}" for k, v in given.items() if v) or "all") \
+        + f" ({len(rows)} sessions)."
+    files = build_all(store, rows, scope)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"emoscope-{datetime.now():%Y%m%d-%H%M%S}"
+    for fmt in wanted:
+        path = out / f"{stem}.{fmt}"
+        path.write_bytes(files[fmt])
+        typer.echo(str(path))
+    typer.secho(f"{files['_n']} segments from {len(rows)} sessions", err=True)
 
 
 def main() -> None:  # python -m ingest.cli

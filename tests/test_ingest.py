@@ -153,3 +153,25 @@ def test_predict_json_and_embeddings(tmp_path, speech):
     bad.write_text("nope")
     r = runner.invoke(app, ["predict", str(bad), "--model", "tiny-random"])
     assert r.exit_code == 1 and "bad.wav" in r.output
+
+
+def test_export_writes_every_format(ingested_db, tmp_path):
+    out = tmp_path / "exports"
+    r = runner.invoke(app, ["export", "--db", str(ingested_db), "--out", str(out),
+                            "--agent", "a-ana"])
+    assert r.exit_code == 0, r.output
+    files = {p.suffix: p for p in out.iterdir()}
+    assert set(files) == {".csv", ".parquet", ".npy", ".json", ".pdf"}
+    records = json.loads(files[".json"].read_text())
+    seg = Store(ingested_db).query("SELECT s.segment_id FROM segments s JOIN sessions USING "
+                                   "(session_id) WHERE agent_id = 'a-ana'")
+    assert sorted(r["segment_id"] for r in records) == sorted(seg.segment_id)
+    assert all(r["trained"] is False and len(r["scores"]) == 9 for r in records)
+    emb = np.load(files[".npy"])
+    assert len(emb) == len(seg) and emb["embedding"].shape[1] == 64
+    assert files[".pdf"].read_bytes()[:5] == b"%PDF-"
+    none = runner.invoke(app, ["export", "--db", str(ingested_db), "--out", str(out),
+                               "--agent", "nobody"])
+    assert none.exit_code == 1 and "no analysed session" in none.output
+    assert runner.invoke(app, ["export", "--db", str(ingested_db), "--format",
+                               "docx"]).exit_code == 2

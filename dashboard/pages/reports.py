@@ -39,21 +39,7 @@ def chosen(summary: pd.DataFrame, v, p) -> tuple[pd.DataFrame, str]:
 
 
 def build(rows: pd.DataFrame, scope: str, v, p) -> dict[str, bytes]:
-    ids = rows.session_id.tolist()
-    segs = reports.segments_for(data.store(), ids)
-    al = data.alerts(v, p)
-    al = al[al.session_id.isin(ids)] if len(al) else pd.DataFrame(
-        columns=["session_id", "speaker", "rule", "t_s", "severity", "detail"])
-    models = segs.groupby(["model", "trained"], dropna=False).session_id.nunique() \
-        .reset_index(name="sessions") if len(segs) else pd.DataFrame()
-    pdf = reports.to_pdf(reports.ReportData(
-        title="Emoscope report", scope=scope,
-        sessions=rows[["session_id", "file_name", "when", "duration_s", "agent_id",
-                       "customer_id"]],
-        segments=segs.drop(columns=["embedding"]), alerts=al, models=models))
-    return {"csv": reports.to_csv(segs), "parquet": reports.to_parquet(segs),
-            "npy": reports.to_npy(segs), "json": reports.to_json(segs), "pdf": pdf,
-            "_n": len(segs), "_ids": tuple(ids)}
+    return reports.build_all(data.store(), rows, scope, alerts=data.alerts(v, p))
 
 
 def main() -> None:
