@@ -141,6 +141,16 @@ def kpis(d: ReportData) -> dict[str, str]:
             "Alerts": f"{len(d.alerts)}"}
 
 
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+    fig.axes[0].spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def _chart_mix(seg: pd.DataFrame) -> bytes:
     import matplotlib
     matplotlib.use("Agg")
@@ -151,12 +161,7 @@ def _chart_mix(seg: pd.DataFrame) -> bytes:
     ax.bar(labs, [dur[x] / 60 for x in labs], color=[COLORS[x] for x in labs])
     ax.set_ylabel("minutes of speech")
     ax.set_title("Emotion mix")
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def _chart_over_time(seg: pd.DataFrame) -> bytes | None:
@@ -181,12 +186,7 @@ def _chart_over_time(seg: pd.DataFrame) -> bytes | None:
     ax.set_title("Emotion mix by day")
     ax.legend(fontsize=6, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
     ax.tick_params(axis="x", labelsize=7, rotation=45)
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def _font_path() -> Path | None:

@@ -247,18 +247,12 @@ class Store:
                       person: str | None = None, team: str | None = None,
                       since: str | None = None, until: str | None = None) -> pd.DataFrame:
         """Analysed sessions matching every filter given (until is exclusive), oldest first."""
-        where, params = ["status = 'ok'"], []
+        where, params = _filters((("agent_id", agent), ("customer_id", person), ("team", team)),
+                                 "coalesce(recorded_at, ingested_at)", since, until)
+        where.append("status = 'ok'")
         if session_ids:
             where.append("list_contains(?, session_id)")
             params.append(list(session_ids))
-        for col, val in (("agent_id", agent), ("customer_id", person), ("team", team)):
-            if val is not None:
-                where.append(f"{col} = ?")
-                params.append(val)
-        for op, val in ((">=", since), ("<", until)):
-            if val is not None:
-                where.append(f"coalesce(recorded_at, ingested_at) {op} ?")
-                params.append(_timestamp(val))
         return self.query(
             "SELECT session_id, file_name, coalesce(recorded_at, ingested_at) AS \"when\", "
             "duration_s, agent_id, customer_id, team FROM sessions WHERE "
@@ -441,16 +435,9 @@ class Store:
                since: str | None = None, until: str | None = None) -> pd.DataFrame:
         """Alerts with session metadata; every filter optional; since/until on the session date
         (recorded_at, else ingested_at), until exclusive."""
-        where, params = [], []
-        for col, val in (("a.session_id", session_id), ("a.speaker", speaker),
-                         ("a.rule", rule), ("a.severity", severity)):
-            if val is not None:
-                where.append(f"{col} = ?")
-                params.append(val)
-        for op, val in ((">=", since), ("<", until)):
-            if val is not None:
-                where.append(f"coalesce(s.recorded_at, s.ingested_at) {op} ?")
-                params.append(_timestamp(val))
+        where, params = _filters((("a.session_id", session_id), ("a.speaker", speaker),
+                                  ("a.rule", rule), ("a.severity", severity)),
+                                 "coalesce(s.recorded_at, s.ingested_at)", since, until)
         sql = ("SELECT a.*, s.agent_id, s.customer_id, s.team, s.recorded_at, s.ingested_at, "
                "s.file_name FROM alerts a JOIN sessions s USING (session_id)")
         if where:
@@ -485,6 +472,21 @@ def _row_ranges(keys: pd.Series) -> dict[str, tuple[int, int]]:
     starts = np.concatenate([[0], cut])
     ends = np.concatenate([cut, [len(values)]])
     return {values[a]: (int(a), int(b)) for a, b in zip(starts, ends)}
+
+def _filters(equal: tuple, date_expr: str, since: str | None,
+             until: str | None) -> tuple[list[str], list]:
+    """WHERE clauses and parameters: `col = ?` for each value given, since ≤ date < until."""
+    where, params = [], []
+    for col, val in equal:
+        if val is not None:
+            where.append(f"{col} = ?")
+            params.append(val)
+    for op, val in ((">=", since), ("<", until)):
+        if val is not None:
+            where.append(f"{date_expr} {op} ?")
+            params.append(_timestamp(val))
+    return where, params
+
 
 def _timestamp(value: str | None) -> datetime | None:
     if not value:
