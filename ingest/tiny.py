@@ -15,10 +15,13 @@ from pathlib import Path
 from core.labels import TOKENS
 
 # name -> (embed_dim, heads, depth, prenet_depth, conv feature dim)
+# base and large are the true shapes of emotion2vec_plus_base (data2vec 2.0 base: 768-dim,
+# 4 prenet + 8 main = 12 blocks, ~93 M parameters) and emotion2vec_plus_large (data2vec 2.0
+# large: 1024-dim, 8 prenet + 16 main = 24 blocks, ~313 M parameters).
 SHAPES = {
     "tiny": (64, 4, 2, 1, 64),
     "base": (768, 12, 8, 4, 512),
-    "large": (1024, 16, 24, 4, 512),
+    "large": (1024, 16, 16, 8, 512),
 }
 SEED = 20240101
 FORMAT_VERSION = 1  # bump when the layout below changes, so caches rebuild

@@ -1,0 +1,278 @@
+"""Benchmark: FunASR's per-waveform loop against Emoscope's batched engine, same segments.
+
+    python bench/inference.py --model-shape base --audio-seconds 120 --device cpu
+    python bench/inference.py --model-shape large --audio-seconds 1800 --device cuda
+
+Random-weight checkpoints with the true shapes of emotion2vec_plus_base (768-dim, 12 blocks,
+~93 M parameters) or emotion2vec_plus_large (1024-dim, 24 blocks, ~313 M) are built once into
+the cache and loaded through FunASR. Segments of 1–15 s are cut from espeak-ng speech. The two
+paths run interleaved (A/B on each chunk, order alternating) so that a busy machine slows both
+alike. The table gives throughput (audio-seconds per wall second), peak memory, the largest
+deviation of the engine from FunASR, and label agreement; the last line is `ratio: X.XX`
+(engine throughput ÷ FunASR throughput). A benchmark, not a test: it asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SR = 16_000
+SENTENCES = [
+    "I have been waiting for my refund for three weeks now and nobody calls me back.",
+    "Thank you so much, that is exactly what I needed to hear today.",
+    "Could you please check the status of my order, the number is four five two one.",
+    "This is the third time I am calling about the same problem, I am really upset.",
+    "Good morning, how can I help you with your account?",
+    "Oh no, I am afraid the parcel was lost somewhere between the depot and my house.",
+    "Let me transfer you to my colleague who handles billing questions.",
+    "Honestly I do not know what to say, it just keeps happening again and again.",
+    "That is wonderful news, please tell the team I said thank you.",
+    "I understand your frustration and I will do my best to solve it right away.",
+    "Wait, what do you mean the contract was cancelled last month?",
+    "We are sorry for the inconvenience, a replacement will be shipped tomorrow morning.",
+]
+VOICES = [("en-us", 50, 160), ("en-gb", 40, 150), ("en-us+f3", 70, 185), ("en-us+m3", 35, 140),
+          ("en-gb+f2", 60, 170)]
+
+
+def speech_pool() -> np.ndarray:
+    """A few minutes of espeak-ng speech in several voices, 16 kHz float32."""
+    from core.audio import decode
+
+    parts, rng = [], np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as d:
+        for i, text in enumerate(SENTENCES):
+            for j, (voice, pitch, speed) in enumerate(VOICES):
+                wav = Path(d) / f"{i}-{j}.wav"
+                subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed),
+                                "-w", str(wav), text], check=True, capture_output=True)
+                x = decode(wav).samples.mean(axis=0)
+                parts += [x * rng.uniform(0.3, 1.0), np.zeros(int(rng.uniform(0.1, 0.6) * SR))]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def segments(total_s: float, seed: int = 0) -> list[np.ndarray]:
+    """Segments of 1–15 s (uniform) cut at random places from the speech pool."""
+    pool, rng = speech_pool(), np.random.default_rng(seed)
+    out, got = [], 0.0
+    while got < total_s:
+        n = int(rng.uniform(1.0, 15.0) * SR)
+        start = int(rng.integers(0, pool.size - n))
+        x = pool[start:start + n] + rng.normal(0, 1e-3, n).astype(np.float32)
+        out.append(x)
+        got += n / SR
+    return out
+
+
+class CudaPeak:
+    """Peak CUDA memory allocated over a block, above what was allocated before it."""
+
+    def __init__(self, device: str):
+        self.on = device.startswith("cuda")
+        self.peak = 0
+
+    def __enter__(self):
+        if self.on:
+            import torch
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc):
+        if self.on:
+            import torch
+            torch.cuda.synchronize()
+            self.peak = max(self.peak, torch.cuda.max_memory_allocated() - self.base)
+        return False
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_growth(fn) -> int:
+    """Peak growth of this process's RSS while `fn` runs (sampled every 5 ms)."""
+    base, top, stop = _rss(), [0], []
+
+    def sample():
+        while not stop:
+            top[0] = max(top[0], _rss())
+            time.sleep(0.005)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        fn()
+    finally:
+        stop.append(1)
+        t.join()
+    return max(top[0], _rss()) - base
+
+
+def cpu_peaks(args, names: list[str], seconds: float) -> dict[str, int]:
+    """Each path's RSS growth on one chunk, each in a fresh process (the allocator keeps
+    freed memory, so in one process the second path would reuse the first one's)."""
+    out = {}
+    for name in names:
+        cmd = [sys.executable, __file__, "--model-shape", args.model_shape, "--audio-seconds",
+               str(args.audio_seconds), "--precision", args.precision, "--probe", name,
+               "--probe-seconds", str(seconds)]
+        if args.batch_seconds:
+            cmd += ["--batch-seconds", str(args.batch_seconds)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in res.stdout.splitlines() if ln.startswith("peak_rss_bytes ")]
+        out[name] = int(lines[-1].split()[1]) if lines else -1
+    return out
+
+
+def fair_threads(lm, device: str) -> int:
+    """Give FunASR's loop as many threads as the engine: one per usable core. (AutoModel
+    defaults to ncpu=4 and re-applies it on every generate(); on a 2-core machine that
+    oversubscribes the cores and would flatter the engine.)"""
+    import torch
+
+    from ingest.engine import cpu_cores
+
+    n = cpu_cores()
+    if device == "cpu":
+        auto = lm.automodel
+        for d in (auto.kwargs, getattr(auto, "_base_kwargs_map", {}).get("kwargs", {})):
+            d["ncpu"] = n
+        torch.set_num_threads(n)
+    return n
+
+
+def chunks(waves: list[np.ndarray], seconds: float) -> list[list[int]]:
+    """Consecutive groups of about `seconds` of audio (the A/B unit)."""
+    out, cur, size = [], [], 0.0
+    for i, w in enumerate(waves):
+        cur.append(i)
+        size += w.size / SR
+        if size >= seconds:
+            out.append(cur)
+            cur, size = [], 0.0
+    if cur:
+        out.append(cur)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-shape", choices=["base", "large"], default="base")
+    ap.add_argument("--audio-seconds", type=float, default=120.0)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--precision", default="auto", help="engine: auto, fp32, bf16, fp16")
+    ap.add_argument("--batch-seconds", type=float, default=None)
+    ap.add_argument("--rounds", type=int, default=2, help="passes over the segments")
+    ap.add_argument("--chunk-seconds", type=float, default=None,
+                    help="A/B unit (default: the engine's batch budget)")
+    ap.add_argument("--compile", action="store_true", help="engine with torch.compile")
+    ap.add_argument("--int8", action="store_true",
+                    help="also run the engine with int8 dynamic quantization (CPU)")
+    ap.add_argument("--probe", help=argparse.SUPPRESS)  # internal: one path's CPU memory
+    ap.add_argument("--probe-seconds", type=float, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from ingest.engine import Engine, EngineOptions, compare
+    from ingest.model import load, reference_infer
+    from ingest.tiny import SHAPES, build
+
+    t0 = time.perf_counter()
+    path = build(args.model_shape)
+    lm = load(str(path), args.device)
+    n_params = sum(p.numel() for p in lm.module.parameters()) / 1e6
+    waves = segments(args.audio_seconds)
+    audio_s = sum(w.size for w in waves) / SR
+    threads = fair_threads(lm, args.device)
+
+    def make(name: str):
+        if name == "funasr loop":
+            return lambda ws: reference_infer(lm, ws)
+        opts = EngineOptions(batch_seconds=args.batch_seconds, precision=args.precision,
+                             compile=args.compile, quantize=name == "engine int8")
+        return Engine(lm, opts).run
+
+    names = ["funasr loop", "engine"] + (["engine int8"] if args.int8 else [])
+    if args.probe:  # a fresh process measuring one path's memory on one chunk
+        run = make(args.probe)
+        run(waves[:1])
+        first = chunks(waves, args.probe_seconds)[0]
+        print("peak_rss_bytes", rss_growth(lambda: run([waves[i] for i in first])))
+        return
+    paths = {n: make(n) for n in names}
+    eng = paths["engine"].__self__
+    reference_infer(lm, waves[:1])  # warm the reference too
+    setup_s = time.perf_counter() - t0
+
+    groups = chunks(waves, args.chunk_seconds or eng.budget_s)
+    wall = dict.fromkeys(names, 0.0)
+    peak = dict.fromkeys(names, 0)
+    outs: dict[str, list] = {n: [None] * len(waves) for n in names}
+    step = 0
+    for _ in range(args.rounds):
+        for g in groups:
+            order = names if step % 2 == 0 else names[::-1]
+            step += 1
+            for name in order:
+                ws = [waves[i] for i in g]
+                with CudaPeak(args.device) as mem:
+                    t = time.perf_counter()
+                    res = paths[name](ws)
+                    wall[name] += time.perf_counter() - t
+                peak[name] = max(peak[name], mem.peak)
+                for i, o in zip(g, res):
+                    outs[name][i] = o
+
+    if args.device == "cpu":  # RSS growth, each path alone in a fresh process
+        peak = cpu_peaks(args, names, eng.budget_s)
+    dim, heads, depth, prenet, _ = SHAPES[args.model_shape]
+    lens = [w.size / SR for w in waves]
+    dev = torch.cuda.get_device_name() if args.device == "cuda" else \
+        f"cpu, {threads} threads for both paths"
+    print(f"model: random weights, emotion2vec_plus_{args.model_shape} shapes ({dim}-dim, "
+          f"{depth + prenet} blocks, {heads} heads, {n_params:.1f} M parameters)")
+    print(f"device: {dev}; engine precision {eng.dtype}, attention {eng.attention}, "
+          f"batch budget {eng.budget_s:g} audio-s{', compiled' if args.compile else ''}")
+    print(f"audio: {len(waves)} espeak-ng segments, {audio_s:.1f} s ({min(lens):.1f}–"
+          f"{max(lens):.1f} s); {args.rounds} round(s) × {len(groups)} chunk(s), A/B "
+          f"interleaved; setup {setup_s:.0f} s")
+    print()
+    how = ("CUDA memory allocated" if args.device == "cuda" else
+           f"RSS growth over one {eng.budget_s:g}-s chunk, each path in a fresh process")
+    print(f"peak MB: {how}, above the loaded model")
+    head = (f"{'path':<14}{'audio-s/s':>11}{'wall s':>9}{'peak MB':>10}{'max|Δfeat|':>13}"
+            f"{'max|Δscore|':>13}{'labels':>10}")
+    print(head)
+    print("-" * len(head))
+    thr = {}
+    for name in names:
+        thr[name] = args.rounds * audio_s / wall[name]
+        if name == "funasr loop":
+            dev_cols = f"{'—':>13}{'—':>13}{'—':>10}"
+        else:
+            c = compare(outs["funasr loop"], outs[name])
+            agree = f"{round(c['label_agreement'] * c['n'])}/{c['n']}"
+            dev_cols = f"{c['feats_max_abs']:>13.2e}{c['scores_max_abs']:>13.2e}{agree:>10}"
+        print(f"{name:<14}{thr[name]:>11.2f}{wall[name]:>9.1f}{peak[name] / 2**20:>10.0f}"
+              + dev_cols)
+    if "engine int8" in thr:
+        print(f"int8 ratio vs funasr loop: {thr['engine int8'] / thr['funasr loop']:.2f}")
+    print(f"ratio: {thr['engine'] / thr['funasr loop']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
