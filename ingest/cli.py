@@ -24,12 +24,16 @@ def _fail_usage(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _load_model(model: str, device: str):
+def _load_model(model: str, device: str, warm: bool = False):
     from ingest.model import ModelUnavailable, load
     try:
-        return load(model, device)
+        lm = load(model, device)
     except ModelUnavailable as e:
         _fail_usage(str(e))
+    if warm:  # warm the batched engine at load (seed §5.1), not on the first real batch
+        from ingest.engine import warm_up
+        warm_up(lm)
+    return lm
 
 
 @app.command()
@@ -66,7 +70,7 @@ def ingest(
         if len(pair) != 2 or not all(pair):
             _fail_usage("--roles takes two names, e.g. customer,agent")
         opts = IngestOptions(engine=engine, stereo_roles=pair)
-    lm = _load_model(model, device)
+    lm = _load_model(model, device, warm=engine == "engine")
     if not lm.trained:
         typer.secho(f"note: {model} is an {UNTRAINED_NOTE}", fg="yellow", err=True)
     store = Store(db)
@@ -150,7 +154,7 @@ def worker(
                              max_attempts=max(1, max_attempts))
     except (InboxError, ValueError) as e:
         _fail_usage(str(e))
-    lm = _load_model(model, device)
+    lm = _load_model(model, device, warm=True)
     if not lm.trained:
         typer.secho(f"note: {model} is an {UNTRAINED_NOTE}", fg="yellow", err=True)
     typer.secho(f"worker: watching {cfg.inbox} → {db}", err=True)

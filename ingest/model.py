@@ -141,8 +141,9 @@ def load(model: str = DEFAULT_MODEL, device: str = "auto") -> LoadedModel:
     logging.getLogger().setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
+            # FunASR defaults to 4 CPU threads; more threads than cores only slows it down.
             auto = AutoModel(model=target, disable_update=True, device=device,
-                             log_level="ERROR")
+                             log_level="ERROR", ncpu=len(os.sched_getaffinity(0)))
     except Exception as e:  # FunASR raises bare exceptions for missing files and downloads
         raise ModelUnavailable(f"FunASR could not load {model}: {str(e).splitlines()[0][:200]}; "
                                "pass --model /path/to/dir or --model tiny-random") from e

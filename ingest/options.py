@@ -21,7 +21,7 @@ class IngestOptions:
     # Speaker per channel when neither the manifest nor the upload says otherwise
     stereo_roles: tuple[str, str] = ("agent", "customer")
     engine: str = "engine"  # "engine" (batched) or "reference" (FunASR's own loop)
-    batch_seconds: float = 120.0  # audio-seconds per inference batch
+    batch_seconds: float | None = None  # padded audio-seconds per batch; None: sized per device
 
     def to_dict(self) -> dict:
         return asdict(self)

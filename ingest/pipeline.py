@@ -5,6 +5,7 @@ so a GPU is not left waiting for the decoder.
 """
 from __future__ import annotations
 
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -155,15 +156,14 @@ def finish(prep: Prepared, outputs: list[Output], opts: IngestOptions) -> Sessio
                          sample_rate=prep.rate)
 
 
-def infer_function(engine: str) -> Callable[[LoadedModel, list[np.ndarray]], list[Output]]:
+def infer_function(engine: str, batch_seconds: float | None = None
+                   ) -> Callable[[LoadedModel, list[np.ndarray]], list[Output]]:
+    """The batched engine (default) or FunASR's own loop; both give the same outputs."""
     if engine == "reference":
         from ingest.model import reference_infer
         return reference_infer
-    try:
-        from ingest.engine import infer
-    except ImportError:  # the batched engine is optional until it is installed
-        from ingest.model import reference_infer as infer
-    return infer
+    from ingest.engine import infer
+    return functools.partial(infer, batch_seconds=batch_seconds)
 
 
 def analyse(prep: Prepared, lm: LoadedModel, opts: IngestOptions) -> SessionResult:
@@ -172,7 +172,7 @@ def analyse(prep: Prepared, lm: LoadedModel, opts: IngestOptions) -> SessionResu
         return analyse_streamed(prep, lm, opts)
     waves = [prep.samples[ch, int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)]
              for ch, s, e in prep.spans]
-    outputs = infer_function(opts.engine)(lm, waves)
+    outputs = infer_function(opts.engine, opts.batch_seconds)(lm, waves)
     return finish(prep, outputs, opts)
 
 

@@ -68,7 +68,7 @@ def analyse_streamed(prep, lm: LoadedModel, opts: IngestOptions,
     segments, curves = [], {}
     counters: dict[int, int] = {}
     offset_n = 0
-    infer = infer_function(opts.engine)
+    infer = infer_function(opts.engine, opts.batch_seconds)
     try:
         for block in decode_blocks(prep.path, block_s, info=info):
             if not roles:
