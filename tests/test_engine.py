@@ -241,7 +241,6 @@ def test_architecture_variants_match_extract_features(changes, waves):
                 torch.testing.assert_close(g, r, rtol=0, atol=FEATS_TOL)
 
 
-@pytest.mark.skipif(not hasattr(torch, "compile"), reason="no torch.compile")
 def test_compile_option_is_wired(model, monkeypatch):
     calls = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
