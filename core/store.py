@@ -232,17 +232,6 @@ class Store:
         return self.query("SELECT * FROM frames WHERE session_id = ? ORDER BY channel, t_s",
                           [session_id])
 
-    def embeddings(self, session_ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
-        sql = "SELECT segment_id, embedding FROM segments"
-        params: list = []
-        if session_ids is not None:
-            sql += " WHERE list_contains(?, session_id)"
-            params = [session_ids]
-        df = self.query(sql + " ORDER BY segment_id", params)
-        if df.empty:
-            return [], np.zeros((0, 0), np.float32)
-        return df.segment_id.tolist(), np.stack(df.embedding.to_numpy()).astype(np.float32)
-
     def find_sessions(self, session_ids: list[str] | None = None, agent: str | None = None,
                       person: str | None = None, team: str | None = None,
                       since: str | None = None, until: str | None = None) -> pd.DataFrame:

@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -244,48 +244,6 @@ class Engine:
                 if progress is not None:
                     progress(done, len(waves))
         return out  # type: ignore[return-value]
-
-    def stream(self, items: Iterable[tuple[object, np.ndarray]], window_seconds: float | None = None
-               ) -> Iterator[tuple[object, Output]]:
-        """(key, wave) pairs in, (key, output) pairs out. A background thread pulls `items`
-        (decoding, VAD…) while the device works on the previous window of audio."""
-        window = (window_seconds or 4 * self.budget_s) * SAMPLE_RATE
-        for chunk in _prefetch(_windows(items, window)):
-            keys, waves = zip(*chunk)
-            yield from zip(keys, self.run(list(waves)))
-
-
-def _windows(items, window: float):
-    buf, size = [], 0
-    for key, w in items:
-        buf.append((key, w))
-        size += len(w)
-        if size >= window:
-            yield buf
-            buf, size = [], 0
-    if buf:
-        yield buf
-
-
-def _prefetch(it: Iterator, depth: int = 1) -> Iterator:
-    """Run `it` one step ahead on a thread."""
-    import queue
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    end = object()
-
-    def work():
-        try:
-            for x in it:
-                q.put(x)
-        except BaseException as e:  # noqa: BLE001 — re-raised in the consumer
-            q.put(e)
-        q.put(end)
-
-    threading.Thread(target=work, daemon=True).start()
-    while (x := q.get()) is not end:
-        if isinstance(x, BaseException):
-            raise x
-        yield x
 
 
 _ENGINES: dict[tuple, tuple[LoadedModel, Engine]] = {}

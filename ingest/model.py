@@ -28,7 +28,6 @@ HUB_IDS = {
     "emotion2vec_plus_base": ("iic/emotion2vec_plus_base", "emotion2vec/emotion2vec_plus_base"),
     "emotion2vec_plus_seed": ("iic/emotion2vec_plus_seed", "emotion2vec/emotion2vec_plus_seed"),
 }
-FRAMES_PER_SECOND = 50  # 20 ms hop of the conv feature extractor
 
 
 class ModelUnavailable(Exception):

@@ -36,12 +36,14 @@ class CliProgress:
 
 def print_summary(report: Report) -> None:
     hours = report.audio_s / 3600
-    speed = report.audio_s / report.wall_s if report.wall_s else 0.0
+    speed = f" · {report.audio_s / report.wall_s:.1f}× real time" if report.audio_s else ""
     console.print(f"ok {len(report.ok)} · failed {len(report.failed)} · skipped "
                   f"{len(report.skipped)} (already stored) · {hours:.3f} audio h · "
-                  f"{report.wall_s:.1f} s wall · {speed:.1f}× real time")
+                  f"{report.wall_s:.1f} s wall{speed}")
     for path, reason in report.failed:
         console.print(f"  [red]✗[/] {path}: {reason}")
+    if not report.audio_s:
+        return  # nothing was analysed, so there are no stage times to show
     t = report.timings
     total = sum(t.values()) or 1.0
     # Stage times are per stage; decode and VAD of the next file overlap the model, so they

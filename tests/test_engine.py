@@ -145,20 +145,6 @@ def test_progress_hook_counts_segments(model, waves):
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
-def test_stream_overlaps_producer_and_keeps_keys(model, waves, reference):
-    eng = get_engine(model)
-    got = dict(eng.stream(((f"k{i}", w) for i, w in enumerate(waves)), window_seconds=10))
-    assert sorted(got) == sorted(f"k{i}" for i in range(len(waves)))
-    assert_equivalent(reference, [got[f"k{i}"] for i in range(len(waves))])
-
-    def broken():
-        yield "a", waves[0]
-        raise OSError("decoder died")
-
-    with pytest.raises(OSError, match="decoder died"):
-        list(eng.stream(broken(), window_seconds=0.1))
-
-
 def test_unsupported_architecture_falls_back_to_funasr(model, waves, reference, monkeypatch):
     import ingest.engine as engine
     from ingest.batched import Unsupported

@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from core.curves import pool, softmax
-from core.labels import LABELS
-from ingest.model import ModelUnavailable, load, locate, reference_infer
+from ingest.model import ModelUnavailable, locate, reference_infer
 from ingest.tiny import build
 
 
@@ -52,4 +51,3 @@ def test_missing_model_is_one_clear_sentence(tmp_path):
         locate(str(tmp_path))
     with pytest.raises(ModelUnavailable, match="unknown model"):
         locate("no-such-model")
-    assert len(LABELS) == 9

@@ -93,7 +93,8 @@ def test_pca_2d_samples_and_separates_clusters():
 def test_store_embedding_matrix_matches_the_rows(ingested_db):
     store = Store(ingested_db)
     meta, matrix, dropped = store.embedding_matrix()
-    ids, emb = store.embeddings()
+    rows = store.query("SELECT segment_id, embedding FROM segments")
+    ids, emb = rows.segment_id.tolist(), np.stack(rows.embedding.to_numpy())
     assert dropped == 0
     assert len(meta) == len(ids) == matrix.shape[0] > 0
     order = {sid: i for i, sid in enumerate(ids)}

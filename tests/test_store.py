@@ -32,7 +32,8 @@ def test_round_trip(tmp_path):
     assert seg.segment_id.tolist() == [s.segment_id for s in r.segments]
     np.testing.assert_allclose(np.stack(seg.scores.to_numpy()), np.stack([s.scores for s in r.segments]),
                                rtol=1e-6)
-    ids, emb = store.embeddings()
+    meta, emb, _ = store.embedding_matrix()
+    assert meta.segment_id.tolist() == [s.segment_id for s in r.segments]
     np.testing.assert_allclose(emb, np.stack([s.embedding for s in r.segments]), rtol=1e-6)
     frames = store.frames(r.session_id)
     assert list(frames.columns[3:]) == LABELS and len(frames) == 10
