@@ -56,7 +56,7 @@ def render(page: str, session_id: str | None, runs: int) -> tuple[float, float, 
         if session_id:
             at.session_state["session_id"] = session_id
         if page != "overview":
-            at.switch_page(f"pages/{page}.py")
+            at.switch_page(f"views/{page}.py")
         t0 = time.perf_counter()
         at.run()
         times.append(time.perf_counter() - t0)
@@ -69,21 +69,22 @@ def render(page: str, session_id: str | None, runs: int) -> tuple[float, float, 
 
 def similarity(db: Path, queries: int) -> dict:
     from core import search
+    from core.queries import Reader, SessionFilter
     from core.store import Store
 
+    reader = Reader(Store(db))
     t0 = time.perf_counter()
-    meta, matrix, _ = Store(db).embedding_matrix()
+    meta, matrix, _ = reader.embedding_matrix()
     index = search.build_index(matrix, meta)
     del matrix
     load_s = time.perf_counter() - t0
     # What the similar page pays after an ingest of one session: read it, rebuild in place.
-    store = Store(db)
-    r = store.query("SELECT session_id, ingested_at FROM sessions WHERE status = 'ok'")
-    now = dict(zip(r.session_id, r.ingested_at))
+    now = reader.ingest_stamps()
     before = dict(now)
     before[next(iter(before))] = None  # as if that session had just been (re)ingested
     t0 = time.perf_counter()
-    refreshed = search.updated(index, before, now, lambda ids, dim: store.embedding_matrix(ids, dim))
+    refreshed = search.updated(index, before, now, lambda ids, dim: reader.embedding_matrix(
+        SessionFilter(session_ids=tuple(ids)), dim))
     refresh_s = time.perf_counter() - t0
     assert refreshed is not None and refreshed.size == index.size
     del refreshed
@@ -113,9 +114,10 @@ def main() -> None:
     ap.add_argument("--pages", nargs="*", default=PAGES)
     args = ap.parse_args()
     os.environ["EMOSCOPE_DB"] = str(args.db.resolve())
+    from core.queries import Reader
     from core.store import Store
     store = Store(args.db)
-    counts = store.counts()
+    counts = Reader(store).counts()
     # The session page on a long session that has frame curves.
     sid = store.query("SELECT g.session_id, count(*) AS n FROM segments g WHERE g.session_id IN "
                       "(SELECT DISTINCT session_id FROM frames) GROUP BY ALL "

@@ -16,6 +16,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.labels import LABELS  # noqa: E402
+from core import derived  # noqa: E402
+from core.rules import load_rules  # noqa: E402
+from core.sessions import SessionWriter  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.types import (ChannelQuality, Segment, SessionMeta, SessionResult,  # noqa: E402
                         segment_id_for, session_id_for)
@@ -51,24 +54,23 @@ def main() -> None:
     ap.add_argument("--segments", type=int, default=40, help="segments per session")
     ap.add_argument("--dim", type=int, default=1024, help="embedding size (large model: 1024)")
     ap.add_argument("--db", type=Path, default=None, help="keep the store here")
-    ap.add_argument("--hook", action="store_true",
-                    help="build with the ingest-time analytics hook (times its cost per save)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     tmp = tempfile.TemporaryDirectory()
     db = args.db or Path(tmp.name) / "bench.duckdb"
     store = Store(db)
     store.migrate()
+    rules = load_rules()
+    writer = SessionWriter(store, rules)
     t0 = time.perf_counter()
     for k in range(args.sessions):
-        store.save_session(synthetic(k, args.segments, args.dim, rng), None,
-                           derived=store.write_derived if args.hook else None)
+        writer.save(synthetic(k, args.segments, args.dim, rng), None)
     build = time.perf_counter() - t0
-    out = store.recompute()
+    out = derived.recompute(store, rules)
     per_1000 = out["seconds"] / args.sessions * 1000
     print(f"{args.sessions} sessions × {args.segments} segments, embedding {args.dim}: "
-          f"built in {build:.1f} s ({1000 * build / args.sessions:.0f} ms per save"
-          f"{' with analytics' if args.hook else ''}); recompute {out['seconds']:.2f} s "
+          f"built in {build:.1f} s ({1000 * build / args.sessions:.0f} ms per save with "
+          f"analytics); recompute {out['seconds']:.2f} s "
           f"({out['alerts']} alerts) → {per_1000:.1f} s per 1,000 sessions")
     tmp.cleanup()
 

@@ -24,6 +24,10 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.labels import LABELS  # noqa: E402
+from core import derived  # noqa: E402
+from core.queries import Reader  # noqa: E402
+from core.rules import load_rules  # noqa: E402
+from core.sessions import SessionWriter  # noqa: E402
 from core.store import Store  # noqa: E402
 
 TEAMS = ["billing", "support", "retention", "sales", "wellbeing"]
@@ -124,7 +128,9 @@ def build(db: Path, n_sessions: int, n_segments: int, dim: int, frame_sessions: 
         db.unlink()
     store = Store(db)
     store.migrate()
-    run_id = store.start_run("synthetic", "", False, "cpu", "synthetic", {"seed": seed})
+    rules = load_rules()
+    writer = SessionWriter(store, rules)
+    run_id = writer.start_run("synthetic", "", False, "cpu", "synthetic", {"seed": seed})
     # Segments per session around the mean, summing to exactly n_segments.
     per = rng.integers(max(2, n_segments // n_sessions // 2),
                        n_segments // n_sessions * 3 // 2 + 1, n_sessions)
@@ -159,12 +165,12 @@ def build(db: Path, n_sessions: int, n_segments: int, dim: int, frame_sessions: 
     out = {"sessions": n_sessions, "segments": int(per.sum()), "dim": dim,
            "write_s": round(write_s, 1)}
     if analytics:
-        r = store.recompute(progress=lambda d, t: print(f"\ranalytics {d:,}/{t:,}", end="",
+        r = derived.recompute(store, rules, progress=lambda d, t: print(f"\ranalytics {d:,}/{t:,}", end="",
                                                         file=sys.stderr, flush=True))
         print(file=sys.stderr)
         out.update(analytics_s=round(r["seconds"], 1), alerts=r["alerts"])
-    store.finish_run(run_id, n_sessions, 0, 0, float(0))
-    out["counts"] = store.counts()
+    writer.finish_run(run_id, n_sessions, 0, 0, float(0))
+    out["counts"] = Reader(store).counts()
     out["db_mb"] = round(db.stat().st_size / 2**20)
     return out
 

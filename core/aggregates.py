@@ -1,8 +1,8 @@
 """Roll-ups over stored session metrics: per agent, team or customer by day or week, and each
 person's baseline (usual emotion mix and volatility) with how far their latest session departs.
 
-Inputs are `Store.session_metrics()` rows (session_metrics joined with session metadata) and
-`Store.alerts()` rows, so these functions never touch the database.
+Inputs are `Reader.session_metrics()` rows (session_metrics joined with session metadata) and
+`Reader.alerts()` rows, so these functions never touch the database.
 """
 from __future__ import annotations
 
@@ -145,3 +145,29 @@ def person_baselines(metrics: pd.DataFrame, rules) -> pd.DataFrame:
 def label_mix_frame(mix_values) -> pd.DataFrame:
     """Lists of 9 shares → one column per label, for charts."""
     return pd.DataFrame([list(m) for m in mix_values], columns=LABELS)
+
+
+def mix_table(label_seconds: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Reader.label_seconds rows with each session's row number in `summary` (Reader.summary)
+    and its day and week: what mix_over_time groups."""
+    mix = label_seconds.copy()
+    row = pd.Series(np.arange(len(summary)), index=summary.session_id)
+    ids = mix.session_id.astype(object)
+    mix["row"] = ids.map(row).to_numpy()
+    day = pd.to_datetime(ids.map(summary.set_index("session_id")["when"])).dt.normalize()
+    mix["day"] = day
+    mix["week"] = period_start(day, "week")
+    return mix
+
+
+def mix_over_time(mix: pd.DataFrame, rows: pd.DataFrame, n_all: int,
+                  period: str) -> pd.DataFrame:
+    """Share of speech per label per day/week for the summary rows `rows` (mix: mix_table)."""
+    m = mix if len(rows) == n_all else mix[mix.row.isin(rows.index.to_numpy())]
+    if m.empty:
+        return pd.DataFrame(columns=["period", "label", "seconds", "share"])
+    g = m.groupby([period, "label"], as_index=False).seconds.sum().rename(
+        columns={period: "period"})
+    g["share"] = g.seconds / g.groupby("period").seconds.transform("sum")
+    g["label"] = pd.Categorical(g.label, categories=LABELS, ordered=True)
+    return g.sort_values(["period", "label"])

@@ -58,46 +58,71 @@ def _streak(sid, sp, q, rule, rules) -> list[dict]:
     return out
 
 
+def _last_quarter_share(sid, sp, part, m, rule, rules, duration_s) -> list[dict]:
+    if not _present(m["neg_last"]):
+        return []
+    idx = [LABELS.index(x) for x in rule.labels]
+    share = float(np.asarray(m["mix_last"], float)[idx].sum())
+    if share < rule.min_share - 1e-9:
+        return []
+    last_q = 0.75 * duration_s
+    return [_alert(sid, sp, rule, last_q,
+                   f"{'/'.join(rule.labels)} share {share:.2f} in the last quarter "
+                   f"(from {last_q:.1f} s), threshold {rule.min_share:.2f}",
+                   _dominant(m["mix_last"], rule.labels), rules)]
+
+
+def _ends_worse(sid, sp, part, m, rule, rules, duration_s) -> list[dict]:
+    if m["trend"] != "worsening":
+        return []
+    return [_alert(sid, sp, rule, 0.75 * duration_s,
+                   f"negative share rose from {m['neg_first']:.2f} in the first quarter to "
+                   f"{m['neg_last']:.2f} in the last ({m['neg_delta']:+.2f}; threshold "
+                   f"{rules.trend_threshold:.2f})", _dominant(m["mix_last"], NEGATIVE), rules)]
+
+
+def _unreliable(sid, sp, part, m, rule, rules, duration_s) -> list[dict]:
+    if not m["unreliable"]:
+        return []
+    low = np.flatnonzero(low_confidence(part, rules.confidence_threshold))
+    return [_alert(sid, sp, rule, part.start[low[0]] if low.size else 0.0,
+                   f"unreliable audio: {m['low_conf_share']:.0%} of segments need "
+                   f"clarification (threshold {rules.unreliable_share:.0%}); likely cause: "
+                   f"{m['unreliable_cause']}", "unknown", rules)]
+
+
+def _streak_check(sid, sp, part, m, rule, rules, duration_s) -> list[dict]:
+    return _streak(sid, sp, part, rule, rules)
+
+
+# Alert kind → check over one speaker of one session: (session_id, speaker, that speaker's
+# segments, their metric row, the rule, all rules, session duration) → alert rows.
+# volatility_percentile also needs earlier sessions, so volatility_alerts handles it.
+SESSION_CHECKS = {
+    "streak": _streak_check,
+    "last_quarter_share": _last_quarter_share,
+    "ends_worse": _ends_worse,
+    "unreliable": _unreliable,
+}
+STORE_RELATIVE = ("volatility_percentile",)
+
+
 def session_alerts(sid: str, seg, metrics, duration_s: float, rules: Rules) -> list[dict]:
-    """Every rule that needs only this session (all kinds but volatility_percentile).
+    """Every rule that needs only this session (all kinds in SESSION_CHECKS).
 
     `metrics`: metric rows (dicts, or a DataFrame of METRIC_COLUMNS) of this session.
     """
     q = as_seq(seg)
     rows: list[dict] = []
-    last_q = 0.75 * duration_s
     for m in _records(metrics):
         sp = m["speaker"]
         if sp == ALL:
             continue
         part = q.take(np.flatnonzero(q.speaker == sp))
         for rule in rules.alerts:
-            if not rule.watches(sp):
-                continue
-            if rule.kind == "streak":
-                rows += _streak(sid, sp, part, rule, rules)
-            elif rule.kind == "last_quarter_share" and _present(m["neg_last"]):
-                idx = [LABELS.index(x) for x in rule.labels]
-                share = float(np.asarray(m["mix_last"], float)[idx].sum())
-                if share >= rule.min_share - 1e-9:
-                    rows.append(_alert(
-                        sid, sp, rule, last_q,
-                        f"{'/'.join(rule.labels)} share {share:.2f} in the last quarter "
-                        f"(from {last_q:.1f} s), threshold {rule.min_share:.2f}",
-                        _dominant(m["mix_last"], rule.labels), rules))
-            elif rule.kind == "ends_worse" and m["trend"] == "worsening":
-                rows.append(_alert(
-                    sid, sp, rule, last_q,
-                    f"negative share rose from {m['neg_first']:.2f} in the first quarter to "
-                    f"{m['neg_last']:.2f} in the last ({m['neg_delta']:+.2f}; threshold "
-                    f"{rules.trend_threshold:.2f})", _dominant(m["mix_last"], NEGATIVE), rules))
-            elif rule.kind == "unreliable" and m["unreliable"]:
-                low = np.flatnonzero(low_confidence(part, rules.confidence_threshold))
-                rows.append(_alert(
-                    sid, sp, rule, part.start[low[0]] if low.size else 0.0,
-                    f"unreliable audio: {m['low_conf_share']:.0%} of segments need "
-                    f"clarification (threshold {rules.unreliable_share:.0%}); likely cause: "
-                    f"{m['unreliable_cause']}", "unknown", rules))
+            check = SESSION_CHECKS.get(rule.kind)
+            if check is not None and rule.watches(sp):
+                rows += check(sid, sp, part, m, rule, rules, duration_s)
     return rows
 
 
@@ -111,7 +136,7 @@ def volatility_alerts(sid: str, seg, metrics, rolling: np.ndarray,
     q = as_seq(seg)
     rolling = np.asarray(rolling, float)
     rows: list[dict] = []
-    for rule in (r for r in rules.alerts if r.kind == "volatility_percentile"):
+    for rule in (r for r in rules.alerts if r.kind in STORE_RELATIVE):
         for m in _records(metrics):
             sp, vol = m["speaker"], m["volatility"]
             if sp == ALL or not rule.watches(sp) or not _present(vol):

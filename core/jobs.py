@@ -9,21 +9,18 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import pandas as pd
+
+from core.times import utc_now
 
 STATUSES = ("queued", "running", "done", "failed")
 _COLUMNS = ("job_id, file_name, original_name, status, error, session_id, attempts, size_bytes, "
             "mtime_ns, metadata")
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 def new_job_id() -> str:
-    return f"j{_now():%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
+    return f"j{utc_now():%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -57,7 +54,7 @@ class JobQueue:
     def add(self, file_name: str, original_name: str | None = None, size_bytes: int | None = None,
             mtime_ns: int | None = None, metadata: dict | None = None) -> str:
         job_id = new_job_id()
-        now = _now()
+        now = utc_now()
         with self.store.write() as con:
             con.execute(f"INSERT INTO jobs ({_COLUMNS}, created_at, updated_at) "
                         "VALUES (?, ?, ?, 'queued', NULL, NULL, 0, ?, ?, ?, ?, ?)",
@@ -80,7 +77,7 @@ class JobQueue:
     def recover(self) -> tuple[int, int]:
         """Jobs left `running` by a worker that died: queue them again, or fail those that
         already took the worker down `max_attempts` times. Returns (requeued, failed)."""
-        now = _now()
+        now = utc_now()
         with self.store.write() as con:
             failed = con.execute(
                 "UPDATE jobs SET status = 'failed', finished_at = ?, updated_at = ?, error = "
@@ -95,7 +92,7 @@ class JobQueue:
 
     def claim(self) -> Job | None:
         """The oldest queued job, now running; its attempts count this start."""
-        now = _now()
+        now = utc_now()
         with self.store.write() as con:
             row = con.execute(
                 f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, "
@@ -107,7 +104,7 @@ class JobQueue:
     @staticmethod
     def done_in(con, job_id: str, session_id: str | None, note: str | None = None) -> None:
         """Mark done on a connection the caller holds, inside the caller's transaction."""
-        now = _now()
+        now = utc_now()
         con.execute("UPDATE jobs SET status = 'done', session_id = ?, error = ?, finished_at = ?, "
                     "updated_at = ? WHERE job_id = ?", [session_id, note, now, now, job_id])
 
@@ -116,7 +113,7 @@ class JobQueue:
             self.done_in(con, job_id, session_id, note)
 
     def fail(self, job_id: str, reason: str, session_id: str | None = None) -> None:
-        now = _now()
+        now = utc_now()
         with self.store.write() as con:
             con.execute("UPDATE jobs SET status = 'failed', error = ?, session_id = ?, "
                         "finished_at = ?, updated_at = ? WHERE job_id = ?",
@@ -124,7 +121,7 @@ class JobQueue:
 
     def retry_or_fail(self, job_id: str, reason: str) -> str:
         """A transient error: queue again while attempts remain, else fail. Returns the status."""
-        now = _now()
+        now = utc_now()
         with self.store.write() as con:
             row = con.execute(
                 "UPDATE jobs SET status = CASE WHEN attempts < ? THEN 'queued' ELSE 'failed' END, "
@@ -138,7 +135,7 @@ class JobQueue:
         with self.store.write() as con:
             con.execute("UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0), "
                         "error = 'worker stopped; queued again', updated_at = ? "
-                        "WHERE job_id = ? AND status = 'running'", [_now(), job_id])
+                        "WHERE job_id = ? AND status = 'running'", [utc_now(), job_id])
 
     def table(self, limit: int = 500) -> pd.DataFrame:
         """Newest jobs first, for display; read-only, so it never blocks the worker for long."""

@@ -12,19 +12,9 @@ import numpy as np
 import pandas as pd
 
 from core.labels import COLORS, LABELS, NEGATIVE
-from core.store import Store
+from core.queries import Reader, SessionFilter
 
 SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
-
-
-def segments_for(store: Store, session_ids: list[str]) -> pd.DataFrame:
-    """Segments of these sessions with their embeddings, session metadata and model."""
-    return store.query(
-        "SELECT g.*, s.file_name, s.agent_id, s.customer_id, s.team, "
-        "coalesce(s.recorded_at, s.ingested_at) AS \"when\", r.model, r.trained "
-        "FROM segments g JOIN sessions s USING (session_id) LEFT JOIN runs r USING (run_id) "
-        "WHERE list_contains(?, g.session_id) ORDER BY g.session_id, g.start_s, g.channel",
-        [list(session_ids)])
 
 
 def _flat(df: pd.DataFrame) -> pd.DataFrame:
@@ -93,16 +83,16 @@ def to_json(segments: pd.DataFrame) -> bytes:
     return json.dumps(predict_records(segments), ensure_ascii=False, indent=1).encode()
 
 
-def build_all(store: Store, sessions: pd.DataFrame, scope: str,
+def build_all(reader: Reader, sessions: pd.DataFrame, scope: str,
               alerts: pd.DataFrame | None = None, title: str = "Emoscope report") -> dict:
     """Every export of these sessions: {"csv", "parquet", "npy", "json", "pdf": bytes}.
 
     `sessions` has session_id, file_name, when, duration_s, agent_id, customer_id
-    (Store.find_sessions gives them); `alerts` may be passed in when the caller has them cached.
+    (Reader.sessions gives them); `alerts` may be passed in when the caller has them cached.
     """
     ids = sessions.session_id.tolist()
-    segs = segments_for(store, ids)
-    al = store.alerts() if alerts is None else alerts
+    segs = reader.export_segments(SessionFilter(session_ids=tuple(ids)))
+    al = reader.alerts() if alerts is None else alerts
     al = al[al.session_id.isin(ids)] if len(al) else pd.DataFrame(
         columns=["session_id", "speaker", "rule", "t_s", "severity", "detail"])
     models = segs.groupby(["model", "trained"], dropna=False).session_id.nunique() \
@@ -123,7 +113,7 @@ class ReportData:
     title: str
     scope: str  # one line: which sessions (filters) the report covers
     sessions: pd.DataFrame  # session_id, file_name, when, duration_s, agent_id, customer_id
-    segments: pd.DataFrame  # segments_for(...) rows (embedding not needed)
+    segments: pd.DataFrame  # Reader.export_segments rows (embedding not needed)
     alerts: pd.DataFrame = field(default_factory=pd.DataFrame)
     models: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, trained, sessions
 

@@ -125,7 +125,7 @@ def updated(index: Index, stamps_before: dict, stamps_now: dict, fetch,
 
     stamps map session_id → when it was (re)ingested. Rows of sessions that are gone or were
     re-ingested are dropped; those sessions' segments come from `fetch(session_ids, dim)`
-    (→ meta, matrix, dropped), as Store.embedding_matrix gives them. None when so much changed
+    (→ meta, matrix, dropped), as Reader.embedding_matrix gives them. None when so much changed
     that reading everything is as cheap.
     """
     changed = [s for s, t in stamps_now.items() if stamps_before.get(s) != t]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -71,6 +72,13 @@ class SessionResult:
     codec: str | None = None
     sample_rate: int | None = None
     timings: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def failed(cls, path: str | Path, sha256: str, meta: SessionMeta,
+               reason: str) -> "SessionResult":
+        """A file that could not be analysed: stored with its reason and no other rows."""
+        return cls(session_id_for(sha256), str(path), Path(path).name, sha256, 0.0, 0, meta,
+                   status="failed", error=reason)
 
 
 def session_id_for(sha256: str) -> str:

@@ -1,4 +1,7 @@
-"""Entry point: only builds the navigation; the pages live in dashboard/pages/."""
+"""Entry point: only builds the navigation; the pages live in dashboard/views/.
+
+`streamlit run dashboard/app.py` works as it is (`emoscope dashboard` does just that).
+"""
 from __future__ import annotations
 
 import sys
@@ -11,18 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dashboard.components import ui  # noqa: E402
+from dashboard.components import nav, ui  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 PAGES = [("overview.py", "Overview", ":material/dashboard:"),
          ("session.py", "Session", ":material/graphic_eq:"),
          ("alerts.py", "Volatility & alerts", ":material/notifications:"),
          ("similar.py", "Similar moments", ":material/join_inner:"),
          ("reports.py", "Reports", ":material/download:"),
-         ("upload.py", "Upload", ":material/upload:")]  # shown once its page file exists
+         ("upload.py", "Upload", ":material/upload:")]
 
 st.set_page_config(page_title="Emoscope", page_icon="🎧", layout="wide")
-nav = st.navigation([st.Page(f"pages/{f}", title=t, icon=i, default=(f == "overview.py"))
-                     for f, t, i in PAGES if (HERE / "pages" / f).exists()])
+pages = st.navigation([st.Page(f"{nav.VIEWS}/{f}", title=t, icon=i, default=(f == "overview.py"))
+                       for f, t, i in PAGES])
 ui.sidebar()
-nav.run()
+pages.run()

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.errors import first_line
 from core.labels import LABELS, label_of_token
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def load(model: str = DEFAULT_MODEL, device: str = "auto") -> LoadedModel:
             auto = AutoModel(model=target, disable_update=True, device=device,
                              log_level="ERROR", ncpu=len(os.sched_getaffinity(0)))
     except Exception as e:  # FunASR raises bare exceptions for missing files and downloads
-        raise ModelUnavailable(f"FunASR could not load {model}: {str(e).splitlines()[0][:200]}; "
+        raise ModelUnavailable(f"FunASR could not load {model}: {first_line(e)}; "
                                "pass --model /path/to/dir or --model tiny-random") from e
     auto.model.eval()
     tokens = auto.kwargs["tokenizer"].token_list

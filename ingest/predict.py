@@ -8,7 +8,7 @@ from core.labels import LABELS
 from ingest.model import LoadedModel
 from core.metrics import fallback_action
 from core.rules import load_rules
-from ingest.pipeline import infer_function
+from ingest.assemble import infer_function
 from ingest.options import IngestOptions
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from core import quality
 from core.audio import SAMPLE_RATE, AudioError, decode_blocks, default_roles, probe_duration
 from core.types import ChannelQuality, Curve, SessionResult, segment_id_for, session_id_for
+from ingest.assemble import Prepared, assemble, infer_function
 from ingest.model import LoadedModel
 from ingest.options import IngestOptions
 from ingest.vad import speech_spans
@@ -59,8 +60,6 @@ class _Channel:
 def analyse_streamed(prep, lm: LoadedModel, opts: IngestOptions,
                      block_s: float = BLOCK_S) -> SessionResult:
     """The SessionResult of `prep.path`, decoded and analysed one block at a time."""
-    from ingest.pipeline import Prepared, finish, infer_function
-
     sid = session_id_for(prep.sha256)
     info: dict = {}
     roles: tuple[str, ...] = ()
@@ -90,7 +89,7 @@ def analyse_streamed(prep, lm: LoadedModel, opts: IngestOptions,
                                 spans=spans, codec=info.get("codec"), rate=info.get("rate"))
                 waves = [block[ch, int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)]
                          for ch, s, e in spans]
-                result = finish(part, infer(lm, waves), opts)
+                result = assemble(part, infer(lm, waves), opts)
                 offset = offset_n / SAMPLE_RATE
                 for seg in result.segments:
                     n = counters.get(seg.channel, 0)
@@ -122,5 +121,4 @@ def analyse_streamed(prep, lm: LoadedModel, opts: IngestOptions,
 
 
 def _failed(prep, reason: str) -> SessionResult:
-    return SessionResult(session_id_for(prep.sha256), str(prep.path), prep.path.name,
-                         prep.sha256, 0.0, 0, prep.meta, status="failed", error=reason)
+    return SessionResult.failed(prep.path, prep.sha256, prep.meta, reason)

@@ -18,8 +18,10 @@ from typing import Callable
 
 from core.inbox import (SIDECAR, beat, check_inside, data_dir_of, read_sidecar, safe_ext,
                         waiting)
+from core.errors import first_line
 from core.jobs import Job, JobQueue
-from core.store import Store, StoreBusy
+from core.sessions import SessionWriter
+from core.store import StoreBusy
 from core.types import SessionMeta, SessionResult, session_id_for
 from ingest.model import LoadedModel
 from ingest.options import IngestOptions
@@ -58,10 +60,11 @@ def metadata_to_meta(meta: dict) -> SessionMeta:
 
 
 class Worker:
-    def __init__(self, store: Store, lm: LoadedModel, config: WorkerConfig,
+    def __init__(self, writer: SessionWriter, lm: LoadedModel, config: WorkerConfig,
                  opts: IngestOptions = IngestOptions(), echo: Callable[[str], None] = log.info):
-        self.store, self.lm, self.cfg, self.opts, self.echo = store, lm, config, opts, echo
-        self.jobs = JobQueue(store, config.max_attempts)
+        self.writer, self.lm, self.cfg, self.opts, self.echo = writer, lm, config, opts, echo
+        self.store = writer.store
+        self.jobs = JobQueue(self.store, config.max_attempts)
         self.run_id: str | None = None
         self.counts = {"done": 0, "failed": 0, "skipped": 0, "audio_s": 0.0}
         self._seen: dict[str, tuple[int, int]] = {}  # name → (size, mtime) at the last scan
@@ -164,7 +167,7 @@ class Worker:
             reason = f"{type(e).__name__}: {str(e)[:200]}"
             status, detail = self.jobs.retry_or_fail(job.job_id, reason), reason
         except Exception as e:  # one bad file must never stop the worker
-            reason = f"internal error: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            reason = f"internal error: {type(e).__name__}: {first_line(e)}"
             self.jobs.fail(job.job_id, reason)
             status, detail = "failed", reason
         if status in ("done", "failed"):
@@ -183,7 +186,7 @@ class Worker:
             reason = "file disappeared from the inbox before it was processed"
             self.jobs.fail(job.job_id, reason)
             return "failed", reason
-        prep = prepare(path, metadata_to_meta(job.metadata), self.opts, self.store, force=False)
+        prep = prepare(path, metadata_to_meta(job.metadata), self.opts, self.writer.already_stored)
         if prep.skipped:
             sid = session_id_for(prep.sha256)
             self.jobs.done(job.job_id, sid, "already stored (same audio)")
@@ -194,7 +197,8 @@ class Worker:
             try:
                 result = analyse(prep, self.lm, self.opts)
             except (RuntimeError, ValueError) as e:
-                result = _failed_like(prep, f"model failed: {str(e).splitlines()[0][:200]}")
+                result = SessionResult.failed(prep.path, prep.sha256, prep.meta,
+                                              f"model failed: {first_line(e)}")
             finally:
                 prep.samples = None  # free the audio before the store work
         if not result.sha256:  # vanished before it could even be hashed
@@ -205,19 +209,16 @@ class Worker:
         result = dataclasses.replace(result, source_path=str(kept),
                                      file_name=job.original_name or job.file_name)
         if result.status != "ok":
-            self.store.save_session(result, self._run())
+            self.writer.save(result, self._run())
             self.jobs.fail(job.job_id, result.error or "failed", result.session_id)
             return "failed", result.error
-        self.store.save_session(result, self._run(), derived=self._derived(job))
+        self.writer.save(result, self._run(), also=self._mark_done(job))
         self.counts["audio_s"] += result.duration_s
         return "done", None
 
-    def _derived(self, job: Job):
-        analytics = getattr(self.store, "write_derived", None)
-
+    def _mark_done(self, job: Job):
+        """The job's `done`, in its session's transaction: a crash leaves both or neither."""
         def hook(con, session_id: str) -> None:
-            if analytics is not None:
-                analytics(con, session_id)
             JobQueue.done_in(con, job.job_id, session_id)
             if self.before_commit is not None:
                 self.before_commit(job)
@@ -248,7 +249,7 @@ class Worker:
 
     def _run(self) -> str:
         if self.run_id is None:
-            self.run_id = self.store.start_run(self.lm.name, self.lm.path, self.lm.trained,
+            self.run_id = self.writer.start_run(self.lm.name, self.lm.path, self.lm.trained,
                                                self.lm.device, self.opts.engine,
                                                {**self.opts.to_dict(), "source": "worker"})
         return self.run_id
@@ -257,13 +258,8 @@ class Worker:
         # Kept current after every job, so a killed worker's run still shows what it did.
         if self.run_id is not None:
             c = self.counts
-            self.store.finish_run(self.run_id, c["done"] - c["skipped"], c["failed"],
+            self.writer.finish_run(self.run_id, c["done"] - c["skipped"], c["failed"],
                                   c["skipped"], c["audio_s"])
-
-
-def _failed_like(prep, reason: str) -> SessionResult:
-    return SessionResult(session_id_for(prep.sha256), str(prep.path), prep.path.name,
-                         prep.sha256, 0.0, 0, prep.meta, status="failed", error=reason)
 
 
 def stop_on_sigterm() -> None:

@@ -52,12 +52,11 @@ def audio_dir(tmp_path_factory, speech, call_audio) -> Path:
 @pytest.fixture(scope="session")
 def ingested_db(tmp_path_factory, audio_dir, model) -> Path:
     """A store holding `audio_dir` ingested with tiny-random (and its manifest metadata)."""
-    from core.store import Store
     from core.types import SessionMeta
     from ingest.pipeline import ingest_paths
+    from tests.store_fixtures import writer_for
 
     db = tmp_path_factory.mktemp("db") / "emoscope.duckdb"
-    store = Store(db)
     meta = {
         (audio_dir / "call-001.wav").resolve(): SessionMeta(
             agent_id="a-ana", customer_id="c-100", team="support",
@@ -66,7 +65,6 @@ def ingested_db(tmp_path_factory, audio_dir, model) -> Path:
             customer_id="p-001", team="wellbeing", recorded_at="2026-11-03T21:00:00",
             tags=("diary",)),
     }
-    report = ingest_paths([audio_dir], store, model, metadata=meta,
-                          derived=getattr(store, "write_derived", None))
+    report = ingest_paths([audio_dir], writer_for(db), model, metadata=meta)
     assert not report.failed, report.failed
     return db

@@ -130,3 +130,9 @@ def test_alerts_come_in_time_order():
     a = analyze("s1", seg, CALL_CHANNELS, 40.0, RULES)
     assert a.alerts.t_s.tolist() == sorted(a.alerts.t_s.tolist())
     assert set(a.alerts.rule) == {"angry_streak", "negative_last_quarter", "ends_worse"}
+
+
+def test_every_rule_kind_has_one_check():
+    from core.alerts import SESSION_CHECKS, STORE_RELATIVE
+    from core.rules import KINDS
+    assert sorted([*SESSION_CHECKS, *STORE_RELATIVE]) == sorted(KINDS)

@@ -9,8 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core import derived
 from core.labels import LABELS
+from core.queries import Reader, SessionFilter
 from core.rules import load_rules
+from core.sessions import SessionWriter
 from core.store import Store
 from core.types import (ChannelQuality, Segment, SessionMeta, SessionResult, segment_id_for,
                         session_id_for)
@@ -61,18 +64,26 @@ def derived_tables(store: Store) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
                         "ORDER BY segment_id"))
 
 
-@pytest.fixture()
-def store(tmp_path) -> Store:
-    s = Store(tmp_path / "a.duckdb")
+def saved(path: Path, rules=RULES) -> Store:
+    s = Store(path)
     s.migrate()
-    s.use_rules(RULES)
+    writer = SessionWriter(s, rules)
     for r in CALLS:
-        s.save_session(r, None, derived=s.write_derived)
+        writer.save(r, None)
     return s
 
 
+@pytest.fixture()
+def store(tmp_path) -> Store:
+    return saved(tmp_path / "a.duckdb")
+
+
+def only(sid: str) -> SessionFilter:
+    return SessionFilter.of(sid)
+
+
 def test_save_writes_metrics_alerts_and_segment_values(store):
-    m = store.session_metrics(CALLS[0].session_id).set_index("speaker")
+    m = Reader(store).session_metrics(only(CALLS[0].session_id)).set_index("speaker")
     assert m.index.tolist() == ["agent", "customer", "all"]
     assert m.loc["customer", "volatility"] == pytest.approx(1.0)  # steps of 1 along x
     assert m.loc["customer", "trend"] == "worsening"  # neutral at first, angry at the end
@@ -84,12 +95,12 @@ def test_save_writes_metrics_alerts_and_segment_values(store):
                       [CALLS[0].session_id])
     assert pd.isna(seg.rolling_volatility[0]) and seg.rolling_volatility[1:].tolist() == \
         pytest.approx([1, 1, 1, 1])
-    rules = set(store.alerts(session_id=CALLS[0].session_id).rule)
+    rules = set(Reader(store).alerts(only(CALLS[0].session_id)).rule)
     assert {"angry_streak", "ends_worse", "negative_last_quarter", "unreliable_audio"} <= rules
 
 
 def test_volatility_rule_compares_with_earlier_sessions_only(store):
-    p95 = store.alerts(rule="volatility_p95")
+    p95 = Reader(store).alerts(rule="volatility_p95")
     # call 3 (steps of 10) is far jumpier than calls 0-2; calls 0-1 had too few before them
     assert p95.session_id.tolist() == [CALLS[3].session_id]
     hit = p95.iloc[0]
@@ -99,7 +110,8 @@ def test_volatility_rule_compares_with_earlier_sessions_only(store):
 def test_recompute_rebuilds_identical_tables(store):
     before = derived_tables(store)
     seen = []
-    out = store.recompute(progress=lambda done, total: seen.append((done, total)), chunk=2)
+    out = derived.recompute(store, RULES, progress=lambda done, total: seen.append((done, total)),
+                            chunk=2)
     after = derived_tables(store)
     for a, b in zip(before, after):
         pd.testing.assert_frame_equal(a, b)
@@ -107,13 +119,13 @@ def test_recompute_rebuilds_identical_tables(store):
     assert seen == [(2, 5), (4, 5), (5, 5)]
 
 
-def test_recompute_fills_a_store_ingested_without_analytics(tmp_path, store):
-    plain = Store(tmp_path / "plain.duckdb")
-    plain.migrate()
-    for r in CALLS:
-        plain.save_session(r, None)
+def test_recompute_fills_a_store_without_analytics(tmp_path, store):
+    plain = saved(tmp_path / "plain.duckdb")
+    with plain.write() as con:  # as a store written before the analytics existed
+        con.execute("DELETE FROM session_metrics; DELETE FROM alerts; "
+                    "UPDATE segments SET rolling_volatility = NULL, fallback_action = NULL")
     assert plain.query("SELECT count(*) n FROM session_metrics").n[0] == 0
-    plain.recompute(rules=RULES)
+    derived.recompute(plain, RULES)
     for a, b in zip(derived_tables(store), derived_tables(plain)):
         pd.testing.assert_frame_equal(a, b)
 
@@ -122,48 +134,52 @@ def test_recompute_applies_changed_rules(store):
     stricter = dataclasses.replace(RULES, alerts=tuple(
         dataclasses.replace(a, min_count=4) if a.rule == "angry_streak" else a
         for a in RULES.alerts))
-    store.recompute(rules=stricter)
-    assert store.alerts(rule="angry_streak").empty  # the longest run is 3
-    assert set(store.session_metrics().rules_digest) == {stricter.digest}
+    derived.recompute(store, stricter)
+    assert Reader(store).alerts(rule="angry_streak").empty  # the longest run is 3
+    assert set(Reader(store).session_metrics().rules_digest) == {stricter.digest}
 
 
 def test_replacing_a_session_replaces_its_derived_rows(store):
-    n = len(store.alerts())
+    reader = Reader(store)
+    n = len(reader.alerts())
+    assert len(reader.alerts(only(CALLS[0].session_id))) >= 4
     calm = dataclasses.replace(CALLS[0], segments=tuple(
         dataclasses.replace(s, label="neutral", confidence=0.9,
                             scores=np.array(onehot("neutral"), np.float32))
         for s in CALLS[0].segments))
-    store.save_session(calm, None)  # no hook: old analytics must not linger
-    assert store.session_metrics(CALLS[0].session_id).empty
-    assert len(store.alerts()) < n and store.alerts(session_id=CALLS[0].session_id).empty
+    SessionWriter(store, RULES).save(calm, None)  # the old alerts must not linger
+    m = reader.session_metrics(only(CALLS[0].session_id)).set_index("speaker")
+    assert m.loc["customer", "trend"] == "stable" and m.loc["customer", "neg_share"] == 0
+    assert len(reader.alerts()) < n and reader.alerts(only(CALLS[0].session_id)).empty
 
 
 def test_failed_sessions_get_no_metrics(store):
     bad = SessionResult("sdeadbeef0000000", "/x/bad.wav", "bad.wav", "de" * 32, 0, 0,
                         SessionMeta(), status="failed", error="no audio stream")
-    store.save_session(bad, None, derived=store.write_derived)
-    assert store.session_metrics("sdeadbeef0000000").empty
-    assert store.recompute()["sessions"] == 5
+    SessionWriter(store, RULES).save(bad, None)
+    assert Reader(store).session_metrics(only("sdeadbeef0000000")).empty
+    assert derived.recompute(store, RULES)["sessions"] == 5
 
 
 def test_reads_for_the_dashboard(store):
-    high = store.alerts(severity="high")
+    reader = Reader(store)
+    high = reader.alerts(severity="high")
     assert set(high.rule) == {"angry_streak"} and "agent_id" in high
-    assert len(store.alerts(since="2026-11-09")) == len(store.alerts(session_id=CALLS[3]
-                                                                     .session_id)) + \
-        len(store.alerts(session_id=CALLS[4].session_id))
-    weekly = store.aggregates(by="agent", period="week")
+    assert len(reader.alerts(SessionFilter(since="2026-11-09"))) == \
+        len(reader.alerts(only(CALLS[3].session_id))) + \
+        len(reader.alerts(only(CALLS[4].session_id)))
+    weekly = reader.aggregates(by="agent", period="week")
     assert weekly.sessions.sum() == 5 and set(weekly.key) == {"a0", "a1"}
-    base = store.baselines()
+    base = reader.baselines(RULES)
     assert set(base.person) >= {"a0", "a1", "c1"}
-    assert set(store.person_sessions().columns) >= {"person", "mix", "volatility"}
-    assert list(store.session_metrics().mix.iloc[0]) and len(LABELS) == 9
+    assert set(reader.person_sessions().columns) >= {"person", "mix", "volatility"}
+    assert list(reader.session_metrics().mix.iloc[0]) and len(LABELS) == 9
 
 
 def test_cli_recompute(store, tmp_path):
     from typer.testing import CliRunner
 
-    from ingest.cli import app
+    from cli.main import app
     runner = CliRunner()
     res = runner.invoke(app, ["recompute", "--db", str(store.path)])
     assert res.exit_code == 0, res.output
@@ -179,7 +195,7 @@ def test_cli_recompute(store, tmp_path):
 def test_ingest_refuses_a_broken_rules_file_before_reading_audio(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from ingest.cli import app
+    from cli.main import app
     (tmp_path / "emoscope.toml").write_text("[trend]\nthreshold = \n")
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, ["ingest", str(tmp_path / "missing.wav"), "--db",

@@ -72,7 +72,7 @@ def test_readers_never_fail_while_the_worker_writes(tmp_path, speech):
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "ingest.cli", "worker", "--db", str(db), "--model", "tiny-random",
+        [sys.executable, "-m", "cli.main", "worker", "--db", str(db), "--model", "tiny-random",
          "--device", "cpu", "--settle", "0", "--poll", "0.05"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     fed: list[str] = []

@@ -20,6 +20,7 @@ import numpy as np
 from core import inbox
 from core.store import Store
 from tests.audio_gen import silence, write
+from tests.store_fixtures import writer_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -29,12 +30,12 @@ _DRIVER = """
 import sys, time
 from pathlib import Path
 import ingest.worker as worker_mod
-from core.store import Store
 from ingest.model import load
+from tests.store_fixtures import writer_for
 from ingest.worker import Worker, default_config
 
 db, marker, where, nth = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-w = Worker(Store(db), load("tiny-random", "cpu"), default_config(db, poll_s=0.05, settle_s=0),
+w = Worker(writer_for(db), load("tiny-random", "cpu"), default_config(db, poll_s=0.05, settle_s=0),
            echo=lambda line: print(line, flush=True))
 seen = {"analysis": 0, "commit": 0}
 
@@ -97,7 +98,7 @@ def test_kill_9_mid_session_twice_then_restart_redoes_it_once(tmp_path, model, s
     for name in names:
         (ref_dir / name).write_bytes((box / name).read_bytes())
     ref = Store(tmp_path / "ref.duckdb")
-    ingest_paths([ref_dir], ref, model)
+    ingest_paths([ref_dir], writer_for(ref.path), model)
 
     db = data / "emoscope.duckdb"
     marker = tmp_path / "reached"
@@ -108,7 +109,7 @@ def test_kill_9_mid_session_twice_then_restart_redoes_it_once(tmp_path, model, s
     assert_only_committed(db, crashed, n_done=1)
 
     restart = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", "worker", "--db", str(db), "--model", "tiny-random",
+        [sys.executable, "-m", "cli.main", "worker", "--db", str(db), "--model", "tiny-random",
          "--device", "cpu", "--once", "--settle", "0", "--poll", "0.05"],
         env=ENV, capture_output=True, text=True, timeout=180)
     assert restart.returncode == 0, restart.stderr

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.labels import ZH
+from core.queries import Reader
 from core.store import Store
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -26,7 +27,7 @@ def open_page(name: str | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     if name and name != "overview":
-        at.switch_page(f"pages/{name}.py")
+        at.switch_page(f"views/{name}.py")
         at.run()
     return at
 
@@ -58,11 +59,11 @@ def test_page_renders_with_untrained_banner(db, page):
 def test_overview_kpis_and_filters(db):
     at = open_page()
     clean(at)
-    sessions = Store(db).sessions()
+    sessions = Reader(Store(db)).session_rows()
     assert metric(at, "Sessions") == str(len(sessions))
     hours = sessions.duration_s.sum() / 3600
     assert metric(at, "Audio hours") == f"{hours:,.2f}"
-    alerts = Store(db).alerts()
+    alerts = Reader(Store(db)).alerts()
     assert metric(at, "Flagged sessions") == str(alerts.session_id.nunique())
     at.text_input(key="ov_text").input("diary").run()
     clean(at)
@@ -92,7 +93,7 @@ def test_label_toggle_switches_chart_labels_to_chinese(db):
     names = {t.get("name") for t in spec["data"]}
     assert names and names <= set(ZH.values())
     # The choice survives a change of page.
-    at.switch_page("pages/session.py").run()
+    at.switch_page("views/session.py").run()
     clean(at)
     assert at.session_state["lang_value"] == "zh"
     cursor = next(m.value for m in at.markdown if m.value.count("**") == 4)
@@ -104,7 +105,7 @@ def test_session_timeline_click_moves_the_player(db):
     clean(at)
     sid = at.session_state["session_id"]
     assert audio_start(at) == 0
-    segs = Store(db).segments(sid)
+    segs = Reader(Store(db)).segments(sid)
     target = segs.iloc[len(segs) // 2]
     # What a click on the timeline stores (session.handle_click): the moment to play from.
     at.session_state["seek"] = {"session_id": sid, "t_s": float(target.start_s) + 0.01,
@@ -123,7 +124,7 @@ def test_session_timeline_click_moves_the_player(db):
 def test_session_page_lists_segments_and_exports(db):
     at = open_page("session")
     sid = at.session_state["session_id"]
-    n = len(Store(db).segments(sid))
+    n = len(Reader(Store(db)).segments(sid))
     assert metric(at, "Segments") == str(n)
     labels = [b.proto.label for b in at.get("download_button")]
     assert any("CSV" in x for x in labels) and any("JSON" in x for x in labels)
@@ -149,7 +150,7 @@ def test_alerts_thresholds_change_the_list(db):
         cap = next(c.value for c in at.caption if "alerts in" in c.value)
         return int(cap.split()[0].replace(",", ""))
 
-    m = Store(db).session_metrics()
+    m = Reader(Store(db)).session_metrics()
     watched = m[m.speaker.isin(["customer", "speaker"])]
     at.multiselect(key="th_roles").set_value(["customer", "speaker"])
     at.slider(key="th_unrel").set_value(1.0)
@@ -167,11 +168,11 @@ def test_alerts_thresholds_change_the_list(db):
 
 def test_alert_drill_down_opens_the_session_at_the_moment(db):
     at = open_page("alerts")
-    sid = Store(db).sessions().session_id.iloc[0]
+    sid = Reader(Store(db)).session_rows().session_id.iloc[0]
     # The drill-down writes the session and the moment, then switches page.
     at.session_state["session_id"] = sid
     at.session_state["seek"] = {"session_id": sid, "t_s": 3.7}
-    at.switch_page("pages/session.py").run()
+    at.switch_page("views/session.py").run()
     clean(at)
     assert at.session_state["session_id"] == sid
     assert audio_start(at) == 3
@@ -202,7 +203,7 @@ def test_reports_build_every_format(db):
     clean(at)
     at.button(key="rp_build").click().run()
     clean(at)
-    n = Store(db).counts()["segments"]
+    n = Reader(Store(db)).counts()["segments"]
     assert any(f"{n:,} segments" in s.value for s in at.success)
     labels = [b.proto.label for b in at.get("download_button")]
     for want in ("CSV", "Parquet", "NPY", "JSON", "PDF"):
@@ -236,7 +237,7 @@ def test_new_data_shows_without_restart(ingested_db, tmp_path, monkeypatch):
 def test_find_similar_from_the_session_page(db):
     at = open_page("session")
     sid = at.session_state["session_id"]
-    segs = Store(db).segments(sid)
+    segs = Reader(Store(db)).segments(sid)
     target = segs.iloc[-1]
     at.session_state["seek"] = {"session_id": sid, "t_s": float(target.start_s),
                                 "segment_id": target.segment_id}
@@ -254,8 +255,8 @@ def test_overview_filters_survive_a_visit_to_another_page(db):
     at.multiselect(key="ov_team").set_value(["support"])
     at.text_input(key="ov_text").input("call").run()
     assert metric(at, "Sessions") == "1"
-    at.switch_page("pages/alerts.py").run()
-    at.switch_page("pages/overview.py").run()
+    at.switch_page("views/alerts.py").run()
+    at.switch_page("views/overview.py").run()
     clean(at)
     assert at.multiselect(key="ov_team").value == ["support"]
     assert at.text_input(key="ov_text").value == "call"

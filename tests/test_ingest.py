@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from core.queries import Reader
 from core.store import Store
-from ingest.cli import app
+from cli.main import app
 from tests.audio_gen import FORMATS, silence, write
 
 runner = CliRunner()
@@ -52,7 +53,7 @@ def test_mixed_folder_stores_good_names_broken_and_second_run_changes_nothing(mi
     orphans = store.query("SELECT count(*) n FROM segments JOIN sessions USING (session_id) "
                           "WHERE status = 'failed'").n[0]
     assert orphans == 0
-    counts = store.counts()
+    counts = Reader(store).counts()
     speakers = store.query("SELECT DISTINCT speaker FROM segments JOIN sessions "
                            "USING (session_id) WHERE file_name = 'call.mp3'").speaker
     assert set(speakers) == {"agent", "customer"}
@@ -60,18 +61,18 @@ def test_mixed_folder_stores_good_names_broken_and_second_run_changes_nothing(mi
     second = runner.invoke(app, args)
     assert second.exit_code == 1
     assert "skipped 12" in second.output.replace("\n", " ")
-    after = store.counts()
+    after = Reader(store).counts()
     assert {k: v for k, v in after.items() if k != "runs"} == \
            {k: v for k, v in counts.items() if k != "runs"}
 
     forced = runner.invoke(app, args + ["--force"])
     assert forced.exit_code == 1
-    assert store.counts()["segments"] == counts["segments"]
-    assert store.counts()["sessions"] == counts["sessions"]
+    assert Reader(store).counts()["segments"] == counts["segments"]
+    assert Reader(store).counts()["sessions"] == counts["sessions"]
 
 
 def test_runs_record_model_and_untrained(ingested_db):
-    runs = Store(ingested_db).runs()
+    runs = Reader(Store(ingested_db)).runs()
     assert (runs.model == "tiny-random").all() and not runs.trained.any()
     opts = json.loads(runs.options.iloc[0])
     assert opts["max_segment_s"] == 12.0 and opts["curve_hop_s"] == 0.1
@@ -106,7 +107,7 @@ def test_manifest_roles_and_metadata(tmp_path, call_audio):
     assert res.exit_code == 0, res.output
     ch = Store(db).query("SELECT channel, speaker FROM channels ORDER BY channel")
     assert ch.speaker.tolist() == ["customer", "agent"]
-    s = Store(db).sessions().iloc[0]
+    s = Reader(Store(db)).session_rows().iloc[0]
     assert (s.agent_id, s.team, str(s.recorded_at)) == ("a-ben", "billing", "2026-11-05 09:30:00")
 
 
@@ -128,7 +129,7 @@ def test_hostile_file_names_are_just_names(tmp_path, speech):
     r = runner.invoke(app, ["ingest", str(d), "--db", str(db), "--model", "tiny-random",
                             "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    assert Store(db).sessions().file_name.tolist() == [name]
+    assert Reader(Store(db)).session_rows().file_name.tolist() == [name]
 
 
 def test_predict_json_and_embeddings(tmp_path, speech):

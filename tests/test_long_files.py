@@ -51,11 +51,11 @@ def test_streamed_path_matches_the_whole_file_path(tmp_path, model, speech, monk
     clip = np.concatenate([speech, gap, speech * 0.6, gap, speech * 0.9, gap])
     path = write(tmp_path / "three.flac", np.stack([clip, np.roll(clip, 16000 * 2)]), "flac")
     opts = IngestOptions(engine="reference")
-    whole = analyse(prepare(path, SessionMeta(), opts, None, False), model, opts)
+    whole = analyse(prepare(path, SessionMeta(), opts), model, opts)
     block_s = (speech.size + gap.size) / 16_000  # boundaries fall in the pauses
     monkeypatch.setattr(streamed, "LONG_FILE_S", 1.0)
     monkeypatch.setattr(streamed, "BLOCK_S", block_s)
-    prep = prepare(path, SessionMeta(), opts, None, False)
+    prep = prepare(path, SessionMeta(), opts)
     assert prep.streamed and prep.samples is None
     parts = streamed.analyse_streamed(prep, model, opts, block_s=block_s)
     assert parts.status == whole.status == "ok"
@@ -74,15 +74,15 @@ def test_streamed_path_matches_the_whole_file_path(tmp_path, model, speech, monk
 _LONG_DRIVER = """
 import json, re, resource, sys, time
 from pathlib import Path
-from core.store import Store
 from ingest.model import load
+from tests.store_fixtures import writer_for
 from ingest.worker import Worker, default_config
 
 def mib(key):
     return int(re.search(key + r":\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 db, warm, long_file = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-w = Worker(Store(db), load("tiny-random", "cpu"), default_config(db, poll_s=0.05, settle_s=0),
+w = Worker(writer_for(db), load("tiny-random", "cpu"), default_config(db, poll_s=0.05, settle_s=0),
            echo=lambda line: None)
 w.start()
 warm.rename(w.cfg.inbox / warm.name)  # a short file first: model and VAD buffers allocated

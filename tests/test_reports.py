@@ -10,18 +10,18 @@ import pytest
 
 from core import reports
 from core.labels import LABELS
+from core.queries import Reader, SessionFilter
 from core.store import Store
 
 
 @pytest.fixture(scope="module")
 def segs(ingested_db):
-    store = Store(ingested_db)
-    ids = store.sessions().session_id.tolist()
-    return reports.segments_for(store, ids)
+    reader = Reader(Store(ingested_db))
+    return reader.export_segments(SessionFilter(tuple(reader.sessions().session_id)))
 
 
-def test_segments_for_holds_every_segment_with_model(ingested_db, segs):
-    counts = Store(ingested_db).counts()
+def test_export_segments_holds_every_segment_with_model(ingested_db, segs):
+    counts = Reader(Store(ingested_db)).counts()
     assert len(segs) == counts["segments"] > 0
     assert set(segs.model) == {"tiny-random"}
     assert not segs.trained.any()
@@ -69,9 +69,9 @@ def test_model_lines_warn_about_untrained_models():
 
 
 def test_pdf_report(ingested_db, segs):
-    store = Store(ingested_db)
-    sessions = store.sessions()
-    alerts = store.alerts()
+    reader = Reader(Store(ingested_db))
+    sessions = reader.sessions()
+    alerts = reader.alerts()
     data = reports.ReportData(
         title="Weekly report", scope="Sessions: all", sessions=sessions,
         segments=segs.drop(columns=["embedding"]), alerts=alerts,

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from core import search
+from core.queries import Reader, SessionFilter
 from core.store import Store
 
 
@@ -92,7 +93,7 @@ def test_pca_2d_samples_and_separates_clusters():
 
 def test_store_embedding_matrix_matches_the_rows(ingested_db):
     store = Store(ingested_db)
-    meta, matrix, dropped = store.embedding_matrix()
+    meta, matrix, dropped = Reader(store).embedding_matrix()
     rows = store.query("SELECT segment_id, embedding FROM segments")
     ids, emb = rows.segment_id.tolist(), np.stack(rows.embedding.to_numpy())
     assert dropped == 0
@@ -111,17 +112,15 @@ def test_updated_index_equals_a_full_rebuild(ingested_db, tmp_path):
     db = tmp_path / "s.duckdb"
     shutil.copy(ingested_db, db)
     store = Store(db)
-
-    def stamps():
-        r = store.query("SELECT session_id, ingested_at FROM sessions WHERE status = 'ok'")
-        return dict(zip(r.session_id, r.ingested_at))
+    reader = Reader(store)
+    stamps = reader.ingest_stamps
 
     def full():
-        meta, matrix, dropped = store.embedding_matrix()
+        meta, matrix, dropped = reader.embedding_matrix()
         return search.build_index(matrix, meta, dropped)
 
     def fetch(ids, dim):
-        return store.embedding_matrix(ids, dim)
+        return reader.embedding_matrix(SessionFilter(session_ids=tuple(ids)), dim)
 
     index, before = full(), stamps()
     assert search.updated(index, before, before, fetch) is index  # nothing changed

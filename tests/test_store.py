@@ -1,10 +1,23 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from core.labels import LABELS
 from core.migrations import MIGRATIONS
+from core.queries import Reader, SessionFilter
+from core.rules import load_rules
+from core.sessions import SessionWriter
 from core.store import Store
 from core.types import ChannelQuality, Curve, Segment, SessionMeta, SessionResult
+
+RULES = load_rules(Path(__file__).resolve().parent.parent / "core" / "default_rules.toml")
+
+
+def opened(tmp_path) -> tuple[Store, SessionWriter, Reader]:
+    store = Store(tmp_path / "db.duckdb")
+    store.migrate()
+    return store, SessionWriter(store, RULES), Reader(store)
 
 
 def make_result(sha="ab" * 32, n_segments=3, status="ok") -> SessionResult:
@@ -26,57 +39,56 @@ def test_round_trip(tmp_path):
     store = Store(tmp_path / "db.duckdb")
     assert store.migrate() == [name for name, _ in MIGRATIONS]
     assert store.migrate() == []  # applied once
+    reader = Reader(store)
     r = make_result()
-    store.save_session(r, run_id=None)
+    SessionWriter(store, RULES).save(r, run_id=None)
     seg = store.query("SELECT * FROM segments ORDER BY start_s")
     assert seg.segment_id.tolist() == [s.segment_id for s in r.segments]
     np.testing.assert_allclose(np.stack(seg.scores.to_numpy()), np.stack([s.scores for s in r.segments]),
                                rtol=1e-6)
-    meta, emb, _ = store.embedding_matrix()
+    meta, emb, _ = reader.embedding_matrix()
     assert meta.segment_id.tolist() == [s.segment_id for s in r.segments]
     np.testing.assert_allclose(emb, np.stack([s.embedding for s in r.segments]), rtol=1e-6)
-    frames = store.frames(r.session_id)
+    frames = reader.frames(r.session_id)
     assert list(frames.columns[3:]) == LABELS and len(frames) == 10
-    sess = store.sessions().iloc[0]
+    sess = reader.session_rows().iloc[0]
     assert sess.agent_id == "a1" and list(sess.tags) == ["t"] and sess.status == "ok"
 
 
 def test_replace_never_duplicates(tmp_path):
-    store = Store(tmp_path / "db.duckdb")
-    store.migrate()
-    store.save_session(make_result(n_segments=3), None)
-    store.save_session(make_result(n_segments=2), None)
-    assert store.counts()["segments"] == 2 and store.counts()["sessions"] == 1
+    store, writer, reader = opened(tmp_path)
+    writer.save(make_result(n_segments=3), None)
+    writer.save(make_result(n_segments=2), None)
+    assert reader.counts()["segments"] == 2 and reader.counts()["sessions"] == 1
 
 
 def test_failure_inside_transaction_leaves_nothing_half_written(tmp_path):
-    store = Store(tmp_path / "db.duckdb")
-    store.migrate()
-    store.save_session(make_result(), None)
-    before = store.counts()
+    store, writer, reader = opened(tmp_path)
+    writer.save(make_result(), None)
+    before = reader.counts()
+    metrics = store.query("SELECT * FROM session_metrics ORDER BY speaker")
+    assert len(metrics)  # the writer stored the analytics with the session
 
     def boom(con, sid):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        store.save_session(make_result(n_segments=5), None, derived=boom)
-    assert store.counts() == before
+        writer.save(make_result(n_segments=5), None, also=boom)
+    assert reader.counts() == before
+    assert store.query("SELECT * FROM session_metrics ORDER BY speaker").equals(metrics)
 
 
 def test_failed_result_never_overwrites_a_good_session(tmp_path):
-    store = Store(tmp_path / "db.duckdb")
-    store.migrate()
-    store.save_session(make_result(), None)
-    bad = SessionResult("s" + ("ab" * 32)[:15], "/x/a.wav", "a.wav", "ab" * 32, 0, 0,
-                        SessionMeta(), status="failed", error="boom")
-    store.save_session(bad, None)
-    assert store.status_of("ab" * 32) == "ok" and store.counts()["segments"] == 3
+    store, writer, reader = opened(tmp_path)
+    writer.save(make_result(), None)
+    bad = SessionResult.failed("/x/a.wav", "ab" * 32, SessionMeta(), "boom")
+    assert writer.save(bad, None) is False
+    assert writer.status_of("ab" * 32) == "ok" and reader.counts()["segments"] == 3
 
 
 def test_filter_values_are_parameters(tmp_path):
-    store = Store(tmp_path / "db.duckdb")
-    store.migrate()
-    store.save_session(make_result(), None)
+    store, writer, reader = opened(tmp_path)
+    writer.save(make_result(), None)
     hostile = "'; DROP TABLE segments; --"
-    assert store.query("SELECT * FROM sessions WHERE agent_id = ?", [hostile]).empty
-    assert store.counts()["segments"] == 3
+    assert reader.sessions(SessionFilter(agent=hostile, team=hostile)).empty
+    assert reader.counts()["segments"] == 3

@@ -9,11 +9,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import inbox
-from core.store import Store
 from ingest.worker import Worker, default_config
+from tests.store_fixtures import writer_for
 from tests.audio_gen import write
 
-PAGE = str(Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "upload.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "dashboard" / "views" / "upload.py")
 ROOT_ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 SAFE = re.compile(r"^u\d{14}-[0-9a-f]{12}\.(wav|bin)$")
 HOSTILE = ["../../x.wav", "..\\..\\evil.wav", "a\x00b.wav", "$(touch pwned).wav",
@@ -82,7 +82,7 @@ def test_the_page_shows_queued_done_and_failed_with_the_reason(env, tmp_path, sp
     wav = write(tmp_path / "speech.wav", speech).read_bytes()
     at = submit(page(), [("call.wav", wav, "audio/wav"), ("notes.wav", b"hello" * 99, "audio/wav")])
     db = env / "emoscope.duckdb"
-    w = Worker(Store(db), model, default_config(db, settle_s=0, poll_s=0.05),
+    w = Worker(writer_for(db), model, default_config(db, settle_s=0, poll_s=0.05),
                echo=lambda line: None)
     w.start()
     assert w.scan() == 2
@@ -113,7 +113,7 @@ def test_files_over_the_size_limit_are_refused(env, monkeypatch):
 def test_the_page_runs_inside_the_app_navigation(env):
     at = AppTest.from_file(str(Path(PAGE).parent.parent / "app.py"), default_timeout=60)
     at.run()
-    at.switch_page("pages/upload.py")
+    at.switch_page("views/upload.py")
     at.run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Upload recordings"

@@ -11,9 +11,11 @@ from typer.testing import CliRunner
 from core import inbox as inbox_mod
 from core.inbox import InboxError
 from core.jobs import JobQueue
+from core.queries import Reader
 from core.store import Store, StoreBusy
-from ingest.cli import app
+from cli.main import app
 from ingest.worker import Worker, default_config
+from tests.store_fixtures import writer_for
 from tests.audio_gen import silence, speak, write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +24,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 def make_worker(db: Path, model, **kw) -> Worker:
     cfg = default_config(db, poll_s=0.05, settle_s=0, **kw)
-    return Worker(Store(db), model, cfg, echo=lambda line: None)
+    return Worker(writer_for(db), model, cfg, echo=lambda line: None)
 
 
 def jobs_of(db: Path):
@@ -165,7 +167,7 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(tmp_path, model,
     write(inbox / "hopeless.wav", speech * 0.5)
     w = make_worker(db, model, max_attempts=3)
     calls = {"flaky.wav": 0, "hopeless.wav": 0}
-    real_save = w.store.save_session
+    real_save = w.writer.save
 
     def save(result, *a, **kw):
         calls[result.file_name] += 1
@@ -173,7 +175,7 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(tmp_path, model,
             raise StoreBusy("database stayed locked for 30 s")
         return real_save(result, *a, **kw)
 
-    monkeypatch.setattr(w.store, "save_session", save)
+    monkeypatch.setattr(w.writer, "save", save)
     w.run(once=True)
     jobs = jobs_of(db).set_index("file_name")
     assert jobs.loc["flaky.wav"].status == "done" and jobs.loc["flaky.wav"].attempts == 3
@@ -228,15 +230,15 @@ def test_hostile_values_are_data_not_sql(tmp_path, model, speech):
     assert evil + ".wav" in set(jobs.file_name)
     assert store.query("SELECT count(*) n FROM sessions WHERE agent_id = ?", [evil]).n[0] == 1
     assert store.query("SELECT count(*) n FROM segments WHERE speaker = ?", [evil]).n[0] == 0
-    assert len(store.alerts(speaker=evil, rule=evil)) == 0
-    assert store.counts()["segments"] > 0  # the table is still there, rows and all
+    assert len(Reader(store).alerts(speaker=evil, rule=evil)) == 0
+    assert Reader(store).counts()["segments"] > 0  # the table is still there, rows and all
 
 
 def test_demo_runs_a_worker_beside_the_dashboard_and_stops_it(tmp_path):
-    from ingest.cli import _worker_beside
-    with _worker_beside(tmp_path / "data" / "emoscope.duckdb", "tiny-random") as proc:
+    from cli.serve import worker_beside
+    with worker_beside(tmp_path / "data" / "emoscope.duckdb", "tiny-random") as proc:
         assert proc.poll() is None
-        assert proc.args[1:4] == ["-m", "ingest.cli", "worker"]
+        assert proc.args[1:4] == ["-m", "cli.main", "worker"]
     assert proc.returncode is not None
 
 

@@ -11,12 +11,9 @@ import streamlit as st
 from core.labels import COLORS, LABELS, display
 from core.store import StoreBusy
 from dashboard.components import data
+from dashboard.components.nav import LANG_KEY, LANG_VALUE
 
 log = logging.getLogger("emoscope.dashboard")
-
-LANG_KEY = "lang"  # the toggle widget
-LANG_VALUE = "lang_value"  # the choice itself: widget state does not survive a page change
-SEEK_KEY = "seek"  # {"session_id", "t_s"}: the moment the session page's player starts at
 
 
 def lang() -> str:

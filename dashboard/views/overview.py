@@ -3,17 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core import aggregates
 from core.labels import LABELS, NEGATIVE
-from dashboard.components import charts, data, filters, ui
-
-SESSION_KEY = "session_id"
-
-
-def open_session(session_id: str, t_s: float | None = None) -> None:
-    st.session_state[SESSION_KEY] = session_id
-    if t_s is not None:
-        st.session_state[ui.SEEK_KEY] = {"session_id": session_id, "t_s": float(t_s)}
-    st.switch_page("pages/session.py", query_params={"session": session_id})
+from dashboard.components import charts, data, filters, nav, ui
 
 
 def kpis(rows) -> None:
@@ -55,7 +47,7 @@ def table(rows) -> None:
             "session_id": "Session"})
     picked = ev.selection.rows if ev is not None else []
     if picked:
-        open_session(view.iloc[picked[0]].session_id)
+        nav.open_session(view.iloc[picked[0]].session_id)
 
 
 def main() -> None:
@@ -69,7 +61,7 @@ def main() -> None:
     kpis(rows)
     left, right = st.columns([3, 1])
     period = right.radio("Emotion mix by", ["day", "week"], horizontal=True, key="ov_period")
-    mix = data.mix_over_time(data.mix_table(v, p), rows, len(summary), period)
+    mix = aggregates.mix_over_time(data.mix_table(v, p), rows, len(summary), period)
     with left:
         st.subheader("Emotion mix over time")
     if len(mix):

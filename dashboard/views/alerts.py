@@ -6,16 +6,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from dashboard.components import data, ui, whatif
-
-
-@st.cache_resource(show_spinner=False)
-def rules():
-    from core.rules import RulesError, load_rules
-    try:
-        return load_rules()
-    except RulesError:
-        return None
+from dashboard.components import data, nav, ui, whatif
 
 
 def volatility(metrics: pd.DataFrame, v, p) -> None:
@@ -81,7 +72,7 @@ def people(v, p) -> None:
 
 
 def thresholds(metrics: pd.DataFrame) -> whatif.Thresholds:
-    r = rules()
+    r = data.rules()
     d = whatif.Thresholds()
     if r is not None:
         lq = next((a for a in r.alerts if a.kind == "last_quarter_share"), None)
@@ -107,7 +98,7 @@ def thresholds(metrics: pd.DataFrame) -> whatif.Thresholds:
 
 def alert_list(v, p, metrics: pd.DataFrame, summary: pd.DataFrame) -> None:
     th = thresholds(metrics)
-    r = rules()
+    r = data.rules()
     streaks = {a.rule for a in r.alerts if a.kind == "streak"} if r else set()
     found = whatif.evaluate(metrics, data.volatility_peaks(v, p), data.alerts(v, p), th, streaks)
     c = st.columns([1, 1, 3])
@@ -136,9 +127,7 @@ def alert_list(v, p, metrics: pd.DataFrame, summary: pd.DataFrame) -> None:
     picked = ev.selection.rows if ev is not None else []
     if picked:
         a = view.iloc[picked[0]]
-        st.session_state["session_id"] = a.session_id
-        st.session_state[ui.SEEK_KEY] = {"session_id": a.session_id, "t_s": float(a.t_s)}
-        st.switch_page("pages/session.py", query_params={"session": a.session_id})
+        nav.open_session(a.session_id, float(a.t_s))
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ def chosen(summary: pd.DataFrame, v, p) -> tuple[pd.DataFrame, str]:
 
 
 def build(rows: pd.DataFrame, scope: str, v, p) -> dict[str, bytes]:
-    return reports.build_all(data.store(), rows, scope, alerts=data.alerts(v, p))
+    return reports.build_all(data.reader(), rows, scope, alerts=data.alerts(v, p))
 
 
 def main() -> None:

@@ -11,9 +11,7 @@ import streamlit as st
 
 from core import search
 from core.labels import LABELS
-from dashboard.components import charts, data, ui
-
-QUERY_KEY = "similar_segment"  # the session page's "find similar" writes the segment id here
+from dashboard.components import charts, data, nav, ui
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=1)
@@ -28,13 +26,16 @@ def model(name: str, path: str | None):
     return None
 
 
+MAX_CLIP_S = 60
+
+
 def embed_upload(upload, v, p) -> np.ndarray | None:
-    from core.audio import AudioError, decode
-    runs = data.store().query("SELECT r.model, r.model_path FROM sessions s JOIN runs r "
-                              "USING (run_id) ORDER BY s.ingested_at DESC LIMIT 1")
-    if runs.empty:
+    from core.audio import SAMPLE_RATE, AudioError, decode
+    made_by = data.latest_model(v, p)
+    if made_by is None:
         st.error("No stored session says which model made its embeddings.")
         return None
+    name, path = made_by
     with tempfile.NamedTemporaryFile(suffix=Path(upload.name).suffix) as f:
         f.write(upload.getvalue())
         f.flush()
@@ -43,18 +44,18 @@ def embed_upload(upload, v, p) -> np.ndarray | None:
         except AudioError as e:
             st.error(f"{upload.name}: {e}")
             return None
-    if clip.size > 60 * 16000:
-        st.warning("Only the first 60 seconds of the clip are used.")
-        clip = clip[:60 * 16000]
-    lm = model(runs.model.iloc[0], runs.model_path.iloc[0])
+    if clip.size > MAX_CLIP_S * SAMPLE_RATE:
+        st.warning(f"Only the first {MAX_CLIP_S} seconds of the clip are used.")
+        clip = clip[:MAX_CLIP_S * SAMPLE_RATE]
+    lm = model(name, path)
     if lm is None:
-        st.error(f"The model `{runs.model.iloc[0]}` that made the stored embeddings cannot be "
+        st.error(f"The model `{name}` that made the stored embeddings cannot be "
                  "loaded here, so an uploaded clip cannot be compared with them.")
         return None
     from ingest.predict import predict_clip
     result, emb = predict_clip(lm, clip)
     st.caption(f"The clip sounds **{ui.label(result['emotion'])}** "
-               f"({result['confidence']:.2f}) to `{runs.model.iloc[0]}`.")
+               f"({result['confidence']:.2f}) to `{name}`.")
     return emb
 
 
@@ -69,8 +70,8 @@ def query_vector(index: search.Index, v, p) -> tuple[np.ndarray | None, str | No
             st.info("Upload a clip to search with it.")
             return None, None, None
         return embed_upload(up, v, p), None, None
-    default = st.session_state.get(QUERY_KEY, "")
-    sid = st.session_state.get("session_id")
+    default = nav.similar_query()
+    sid = nav.last_session()
     if not default and sid:
         seg = data.session_segments(v, p, sid)
         if len(seg):
@@ -129,11 +130,7 @@ def results(hits: pd.DataFrame, summary: pd.DataFrame) -> None:
         else:
             c[2].caption("recording not available")
         if c[3].button("Open", key=f"sim_open_{i}", help="Open the session at this moment"):
-            st.session_state["session_id"] = h.session_id
-            st.session_state[ui.SEEK_KEY] = {"session_id": h.session_id,
-                                             "t_s": float(h.start_s),
-                                             "segment_id": h.segment_id}
-            st.switch_page("pages/session.py", query_params={"session": h.session_id})
+            nav.open_session(h.session_id, float(h.start_s), h.segment_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=2)

@@ -10,9 +10,8 @@ import streamlit as st
 
 from core import reports
 from core.labels import NEGATIVE
-from dashboard.components import charts, data, ui
+from dashboard.components import charts, data, nav, ui
 
-SESSION_KEY = "session_id"
 CHART_KEY = "_timeline_n"  # bumped after each click: a fresh chart without a selection
 # Containers browsers play as they are; anything else is decoded and sent as WAV.
 PLAYABLE = {".wav", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".flac", ".webm", ".aac", ".mp4"}
@@ -20,25 +19,13 @@ PLAYABLE = {".wav", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".flac", ".webm", "
 
 def chosen_session(v, p) -> str | None:
     ids, text = data.session_choices(v, p)
-    wanted = st.query_params.get("session") or st.session_state.get(SESSION_KEY)
+    wanted = nav.wanted_session()
     if wanted not in text:
         wanted = ids[0] if ids else None
     sid = st.selectbox("Session", ids, index=ids.index(wanted) if wanted in text else 0,
                        format_func=text.get)
-    if sid != st.query_params.get("session"):
-        st.query_params["session"] = sid
-    st.session_state[SESSION_KEY] = sid
+    nav.remember_session(sid)
     return sid
-
-
-def seek_time(sid: str) -> float:
-    s = st.session_state.get(ui.SEEK_KEY)
-    return float(s["t_s"]) if isinstance(s, dict) and s.get("session_id") == sid else 0.0
-
-
-def seek(sid: str, t_s: float, segment_id: str | None = None) -> None:
-    st.session_state[ui.SEEK_KEY] = {"session_id": sid, "t_s": float(t_s),
-                                     "segment_id": segment_id}
 
 
 def timeline_figure(version: tuple, path: str, sid: str, lang: str, duration_s: float):
@@ -61,7 +48,7 @@ def handle_click(sid: str, event) -> None:
     p = points[0]
     t, row = charts.clicked(p)
     seg = data.session_segments(*data.state(), sid)
-    seek(sid, t, seg.segment_id.iloc[row] if 0 <= row < len(seg) else None)
+    nav.seek(sid, t, seg.segment_id.iloc[row] if 0 <= row < len(seg) else None)
     st.session_state[CHART_KEY] = st.session_state.get(CHART_KEY, 0) + 1
     st.rerun()
 
@@ -126,8 +113,7 @@ def segment_detail(s: pd.Series | None) -> None:
     st.write("Fallback action:", f"`{action}`" if action else "none (confident)")
     st.caption(f"Segment {s.segment_id}")
     if st.button("Find similar moments", key="find_similar"):
-        st.session_state["similar_segment"] = s.segment_id
-        st.switch_page("pages/similar.py")
+        nav.find_similar(s.segment_id)
 
 
 def segment_table(sid: str, seg: pd.DataFrame) -> None:
@@ -148,7 +134,7 @@ def segment_table(sid: str, seg: pd.DataFrame) -> None:
     if rows and st.session_state.get("_segtable_sig") != sig:
         st.session_state["_segtable_sig"] = sig
         r = seg.iloc[rows[0]]
-        seek(sid, r.start_s, r.segment_id)
+        nav.seek(sid, r.start_s, r.segment_id)
         st.rerun()
 
 
@@ -176,17 +162,15 @@ def alerts_list(sid: str, al: pd.DataFrame) -> None:
         c = st.columns([1, 6])
         if c[0].button(ui.fmt_time(a.t_s or 0), key=f"alert_{sid}_{i}",
                        help="Move the player to this moment"):
-            seek(sid, a.t_s or 0.0)
+            nav.seek(sid, a.t_s or 0.0)
             st.rerun()
         c[1].markdown(f"**{a.severity}** · {a.speaker} · `{a.rule}` — {a.detail}")
 
 
-def export(sid: str, row: pd.Series, path: str) -> None:
+def export(sid: str, row: pd.Series) -> None:
     """Built when clicked (on a thread of its own), not on every rerun of the page."""
-    from core.store import Store
-
     def files(fmt):
-        return lambda: getattr(reports, f"to_{fmt}")(reports.segments_for(Store(path), [sid]))
+        return lambda: getattr(reports, f"to_{fmt}")(data.export_segments(sid))
     base = Path(str(row.file_name)).stem or sid
     c = st.columns(3)
     c[0].download_button("Segments (CSV)", files("csv"), f"{base}.csv", "text/csv")
@@ -212,7 +196,7 @@ def main() -> None:
     metrics = data.session_metrics(v, p, sid)
     al = data.alerts(v, p, sid)
     header(row, seg, metrics, len(al))
-    t = seek_time(sid)
+    t = nav.seek_time(sid)
     st.subheader("Timeline")
     fig = timeline_figure(v, p, sid, ui.lang(), float(row.duration_s or 0))
     if t:
@@ -221,8 +205,7 @@ def main() -> None:
                             on_select="rerun",
                             selection_mode=("points",))
     handle_click(sid, event)
-    t = seek_time(sid)
-    state = st.session_state.get(ui.SEEK_KEY) or {}
+    t = nav.seek_time(sid)
     left, right = st.columns([3, 2])
     with left:
         player(row, t)
@@ -230,8 +213,7 @@ def main() -> None:
         segment_table(sid, seg)
     with right:
         st.subheader("At the cursor")
-        segment_detail(segment_at(seg, t, state.get("segment_id")
-                                  if state.get("session_id") == sid else None))
+        segment_detail(segment_at(seg, t, nav.seek_segment(sid)))
     st.subheader("First vs last quarter, per speaker")
     trend(metrics)
     st.subheader("Volatility")
@@ -242,7 +224,7 @@ def main() -> None:
     st.subheader("Alerts")
     alerts_list(sid, al)
     st.subheader("Export this session")
-    export(sid, row, p)
+    export(sid, row)
 
 
 with ui.guard():

@@ -1,0 +1,111 @@
+"""Commands that analyse audio: ingest, predict, recompute."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import (app, fail_usage, load_model, load_rules_or_exit, note_untrained,
+                        writer_for)
+from core.store import DEFAULT_DB
+
+
+@app.command()
+def ingest(
+    paths: list[Path] = typer.Argument(None, help="Audio files or folders."),
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to write."),
+    model: str = typer.Option("emotion2vec_plus_large", help="Model name, directory or tiny-random."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    manifest: Optional[Path] = typer.Option(None, help="CSV with per-file metadata."),
+    force: bool = typer.Option(False, help="Re-analyse audio that is already stored."),
+    engine: str = typer.Option("engine", help="engine (batched) or reference (FunASR's loop)."),
+    roles: Optional[str] = typer.Option(None, help="Stereo speaker roles, e.g. 'customer,agent'."),
+) -> None:
+    """Analyse recordings and store their emotion timelines."""
+    from core.manifest import ManifestError, read
+    from ingest.options import IngestOptions
+    from ingest.pipeline import ingest_paths
+    from ingest.progress import CliProgress, print_summary
+
+    if engine not in ("engine", "reference"):
+        fail_usage(f"--engine must be engine or reference, not {engine!r}")
+    metadata = {}
+    if manifest is not None:
+        try:
+            metadata = read(manifest)
+        except ManifestError as e:
+            fail_usage(str(e))
+    targets = list(paths or []) or list(metadata)
+    if not targets:
+        fail_usage("give audio files or folders (or --manifest CSV)")
+    opts = IngestOptions(engine=engine)
+    if roles:
+        pair = tuple(r.strip() for r in roles.split(","))
+        if len(pair) != 2 or not all(pair):
+            fail_usage("--roles takes two names, e.g. customer,agent")
+        opts = IngestOptions(engine=engine, stereo_roles=pair)
+    writer = writer_for(db)
+    lm = load_model(model, device, warm=engine == "engine")
+    note_untrained(lm)
+    with CliProgress() as bar:
+        report = ingest_paths(targets, writer, lm, opts, metadata, force, bar.hook)
+    print_summary(report)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def predict(
+    file: Path = typer.Argument(..., help="One audio clip."),
+    model: str = typer.Option("emotion2vec_plus_large", help="Model name, directory or tiny-random."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    granularity: str = typer.Option("utterance", help="utterance or frame."),
+    embedding_out: Optional[Path] = typer.Option(None, help="Write the embedding to this .npy."),
+    engine: str = typer.Option("engine", help="engine or reference."),
+) -> None:
+    """Print the emotion of one clip as JSON (the seed's format)."""
+    import numpy as np
+
+    from core.audio import AudioError, decode
+    from ingest.predict import predict_clip
+
+    if granularity not in ("utterance", "frame"):
+        fail_usage("--granularity must be utterance or frame")
+    try:
+        clip = decode(file).samples.mean(axis=0)
+    except AudioError as e:
+        typer.secho(f"{file}: {e}", fg="red", err=True)
+        raise typer.Exit(1)
+    lm = load_model(model, device)
+    result, embedding = predict_clip(lm, clip, granularity, engine)
+    if embedding_out is not None:
+        np.save(embedding_out, embedding)
+    typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+
+
+@app.command()
+def recompute(
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to update."),
+    rules: Optional[Path] = typer.Option(None, help="Rules TOML (default: ./emoscope.toml, "
+                                                    "else the packaged defaults)."),
+) -> None:
+    """Rebuild session metrics and alerts for every stored session (after a rule change)."""
+    from rich.progress import Progress
+
+    from core import derived
+    from core.store import Store, StoreBusy
+
+    if not db.exists():
+        fail_usage(f"no database at {db}; ingest some audio first")
+    loaded = load_rules_or_exit(rules)
+    try:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("recompute", total=None)
+            out = derived.recompute(Store(db), loaded, progress=lambda done, total: bar.update(
+                task, completed=done, total=total))
+    except StoreBusy as e:
+        typer.secho(f"error: {e}; try again when the ingest has finished", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"recomputed {out['sessions']} sessions · {out['alerts']} alerts · rules "
+               f"{out['rules']} ({loaded.source}) · {out['seconds']:.1f} s")

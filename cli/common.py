@@ -1,0 +1,55 @@
+"""The Typer app and what its commands share: usage errors, model loading, the rules."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Emotion timelines for recorded conversations.")
+
+UNTRAINED_NOTE = "untrained test model: its labels mean nothing"
+
+
+def fail_usage(message: str) -> None:
+    """Exit 2 with one line on stderr: the contract for usage errors."""
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+def load_model(model: str, device: str, warm: bool = False):
+    from ingest.model import ModelUnavailable, load
+    try:
+        lm = load(model, device)
+    except ModelUnavailable as e:
+        fail_usage(str(e))
+    if warm:  # warm the batched engine at load (seed §5.1), not on the first real batch
+        from ingest.engine import warm_up
+        warm_up(lm)
+    return lm
+
+
+def note_untrained(lm) -> None:
+    if not lm.trained:
+        typer.secho(f"note: {lm.name} is an {UNTRAINED_NOTE}", fg="yellow", err=True)
+
+
+def load_rules_or_exit(path: Path | None = None):
+    """The analytics rules (emoscope.toml over the defaults); a broken file stops here,
+    before any audio is read."""
+    from core.rules import RulesError, load_rules
+    try:
+        return load_rules(path)
+    except RulesError as e:
+        fail_usage(str(e))
+
+
+def writer_for(db: Path, rules=None):
+    from core.sessions import SessionWriter
+    from core.store import Store
+    return SessionWriter(Store(db), rules if rules is not None else load_rules_or_exit())
+
+
+def require_db(db: Path) -> None:
+    if not db.exists():
+        fail_usage(f"no database at {db}; ingest some audio first")

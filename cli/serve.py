@@ -1,0 +1,116 @@
+"""Long-running commands: the dashboard, the inbox worker, and the demo that starts both."""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import (UNTRAINED_NOTE, app, fail_usage, load_model, note_untrained,
+                        writer_for)
+from core.store import DEFAULT_DB
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
+
+
+@app.command()
+def dashboard(
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to show."),
+    port: int = typer.Option(8501, help="Port to serve on."),
+) -> None:
+    """Open the Streamlit dashboard."""
+    from dashboard.launch import run_dashboard
+    raise typer.Exit(run_dashboard(db, port))
+
+
+@app.command()
+def worker(
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to write (the only writer)."),
+    inbox: Optional[Path] = typer.Option(None, help="Folder to watch; default: inbox/ next to "
+                                                    "the database."),
+    model: str = typer.Option("emotion2vec_plus_large", help="Model name, directory or tiny-random."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    once: bool = typer.Option(False, help="Process what is in the inbox, then exit."),
+    archive: bool = typer.Option(True, "--archive/--delete",
+                                 help="Keep finished files in archive/ or delete them."),
+    poll: float = typer.Option(1.0, help="Seconds between looks at the inbox."),
+    settle: float = typer.Option(2.0, help="Seconds a copied-in file must stay unchanged."),
+    max_attempts: int = typer.Option(3, help="Tries per file before it is failed."),
+) -> None:
+    """Ingest every file placed in the inbox, one at a time, as the single database writer."""
+    from core.inbox import InboxError
+    from ingest.worker import Worker, default_config, stop_on_sigterm
+
+    try:
+        cfg = default_config(db, inbox, delete=not archive, poll_s=poll, settle_s=settle,
+                             max_attempts=max(1, max_attempts))
+    except (InboxError, ValueError) as e:
+        fail_usage(str(e))
+    writer = writer_for(db)
+    lm = load_model(model, device, warm=True)
+    note_untrained(lm)
+    typer.secho(f"worker: watching {cfg.inbox} → {db}", err=True)
+    w = Worker(writer, lm, cfg,
+               echo=lambda line: typer.echo(f"{datetime.now():%H:%M:%S} {line}", err=True))
+    stop_on_sigterm()
+    try:
+        counts = w.run(once=once)
+    except KeyboardInterrupt:
+        counts = w.counts
+    typer.secho(f"worker: {counts['done']} done, {counts['failed']} failed", err=True)
+
+
+@app.command()
+def demo(
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to write."),
+    model: str = typer.Option(os.environ.get("EMOSCOPE_MODEL", "emotion2vec_plus_large"),
+                              help="Model; falls back to tiny-random when it cannot load."),
+    port: int = typer.Option(8501, help="Dashboard port."),
+    no_dashboard: bool = typer.Option(False, help="Only ingest the demo sessions."),
+) -> None:
+    """Ingest the bundled demo sessions, then open the dashboard."""
+    from core.manifest import read
+    from ingest.model import ModelUnavailable, load
+    from ingest.options import IngestOptions
+    from ingest.pipeline import ingest_paths
+    from ingest.progress import CliProgress, print_summary
+
+    manifest = DEMO_DIR / "manifest.csv"
+    if not manifest.exists():
+        fail_usage(f"{manifest} is missing; run `make demo-data`")
+    writer = writer_for(db)
+    try:
+        lm = load(model, "auto")
+    except ModelUnavailable as e:
+        typer.secho(f"{e}\nUsing tiny-random instead ({UNTRAINED_NOTE}).", fg="yellow", err=True)
+        lm = load("tiny-random", "auto")
+    metadata = read(manifest)
+    with CliProgress() as bar:
+        report = ingest_paths(list(metadata), writer, lm, IngestOptions(), metadata,
+                              progress=bar.hook)
+    print_summary(report)
+    if no_dashboard:
+        raise typer.Exit(report.exit_code)
+    with worker_beside(db, lm.name):  # uploads from the dashboard get ingested
+        dashboard(db, port)
+
+
+@contextmanager
+def worker_beside(db: Path, model: str):
+    """`emoscope worker` as a child process for as long as the block runs."""
+    import subprocess
+    cmd = [sys.executable, "-m", "cli.main", "worker", "--db", str(db), "--model", model]
+    typer.secho(f"worker: {' '.join(cmd[1:])}", err=True)
+    proc = subprocess.Popen(cmd)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,283 @@
+"""Every read of stored sessions that the dashboard, the exports and the CLI make.
+
+`Reader` runs them; each read takes its filter as one `SessionFilter`, and every read —
+including those of one session or one segment — is restricted to sessions that pass
+`Reader._sessions_where`, the single place where the rows a reader may see are decided.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core import aggregates
+from core.labels import NEGATIVE
+from core.metrics import ALL
+from core.store import Store, arrow_of
+from core.times import as_timestamp
+
+SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
+SESSION_DATE = "coalesce({a}.recorded_at, {a}.ingested_at)"
+# Segment metadata kept beside the embedding matrix (core.search.META_COLUMNS).
+EMBEDDING_META = ("g.segment_id, g.session_id, g.speaker, g.label, g.confidence, g.start_s, "
+                  "g.end_s, s.team, coalesce(s.recorded_at, s.ingested_at) AS \"when\"")
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    """Which sessions a read covers; every field optional. `until` is exclusive; dates compare
+    the session's date (recorded_at, else ingested_at)."""
+    session_ids: tuple[str, ...] | None = None
+    agent: str | None = None
+    person: str | None = None  # customer_id: a caller's customer or a diary's person
+    team: str | None = None
+    since: str | None = None
+    until: str | None = None
+    ok_only: bool = True
+
+    @classmethod
+    def of(cls, session_id: str) -> "SessionFilter":
+        return cls(session_ids=(session_id,), ok_only=False)
+
+
+EVERY = SessionFilter()
+EVERY_INCL_FAILED = SessionFilter(ok_only=False)
+
+
+class Reader:
+    def __init__(self, store: Store):
+        self.store = store
+
+    # -- the one place that decides which sessions a read covers -------------------------------
+    def _sessions_where(self, f: SessionFilter, a: str = "s") -> tuple[str, list]:
+        """SQL condition over `sessions` aliased `a`, and its parameters."""
+        where, params = ["true"], []
+        for col, val in (("agent_id", f.agent), ("customer_id", f.person), ("team", f.team)):
+            if val is not None:
+                where.append(f"{a}.{col} = ?")
+                params.append(val)
+        for op, val in ((">=", f.since), ("<", f.until)):
+            if as_timestamp(val) is not None:
+                where.append(f"{SESSION_DATE.format(a=a)} {op} ?")
+                params.append(as_timestamp(val))
+        if f.ok_only:
+            where.append(f"{a}.status = 'ok'")
+        if f.session_ids is not None:
+            where.append(f"list_contains(?, {a}.session_id)")
+            params.append(list(f.session_ids))
+        return " AND ".join(where), params
+
+    def _in(self, f: SessionFilter, col: str = "session_id") -> tuple[str, list]:
+        """`col IN (the sessions f covers)`, for tables keyed by session_id."""
+        cond, params = self._sessions_where(f, "s_")
+        return f"{col} IN (SELECT s_.session_id FROM sessions s_ WHERE {cond})", params
+
+    def _query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        return self.store.query(sql, params)
+
+    # -- the store as a whole ---------------------------------------------------------------
+    def tables(self) -> set[str]:
+        return set(self._query("SELECT table_name FROM information_schema.tables").table_name)
+
+    def counts(self) -> dict[str, int]:
+        with self.store.read() as con:
+            return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                    for t in ("sessions", "segments", "frames", "runs", "channels")}
+
+    def runs(self) -> pd.DataFrame:
+        return self._query("SELECT * FROM runs ORDER BY started_at")
+
+    def n_sessions(self, f: SessionFilter = EVERY_INCL_FAILED) -> int:
+        cond, params = self._sessions_where(f)
+        return int(self._query(f"SELECT count(*) AS n FROM sessions s WHERE {cond}",
+                               params).n.iloc[0])
+
+    def models(self, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """The models behind the sessions and whether each was trained."""
+        cond, params = self._sessions_where(f)
+        return self._query(
+            "SELECT r.model, r.trained, count(*) AS sessions FROM sessions s "
+            f"JOIN runs r USING (run_id) WHERE {cond} GROUP BY ALL ORDER BY sessions DESC",
+            params)
+
+    def latest_model(self) -> tuple[str, str | None] | None:
+        """(name, path) of the model behind the newest stored session: the one whose
+        embeddings a query clip must be compared with."""
+        cond, params = self._sessions_where(EVERY)
+        rows = self._query("SELECT r.model, r.model_path FROM sessions s JOIN runs r "
+                           f"USING (run_id) WHERE {cond} ORDER BY s.ingested_at DESC LIMIT 1",
+                           params)
+        return None if rows.empty else (rows.model.iloc[0], rows.model_path.iloc[0])
+
+    # -- sessions ------------------------------------------------------------------------
+    def sessions(self, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """Sessions passing `f`, oldest first: what exports list."""
+        cond, params = self._sessions_where(f)
+        return self._query(
+            f"SELECT session_id, file_name, {SESSION_DATE.format(a='s')} AS \"when\", "
+            f"duration_s, agent_id, customer_id, team FROM sessions s WHERE {cond} "
+            "ORDER BY \"when\", session_id", params)
+
+    def session_rows(self, f: SessionFilter = EVERY_INCL_FAILED) -> pd.DataFrame:
+        """Whole `sessions` rows, failed ones included by default."""
+        cond, params = self._sessions_where(f)
+        return self._query(f"SELECT * FROM sessions s WHERE {cond} "
+                           "ORDER BY recorded_at, session_id", params)
+
+    def ingest_stamps(self) -> dict[str, object]:
+        """session_id → when it was (re)ingested, for every ok session."""
+        cond, params = self._sessions_where(EVERY)
+        rows = self._query(f"SELECT session_id, ingested_at FROM sessions s WHERE {cond}",
+                           params)
+        return dict(zip(rows.session_id, rows.ingested_at))
+
+    def summary(self, f: SessionFilter = EVERY_INCL_FAILED) -> pd.DataFrame:
+        """One row per session with what the overview filters and sorts on, most severe first:
+        speakers, quality and alert flags, alert count and worst severity, volatility, talk
+        time, negative share and dominant label. Lists are built in SQL, never NULL."""
+        cond, params = self._sessions_where(f)
+        base = self._query(
+            "WITH ch AS (SELECT session_id, list_sort(list_distinct(list(speaker))) AS speakers, "
+            "  list_sort(list_distinct(flatten(list(coalesce(flags, []))))) AS qflags "
+            "  FROM channels GROUP BY 1), "
+            "al AS (SELECT session_id, count(*) AS n_alerts, max(CASE severity WHEN 'high' "
+            "  THEN 3 WHEN 'medium' THEN 2 ELSE 1 END) AS severity_rank, "
+            "  list_sort(list_distinct(list(rule))) AS alert_rules FROM alerts GROUP BY 1), "
+            "vol AS (SELECT session_id, volatility FROM session_metrics WHERE speaker = 'all') "
+            "SELECT s.session_id, s.file_name, s.source_path, s.status, s.error, s.duration_s, "
+            "s.n_channels, s.agent_id, s.customer_id, s.team, coalesce(s.tags, []) AS tags, "
+            f"{SESSION_DATE.format(a='s')} AS \"when\", s.run_id, "
+            "coalesce(ch.speakers, []) AS speakers, "
+            "list_sort(list_distinct(list_concat(coalesce(ch.qflags, []), "
+            "  coalesce(al.alert_rules, [])))) AS flags, "
+            "coalesce(al.n_alerts, 0)::INTEGER AS alerts, "
+            "coalesce(al.severity_rank, 0)::INTEGER AS severity_rank, vol.volatility "
+            "FROM sessions s LEFT JOIN ch USING (session_id) LEFT JOIN al USING (session_id) "
+            f"LEFT JOIN vol USING (session_id) WHERE {cond}", params)
+        mix = self.label_seconds(f)
+        talk = mix.groupby("session_id").seconds.sum()
+        neg = mix[mix.label.isin(NEGATIVE)].groupby("session_id").seconds.sum()
+        dom = (mix.sort_values(["session_id", "seconds"], ascending=[True, False])
+               .drop_duplicates("session_id").set_index("session_id").label)
+        base["talk_s"] = base.session_id.map(talk).fillna(0.0)
+        base["negative_share"] = (base.session_id.map(neg).fillna(0.0)
+                                  / base.talk_s.where(base.talk_s > 0)).astype(float)
+        base["dominant"] = base.session_id.map(dom)
+        inv = {v: k for k, v in SEVERITY_RANK.items()}
+        base["severity"] = base.severity_rank.map(inv).fillna("")
+        base["when"] = pd.to_datetime(base["when"])
+        base["session_id"] = base.session_id.astype(object)  # fast isin/map on plain strings
+        return base.sort_values(["severity_rank", "alerts", "negative_share", "when"],
+                                ascending=[False, False, False, False],
+                                na_position="last").reset_index(drop=True)
+
+    # -- one session -----------------------------------------------------------------------
+    def segments(self, session_id: str) -> pd.DataFrame:
+        cond, params = self._in(SessionFilter.of(session_id))
+        return self._query("SELECT * EXCLUDE (embedding) FROM segments WHERE session_id = ? "
+                           f"AND {cond} ORDER BY start_s, channel", [session_id, *params])
+
+    def frames(self, session_id: str) -> pd.DataFrame:
+        cond, params = self._in(SessionFilter.of(session_id))
+        return self._query(f"SELECT * FROM frames WHERE session_id = ? AND {cond} "
+                           "ORDER BY channel, t_s", [session_id, *params])
+
+    def channels(self, session_id: str) -> pd.DataFrame:
+        cond, params = self._in(SessionFilter.of(session_id))
+        return self._query(f"SELECT * FROM channels WHERE session_id = ? AND {cond} "
+                           "ORDER BY channel", [session_id, *params])
+
+    def segment(self, segment_id: str) -> pd.DataFrame:
+        cond, params = self._in(EVERY)
+        return self._query(f"SELECT * FROM segments WHERE segment_id = ? AND {cond}",
+                           [segment_id, *params])
+
+    # -- across sessions -------------------------------------------------------------------
+    def label_seconds(self, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """Seconds of speech per (session, label): the emotion mix at any grouping."""
+        cond, params = self._in(f)
+        return self._query("SELECT session_id, label, sum(end_s - start_s) AS seconds "
+                           f"FROM segments WHERE {cond} GROUP BY ALL", params)
+
+    def session_metrics(self, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """session_metrics rows with each session's metadata (agent, customer, team, dates)."""
+        cond, params = self._sessions_where(f)
+        return self._query(
+            "SELECT m.*, s.agent_id, s.customer_id, s.team, s.recorded_at, s.ingested_at, "
+            "s.duration_s, s.file_name FROM session_metrics m JOIN sessions s "
+            f"USING (session_id) WHERE {cond} ORDER BY s.recorded_at, m.session_id, "
+            "m.speaker = 'all', m.speaker", params)
+
+    def alerts(self, f: SessionFilter = EVERY, speaker: str | None = None,
+               rule: str | None = None, severity: str | None = None) -> pd.DataFrame:
+        """Alerts with session metadata, newest session first."""
+        cond, params = self._sessions_where(f)
+        for col, val in (("speaker", speaker), ("rule", rule), ("severity", severity)):
+            if val is not None:
+                cond += f" AND a.{col} = ?"
+                params.append(val)
+        return self._query(
+            "SELECT a.*, s.agent_id, s.customer_id, s.team, s.recorded_at, s.ingested_at, "
+            f"s.file_name FROM alerts a JOIN sessions s USING (session_id) WHERE {cond} "
+            f"ORDER BY {SESSION_DATE.format(a='s')} DESC, a.session_id, a.t_s, a.speaker, "
+            "a.rule", params)
+
+    def volatility_peaks(self, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """Where each (session, speaker)'s rolling volatility peaks: the moment to drill to."""
+        cond, params = self._in(f)
+        return self._query(
+            "SELECT session_id, speaker, arg_max(start_s, rolling_volatility) AS peak_t_s "
+            f"FROM segments WHERE rolling_volatility IS NOT NULL AND {cond} GROUP BY ALL",
+            params)
+
+    def export_segments(self, f: SessionFilter) -> pd.DataFrame:
+        """Segments with their embeddings, session metadata and model, for exports."""
+        cond, params = self._sessions_where(f)
+        return self._query(
+            "SELECT g.*, s.file_name, s.agent_id, s.customer_id, s.team, "
+            f"{SESSION_DATE.format(a='s')} AS \"when\", r.model, r.trained "
+            "FROM segments g JOIN sessions s USING (session_id) LEFT JOIN runs r USING (run_id) "
+            f"WHERE {cond} ORDER BY g.session_id, g.start_s, g.channel", params)
+
+    def embedding_matrix(self, f: SessionFilter = EVERY,
+                         dim: int | None = None) -> tuple[pd.DataFrame, np.ndarray, int]:
+        """Every segment's metadata (core.search.META_COLUMNS) and embedding as one matrix.
+
+        Read through Arrow: a list column turned into Python lists row by row would take
+        minutes at 500k segments. Embeddings of a dimension other than `dim` (default: the most
+        common one; another model) are left out; returns (meta, (N, D) float32, how many were
+        left out).
+        """
+        cond, params = self._sessions_where(f)
+        sql = (f"SELECT {EMBEDDING_META}, g.embedding FROM segments g JOIN sessions s "
+               f"USING (session_id) WHERE g.embedding IS NOT NULL AND {cond} "
+               "ORDER BY g.session_id, g.start_s, g.channel")
+        with self.store.read() as con:
+            table = arrow_of(con.sql(sql, params=params))
+        emb = table.column("embedding").combine_chunks()
+        meta = table.drop_columns(["embedding"]).to_pandas()
+        if len(emb) == 0:
+            return meta, np.zeros((0, 0), np.float32), 0
+        lengths = emb.value_lengths().to_numpy(zero_copy_only=False)
+        dim = dim or int(np.bincount(lengths).argmax())
+        values = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        if (lengths == dim).all():
+            return meta, values.reshape(len(lengths), dim), 0
+        keep = lengths == dim
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[keep]
+        matrix = values[starts[:, None] + np.arange(dim)[None, :]]
+        return meta[keep].reset_index(drop=True), matrix, int((~keep).sum())
+
+    # -- roll-ups (core.aggregates over the rows above) -------------------------------------
+    def aggregates(self, by: str = "agent", period: str = "week", speaker: str = ALL,
+                   f: SessionFilter = EVERY) -> pd.DataFrame:
+        return aggregates.aggregate(self.session_metrics(f), self.alerts(f), by, period, speaker)
+
+    def person_sessions(self, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """(person, session) rows behind the baselines: mix, negative share, volatility."""
+        return aggregates.person_sessions(self.session_metrics(f))
+
+    def baselines(self, rules, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """Each person's baseline and how far their latest session departs from it."""
+        return aggregates.person_baselines(self.session_metrics(f), rules)

@@ -1,0 +1,84 @@
+"""The house plan (docs/architecture.md), checked on the source: who may import whom."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OURS = ("core", "ingest", "dashboard", "api", "cli")
+
+
+def imports() -> dict[str, set[str]]:
+    """module → every module it imports (ours and third-party), lazily or not."""
+    out: dict[str, set[str]] = {}
+    for top in OURS:
+        for p in (ROOT / top).rglob("*.py"):
+            name = ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            deps = set()
+            for n in ast.walk(ast.parse(p.read_text())):
+                if isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+                    deps.add(n.module)
+                elif isinstance(n, ast.Import):
+                    deps.update(a.name for a in n.names)
+            out[name] = deps
+    return out
+
+
+def top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_core_imports_only_core_and_never_torch_or_streamlit():
+    bad = {m: sorted(d for d in deps if top(d) in OURS and top(d) != "core"
+                     or top(d) in ("torch", "streamlit", "funasr"))
+           for m, deps in imports().items() if top(m) == "core"}
+    assert {m: d for m, d in bad.items() if d} == {}
+
+
+def test_only_the_store_imports_duckdb():
+    users = sorted(m for m, deps in imports().items() if "duckdb" in map(top, deps))
+    assert users == ["core.store"]
+
+
+def test_dashboard_is_imported_only_by_the_cli_and_imports_no_api():
+    graph = imports()
+    up = sorted((m, d) for m, deps in graph.items() for d in deps
+                if top(d) == "dashboard" and top(m) not in ("dashboard", "cli"))
+    assert up == []
+    assert not [(m, d) for m, deps in graph.items() for d in deps
+                if top(m) == "dashboard" and top(d) in ("api", "cli")]
+    assert not [(m, d) for m, deps in graph.items() for d in deps
+                if top(m) in ("ingest", "api") and top(d) == "cli"]
+
+
+def test_no_import_loops():
+    graph = imports()
+
+    def resolve(d: str) -> str | None:
+        while d and d not in graph:
+            d = d.rpartition(".")[0]
+        return d or None
+
+    edges = {m: {r for d in deps if (r := resolve(d)) and r != m} for m, deps in graph.items()}
+    state: dict[str, int] = {}
+    loops = []
+
+    def visit(u: str, stack: list[str]) -> None:
+        state[u] = 1
+        for v in edges[u]:
+            if state.get(v) == 1:
+                loops.append(stack[stack.index(v):] + [u, v])
+            elif v not in state:
+                visit(v, stack + [u])
+        state[u] = 2
+
+    for m in edges:
+        if m not in state:
+            visit(m, [])
+    assert loops == []
+
+
+def test_dashboard_runs_no_sql_of_its_own():
+    found = [str(p.relative_to(ROOT)) for p in (ROOT / "dashboard").rglob("*.py")
+             if "SELECT " in p.read_text() or ".query(" in p.read_text()]
+    assert found == []
