@@ -167,9 +167,11 @@ class FlexALiBi:
 
     def __init__(self, tok_doc: torch.Tensor, tok_frame: torch.Tensor, slopes: torch.Tensor,
                  scales: torch.Tensor, compiled: bool):
-        self.tok_doc, self.tok_frame = tok_doc, tok_frame
+        # Fresh int32 tensors: the kernel reads them per block, and views into the shipped
+        # buffer (a storage offset) trip the CPU kernel's code generation.
+        self.tok_doc, self.tok_frame = tok_doc.to(torch.int32), tok_frame.to(torch.int32)
         self.slopes, self.scales = slopes, scales  # (H,), (L|1, H) float32 on the device
-        self.block_mask = document_block_mask(tok_doc)
+        self.block_mask = document_block_mask(self.tok_doc)
         self.fn = compiled_flex_alibi() if compiled else flex_alibi
         self.compiled = compiled
 

@@ -16,13 +16,14 @@ invisible:
 * pooling (in the engine) averages only each segment's own frames.
 
 In float32 the forward uses the FunASR module's own parameters. In bf16/fp16 it keeps its own
-copy of the linear and convolution weights in that dtype, made once (no per-op casts); layer
-norms keep FunASR's float32 parameters and normalise in float32 arithmetic (mixed-dtype
-kernels), as the checkpoint's Fp32LayerNorm / autocast would.
+copy of every weight it uses in that dtype, made once, so no operator casts a weight (under
+autocast, each linear re-cast its float32 weight on every call); layer norms still reduce in
+float32 inside the kernel. The classification head stays float32 (in the engine).
 
-FunASR layout this module reads (checked for funasr 1.2–1.4): `modality_encoders["AUDIO"]` with
-`local_encoder.conv_layers[i] = (Conv1d, Dropout, (TransposeLast, Fp32LayerNorm,
-TransposeLast), GELU)`, `project_features = (TransposeLast, LayerNorm, Linear)`,
+FunASR layout this module reads (the same in funasr 1.2.0 … 1.4.16; pinned in pyproject.toml):
+`modality_encoders["AUDIO"]` with `local_encoder.conv_layers[i] = (Conv1d, Dropout,
+(TransposeLast, Fp32LayerNorm, TransposeLast), GELU)`, `project_features = (TransposeLast,
+LayerNorm, Linear)`,
 `relative_positional_encoder = [LayerNorm,] (TransposeLast, (Conv1d, SamePad, TransposeLast,
 LayerNorm, TransposeLast, GELU) × depth, TransposeLast)`, `extra_tokens`, `alibi_scale`,
 `context_encoder.{blocks, norm, layer_norm_first}`, then `model.blocks` / `model.norm`, each
@@ -94,15 +95,15 @@ class BatchedEmotion2vec:
                 raise Unsupported("conv bias / no affine layer norm in the feature extractor")
             if not isinstance(seq[3], nn.GELU) or seq[3].approximate != "none":
                 raise Unsupported("feature extractor activation")
-            layers.append((conv, ln))
+            layers.append((conv, self._own(ln)))
         self.extractor = ConvExtractor(layers, enc.feature_enc_layers, dtype, extractor)
         self.specs, self.stride = self.extractor.specs, self.extractor.stride
-        self.project_ln = enc.project_features[1]
+        self.project_ln = self._own(enc.project_features[1])
         self.project = self._own(enc.project_features[2])
         pos = enc.relative_positional_encoder
         self.pos_pre_ln = None
         if isinstance(pos[0], nn.LayerNorm):  # conv_pos_pre_ln
-            self.pos_pre_ln, pos = pos[0], pos[1]
+            self.pos_pre_ln, pos = self._own(pos[0]), pos[1]
         self.pos_layers = []
         for layer in (m for m in pos if isinstance(m, nn.Sequential)):
             conv = layer[0]
@@ -116,9 +117,9 @@ class BatchedEmotion2vec:
         self.extra = None if enc.extra_tokens is None else (
             enc.extra_tokens if dtype == torch.float32
             else enc.extra_tokens.detach().to(dtype))
-        self.ctx_norm = enc.context_encoder.norm
+        self.ctx_norm = self._own(enc.context_encoder.norm)
         self.ctx_norm_last = bool(enc.context_encoder.layer_norm_first)
-        self.final_norm = model.norm
+        self.final_norm = self._own(model.norm)
         self.prenet_depth = len(enc.context_encoder.blocks)
         blocks = list(enc.context_encoder.blocks) + list(model.blocks)
         self.blocks = [self._block(b) for b in blocks]
@@ -128,9 +129,9 @@ class BatchedEmotion2vec:
         self.scales = alibi_scales(enc, self.heads).to(self.device)  # (L|1, H)
         self.tail = post_ln_tail  # torch.compile may replace it
 
-    def _own(self, m: nn.Module) -> nn.Module:
+    def _own(self, m: nn.Module | None) -> nn.Module | None:
         """FunASR's module itself in float32; a copy in the compute dtype otherwise."""
-        if self.dtype == torch.float32:
+        if m is None or self.dtype == torch.float32:
             return m
         return copy.deepcopy(m).to(self.dtype).requires_grad_(False)
 
@@ -145,7 +146,8 @@ class BatchedEmotion2vec:
         if not isinstance(b.mlp.norm, nn.Identity):
             raise Unsupported("normalised MLP")
         return Block(self._own(b.attn.qkv), self._own(b.attn.proj), self._own(b.mlp.fc1),
-                     self._own(b.mlp.fc2), b.mlp.act, b.norm1, b.norm2, b.attn.num_heads,
+                     self._own(b.mlp.fc2), b.mlp.act, self._own(b.norm1), self._own(b.norm2),
+                     b.attn.num_heads,
                      bool(b.layer_norm_first))
 
     def linears(self) -> list[tuple[Block, str]]:

@@ -51,9 +51,9 @@ def windowable(specs) -> bool:
 
 
 def ln_gelu(x, w, b, eps: float):
-    """The extractor's Fp32LayerNorm over channels, then exact GELU. The parameters stay
-    float32 (FunASR's own); a bf16 input is normalised in float32 arithmetic by the
-    mixed-dtype kernel and rounded once on output, as Fp32LayerNorm's `.type_as` does."""
+    """The extractor's Fp32LayerNorm over channels, then exact GELU. In bf16 the kernel
+    still reduces in float32 and rounds once on output, as Fp32LayerNorm's `.type_as` does
+    (its float32 parameters are the engine's bf16 copy here)."""
     y = F.layer_norm(x, (x.shape[-1],), w, b, eps)
     return torch.ops.aten.gelu_(y)  # in place: layer_norm always returns a fresh tensor
 

@@ -23,6 +23,9 @@ def _packed(frames=FRAMES, extra=E, block=FLEX_BLOCK, seed=0):
                      torch.full((n_pad - n,), B)])
     pos = torch.cat([torch.arange(c) for c in counts] + [torch.zeros(n_pad - n, dtype=torch.long)])
     frame = ((pos >= extra) & (doc < B)).long()
+    # views into one buffer, with storage offsets, as the engine ships them
+    shipped = torch.cat([torch.zeros(5, dtype=torch.long), doc, frame])
+    doc, frame = shipped[5:5 + n_pad], shipped[5 + n_pad:]
     g = torch.Generator().manual_seed(seed)
     qkv = torch.randn(n_pad, 3 * H * HD, generator=g)
     spans, s = [], 0

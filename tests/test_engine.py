@@ -103,7 +103,7 @@ def test_engine_uses_funasrs_own_weights_in_fp32_and_a_copy_in_bf16(model):
     for mine, theirs in zip(bf16.net.blocks, blocks):
         assert mine.qkv is not theirs.attn.qkv and mine.qkv.weight.dtype == torch.bfloat16
         assert torch.equal(mine.qkv.weight, theirs.attn.qkv.weight.to(torch.bfloat16))
-        assert mine.norm1 is theirs.norm1  # layer norms keep FunASR's float32 parameters
+        assert mine.norm1 is not theirs.norm1 and mine.norm1.weight.dtype == torch.bfloat16
     assert bf16.net.pos_layers[0][0].weight.dtype == torch.bfloat16
     assert blocks[0].attn.qkv.weight.dtype == torch.float32  # FunASR's module untouched
 
