@@ -225,12 +225,15 @@ class Engine:
             setattr(blk, name, q)
 
     def warm_up(self) -> None:
-        """A small batch through every kernel (and the compiler), so the first real batch
-        is not the one that pays for initialisation. Lengths span several FlexAttention
-        blocks, so the compiled kernel does not specialise on a single block."""
+        """Small batches through every kernel (and the compiler), so the first real batch
+        is not the one that pays for initialisation: one batch spanning several
+        FlexAttention blocks (compiled for any count) and one within a single block (a
+        count of 1 is compiled apart)."""
         rng = np.random.default_rng(0)
-        self.run([rng.standard_normal(n).astype(np.float32) * 0.1
-                  for n in (48_000, 24_000, 8_000)])
+        waves = [rng.standard_normal(n).astype(np.float32) * 0.1
+                 for n in (48_000, 24_000, 8_000)]
+        self.run(waves, opts=EngineOptions(batch_seconds=60, max_waste=1.0))
+        self.run(waves[-1:])
 
     def _warm_up_or_fall_back(self) -> None:
         try:
