@@ -91,7 +91,6 @@ class Layout:
         padded = -(-n // S) * S
         offsets = _starts(padded)
         L = int(padded.sum())
-        N = int(f.sum())
         E = int(extra)
         T = int(f.max())
         c = E + f  # tokens per segment

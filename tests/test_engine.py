@@ -337,29 +337,43 @@ def cuda_model():
     return load("tiny-random", "cuda")
 
 
+@pytest.fixture(scope="module")
+def cuda_waves() -> list[np.ndarray]:
+    """LENGTHS_S of amplitude-modulated noise: GPU hosts may lack espeak-ng, and random
+    weights make speech no better a probe than noise here."""
+    rng = np.random.default_rng(11)
+    out = []
+    for i, s in enumerate(LENGTHS_S):
+        n = int(s * SR) + 2 * i + 1
+        env = 0.2 + np.abs(np.sin(np.arange(n) / SR * rng.uniform(1, 5)))
+        out.append((rng.standard_normal(n) * env * (0.3 + 0.2 * i)).astype(np.float32))
+    return out
+
+
 @pytest.mark.gpu
 @cuda
 @pytest.mark.parametrize("attention,extractor", [("auto", "auto"), ("padded", "gemm")])
-def test_cuda_fp32_matches_reference_with_tf32_off(cuda_model, waves, attention, extractor):
+def test_cuda_fp32_matches_reference_with_tf32_off(cuda_model, cuda_waves, attention,
+                                                    extractor):
     with fp32_exact():
-        ref = reference_infer(cuda_model, waves, frame_feats=True)
+        ref = reference_infer(cuda_model, cuda_waves, frame_feats=True)
         eng = Engine(cuda_model, EngineOptions(precision="fp32", attention=attention,
                                                extractor=extractor))
         assert eng.pin and eng.dtype == torch.float32
         if attention == "auto":
             assert eng.attention == "flex" and eng.extractor == "cudnn"
-        got = eng.run(waves, frame_feats=True)
+        got = eng.run(cuda_waves, frame_feats=True)
     assert_equivalent(ref, got)
 
 
 @pytest.mark.gpu
 @cuda
-def test_cuda_bf16_agrees(cuda_model, waves):
+def test_cuda_bf16_agrees(cuda_model, cuda_waves):
     with fp32_exact():
-        ref = reference_infer(cuda_model, waves, frame_feats=True)
+        ref = reference_infer(cuda_model, cuda_waves, frame_feats=True)
     eng = Engine(cuda_model, EngineOptions())
     assert eng.dtype in (torch.bfloat16, torch.float16) and eng.attention == "flex"
-    rep = compare(ref, eng.run(waves, frame_feats=True))
+    rep = compare(ref, eng.run(cuda_waves, frame_feats=True))
     assert rep["label_agreement"] >= 0.75 and rep["scores_max_abs"] < 0.05
 
 
@@ -392,15 +406,15 @@ def test_cuda_flex_attention_never_materialises_scores():
 
 @pytest.mark.gpu
 @cuda
-def test_cuda_batch_is_a_few_hundred_launches_and_one_small_copy_back(cuda_model, waves):
+def test_cuda_batch_is_a_few_hundred_launches_and_one_small_copy_back(cuda_model, cuda_waves):
     """Throughput sanity without a clock: one batch is a bounded number of kernels whatever
     its size, and the only device→host copy is the packed outputs (no T×D features)."""
     from torch.profiler import ProfilerActivity, profile
 
     eng = Engine(cuda_model, EngineOptions(batch_seconds=1000, max_waste=1.0))
-    eng.run(waves)
+    eng.run(cuda_waves)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        eng.run(waves)
+        eng.run(cuda_waves)
         torch.cuda.synchronize()
     ev = prof.key_averages()
     launches = sum(e.count for e in ev if e.key in ("cudaLaunchKernel", "cuLaunchKernelEx",
@@ -412,9 +426,10 @@ def test_cuda_batch_is_a_few_hundred_launches_and_one_small_copy_back(cuda_model
 
 @pytest.mark.gpu
 @cuda
-def test_cuda_compile_matches(cuda_model, waves):
+def test_cuda_compile_matches(cuda_model, cuda_waves):
     with fp32_exact():
-        ref = Engine(cuda_model, EngineOptions(precision="fp32")).run(waves, frame_feats=True)
+        ref = Engine(cuda_model, EngineOptions(precision="fp32")).run(cuda_waves,
+                                                                      frame_feats=True)
         got = Engine(cuda_model, EngineOptions(precision="fp32", compile=True)).run(
-            waves, frame_feats=True)
+            cuda_waves, frame_feats=True)
     assert compare(ref, got)["feats_max_abs"] < 1e-4
