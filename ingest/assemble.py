@@ -71,5 +71,5 @@ def infer_function(engine: str, batch_seconds: float | None = None
     if engine == "reference":
         from ingest.model import reference_infer
         return reference_infer
-    from ingest.engine import infer
-    return functools.partial(infer, batch_seconds=batch_seconds)
+    from ingest.engine import EngineOptions, infer
+    return functools.partial(infer, opts=EngineOptions(batch_seconds=batch_seconds))

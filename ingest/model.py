@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +37,12 @@ class ModelUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Output:
-    """What one segment yields: frame features and logits, utterance scores and embedding."""
-    frame_feats: np.ndarray  # (T, D)
+    """What one segment yields: frame logits, utterance scores and embedding, and the frame
+    features only when asked for (T×D floats: what the store never keeps)."""
     frame_logits: np.ndarray  # (T, 9) with unused slots at -inf
     scores: np.ndarray  # (9,) softmax of the mean logits
     embedding: np.ndarray  # (D,) mean of the frame features
+    frame_feats: np.ndarray | None = None  # (T, D) when asked for
 
 
 @dataclass
@@ -52,6 +53,9 @@ class LoadedModel:
     device: str
     automodel: object  # funasr.AutoModel
     mask: np.ndarray  # (9,) bool, True where the slot is a real label
+    # Batched engines built for this model (ingest.engine.get_engine), by their options:
+    # they hold its device and weight copies, so they live and die with it.
+    engines: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -166,8 +170,10 @@ def head(lm: LoadedModel, feats: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def reference_infer(lm: LoadedModel, waves: list[np.ndarray]) -> list[Output]:
-    """FunASR's own loop: one `AutoModel.generate` call per waveform, frame features kept."""
+def reference_infer(lm: LoadedModel, waves: list[np.ndarray], *,
+                    frame_feats: bool = False) -> list[Output]:
+    """FunASR's own loop: one `AutoModel.generate` call per waveform (frame features kept
+    in the Output when `frame_feats`)."""
     outs = []
     with torch.inference_mode():
         for wav in waves:
@@ -177,5 +183,6 @@ def reference_infer(lm: LoadedModel, waves: list[np.ndarray]) -> list[Output]:
             logits = head(lm, feats.to(lm.device)).float().cpu().numpy()
             scores = np.zeros(len(LABELS), np.float32)
             scores[lm.mask] = np.asarray(res["scores"], np.float32)
-            outs.append(Output(feats.numpy(), logits, scores, feats.numpy().mean(axis=0)))
+            outs.append(Output(logits, scores, feats.numpy().mean(axis=0),
+                               feats.numpy() if frame_feats else None))
     return outs

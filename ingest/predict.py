@@ -5,17 +5,25 @@ import numpy as np
 
 from core.curves import pool
 from core.labels import LABELS
-from ingest.model import LoadedModel
 from core.metrics import fallback_action
 from core.rules import load_rules
-from ingest.assemble import infer_function
+from ingest.model import LoadedModel, Output
 from ingest.options import IngestOptions
+
+
+def _one(lm: LoadedModel, clip: np.ndarray, engine: str, frame_feats: bool) -> Output:
+    if engine == "reference":
+        from ingest.model import reference_infer
+        return reference_infer(lm, [clip], frame_feats=frame_feats)[0]
+    from ingest.engine import infer
+    return infer(lm, [clip], frame_feats=frame_feats)[0]
 
 
 def predict_clip(lm: LoadedModel, clip: np.ndarray, granularity: str = "utterance",
                  engine: str = "engine") -> tuple[dict, np.ndarray]:
     """The predict JSON and the embedding, shaped (D,) or (T, D) for frame granularity."""
-    out = infer_function(engine)(lm, [clip])[0]
+    frame = granularity == "frame"
+    out = _one(lm, clip, engine, frame_feats=frame)  # frame features only when they are shown
     top = int(np.argmax(out.scores))
     opts = IngestOptions()
     result = {
@@ -27,7 +35,7 @@ def predict_clip(lm: LoadedModel, clip: np.ndarray, granularity: str = "utteranc
         "model": lm.name,
         "trained": lm.trained,
     }
-    if granularity == "frame":
+    if frame:
         t, probs = pool(out.frame_logits, 0.0, opts.curve_hop_s, opts.curve_window_s)
         result["curve"] = {"hop_s": opts.curve_hop_s, "t_s": np.round(t, 3).tolist(),
                            "probs": np.round(probs, 4).tolist()}

@@ -20,7 +20,7 @@ def test_tiny_random_loads_through_funasr_untrained(model):
 
 
 def test_output_shapes_and_frame_logits_average_to_utterance(model, speech):
-    out = reference_infer(model, [speech[:16000], speech])
+    out = reference_infer(model, [speech[:16000], speech], frame_feats=True)
     for o, n in zip(out, (16000, speech.size)):
         t = o.frame_feats.shape[0]
         assert abs(t - n / 320) <= 2  # 50 frames a second
@@ -34,6 +34,7 @@ def test_output_shapes_and_frame_logits_average_to_utterance(model, speech):
 
 def test_curve_pooling_grid_and_normalisation(model, speech):
     o = reference_infer(model, [speech])[0]
+    assert o.frame_feats is None  # the (T, D) features only when asked for
     t, p = pool(o.frame_logits, start_s=10.0, hop_s=0.1, window_s=0.5)
     assert np.allclose(np.diff(t), 0.1) and t[0] >= 10.0
     assert p.shape == (t.size, 9) and np.allclose(p.sum(axis=1), 1, atol=1e-5)
