@@ -90,6 +90,10 @@ def build_all(reader: Reader, sessions: pd.DataFrame, scope: str,
     `sessions` has session_id, file_name, when, duration_s, agent_id, customer_id
     (Reader.sessions gives them); `alerts` may be passed in when the caller has them cached.
     """
+    # Only sessions the reader's viewer may see, whatever the caller passed in.
+    visible = set(reader.sessions(SessionFilter(session_ids=tuple(sessions.session_id)))
+                  .session_id)
+    sessions = sessions[sessions.session_id.isin(visible)]
     ids = sessions.session_id.tolist()
     segs = reader.export_segments(SessionFilter(session_ids=tuple(ids)))
     al = reader.alerts() if alerts is None else alerts

@@ -5,6 +5,7 @@ import pytest
 
 from core.labels import LABELS
 from core.migrations import MIGRATIONS
+from core.access import operator
 from core.queries import Reader, SessionFilter
 from core.rules import load_rules
 from core.sessions import SessionWriter
@@ -17,7 +18,7 @@ RULES = load_rules(Path(__file__).resolve().parent.parent / "core" / "default_ru
 def opened(tmp_path) -> tuple[Store, SessionWriter, Reader]:
     store = Store(tmp_path / "db.duckdb")
     store.migrate()
-    return store, SessionWriter(store, RULES), Reader(store)
+    return store, SessionWriter(store, RULES), Reader(store, operator())
 
 
 def make_result(sha="ab" * 32, n_segments=3, status="ok") -> SessionResult:
@@ -39,7 +40,7 @@ def test_round_trip(tmp_path):
     store = Store(tmp_path / "db.duckdb")
     assert store.migrate() == [name for name, _ in MIGRATIONS]
     assert store.migrate() == []  # applied once
-    reader = Reader(store)
+    reader = Reader(store, operator())
     r = make_result()
     SessionWriter(store, RULES).save(r, run_id=None)
     seg = store.query("SELECT * FROM segments ORDER BY start_s")
