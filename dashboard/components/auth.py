@@ -81,9 +81,13 @@ def sign_in_page() -> None:
     """The only page an unauthenticated browser gets."""
     st.title("Emoscope")
     if not sign_in_configured():
-        st.error("This dashboard is reachable from other machines but no sign-in is "
-                 "configured, so it shows nothing. Configure [auth] in emoscope.toml, or serve "
-                 "it on 127.0.0.1 only (`emoscope dashboard` does so by default).")
+        if os.environ.get(REQUIRED_ENV) == "required":
+            st.error("Sign-in is required here but its settings could not be read, so this "
+                     "dashboard shows nothing. Check [auth] in emoscope.toml.")
+        else:
+            st.error("This dashboard is reachable from other machines but no sign-in is "
+                     "configured, so it shows nothing. Configure [auth] in emoscope.toml, or "
+                     "serve it on 127.0.0.1 only (`emoscope dashboard` does so by default).")
         return
     st.write("Recordings of people's voices are behind a sign-in. Sign in with your "
              "organisation's account to continue.")

@@ -51,7 +51,7 @@ def erase_form() -> None:
         value = c[1].text_input("Id", key="ad_value", max_chars=200)
         sure = st.checkbox("I understand this removes the recordings, analyses and exports for "
                            "good.", key="ad_sure")
-        go = st.form_submit_button("Request erasure", type="primary")
+        go = st.form_submit_button("Request erasure", type="primary", key="ad_go")
     if not go:
         return
     if not value.strip() or not sure:
