@@ -54,7 +54,7 @@ def export(
              "team": team, "since": since, "until": until}
     scope = "Sessions: " + ("; ".join(f"{k} {v}" for k, v in given.items() if v) or "all") \
         + f" ({len(rows)} sessions)."
-    files = build_all(reader, rows, scope)
+    files = build_all(reader, rows, scope, formats=wanted)
     private_dir(out)
     stem = f"emoscope-{datetime.now():%Y%m%d-%H%M%S}"
     paths = [(out / f"{stem}.{fmt}").resolve() for fmt in wanted]
