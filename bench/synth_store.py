@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.labels import LABELS  # noqa: E402
 from core import derived  # noqa: E402
-from core.access import operator
+from core.access import operator  # noqa: E402
 from core.queries import Reader  # noqa: E402
 from core.rules import load_rules  # noqa: E402
 from core.sessions import SessionWriter  # noqa: E402
