@@ -105,7 +105,7 @@ def demo(
     if no_dashboard:
         raise typer.Exit(report.exit_code)
     with worker_beside(db, lm.name):  # uploads from the dashboard get ingested
-        dashboard(db, port)
+        dashboard(db, port, None)
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from core.audit import AuditLog
 from core.inbox import (SIDECAR, beat, check_inside, data_dir_of, read_sidecar, safe_ext,
                         waiting)
 from core.errors import first_line
-from core.private import private_dir
+from core.private import private_dir, tighten
 from core.settings import Retention
 from core.jobs import Job, JobQueue
 from core.sessions import SessionWriter
@@ -273,6 +273,7 @@ class Worker:
                 else:
                     private_dir(target.parent)
                     shutil.move(str(f), str(target))
+                    tighten(target)  # a file copied in by hand may have come in world-readable
             except OSError as e:
                 self.echo(f"could not move {job.file_name} out of the inbox: {e.strerror}")
 

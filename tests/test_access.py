@@ -232,3 +232,16 @@ def test_cli_export_as_a_user_is_limited_to_their_grants(scoped, tmp_path, monke
     rows = [json.loads(x) for x in res.stdout.splitlines()]
     assert [r["who"] for r in rows][-1] == "ana@example.com" and len(rows) == 2
     assert set(rows[-1]["detail"]["sessions"]) == set(teams["W"])
+
+
+def test_the_upload_queue_shows_each_viewer_only_their_teams_jobs(tmp_path):
+    from core.jobs import JobQueue
+    store = Store(tmp_path / "q.duckdb")
+    store.migrate()
+    jobs = JobQueue(store)
+    mine = jobs.add("u1.wav", "a-call.wav", 1, 1, {"team": "A"})
+    jobs.add("u2.wav", "b-call.wav", 1, 1, {"team": "B", "tags": ["south"]})
+    jobs.add("u3.wav", "diary.wav", 1, 1, {"tags": ["wellbeing"]})
+    assert Reader(store, SUP_A).jobs().job_id.tolist() == [mine]
+    assert Reader(store, ANALYST).jobs().original_name.tolist() == ["diary.wav"]
+    assert len(Reader(store, ADMIN).jobs()) == 3

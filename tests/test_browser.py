@@ -32,7 +32,7 @@ def free_port() -> int:
 def serve(db: Path, port: int) -> subprocess.Popen:
     from dashboard.launch import command
     env = dict(os.environ, EMOSCOPE_DB=str(db), PYTHONPATH=str(ROOT))
-    cmd = command(port) + ["--server.address", "127.0.0.1", "--server.fileWatcherType", "none"]
+    cmd = command(port) + ["--server.fileWatcherType", "none"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60

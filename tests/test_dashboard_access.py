@@ -56,7 +56,7 @@ def everything_shown(at: AppTest) -> str:
     parts += [str(m.value) for m in at.metric]
     parts += [df.value.to_csv() for df in at.dataframe]
     parts += [str(w.options) for w in [*at.selectbox, *at.multiselect]]
-    return "\n".join(parts).replace("\\", "")
+    return "\n".join(parts).replace("\\", "").replace("\u2060", "")
 
 
 def spool(db: Path) -> list[dict]:

@@ -120,9 +120,12 @@ def test_the_worker_carries_out_requests_and_retention(site, model):
     db, data, teams = site["db"], site["data"], site["teams"]
     admin_request = erasure.request(db, "session", teams["W"][0], ADMIN)
     assert (admin_request.stat().st_mode & 0o777) == 0o600
-    old = data / "archive" / "old-upload.wav"
-    old.write_bytes(b"RIFF")
-    os.utime(old, (time.time() - 40 * 86400,) * 2)
+    old, old_failed = data / "archive" / "old-upload.wav", data / "failed" / "old-bad.bin"
+    fresh = data / "failed" / "new-bad.bin"
+    for f in (old, old_failed, fresh):
+        f.write_bytes(b"RIFF")
+    for f in (old, old_failed):
+        os.utime(f, (time.time() - 40 * 86400,) * 2)
     # Sessions recorded in November 2026 (the fixture's dates) are kept 30 days from "now".
     days = (time.time() - time.mktime((2026, 11, 5, 0, 0, 0, 0, 0, -1))) / 86400
     cfg = default_config(db, retention=Retention(audio_days=30, data_days=days))
@@ -131,7 +134,7 @@ def test_the_worker_carries_out_requests_and_retention(site, model):
     w.chores(force=True)
     assert not admin_request.exists()
     assert counts(db, [teams["W"][0]])["sessions"] == 0
-    assert not old.exists()
+    assert not old.exists() and not old_failed.exists() and fresh.exists()
     left = Reader(Store(db), operator()).session_rows()
     # Team A's calls (2-4 Nov) are past it; team B's (5-6 Nov) are not.
     assert set(left.session_id) == set(teams["B"])
