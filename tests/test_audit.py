@@ -75,7 +75,7 @@ for i in range(int(sys.argv[3])):
 
 def test_concurrent_appenders_and_folds_lose_and_repeat_nothing(store):
     log = audit.AuditLog.beside(store.path)
-    n, procs = 150, 4
+    n, procs = 100, 3
     workers = [subprocess.Popen([sys.executable, "-c", APPENDER, str(log.folder), f"p{k}",
                                  str(n)], cwd=ROOT) for k in range(procs)]
     folds = 0
