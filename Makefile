@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DB ?= data/emoscope.duckdb
 export EMOSCOPE_CACHE ?= $(CURDIR)/.cache/emoscope
 
-.PHONY: setup sysdeps test test-gpu demo demo-data bench bench-dashboard clean
+.PHONY: setup sysdeps test test-gpu demo demo-data bench bench-dashboard bench-readers clean
 
 # System tools: espeak-ng/sox make speech for fixtures and demo audio, chromium for the
 # browser test. Installed only when missing, and only where apt is usable.
@@ -47,6 +47,10 @@ BENCH_DB ?= /tmp/emoscope-bench.duckdb
 bench-dashboard: setup
 	[ -f $(BENCH_DB) ] || $(PY) bench/synth_store.py --db $(BENCH_DB)
 	$(PY) bench/dashboard.py --db $(BENCH_DB)
+
+# Busy dashboard readers against the one writer, with and without the writer-first gate.
+bench-readers: setup
+	$(PY) bench/readers_writer.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

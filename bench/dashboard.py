@@ -69,10 +69,11 @@ def render(page: str, session_id: str | None, runs: int) -> tuple[float, float, 
 
 def similarity(db: Path, queries: int) -> dict:
     from core import search
+    from core.access import operator
     from core.queries import Reader, SessionFilter
     from core.store import Store
 
-    reader = Reader(Store(db))
+    reader = Reader(Store(db), operator())
     t0 = time.perf_counter()
     meta, matrix, _ = reader.embedding_matrix()
     index = search.build_index(matrix, meta)
@@ -114,10 +115,11 @@ def main() -> None:
     ap.add_argument("--pages", nargs="*", default=PAGES)
     args = ap.parse_args()
     os.environ["EMOSCOPE_DB"] = str(args.db.resolve())
+    from core.access import operator
     from core.queries import Reader
     from core.store import Store
     store = Store(args.db)
-    counts = Reader(store).counts()
+    counts = Reader(store, operator()).counts()
     # The session page on a long session that has frame curves.
     sid = store.query("SELECT g.session_id, count(*) AS n FROM segments g WHERE g.session_id IN "
                       "(SELECT DISTINCT session_id FROM frames) GROUP BY ALL "

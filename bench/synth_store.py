@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.labels import LABELS  # noqa: E402
 from core import derived  # noqa: E402
+from core.access import operator  # noqa: E402
 from core.queries import Reader  # noqa: E402
 from core.rules import load_rules  # noqa: E402
 from core.sessions import SessionWriter  # noqa: E402
@@ -170,7 +171,7 @@ def build(db: Path, n_sessions: int, n_segments: int, dim: int, frame_sessions: 
         print(file=sys.stderr)
         out.update(analytics_s=round(r["seconds"], 1), alerts=r["alerts"])
     writer.finish_run(run_id, n_sessions, 0, 0, float(0))
-    out["counts"] = Reader(store).counts()
+    out["counts"] = Reader(store, operator()).counts()
     out["db_mb"] = round(db.stat().st_size / 2**20)
     return out
 

@@ -44,10 +44,32 @@ def load_rules_or_exit(path: Path | None = None):
         fail_usage(str(e))
 
 
+def load_settings_or_exit():
+    """[access], [auth], [retention] and [storage] of emoscope.toml; a broken one stops here."""
+    from core.settings import SettingsError, load_settings
+    try:
+        return load_settings()
+    except SettingsError as e:
+        fail_usage(str(e))
+
+
 def writer_for(db: Path, rules=None):
     from core.sessions import SessionWriter
     from core.store import Store
-    return SessionWriter(Store(db), rules if rules is not None else load_rules_or_exit())
+    return SessionWriter(Store(db), rules if rules is not None else load_rules_or_exit(),
+                         load_settings_or_exit().audio_root)
+
+
+def viewer_as(identity: str | None):
+    """Whom a command reads for: the machine's operator (who can read the file anyway), or
+    with `--as EMAIL` the scope emoscope.toml grants that e-mail."""
+    from core.access import operator
+    if identity is None:
+        return operator()
+    viewer = load_settings_or_exit().access.viewer_for_email(identity)
+    if not viewer.roles:
+        fail_usage(f"{identity} has no role in the [access] grants of emoscope.toml")
+    return viewer
 
 
 def require_db(db: Path) -> None:

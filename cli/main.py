@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from cli import analyse, export, serve  # noqa: F401 — each module registers its commands
+from cli import admin, analyse, export, serve  # noqa: F401 — each module registers its commands
 from cli.common import app
+from core.private import private_umask
+
+
+@app.callback()
+def _private() -> None:
+    """Emotion timelines for recorded conversations."""
+    # Recordings and everything derived from them: files 0600, folders 0700.
+    private_umask()
 
 
 def main() -> None:

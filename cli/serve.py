@@ -21,10 +21,17 @@ DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
 def dashboard(
     db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to show."),
     port: int = typer.Option(8501, help="Port to serve on."),
+    host: Optional[str] = typer.Option(None, help="Address to listen on (default 127.0.0.1); "
+                                                  "another needs sign-in configured."),
 ) -> None:
     """Open the Streamlit dashboard."""
-    from dashboard.launch import run_dashboard
-    raise typer.Exit(run_dashboard(db, port))
+    from core.settings import SettingsError
+    from dashboard.launch import BindRefused, run_dashboard
+    try:
+        code = run_dashboard(db, port, host)
+    except (BindRefused, SettingsError) as e:
+        fail_usage(str(e))
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -45,9 +52,11 @@ def worker(
     from core.inbox import InboxError
     from ingest.worker import Worker, default_config, stop_on_sigterm
 
+    from cli.common import load_settings_or_exit
     try:
         cfg = default_config(db, inbox, delete=not archive, poll_s=poll, settle_s=settle,
-                             max_attempts=max(1, max_attempts))
+                             max_attempts=max(1, max_attempts),
+                             retention=load_settings_or_exit().retention)
     except (InboxError, ValueError) as e:
         fail_usage(str(e))
     writer = writer_for(db)
@@ -96,7 +105,7 @@ def demo(
     if no_dashboard:
         raise typer.Exit(report.exit_code)
     with worker_beside(db, lm.name):  # uploads from the dashboard get ingested
-        dashboard(db, port)
+        dashboard(db, port, None)
 
 
 @contextmanager

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from core.private import private_dir
+
 SIDECAR = ".json"
 _SAFE_EXT = re.compile(r"^\.[a-z0-9]{1,8}$")
 _MAX_NAME = 120
@@ -85,7 +87,7 @@ def _atomic_write(target: Path, chunks: Iterable[bytes]) -> int:
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:6]}.part")
     size = 0
     try:
-        with open(tmp, "xb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
                 size += len(chunk)
@@ -118,8 +120,7 @@ def put(inbox: str | Path, original_name: str, source: BinaryIO | bytes,
 
     The sidecar goes first, so when the audio appears its metadata is already there.
     """
-    inbox = Path(inbox)
-    inbox.mkdir(parents=True, exist_ok=True)
+    inbox = private_dir(inbox)
     if isinstance(source, (bytes, bytearray)) and max_bytes is not None and len(source) > max_bytes:
         raise InboxError(f"larger than the {max_bytes / 1e6:.0f} MB limit")
     name = new_name(original_name)

@@ -141,4 +141,18 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_status ON jobs(status);
 """),
+    # Who did what to which recording (core/audit.py): folded in from the audit spool by the
+    # writer; never updated, only appended to (and thinned by retention, never by a viewer).
+    ("0004_audit", """
+CREATE TABLE audit (
+    audit_id VARCHAR PRIMARY KEY,
+    happened_at TIMESTAMP NOT NULL,
+    who VARCHAR NOT NULL,
+    roles VARCHAR,
+    action VARCHAR NOT NULL,
+    target VARCHAR,
+    detail JSON
+);
+CREATE INDEX audit_at ON audit(happened_at);
+"""),
 ]

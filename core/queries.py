@@ -1,17 +1,20 @@
 """Every read of stored sessions that the dashboard, the exports and the CLI make.
 
-`Reader` runs them; each read takes its filter as one `SessionFilter`, and every read —
-including those of one session or one segment — is restricted to sessions that pass
-`Reader._sessions_where`, the single place where the rows a reader may see are decided.
+`Reader` runs them for one viewer (core.access.Viewer); each read takes its filter as one
+`SessionFilter`, and every read — including those of one session, one segment, or a session's
+audio — is restricted to sessions that pass `Reader._sessions_where`, the single place where
+the rows a reader may see are decided: the viewer's scope becomes SQL there and nowhere else.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from core import aggregates
+from core.access import Viewer
 from core.labels import NEGATIVE
 from core.metrics import ALL
 from core.store import Store, arrow_of
@@ -45,14 +48,37 @@ EVERY = SessionFilter()
 EVERY_INCL_FAILED = SessionFilter(ok_only=False)
 
 
+class AudioUnavailable(Exception):
+    """A session's recording cannot be played; the message says why in one line (and never
+    tells apart a session out of the viewer's scope from one that does not exist)."""
+
+
 class Reader:
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self, store: Store, viewer: Viewer, audio_root: str | Path | None = None):
+        """`viewer` decides which sessions every read covers (core.access.operator() for the
+        machine's own commands); `audio_root` resolves source paths stored relative to it."""
+        if not isinstance(viewer, Viewer):
+            raise TypeError("Reader needs the viewer whose scope it reads with")
+        self.store, self.viewer = store, viewer
+        self.audio_root = Path(audio_root) if audio_root else None
 
     # -- the one place that decides which sessions a read covers -------------------------------
     def _sessions_where(self, f: SessionFilter, a: str = "s") -> tuple[str, list]:
-        """SQL condition over `sessions` aliased `a`, and its parameters."""
-        where, params = ["true"], []
+        """SQL condition over `sessions` aliased `a`, and its parameters: the viewer's scope
+        first, then the filter."""
+        where, params = [], []
+        scope = self.viewer.scope
+        if not scope.everything:
+            allowed = []
+            if scope.teams:
+                allowed.append(f"list_contains(?::VARCHAR[], {a}.team)")
+                params.append(sorted(scope.teams))
+            if scope.tags:
+                allowed.append(f"list_has_any(coalesce({a}.tags, []), ?::VARCHAR[])")
+                params.append(sorted(scope.tags))
+            where.append("(" + " OR ".join(allowed) + ")" if allowed else "false")
+        else:
+            where.append("true")
         for col, val in (("agent_id", f.agent), ("customer_id", f.person), ("team", f.team)):
             if val is not None:
                 where.append(f"{a}.{col} = ?")
@@ -81,9 +107,13 @@ class Reader:
         return set(self._query("SELECT table_name FROM information_schema.tables").table_name)
 
     def counts(self) -> dict[str, int]:
+        """Rows of each table that belong to sessions the viewer sees (runs: all of them)."""
+        cond, params = self._in(EVERY_INCL_FAILED)
         with self.store.read() as con:
-            return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                    for t in ("sessions", "segments", "frames", "runs", "channels")}
+            out = {t: con.execute(f"SELECT count(*) FROM {t} WHERE {cond}", params).fetchone()[0]
+                   for t in ("sessions", "segments", "frames", "channels")}
+            out["runs"] = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+        return out
 
     def runs(self) -> pd.DataFrame:
         return self._query("SELECT * FROM runs ORDER BY started_at")
@@ -172,7 +202,39 @@ class Reader:
                                 ascending=[False, False, False, False],
                                 na_position="last").reset_index(drop=True)
 
+    def jobs(self, limit: int = 500) -> pd.DataFrame:
+        """The worker's queue, newest first: jobs whose upload metadata (team, tags) the viewer's
+        scope covers — the same condition as for sessions, over the job's metadata."""
+        cond, params = self._sessions_where(EVERY_INCL_FAILED, "j")
+        return self._query(
+            "SELECT job_id, original_name, file_name, status, error, session_id, attempts, "
+            "size_bytes, created_at, started_at, finished_at FROM (SELECT *, "
+            "json_extract_string(metadata, '$.team') AS team, "
+            "coalesce(CAST(json_extract(metadata, '$.tags') AS VARCHAR[]), []) AS tags "
+            f"FROM jobs) j WHERE {cond} ORDER BY created_at DESC, job_id DESC LIMIT ?",
+            [*params, int(limit)])
+
     # -- one session -----------------------------------------------------------------------
+    def audio_path(self, session_id: str) -> Path:
+        """The recording of a session the viewer may hear, or AudioUnavailable.
+
+        Every player goes through here: the session must pass the viewer's scope, a relative
+        source path resolves against the configured audio root only (never the reader's own
+        folder), and the file must still be there."""
+        cond, params = self._sessions_where(SessionFilter.of(session_id))
+        rows = self._query(f"SELECT source_path FROM sessions s WHERE {cond}", params)
+        if rows.empty:
+            raise AudioUnavailable(f"no session {session_id}")
+        stored = Path(str(rows.source_path.iloc[0]))
+        if not stored.is_absolute():
+            if self.audio_root is None:
+                raise AudioUnavailable(f"the recording was stored as the relative path {stored} "
+                                       "and no [storage] audio_root is configured")
+            stored = self.audio_root / stored
+        if not stored.is_file():
+            raise AudioUnavailable(f"the recording is no longer at {stored}")
+        return stored
+
     def segments(self, session_id: str) -> pd.DataFrame:
         cond, params = self._in(SessionFilter.of(session_id))
         return self._query("SELECT * EXCLUDE (embedding) FROM segments WHERE session_id = ? "

@@ -83,13 +83,22 @@ def to_json(segments: pd.DataFrame) -> bytes:
     return json.dumps(predict_records(segments), ensure_ascii=False, indent=1).encode()
 
 
+FORMATS = ("csv", "parquet", "npy", "json", "pdf")
+
+
 def build_all(reader: Reader, sessions: pd.DataFrame, scope: str,
-              alerts: pd.DataFrame | None = None, title: str = "Emoscope report") -> dict:
-    """Every export of these sessions: {"csv", "parquet", "npy", "json", "pdf": bytes}.
+              alerts: pd.DataFrame | None = None, title: str = "Emoscope report",
+              formats=FORMATS) -> dict:
+    """Exports of these sessions: {"csv", "parquet", "npy", "json", "pdf": bytes} (those in
+    `formats`), plus "_n" (segments) and "_ids" (sessions).
 
     `sessions` has session_id, file_name, when, duration_s, agent_id, customer_id
     (Reader.sessions gives them); `alerts` may be passed in when the caller has them cached.
     """
+    # Only sessions the reader's viewer may see, whatever the caller passed in.
+    visible = set(reader.sessions(SessionFilter(session_ids=tuple(sessions.session_id)))
+                  .session_id)
+    sessions = sessions[sessions.session_id.isin(visible)]
     ids = sessions.session_id.tolist()
     segs = reader.export_segments(SessionFilter(session_ids=tuple(ids)))
     al = reader.alerts() if alerts is None else alerts
@@ -97,13 +106,18 @@ def build_all(reader: Reader, sessions: pd.DataFrame, scope: str,
         columns=["session_id", "speaker", "rule", "t_s", "severity", "detail"])
     models = segs.groupby(["model", "trained"], dropna=False).session_id.nunique() \
         .reset_index(name="sessions") if len(segs) else pd.DataFrame()
-    pdf = to_pdf(ReportData(
-        title=title, scope=scope,
-        sessions=sessions[["session_id", "file_name", "when", "duration_s", "agent_id",
-                           "customer_id"]],
-        segments=segs.drop(columns=["embedding"]), alerts=al, models=models))
-    return {"csv": to_csv(segs), "parquet": to_parquet(segs), "npy": to_npy(segs),
-            "json": to_json(segs), "pdf": pdf, "_n": len(segs), "_ids": tuple(ids)}
+    out = {"_n": len(segs), "_ids": tuple(ids)}
+    for fmt in formats:
+        if fmt == "pdf":
+            out["pdf"] = to_pdf(ReportData(
+                title=title, scope=scope,
+                sessions=sessions[["session_id", "file_name", "when", "duration_s", "agent_id",
+                                   "customer_id"]],
+                segments=segs.drop(columns=["embedding"]), alerts=al, models=models))
+        else:
+            out[fmt] = {"csv": to_csv, "parquet": to_parquet, "npy": to_npy,
+                        "json": to_json}[fmt](segs)
+    return out
 
 
 # -- PDF ------------------------------------------------------------------------------------

@@ -34,6 +34,55 @@ class Index:
         return int(hits[0]) if hits.size else None
 
 
+class _Rows:
+    """Some rows of a shared matrix, indexed as if they were the whole matrix (no copy)."""
+
+    def __init__(self, matrix: np.ndarray, rows: np.ndarray):
+        self._m, self._rows = matrix, rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i):
+        return self._m[self._rows[i]]
+
+
+@dataclass(frozen=True)
+class View:
+    """The part of a shared index one viewer may search: the rows of the sessions in their
+    scope. Rows of other sessions do not exist for it — not as hits, not as a query, not in
+    the filters' choices, not on the map — and nothing is copied but the metadata."""
+    index: Index
+    rows: np.ndarray  # positions in index, ascending
+    meta: pd.DataFrame  # index.meta at those rows, renumbered from 0
+    dropped: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+    @property
+    def dim(self) -> int:
+        return self.index.dim
+
+    @property
+    def vectors(self) -> _Rows:
+        return _Rows(self.index.matrix, self.rows)
+
+    def row_of(self, segment_id: str) -> int | None:
+        hits = np.flatnonzero(self.meta.segment_id.to_numpy() == segment_id)
+        return int(hits[0]) if hits.size else None
+
+
+def view(index: Index, sessions) -> View:
+    """What a viewer who may see `sessions` (ids; None: all of them) can search in `index`."""
+    if sessions is None:
+        return View(index, np.arange(index.size), index.meta, index.dropped)
+    keep = index.meta.session_id.isin(set(sessions)).to_numpy()
+    rows = np.flatnonzero(keep)
+    return View(index, rows, index.meta.iloc[rows].reset_index(drop=True), 0)
+
+
 def normalise(matrix: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length in place when already float32; all-zero rows stay zero."""
     m = np.asarray(matrix, dtype=np.float32)
@@ -55,7 +104,7 @@ def build_index(matrix: np.ndarray, meta: pd.DataFrame, dropped: int = 0) -> Ind
     return Index(normalise(matrix), meta, dropped)
 
 
-def mask_for(index: Index, speakers=None, labels=None, teams=None, since=None, until=None,
+def mask_for(index: Index | View, speakers=None, labels=None, teams=None, since=None, until=None,
              exclude_session: str | None = None, exclude_segment: str | None = None) -> np.ndarray:
     """Rows allowed by the filters; each filter is optional (None or empty = no restriction).
 
@@ -77,16 +126,20 @@ def mask_for(index: Index, speakers=None, labels=None, teams=None, since=None, u
     return keep
 
 
-def top_k(index: Index, query: np.ndarray, k: int = 10,
+def top_k(index: Index | View, query: np.ndarray, k: int = 10,
           mask: np.ndarray | None = None) -> pd.DataFrame:
-    """The k rows most similar to `query` by cosine, best first, with a `similarity` column."""
+    """The k rows most similar to `query` by cosine, best first, with a `similarity` column.
+    On a View, only its rows compete (the mask, if any, is over the View's rows)."""
     q = normalise(np.array(query, dtype=np.float32, copy=True)).ravel()
     if index.size == 0 or k <= 0:
         return index.meta.iloc[0:0].assign(similarity=np.zeros(0, np.float32))
     if q.size != index.dim:
         raise ValueError(f"the query has {q.size} dimensions but the stored embeddings have "
                          f"{index.dim}; it must come from the same model")
-    sims = index.matrix @ q
+    if isinstance(index, View):  # one pass over the shared matrix, then only the visible rows
+        sims = (index.index.matrix @ q)[index.rows]
+    else:
+        sims = index.matrix @ q
     if mask is not None:
         sims = np.where(mask, sims, -np.inf)
         n = int(mask.sum())
@@ -102,7 +155,7 @@ def top_k(index: Index, query: np.ndarray, k: int = 10,
     return out.reset_index(drop=True)
 
 
-def pca_2d(matrix: np.ndarray, n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def pca_2d(matrix, n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """2-D PCA coordinates of a seeded random sample of at most n rows: (row indices, (n, 2))."""
     rows = np.arange(len(matrix))
     if len(rows) > n:

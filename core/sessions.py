@@ -7,7 +7,9 @@ session without its metrics and alerts, and a crash leaves either all of it or n
 from __future__ import annotations
 
 import json
+import os
 import uuid
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,9 +29,22 @@ SESSION_TABLES = ("alerts", "session_metrics", "frames", "segments", "channels",
 InTransaction = Callable[[Connection, str], None]  # (connection, session_id)
 
 
+def stored_source(path: str | Path, audio_root: str | Path | None = None) -> str:
+    """How a recording's path is stored: absolute, or relative to the audio root when it lies
+    inside it (so a moved recordings share needs one setting changed, not every row)."""
+    full = Path(os.path.abspath(path))
+    if audio_root is not None:
+        try:
+            return str(full.relative_to(os.path.abspath(audio_root)))
+        except ValueError:
+            pass
+    return str(full)
+
+
 class SessionWriter:
-    def __init__(self, store: Store, rules: Rules):
+    def __init__(self, store: Store, rules: Rules, audio_root: str | Path | None = None):
         self.store, self.rules = store, rules
+        self.audio_root = audio_root
 
     # -- runs -----------------------------------------------------------------------------
     def start_run(self, model: str, model_path: str, trained: bool, device: str,
@@ -90,10 +105,10 @@ class SessionWriter:
             "n_channels, codec, sample_rate, status, error, agent_id, customer_id, team, "
             "recorded_at, tags, run_id, ingested_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [sid, result.source_path, result.file_name, result.sha256, result.duration_s,
-             result.n_channels, result.codec, result.sample_rate, result.status,
-             result.error, m.agent_id, m.customer_id, m.team, as_timestamp(m.recorded_at),
-             list(m.tags), run_id, utc_now()])
+            [sid, stored_source(result.source_path, self.audio_root), result.file_name,
+             result.sha256, result.duration_s, result.n_channels, result.codec,
+             result.sample_rate, result.status, result.error, m.agent_id, m.customer_id,
+             m.team, as_timestamp(m.recorded_at), list(m.tags), run_id, utc_now()])
         if result.status != "ok":
             return True
         if result.channels:

@@ -4,9 +4,17 @@
 applies migrations — nothing else (the domain SQL lives in core.sessions, core.derived,
 core.queries and core.jobs, next to what it reads or writes). One process writes at a time;
 readers open read-only connections per call and never hold one across calls.
+
+DuckDB lets a read-write connection in only while no read-only one is open, so busy readers
+could keep a writer out for long stretches. A gate file beside the database gives the writer
+priority: a writer holds it exclusively from before it connects until it has closed, and a
+reader passes through it (shared, released at once) before connecting. Readers already
+inside finish their short read; new ones wait at the gate until the write is done.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import random
 import time
 from contextlib import contextmanager
@@ -17,6 +25,7 @@ import duckdb
 import pandas as pd
 
 from core.migrations import MIGRATIONS
+from core.private import private_dir, tighten
 from core.times import utc_now
 
 DEFAULT_DB = Path("data/emoscope.duckdb")
@@ -33,15 +42,47 @@ def _is_lock_error(e: Exception) -> bool:
 
 
 class Store:
-    def __init__(self, path: str | Path = DEFAULT_DB, retry_s: float = 30.0):
+    def __init__(self, path: str | Path = DEFAULT_DB, retry_s: float = 30.0,
+                 writer_first: bool = True):
         self.path = Path(path)
         self.retry_s = retry_s
+        self.writer_first = writer_first  # False only to measure what the gate is for (bench/)
         self.stats = {"retries": 0}
 
-    def _connect(self, read_only: bool) -> Connection:
-        deadline = time.monotonic() + self.retry_s
-        delay = 0.01
+    @property
+    def gate_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".gate")
+
+    def _gate_fd(self, create: bool) -> int | None:
+        if not self.writer_first:
+            return None
+        try:
+            if create:
+                return os.open(self.gate_path, os.O_RDWR | os.O_CREAT, 0o600)
+            return os.open(self.gate_path, os.O_RDONLY)
+        except OSError:  # e.g. a read-only folder: readers then go without the gate
+            return None
+
+    def _take(self, fd: int, how: int, deadline: float) -> None:
         while True:
+            try:
+                fcntl.flock(fd, how | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StoreBusy(f"{self.path} stayed locked for {self.retry_s:.0f} s") from None
+                time.sleep(0.002)
+
+    def _connect(self, read_only: bool, deadline: float, gated: bool = False) -> Connection:
+        delay = 0.002 if gated else 0.01
+        while True:
+            if read_only:  # wait at the gate while a writer is in or waiting
+                fd = self._gate_fd(create=False)
+                if fd is not None:
+                    try:
+                        self._take(fd, fcntl.LOCK_SH, deadline)
+                    finally:
+                        os.close(fd)
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except (duckdb.IOException, duckdb.ConnectionException) as e:
@@ -51,29 +92,42 @@ class Store:
                     raise
                 self.stats["retries"] += 1
                 time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.5)
+                # A writer holding the gate waits only for readers already inside: poll fast.
+                delay = min(delay * 2, 0.02 if gated else 0.5)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A read-write connection inside one transaction; rolled back on any error."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._connect(read_only=False)
+        created = not self.path.exists()
+        if not self.path.parent.exists():
+            private_dir(self.path.parent)
+        deadline = time.monotonic() + self.retry_s
+        gate = self._gate_fd(create=True)
         try:
-            con.execute("BEGIN TRANSACTION")
+            if gate is not None:
+                self._take(gate, fcntl.LOCK_EX, deadline)
+            con = self._connect(read_only=False, deadline=deadline, gated=gate is not None)
             try:
-                yield con
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    yield con
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            finally:
+                con.close()
         finally:
-            con.close()
+            if gate is not None:
+                os.close(gate)  # releases the gate
+        if created:
+            tighten(self.path)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         if not self.path.exists():
             raise FileNotFoundError(f"no database at {self.path}; ingest some audio first")
-        con = self._connect(read_only=True)
+        con = self._connect(read_only=True, deadline=time.monotonic() + self.retry_s)
         try:
             yield con
         finally:
@@ -88,7 +142,8 @@ class Store:
         return self.path.exists()
 
     def migrate(self) -> list[str]:
-        """Apply pending migrations; returns the names applied."""
+        """Apply pending migrations (and make the file and its WAL private); returns the names
+        applied."""
         applied = []
         with self.write() as con:
             con.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -100,6 +155,8 @@ class Store:
                 con.execute(sql)
                 con.execute("INSERT INTO schema_migrations VALUES (?, ?)", [name, utc_now()])
                 applied.append(name)
+        for p in (self.path, self.path.with_name(self.path.name + ".wal"), self.gate_path):
+            tighten(p)
         return applied
 
 

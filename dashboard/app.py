@@ -1,6 +1,8 @@
-"""Entry point: only builds the navigation; the pages live in dashboard/views/.
+"""Entry point: who is looking, then the navigation of the pages they may open.
 
-`streamlit run dashboard/app.py` works as it is (`emoscope dashboard` does just that).
+`streamlit run dashboard/app.py` works as it is (`emoscope dashboard` does just that). An
+unauthenticated browser gets the sign-in page and nothing else: no other page is registered
+for it, so no URL reaches one.
 """
 from __future__ import annotations
 
@@ -14,17 +16,39 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dashboard.components import nav, ui  # noqa: E402
+from core.private import private_umask  # noqa: E402
+from core.settings import SettingsError  # noqa: E402
+from dashboard.components import auth, nav, ui  # noqa: E402
 
 PAGES = [("overview.py", "Overview", ":material/dashboard:"),
          ("session.py", "Session", ":material/graphic_eq:"),
          ("alerts.py", "Volatility & alerts", ":material/notifications:"),
          ("similar.py", "Similar moments", ":material/join_inner:"),
-         ("reports.py", "Reports", ":material/download:"),
-         ("upload.py", "Upload", ":material/upload:")]
+         ("reports.py", "Reports", ":material/download:")]
+UPLOAD = ("upload.py", "Upload", ":material/upload:")  # supervisors and admins
+ADMIN = ("admin.py", "Audit & erasure", ":material/shield_person:")  # admins
 
+private_umask()  # uploads and anything else this process writes: 0600 / 0700
 st.set_page_config(page_title="Emoscope", page_icon="🎧", layout="wide")
+try:
+    viewer = auth.resolve()
+except SettingsError as e:  # fail closed: a broken [access] grants nothing
+    st.error(f"emoscope.toml cannot be used: {e}")
+    st.stop()
+if viewer is None:
+    st.navigation([st.Page(auth.sign_in_page, title="Sign in", default=True)],
+                  position="hidden").run()
+    st.stop()
+if auth.sign_in_configured() and \
+        not auth.record_once("sign-in", viewer.who, {"roles": sorted(viewer.roles)}):
+    st.stop()  # an act that cannot be audited does not happen: here, the whole visit
+if not viewer.roles:
+    st.navigation([st.Page(auth.no_role_page, title="No access", default=True)],
+                  position="hidden").run()
+    st.stop()
+chosen = PAGES + [UPLOAD] * viewer.can_upload + [ADMIN] * viewer.is_admin
 pages = st.navigation([st.Page(f"{nav.VIEWS}/{f}", title=t, icon=i, default=(f == "overview.py"))
-                       for f, t, i in PAGES])
+                       for f, t, i in chosen])
 ui.sidebar()
+auth.sidebar()
 pages.run()

@@ -16,9 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from core import erasure
+from core.audit import AuditLog
 from core.inbox import (SIDECAR, beat, check_inside, data_dir_of, read_sidecar, safe_ext,
                         waiting)
 from core.errors import first_line
+from core.private import private_dir, tighten
+from core.settings import Retention
 from core.jobs import Job, JobQueue
 from core.sessions import SessionWriter
 from core.store import StoreBusy
@@ -38,6 +42,8 @@ class WorkerConfig:
     poll_s: float = 1.0
     settle_s: float = 2.0  # a file copied in must be this long unchanged before it is taken
     max_attempts: int = 3
+    retention: Retention = Retention()  # [retention] of emoscope.toml, applied periodically
+    housekeeping_s: float = 2.0  # how often the audit spool and erasure requests are handled
 
 
 def default_config(db: Path, inbox: Path | None = None, delete: bool = False,
@@ -71,10 +77,12 @@ class Worker:
         self.unsettled = 0  # files seen but not yet still long enough to take
         # Called inside the session's transaction just before it commits (tests crash here).
         self.before_commit: Callable[[Job], None] | None = None
+        self.audit = AuditLog.beside(self.store.path)
+        self._chores_at = {"housekeeping": 0.0, "retention": 0.0}
 
     # -- the loop ---------------------------------------------------------------------------
     def start(self) -> None:
-        self.cfg.inbox.mkdir(parents=True, exist_ok=True)
+        private_dir(self.cfg.inbox)
         self.store.migrate()
         requeued, failed = self.jobs.recover()
         if requeued or failed:
@@ -93,6 +101,7 @@ class Worker:
                 except OSError:
                     pass  # only the upload page's "is a worker running" note depends on it
                 last_beat = time.monotonic()
+            self.chores()
             self.scan()
             worked = self.step()
             if worked:
@@ -101,6 +110,31 @@ class Worker:
                 break
             time.sleep(self.cfg.poll_s)
         return self.counts
+
+    # -- the writer's other duties ------------------------------------------------------------
+    def chores(self, force: bool = False) -> None:
+        """Fold the audit spool, carry out erasure requests (and finish interrupted ones), and
+        apply retention when it is due. A failure is logged and retried later, never fatal."""
+        now = time.monotonic()
+        due = self._chores_at
+        if force or now - due["housekeeping"] >= self.cfg.housekeeping_s:
+            due["housekeeping"] = now
+            try:
+                self.audit.fold(self.store)
+                for p in erasure.resume_pending(self.store):
+                    self.echo(f"erased {p.kind} {p.target}: {len(p.session_ids)} sessions")
+            except (StoreBusy, OSError, ValueError) as e:
+                self.echo(f"housekeeping postponed: {first_line(e)}")
+        if self.cfg.retention.active and \
+                (force or now - due["retention"] >= self.cfg.retention.every_s):
+            due["retention"] = now
+            try:
+                out = erasure.apply_retention(self.store, self.cfg.retention)
+                if out["sessions"] or out["audio_files"]:
+                    self.echo(f"retention: {out['sessions']} sessions and {out['audio_files']} "
+                              "recordings past their time erased")
+            except (StoreBusy, OSError, ValueError) as e:
+                self.echo(f"retention postponed: {first_line(e)}")
 
     # -- inbox → jobs -----------------------------------------------------------------------
     def scan(self) -> int:
@@ -237,8 +271,9 @@ class Worker:
                 if target is None:
                     f.unlink()
                 else:
-                    target.parent.mkdir(parents=True, exist_ok=True)
+                    private_dir(target.parent)
                     shutil.move(str(f), str(target))
+                    tighten(target)  # a file copied in by hand may have come in world-readable
             except OSError as e:
                 self.echo(f"could not move {job.file_name} out of the inbox: {e.strerror}")
 

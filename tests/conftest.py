@@ -68,3 +68,12 @@ def ingested_db(tmp_path_factory, audio_dir, model) -> Path:
     report = ingest_paths([audio_dir], writer_for(db), model, metadata=meta)
     assert not report.failed, report.failed
     return db
+
+
+@pytest.fixture(autouse=True)
+def _dashboard_on_loopback():
+    """AppTest runs no server: say it listens on loopback, as `emoscope dashboard` does without
+    sign-in (an unset address means every address, where the app shows nothing unsigned)."""
+    from streamlit import config
+    config.set_option("server.address", "127.0.0.1")
+    yield

@@ -11,6 +11,7 @@ import pytest
 
 from core import derived
 from core.labels import LABELS
+from core.access import operator
 from core.queries import Reader, SessionFilter
 from core.rules import load_rules
 from core.sessions import SessionWriter
@@ -83,7 +84,7 @@ def only(sid: str) -> SessionFilter:
 
 
 def test_save_writes_metrics_alerts_and_segment_values(store):
-    m = Reader(store).session_metrics(only(CALLS[0].session_id)).set_index("speaker")
+    m = Reader(store, operator()).session_metrics(only(CALLS[0].session_id)).set_index("speaker")
     assert m.index.tolist() == ["agent", "customer", "all"]
     assert m.loc["customer", "volatility"] == pytest.approx(1.0)  # steps of 1 along x
     assert m.loc["customer", "trend"] == "worsening"  # neutral at first, angry at the end
@@ -95,12 +96,12 @@ def test_save_writes_metrics_alerts_and_segment_values(store):
                       [CALLS[0].session_id])
     assert pd.isna(seg.rolling_volatility[0]) and seg.rolling_volatility[1:].tolist() == \
         pytest.approx([1, 1, 1, 1])
-    rules = set(Reader(store).alerts(only(CALLS[0].session_id)).rule)
+    rules = set(Reader(store, operator()).alerts(only(CALLS[0].session_id)).rule)
     assert {"angry_streak", "ends_worse", "negative_last_quarter", "unreliable_audio"} <= rules
 
 
 def test_volatility_rule_compares_with_earlier_sessions_only(store):
-    p95 = Reader(store).alerts(rule="volatility_p95")
+    p95 = Reader(store, operator()).alerts(rule="volatility_p95")
     # call 3 (steps of 10) is far jumpier than calls 0-2; calls 0-1 had too few before them
     assert p95.session_id.tolist() == [CALLS[3].session_id]
     hit = p95.iloc[0]
@@ -135,12 +136,12 @@ def test_recompute_applies_changed_rules(store):
         dataclasses.replace(a, min_count=4) if a.rule == "angry_streak" else a
         for a in RULES.alerts))
     derived.recompute(store, stricter)
-    assert Reader(store).alerts(rule="angry_streak").empty  # the longest run is 3
-    assert set(Reader(store).session_metrics().rules_digest) == {stricter.digest}
+    assert Reader(store, operator()).alerts(rule="angry_streak").empty  # the longest run is 3
+    assert set(Reader(store, operator()).session_metrics().rules_digest) == {stricter.digest}
 
 
 def test_replacing_a_session_replaces_its_derived_rows(store):
-    reader = Reader(store)
+    reader = Reader(store, operator())
     n = len(reader.alerts())
     assert len(reader.alerts(only(CALLS[0].session_id))) >= 4
     calm = dataclasses.replace(CALLS[0], segments=tuple(
@@ -157,12 +158,12 @@ def test_failed_sessions_get_no_metrics(store):
     bad = SessionResult("sdeadbeef0000000", "/x/bad.wav", "bad.wav", "de" * 32, 0, 0,
                         SessionMeta(), status="failed", error="no audio stream")
     SessionWriter(store, RULES).save(bad, None)
-    assert Reader(store).session_metrics(only("sdeadbeef0000000")).empty
+    assert Reader(store, operator()).session_metrics(only("sdeadbeef0000000")).empty
     assert derived.recompute(store, RULES)["sessions"] == 5
 
 
 def test_reads_for_the_dashboard(store):
-    reader = Reader(store)
+    reader = Reader(store, operator())
     high = reader.alerts(severity="high")
     assert set(high.rule) == {"angry_streak"} and "agent_id" in high
     assert len(reader.alerts(SessionFilter(since="2026-11-09"))) == \

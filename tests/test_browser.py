@@ -32,7 +32,7 @@ def free_port() -> int:
 def serve(db: Path, port: int) -> subprocess.Popen:
     from dashboard.launch import command
     env = dict(os.environ, EMOSCOPE_DB=str(db), PYTHONPATH=str(ROOT))
-    cmd = command(port) + ["--server.address", "127.0.0.1", "--server.fileWatcherType", "none"]
+    cmd = command(port) + ["--server.fileWatcherType", "none"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -124,9 +124,10 @@ def test_every_page_in_chromium(ingested_db):
         except subprocess.TimeoutExpired:
             proc.kill()
     assert seen["pages"] == {p: p for p in PAGES}
+    from core.access import operator
     from core.queries import Reader
     from core.store import Store
-    ids = set(Reader(Store(ingested_db)).session_rows().session_id)
+    ids = set(Reader(Store(ingested_db), operator()).session_rows().session_id)
     assert seen["row_opened"].split("session=")[-1] in ids
     assert all(n == 0 for n in seen["errors"].values()), seen["errors"]
     assert seen["before"] == "Player starts at 0:00.0. Click the timeline to move it."

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.labels import ZH
+from core.access import operator
 from core.queries import Reader
 from core.store import Store
 
@@ -59,11 +60,11 @@ def test_page_renders_with_untrained_banner(db, page):
 def test_overview_kpis_and_filters(db):
     at = open_page()
     clean(at)
-    sessions = Reader(Store(db)).session_rows()
+    sessions = Reader(Store(db), operator()).session_rows()
     assert metric(at, "Sessions") == str(len(sessions))
     hours = sessions.duration_s.sum() / 3600
     assert metric(at, "Audio hours") == f"{hours:,.2f}"
-    alerts = Reader(Store(db)).alerts()
+    alerts = Reader(Store(db), operator()).alerts()
     assert metric(at, "Flagged sessions") == str(alerts.session_id.nunique())
     at.text_input(key="ov_text").input("diary").run()
     clean(at)
@@ -105,7 +106,7 @@ def test_session_timeline_click_moves_the_player(db):
     clean(at)
     sid = at.session_state["session_id"]
     assert audio_start(at) == 0
-    segs = Reader(Store(db)).segments(sid)
+    segs = Reader(Store(db), operator()).segments(sid)
     target = segs.iloc[len(segs) // 2]
     # What a click on the timeline stores (session.handle_click): the moment to play from.
     at.session_state["seek"] = {"session_id": sid, "t_s": float(target.start_s) + 0.01,
@@ -124,7 +125,7 @@ def test_session_timeline_click_moves_the_player(db):
 def test_session_page_lists_segments_and_exports(db):
     at = open_page("session")
     sid = at.session_state["session_id"]
-    n = len(Reader(Store(db)).segments(sid))
+    n = len(Reader(Store(db), operator()).segments(sid))
     assert metric(at, "Segments") == str(n)
     labels = [b.proto.label for b in at.get("download_button")]
     assert any("CSV" in x for x in labels) and any("JSON" in x for x in labels)
@@ -150,7 +151,7 @@ def test_alerts_thresholds_change_the_list(db):
         cap = next(c.value for c in at.caption if "alerts in" in c.value)
         return int(cap.split()[0].replace(",", ""))
 
-    m = Reader(Store(db)).session_metrics()
+    m = Reader(Store(db), operator()).session_metrics()
     watched = m[m.speaker.isin(["customer", "speaker"])]
     at.multiselect(key="th_roles").set_value(["customer", "speaker"])
     at.slider(key="th_unrel").set_value(1.0)
@@ -168,7 +169,7 @@ def test_alerts_thresholds_change_the_list(db):
 
 def test_alert_drill_down_opens_the_session_at_the_moment(db):
     at = open_page("alerts")
-    sid = Reader(Store(db)).session_rows().session_id.iloc[0]
+    sid = Reader(Store(db), operator()).session_rows().session_id.iloc[0]
     # The drill-down writes the session and the moment, then switches page.
     at.session_state["session_id"] = sid
     at.session_state["seek"] = {"session_id": sid, "t_s": 3.7}
@@ -203,7 +204,7 @@ def test_reports_build_every_format(db):
     clean(at)
     at.button(key="rp_build").click().run()
     clean(at)
-    n = Reader(Store(db)).counts()["segments"]
+    n = Reader(Store(db), operator()).counts()["segments"]
     assert any(f"{n:,} segments" in s.value for s in at.success)
     labels = [b.proto.label for b in at.get("download_button")]
     for want in ("CSV", "Parquet", "NPY", "JSON", "PDF"):
@@ -237,7 +238,7 @@ def test_new_data_shows_without_restart(ingested_db, tmp_path, monkeypatch):
 def test_find_similar_from_the_session_page(db):
     at = open_page("session")
     sid = at.session_state["session_id"]
-    segs = Reader(Store(db)).segments(sid)
+    segs = Reader(Store(db), operator()).segments(sid)
     target = segs.iloc[-1]
     at.session_state["seek"] = {"session_id": sid, "t_s": float(target.start_s),
                                 "segment_id": target.segment_id}

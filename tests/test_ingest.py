@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from core.access import operator
 from core.queries import Reader
 from core.store import Store
 from cli.main import app
@@ -53,7 +54,7 @@ def test_mixed_folder_stores_good_names_broken_and_second_run_changes_nothing(mi
     orphans = store.query("SELECT count(*) n FROM segments JOIN sessions USING (session_id) "
                           "WHERE status = 'failed'").n[0]
     assert orphans == 0
-    counts = Reader(store).counts()
+    counts = Reader(store, operator()).counts()
     speakers = store.query("SELECT DISTINCT speaker FROM segments JOIN sessions "
                            "USING (session_id) WHERE file_name = 'call.mp3'").speaker
     assert set(speakers) == {"agent", "customer"}
@@ -61,18 +62,18 @@ def test_mixed_folder_stores_good_names_broken_and_second_run_changes_nothing(mi
     second = runner.invoke(app, args)
     assert second.exit_code == 1
     assert "skipped 12" in second.output.replace("\n", " ")
-    after = Reader(store).counts()
+    after = Reader(store, operator()).counts()
     assert {k: v for k, v in after.items() if k != "runs"} == \
            {k: v for k, v in counts.items() if k != "runs"}
 
     forced = runner.invoke(app, args + ["--force"])
     assert forced.exit_code == 1
-    assert Reader(store).counts()["segments"] == counts["segments"]
-    assert Reader(store).counts()["sessions"] == counts["sessions"]
+    assert Reader(store, operator()).counts()["segments"] == counts["segments"]
+    assert Reader(store, operator()).counts()["sessions"] == counts["sessions"]
 
 
 def test_runs_record_model_and_untrained(ingested_db):
-    runs = Reader(Store(ingested_db)).runs()
+    runs = Reader(Store(ingested_db), operator()).runs()
     assert (runs.model == "tiny-random").all() and not runs.trained.any()
     opts = json.loads(runs.options.iloc[0])
     assert opts["max_segment_s"] == 12.0 and opts["curve_hop_s"] == 0.1
@@ -107,7 +108,7 @@ def test_manifest_roles_and_metadata(tmp_path, call_audio):
     assert res.exit_code == 0, res.output
     ch = Store(db).query("SELECT channel, speaker FROM channels ORDER BY channel")
     assert ch.speaker.tolist() == ["customer", "agent"]
-    s = Reader(Store(db)).session_rows().iloc[0]
+    s = Reader(Store(db), operator()).session_rows().iloc[0]
     assert (s.agent_id, s.team, str(s.recorded_at)) == ("a-ben", "billing", "2026-11-05 09:30:00")
 
 
@@ -129,7 +130,7 @@ def test_hostile_file_names_are_just_names(tmp_path, speech):
     r = runner.invoke(app, ["ingest", str(d), "--db", str(db), "--model", "tiny-random",
                             "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    assert Reader(Store(db)).session_rows().file_name.tolist() == [name]
+    assert Reader(Store(db), operator()).session_rows().file_name.tolist() == [name]
 
 
 def test_predict_json_and_embeddings(tmp_path, speech):

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.access import operator
 from core.queries import Reader, SessionFilter
 from core.sessions import SessionWriter
 from core.store import Store
@@ -62,7 +63,7 @@ def every_read(r: Reader) -> dict[str, object]:
 
 
 def test_every_read_honours_the_one_session_condition(store):
-    full, hidden = every_read(Reader(store)), every_read(HidingReader(store))
+    full, hidden = every_read(Reader(store, operator())), every_read(HidingReader(store, operator()))
     for name, df in full.items():
         if isinstance(df, int):
             assert hidden[name] == df - 1, name
@@ -79,7 +80,7 @@ def test_every_read_honours_the_one_session_condition(store):
 
 
 def test_filters(store):
-    r = Reader(store)
+    r = Reader(store, operator())
     assert set(r.sessions(SessionFilter(agent="a1")).agent_id) == {"a1"}
     assert set(r.sessions(SessionFilter(person="c1")).session_id) == \
         {c.session_id for c in CALLS if c.meta.customer_id == "c1"}

@@ -10,18 +10,19 @@ import pytest
 
 from core import reports
 from core.labels import LABELS
+from core.access import operator
 from core.queries import Reader, SessionFilter
 from core.store import Store
 
 
 @pytest.fixture(scope="module")
 def segs(ingested_db):
-    reader = Reader(Store(ingested_db))
+    reader = Reader(Store(ingested_db), operator())
     return reader.export_segments(SessionFilter(tuple(reader.sessions().session_id)))
 
 
 def test_export_segments_holds_every_segment_with_model(ingested_db, segs):
-    counts = Reader(Store(ingested_db)).counts()
+    counts = Reader(Store(ingested_db), operator()).counts()
     assert len(segs) == counts["segments"] > 0
     assert set(segs.model) == {"tiny-random"}
     assert not segs.trained.any()
@@ -69,7 +70,7 @@ def test_model_lines_warn_about_untrained_models():
 
 
 def test_pdf_report(ingested_db, segs):
-    reader = Reader(Store(ingested_db))
+    reader = Reader(Store(ingested_db), operator())
     sessions = reader.sessions()
     alerts = reader.alerts()
     data = reports.ReportData(

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from core import search
+from core.access import operator
 from core.queries import Reader, SessionFilter
 from core.store import Store
 
@@ -93,7 +94,7 @@ def test_pca_2d_samples_and_separates_clusters():
 
 def test_store_embedding_matrix_matches_the_rows(ingested_db):
     store = Store(ingested_db)
-    meta, matrix, dropped = Reader(store).embedding_matrix()
+    meta, matrix, dropped = Reader(store, operator()).embedding_matrix()
     rows = store.query("SELECT segment_id, embedding FROM segments")
     ids, emb = rows.segment_id.tolist(), np.stack(rows.embedding.to_numpy())
     assert dropped == 0
@@ -112,7 +113,7 @@ def test_updated_index_equals_a_full_rebuild(ingested_db, tmp_path):
     db = tmp_path / "s.duckdb"
     shutil.copy(ingested_db, db)
     store = Store(db)
-    reader = Reader(store)
+    reader = Reader(store, operator())
     stamps = reader.ingest_stamps
 
     def full():

@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 import numpy as np
@@ -5,6 +6,7 @@ import pytest
 
 from core.labels import LABELS
 from core.migrations import MIGRATIONS
+from core.access import operator
 from core.queries import Reader, SessionFilter
 from core.rules import load_rules
 from core.sessions import SessionWriter
@@ -17,7 +19,7 @@ RULES = load_rules(Path(__file__).resolve().parent.parent / "core" / "default_ru
 def opened(tmp_path) -> tuple[Store, SessionWriter, Reader]:
     store = Store(tmp_path / "db.duckdb")
     store.migrate()
-    return store, SessionWriter(store, RULES), Reader(store)
+    return store, SessionWriter(store, RULES), Reader(store, operator())
 
 
 def make_result(sha="ab" * 32, n_segments=3, status="ok") -> SessionResult:
@@ -39,7 +41,7 @@ def test_round_trip(tmp_path):
     store = Store(tmp_path / "db.duckdb")
     assert store.migrate() == [name for name, _ in MIGRATIONS]
     assert store.migrate() == []  # applied once
-    reader = Reader(store)
+    reader = Reader(store, operator())
     r = make_result()
     SessionWriter(store, RULES).save(r, run_id=None)
     seg = store.query("SELECT * FROM segments ORDER BY start_s")
@@ -92,3 +94,55 @@ def test_filter_values_are_parameters(tmp_path):
     hostile = "'; DROP TABLE segments; --"
     assert reader.sessions(SessionFilter(agent=hostile, team=hostile)).empty
     assert reader.counts()["segments"] == 3
+
+
+HOLD = """
+import sys, time
+from core.store import Store
+print("ready", flush=True)
+sys.stdin.readline()  # go
+with Store(sys.argv[1]).read() as con:
+    print("in", flush=True)
+    time.sleep(float(sys.argv[2]))
+    print(con.execute("SELECT count(*) FROM runs").fetchone()[0], flush=True)
+"""
+
+
+def test_a_waiting_writer_goes_before_readers_that_arrive_after_it(tmp_path):
+    """Writer first: while a write waits for a reader already inside, a newer reader waits at
+    the gate and then sees the write (without the gate it would get in first, again and again,
+    and starve the writer)."""
+    import subprocess
+    import sys
+    import threading
+    root = Path(__file__).resolve().parent.parent
+    store = Store(tmp_path / "g.duckdb")
+    store.migrate()
+    def reader(hold: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", HOLD, str(store.path), hold], cwd=root,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        return proc
+    first, second = reader("1.5"), reader("0")
+    first.stdin.write("go\n")
+    first.stdin.flush()
+    assert first.stdout.readline().strip() == "in"
+    wrote = threading.Event()
+
+    def write():
+        with store.write() as con:
+            con.execute("INSERT INTO runs (run_id, model, trained, device, started_at) "
+                        "VALUES ('r1', 'm', false, 'cpu', now())")
+        wrote.set()
+    t = threading.Thread(target=write)
+    t.start()
+    time.sleep(0.4)  # the writer now holds the gate, waiting for the first reader
+    second.stdin.write("go\n")
+    second.stdin.flush()
+    out_second = second.communicate(timeout=60)[0].split()
+    t.join(60)
+    out_first = first.communicate(timeout=60)[0].split()
+    assert wrote.is_set()
+    assert out_first == ["0"]  # the reader inside finished on its snapshot
+    assert out_second == ["in", "1"]  # the later reader waited for the write, then saw it
+    assert (store.gate_path.stat().st_mode & 0o777) == 0o600

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from core import inbox as inbox_mod
 from core.inbox import InboxError
 from core.jobs import JobQueue
+from core.access import operator
 from core.queries import Reader
 from core.store import Store, StoreBusy
 from cli.main import app
@@ -230,8 +231,9 @@ def test_hostile_values_are_data_not_sql(tmp_path, model, speech):
     assert evil + ".wav" in set(jobs.file_name)
     assert store.query("SELECT count(*) n FROM sessions WHERE agent_id = ?", [evil]).n[0] == 1
     assert store.query("SELECT count(*) n FROM segments WHERE speaker = ?", [evil]).n[0] == 0
-    assert len(Reader(store).alerts(speaker=evil, rule=evil)) == 0
-    assert Reader(store).counts()["segments"] > 0  # the table is still there, rows and all
+    assert len(Reader(store, operator()).alerts(speaker=evil, rule=evil)) == 0
+    # the table is still there, rows and all
+    assert Reader(store, operator()).counts()["segments"] > 0
 
 
 def test_demo_runs_a_worker_beside_the_dashboard_and_stops_it(tmp_path):

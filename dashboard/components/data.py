@@ -1,23 +1,27 @@
 """Cached reads of the store for the pages: st.cache_* wrappers over core.queries.Reader.
 
-Every cached function takes the DB's version (mtime and size of the file and its WAL) as an
-argument, so a new ingest changes the cache key and the next rerun shows the new data without a
-restart. Connections are opened per read by `Store` (read-only, retried while a writer holds
-the lock) and never kept.
+Every cached function takes a `Key`: the DB's version (mtime and size of the file and its WAL),
+its path, and the viewer. A new ingest changes the version, so the next rerun shows the new data
+without a restart; the viewer is part of every key, so one person's cached rows are never
+another's, and every read is made by a Reader holding that viewer's scope. Connections are
+opened per read by `Store` (read-only, retried while a writer holds the lock) and never kept.
 """
 from __future__ import annotations
 
 import os
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import streamlit as st
 
 from core import aggregates
+from core.access import Viewer, operator
 from core.labels import LABELS
 from core.queries import EVERY, Reader, SessionFilter
 from core.rules import Rules, RulesError, load_rules
+from core.settings import Settings, config_path, load_settings
 from core.store import DEFAULT_DB, Store
 
 
@@ -38,32 +42,57 @@ def db_version(path: Path | None = None) -> tuple:
     return tuple(out)
 
 
+class Key(NamedTuple):
+    """What every cached read depends on."""
+    version: tuple
+    path: str
+    viewer: Viewer
+
+
 def store() -> Store:
     return Store(db_path(), retry_s=10.0)
 
 
-def reader(path: str | None = None) -> Reader:
-    return Reader(Store(path or db_path(), retry_s=10.0))
+def settings() -> Settings:
+    """[access], [retention], [storage] of emoscope.toml (the launcher passes its path); read
+    again when the file changes, so edited grants apply at each user's next page load."""
+    path = config_path()
+    try:
+        stamp = path.stat().st_mtime_ns if path else 0
+    except OSError:
+        stamp = 0
+    return _settings(str(path) if path else "", stamp)
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _settings(path: str, stamp: int) -> Settings:
+    return load_settings(path or None)
+
+
+def reader(k: Key) -> Reader:
+    """A Reader with the viewer's scope: the only way pages read."""
+    return Reader(Store(k.path, retry_s=10.0), k.viewer, settings().audio_root)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
 def tables(version: tuple, path: str) -> set[str]:
-    return reader(path).tables()
+    return Reader(Store(path, retry_s=10.0), operator()).tables()
 
 
-def state() -> tuple[tuple, str]:
-    """(version, path) — the cache key every read below takes."""
+def state() -> Key:
+    """The cache key every read below takes, for the signed-in viewer (set by app.py)."""
+    from dashboard.components import auth
     p = db_path()
-    return db_version(p), str(p)
+    return Key(db_version(p), str(p), auth.current())
 
 
 def ready() -> bool:
-    """The DB exists and holds at least one session."""
+    """The DB exists and holds at least one session this viewer may see."""
     p = db_path()
     if not p.exists():
         return False
-    v, path = state()
-    return "sessions" in tables(v, path) and n_sessions(v, path) > 0
+    k = state()
+    return "sessions" in tables(k.version, k.path) and n_sessions(k) > 0
 
 
 @st.cache_resource(show_spinner=False)
@@ -75,33 +104,33 @@ def rules() -> Rules | None:
         return None
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def n_sessions(version: tuple, path: str) -> int:
-    return reader(path).n_sessions()
+@st.cache_data(show_spinner=False, max_entries=16)
+def n_sessions(k: Key) -> int:
+    return reader(k).n_sessions()
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def models(version: tuple, path: str) -> pd.DataFrame:
-    return reader(path).models()
+@st.cache_data(show_spinner=False, max_entries=16)
+def models(k: Key) -> pd.DataFrame:
+    return reader(k).models()
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def latest_model(version: tuple, path: str) -> tuple[str, str | None] | None:
-    return reader(path).latest_model()
+@st.cache_data(show_spinner=False, max_entries=16)
+def latest_model(k: Key) -> tuple[str, str | None] | None:
+    return reader(k).latest_model()
 
 
 # The summary, the mix and the index are shared resources, not copies: at 10,000 sessions
 # unpickling a fresh copy on every rerun costs more than the page itself. Callers never
 # modify them in place (they filter, assign or copy).
-@st.cache_resource(show_spinner=False, max_entries=2)
-def session_summary(version: tuple, path: str) -> pd.DataFrame:
-    return reader(path).summary()
+@st.cache_resource(show_spinner=False, max_entries=8)
+def session_summary(k: Key) -> pd.DataFrame:
+    return reader(k).summary()
 
 
-@st.cache_resource(show_spinner=False, max_entries=2)
-def summary_options(version: tuple, path: str) -> dict:
+@st.cache_resource(show_spinner=False, max_entries=8)
+def summary_options(k: Key) -> dict:
     """The choices each overview filter offers, computed once per DB version."""
-    s = session_summary(version, path)
+    s = session_summary(k)
     when = s["when"].dropna()
     flat = lambda col: sorted({x for v in s[col] for x in v})  # noqa: E731
     vals = lambda col: sorted({str(x) for x in s[col].dropna()})  # noqa: E731
@@ -112,83 +141,89 @@ def summary_options(version: tuple, path: str) -> dict:
             "dominant": sorted(set(s.dominant.dropna()), key=LABELS.index)}
 
 
-@st.cache_resource(show_spinner=False, max_entries=2)
-def session_choices(version: tuple, path: str) -> tuple[list[str], dict[str, str]]:
+@st.cache_resource(show_spinner=False, max_entries=8)
+def session_choices(k: Key) -> tuple[list[str], dict[str, str]]:
     """Session ids, newest first, and the text the session picker shows for each."""
-    s = session_summary(version, path).sort_values("when", ascending=False,
+    s = session_summary(k).sort_values("when", ascending=False,
                                                    na_position="last")
     text = {sid: f"{name} · {w:%Y-%m-%d %H:%M} · {sid}" if pd.notna(w) else f"{name} · {sid}"
             for sid, name, w in zip(s.session_id, s.file_name, s["when"])}
     return s.session_id.tolist(), text
 
 
-@st.cache_resource(show_spinner=False, max_entries=2)
-def mix_table(version: tuple, path: str) -> pd.DataFrame:
-    return aggregates.mix_table(label_seconds(version, path), session_summary(version, path))
+@st.cache_resource(show_spinner=False, max_entries=8)
+def mix_table(k: Key) -> pd.DataFrame:
+    return aggregates.mix_table(label_seconds(k), session_summary(k))
 
 
-@st.cache_resource(show_spinner=False, max_entries=2)
-def label_seconds(version: tuple, path: str) -> pd.DataFrame:
-    return reader(path).label_seconds()
+@st.cache_resource(show_spinner=False, max_entries=8)
+def label_seconds(k: Key) -> pd.DataFrame:
+    return reader(k).label_seconds()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def session_segments(version: tuple, path: str, session_id: str) -> pd.DataFrame:
-    return reader(path).segments(session_id)
+def session_segments(k: Key, session_id: str) -> pd.DataFrame:
+    return reader(k).segments(session_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def session_frames(version: tuple, path: str, session_id: str) -> pd.DataFrame:
-    return reader(path).frames(session_id)
+def session_frames(k: Key, session_id: str) -> pd.DataFrame:
+    return reader(k).frames(session_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def session_channels(version: tuple, path: str, session_id: str) -> pd.DataFrame:
-    return reader(path).channels(session_id)
+def session_channels(k: Key, session_id: str) -> pd.DataFrame:
+    return reader(k).channels(session_id)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def session_metrics(version: tuple, path: str, session_id: str | None = None) -> pd.DataFrame:
-    if "session_metrics" not in tables(version, path):
+def session_metrics(k: Key, session_id: str | None = None) -> pd.DataFrame:
+    if "session_metrics" not in tables(k.version, k.path):
         return pd.DataFrame()
-    return reader(path).session_metrics(_only(session_id))
+    return reader(k).session_metrics(_only(session_id))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def alerts(version: tuple, path: str, session_id: str | None = None) -> pd.DataFrame:
-    if "alerts" not in tables(version, path):
+def alerts(k: Key, session_id: str | None = None) -> pd.DataFrame:
+    if "alerts" not in tables(k.version, k.path):
         return pd.DataFrame()
-    return reader(path).alerts(_only(session_id))
+    return reader(k).alerts(_only(session_id))
 
 
 def _only(session_id: str | None) -> SessionFilter:
     return EVERY if session_id is None else SessionFilter.of(session_id)
 
 
-@st.cache_resource(show_spinner=False, max_entries=2)
-def person_sessions(version: tuple, path: str) -> pd.DataFrame:
-    if "session_metrics" not in tables(version, path):
+@st.cache_resource(show_spinner=False, max_entries=8)
+def person_sessions(k: Key) -> pd.DataFrame:
+    if "session_metrics" not in tables(k.version, k.path):
         return pd.DataFrame()
-    return reader(path).person_sessions()
+    return reader(k).person_sessions()
 
 
-@st.cache_resource(show_spinner="Comparing each person with their baseline…", max_entries=2)
-def baselines(version: tuple, path: str) -> pd.DataFrame:
-    if "session_metrics" not in tables(version, path) or rules() is None:
+@st.cache_resource(show_spinner="Comparing each person with their baseline…", max_entries=8)
+def baselines(k: Key) -> pd.DataFrame:
+    if "session_metrics" not in tables(k.version, k.path) or rules() is None:
         return pd.DataFrame()
-    return reader(path).baselines(rules())
+    return reader(k).baselines(rules())
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def volatility_peaks(version: tuple, path: str) -> pd.DataFrame:
-    if "session_metrics" not in tables(version, path):
+@st.cache_data(show_spinner=False, max_entries=16)
+def volatility_peaks(k: Key) -> pd.DataFrame:
+    if "session_metrics" not in tables(k.version, k.path):
         return pd.DataFrame(columns=["session_id", "speaker", "peak_t_s"])
-    return reader(path).volatility_peaks()
+    return reader(k).volatility_peaks()
 
 
-def export_segments(session_id: str) -> pd.DataFrame:
+def export_segments(k: Key, session_id: str) -> pd.DataFrame:
     """One session's segments for its downloads; read when a download is clicked."""
-    return reader().export_segments(SessionFilter.of(session_id))
+    return reader(k).export_segments(SessionFilter.of(session_id))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def session_ids(k: Key) -> frozenset[str]:
+    """Every session (ok or failed) the viewer may see."""
+    return frozenset(reader(k).session_rows().session_id)
 
 
 @st.cache_resource(show_spinner=False)
@@ -196,8 +231,9 @@ def _index_holder(path: str) -> dict:
     return {"lock": threading.Lock(), "version": None, "index": None, "stamps": {}}
 
 
-def search_index(version: tuple, path: str):
-    """The normalised embedding matrix, shared by all users and kept up to date in place.
+def _shared_index(version: tuple, path: str):
+    """The normalised embedding matrix of every session, shared by all users and kept up to date
+    in place; never handed to a page (search_index gives each viewer their View of it).
 
     After an ingest only the new or re-ingested sessions are read (reading all 500,000
     embeddings again takes tens of seconds); a resource, not data, because cache_data would
@@ -208,7 +244,8 @@ def search_index(version: tuple, path: str):
     with h["lock"]:
         if h["version"] == version and h["index"] is not None:
             return h["index"]
-        r = reader(path)
+        # The one read made for no particular viewer: it builds a cache, never shown whole.
+        r = Reader(Store(path, retry_s=10.0), operator())
         stamps = r.ingest_stamps()
         index = None
         if h["index"] is not None:
@@ -220,3 +257,12 @@ def search_index(version: tuple, path: str):
                 index = search.build_index(matrix, meta, dropped)
         h.update(version=version, index=index, stamps=stamps)
         return index
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def search_index(k: Key):
+    """What this viewer may search: the shared index masked to the sessions in their scope."""
+    from core import search
+    index = _shared_index(k.version, k.path)
+    allowed = None if k.viewer.scope.everything else session_ids(k)
+    return search.view(index, allowed)

@@ -2,6 +2,8 @@
 the page; a selected alert opens its session at that moment."""
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -9,7 +11,7 @@ import streamlit as st
 from dashboard.components import data, nav, ui, whatif
 
 
-def volatility(metrics: pd.DataFrame, v, p) -> None:
+def volatility(metrics: pd.DataFrame, k) -> None:
     # One view at a time: tabs would compute all three on every rerun.
     view = st.segmented_control("Volatility by", ["session", "agent", "person"],
                                 default="session", key="vol_view") or "session"
@@ -22,7 +24,11 @@ def volatility(metrics: pd.DataFrame, v, p) -> None:
             st.info("No session has enough segments for a volatility value yet.")
         else:
             m["when"] = pd.to_datetime(m.recorded_at.fillna(m.ingested_at))
-            fig = px.scatter(m, x="when", y="volatility", color="team", hover_name="file_name",
+            # Plotly renders a little HTML (links included) in hover text: user strings escaped.
+            shown = m.assign(**{c: m[c].map(lambda x: x if pd.isna(x) else html.escape(str(x)))
+                                for c in ("file_name", "agent_id", "customer_id", "team")})
+            fig = px.scatter(shown, x="when", y="volatility", color="team",
+                             hover_name="file_name",
                              hover_data=["session_id", "agent_id", "customer_id"], height=320)
             fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
             st.plotly_chart(fig, key="vol_sessions")
@@ -38,17 +44,18 @@ def volatility(metrics: pd.DataFrame, v, p) -> None:
             g = m.groupby("agent_id").agg(sessions=("session_id", "nunique"),
                                           mean_volatility=("volatility", "mean"),
                                           max_volatility=("volatility", "max")).reset_index()
+            g["agent_id"] = g.agent_id.map(lambda x: html.escape(str(x)))
             fig = px.bar(g.sort_values("mean_volatility", ascending=False), x="agent_id",
                          y="mean_volatility", hover_data=["sessions", "max_volatility"],
                          height=300)
             fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
             st.plotly_chart(fig, key="vol_agents")
     else:
-        people(v, p)
+        people(k)
 
 
-def people(v, p) -> None:
-    ps = data.person_sessions(v, p)
+def people(k) -> None:
+    ps = data.person_sessions(k)
     if ps.empty:
         st.info("No person has sessions with metrics yet.")
         return
@@ -62,7 +69,7 @@ def people(v, p) -> None:
         "max_volatility": st.column_config.NumberColumn(format="%.3f"),
         "negative_share": st.column_config.NumberColumn(format="%.2f")})
     if st.toggle("Compare each person's latest session with their baseline", key="vol_base"):
-        base = data.baselines(v, p)
+        base = data.baselines(k)
         if base.empty:
             st.info("No person has enough sessions for a baseline yet.")
         else:
@@ -96,11 +103,11 @@ def thresholds(metrics: pd.DataFrame) -> whatif.Thresholds:
     return whatif.Thresholds(pct, d.min_reference, neg, tr, un, tuple(watched))
 
 
-def alert_list(v, p, metrics: pd.DataFrame, summary: pd.DataFrame) -> None:
+def alert_list(k, metrics: pd.DataFrame, summary: pd.DataFrame) -> None:
     th = thresholds(metrics)
     r = data.rules()
     streaks = {a.rule for a in r.alerts if a.kind == "streak"} if r else set()
-    found = whatif.evaluate(metrics, data.volatility_peaks(v, p), data.alerts(v, p), th, streaks)
+    found = whatif.evaluate(metrics, data.volatility_peaks(k), data.alerts(k), th, streaks)
     c = st.columns([1, 1, 3])
     sev = c[0].multiselect("Severity", ["high", "medium", "low"], key="al_sev")
     rule = c[1].multiselect("Rule", sorted(set(found.rule)), key="al_rule")
@@ -133,17 +140,17 @@ def alert_list(v, p, metrics: pd.DataFrame, summary: pd.DataFrame) -> None:
 def main() -> None:
     if not ui.page("Volatility & alerts"):
         return
-    v, p = data.state()
-    metrics = data.session_metrics(v, p)
+    k = data.state()
+    metrics = data.session_metrics(k)
     if metrics.empty:
         st.info("Volatility and alerts appear once the analytics tables exist: run "
-                f"`emoscope recompute --db {p}` (or re-ingest with this version).")
+                f"`emoscope recompute --db {k.path}` (or re-ingest with this version).")
         return
-    summary = data.session_summary(v, p)
+    summary = data.session_summary(k)
     st.subheader("Volatility")
-    volatility(metrics, v, p)
+    volatility(metrics, k)
     st.subheader("Alerts")
-    alert_list(v, p, metrics, summary)
+    alert_list(k, metrics, summary)
 
 
 with ui.guard():

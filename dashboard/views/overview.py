@@ -53,15 +53,15 @@ def table(rows) -> None:
 def main() -> None:
     if not ui.page("Overview"):
         return
-    v, p = data.state()
-    summary = data.session_summary(v, p)
+    k = data.state()
+    summary = data.session_summary(k)
     with st.expander("Filters", expanded=True):
-        f = filters.widgets(summary, data.summary_options(v, p), key="ov")
+        f = filters.widgets(summary, data.summary_options(k), key="ov")
     rows = filters.apply(summary, f)
     kpis(rows)
     left, right = st.columns([3, 1])
     period = right.radio("Emotion mix by", ["day", "week"], horizontal=True, key="ov_period")
-    mix = aggregates.mix_over_time(data.mix_table(v, p), rows, len(summary), period)
+    mix = aggregates.mix_over_time(data.mix_table(k), rows, len(summary), period)
     with left:
         st.subheader("Emotion mix over time")
     if len(mix):

@@ -8,15 +8,15 @@ import pandas as pd
 import streamlit as st
 
 from core import reports
-from dashboard.components import data, filters, ui
+from dashboard.components import auth, data, filters, ui
 
 BUILT_KEY = "report_files"
 MAX_SESSIONS = 2000  # a report beyond this is a batch job (`emoscope export`), not a click
 
 
-def chosen(summary: pd.DataFrame, v, p) -> tuple[pd.DataFrame, str]:
+def chosen(summary: pd.DataFrame, k) -> tuple[pd.DataFrame, str]:
     with st.expander("Which sessions", expanded=True):
-        f = filters.widgets(summary, data.summary_options(v, p), key="rp")
+        f = filters.widgets(summary, data.summary_options(k), key="rp")
         rows = filters.apply(summary, f)
         names = dict(zip(summary.session_id, summary.file_name))
         pick = st.multiselect("Only these sessions (optional)", rows.session_id.tolist(),
@@ -38,17 +38,22 @@ def chosen(summary: pd.DataFrame, v, p) -> tuple[pd.DataFrame, str]:
     return rows[rows.status == "ok"], scope
 
 
-def build(rows: pd.DataFrame, scope: str, v, p) -> dict[str, bytes]:
-    return reports.build_all(data.reader(), rows, scope, alerts=data.alerts(v, p))
+def build(rows: pd.DataFrame, scope: str, k) -> dict[str, bytes] | None:
+    """Every format for these sessions, read with the viewer's scope; audited first (None when
+    the audit cannot be written: nothing is built)."""
+    if not auth.record("export", f"{len(rows)} sessions",
+                       {"sessions": rows.session_id.tolist(), "scope": scope}):
+        return None
+    return reports.build_all(data.reader(k), rows, scope, alerts=data.alerts(k))
 
 
 def main() -> None:
     if not ui.page("Reports"):
         return
-    v, p = data.state()
-    summary = data.session_summary(v, p)
-    rows, scope = chosen(summary, v, p)
-    st.caption(scope)
+    k = data.state()
+    summary = data.session_summary(k)
+    rows, scope = chosen(summary, k)
+    st.caption(ui.md(scope))
     if rows.empty:
         st.info("No analysed session matches; widen the filters.")
         return
@@ -61,7 +66,7 @@ def main() -> None:
         built = None  # the selection changed since the files were built
     if st.button("Build the files", type="primary", key="rp_build"):
         with st.spinner("Building…"):
-            built = build(rows, scope, v, p)
+            built = build(rows, scope, k)
         st.session_state[BUILT_KEY] = built
     if not built:
         st.caption("Builds CSV and Parquet of the segments, an NPY of their embeddings with "

@@ -10,17 +10,18 @@ import streamlit as st
 
 from core import reports
 from core.labels import NEGATIVE
-from dashboard.components import charts, data, nav, ui
+from dashboard.components import auth, charts, data, nav, player, ui
 
 CHART_KEY = "_timeline_n"  # bumped after each click: a fresh chart without a selection
-# Containers browsers play as they are; anything else is decoded and sent as WAV.
-PLAYABLE = {".wav", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".flac", ".webm", ".aac", ".mp4"}
+VIEWED_KEY = "_viewed_session"  # the session whose view was last audited
 
 
-def chosen_session(v, p) -> str | None:
-    ids, text = data.session_choices(v, p)
+def chosen_session(k) -> str | None:
+    ids, text = data.session_choices(k)
     wanted = nav.wanted_session()
     if wanted not in text:
+        if wanted:  # unknown, or out of this viewer's scope: the same answer for both
+            st.info(f"No session {ui.md(wanted)} is available to you; showing another.")
         wanted = ids[0] if ids else None
     sid = st.selectbox("Session", ids, index=ids.index(wanted) if wanted in text else 0,
                        format_func=text.get)
@@ -28,11 +29,11 @@ def chosen_session(v, p) -> str | None:
     return sid
 
 
-def timeline_figure(version: tuple, path: str, sid: str, lang: str, duration_s: float):
+def timeline_figure(k, sid: str, lang: str, duration_s: float):
     """Built on every run: a figure that came back from st.cache_data (pickled) stopped
     reporting clicks on its segment markers in the browser."""
-    return charts.timeline(data.session_frames(version, path, sid),
-                           data.session_segments(version, path, sid), lang,
+    return charts.timeline(data.session_frames(k, sid),
+                           data.session_segments(k, sid), lang,
                            duration_s=duration_s or None)
 
 
@@ -47,7 +48,7 @@ def handle_click(sid: str, event) -> None:
         return
     p = points[0]
     t, row = charts.clicked(p)
-    seg = data.session_segments(*data.state(), sid)
+    seg = data.session_segments(data.state(), sid)
     nav.seek(sid, t, seg.segment_id.iloc[row] if 0 <= row < len(seg) else None)
     st.session_state[CHART_KEY] = st.session_state.get(CHART_KEY, 0) + 1
     st.rerun()
@@ -64,18 +65,9 @@ def segment_at(seg: pd.DataFrame, t: float, segment_id: str | None = None) -> pd
     return seg.iloc[int(np.argmin(np.abs(seg.start_s.to_numpy() - t)))]
 
 
-def player(row: pd.Series, t: float) -> None:
-    path = Path(str(row.source_path))
-    if not path.exists():
-        st.warning(f"The recording is no longer at `{path}`, so it cannot be played. "
-                   "The analysis below is still complete.")
-        return
-    if path.suffix.lower() in PLAYABLE:
-        st.audio(str(path), start_time=int(t))
-    else:
-        from core.audio import SAMPLE_RATE, decode
-        st.audio(decode(path).samples.mean(axis=0), sample_rate=SAMPLE_RATE, start_time=int(t))
-    st.caption(f"Player starts at {ui.fmt_time(t)}. Click the timeline to move it.")
+def play(k, sid: str, t: float) -> None:
+    if player.play(k, sid, t, loud=True):
+        st.caption(f"Player starts at {ui.fmt_time(t)}. Click the timeline to move it.")
 
 
 def _text(v) -> str:
@@ -87,7 +79,7 @@ def header(row: pd.Series, seg: pd.DataFrame, metrics: pd.DataFrame, n_alerts: i
             if pd.notna(row["when"]) else "-", "Agent": _text(row.agent_id),
             "Customer / person": _text(row.customer_id), "Team": _text(row.team),
             "Tags": ", ".join(row.tags) or "-", "Session": row.session_id}
-    st.caption(" · ".join(f"**{k}** {v}" for k, v in meta.items()))
+    st.caption(" · ".join(f"**{k}** {ui.md(v)}" for k, v in meta.items()))
     talk = float((seg.end_s - seg.start_s).sum()) if len(seg) else 0.0
     neg = float((seg.end_s - seg.start_s)[seg.label.isin(NEGATIVE)].sum()) if len(seg) else 0.0
     vol = metrics[metrics.speaker == "all"].volatility if len(metrics) else pd.Series(dtype=float)
@@ -104,7 +96,7 @@ def segment_detail(s: pd.Series | None) -> None:
     if s is None:
         st.info("No speech segments in this session.")
         return
-    st.markdown(f"**{s.speaker}** · {ui.fmt_time(s.start_s)}–{ui.fmt_time(s.end_s)} · "
+    st.markdown(f"**{ui.md(s.speaker)}** · {ui.fmt_time(s.start_s)}–{ui.fmt_time(s.end_s)} · "
                 f"**{ui.label(s.label)}** ({s.confidence:.2f})")
     st.plotly_chart(charts.scores_bar(s.scores, ui.lang()), key="seg_scores")
     flags = [f for f in (s["flags"] if s["flags"] is not None else []) if f]
@@ -164,13 +156,20 @@ def alerts_list(sid: str, al: pd.DataFrame) -> None:
                        help="Move the player to this moment"):
             nav.seek(sid, a.t_s or 0.0)
             st.rerun()
-        c[1].markdown(f"**{a.severity}** · {a.speaker} · `{a.rule}` — {a.detail}")
+        c[1].markdown(f"**{ui.md(a.severity)}** · {ui.md(a.speaker)} · {ui.md(a.rule)} — "
+                      f"{ui.md(a.detail)}")
 
 
-def export(sid: str, row: pd.Series) -> None:
-    """Built when clicked (on a thread of its own), not on every rerun of the page."""
+def export(k, sid: str, row: pd.Series) -> None:
+    """Built when clicked (on a thread of its own), not on every rerun of the page; audited
+    then, and nothing is built when the audit cannot be written."""
+    log, viewer = auth.log(), k.viewer
+
     def files(fmt):
-        return lambda: getattr(reports, f"to_{fmt}")(data.export_segments(sid))
+        def build() -> bytes:
+            log.record(viewer, "export", sid, {"formats": [fmt], "sessions": [sid]})
+            return getattr(reports, f"to_{fmt}")(data.export_segments(k, sid))
+        return build
     base = Path(str(row.file_name)).stem or sid
     c = st.columns(3)
     c[0].download_button("Segments (CSV)", files("csv"), f"{base}.csv", "text/csv")
@@ -183,22 +182,26 @@ def export(sid: str, row: pd.Series) -> None:
 def main() -> None:
     if not ui.page("Session"):
         return
-    v, p = data.state()
-    summary = data.session_summary(v, p)
-    sid = chosen_session(v, p)
+    k = data.state()
+    summary = data.session_summary(k)
+    sid = chosen_session(k)
     if sid is None:
         return
     row = summary[summary.session_id == sid].iloc[0]
+    if st.session_state.get(VIEWED_KEY) != sid:
+        if not auth.record("view", sid):
+            return
+        st.session_state[VIEWED_KEY] = sid
     if row.status != "ok":
-        st.error(f"This recording could not be analysed: {row.error}")
+        st.error(f"This recording could not be analysed: {ui.md(row.error)}")
         return
-    seg = data.session_segments(v, p, sid)
-    metrics = data.session_metrics(v, p, sid)
-    al = data.alerts(v, p, sid)
+    seg = data.session_segments(k, sid)
+    metrics = data.session_metrics(k, sid)
+    al = data.alerts(k, sid)
     header(row, seg, metrics, len(al))
     t = nav.seek_time(sid)
     st.subheader("Timeline")
-    fig = timeline_figure(v, p, sid, ui.lang(), float(row.duration_s or 0))
+    fig = timeline_figure(k, sid, ui.lang(), float(row.duration_s or 0))
     if t:
         fig.add_vline(x=t, line=dict(color="#222", width=1.5, dash="dot"))
     event = st.plotly_chart(fig, key=f"timeline_{sid}_{st.session_state.get(CHART_KEY, 0)}",
@@ -208,7 +211,7 @@ def main() -> None:
     t = nav.seek_time(sid)
     left, right = st.columns([3, 2])
     with left:
-        player(row, t)
+        play(k, sid, t)
         st.subheader("Segments")
         segment_table(sid, seg)
     with right:
@@ -224,7 +227,7 @@ def main() -> None:
     st.subheader("Alerts")
     alerts_list(sid, al)
     st.subheader("Export this session")
-    export(sid, row)
+    export(k, sid, row)
 
 
 with ui.guard():

@@ -2,8 +2,8 @@
 the store (cosine over embeddings), filtered, playable and linked to their sessions."""
 from __future__ import annotations
 
+import html
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +11,7 @@ import streamlit as st
 
 from core import search
 from core.labels import LABELS
-from dashboard.components import charts, data, nav, ui
+from dashboard.components import charts, data, nav, player, ui
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=1)
@@ -29,20 +29,21 @@ def model(name: str, path: str | None):
 MAX_CLIP_S = 60
 
 
-def embed_upload(upload, v, p) -> np.ndarray | None:
+def embed_upload(upload, k) -> np.ndarray | None:
     from core.audio import SAMPLE_RATE, AudioError, decode
-    made_by = data.latest_model(v, p)
+    made_by = data.latest_model(k)
     if made_by is None:
         st.error("No stored session says which model made its embeddings.")
         return None
     name, path = made_by
-    with tempfile.NamedTemporaryFile(suffix=Path(upload.name).suffix) as f:
+    from core.inbox import safe_ext
+    with tempfile.NamedTemporaryFile(suffix=safe_ext(upload.name)) as f:
         f.write(upload.getvalue())
         f.flush()
         try:
             clip = decode(f.name).samples.mean(axis=0)
         except AudioError as e:
-            st.error(f"{upload.name}: {e}")
+            st.error(f"{ui.md(upload.name)}: {ui.md(e)}")
             return None
     if clip.size > MAX_CLIP_S * SAMPLE_RATE:
         st.warning(f"Only the first {MAX_CLIP_S} seconds of the clip are used.")
@@ -59,7 +60,7 @@ def embed_upload(upload, v, p) -> np.ndarray | None:
     return emb
 
 
-def query_vector(index: search.Index, v, p) -> tuple[np.ndarray | None, str | None, str | None]:
+def query_vector(index: search.View, k) -> tuple[np.ndarray | None, str | None, str | None]:
     """(vector, segment id or None, its session id or None)."""
     how = st.radio("Find moments like", ["a stored segment", "an uploaded clip"],
                    horizontal=True, key="sim_how")
@@ -69,11 +70,11 @@ def query_vector(index: search.Index, v, p) -> tuple[np.ndarray | None, str | No
         if up is None:
             st.info("Upload a clip to search with it.")
             return None, None, None
-        return embed_upload(up, v, p), None, None
+        return embed_upload(up, k), None, None
     default = nav.similar_query()
     sid = nav.last_session()
     if not default and sid:
-        seg = data.session_segments(v, p, sid)
+        seg = data.session_segments(k, sid)
         if len(seg):
             default = seg.sort_values("confidence", ascending=False).segment_id.iloc[0]
     if not default and index.size:
@@ -82,15 +83,15 @@ def query_vector(index: search.Index, v, p) -> tuple[np.ndarray | None, str | No
                            help="From a session page (the segment at the cursor) or any export")
     row = index.row_of(seg_id.strip())
     if row is None:
-        st.warning(f"No segment `{seg_id}` in the store.")
+        st.warning(f"No segment {ui.md(seg_id)} among the sessions you may see.")
         return None, None, None
     m = index.meta.iloc[row]
-    st.caption(f"Query: **{ui.label(m.label)}** ({m.confidence:.2f}), {m.speaker}, "
+    st.caption(f"Query: **{ui.label(m.label)}** ({m.confidence:.2f}), {ui.md(m.speaker)}, "
                f"{ui.fmt_time(m.start_s)}–{ui.fmt_time(m.end_s)} of session {m.session_id}")
-    return index.matrix[row], m.segment_id, m.session_id
+    return index.vectors[row], m.segment_id, m.session_id
 
 
-def filters(index: search.Index) -> dict:
+def filters(index: search.View) -> dict:
     meta = index.meta
     c = st.columns([1, 1, 1, 2, 1, 1])
     speakers = c[0].multiselect("Speaker role", sorted(meta.speaker.dropna().unique()),
@@ -113,7 +114,7 @@ def filters(index: search.Index) -> dict:
                 k=int(k), exclude=exclude)
 
 
-def results(hits: pd.DataFrame, summary: pd.DataFrame) -> None:
+def results(k, hits: pd.DataFrame, summary: pd.DataFrame) -> None:
     if hits.empty:
         st.info("No segment passes these filters.")
         return
@@ -121,39 +122,37 @@ def results(hits: pd.DataFrame, summary: pd.DataFrame) -> None:
     for i, h in enumerate(hits.itertuples(index=False)):
         c = st.columns([1, 3, 3, 1])
         c[0].metric("Similarity", f"{h.similarity:.3f}")
-        c[1].markdown(f"**{ui.label(h.label)}** ({h.confidence:.2f}) · {h.speaker} · "
+        c[1].markdown(f"**{ui.label(h.label)}** ({h.confidence:.2f}) · {ui.md(h.speaker)} · "
                       f"{ui.fmt_time(h.start_s)}–{ui.fmt_time(h.end_s)}  \n"
-                      f"{info.file_name.get(h.session_id, h.session_id)} · `{h.segment_id}`")
-        src = Path(str(info.source_path.get(h.session_id, "")))
-        if src.is_file():
-            c[2].audio(str(src), start_time=int(h.start_s), end_time=int(np.ceil(h.end_s)))
-        else:
-            c[2].caption("recording not available")
+                      f"{ui.md(info.file_name.get(h.session_id, h.session_id))} · "
+                      f"`{h.segment_id}`")
+        player.play(k, h.session_id, h.start_s, h.end_s, where=c[2])
         if c[3].button("Open", key=f"sim_open_{i}", help="Open the session at this moment"):
             nav.open_session(h.session_id, float(h.start_s), h.segment_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=2)
-def projection(version: tuple, path: str) -> pd.DataFrame:
-    index = data.search_index(version, path)
-    rows, xy = search.pca_2d(index.matrix)
+def projection(k) -> pd.DataFrame:
+    index = data.search_index(k)
+    rows, xy = search.pca_2d(index.vectors)
     m = index.meta.iloc[rows]
     return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": m.label.to_numpy(),
-                         "hover": (m.segment_id + " · " + m.speaker).to_numpy()})
+                         "hover": [html.escape(f"{g} · {sp}") for g, sp in
+                                   zip(m.segment_id, m.speaker)]})
 
 
 def main() -> None:
     if not ui.page("Similar moments"):
         return
-    v, p = data.state()
-    index = data.search_index(v, p)
+    k = data.state()
+    index = data.search_index(k)
     if index.size == 0:
         st.info("No stored segment has an embedding yet.")
         return
     if index.dropped:
         st.caption(f"{index.dropped} segments from a model with another embedding size are "
                    "left out of the search.")
-    vec, seg_id, sid = query_vector(index, v, p)
+    vec, seg_id, sid = query_vector(index, k)
     f = filters(index)
     if vec is not None:
         mask = search.mask_for(index, f["speakers"], f["labels"], f["teams"], f["since"],
@@ -166,9 +165,9 @@ def main() -> None:
             hits = None
         if hits is not None:
             st.subheader(f"Top {len(hits)}")
-            results(hits, data.session_summary(v, p))
+            results(k, hits, data.session_summary(k))
     st.subheader("Map of segment embeddings")
-    proj = projection(v, p)
+    proj = projection(k)
     st.caption(f"PCA of {len(proj):,} of {index.size:,} segments, coloured by label.")
     st.plotly_chart(charts.scatter_map(proj[["x", "y"]].to_numpy(), proj.label, proj.hover,
                                        ui.lang()), key="sim_map")

@@ -14,11 +14,10 @@ import pandas as pd
 import streamlit as st
 
 from core import inbox
-from core.jobs import JobQueue
 from core.store import StoreBusy
-from dashboard.components import data, ui
+from dashboard.components import auth, data, ui
+from dashboard.launch import upload_limit_mb
 
-DEFAULT_LIMIT_MB = 500
 ICONS = {"waiting": "⏳ waiting for the worker", "queued": "🕒 queued", "running": "⚙️ running",
          "done": "✅ done", "failed": "❌ failed"}
 ROLE_CHOICES = {"default (stereo: agent, customer)": None, "agent, customer": ["agent", "customer"],
@@ -26,10 +25,8 @@ ROLE_CHOICES = {"default (stereo: agent, customer)": None, "agent, customer": ["
 
 
 def limit_mb() -> int:
-    try:
-        return max(1, int(os.environ.get("EMOSCOPE_UPLOAD_MB", DEFAULT_LIMIT_MB)))
-    except ValueError:
-        return DEFAULT_LIMIT_MB
+    """The same limit the launcher gave the server ($EMOSCOPE_UPLOAD_MB, else 500)."""
+    return upload_limit_mb()
 
 
 def inbox_dir() -> Path:
@@ -43,7 +40,11 @@ def metadata_form() -> dict:
     c1, c2, c3 = st.columns(3)
     agent = c1.text_input("Agent", key="up_agent", max_chars=120)
     person = c2.text_input("Customer / person", key="up_person", max_chars=120)
-    team = c3.text_input("Team", key="up_team", max_chars=120)
+    viewer = auth.current()
+    if viewer.scope.everything:
+        team = c3.text_input("Team", key="up_team", max_chars=120)
+    else:  # a supervisor files recordings under one of their own teams only
+        team = c3.selectbox("Team", sorted(viewer.scope.teams), key="up_team") or ""
     c4, c5, c6 = st.columns(3)
     day = c4.date_input("Recorded on", value=None, key="up_date")
     tags = c5.text_input("Tags (comma-separated)", key="up_tags", max_chars=400)
@@ -58,14 +59,17 @@ def save_uploads(files, meta: dict, box: Path) -> None:
     max_bytes = limit_mb() * 1024 * 1024
     saved = 0
     for f in files:
-        shown = inbox.display_name(f.name)
+        shown = ui.md(inbox.display_name(f.name))
+        if not auth.record("upload", inbox.display_name(f.name),
+                           {k: v for k, v in meta.items() if k in ("team", "agent_id")}):
+            return
         try:
             inbox.put(box, f.name, f, meta, max_bytes=max_bytes)
             saved += 1
         except inbox.InboxError as e:
-            st.error(f"{shown}: not queued, {e}.")
+            st.error(f"{shown}: not queued, {ui.md(e)}.")
         except OSError as e:
-            st.error(f"{shown}: could not be saved ({e.strerror or type(e).__name__}).")
+            st.error(f"{shown}: could not be saved ({ui.md(e.strerror or type(e).__name__)}).")
     if saved:
         st.success(f"{saved} file{'s' if saved != 1 else ''} queued for analysis.")
 
@@ -82,7 +86,7 @@ def job_rows(box: Path) -> pd.DataFrame:
     p = data.db_path()
     if p.exists():
         try:
-            rows = JobQueue(data.store()).table()
+            rows = data.reader(data.state()).jobs()
         except StoreBusy:
             st.caption("The database is busy; showing the last known state.")
             return st.session_state.get("up_last_rows", pd.DataFrame())
@@ -94,7 +98,9 @@ def job_rows(box: Path) -> pd.DataFrame:
     for f in inbox.waiting(box):
         if f.name in taken:
             continue
-        original, _, _ = inbox.read_sidecar(f)
+        original, meta, _ = inbox.read_sidecar(f)
+        if not auth.current().scope.covers(meta.get("team"), meta.get("tags")):
+            continue
         waiting.append({"original_name": original or inbox.display_name(f.name),
                         "file_name": f.name, "status": "waiting"})
     out = pd.concat([pd.DataFrame(waiting), rows], ignore_index=True) if waiting else rows
@@ -128,6 +134,9 @@ def status_panel(box: Path) -> None:
 
 def main() -> None:
     st.title("Upload recordings")
+    if not auth.current().can_upload:
+        st.error("Your role does not include uploading recordings.")
+        return
     box = inbox_dir()
     st.caption(f"Files go to the inbox ({box}); the worker analyses them one at a time. "
                f"Up to {limit_mb()} MB each; any common audio format.")

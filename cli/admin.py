@@ -1,0 +1,105 @@
+"""Commands for whoever runs the store: the audit, erasure, API keys."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import app, fail_usage
+from core.store import DEFAULT_DB
+
+
+@app.command()
+def audit(
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file whose audit to show."),
+    since: Optional[str] = typer.Option(None, help="From this date or time (YYYY-MM-DD[THH:MM])."),
+    action: Optional[str] = typer.Option(None, help="Only this action (view, play, export, "
+                                                     "upload, erase, erase-request, sign-in)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """Who viewed, played, exported, uploaded or erased what, newest first."""
+    from core import audit as audit_
+    from core.access import operator
+    from core.store import Store, StoreBusy
+    from core.times import as_timestamp
+
+    if since is not None and as_timestamp(since) is None:
+        fail_usage(f"--since takes a date like 2026-11-02, not {since!r}")
+    if action is not None and action not in audit_.ACTIONS:
+        fail_usage(f"--action takes one of {', '.join(audit_.ACTIONS)}")
+    store, log = Store(db), audit_.AuditLog.beside(db)
+    if store.exists():
+        try:  # fold what is spooled when no worker is doing it; a busy store reads the spool
+            store.migrate()
+            log.fold(store)
+        except StoreBusy:
+            pass
+    rows = audit_.read(store, log, operator(), since, action)
+    for r in rows.itertuples(index=False):
+        if as_json:
+            typer.echo(json.dumps({"audit_id": r.audit_id, "at": r.at.isoformat(), "who": r.who,
+                                   "roles": r.roles, "action": r.action, "target": r.target,
+                                   "detail": json.loads(r.detail or "{}")}, ensure_ascii=False))
+        else:
+            typer.echo(f"{r.at:%Y-%m-%d %H:%M:%S}  {r.who:<28} {r.action:<13} {r.target or ''}")
+    typer.secho(f"{len(rows)} audit records", err=True)
+
+
+@app.command()
+def forget(
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to erase from."),
+    session: Optional[str] = typer.Option(None, help="Erase this session."),
+    customer: Optional[str] = typer.Option(None, help="Erase every session of this customer."),
+    person: Optional[str] = typer.Option(None, help="Erase every session of this person "
+                                                    "(a diary's speaker)."),
+    include_sources: bool = typer.Option(False, help="Also delete source recordings that lie "
+                                                     "outside the data folder."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+) -> None:
+    """Erase a session, a customer or a person: rows, recordings and exports, all or nothing.
+
+    Run it again (with no option) to finish an erasure a crash interrupted and the requests
+    admins filed in the dashboard."""
+    from core import erasure
+    from core.access import operator
+    from core.audit import AuditLog
+    from core.store import Store, StoreBusy
+
+    given = [(k, v) for k, v in (("session", session), ("customer", customer),
+                                 ("person", person)) if v is not None]
+    if len(given) > 1:
+        fail_usage("give one of --session, --customer, --person")
+    store = Store(db)
+    try:
+        if store.exists():
+            store.migrate()
+            AuditLog.beside(db).fold(store)
+        for p in erasure.resume_pending(store):
+            typer.echo(f"finished erasure {p.erasure_id}: {len(p.session_ids)} sessions")
+        if not given:
+            return
+        kind, value = given[0]
+        p = erasure.plan(store, kind, value, operator(), include_sources=include_sources)
+        if p.empty:
+            typer.secho(f"nothing stored for {kind} {value}", fg="yellow", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{kind} {value}: {len(p.session_ids)} sessions, {len(p.segment_ids)} "
+                   f"segments, {len(p.job_ids)} jobs, {len(p.files)} files")
+        if not yes and not typer.confirm("Erase them for good?"):
+            raise typer.Exit(1)
+        erasure.execute(store, p)
+    except StoreBusy as e:
+        typer.secho(f"error: {e}; stop the worker or try again", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"erased {kind} {value} (erasure {p.erasure_id})")
+    for src in p.left_in_place:
+        typer.secho(f"left in place (outside the data folder): {src}", fg="yellow", err=True)
+
+
+@app.command("hash-key")
+def hash_key(key: str = typer.Argument(..., help="The API key to hash.")) -> None:
+    """Print the SHA-256 of an API key, for an access.api_keys entry in emoscope.toml."""
+    from core.access import hash_api_key
+    typer.echo(hash_api_key(key))

@@ -1,0 +1,284 @@
+"""Erasure and retention: a session, a customer or a person removed everywhere the product
+keeps them — rows, recordings, exports — in a step a crash cannot leave half done.
+
+An erasure is planned (which sessions, segments, jobs and files), written to a journal file
+(`erasures/<id>.json`, fsync'd: the mark), then its files are deleted, then its rows and its
+audit record go in one transaction, then derived indexes forget it, and the journal is deleted.
+Every step is idempotent, so `resume_pending` — run by `emoscope forget` and by the worker —
+finishes any erasure a crash interrupted. Only the writing process erases (the worker, or the
+CLI when no worker runs); the dashboard files a request that the worker carries out.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable
+
+from core import audit
+from core.access import Viewer
+from core.inbox import SIDECAR, read_sidecar, waiting
+from core.private import private_dir, write_private
+from core.sessions import delete_session
+from core.settings import Retention
+from core.store import Connection, Store
+from core.times import utc_now
+
+KINDS = ("session", "customer", "person", "retention")
+OWNED = ("inbox", "archive", "failed", "exports")  # folders beside the store the product owns
+
+
+class ErasureError(ValueError):
+    """A request that cannot be carried out (bad kind, nothing matching); one line."""
+
+
+@dataclass
+class Plan:
+    erasure_id: str
+    kind: str
+    target: str  # a session id as given; a customer/person id only as its hash
+    who: str
+    roles: str
+    session_ids: list[str] = field(default_factory=list)
+    segment_ids: list[str] = field(default_factory=list)
+    job_ids: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # product-owned files to delete
+    left_in_place: list[str] = field(default_factory=list)  # source recordings outside them
+    planned_at: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.session_ids or self.job_ids or self.files)
+
+
+def journal_dir(db: str | Path) -> Path:
+    return Path(db).resolve().parent / "erasures"
+
+
+def hashed(value: str) -> str:
+    """How a customer or person id is named in the journal and the audit: not in clear."""
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def _owned_roots(db: Path) -> list[Path]:
+    home = db.resolve().parent
+    return [home / name for name in OWNED]
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+# -- planning ---------------------------------------------------------------------------------
+def plan(store: Store, kind: str, value: str | None, who: Viewer | str,
+         older_than_days: float | None = None, include_sources: bool = False) -> Plan:
+    """What erasing `kind`=`value` removes; nothing is changed yet."""
+    if kind not in KINDS:
+        raise ErasureError(f"erase what? one of {', '.join(KINDS)}, not {kind!r}")
+    if kind != "retention" and not value:
+        raise ErasureError(f"--{kind} needs an id")
+    viewer = who if isinstance(who, Viewer) else None
+    target = {"session": value, "retention": f"older than {older_than_days or 0:g} days"}.get(
+        kind) or f"{kind} {hashed(value)}"
+    p = Plan(uuid.uuid4().hex[:12], kind, target, viewer.who if viewer else str(who),
+             ",".join(sorted(viewer.roles)) if viewer else "", planned_at=utc_now().isoformat())
+    db = store.path.resolve()
+    roots = _owned_roots(db)
+    if kind == "session":
+        cond, params = "s.session_id = ?", [value]
+    elif kind in ("customer", "person"):
+        cond, params = "s.customer_id = ?", [value]
+    else:
+        cutoff = utc_now() - timedelta(days=float(older_than_days or 0))
+        cond, params = "coalesce(s.recorded_at, s.ingested_at) < ?", [cutoff]
+    files: set[Path] = set()
+    if store.exists():
+        with store.write() as con:  # the writer plans what it is about to delete
+            rows = con.execute(f"SELECT session_id, source_path FROM sessions s WHERE {cond}",
+                               params).fetchall()
+            p.session_ids = sorted(r[0] for r in rows)
+            p.segment_ids = [r[0] for r in con.execute(
+                "SELECT segment_id FROM segments WHERE list_contains(?, session_id)",
+                [p.session_ids]).fetchall()]
+            jobs = con.execute(
+                "SELECT job_id, file_name FROM jobs WHERE list_contains(?, session_id)"
+                + (" OR json_extract_string(metadata, '$.customer_id') = ?"
+                   if kind in ("customer", "person") else ""),
+                [p.session_ids] + ([value] if kind in ("customer", "person") else [])
+            ).fetchall() if _has_table(con, "jobs") else []
+            p.job_ids = sorted(j[0] for j in jobs)
+            exports = con.execute(
+                "SELECT detail FROM audit WHERE action = 'export'").fetchall() \
+                if _has_table(con, "audit") else []
+        for _, source in rows:
+            src = Path(str(source))
+            if not src.is_absolute():
+                continue  # relative to an audio root: the operator's share, not ours
+            if _inside(src, roots) or include_sources:
+                files.add(src)
+            elif src.exists():
+                p.left_in_place.append(str(src))
+        for job_id, inbox_name in jobs:
+            for root in roots[:3]:  # inbox, archive, failed: named by job id or inbox name
+                files.update(root.glob(f"{job_id}.*"))
+                if inbox_name:
+                    files.update([root / inbox_name, (root / inbox_name).with_suffix(SIDECAR)])
+        wanted = set(p.session_ids)
+        for (detail,) in exports:  # exports written by `emoscope export` holding these sessions
+            try:
+                d = json.loads(detail) if isinstance(detail, str) else (detail or {})
+            except ValueError:
+                continue
+            if wanted & set(d.get("sessions") or ()):
+                files.update(Path(f) for f in d.get("files") or ())
+    if kind in ("customer", "person") and value:
+        # Files still waiting in the inbox for this person: they would be analysed again.
+        box = roots[0]
+        for f in waiting(box):
+            _, meta, _ = read_sidecar(f)
+            if meta.get("customer_id") == value:
+                files.update([f, f.with_suffix(SIDECAR)])
+    p.files = sorted(str(f) for f in files if f.exists() or f.is_symlink())
+    return p
+
+
+def _has_table(con: Connection, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                            [name]).fetchone()[0])
+
+
+# -- carrying out -----------------------------------------------------------------------------
+def after_rows_erased(db: Path, session_ids: list[str], segment_ids: list[str]) -> None:
+    """The hook for indexes derived from the store and kept beside it (the ANN index file):
+    called after an erasure's rows are gone, and again when a journal is resumed, so it must be
+    idempotent. The in-memory search index of the dashboard needs nothing here: it drops
+    sessions that are no longer stored on its next refresh."""
+    return None
+
+
+# Tests set this to crash between steps; production never does.
+crash_point: Callable[[str], None] = lambda step: None
+
+
+def execute(store: Store, p: Plan) -> Plan:
+    """Mark, delete files, delete rows (with the audit record), forget in derived indexes,
+    clear the mark. Safe to run again on the same plan."""
+    folder = private_dir(journal_dir(store.path))
+    mark = folder / f"{p.erasure_id}.json"
+    write_private(mark, json.dumps({"state": "planned", "plan": asdict(p)}).encode())
+    _fsync(mark)
+    crash_point("marked")
+    for f in p.files:
+        try:
+            Path(f).unlink()
+        except FileNotFoundError:
+            pass
+    crash_point("files")
+    record = audit.entry(p.who, "erase", p.target,
+                         {"kind": p.kind, "erasure_id": p.erasure_id, "roles": p.roles,
+                          "sessions": p.session_ids, "jobs": len(p.job_ids),
+                          "files": len(p.files), "left_in_place": p.left_in_place})
+    record["audit_id"] = f"erase-{p.erasure_id}"  # the same row however often it is resumed
+    record["roles"] = p.roles
+    if store.exists():
+        with store.write() as con:
+            for sid in p.session_ids:
+                delete_session(con, sid)
+            if p.job_ids and _has_table(con, "jobs"):
+                con.execute("DELETE FROM jobs WHERE list_contains(?, job_id)", [p.job_ids])
+            audit.insert(con, [record])
+    crash_point("rows")
+    after_rows_erased(store.path.resolve(), p.session_ids, p.segment_ids)
+    mark.unlink(missing_ok=True)
+    return p
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def erase(store: Store, kind: str, value: str | None, who: Viewer | str,
+          include_sources: bool = False) -> Plan:
+    p = plan(store, kind, value, who, include_sources=include_sources)
+    return execute(store, p)
+
+
+# -- requests from the dashboard, and journals left by a crash ---------------------------------
+def request(db: str | Path, kind: str, value: str, who: Viewer) -> Path:
+    """An erasure asked for by an admin in the dashboard, for the writer to carry out."""
+    if kind not in ("session", "customer", "person"):
+        raise ErasureError(f"erase what? session, customer or person, not {kind!r}")
+    if not who.is_admin:
+        raise PermissionError("only an admin may erase")
+    folder = private_dir(journal_dir(db))
+    body = {"state": "requested", "kind": kind, "value": value, "who": who.who,
+            "roles": ",".join(sorted(who.roles)), "at": utc_now().isoformat()}
+    target = folder / f"request-{uuid.uuid4().hex[:12]}.json"
+    tmp = target.with_name("." + target.name + ".part")
+    write_private(tmp, json.dumps(body).encode())
+    _fsync(tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def resume_pending(store: Store) -> list[Plan]:
+    """Finish every erasure a crash interrupted, then carry out every request; returns them."""
+    folder = journal_dir(store.path)
+    if not folder.is_dir():
+        return []
+    done = []
+    for f in sorted(folder.glob("*.json"), key=lambda x: (x.name.startswith("request-"), x.name)):
+        try:
+            body = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if body.get("state") == "planned":
+            done.append(execute(store, Plan(**body["plan"])))
+        elif body.get("state") == "requested":
+            who = Viewer(body["who"], frozenset(filter(None, body.get("roles", "").split(","))))
+            p = plan(store, body["kind"], body["value"], who)
+            execute(store, p)
+            f.unlink(missing_ok=True)
+            done.append(p)
+    return done
+
+
+def apply_retention(store: Store, retention: Retention) -> dict:
+    """Erase sessions older than data_days; delete kept recordings older than audio_days."""
+    out = {"sessions": 0, "audio_files": 0}
+    db = store.path.resolve()
+    if retention.data_days > 0 and store.exists():
+        p = plan(store, "retention", None, "retention", older_than_days=retention.data_days)
+        if not p.empty:
+            execute(store, p)
+            out["sessions"] = len(p.session_ids)
+    if retention.audio_days > 0:
+        cutoff = time.time() - retention.audio_days * 86400
+        gone = []
+        for root in _owned_roots(db)[1:3]:  # archive, failed
+            if not root.is_dir():
+                continue
+            for f in root.iterdir():
+                try:
+                    if f.is_file() and f.stat().st_mtime < cutoff:
+                        f.unlink()
+                        gone.append(f.name)
+                except OSError:
+                    continue
+        if gone and store.exists():
+            with store.write() as con:
+                audit.insert(con, [audit.entry("retention", "erase",
+                                               f"recordings older than {retention.audio_days:g} days",
+                                               {"kind": "audio", "files": len(gone)})])
+        out["audio_files"] = len(gone)
+    return out
+

@@ -1,0 +1,49 @@
+"""Files and folders only their owner can read: recordings and what is derived from them.
+
+Every entry point (`emoscope ...`, the dashboard) sets the umask to 077 first, so whatever the
+process creates — DuckDB's file and WAL included — is 0600/0700; the helpers here make the
+folders the product owns private even when they already existed with looser modes.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+FILE_MODE, DIR_MODE = 0o600, 0o700
+
+
+def private_umask() -> None:
+    os.umask(0o077)
+
+
+def private_dir(path: str | Path) -> Path:
+    """Create (parents too) and make the folder 0700; returns it."""
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    tighten(p)
+    return p
+
+
+def tighten(path: str | Path) -> None:
+    """Drop group and other permissions from a file or folder we own; silent when it is gone
+    or belongs to someone else."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid() or not st.st_mode & 0o077:
+            return
+        os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+    except OSError:
+        pass
+
+
+def write_private(path: str | Path, data: bytes) -> Path:
+    """Write a whole file as 0600 (created so, never world-readable for an instant)."""
+    p = Path(path)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    tighten(p)
+    return p

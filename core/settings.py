@@ -1,0 +1,90 @@
+"""The operational sections of emoscope.toml: [access], [auth], [retention], [storage].
+
+The same file holds the analytics rules (core.rules reads those). It is found as the rules
+are: an explicit path, else $EMOSCOPE_CONFIG, else $EMOSCOPE_RULES, else ./emoscope.toml.
+`emoscope dashboard` and `emoscope worker` pass the path they found on to their children as an
+absolute path, so where a process was started never changes what it enforces.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.access import AccessConfig, AccessError
+
+CONFIG_NAME = "emoscope.toml"
+
+
+class SettingsError(ValueError):
+    """emoscope.toml cannot be read or has a bad setting; the message says which."""
+
+
+def config_path(path: str | Path | None = None) -> Path | None:
+    chosen = path or os.environ.get("EMOSCOPE_CONFIG") or os.environ.get("EMOSCOPE_RULES")
+    if chosen:
+        return Path(chosen).resolve()
+    return Path(CONFIG_NAME).resolve() if Path(CONFIG_NAME).is_file() else None
+
+
+def read_config(path: str | Path | None = None) -> dict:
+    p = config_path(path)
+    if p is None:
+        return {}
+    try:
+        with open(p, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise SettingsError(f"settings file not found: {p}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"{p} is not valid TOML: {e}") from None
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long the product keeps what it stores; 0 keeps it for ever."""
+    audio_days: float = 0  # archived and failed recordings (files)
+    data_days: float = 0  # sessions and everything derived from them (rows, audio, exports)
+    every_s: float = 3600  # how often the worker applies it
+
+    @property
+    def active(self) -> bool:
+        return self.audio_days > 0 or self.data_days > 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    access: AccessConfig
+    auth: dict  # Streamlit's [auth] section (st.login), or {} when sign-in is not configured
+    retention: Retention
+    audio_root: Path | None  # relative source paths are stored and resolved against it
+    source: Path | None
+
+    @property
+    def sign_in(self) -> bool:
+        return bool(self.auth)
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    raw = read_config(path)
+    where = config_path(path) or CONFIG_NAME
+    try:
+        access = AccessConfig.from_dict(raw.get("access"))
+    except AccessError as e:
+        raise SettingsError(f"{where}: {e}") from None
+    ret = raw.get("retention") or {}
+    try:
+        retention = Retention(float(ret.get("audio_days", 0)), float(ret.get("data_days", 0)),
+                              float(ret.get("every_s", 3600)))
+    except (TypeError, ValueError):
+        raise SettingsError(f"{where}: [retention] audio_days, data_days and every_s are "
+                            "numbers of days (seconds for every_s)") from None
+    if min(retention.audio_days, retention.data_days) < 0 or retention.every_s <= 0:
+        raise SettingsError(f"{where}: [retention] values must be positive (0 keeps for ever)")
+    root = (raw.get("storage") or {}).get("audio_root")
+    auth = raw.get("auth") or {}
+    if not isinstance(auth, dict):
+        raise SettingsError(f"{where}: [auth] must be a table (Streamlit's st.login settings)")
+    return Settings(access, auth, retention, Path(root).resolve() if root else None,
+                    config_path(path))

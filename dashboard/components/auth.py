@@ -1,0 +1,146 @@
+"""Who is looking: sign-in through Streamlit's own OIDC (`st.login` / `st.user`), the viewer
+their identity maps to (core.access, from [access] in emoscope.toml), and the audit of what
+they do.
+
+With sign-in configured (an `[auth]` section in the secrets Streamlit reads; `emoscope
+dashboard` generates it from emoscope.toml), nobody sees anything before signing in. Without
+it, the dashboard serves the machine's own operator, and only on a loopback address.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import streamlit as st
+
+from core.access import EVERYTHING, Viewer, operator
+from core.audit import AuditError, AuditLog
+from dashboard.components import data
+
+VIEWER_KEY = "_viewer"
+AUDITED_KEY = "_audited"  # acts already recorded in this browser session
+REQUIRED_ENV = "EMOSCOPE_SIGN_IN"  # "required": the launcher configured sign-in
+
+
+def sign_in_configured() -> bool:
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all
+        return False
+
+
+def loopback_only() -> bool:
+    """Whether this server listens on loopback only (Streamlit's default is every address)."""
+    addr = (st.get_option("server.address") or "").strip("[]")
+    if addr.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
+
+
+def provider() -> str | None:
+    """The named provider when [auth] holds one sub-table of provider settings, else None."""
+    try:
+        section = st.secrets["auth"]
+        named = [k for k, v in section.items() if hasattr(v, "keys")]
+    except Exception:
+        return None
+    return named[0] if len(named) == 1 and "client_id" not in section else None
+
+
+def resolve() -> Viewer | None:
+    """The viewer for this browser session, or None when they must sign in first (the caller
+    then shows only the sign-in page)."""
+    if not sign_in_configured():
+        if os.environ.get(REQUIRED_ENV) == "required" or not loopback_only():
+            return None  # fail closed: sign-in was asked for, or the port is open to others
+        local = operator()
+        viewer = Viewer(local.who, local.roles, EVERYTHING, "this machine")
+    elif not st.user.is_logged_in:
+        return None
+    else:
+        viewer = data.settings().access.viewer_for_claims(st.user.to_dict())
+    st.session_state[VIEWER_KEY] = viewer
+    return viewer
+
+
+def current() -> Viewer:
+    """The viewer of this browser session: the one app.py resolved, or resolved now (a page
+    run on its own goes through the same rules); PermissionError when nobody is signed in."""
+    viewer = st.session_state.get(VIEWER_KEY)
+    if not isinstance(viewer, Viewer):
+        viewer = resolve()
+    if viewer is None:
+        raise PermissionError("nobody is signed in")
+    return viewer
+
+
+def sign_in_page() -> None:
+    """The only page an unauthenticated browser gets."""
+    st.title("Emoscope")
+    if not sign_in_configured():
+        if os.environ.get(REQUIRED_ENV) == "required":
+            st.error("Sign-in is required here but its settings could not be read, so this "
+                     "dashboard shows nothing. Check [auth] in emoscope.toml.")
+        else:
+            st.error("This dashboard is reachable from other machines but no sign-in is "
+                     "configured, so it shows nothing. Configure [auth] in emoscope.toml, or "
+                     "serve it on 127.0.0.1 only (`emoscope dashboard` does so by default).")
+        return
+    st.write("Recordings of people's voices are behind a sign-in. Sign in with your "
+             "organisation's account to continue.")
+    st.button("Sign in", type="primary", key="sign_in",
+              on_click=lambda: st.login(provider()) if provider() else st.login())
+
+
+def no_role_page() -> None:
+    viewer = current()
+    st.title("Emoscope")
+    st.warning(f"You are signed in as {viewer.who}, but emoscope.toml grants this identity no "
+               "role, so there is nothing to show. Ask an administrator to add a grant for "
+               "your group or e-mail.")
+    sidebar()
+
+
+def sidebar() -> None:
+    viewer = current()
+    st.sidebar.caption(f"Signed in as **{ui_escape(viewer.label)}** · "
+                       f"{', '.join(sorted(viewer.roles)) or 'no role'} · "
+                       f"{viewer.scope.describe()}")
+    if sign_in_configured():
+        st.sidebar.button("Sign out", key="sign_out", on_click=st.logout)
+
+
+def ui_escape(text: str) -> str:
+    from dashboard.components.ui import md
+    return md(text)
+
+
+# -- the audit ----------------------------------------------------------------------------------
+def log() -> AuditLog:
+    return AuditLog.beside(data.db_path())
+
+
+def record(action: str, target: str | None = None, detail: dict | None = None) -> bool:
+    """Record an act before it is carried out; False (with a message) when it cannot be, and
+    then the caller must not carry it out."""
+    try:
+        log().record(current(), action, target, detail)
+        return True
+    except AuditError as e:
+        st.error(f"Not done: {e}.")
+        return False
+
+
+def record_once(action: str, target: str | None = None, detail: dict | None = None) -> bool:
+    """Record an act once per browser session (a rerun of the same view is not a new act)."""
+    done = st.session_state.setdefault(AUDITED_KEY, set())
+    key = (action, target)
+    if key in done:
+        return True
+    if record(action, target, detail):
+        done.add(key)
+        return True
+    return False

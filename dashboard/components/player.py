@@ -1,0 +1,36 @@
+"""The one audio player every page uses: the recording comes from Reader.audio_path (the
+viewer's scope decides), and the act is audited before a byte of audio reaches the browser."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.queries import AudioUnavailable
+from dashboard.components import auth, data, ui
+
+# Containers browsers play as they are; anything else is decoded and sent as WAV.
+PLAYABLE = {".wav", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".flac", ".webm", ".aac", ".mp4"}
+
+
+def play(k: data.Key, session_id: str, start_s: float = 0.0, end_s: float | None = None,
+         where=st, loud: bool = False) -> bool:
+    """Show a player for the session's recording from `start_s` (to `end_s`); False, with a
+    one-line reason (a warning when `loud`), when it cannot be played."""
+    try:
+        path = data.reader(k).audio_path(session_id)
+    except AudioUnavailable as e:
+        if loud:
+            where.warning(f"Cannot play: {ui.md(str(e))}. The analysis below is still complete.")
+        else:
+            where.caption(f"Recording not available: {ui.md(str(e))}.")
+        return False
+    if not auth.record_once("play", session_id):
+        return False
+    kw = {"start_time": int(start_s)}
+    if end_s is not None:
+        kw["end_time"] = int(end_s + 0.999)
+    if path.suffix.lower() in PLAYABLE:
+        where.audio(str(path), **kw)
+    else:
+        from core.audio import SAMPLE_RATE, decode
+        where.audio(decode(path).samples.mean(axis=0), sample_rate=SAMPLE_RATE, **kw)
+    return True

@@ -1,0 +1,201 @@
+"""Every page as a signed-in user (AppTest's st.user): a supervisor of team A sees, plays,
+finds and exports nothing of team B; an analyst only their programme; an unauthenticated
+browser only the sign-in page; every view, play, export and upload lands in the audit."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.store import Store
+from tests.scope_fixtures import build
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 40,
+        "client_id": "emoscope", "client_secret": "s",
+        "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration"}
+LEAD_A = {"is_logged_in": True, "email": "lead-a@example.com", "groups": ["leads-a"]}
+ANALYST = {"is_logged_in": True, "email": "ana@example.com", "groups": []}
+ADMIN = {"is_logged_in": True, "email": "boss@example.com", "groups": ["emoscope-admins"]}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("dash-scope"))
+
+
+@pytest.fixture
+def env(store, monkeypatch):
+    db, teams = store
+    monkeypatch.setenv("EMOSCOPE_DB", str(db))
+    monkeypatch.setenv("EMOSCOPE_CONFIG", str(db.parent / "emoscope.toml"))
+    return db, teams
+
+
+def as_user(user: dict | None, page: str | None = None, **query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.secrets["auth"] = AUTH
+    if user is not None:
+        at.user = dict(user)
+    else:
+        at.user = {"is_logged_in": False}
+    at.query_params.update(query)
+    at.run()
+    if page:
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def everything_shown(at: AppTest) -> str:
+    """All text the page put on screen: markdown, captions, alerts, metrics, tables, widgets."""
+    parts = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "success",
+                                  "title", "subheader") for e in getattr(at, kind)]
+    parts += [str(m.value) for m in at.metric]
+    parts += [df.value.to_csv() for df in at.dataframe]
+    parts += [str(w.options) for w in [*at.selectbox, *at.multiselect]]
+    return "\n".join(parts).replace("\\", "").replace("\u2060", "")
+
+
+def spool(db: Path) -> list[dict]:
+    f = db.parent / "audit" / "audit.jsonl"
+    return [json.loads(x) for x in f.read_text().splitlines()] if f.exists() else []
+
+
+def test_an_unauthenticated_browser_sees_only_the_sign_in_page(env):
+    db, teams = env
+    at = as_user(None, session=teams["A"][0])
+    assert [t.value for t in at.title] == ["Emoscope"]
+    assert [b.label for b in at.button] == ["Sign in"]
+    shown = everything_shown(at)
+    for sid in teams["A"] + teams["B"]:
+        assert sid not in shown
+    assert "A-10.wav" not in shown and not at.dataframe and not at.get("audio")
+    with pytest.raises(Exception):  # no other page is registered for this browser
+        at.switch_page("views/overview.py").run()
+
+
+def test_without_sign_in_a_server_open_to_others_shows_nothing(env, monkeypatch):
+    from streamlit import config
+    config.set_option("server.address", "0.0.0.0")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert any("no sign-in is configured" in e.value for e in at.error)
+    assert not at.dataframe and not at.metric
+    config.set_option("server.address", "127.0.0.1")
+    monkeypatch.setenv("EMOSCOPE_SIGN_IN", "required")  # the launcher asked for sign-in
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert any("settings could not be read" in e.value for e in at.error)
+    assert not at.dataframe and not at.metric
+
+
+def test_an_identity_without_a_grant_sees_nothing(env):
+    at = as_user({"is_logged_in": True, "email": "eve@example.com", "groups": ["leads-b"]})
+    assert any("grants this identity no role" in w.value for w in at.warning)
+    assert not at.dataframe and not at.metric
+
+
+def test_supervisor_overview_and_alerts_hold_only_team_a(env):
+    db, teams = env
+    at = as_user(LEAD_A)
+    assert next(m.value for m in at.metric if m.label == "Sessions") == str(len(teams["A"]))
+    table = at.dataframe[0].value
+    assert set(table.session_id) == set(teams["A"])
+    shown = everything_shown(at)
+    assert not any(s in shown for s in teams["B"] + teams["W"]) and "B-13" not in shown
+    assert "'B'" not in str([w.options for w in at.multiselect])  # no team B in the filters
+    at.switch_page("views/alerts.py").run()
+    assert not at.exception
+    shown = everything_shown(at)
+    assert any(s in shown for s in teams["A"])
+    assert not any(s in shown for s in teams["B"] + teams["W"])
+
+
+def test_supervisor_cannot_open_or_play_a_session_of_team_b(env):
+    db, teams = env
+    at = as_user(LEAD_A, session=teams["B"][0])
+    at.switch_page("views/session.py").run()
+    assert not at.exception
+    assert any("is available to you" in i.value for i in at.info)
+    asked = "\n".join(i.value.replace("\\", "") for i in at.info)
+    shown = everything_shown(at).replace(asked, "")  # all but "No session <it> is available"
+    assert not any(s in shown for s in teams["B"] + teams["W"])
+    assert not any(s in str(at.selectbox[0].options) for s in teams["B"])
+    sid = at.session_state["session_id"]
+    assert sid in teams["A"]
+    audio = at.get("audio")
+    assert len(audio) == 1
+    acts = spool(db)
+    assert {"view", "play"} <= {a["action"] for a in acts if a["target"] == sid}
+    assert not any(a["target"] in teams["B"] for a in acts if a["action"] in ("view", "play"))
+    assert all(a["who"] == "lead-a@example.com" for a in acts if a["target"] == sid)
+
+
+def test_supervisor_finds_no_similar_moment_in_team_b(env):
+    db, teams = env
+    store = Store(db)
+    b_seg = store.query("SELECT segment_id FROM segments WHERE session_id = ?",
+                        [teams["B"][0]]).segment_id[0]
+    at = as_user(LEAD_A, "similar")
+    at.number_input(key="sim_k").set_value(50)
+    at.checkbox(key="sim_exclude").uncheck().run()
+    hits = [m.value for m in at.markdown if " · " in m.value and "`s" in m.value]
+    assert hits and all(any(s in h for s in teams["A"]) for h in hits)
+    shown = everything_shown(at)
+    assert not any(s in shown for s in teams["B"] + teams["W"])
+    assert "'B'" not in str([w.options for w in at.multiselect])
+    at.text_input(key="sim_segment").input(b_seg).run()
+    assert any("among the sessions you may see" in w.value for w in at.warning)
+    assert not [m for m in at.metric if m.label == "Similarity"]
+
+
+def test_supervisor_reports_export_only_team_a(env):
+    db, teams = env
+    at = as_user(LEAD_A, "reports")
+    at.button(key="rp_build").click().run()
+    assert not at.exception
+    built = at.session_state["report_files"]
+    assert set(built["_ids"]) == set(teams["A"])
+    assert all(s.split("-c")[0] in teams["A"]
+               for s in json.loads(built["json"]) and [x["segment_id"]
+                                                      for x in json.loads(built["json"])])
+    exports = [a for a in spool(db) if a["action"] == "export"]
+    assert exports and set(exports[-1]["detail"]["sessions"]) == set(teams["A"])
+
+
+def test_supervisor_uploads_under_their_own_team_and_sees_only_its_jobs(env):
+    at = as_user(LEAD_A, "upload")
+    assert at.selectbox(key="up_team").options == ["A"]
+    with pytest.raises(Exception):  # the admin page is not registered for a supervisor
+        at.switch_page("views/admin.py").run()
+
+
+def test_an_analyst_sees_only_their_programme_and_cannot_upload(env):
+    db, teams = env
+    at = as_user(ANALYST)
+    assert set(at.dataframe[0].value.session_id) == set(teams["W"])
+    with pytest.raises(Exception):
+        at.switch_page("views/upload.py").run()
+
+
+def test_admin_sees_the_audit_and_files_an_erasure_request(env):
+    db, teams = env
+    as_user(LEAD_A, "session")  # something to audit
+    at = as_user(ADMIN, "admin")
+    rows = at.dataframe[0].value
+    assert {"sign-in", "view", "play"} <= set(rows.action)
+    assert "lead-a@example.com" in set(rows.who)
+    assert "leads-a" in at.dataframe[1].value.to_csv()
+    at.selectbox(key="ad_kind").set_value("customer")
+    at.text_input(key="ad_value").input("c-a1")
+    at.checkbox(key="ad_sure").check()
+    at.button(key="ad_go").click().run()
+    assert any("Requested" in s.value for s in at.success)
+    requests = list((db.parent / "erasures").glob("request-*.json"))
+    assert len(requests) == 1 and (requests[0].stat().st_mode & 0o777) == 0o600
+    body = json.loads(requests[0].read_text())
+    assert body["who"] == "boss@example.com" and body["kind"] == "customer"
+    requests[0].unlink()

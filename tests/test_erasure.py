@@ -1,0 +1,143 @@
+"""Erasure and retention: `emoscope forget` removes a customer's or a session's rows, recordings
+(archive, inbox, failed), jobs and exports, records it in the audit without the id in clear,
+and finishes whatever a crash at any step left; the worker applies [retention]."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from core import audit, erasure, inbox
+from core.access import operator
+from core.jobs import JobQueue
+from core.queries import Reader
+from core.settings import Retention
+from core.store import Store
+from tests.scope_fixtures import ADMIN, build
+
+TABLES = ("sessions", "segments", "frames", "channels", "session_metrics", "alerts")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    db, teams = build(tmp_path / "data")
+    data = db.parent
+    monkeypatch.setenv("EMOSCOPE_CONFIG", str(data / "emoscope.toml"))
+    store = Store(db)
+    shared = store.query("SELECT session_id, source_path FROM sessions "
+                         "WHERE customer_id = 'c-shared' ORDER BY session_id")
+    jobs = JobQueue(store)
+    # One of the customer's sessions came through the worker: its job, and a copy it failed.
+    job = jobs.add("u1.wav", "call.wav", 1, 1, {"customer_id": "c-shared", "team": "A"})
+    jobs.done(job, shared.session_id[0])
+    (data / "failed").mkdir()
+    (data / "failed" / f"{job}.wav").write_bytes(b"RIFF")
+    # A new call of the same customer still waiting in the inbox, and one of someone else.
+    waiting = inbox.put(data / "inbox", "next.wav", b"RIFF", {"customer_id": "c-shared"})
+    other = inbox.put(data / "inbox", "other.wav", b"RIFF", {"customer_id": "c-a1"})
+    # An export that holds the customer's sessions, and one that does not.
+    exports = []
+    for name, extra in (("all", []), ("one", ["--person", "c-a1"])):
+        out = data / "exports" / name
+        res = CliRunner().invoke(app, ["export", "--db", str(db), "--out", str(out),
+                                       "--format", "csv", *extra])
+        assert res.exit_code == 0, res.output
+        exports += list(out.glob("*.csv"))
+    return {"db": db, "data": data, "teams": teams, "shared": shared, "job": job,
+            "waiting": waiting, "other": other, "exports": exports}
+
+
+def counts(db, sessions) -> dict[str, int]:
+    s = Store(db)
+    return {t: int(s.query(f"SELECT count(*) n FROM {t} WHERE list_contains(?, session_id)",
+                           [list(sessions)]).n[0]) for t in TABLES}
+
+
+def test_forget_a_customer_removes_rows_recordings_jobs_and_exports(site):
+    db, shared = site["db"], site["shared"]
+    ids = list(shared.session_id)
+    before_other = Reader(Store(db), operator()).n_sessions()
+    assert all(counts(db, ids)[t] for t in ("sessions", "segments", "frames"))
+    res = CliRunner().invoke(app, ["forget", "--db", str(db), "--customer", "c-shared", "--yes"])
+    assert res.exit_code == 0, res.output
+    assert set(counts(db, ids).values()) == {0}
+    assert Reader(Store(db), operator()).n_sessions() == before_other - len(ids)
+    for path in shared.source_path:
+        assert not os.path.exists(path)
+    assert not (site["data"] / "failed" / f"{site['job']}.wav").exists()
+    assert not site["waiting"].exists() and not site["waiting"].with_suffix(".json").exists()
+    assert site["other"].exists()  # someone else's upload stays
+    holding, not_holding = site["exports"]
+    assert not holding.exists() and not_holding.exists()
+    assert Store(db).query("SELECT count(*) n FROM jobs").n[0] == 0
+    assert not list((site["data"] / "erasures").glob("*.json"))
+    rows = audit.read(Store(db), audit.AuditLog.beside(db), ADMIN, action="erase")
+    assert len(rows) == 1 and rows.target[0].startswith("customer sha256:")
+    assert "c-shared" not in rows.target[0] + rows.detail[0]
+    assert set(json.loads(rows.detail[0])["sessions"]) == set(ids)
+
+
+def test_forget_one_session(site):
+    db, teams = site["db"], site["teams"]
+    sid = teams["B"][0]
+    res = CliRunner().invoke(app, ["forget", "--db", str(db), "--session", sid, "--yes"])
+    assert res.exit_code == 0, res.output
+    assert set(counts(db, [sid]).values()) == {0}
+    assert all(counts(db, [s])["sessions"] for s in teams["A"] + teams["W"])
+    res = CliRunner().invoke(app, ["forget", "--db", str(db), "--session", sid, "--yes"])
+    assert res.exit_code == 1 and "nothing stored" in res.output
+
+
+@pytest.mark.parametrize("step", ["marked", "files", "rows"])
+def test_a_crash_at_any_step_is_finished_by_running_forget_again(site, monkeypatch, step):
+    db, shared = site["db"], site["shared"]
+    ids = list(shared.session_id)
+
+    def crash(at):
+        if at == step:
+            raise KeyboardInterrupt(f"power cut after {at}")
+    monkeypatch.setattr(erasure, "crash_point", crash)
+    with pytest.raises(KeyboardInterrupt):
+        erasure.erase(Store(db), "customer", "c-shared", operator())
+    assert list((site["data"] / "erasures").glob("*.json"))  # the mark survived the crash
+    monkeypatch.setattr(erasure, "crash_point", lambda at: None)
+    res = CliRunner().invoke(app, ["forget", "--db", str(db)])
+    assert res.exit_code == 0 and "finished erasure" in res.output, res.output
+    assert set(counts(db, ids).values()) == {0}
+    assert not any(os.path.exists(p) for p in shared.source_path)
+    assert not list((site["data"] / "erasures").glob("*.json"))
+    rows = audit.read(Store(db), audit.AuditLog.beside(db), ADMIN, action="erase")
+    assert len(rows) == 1  # resumed, not recorded twice
+
+
+def test_the_worker_carries_out_requests_and_retention(site, model):
+    from ingest.worker import Worker, default_config
+    from tests.store_fixtures import writer_for
+    db, data, teams = site["db"], site["data"], site["teams"]
+    admin_request = erasure.request(db, "session", teams["W"][0], ADMIN)
+    assert (admin_request.stat().st_mode & 0o777) == 0o600
+    old, old_failed = data / "archive" / "old-upload.wav", data / "failed" / "old-bad.bin"
+    fresh = data / "failed" / "new-bad.bin"
+    for f in (old, old_failed, fresh):
+        f.write_bytes(b"RIFF")
+    for f in (old, old_failed):
+        os.utime(f, (time.time() - 40 * 86400,) * 2)
+    # Sessions recorded in November 2026 (the fixture's dates) are kept 30 days from "now".
+    days = (time.time() - time.mktime((2026, 11, 5, 0, 0, 0, 0, 0, -1))) / 86400
+    cfg = default_config(db, retention=Retention(audio_days=30, data_days=days))
+    w = Worker(writer_for(db), model, cfg, echo=lambda line: None)
+    w.start()
+    w.chores(force=True)
+    assert not admin_request.exists()
+    assert counts(db, [teams["W"][0]])["sessions"] == 0
+    assert not old.exists() and not old_failed.exists() and fresh.exists()
+    left = Reader(Store(db), operator()).session_rows()
+    # Team A's calls (2-4 Nov) are past it; team B's (5-6 Nov) are not.
+    assert set(left.session_id) == set(teams["B"])
+    rows = audit.read(Store(db), audit.AuditLog.beside(db), ADMIN, action="erase")
+    assert {"session", "retention", "audio"} <= {json.loads(d)["kind"] for d in rows.detail}
+    assert "boss@example.com" in set(rows.who) and "retention" in set(rows.who)
