@@ -141,4 +141,21 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_status ON jobs(status);
 """),
+    # Which rule set (core/rules.py: [sets.NAME] in emoscope.toml) judged each session.
+    ("0004_rule_set", """
+ALTER TABLE session_metrics ADD COLUMN rule_set VARCHAR;
+"""),
+    # Notes analysts attach to a session (a diary entry); folded in from the notes spool by the
+    # single writer (core/notes.py). They outlive a re-analysis of the session.
+    ("0005_notes", """
+CREATE TABLE notes (
+    note_id VARCHAR PRIMARY KEY,
+    session_id VARCHAR NOT NULL,
+    author VARCHAR NOT NULL,
+    body VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    stored_at TIMESTAMP NOT NULL
+);
+CREATE INDEX notes_session ON notes(session_id);
+"""),
 ]
