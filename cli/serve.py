@@ -42,7 +42,9 @@ def worker(
     max_attempts: int = typer.Option(3, help="Tries per file before it is failed."),
 ) -> None:
     """Ingest every file placed in the inbox, one at a time, as the single database writer."""
+    from core import notes
     from core.inbox import InboxError
+    from core.store import StoreBusy
     from ingest.worker import Worker, default_config, stop_on_sigterm
 
     try:
@@ -56,9 +58,26 @@ def worker(
     typer.secho(f"worker: watching {cfg.inbox} → {db}", err=True)
     w = Worker(writer, lm, cfg,
                echo=lambda line: typer.echo(f"{datetime.now():%H:%M:%S} {line}", err=True))
+    spool = notes.spool_dir(db)
+    say = lambda line: typer.echo(f"{datetime.now():%H:%M:%S} {line}", err=True)  # noqa: E731
+
+    def fold_notes() -> bool:
+        """Checked by the loop before each look at the inbox: as the single writer, the worker
+        also stores the notes analysts left in the spool. Never asks the loop to stop."""
+        try:
+            stored, problems = notes.fold(w.store, spool)
+        except (StoreBusy, OSError) as e:  # the notes wait in the spool for the next pass
+            say(f"notes not stored yet: {e}")
+            return False
+        if stored:
+            say(f"stored {stored} note{'s' if stored != 1 else ''}")
+        for line in problems:
+            say(line)
+        return False
+
     stop_on_sigterm()
     try:
-        counts = w.run(once=once)
+        counts = w.run(once=once, stop=fold_notes)
     except KeyboardInterrupt:
         counts = w.counts
     typer.secho(f"worker: {counts['done']} done, {counts['failed']} failed", err=True)

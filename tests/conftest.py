@@ -68,3 +68,12 @@ def ingested_db(tmp_path_factory, audio_dir, model) -> Path:
     report = ingest_paths([audio_dir], writer_for(db), model, metadata=meta)
     assert not report.failed, report.failed
     return db
+
+
+@pytest.fixture(scope="session")
+def views_db(tmp_path_factory) -> Path:
+    """40 synthetic sessions (tests/views_fixtures.py) with their rules file beside them."""
+    from tests.views_fixtures import build
+    d = tmp_path_factory.mktemp("views")
+    build(d / "views.duckdb", d / "emoscope.toml")
+    return d / "views.duckdb"
