@@ -193,8 +193,11 @@ _ARRAYS = ("segment_id", "channel", "speaker", "start", "end", "label", "label_i
 _LABEL_IDX = {lab: i for i, lab in enumerate(LABELS)}
 
 
-def as_seq(seg) -> Seq:
-    """A segments DataFrame (columns as in the `segments` table) → a time-ordered Seq."""
+def as_seq(seg, presorted: bool = False) -> Seq:
+    """A segments DataFrame (columns as in the `segments` table) → a time-ordered Seq.
+
+    `presorted`: the rows already come in that order (or in it within each session, for a
+    Seq of many sessions that is then cut with `take`)."""
     if isinstance(seg, Seq):
         return seg
     n = len(seg)
@@ -205,7 +208,8 @@ def as_seq(seg) -> Seq:
     sid = col["segment_id"].astype(str)
     start = col["start_s"].astype(float)
     channel = col["channel"].astype(int)
-    idx = np.array(sorted(range(n), key=lambda i: (start[i], channel[i], sid[i])), dtype=int)
+    idx = np.arange(n) if presorted else np.array(
+        sorted(range(n), key=lambda i: (start[i], channel[i], sid[i])), dtype=int)
     labels = col["label"].astype(object)[idx]
     emb = None
     if "embedding" in seg and n:

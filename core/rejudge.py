@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from core.alerts import ALERT_COLUMNS
-from core.analytics import Reference, effective_duration, judge
-from core.metrics import ALL, as_seq, channel_list, judged_fields, low_confidence
+from core.analytics import effective_duration, judge
+from core.metrics import ALL, as_seq, judged_fields, low_confidence
 from core.rules import Rules
 
 META = ["agent_id", "customer_id", "team", "recorded_at", "ingested_at", "file_name"]
@@ -36,9 +36,23 @@ def _ranges(df: pd.DataFrame) -> dict[str, tuple[int, int]]:
     return {ids[a]: (int(a), int(b)) for a, b in zip(starts, ends)}
 
 
-def _rejudged(rows: list[dict], q, channels, rules: Rules) -> list[dict]:
-    """Stored metric rows with their threshold-decided fields re-derived under `rules`."""
-    chans = channel_list(channels)
+def _reference(metrics: pd.DataFrame, position: dict[str, int]):
+    """`earlier(k)`: per role, the volatility of the sessions before the k-th in ingest order —
+    what core.analytics.Reference holds when session k is judged, read as prefixes of one
+    array per role instead of being rebuilt session by session."""
+    v = metrics[(metrics.speaker != ALL) & metrics.volatility.notna()]
+    pos = v.session_id.map(position).to_numpy()
+    by_role = {sp: (pos[m], v.volatility.to_numpy(float)[m])
+               for sp in set(v.speaker) for m in [(v.speaker == sp).to_numpy()]}
+
+    def earlier(k: int) -> dict[str, np.ndarray]:
+        return {sp: vols[:np.searchsorted(p, k)] for sp, (p, vols) in by_role.items()}
+    return earlier
+
+
+def _rejudged(rows: list[dict], q, chans: list[tuple[str, tuple]], rules: Rules) -> list[dict]:
+    """Stored metric rows with their threshold-decided fields re-derived under `rules`;
+    `chans`: (speaker, quality flags) per channel, as core.metrics.channel_list gives them."""
     low = low_confidence(q, rules.confidence_threshold)
     out = []
     for m in rows:
@@ -66,14 +80,24 @@ def judge_stored(metrics: pd.DataFrame, segments: pd.DataFrame, channels: pd.Dat
     # Sorted once and sliced per session: pandas calls per session would cost more than the
     # rules themselves at thousands of sessions.
     metrics = metrics.sort_values(["ingested_at", "session_id"], kind="stable")
-    records = metrics.to_dict("records")
+    position = {sid: k for k, sid in enumerate(metrics.session_id.drop_duplicates())}
+    reference = _reference(metrics, position)
+    inside = metrics if window is None else metrics[metrics.session_id.isin(window)]
+    records = inside.to_dict("records")
     seg = segments.sort_values(["session_id", "start_s", "channel", "segment_id"],
                                kind="stable").reset_index(drop=True) if len(segments) \
         else NO_SEGMENTS
     ch = channels.sort_values(["session_id", "channel"], kind="stable") \
         .reset_index(drop=True) if len(channels) else None
-    seg_at, ch_at = _ranges(seg), (_ranges(ch) if ch is not None else {})
-    ref = Reference()
+    seg_at = _ranges(seg)
+    chans_of: dict[str, list] = {}
+    if ch is not None:
+        for sid, sp, flags in zip(ch.session_id, ch.speaker, ch["flags"]):
+            chans_of.setdefault(sid, []).append((sp, tuple(flags) if flags is not None
+                                                 else ()))
+    # one Seq of every segment, in as_seq's order within each session, cut per session below
+    every = as_seq(seg, presorted=True)
+    rolling = seg.rolling_volatility.to_numpy(float)
     found: list[dict] = []
     at = 0
     while at < len(records):
@@ -83,15 +107,13 @@ def judge_stored(metrics: pd.DataFrame, segments: pd.DataFrame, channels: pd.Dat
             end += 1
         rows, first = records[at:end], records[at]
         at = end
-        if window is None or sid in window:
-            part = seg.iloc[slice(*seg_at.get(sid, (0, 0)))]
-            q = as_seq(part)  # already in as_seq's order, so the rolling column lines up
-            chosen = rules.for_session(first["team"], first["tags"])
-            chans = ch.iloc[slice(*ch_at[sid])] if sid in ch_at else None
-            found += judge(sid, q, _rejudged(rows, q, chans, chosen),
-                           part.rolling_volatility.to_numpy(float),
-                           effective_duration(first["duration_s"], q), chosen, ref.values)
-        ref.add(rows)  # measured values only: the reference does not move with thresholds
+        lo, hi = seg_at.get(sid, (0, 0))
+        q = every.take(np.arange(lo, hi))
+        chosen = rules.for_session(first["team"], first["tags"])
+        found += judge(sid, q, _rejudged(rows, q, chans_of.get(sid, []), chosen),
+                       rolling[lo:hi],
+                       effective_duration(first["duration_s"], q), chosen,
+                       reference(position[sid]))
     sessions = metrics.drop_duplicates("session_id")
     out = pd.DataFrame(found, columns=ALERT_COLUMNS)
     meta = sessions.set_index("session_id")[META]
