@@ -15,9 +15,10 @@ import pandas as pd
 import streamlit as st
 
 from core import aggregates
+from core import notes as core_notes
 from core.labels import LABELS
 from core.queries import EVERY, Reader, SessionFilter
-from core.rules import Rules, RulesError, load_rules
+from core.rules import USER_RULES, Rules, RulesError, load_rules
 from core.store import DEFAULT_DB, Store
 
 
@@ -66,11 +67,22 @@ def ready() -> bool:
     return "sessions" in tables(v, path) and n_sessions(v, path) > 0
 
 
-@st.cache_resource(show_spinner=False)
 def rules() -> Rules | None:
-    """The analytics rules (emoscope.toml over the defaults); None when the file is broken."""
+    """The analytics rules (emoscope.toml over the defaults); None when the file is broken.
+    Read again when the file changes."""
+    chosen = os.environ.get("EMOSCOPE_RULES") or (USER_RULES if Path(USER_RULES).is_file()
+                                                  else None)
     try:
-        return load_rules()
+        stamp = Path(chosen).stat().st_mtime_ns if chosen else 0
+    except OSError:
+        stamp = -1
+    return _rules(chosen, stamp)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _rules(path: str | None, stamp: int) -> Rules | None:
+    try:
+        return load_rules(path)
     except RulesError:
         return None
 
@@ -220,3 +232,61 @@ def search_index(version: tuple, path: str):
                 index = search.build_index(matrix, meta, dropped)
         h.update(version=version, index=index, stamps=stamps)
         return index
+
+
+# -- the supervisor's, the analyst's and the alert views --------------------------------------
+@st.cache_data(show_spinner="Judging alerts…", max_entries=16)
+def judged_alerts(version: tuple, path: str, f: SessionFilter, digest: str,
+                  _rules: Rules) -> pd.DataFrame:
+    """Alerts of the sessions `f` covers under `_rules` (keyed by its digest), through the same
+    rules code and reference as the stored ones (core.rejudge)."""
+    if "session_metrics" not in tables(version, path):
+        return pd.DataFrame()
+    return reader(path).judged_alerts(_rules, f)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def window_alerts(version: tuple, path: str, f: SessionFilter) -> pd.DataFrame:
+    """The stored alerts of the sessions `f` covers."""
+    if "alerts" not in tables(version, path):
+        return pd.DataFrame()
+    return reader(path).alerts(f)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def stale_sessions(version: tuple, path: str, digest: str, _rules: Rules) -> int:
+    """How many sessions were stored under other rules than the rules file's now."""
+    if "session_metrics" not in tables(version, path):
+        return 0
+    return len(reader(path).stale_sessions(_rules))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def session_table(version: tuple, path: str, f: SessionFilter = EVERY) -> pd.DataFrame:
+    if "session_metrics" not in tables(version, path):
+        return pd.DataFrame()
+    return reader(path).session_table(f)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def agent_scorecards(version: tuple, path: str, f: SessionFilter = EVERY) -> pd.DataFrame:
+    if "session_metrics" not in tables(version, path):
+        return pd.DataFrame()
+    return reader(path).agent_scorecards(f)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def journey(version: tuple, path: str, person: str, role: str | None) -> pd.DataFrame:
+    if "session_metrics" not in tables(version, path) or rules() is None:
+        return pd.DataFrame()
+    return reader(path).journey(person, rules(), role=role)
+
+
+def notes_spool() -> Path:
+    return core_notes.spool_dir(db_path())
+
+
+def notes(f: SessionFilter) -> pd.DataFrame:
+    """Stored and still-pending notes: read on every run (the spool changes without the
+    database), so a note shows the moment it is saved."""
+    return reader().notes_with_pending(notes_spool(), f)

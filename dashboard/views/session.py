@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import reports
 from core.labels import NEGATIVE
-from dashboard.components import charts, data, nav, ui
+from dashboard.components import charts, data, nav, notes, ui
 
 CHART_KEY = "_timeline_n"  # bumped after each click: a fresh chart without a selection
 # Containers browsers play as they are; anything else is decoded and sent as WAV.
@@ -75,7 +75,9 @@ def player(row: pd.Series, t: float) -> None:
     else:
         from core.audio import SAMPLE_RATE, decode
         st.audio(decode(path).samples.mean(axis=0), sample_rate=SAMPLE_RATE, start_time=int(t))
-    st.caption(f"Player starts at {ui.fmt_time(t)}. Click the timeline to move it.")
+    # The player seeks to whole seconds only: say so when the moment lies inside one.
+    within = f" (the moment is at {ui.fmt_time(t)})" if t - int(t) >= 0.05 else ""
+    st.caption(f"Player starts at {ui.fmt_time(int(t))}{within}. Click the timeline to move it.")
 
 
 def _text(v) -> str:
@@ -121,7 +123,8 @@ def segment_table(sid: str, seg: pd.DataFrame) -> None:
                       flags=[list(f) if f is not None else [] for f in seg["flags"]])
     cols = ["start_s", "end_s", "speaker", "label", "confidence", "fallback_action", "flags",
             "segment_id"]
-    ev = st.dataframe(view[cols], hide_index=True, on_select="rerun",
+    ev = st.dataframe(ui.blank(view[cols], ["fallback_action"]), hide_index=True,
+                      on_select="rerun", width="stretch",
                       selection_mode="single-row", key=f"segtable_{sid}",
                       column_config={"start_s": st.column_config.NumberColumn("Start", format="%.1f"),
                                      "end_s": st.column_config.NumberColumn("End", format="%.1f"),
@@ -154,10 +157,28 @@ def trend(metrics: pd.DataFrame) -> None:
         "talk_s": st.column_config.NumberColumn("Talk (s)", format="%.1f")})
 
 
-def alerts_list(sid: str, al: pd.DataFrame) -> None:
+def conversation(metrics: pd.DataFrame) -> None:
+    """Who talked how much, turns, interruptions and overlap; silence for the whole session."""
+    if metrics.empty:
+        return
+    def shown(values, fmt: str) -> list[str]:  # "—" where a figure does not apply
+        return [format(float(v), fmt) if pd.notna(v) else "—" for v in values]
+    view = pd.DataFrame({
+        "Speaker": metrics.speaker.replace({"all": "whole session"}),
+        "Talk (s)": shown(metrics.talk_s, ".1f"), "Turns": shown(metrics.turns, ".0f"),
+        "Interruptions": shown(metrics.interruptions, ".0f"),
+        "Overlap (s)": shown(metrics.overlap_s, ".1f"),
+        "Silence (s)": shown(metrics.silence_s, ".1f"),
+        "Longest gap (s)": shown(metrics.longest_silence_s, ".1f")})
+    st.dataframe(view, hide_index=True, width="stretch")
+
+
+def alerts_list(sid: str, al: pd.DataFrame, rule_set: str | None) -> None:
     if al.empty:
         st.caption("No alerts for this session.")
         return
+    if rule_set:
+        st.caption(f"Judged by the `{rule_set}` rules of emoscope.toml.")
     for i, a in enumerate(al.itertuples(index=False)):
         c = st.columns([1, 6])
         if c[0].button(ui.fmt_time(a.t_s or 0), key=f"alert_{sid}_{i}",
@@ -165,6 +186,9 @@ def alerts_list(sid: str, al: pd.DataFrame) -> None:
             nav.seek(sid, a.t_s or 0.0)
             st.rerun()
         c[1].markdown(f"**{a.severity}** · {a.speaker} · `{a.rule}` — {a.detail}")
+        said = ui.response(a.suggested_response, a.suggested_response_zh)
+        if said:
+            c[1].caption(f"Suggested response: “{said}”")
 
 
 def export(sid: str, row: pd.Series) -> None:
@@ -221,8 +245,17 @@ def main() -> None:
         st.plotly_chart(charts.volatility_curve(seg), key="vol_curve")
     else:
         st.caption("Not enough segments per speaker for a volatility curve.")
+    st.subheader("Conversation")
+    conversation(metrics)
     st.subheader("Alerts")
-    alerts_list(sid, al)
+    sets = metrics.rule_set.dropna() if "rule_set" in metrics else pd.Series(dtype=object)
+    alerts_list(sid, al, sets.iloc[0] if len(sets) else None)
+    st.subheader("Notes")
+    notes.listing(notes.for_sessions([sid]))
+    notes.form(sid, "session")
+    if isinstance(row.customer_id, str) and row.customer_id:
+        if st.button(f"Follow {row.customer_id} over time", key="follow_person"):
+            nav.open_person(row.customer_id)
     st.subheader("Export this session")
     export(sid, row)
 
