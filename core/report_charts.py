@@ -114,6 +114,7 @@ def journey(j: pd.DataFrame, mix_limit: float | None = None) -> bytes | None:
                    label="departs from baseline", zorder=3)
         ax.set_ylabel(title, fontsize=8)
         ax.tick_params(labelsize=7)
+    axes[0].set_ylim(-0.02, 1.02)  # a share: the whole scale, not a zoom that exaggerates
     axes[2].set_ylim(bottom=0)
     axes[0].set_title("Entries over time", fontsize=9)
     axes[0].legend(fontsize=6, frameon=False, loc="upper left")

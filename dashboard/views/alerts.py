@@ -76,7 +76,8 @@ def alert_list(v, p, f, roles: list[str]) -> None:
     ev = st.dataframe(
         ui.blank(view[cols + ["session_id"]]), hide_index=True, on_select="rerun",
         selection_mode="single-row", key="alerts_table", width="stretch", column_order=cols,
-        column_config={"severity": small("Severity"), "rule": small("Rule"),
+        column_config={"severity": small("Severity"),
+                       "rule": st.column_config.TextColumn("Rule", width="medium"),
                        "when": st.column_config.DatetimeColumn("When", format="MM-DD HH:mm",
                                                                width="small"),
                        "file_name": st.column_config.TextColumn("File", width="medium"),
@@ -84,7 +85,7 @@ def alert_list(v, p, f, roles: list[str]) -> None:
                        "speaker": small("Speaker"), "at": small("At"),
                        "emotion": small("Emotion"),
                        "response": st.column_config.TextColumn("Suggested response",
-                                                               width="large"),
+                                                               width="medium"),
                        "detail": st.column_config.TextColumn("Why", width="large")})
     picked = ev.selection.rows if ev is not None else []
     if picked:
