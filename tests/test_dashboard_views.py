@@ -240,3 +240,15 @@ def test_each_overview_filter_moves_the_figures(env, overview, name):
     everything = expected(store, lambda s: True)
     assert (metric(at, "Sessions"), metric(at, "Negative-emotion share")) == (str(n), neg)
     assert (str(n), neg) != (str(everything[0]), everything[1])  # the filter did something
+
+
+def test_an_alert_opens_on_the_alerting_speakers_segment(env):
+    """At the cursor (and Find similar) show the speaker the alert is about, even where the
+    other speaker's turn overlaps that moment."""
+    reader = Reader(Store(env))
+    al = reader.alerts(rule="negative_last_quarter")
+    a = al[al.speaker == "customer"].iloc[0]
+    at = open_page("session", session_id=a.session_id,
+                   seek={"session_id": a.session_id, "t_s": float(a.t_s), "segment_id": None})
+    cursor = next(m.value for m in at.markdown if m.value.startswith("**") and " · " in m.value)
+    assert cursor.startswith("**customer**"), cursor

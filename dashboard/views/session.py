@@ -58,6 +58,11 @@ def segment_at(seg: pd.DataFrame, t: float, segment_id: str | None = None) -> pd
         return None
     if segment_id and (seg.segment_id == segment_id).any():
         return seg[seg.segment_id == segment_id].iloc[0]
+    # Alerts point at the start of the alerting speaker's segment: that one, even when the
+    # other speaker is still talking over it.
+    starting = seg[(seg.start_s - t).abs() < 1e-6]
+    if len(starting):
+        return starting.sort_values("confidence", ascending=False).iloc[0]
     inside = seg[(seg.start_s <= t + 1e-6) & (seg.end_s >= t - 1e-6)]
     if len(inside):
         return inside.sort_values("confidence", ascending=False).iloc[0]
