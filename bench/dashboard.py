@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 APP = str(ROOT / "dashboard" / "app.py")
-PAGES = ["overview", "session", "alerts", "similar", "reports"]
+PAGES = ["overview", "session", "agents", "person", "alerts", "similar", "reports"]
 TARGETS = {"overview": 1.0, "session": 1.0}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.labels import LABELS
+from core.labels import LABELS, NEGATIVE
 from core.metrics import ALL, tv_distance
 
 GROUPS = {"agent": "agent_id", "team": "team", "customer": "customer_id"}
@@ -77,57 +77,87 @@ def aggregate(metrics: pd.DataFrame, alerts: pd.DataFrame, by: str = "agent",
 def person_sessions(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per (person, session): an agent channel belongs to agent_id, every other voice
     (customer, the one speaker of a diary) to customer_id."""
+    cols = ["person", "role", "session_id", "when", "mix", "neg_share", "volatility", "talk_s"]
     rows = metrics[metrics.speaker != ALL].copy()
     if rows.empty:
-        return pd.DataFrame(columns=["person", "role", "session_id", "when", "mix", "neg_share",
-                                     "volatility", "talk_s"])
+        return pd.DataFrame(columns=cols + ["file_name"])
     rows["person"] = np.where(rows.speaker == "agent", rows.agent_id, rows.customer_id)
     rows = rows[rows.person.notna() & (rows.n_segments > 0)]
     rows["when"] = when(rows)
     rows = rows.rename(columns={"speaker": "role"})
-    return rows[["person", "role", "session_id", "when", "mix", "neg_share", "volatility",
-                 "talk_s"]].sort_values(["person", "when", "session_id"]).reset_index(drop=True)
+    cols += [c for c in ("file_name",) if c in rows]
+    return rows[cols].sort_values(["person", "when", "session_id"]).reset_index(drop=True)
 
 
-def baseline(history: pd.DataFrame, rules) -> dict:
-    """One person's baseline from all sessions but the latest, and the latest's departure.
+def _against(entry, before: pd.DataFrame, rules) -> dict:
+    """How one entry compares with `before` (the person's earlier entries).
 
-    mix_distance: total-variation distance between the latest mix and the mean earlier mix;
-    volatility_z: (latest − mean earlier volatility) / their sample standard deviation.
+    mix_distance: total-variation distance between its mix and the mean earlier mix;
+    volatility_z / neg_share_z: (value − mean earlier value) / their sample standard deviation
+    (NULL under two earlier values or with sd 0). The band is mean ± volatility_z × sd (the
+    `[baseline] volatility_z` setting, 2 by default). It departs when the mix distance reaches
+    `mix_distance` or either z reaches `volatility_z` in size; no baseline under `min_sessions`.
     """
-    h = history.sort_values(["when", "session_id"])
-    latest, before = h.iloc[-1], h.iloc[:-1]
-    out = {"person": latest.person, "roles": ",".join(sorted(set(h.role))),
-           "sessions": len(h), "baseline_sessions": len(before),
-           "latest_session_id": latest.session_id, "latest_when": latest.when,
-           "latest_mix": list(latest.mix), "latest_neg_share": latest.neg_share,
-           "latest_volatility": latest.volatility, "baseline_mix": None,
-           "baseline_neg_share": None, "baseline_volatility": None,
+    out = {"baseline_sessions": len(before), "baseline_mix": None, "baseline_neg_share": None,
+           "baseline_neg_share_sd": None, "baseline_volatility": None,
            "baseline_volatility_sd": None, "mix_distance": None, "neg_share_delta": None,
-           "volatility_z": None, "departs": False,
+           "neg_share_z": None, "volatility_z": None, "departs": False,
            "status": "no baseline yet"}
     if len(before) < rules.baseline_min_sessions:
         return out
     base_mix = np.mean(np.stack([np.asarray(m, float) for m in before.mix]), axis=0)
-    vols = before.volatility.dropna().astype(float)
-    out.update(baseline_mix=base_mix.tolist(),
-               baseline_neg_share=float(before.neg_share.dropna().mean())
-               if before.neg_share.notna().any() else None,
-               mix_distance=tv_distance(latest.mix, base_mix))
-    if out["baseline_neg_share"] is not None and pd.notna(latest.neg_share):
-        out["neg_share_delta"] = float(latest.neg_share) - out["baseline_neg_share"]
-    if len(vols):
-        out["baseline_volatility"] = float(vols.mean())
-    if len(vols) >= 2:
-        sd = float(vols.std(ddof=1))
-        out["baseline_volatility_sd"] = sd
-        if sd > 0 and pd.notna(latest.volatility):
-            out["volatility_z"] = (float(latest.volatility) - out["baseline_volatility"]) / sd
+    out.update(baseline_mix=base_mix.tolist(), mix_distance=tv_distance(entry.mix, base_mix))
+    z_limit = rules.baseline_volatility_z
+    for col, name in (("neg_share", "neg_share"), ("volatility", "volatility")):
+        vals = before[col].dropna().astype(float)
+        if len(vals):
+            out[f"baseline_{name}"] = float(vals.mean())
+        if len(vals) >= 2:
+            sd = float(vals.std(ddof=1))
+            out[f"baseline_{name}_sd"] = sd
+            if sd > 0 and pd.notna(entry[col]):
+                out[f"{name}_z"] = (float(entry[col]) - float(vals.mean())) / sd
+    if out["baseline_neg_share"] is not None and pd.notna(entry.neg_share):
+        out["neg_share_delta"] = float(entry.neg_share) - out["baseline_neg_share"]
     far = out["mix_distance"] >= rules.baseline_mix_distance - 1e-9
-    jumpy = out["volatility_z"] is not None and \
-        abs(out["volatility_z"]) >= rules.baseline_volatility_z - 1e-9
+    jumpy = any(out[z] is not None and abs(out[z]) >= z_limit - 1e-9
+                for z in ("volatility_z", "neg_share_z"))
     out["departs"] = bool(far or jumpy)
     out["status"] = "departs from baseline" if out["departs"] else "within baseline"
+    return out
+
+
+def baseline(history: pd.DataFrame, rules) -> dict:
+    """One person's baseline from all sessions but the latest, and the latest's departure."""
+    h = history.sort_values(["when", "session_id"])
+    latest = h.iloc[-1]
+    return {"person": latest.person, "roles": ",".join(sorted(set(h.role))),
+            "sessions": len(h), "latest_session_id": latest.session_id,
+            "latest_when": latest.when, "latest_mix": list(latest.mix),
+            "latest_neg_share": latest.neg_share, "latest_volatility": latest.volatility,
+            **_against(latest, h.iloc[:-1], rules)}
+
+
+JOURNEY_BANDS = ("neg_share", "volatility")
+
+
+def journey(history: pd.DataFrame, rules) -> pd.DataFrame:
+    """Every entry of one person (person_sessions rows), oldest first, each judged against the
+    entries before it as `baseline` judges the latest: the baseline columns of `_against`, and
+    `<figure>_lo` / `<figure>_hi`, the band mean ± volatility_z × sd, for negative share and
+    volatility."""
+    h = history.sort_values(["when", "session_id"]).reset_index(drop=True)
+    rows = [{**h.iloc[i].to_dict(), **_against(h.iloc[i], h.iloc[:i], rules)}
+            for i in range(len(h))]
+    out = pd.DataFrame(rows)
+    z = rules.baseline_volatility_z
+    for name in JOURNEY_BANDS:
+        if out.empty:
+            out[f"{name}_lo"] = out[f"{name}_hi"] = []
+            continue
+        mean = pd.to_numeric(out[f"baseline_{name}"], errors="coerce")
+        sd = pd.to_numeric(out[f"baseline_{name}_sd"], errors="coerce")
+        out[f"{name}_lo"], out[f"{name}_hi"] = mean - z * sd, mean + z * sd
     return out
 
 
@@ -160,10 +190,44 @@ def mix_table(label_seconds: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFram
     return mix
 
 
+def for_roles(mix: pd.DataFrame, roles) -> pd.DataFrame:
+    """label_seconds / mix_table rows of these speaker roles only (all when none given)."""
+    return mix[mix.speaker.isin(list(roles))] if roles else mix
+
+
+def restrict_to_roles(summary: pd.DataFrame, label_seconds: pd.DataFrame,
+                      roles) -> pd.DataFrame:
+    """Summary rows (Reader.summary) whose talk time, negative share and dominant label count
+    only the speech of these roles: with a role chosen, every figure built from segments
+    follows it. Unchanged when no role is given."""
+    if not roles:
+        return summary
+    mix = for_roles(label_seconds, roles).groupby(["session_id", "label"], as_index=False) \
+        .seconds.sum()
+    talk = mix.groupby("session_id").seconds.sum()
+    neg = mix[mix.label.isin(NEGATIVE)].groupby("session_id").seconds.sum()
+    dom = (mix.sort_values(["session_id", "seconds"], ascending=[True, False], kind="stable")
+           .drop_duplicates("session_id").set_index("session_id").label)
+    out = summary.copy()
+    out["talk_s"] = out.session_id.map(talk).fillna(0.0)
+    out["negative_share"] = (out.session_id.map(neg).fillna(0.0)
+                             / out.talk_s.where(out.talk_s > 0)).astype(float)
+    out["dominant"] = out.session_id.map(dom)
+    return out
+
+
+def negative_share_of(mix: pd.DataFrame) -> float | None:
+    """Negative seconds over all seconds of label_seconds rows; None without speech."""
+    total = float(mix.seconds.sum()) if len(mix) else 0.0
+    return float(mix.seconds[mix.label.isin(NEGATIVE)].sum()) / total if total > 0 else None
+
+
 def mix_over_time(mix: pd.DataFrame, rows: pd.DataFrame, n_all: int,
-                  period: str) -> pd.DataFrame:
-    """Share of speech per label per day/week for the summary rows `rows` (mix: mix_table)."""
+                  period: str, roles=()) -> pd.DataFrame:
+    """Share of speech per label per day/week for the summary rows `rows` (mix: mix_table),
+    counting only the speech of `roles` when given."""
     m = mix if len(rows) == n_all else mix[mix.row.isin(rows.index.to_numpy())]
+    m = for_roles(m, roles)
     if m.empty:
         return pd.DataFrame(columns=["period", "label", "seconds", "share"])
     g = m.groupby([period, "label"], as_index=False).seconds.sum().rename(

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from core.labels import LABELS, NEGATIVE
-from core.metrics import ALL, as_seq, low_confidence
+from core.metrics import ALL, as_seq, low_confidence, quarter_masks
 from core.rules import AlertRule, Rules
 
 ALERT_COLUMNS = ["session_id", "speaker", "rule", "t_s", "severity", "detail", "emotion",
@@ -58,6 +58,14 @@ def _streak(sid, sp, q, rule, rules) -> list[dict]:
     return out
 
 
+def _last_quarter_start(part, duration_s: float) -> float:
+    """Where the speaker's own last-quarter speech starts: the start of their first segment
+    whose midpoint lies in the last quarter (the segments the share was measured on), so a
+    click lands on this speaker's voice, not on the quarter boundary inside someone else's."""
+    last = np.flatnonzero(quarter_masks(part.start, part.end, duration_s)[1])
+    return float(part.start[last[0]]) if last.size else 0.75 * duration_s
+
+
 def _last_quarter_share(sid, sp, part, m, rule, rules, duration_s) -> list[dict]:
     if not _present(m["neg_last"]):
         return []
@@ -66,16 +74,30 @@ def _last_quarter_share(sid, sp, part, m, rule, rules, duration_s) -> list[dict]
     if share < rule.min_share - 1e-9:
         return []
     last_q = 0.75 * duration_s
-    return [_alert(sid, sp, rule, last_q,
+    return [_alert(sid, sp, rule, _last_quarter_start(part, duration_s),
                    f"{'/'.join(rule.labels)} share {share:.2f} in the last quarter "
                    f"(from {last_q:.1f} s), threshold {rule.min_share:.2f}",
                    _dominant(m["mix_last"], rule.labels), rules)]
 
 
+def _session_share(sid, sp, part, m, rule, rules, duration_s) -> list[dict]:
+    """Share of the speaker's whole talk time under `labels` (a diary entry as a whole)."""
+    if not _present(m["neg_share"]) or len(part) == 0:
+        return []
+    idx = [LABELS.index(x) for x in rule.labels]
+    share = float(np.asarray(m["mix"], float)[idx].sum())
+    if share < rule.min_share - 1e-9:
+        return []
+    first = np.flatnonzero(np.isin(part.label, rule.labels))
+    return [_alert(sid, sp, rule, part.start[first[0]] if first.size else part.start[0],
+                   f"{'/'.join(rule.labels)} share {share:.2f} of all speech, threshold "
+                   f"{rule.min_share:.2f}", _dominant(m["mix"], rule.labels), rules)]
+
+
 def _ends_worse(sid, sp, part, m, rule, rules, duration_s) -> list[dict]:
     if m["trend"] != "worsening":
         return []
-    return [_alert(sid, sp, rule, 0.75 * duration_s,
+    return [_alert(sid, sp, rule, _last_quarter_start(part, duration_s),
                    f"negative share rose from {m['neg_first']:.2f} in the first quarter to "
                    f"{m['neg_last']:.2f} in the last ({m['neg_delta']:+.2f}; threshold "
                    f"{rules.trend_threshold:.2f})", _dominant(m["mix_last"], NEGATIVE), rules)]
@@ -101,6 +123,7 @@ def _streak_check(sid, sp, part, m, rule, rules, duration_s) -> list[dict]:
 SESSION_CHECKS = {
     "streak": _streak_check,
     "last_quarter_share": _last_quarter_share,
+    "session_share": _session_share,
     "ends_worse": _ends_worse,
     "unreliable": _unreliable,
 }

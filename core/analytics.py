@@ -53,9 +53,20 @@ def analyze_rows(session_id: str, seg, channels, duration_s, rules: Rules,
     parts = speaker_parts(q, rules.window)
     rows = metric_rows(session_id, q, channel_list(channels), dur, rules, parts)
     updates = segment_updates(q, rules.window, rules.confidence_threshold, parts)
-    alerts = session_alerts(session_id, q, rows, dur, rules) + volatility_alerts(
-        session_id, q, rows, updates.rolling_volatility.to_numpy(), reference or {}, rules)
-    return rows, updates, sorted(alerts, key=lambda r: (r["t_s"], r["speaker"], r["rule"]))
+    alerts = judge(session_id, q, rows, updates.rolling_volatility.to_numpy(), dur, rules,
+                   reference)
+    return rows, updates, alerts
+
+
+def judge(session_id: str, q: Seq, rows: list[dict], rolling, duration_s: float, rules: Rules,
+          reference: dict[str, list[float]] | None = None) -> list[dict]:
+    """Every alert rule over one session's metric rows and segments, in `frame` order.
+
+    The one place alerts are decided: ingest and recompute call it on freshly computed rows,
+    the what-if view (core.rejudge) on stored rows under changed thresholds."""
+    alerts = session_alerts(session_id, q, rows, duration_s, rules) + volatility_alerts(
+        session_id, q, rows, rolling, reference or {}, rules)
+    return sorted(alerts, key=lambda r: (r["t_s"], r["speaker"], r["rule"]))
 
 
 class Reference:

@@ -26,11 +26,11 @@ def write_session(con: Connection, session_id: str, rules: Rules) -> None:
 
     The volatility reference is every ok session ingested before this one, as in recompute.
     """
-    row = con.execute("SELECT duration_s, ingested_at FROM sessions "
+    row = con.execute("SELECT duration_s, ingested_at, team, tags FROM sessions "
                       "WHERE session_id = ? AND status = 'ok'", [session_id]).fetchone()
     if row is None:
         return
-    duration_s, ingested_at = row
+    duration_s, ingested_at, team, tags = row
     seg = con.execute(f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE session_id = ?",
                       [session_id]).df()
     ch = con.execute("SELECT channel, speaker, flags FROM channels WHERE session_id = ? "
@@ -40,7 +40,8 @@ def write_session(con: Connection, session_id: str, rules: Rules) -> None:
         "USING (session_id) WHERE s.status = 'ok' AND m.volatility IS NOT NULL "
         "AND (s.ingested_at < ? OR (s.ingested_at = ? AND s.session_id < ?))",
         [ingested_at, ingested_at, session_id]).df()
-    a = analyze(session_id, seg, ch, duration_s, rules, Reference.from_rows(ref).values)
+    a = analyze(session_id, seg, ch, duration_s, rules.for_session(team, tags),
+                Reference.from_rows(ref).values)
     _write(con, [session_id], a.metrics, a.alerts, a.segments)
 
 
@@ -77,7 +78,7 @@ def recompute(store: Store, rules: Rules, progress=None, chunk: int = 250) -> di
     t0 = time.perf_counter()
     n_alerts = 0
     with store.write() as con:
-        sessions = con.execute("SELECT session_id, duration_s FROM sessions "
+        sessions = con.execute("SELECT session_id, duration_s, team, tags FROM sessions "
                                "WHERE status = 'ok' ORDER BY ingested_at, session_id").df()
         con.execute("DELETE FROM session_metrics")
         con.execute("DELETE FROM alerts")
@@ -96,10 +97,12 @@ def recompute(store: Store, rules: Rules, progress=None, chunk: int = 250) -> di
             con.unregister("ids_df")
             seg_at, ch_at = _row_ranges(seg.session_id), _row_ranges(ch.session_id)
             metrics, updates, alerts = [], [], []
-            for sid, dur in zip(part.session_id, part.duration_s):
+            for sid, dur, team, tags in zip(part.session_id, part.duration_s, part.team,
+                                            part.tags):
                 rows, upd, al = analyze_rows(
                     sid, seg.iloc[slice(*seg_at.get(sid, (0, 0)))],
-                    ch.iloc[slice(*ch_at.get(sid, (0, 0)))], dur, rules, ref.values)
+                    ch.iloc[slice(*ch_at.get(sid, (0, 0)))], dur,
+                    rules.for_session(team, tags), ref.values)
                 ref.add(rows)
                 metrics += rows
                 updates.append(upd)
@@ -110,7 +113,7 @@ def recompute(store: Store, rules: Rules, progress=None, chunk: int = 250) -> di
                    pd.concat(updates, ignore_index=True))
             if progress is not None:
                 progress(min(lo + chunk, total), total)
-    return {"sessions": total, "alerts": n_alerts, "rules": rules.digest,
+    return {"sessions": total, "alerts": n_alerts, "rules": rules.full_digest,
             "seconds": time.perf_counter() - t0}
 
 

@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
-from core import audit
+from core import audit, notes
 from core.access import Viewer
 from core.inbox import SIDECAR, read_sidecar, waiting
 from core.private import private_dir, write_private
@@ -136,6 +136,8 @@ def plan(store: Store, kind: str, value: str | None, who: Viewer | str,
                 continue
             if wanted & set(d.get("sessions") or ()):
                 files.update(Path(f) for f in d.get("files") or ())
+    # Notes analysts left about these sessions that the worker has not stored (or rejected).
+    files.update(notes.files_for(notes.spool_dir(db), p.session_ids))
     if kind in ("customer", "person") and value:
         # Files still waiting in the inbox for this person: they would be analysed again.
         box = roots[0]
@@ -189,6 +191,9 @@ def execute(store: Store, p: Plan) -> Plan:
         with store.write() as con:
             for sid in p.session_ids:
                 delete_session(con, sid)
+            if _has_table(con, "notes"):  # notes outlive a re-analysis, not an erasure
+                con.execute("DELETE FROM notes WHERE list_contains(?, session_id)",
+                            [p.session_ids])
             if p.job_ids and _has_table(con, "jobs"):
                 con.execute("DELETE FROM jobs WHERE list_contains(?, job_id)", [p.job_ids])
             audit.insert(con, [record])

@@ -23,7 +23,7 @@ METRIC_COLUMNS = [
     "silence_s", "longest_silence_s", "volatility", "rolling_volatility_max",
     "score_volatility", "label_switches", "switches_per_min", "mix", "neg_share", "mix_first",
     "mix_last", "neg_first", "neg_last", "neg_delta", "trend", "low_conf_n", "low_conf_share",
-    "unreliable", "unreliable_cause", "rules_digest"]
+    "unreliable", "unreliable_cause", "rules_digest", "rule_set"]
 
 
 # -- single segments ------------------------------------------------------------------------
@@ -193,17 +193,23 @@ _ARRAYS = ("segment_id", "channel", "speaker", "start", "end", "label", "label_i
 _LABEL_IDX = {lab: i for i, lab in enumerate(LABELS)}
 
 
-def as_seq(seg) -> Seq:
-    """A segments DataFrame (columns as in the `segments` table) → a time-ordered Seq."""
+def as_seq(seg, presorted: bool = False) -> Seq:
+    """A segments DataFrame (columns as in the `segments` table) → a time-ordered Seq.
+
+    `presorted`: the rows already come in that order (or in it within each session, for a
+    Seq of many sessions that is then cut with `take`)."""
     if isinstance(seg, Seq):
         return seg
     n = len(seg)
+    # Scores are optional: re-judging alerts from stored rows never needs them.
+    has_scores = "scores" in seg
     col = {c: seg[c].to_numpy() for c in ("segment_id", "channel", "speaker", "start_s", "end_s",
-                                          "label", "confidence", "scores")}
+                                          "label", "confidence", "scores") if c in seg}
     sid = col["segment_id"].astype(str)
     start = col["start_s"].astype(float)
     channel = col["channel"].astype(int)
-    idx = np.array(sorted(range(n), key=lambda i: (start[i], channel[i], sid[i])), dtype=int)
+    idx = np.arange(n) if presorted else np.array(
+        sorted(range(n), key=lambda i: (start[i], channel[i], sid[i])), dtype=int)
     labels = col["label"].astype(object)[idx]
     emb = None
     if "embedding" in seg and n:
@@ -217,8 +223,8 @@ def as_seq(seg) -> Seq:
         end=col["end_s"].astype(float)[idx], label=labels,
         label_idx=np.array([_LABEL_IDX[x] for x in labels], dtype=int),
         confidence=col["confidence"].astype(float)[idx],
-        scores=np.stack(col["scores"][idx].tolist()).astype(np.float64) if n
-        else np.zeros((0, len(LABELS))),
+        scores=np.stack(col["scores"][idx].tolist()).astype(np.float64) if n and has_scores
+        else np.zeros((n, len(LABELS))),
         emb=emb, flags=flags)
 
 
@@ -325,7 +331,6 @@ def _row(sid: str, speaker: str, q: Seq, duration_s: float, rules, dists: np.nda
     delta = n_last - n_first if t_first > 0 and t_last > 0 else None
     low = low_confidence(q, rules.confidence_threshold)
     share = float(low.mean()) if len(q) else None
-    unreliable = share is not None and share >= rules.unreliable_share - _EPS
     minutes = duration_s / 60
     finite = roll[~np.isnan(roll)]
     return {
@@ -339,13 +344,23 @@ def _row(sid: str, speaker: str, q: Seq, duration_s: float, rules, dists: np.nda
         "mix": m.tolist(), "neg_share": negative_share(m) if tot > 0 else None,
         "mix_first": m_first.tolist(), "mix_last": m_last.tolist(),
         "neg_first": n_first, "neg_last": n_last, "neg_delta": delta,
-        "trend": trend(delta, rules.trend_threshold),
-        "low_conf_n": int(low.sum()), "low_conf_share": share, "unreliable": bool(unreliable),
-        "unreliable_cause": unreliable_cause(channel_flags, [q.flags[i] for i in
-                                                             np.flatnonzero(low)])
-        if unreliable else None,
-        "rules_digest": rules.digest,
+        "low_conf_n": int(low.sum()), "low_conf_share": share,
+        **judged_fields(delta, share, channel_flags, [q.flags[i] for i in np.flatnonzero(low)],
+                        rules),
+        "rules_digest": rules.digest, "rule_set": rules.name,
     }
+
+
+def judged_fields(neg_delta, low_conf_share, channel_flags, low_segment_flags, rules) -> dict:
+    """The metric fields a threshold decides (trend, unreliable and its cause), from the measured
+    values: ingest computes them here, and the what-if re-judges stored rows here too."""
+    unreliable = low_conf_share is not None and not pd.isna(low_conf_share) and \
+        low_conf_share >= rules.unreliable_share - _EPS
+    present = neg_delta is not None and not pd.isna(neg_delta)
+    return {"trend": trend(float(neg_delta), rules.trend_threshold) if present else None,
+            "unreliable": bool(unreliable),
+            "unreliable_cause": unreliable_cause(channel_flags, low_segment_flags)
+            if unreliable else None}
 
 
 def channel_list(channels) -> list[tuple[str, tuple]]:

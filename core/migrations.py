@@ -155,4 +155,21 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_at ON audit(happened_at);
 """),
+    # Which rule set (core/rules.py: [sets.NAME] in emoscope.toml) judged each session.
+    ("0005_rule_set", """
+ALTER TABLE session_metrics ADD COLUMN rule_set VARCHAR;
+"""),
+    # Notes analysts attach to a session (a diary entry); folded in from the notes spool by the
+    # single writer (core/notes.py). They outlive a re-analysis of the session.
+    ("0006_notes", """
+CREATE TABLE notes (
+    note_id VARCHAR PRIMARY KEY,
+    session_id VARCHAR NOT NULL,
+    author VARCHAR NOT NULL,
+    body VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    stored_at TIMESTAMP NOT NULL
+);
+CREATE INDEX notes_session ON notes(session_id);
+"""),
 ]

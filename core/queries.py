@@ -7,13 +7,13 @@ the rows a reader may see are decided: the viewer's scope becomes SQL there and 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from core import aggregates
+from core import aggregates, notes, rejudge, scorecards
 from core.access import Viewer
 from core.labels import NEGATIVE
 from core.metrics import ALL
@@ -185,7 +185,8 @@ class Reader:
             "coalesce(al.severity_rank, 0)::INTEGER AS severity_rank, vol.volatility "
             "FROM sessions s LEFT JOIN ch USING (session_id) LEFT JOIN al USING (session_id) "
             f"LEFT JOIN vol USING (session_id) WHERE {cond}", params)
-        mix = self.label_seconds(f)
+        mix = self.label_seconds(f).groupby(["session_id", "label"], as_index=False,
+                                            observed=True).seconds.sum()
         talk = mix.groupby("session_id").seconds.sum()
         neg = mix[mix.label.isin(NEGATIVE)].groupby("session_id").seconds.sum()
         dom = (mix.sort_values(["session_id", "seconds"], ascending=[True, False])
@@ -257,17 +258,18 @@ class Reader:
 
     # -- across sessions -------------------------------------------------------------------
     def label_seconds(self, f: SessionFilter = EVERY) -> pd.DataFrame:
-        """Seconds of speech per (session, label): the emotion mix at any grouping."""
+        """Seconds of speech per (session, speaker role, label): the emotion mix at any
+        grouping, for any set of roles."""
         cond, params = self._in(f)
-        return self._query("SELECT session_id, label, sum(end_s - start_s) AS seconds "
+        return self._query("SELECT session_id, speaker, label, sum(end_s - start_s) AS seconds "
                            f"FROM segments WHERE {cond} GROUP BY ALL", params)
 
     def session_metrics(self, f: SessionFilter = EVERY) -> pd.DataFrame:
         """session_metrics rows with each session's metadata (agent, customer, team, dates)."""
         cond, params = self._sessions_where(f)
         return self._query(
-            "SELECT m.*, s.agent_id, s.customer_id, s.team, s.recorded_at, s.ingested_at, "
-            "s.duration_s, s.file_name FROM session_metrics m JOIN sessions s "
+            "SELECT m.*, s.agent_id, s.customer_id, s.team, s.tags, s.recorded_at, "
+            "s.ingested_at, s.duration_s, s.file_name FROM session_metrics m JOIN sessions s "
             f"USING (session_id) WHERE {cond} ORDER BY s.recorded_at, m.session_id, "
             "m.speaker = 'all', m.speaker", params)
 
@@ -292,6 +294,37 @@ class Reader:
             "SELECT session_id, speaker, arg_max(start_s, rolling_volatility) AS peak_t_s "
             f"FROM segments WHERE rolling_volatility IS NOT NULL AND {cond} GROUP BY ALL",
             params)
+
+    def judge_segments(self, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """What re-judging alerts reads per segment (no scores, no embedding)."""
+        cond, params = self._in(f)
+        return self._query(f"SELECT {', '.join(rejudge.SEGMENT_COLUMNS)} FROM segments "
+                           f"WHERE {cond} ORDER BY session_id", params)
+
+    def channel_flags(self, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """session_id, channel, speaker and quality flags of every channel."""
+        cond, params = self._in(f)
+        return self._query("SELECT session_id, channel, speaker, flags FROM channels "
+                           f"WHERE {cond} ORDER BY session_id, channel", params)
+
+    def notes(self, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """Stored notes on the sessions, oldest first (core.notes.visible adds pending ones)."""
+        if "notes" not in self.tables():
+            return pd.DataFrame(columns=notes.COLUMNS[:-1])
+        cond, params = self._in(f)
+        return self._query("SELECT note_id, session_id, author, body, created_at FROM notes "
+                           f"WHERE {cond} ORDER BY created_at, note_id", params)
+
+    def notes_with_pending(self, spool, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """Stored notes and those still waiting in the spool (marked `pending`), of the
+        sessions `f` covers: a note shows the moment it is saved."""
+        waiting = notes.pending(spool)
+        ids = set(waiting.session_id)
+        if f.session_ids is not None:
+            ids &= set(f.session_ids)
+        if ids:  # the spool is not scoped: only sessions this reader covers show
+            ids = set(self.sessions(replace(f, session_ids=tuple(sorted(ids)))).session_id)
+        return notes.visible(self.notes(f), waiting, ids)
 
     def export_segments(self, f: SessionFilter) -> pd.DataFrame:
         """Segments with their embeddings, session metadata and model, for exports."""
@@ -343,3 +376,35 @@ class Reader:
     def baselines(self, rules, f: SessionFilter = EVERY) -> pd.DataFrame:
         """Each person's baseline and how far their latest session departs from it."""
         return aggregates.person_baselines(self.session_metrics(f), rules)
+
+    def judged_alerts(self, rules, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """Alerts of the sessions `f` covers, judged now under `rules` by the code that stored
+        them (core.rejudge); with the stored rules, exactly the stored alerts. The reference
+        is every earlier session this reader covers."""
+        window = self.sessions(f).session_id
+        within = SessionFilter(session_ids=tuple(window))
+        return rejudge.judge_stored(self.session_metrics(), self.judge_segments(within),
+                                    self.channel_flags(within), rules, set(window))
+
+    def stale_sessions(self, rules, f: SessionFilter = EVERY) -> set[str]:
+        """Sessions whose stored analytics came from other rules than `rules` now gives them
+        (`emoscope recompute` brings them up to date)."""
+        return rejudge.stale(self.session_metrics(f), rules)
+
+    def session_table(self, f: SessionFilter = EVERY, alerts: pd.DataFrame | None = None
+                      ) -> pd.DataFrame:
+        """One row per session with its conversation, per-role and alert figures
+        (core.scorecards.session_rows); `alerts` replaces the stored ones (what-if)."""
+        return scorecards.session_rows(self.session_metrics(f),
+                                       self.alerts(f) if alerts is None else alerts)
+
+    def agent_scorecards(self, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """One row per agent in `f`, each figure beside its team's median."""
+        return scorecards.agent_scorecards(self.session_table(f))
+
+    def journey(self, person: str, rules, f: SessionFilter = EVERY,
+                role: str | None = None) -> pd.DataFrame:
+        """One person's sessions (one role's, when given), each against the earlier ones."""
+        ps = self.person_sessions(f)
+        ps = ps[(ps.person == person) & ((ps.role == role) if role else True)]
+        return aggregates.journey(ps, rules)

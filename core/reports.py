@@ -1,20 +1,29 @@
-"""Exports of stored sessions: CSV, Parquet, NPY (embeddings with ids), predict-format JSON and
-a PDF report with KPIs, chart images and the top alerts."""
+"""Exports of stored sessions, the same from the Reports page and `emoscope export`: a report
+per audience (a team, an agent, a person, or any selection of sessions) as a PDF
+(core.report_pdf), a per-session summary CSV, and the segments as CSV, Parquet, NPY
+(embeddings with ids) and predict-format JSON, every file named after what it holds."""
 from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from core.labels import COLORS, LABELS, NEGATIVE
+from core import scorecards
+from core.labels import LABELS
 from core.queries import Reader, SessionFilter
+from core.report_pdf import ReportData, kpis, model_lines, to_pdf  # noqa: F401 (re-exported)
 
-SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
+KINDS = ("team", "agent", "person", "sessions")
+# format → how its file name ends; "csv" is the segments, "sessions" the per-session summary
+FILES = {"pdf": ".pdf", "sessions": "_sessions.csv", "csv": "_segments.csv",
+         "parquet": "_segments.parquet", "npy": "_embeddings.npy", "json": "_segments.json"}
+MIME = {"pdf": "application/pdf", "sessions": "text/csv", "csv": "text/csv",
+        "parquet": "application/vnd.apache.parquet", "npy": "application/octet-stream",
+        "json": "application/json"}
 
 
 def _flat(df: pd.DataFrame) -> pd.DataFrame:
@@ -83,197 +92,147 @@ def to_json(segments: pd.DataFrame) -> bytes:
     return json.dumps(predict_records(segments), ensure_ascii=False, indent=1).encode()
 
 
-FORMATS = ("csv", "parquet", "npy", "json", "pdf")
+def sessions_csv(table: pd.DataFrame) -> bytes:
+    """The per-session summary (core.scorecards.session_rows), one row per session."""
+    return table.to_csv(index=False, float_format="%.4g").encode()
 
 
-def build_all(reader: Reader, sessions: pd.DataFrame, scope: str,
-              alerts: pd.DataFrame | None = None, title: str = "Emoscope report",
-              formats=FORMATS) -> dict:
-    """Exports of these sessions: {"csv", "parquet", "npy", "json", "pdf": bytes} (those in
-    `formats`), plus "_n" (segments) and "_ids" (sessions).
+# -- what a report covers, and its name -------------------------------------------------------
+@dataclass(frozen=True)
+class ReportSpec:
+    """Which sessions a report covers, for whom. `until` is exclusive (as in SessionFilter);
+    `roles` restricts the segment figures and files to those speakers; `choices` says in words
+    what else narrowed `session_ids` (the page's filters)."""
+    kind: str = "sessions"
+    key: str | None = None  # the team, agent or person
+    since: str | None = None
+    until: str | None = None
+    session_ids: tuple[str, ...] | None = None
+    roles: tuple[str, ...] = ()
+    choices: str = ""
 
-    `sessions` has session_id, file_name, when, duration_s, agent_id, customer_id
-    (Reader.sessions gives them); `alerts` may be passed in when the caller has them cached.
-    """
-    # Only sessions the reader's viewer may see, whatever the caller passed in.
-    visible = set(reader.sessions(SessionFilter(session_ids=tuple(sessions.session_id)))
-                  .session_id)
-    sessions = sessions[sessions.session_id.isin(visible)]
-    ids = sessions.session_id.tolist()
-    segs = reader.export_segments(SessionFilter(session_ids=tuple(ids)))
-    al = reader.alerts() if alerts is None else alerts
-    al = al[al.session_id.isin(ids)] if len(al) else pd.DataFrame(
-        columns=["session_id", "speaker", "rule", "t_s", "severity", "detail"])
-    models = segs.groupby(["model", "trained"], dropna=False).session_id.nunique() \
-        .reset_index(name="sessions") if len(segs) else pd.DataFrame()
-    out = {"_n": len(segs), "_ids": tuple(ids)}
-    for fmt in formats:
-        if fmt == "pdf":
-            out["pdf"] = to_pdf(ReportData(
-                title=title, scope=scope,
-                sessions=sessions[["session_id", "file_name", "when", "duration_s", "agent_id",
-                                   "customer_id"]],
-                segments=segs.drop(columns=["embedding"]), alerts=al, models=models))
-        else:
-            out[fmt] = {"csv": to_csv, "parquet": to_parquet, "npy": to_npy,
-                        "json": to_json}[fmt](segs)
-    return out
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"a report is for one of {', '.join(KINDS)}, not {self.kind!r}")
+        if self.kind != "sessions" and not self.key:
+            raise ValueError(f"a {self.kind} report needs the {self.kind} it is about")
+
+    def filter(self) -> SessionFilter:
+        who = {self.kind: self.key} if self.kind in ("team", "agent", "person") else {}
+        return SessionFilter(session_ids=self.session_ids, since=self.since, until=self.until,
+                             **who)
+
+    @property
+    def title(self) -> str:
+        return {"team": f"Team {self.key}", "agent": f"Agent {self.key}",
+                "person": f"Person {self.key}"}.get(self.kind, "Sessions")
 
 
-# -- PDF ------------------------------------------------------------------------------------
+def slug(text: str) -> str:
+    """A name fit for a file: letters, digits, dot, dash and underscore only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-._")[:60] or "unnamed"
+
+
+def _days(spec: ReportSpec, when: pd.Series) -> tuple[str, str]:
+    """First and last day covered: the window asked for, else the sessions' own span."""
+    when = pd.to_datetime(when).dropna()
+    first = spec.since or (f"{when.min():%Y-%m-%d}" if len(when) else "start")
+    last = (f"{pd.Timestamp(spec.until) - pd.Timedelta(days=1):%Y-%m-%d}" if spec.until
+            else f"{when.max():%Y-%m-%d}" if len(when) else "end")
+    return str(first)[:10], last
+
+
+def file_stem(spec: ReportSpec, when: pd.Series) -> str:
+    """`team-support_2026-11-01_2026-11-14` (plus `_customer` when only customers count)."""
+    first, last = _days(spec, when)
+    who = f"{spec.kind}-{slug(spec.key)}" if spec.kind != "sessions" else "sessions"
+    return "_".join([who, first, last, *map(slug, spec.roles)])
+
+
+def scope_line(spec: ReportSpec, n: int, when: pd.Series) -> str:
+    first, last = _days(spec, when)
+    parts = [spec.title, f"{first} to {last}"]
+    if spec.roles:
+        parts.append("speech of " + ", ".join(spec.roles))
+    if spec.choices:
+        parts.append(spec.choices)
+    return " · ".join(parts) + f" · {n} session{'s' if n != 1 else ''}."
+
+
+# -- building ---------------------------------------------------------------------------------
 @dataclass
-class ReportData:
-    """What the PDF says; the caller picks the sessions and computes nothing twice."""
-    title: str
-    scope: str  # one line: which sessions (filters) the report covers
-    sessions: pd.DataFrame  # session_id, file_name, when, duration_s, agent_id, customer_id
-    segments: pd.DataFrame  # Reader.export_segments rows (embedding not needed)
-    alerts: pd.DataFrame = field(default_factory=pd.DataFrame)
-    models: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, trained, sessions
+class Report:
+    stem: str
+    scope: str
+    session_ids: tuple[str, ...]
+    n_segments: int
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # format → (name, data)
 
 
-def kpis(d: ReportData) -> dict[str, str]:
-    seg = d.segments
-    talk = float((seg.end_s - seg.start_s).sum()) if len(seg) else 0.0
-    neg = float((seg.end_s - seg.start_s)[seg.label.isin(NEGATIVE)].sum()) if len(seg) else 0.0
-    flagged = d.alerts.session_id.nunique() if len(d.alerts) else 0
-    return {"Sessions": f"{len(d.sessions)}",
-            "Audio hours": f"{d.sessions.duration_s.fillna(0).sum() / 3600:.2f}",
-            "Speech analysed": f"{talk / 60:.1f} min in {len(seg)} segments",
-            "Negative-emotion share": f"{neg / talk:.0%}" if talk > 0 else "-",
-            "Flagged sessions": f"{flagged}",
-            "Alerts": f"{len(d.alerts)}"}
+def _journey(reader: Reader, spec: ReportSpec, rules, ids: set[str]) -> pd.DataFrame:
+    """The person's entries in the window, each judged against all their earlier ones (also
+    those before the window)."""
+    if rules is None:
+        return pd.DataFrame()
+    j = reader.journey(spec.key, rules)
+    if j.empty:
+        return j
+    roles = j[j.session_id.isin(ids)].role
+    role = roles.mode().iloc[0] if len(roles) else None
+    j = reader.journey(spec.key, rules, role=role)
+    return j[j.session_id.isin(ids)].reset_index(drop=True)
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-    fig.axes[0].spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+def _scorecards(reader: Reader, spec: ReportSpec, table: pd.DataFrame) -> pd.DataFrame:
+    if spec.kind != "agent":
+        return scorecards.agent_scorecards(table)
+    team = table.team.dropna().mode()
+    if not len(team):
+        return scorecards.agent_scorecards(table)
+    # held against the whole team in the same window
+    mates = reader.session_table(SessionFilter(team=team.iloc[0], since=spec.since,
+                                               until=spec.until))
+    card = scorecards.agent_scorecards(mates)
+    return card[card.agent_id == spec.key].reset_index(drop=True)
 
 
-def _chart_mix(seg: pd.DataFrame) -> bytes:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    dur = (seg.end_s - seg.start_s).groupby(seg.label).sum()
-    labs = [x for x in LABELS if x in dur.index]
-    fig, ax = plt.subplots(figsize=(6.5, 2.4), dpi=150)
-    ax.bar(labs, [dur[x] / 60 for x in labs], color=[COLORS[x] for x in labs])
-    ax.set_ylabel("minutes of speech")
-    ax.set_title("Emotion mix")
-    return _png(fig)
+def build(reader: Reader, spec: ReportSpec, rules=None, spool=None,
+          formats=tuple(FILES)) -> Report | None:
+    """The files of one report (only `formats`); None when no analysed session matches.
 
-
-def _chart_over_time(seg: pd.DataFrame) -> bytes | None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    if "when" not in seg or seg["when"].isna().all():
+    `rules` (core.rules) gives a person's baseline; `spool` (core.notes) adds notes not yet
+    stored to a person's report."""
+    f = spec.filter()
+    sessions = reader.sessions(f)
+    if sessions.empty:
         return None
-    day = pd.to_datetime(seg["when"]).dt.normalize()
-    tab = (seg.end_s - seg.start_s).groupby([day, seg.label]).sum().unstack(fill_value=0.0)
-    if len(tab) < 2:
-        return None
-    share = tab.div(tab.sum(axis=1), axis=0)
-    fig, ax = plt.subplots(figsize=(6.5, 2.4), dpi=150)
-    bottom = np.zeros(len(share))
-    x = [d.strftime("%m-%d") for d in share.index]
-    for lab in LABELS:
-        if lab in share:
-            ax.bar(x, share[lab], bottom=bottom, color=COLORS[lab], label=lab)
-            bottom += share[lab].to_numpy()
-    ax.set_ylabel("share of speech")
-    ax.set_title("Emotion mix by day")
-    ax.legend(fontsize=6, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
-    ax.tick_params(axis="x", labelsize=7, rotation=45)
-    return _png(fig)
-
-
-def _font_path() -> Path | None:
-    """A Unicode TrueType font: matplotlib ships DejaVu Sans, so every install has one."""
-    import matplotlib
-    p = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-    return p if p.exists() else None
-
-
-def model_lines(models: pd.DataFrame) -> tuple[str, str | None]:
-    """The report's model line, and a warning when any of the data is from an untrained one."""
-    if models is None or len(models) == 0:
-        return "Model: unknown", None
-    names = ", ".join(f"{m} ({'trained' if bool(t) else 'UNTRAINED'})"
-                      for m, t in zip(models.model, models.trained))
-    if models.trained.astype(bool).all():
-        return f"Model: {names}", None
-    return (f"Model: {names}", "Warning: some of this data comes from an untrained test model "
-            "with random weights. Its emotion labels mean nothing.")
-
-
-def to_pdf(d: ReportData) -> bytes:
-    from fpdf import FPDF
-    from fpdf.fonts import FontFace
-
-    pdf = FPDF(format="A4")
-    pdf.set_auto_page_break(True, margin=15)
-    font = _font_path()
-    if font:
-        pdf.add_font("dejavu", "", str(font))
-        pdf.add_font("dejavu", "B", str(font.with_name("DejaVuSans-Bold.ttf")))
-        family = "dejavu"
-    else:
-        family = "helvetica"
-    pdf.add_page()
-    pdf.set_font(family, "B", 16)
-    pdf.cell(0, 10, d.title, new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font(family, "", 9)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    pdf.multi_cell(0, 5, f"{d.scope}\nGenerated {stamp} by Emoscope.", new_x="LMARGIN",
-                   new_y="NEXT")
-    pdf.ln(2)
-    # The model, and a warning that cannot be missed when it was not trained.
-    line, warning = model_lines(d.models)
-    pdf.set_font(family, "B", 10)
-    pdf.cell(0, 6, line, new_x="LMARGIN", new_y="NEXT")
-    if warning:
-        pdf.set_text_color(180, 0, 0)
-        pdf.multi_cell(0, 5, warning, new_x="LMARGIN", new_y="NEXT")
-        pdf.set_text_color(0, 0, 0)
-    pdf.ln(2)
-    pdf.set_font(family, "", 10)
-    with pdf.table(col_widths=(60, 120), first_row_as_headings=False) as t:
-        for k, v in kpis(d).items():
-            r = t.row()
-            r.cell(k)
-            r.cell(v)
-    pdf.ln(3)
-    if len(d.segments):
-        pdf.image(io.BytesIO(_chart_mix(d.segments)), w=180)
-        over = _chart_over_time(d.segments)
-        if over:
-            pdf.image(io.BytesIO(over), w=180)
-    pdf.set_font(family, "B", 12)
-    pdf.cell(0, 8, "Top alerts", new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font(family, "", 8)
-    if len(d.alerts):
-        top = d.alerts.assign(_r=d.alerts.severity.map(SEVERITY_RANK).fillna(0)) \
-            .sort_values(["_r", "session_id", "t_s"], ascending=[False, True, True]).head(15)
-        names = d.sessions.set_index("session_id").file_name.to_dict() \
-            if len(d.sessions) else {}
-        with pdf.table(col_widths=(50, 16, 18, 14, 82),
-                       headings_style=FontFace(emphasis="BOLD")) as t:
-            h = t.row()
-            for x in ("Session", "Severity", "Speaker", "At", "What"):
-                h.cell(x)
-            for a in top.itertuples(index=False):
-                r = t.row()
-                r.cell(str(names.get(a.session_id, a.session_id)))
-                r.cell(str(a.severity))
-                r.cell(str(a.speaker))
-                r.cell(f"{float(a.t_s):.1f} s" if pd.notna(a.t_s) else "-")
-                r.cell(f"{a.rule}: {a.detail}")
-    else:
-        pdf.cell(0, 6, "No alerts for these sessions.", new_x="LMARGIN", new_y="NEXT")
-    return bytes(pdf.output())
+    ids = tuple(sessions.session_id)
+    within = SessionFilter(session_ids=ids)
+    stem = file_stem(spec, sessions["when"])
+    scope = scope_line(spec, len(ids), sessions["when"])
+    segs = reader.export_segments(within)
+    if spec.roles:
+        segs = segs[segs.speaker.isin(spec.roles)].reset_index(drop=True)
+    out = Report(stem, scope, ids, len(segs))
+    table = reader.session_table(within)
+    writers = {"sessions": lambda: sessions_csv(table), "csv": lambda: to_csv(segs),
+               "parquet": lambda: to_parquet(segs), "npy": lambda: to_npy(segs),
+               "json": lambda: to_json(segs)}
+    for fmt in formats:
+        if fmt in writers:
+            out.files[fmt] = (stem + FILES[fmt], writers[fmt]())
+    if "pdf" in formats:
+        person = spec.kind == "person"
+        models = segs.groupby(["model", "trained"], dropna=False).session_id.nunique() \
+            .reset_index(name="sessions") if len(segs) else pd.DataFrame()
+        notes = (reader.notes_with_pending(spool, within) if spool is not None
+                 else reader.notes(within).assign(pending=False)) if person else pd.DataFrame()
+        data = ReportData(
+            title=f"Emoscope report: {spec.title}", scope=scope, sessions=sessions,
+            segments=segs.drop(columns=["embedding"]), alerts=reader.alerts(within),
+            models=models, kind="person" if person else "calls", table=table,
+            scorecards=pd.DataFrame() if person else _scorecards(reader, spec, table),
+            journey=_journey(reader, spec, rules, set(ids)) if person else pd.DataFrame(),
+            notes=notes, mix_limit=rules.baseline_mix_distance if rules else None)
+        out.files["pdf"] = (stem + FILES["pdf"], to_pdf(data))
+    return out

@@ -6,14 +6,22 @@ import hashlib
 import json
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from core.labels import LABELS
 
 DEFAULT_RULES = Path(__file__).with_name("default_rules.toml")
 USER_RULES = "emoscope.toml"
-KINDS = ("streak", "last_quarter_share", "volatility_percentile", "ends_worse", "unreliable")
+KINDS = ("streak", "last_quarter_share", "session_share", "volatility_percentile", "ends_worse",
+         "unreliable")
+# The one threshold of each kind that the dashboard's what-if sliders move (None: set-level).
+TUNABLE = {"streak": "min_count", "last_quarter_share": "min_share",
+           "session_share": "min_share", "volatility_percentile": "percentile",
+           "ends_worse": None, "unreliable": None}
+DEFAULT_SET = "default"
+# Settings a rule set may override; [baseline] is read per person, so it stays file-wide.
+SET_TABLES = ("low_confidence", "volatility", "trend", "alerts", "responses")
 SEVERITIES = ("low", "medium", "high")
 
 
@@ -39,6 +47,8 @@ class AlertRule:
 
 @dataclass(frozen=True)
 class Rules:
+    """One rule set. The file's top level is the `default` set; `sets` holds the named sets
+    (each already merged over the top level) that sessions of some teams or tags get instead."""
     confidence_threshold: float = 0.4
     unreliable_share: float = 0.5
     window: int = 5
@@ -50,17 +60,48 @@ class Rules:
     responses_en: dict = field(default_factory=dict, compare=False, hash=False)
     responses_zh: dict = field(default_factory=dict, compare=False, hash=False)
     source: str = field(default="", compare=False)
+    name: str = DEFAULT_SET
+    teams: tuple[str, ...] = ()  # a named set applies to sessions of these teams ...
+    tags: tuple[str, ...] = ()  # ... or carrying any of these tags
+    sets: tuple["Rules", ...] = ()
 
     @functools.cached_property
     def digest(self) -> str:
-        """Short hash of everything that changes a stored value; recorded with each metric row.
-
-        Baseline settings are applied when read, so they are left out."""
-        payload = {k: v for k, v in self.__dict__.items()
-                   if k not in ("source", "digest") and not k.startswith("baseline_")}
+        """Short hash of everything in this set that changes a stored value; recorded with each
+        metric row. Baseline settings are applied when read, and other sets judge other
+        sessions, so both are left out."""
+        payload = {f.name: getattr(self, f.name) for f in fields(self)
+                   if f.name not in ("source", "sets") and not f.name.startswith("baseline_")}
+        if self.name == DEFAULT_SET and not self.teams and not self.tags:
+            for k in ("name", "teams", "tags"):  # a file without sets keeps its old digest
+                payload.pop(k)
         payload["alerts"] = [a.__dict__ for a in self.alerts]
         text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @functools.cached_property
+    def full_digest(self) -> str:
+        """This set and every named set: what a whole-store recompute was run with."""
+        if not self.sets:
+            return self.digest
+        text = "|".join([self.digest, *(s.digest for s in self.sets)])
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def for_session(self, team: str | None, tags=()) -> "Rules":
+        """The set that judges a session: the first named set listing its team or one of its
+        tags, else this (the default) set."""
+        tags = set(tags) if isinstance(tags, (list, tuple, set)) or hasattr(tags, "tolist") \
+            else set()
+        for s in self.sets:
+            if (team is not None and team in s.teams) or tags & set(s.tags):
+                return s
+        return self
+
+    def set_named(self, name: str) -> "Rules":
+        return next((s for s in self.sets if s.name == name), self)
+
+    def all_sets(self) -> tuple["Rules", ...]:
+        return (self, *self.sets)
 
     def response(self, label: str | None, lang: str = "en") -> str | None:
         table = self.responses_zh if lang == "zh" else self.responses_en
@@ -113,17 +154,8 @@ def _alert(raw: dict, where: str) -> AlertRule:
     return AlertRule(**vals)
 
 
-def load_rules(path: str | Path | None = None) -> Rules:
-    """Packaged defaults, overlaid by `path`, else $EMOSCOPE_RULES, else ./emoscope.toml if any."""
-    data = _read(DEFAULT_RULES)
-    source = str(DEFAULT_RULES)
-    chosen = path or os.environ.get("EMOSCOPE_RULES")
-    if chosen is None and Path(USER_RULES).is_file():
-        chosen = USER_RULES
-    if chosen is not None:
-        data = _merge(data, _read(Path(chosen)))
-        source = str(chosen)
-    where = Path(source).name
+def _build(data: dict, where: str, source: str, name: str = DEFAULT_SET,
+           teams=(), tags=()) -> Rules:
     try:
         lc, vol, tr, bl = (data.get(k, {}) for k in
                            ("low_confidence", "volatility", "trend", "baseline"))
@@ -138,7 +170,7 @@ def load_rules(path: str | Path | None = None) -> Rules:
             alerts=tuple(_alert(a, where) for a in data.get("alerts", [])),
             responses_en=dict(data.get("responses", {}).get("en", {})),
             responses_zh=dict(data.get("responses", {}).get("zh", {})),
-            source=source)
+            source=source, name=name, teams=tuple(teams), tags=tuple(tags))
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, RulesError):
             raise
@@ -149,3 +181,68 @@ def load_rules(path: str | Path | None = None) -> Rules:
     if len(names) != len(set(names)):
         raise RulesError(f"{where}: alert rule names must be unique")
     return rules
+
+
+def _named_set(name: str, raw, base: dict, where: str, source: str) -> Rules:
+    """[sets.NAME]: `teams` and/or `tags` it applies to, and the settings it overrides."""
+    here = f"{where} [sets.{name}]"
+    if not isinstance(raw, dict):
+        raise RulesError(f"{here}: a rule set is a table")
+    extra = set(raw) - set(SET_TABLES) - {"teams", "tags"}
+    if extra:
+        raise RulesError(f"{here}: unknown key(s) {', '.join(sorted(extra))}; a set takes "
+                         f"teams, tags and {', '.join(SET_TABLES)}")
+    teams, tags = raw.get("teams", []), raw.get("tags", [])
+    if not all(isinstance(x, list) and all(isinstance(v, str) for v in x)
+               for x in (teams, tags)):
+        raise RulesError(f"{here}: teams and tags are lists of names")
+    if name == DEFAULT_SET:
+        raise RulesError(f"{here}: '{DEFAULT_SET}' is the name of the top-level rules")
+    over = {k: v for k, v in raw.items() if k in SET_TABLES}
+    return _build(_merge(base, over), here, source, name, teams, tags)
+
+
+def load_rules(path: str | Path | None = None) -> Rules:
+    """Packaged defaults, overlaid by `path`, else $EMOSCOPE_RULES, else ./emoscope.toml if any.
+
+    Named sets (`[sets.NAME]`) merge over the top level the same way the file merges over the
+    defaults: tables key by key, an `alerts` list replaces the list whole."""
+    data = _read(DEFAULT_RULES)
+    source = str(DEFAULT_RULES)
+    chosen = path or os.environ.get("EMOSCOPE_RULES")
+    if chosen is None and Path(USER_RULES).is_file():
+        chosen = USER_RULES
+    if chosen is not None:
+        data = _merge(data, _read(Path(chosen)))
+        source = str(chosen)
+    where = Path(source).name
+    raw_sets = data.pop("sets", {})
+    if not isinstance(raw_sets, dict):
+        raise RulesError(f"{where}: [sets] holds one table per rule set")
+    top = _build(data, where, source)
+    named = tuple(_named_set(n, raw, data, where, source) for n, raw in raw_sets.items()
+                  if raw.get("teams") or raw.get("tags"))  # a set emptied by a user file is off
+    return replace(top, sets=named)
+
+
+def tuned(rules: Rules, set_name: str, values: dict) -> Rules:
+    """`rules` with one set's thresholds changed: what the what-if sliders judge with.
+
+    `values` may hold `trend_threshold`, `unreliable_share`, a rule's name (its TUNABLE
+    parameter) and `speakers` (the roles watched by every rule not watching everyone). Unchanged
+    values give back rules equal to `rules`, so the alerts are exactly the stored ones."""
+    target = rules.set_named(set_name)
+    alerts = []
+    for a in target.alerts:
+        param = TUNABLE.get(a.kind)
+        if param and a.rule in values:
+            kind = type(getattr(a, param))
+            a = replace(a, **{param: kind(values[a.rule])})
+        if values.get("speakers") is not None and "*" not in a.speakers:
+            a = replace(a, speakers=tuple(values["speakers"]))
+        alerts.append(a)
+    changed = replace(target, alerts=tuple(alerts), **{
+        k: float(values[k]) for k in ("trend_threshold", "unreliable_share") if k in values})
+    if target is rules:
+        return replace(changed, sets=rules.sets)
+    return replace(rules, sets=tuple(changed if s.name == set_name else s for s in rules.sets))

@@ -22,6 +22,8 @@ from dashboard.components import auth, nav, ui  # noqa: E402
 
 PAGES = [("overview.py", "Overview", ":material/dashboard:"),
          ("session.py", "Session", ":material/graphic_eq:"),
+         ("agents.py", "Agents", ":material/support_agent:"),
+         ("person.py", "Person", ":material/person:"),
          ("alerts.py", "Volatility & alerts", ":material/notifications:"),
          ("similar.py", "Similar moments", ":material/join_inner:"),
          ("reports.py", "Reports", ":material/download:")]

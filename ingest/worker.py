@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from core import erasure
+from core import erasure, notes
 from core.audit import AuditLog
 from core.inbox import (SIDECAR, beat, check_inside, data_dir_of, read_sidecar, safe_ext,
                         waiting)
@@ -107,20 +107,26 @@ class Worker:
             if worked:
                 continue
             if once and not self.unsettled:
+                self.chores(force=True)  # spools filled while the last jobs ran are stored too
                 break
             time.sleep(self.cfg.poll_s)
         return self.counts
 
     # -- the writer's other duties ------------------------------------------------------------
     def chores(self, force: bool = False) -> None:
-        """Fold the audit spool, carry out erasure requests (and finish interrupted ones), and
-        apply retention when it is due. A failure is logged and retried later, never fatal."""
+        """Fold the audit and notes spools, carry out erasure requests (and finish interrupted
+        ones), and apply retention when it is due. A failure is logged and retried later,
+        never fatal."""
         now = time.monotonic()
         due = self._chores_at
         if force or now - due["housekeeping"] >= self.cfg.housekeeping_s:
             due["housekeeping"] = now
             try:
                 self.audit.fold(self.store)
+                stored, problems = notes.fold(self.store, notes.spool_dir(self.store.path))
+                for line in ([f"stored {stored} note{'s' if stored != 1 else ''}"]
+                             if stored else []) + problems:
+                    self.echo(line)
                 for p in erasure.resume_pending(self.store):
                     self.echo(f"erased {p.kind} {p.target}: {len(p.session_ids)} sessions")
             except (StoreBusy, OSError, ValueError) as e:

@@ -77,3 +77,12 @@ def _dashboard_on_loopback():
     from streamlit import config
     config.set_option("server.address", "127.0.0.1")
     yield
+
+
+@pytest.fixture(scope="session")
+def views_db(tmp_path_factory) -> Path:
+    """40 synthetic sessions (tests/views_fixtures.py) with their rules file beside them."""
+    from tests.views_fixtures import build
+    d = tmp_path_factory.mktemp("views")
+    build(d / "views.duckdb", d / "emoscope.toml")
+    return d / "views.duckdb"

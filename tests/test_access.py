@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from core import reports, search
+from core import notes, reports, search
 from core.access import (NOTHING, AccessConfig, AccessError, Scope, Viewer, hash_api_key,
                          operator)
 from core.queries import AudioUnavailable, Reader, SessionFilter
@@ -101,6 +101,13 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
         "n_sessions": set(range(r.n_sessions())), "counts": set(range(r.counts()["segments"])),
         "models": set(range(len(r.models()))), "latest_model": {r.latest_model()} - {None},
         "jobs": ids(r.jobs()) if "jobs" in r.tables() else set(), "audio_path": audio,
+        "judge_segments": ids(r.judge_segments()), "channel_flags": ids(r.channel_flags()),
+        "notes": ids(r.notes()),
+        "notes_with_pending": ids(r.notes_with_pending(notes.spool_dir(r.store.path))),
+        "judged_alerts": ids(r.judged_alerts(RULES)), "stale_sessions": r.stale_sessions(RULES),
+        "session_table": ids(r.session_table()),
+        "agent_scorecards": set(range(int(r.agent_scorecards().calls.sum()))),
+        "journey": ids(r.journey("c-shared", RULES)),
     }
 
 
@@ -121,8 +128,11 @@ def test_a_supervisor_of_team_a_reads_nothing_of_team_b(scoped):
     b_sid = teams["B"][0]
     b_seg = store.query("SELECT segment_id FROM segments WHERE session_id = ?",
                         [b_sid]).segment_id[0]
+    notes.put(notes.spool_dir(db), b_sid, "lead-b", "pending note on a team B call")
     full = every_read(Reader(store, operator()), b_sid, b_seg)
     sup = every_read(Reader(store, SUP_A), b_sid, b_seg)
+    assert b_sid in full["notes_with_pending"] and full["journey"] & set(teams["B"])
+    assert len(sup["agent_scorecards"]) == len(teams["A"]) < len(full["agent_scorecards"])
     for name, got in sup.items():
         assert not got & set(teams["B"]) and not got & set(teams["W"]), name
         if name in ("segments", "frames", "channels", "segment", "audio_path"):
@@ -196,9 +206,12 @@ def test_exports_hold_only_what_the_viewer_may_see(scoped, monkeypatch):
     monkeypatch.setattr(reports, "to_pdf", lambda d: seen.setdefault("pdf", d) and real_pdf(d))
     # A caller that asks for every session (here: the operator's list) still gets only team A.
     everyone = Reader(Store(db), operator()).sessions()
-    files = reports.build_all(r, everyone, "all")
-    assert set(files["_ids"]) == set(teams["A"])
+    spec = reports.ReportSpec("sessions", session_ids=tuple(everyone.session_id))
+    report = reports.build(r, spec, RULES)
+    files = {fmt: blob for fmt, (_, blob) in report.files.items()}
+    assert set(report.session_ids) == set(teams["A"])
     assert set(pd.read_csv(io.BytesIO(files["csv"])).session_id) == set(teams["A"])
+    assert set(pd.read_csv(io.BytesIO(files["sessions"])).session_id) == set(teams["A"])
     assert set(pd.read_parquet(io.BytesIO(files["parquet"])).session_id) == set(teams["A"])
     assert {x["session_id"] for x in json.loads(files["json"])} == set(teams["A"])
     ids = np.load(io.BytesIO(files["npy"]))["segment_id"]

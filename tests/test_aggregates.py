@@ -147,3 +147,26 @@ def test_baseline_starts_at_min_sessions():
     # volatility 1 and 2: mean 1.5, sd √0.5; latest 5
     assert c1.volatility_z == pytest.approx(3.5 / np.sqrt(0.5))
     assert c1.departs
+
+
+def test_journey_judges_every_entry_against_the_ones_before_it():
+    from core.aggregates import journey
+    ps = person_sessions(HISTORY)
+    j = journey(ps[ps.person == "c1"], RULES)
+    assert j.session_id.tolist() == ["h1", "h2", "h3", "h4"]
+    assert j.status.tolist()[:2] == ["no baseline yet"] * 2  # min_sessions = 2 earlier ones
+    h3 = j.iloc[2]  # against h1, h2: negative 0.5 and 0.0 → mean 0.25, sd √0.125
+    assert h3.baseline_neg_share == pytest.approx(0.25)
+    assert h3.baseline_neg_share_sd == pytest.approx(np.sqrt(0.125))
+    z = RULES.baseline_volatility_z
+    assert h3.neg_share_lo == pytest.approx(0.25 - z * np.sqrt(0.125))
+    assert h3.volatility_hi == pytest.approx(1.5 + z * np.sqrt(0.5))
+    # negative share 0.25 sits on the mean, but volatility 3 is 2.1 sd above 1.5: outside
+    assert h3.neg_share_z == pytest.approx(0.0) and h3.volatility > h3.volatility_hi
+    assert h3.volatility_z == pytest.approx(1.5 / np.sqrt(0.5)) and h3.departs
+    # an entry is judged as `baseline` judges it when it is the latest
+    early = person_baselines(HISTORY[HISTORY.session_id != "h4"], RULES).set_index("person")
+    assert early.loc["c1", "latest_session_id"] == "h3" and early.loc["c1", "departs"]
+    last = j.iloc[-1]
+    b = person_baselines(HISTORY, RULES).set_index("person").loc["c1"]
+    assert last.departs == b.departs and last.mix_distance == pytest.approx(b.mix_distance)

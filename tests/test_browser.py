@@ -19,7 +19,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
-PAGES = ["Overview", "Session", "Volatility & alerts", "Similar moments", "Reports"]
+PAGES = ["Overview", "Session", "Agents", "Person", "Volatility & alerts", "Similar moments",
+         "Reports"]
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 
@@ -87,6 +88,13 @@ def drive(base_url: str, out: Path) -> dict:
                 page.wait_for_selector('h1:has-text("Session")', timeout=30000)
                 settle(page)
                 seen["row_opened"] = page.url
+            if name == "Agents":
+                # One click on a call (the second table: the agent's calls) opens it.
+                box = page.locator('[data-testid="stDataFrame"]').nth(1).bounding_box()
+                page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
+                page.wait_for_selector('h1:has-text("Session")', timeout=30000)
+                settle(page)
+                seen["call_opened"] = page.url
             if name == "Session":
                 seen["before"] = page.get_by_text(re.compile(r"Player starts at")).inner_text()
                 # A segment bar in the middle of the first lane: a point of the chart.
@@ -128,7 +136,8 @@ def test_every_page_in_chromium(ingested_db):
     from core.queries import Reader
     from core.store import Store
     ids = set(Reader(Store(ingested_db), operator()).session_rows().session_id)
-    assert seen["row_opened"].split("session=")[-1] in ids
+    assert seen["row_opened"].split("session=")[-1].split("&")[0] in ids
+    assert seen["call_opened"].split("session=")[-1].split("&")[0] in ids
     assert all(n == 0 for n in seen["errors"].values()), seen["errors"]
     assert seen["before"] == "Player starts at 0:00.0. Click the timeline to move it."
     assert seen["after"] != seen["before"]
@@ -137,8 +146,8 @@ def test_every_page_in_chromium(ingested_db):
     start = int(shown.group(1)) * 60 + float(shown.group(2))
     assert start > 0
     assert abs(seen["audio_t"] - int(start)) < 1.0, (seen["audio_t"], start)
-    for name in ("overview", "session", "session_clicked", "volatility_alerts",
-                 "similar_moments", "reports"):
+    for name in ("overview", "session", "session_clicked", "agents", "person",
+                 "volatility_alerts", "similar_moments", "reports"):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000
 
 

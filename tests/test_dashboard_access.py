@@ -157,13 +157,36 @@ def test_supervisor_reports_export_only_team_a(env):
     at = as_user(LEAD_A, "reports")
     at.button(key="rp_build").click().run()
     assert not at.exception
-    built = at.session_state["report_files"]
-    assert set(built["_ids"]) == set(teams["A"])
-    assert all(s.split("-c")[0] in teams["A"]
-               for s in json.loads(built["json"]) and [x["segment_id"]
-                                                      for x in json.loads(built["json"])])
+    report = at.session_state["report_files"]["report"]
+    assert set(report.session_ids) == set(teams["A"])
+    segments = json.loads(report.files["json"][1])
+    assert segments and all(x["session_id"] in teams["A"] for x in segments)
+    per_session = report.files["sessions"][1].decode()
+    assert not any(s in per_session for s in teams["B"] + teams["W"])
     exports = [a for a in spool(db) if a["action"] == "export"]
     assert exports and set(exports[-1]["detail"]["sessions"]) == set(teams["A"])
+
+
+def test_supervisor_agents_page_counts_only_team_a_calls(env):
+    db, teams = env
+    at = as_user(LEAD_A, "agents")
+    assert not at.exception
+    card = at.dataframe[0].value
+    assert int(card.filter(like="alls").iloc[:, 0].sum()) == len(teams["A"])
+    shown = everything_shown(at)
+    assert any(s in shown for s in teams["A"])
+    assert not any(s in shown for s in teams["B"] + teams["W"])
+    assert "'B'" not in str([w.options for w in at.selectbox])
+
+
+def test_supervisor_person_page_shows_only_team_a_entries(env):
+    db, teams = env
+    at = as_user(LEAD_A, "person")
+    assert not at.exception
+    people = str([w.options for w in at.selectbox])
+    assert "p-001" not in people and "c-b1" not in people  # diaries and team B's customers
+    shown = everything_shown(at)
+    assert not any(s in shown for s in teams["B"] + teams["W"])
 
 
 def test_supervisor_uploads_under_their_own_team_and_sees_only_its_jobs(env):

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from core import audit, erasure, inbox
+from core import audit, erasure, inbox, notes
 from core.access import operator
 from core.jobs import JobQueue
 from core.queries import Reader
@@ -46,7 +46,7 @@ def site(tmp_path, monkeypatch):
         res = CliRunner().invoke(app, ["export", "--db", str(db), "--out", str(out),
                                        "--format", "csv", *extra])
         assert res.exit_code == 0, res.output
-        exports += list(out.glob("*.csv"))
+        exports.append(sorted(out.glob("*.csv")))  # the per-session and the segment CSV
     return {"db": db, "data": data, "teams": teams, "shared": shared, "job": job,
             "waiting": waiting, "other": other, "exports": exports}
 
@@ -72,7 +72,8 @@ def test_forget_a_customer_removes_rows_recordings_jobs_and_exports(site):
     assert not site["waiting"].exists() and not site["waiting"].with_suffix(".json").exists()
     assert site["other"].exists()  # someone else's upload stays
     holding, not_holding = site["exports"]
-    assert not holding.exists() and not_holding.exists()
+    assert len(holding) == len(not_holding) == 2
+    assert not any(f.exists() for f in holding) and all(f.exists() for f in not_holding)
     assert Store(db).query("SELECT count(*) n FROM jobs").n[0] == 0
     assert not list((site["data"] / "erasures").glob("*.json"))
     rows = audit.read(Store(db), audit.AuditLog.beside(db), ADMIN, action="erase")
@@ -83,10 +84,18 @@ def test_forget_a_customer_removes_rows_recordings_jobs_and_exports(site):
 
 def test_forget_one_session(site):
     db, teams = site["db"], site["teams"]
-    sid = teams["B"][0]
+    sid, kept = teams["B"][0], teams["A"][0]
+    spool = notes.spool_dir(db)
+    for s_ in (sid, kept):  # a stored note on each, and one still pending on the erased one
+        notes.put(spool, s_, "Dr Lee", f"stored note on {s_}")
+    assert notes.fold(Store(db), spool)[0] == 2
+    pending = notes.put(spool, sid, "Dr Lee", "written while the erasure was planned")
     res = CliRunner().invoke(app, ["forget", "--db", str(db), "--session", sid, "--yes"])
     assert res.exit_code == 0, res.output
     assert set(counts(db, [sid]).values()) == {0}
+    left = Store(db).query("SELECT session_id FROM notes").session_id.tolist()
+    assert left == [kept]  # notes outlive a re-analysis, not an erasure
+    assert not (spool / f"{pending['note_id']}.json").exists()
     assert all(counts(db, [s])["sessions"] for s in teams["A"] + teams["W"])
     res = CliRunner().invoke(app, ["forget", "--db", str(db), "--session", sid, "--yes"])
     assert res.exit_code == 1 and "nothing stored" in res.output

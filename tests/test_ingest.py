@@ -160,18 +160,27 @@ def test_export_writes_every_format(ingested_db, tmp_path):
     r = runner.invoke(app, ["export", "--db", str(ingested_db), "--out", str(out),
                             "--agent", "a-ana"])
     assert r.exit_code == 0, r.output
-    files = {p.suffix: p for p in out.iterdir()}
-    assert set(files) == {".csv", ".parquet", ".npy", ".json", ".pdf"}
-    records = json.loads(files[".json"].read_text())
+    # named as the Reports page names them: audience, first and last day, what the file holds
+    stem = "agent-a-ana_2026-11-02_2026-11-02"
+    files = {p.name: p for p in out.iterdir()}
+    assert set(files) == {f"{stem}.pdf", f"{stem}_sessions.csv", f"{stem}_segments.csv",
+                          f"{stem}_segments.parquet", f"{stem}_embeddings.npy",
+                          f"{stem}_segments.json"}
+    records = json.loads(files[f"{stem}_segments.json"].read_text())
     seg = Store(ingested_db).query("SELECT s.segment_id FROM segments s JOIN sessions USING "
                                    "(session_id) WHERE agent_id = 'a-ana'")
     assert sorted(r["segment_id"] for r in records) == sorted(seg.segment_id)
     assert all(r["trained"] is False and len(r["scores"]) == 9 for r in records)
-    emb = np.load(files[".npy"])
+    emb = np.load(files[f"{stem}_embeddings.npy"])
     assert len(emb) == len(seg) and emb["embedding"].shape[1] == 64
-    assert files[".pdf"].read_bytes()[:5] == b"%PDF-"
+    assert files[f"{stem}.pdf"].read_bytes()[:5] == b"%PDF-"
+    r = runner.invoke(app, ["export", "--db", str(ingested_db), "--out", str(out), "--person",
+                            "p-001", "--since", "2026-11-01", "--until", "2026-11-08",
+                            "--format", "pdf"])
+    assert r.exit_code == 0, r.output
+    assert (out / "person-p-001_2026-11-01_2026-11-07.pdf").read_bytes()[:5] == b"%PDF-"
     none = runner.invoke(app, ["export", "--db", str(ingested_db), "--out", str(out),
                                "--agent", "nobody"])
     assert none.exit_code == 1 and "no analysed session" in none.output
-    assert runner.invoke(app, ["export", "--db", str(ingested_db), "--format",
-                               "docx"]).exit_code == 2
+    for bad in (["--format", "docx"], ["--team", "t", "--agent", "a"], ["--since", "soon"]):
+        assert runner.invoke(app, ["export", "--db", str(ingested_db), *bad]).exit_code == 2

@@ -76,10 +76,39 @@ def test_pdf_report(ingested_db, segs):
     data = reports.ReportData(
         title="Weekly report", scope="Sessions: all", sessions=sessions,
         segments=segs.drop(columns=["embedding"]), alerts=alerts,
-        models=pd.DataFrame({"model": ["tiny-random"], "trained": [False], "sessions": [2]}))
+        models=pd.DataFrame({"model": ["tiny-random"], "trained": [False], "sessions": [2]}),
+        table=reader.session_table())
     k = reports.kpis(data)
     assert k["Sessions"] == str(len(sessions))
-    assert k["Alerts"] == str(len(alerts))
+    assert k["Alerts"].split()[0] == str(len(alerts))
     pdf = reports.to_pdf(data)
     assert pdf.startswith(b"%PDF") and len(pdf) > 20_000  # text plus two chart images
     assert pdf.count(b"/Subtype /Image") >= 1
+
+
+def test_reports_are_named_after_what_they_hold(views_db):
+    from core.rules import load_rules
+    reader = Reader(Store(views_db), operator())
+    rules = load_rules(views_db.with_name("emoscope.toml"))
+    team = reports.build(reader, reports.ReportSpec("team", "support", "2026-11-01",
+                                                    "2026-11-15"), rules)
+    stem = "team-support_2026-11-01_2026-11-14"
+    assert team.stem == stem and {n for n, _ in team.files.values()} == {
+        f"{stem}.pdf", f"{stem}_sessions.csv", f"{stem}_segments.csv",
+        f"{stem}_segments.parquet", f"{stem}_embeddings.npy", f"{stem}_segments.json"}
+    rows = pd.read_csv(io.BytesIO(team.files["sessions"][1]))
+    want = reader.sessions(reports.ReportSpec("team", "support", "2026-11-01",
+                                              "2026-11-15").filter())
+    assert sorted(rows.session_id) == sorted(want.session_id) and (rows.team == "support").all()
+    assert {"talk_share", "interruptions", "overlap_s", "customer_neg_last", "alerts",
+            "first_alert_t_s"} <= set(rows.columns)
+    # an agent's report only of the customers' speech; dates from the sessions themselves
+    agent = reports.build(reader, reports.ReportSpec("agent", "a-ben", roles=("customer",)),
+                          rules, formats=("csv",))
+    assert agent.stem.startswith("agent-a-ben_2026-11-") and agent.stem.endswith("_customer")
+    seg = pd.read_csv(io.BytesIO(agent.files["csv"][1]))
+    assert set(seg.speaker) == {"customer"} and list(agent.files) == ["csv"]
+    assert reports.slug("../a b/é") == "a-b" and reports.file_stem(
+        reports.ReportSpec("person", "p/1"), pd.Series(pd.to_datetime(["2026-11-03"]))) == \
+        "person-p-1_2026-11-03_2026-11-03"
+    assert reports.build(reader, reports.ReportSpec("team", "nobody"), rules) is None

@@ -1,6 +1,7 @@
 """The upload page (AppTest): hostile names become safe inbox files; the page shows job states."""
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from pathlib import Path
@@ -39,7 +40,7 @@ def page() -> AppTest:
 
 
 def submit(at: AppTest, files, **fields) -> AppTest:
-    at.file_uploader(key="up_files").set_value(files)
+    at.file_uploader(key=f"up_files_{at.session_state['up_batch']}").set_value(files)
     for key, value in fields.items():
         at.text_input(key=key).set_value(value)
     at.button[0].click()
@@ -52,7 +53,10 @@ def test_hostile_names_become_safe_files_inside_the_inbox(env, tmp_path, speech)
     wav = write(tmp_path / "speech.wav", speech).read_bytes()
     before = {p for p in tmp_path.rglob("*")}
     files = [(name, b"not audio" if name == "notes.wav" else wav, "audio/wav") for name in HOSTILE]
-    at = submit(page(), files, up_agent="a-ana", up_team="support", up_tags="vip, refund")
+    at = page()
+    at.date_input(key="up_date").set_value(datetime.date(2026, 11, 3))
+    at.time_input(key="up_time").set_value(datetime.time(14, 5))
+    at = submit(at, files, up_agent="a-ana", up_team="support", up_tags="vip, refund")
     assert any(f"{len(HOSTILE)} files queued" in s.value for s in at.success)
 
     box = env / "inbox"
@@ -71,6 +75,7 @@ def test_hostile_names_become_safe_files_inside_the_inbox(env, tmp_path, speech)
         assert "/" not in side["original_name"] and "\\" not in side["original_name"]
         assert "\x00" not in side["original_name"] and len(side["original_name"]) <= 120
         assert side["metadata"] == {"agent_id": "a-ana", "team": "support",
+                                    "recorded_at": "2026-11-03T14:05",
                                     "tags": ["vip", "refund"]}
     originals = sorted(json.loads(p.with_suffix(".json").read_text())["original_name"]
                        for p in audio)
@@ -80,7 +85,11 @@ def test_hostile_names_become_safe_files_inside_the_inbox(env, tmp_path, speech)
     # Before any worker has run, the page lists them as waiting and says how to start one.
     table = at.dataframe[0].value
     assert (table.status == "⏳ waiting for the worker").sum() == len(HOSTILE)
-    assert any("emoscope worker" in w.value for w in at.warning)
+    hint = next(w.value for w in at.warning if "emoscope worker" in w.value)
+    assert "--model emotion2vec_plus_large" in hint and "--model tiny-random" in hint
+    # The metadata stays for the next batch; only the chosen files are cleared.
+    assert at.text_input(key="up_agent").value == "a-ana"
+    assert not at.file_uploader(key="up_files_1").value
 
 
 def test_the_page_shows_queued_done_and_failed_with_the_reason(env, tmp_path, speech, model):
@@ -123,7 +132,7 @@ def test_the_page_runs_inside_the_app_navigation(env):
     at.run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Upload recordings"
-    assert at.file_uploader(key="up_files").accept_multiple_files
+    assert at.file_uploader(key="up_files_0").accept_multiple_files
 
 
 def test_an_inbox_outside_the_data_directory_is_refused(env, monkeypatch, tmp_path):

@@ -1,6 +1,8 @@
 """Plotly figures shared by the pages; every emotion keeps its colour from core.labels.COLORS."""
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -183,3 +185,99 @@ def scatter_map(coords: np.ndarray, labels, hover, lang: str = "en") -> go.Figur
     fig.update_layout(height=420, margin=dict(l=10, r=10, t=10, b=10),
                       xaxis_title="PC 1", yaxis_title="PC 2")
     return fig
+
+
+OUTSIDE = "#c0392b"
+
+
+def scorecard_bars(card: pd.DataFrame, figure: str, title: str, fmt: str = ".2f") -> go.Figure:
+    """One bar per agent for a scorecard figure, and a marker at the median of the agent's
+    team. customdata = row of the agent in `card` (a click selects the agent)."""
+    median = card[figure] - card[f"{figure}_vs_team"]
+    # Plotly renders a little HTML (links included) in labels and hover text: names escaped.
+    agents = card.agent_id.map(lambda x: html.escape(str(x)))
+    fig = go.Figure()
+    fig.add_trace(go.Bar(
+        x=agents, y=card[figure], name=title, marker_color="#34495e",
+        customdata=np.arange(len(card)).astype(float),
+        text=card.team.fillna("").map(lambda x: html.escape(str(x))),
+        hovertemplate=f"%{{x}} (%{{text}}): %{{y:{fmt}}}<extra></extra>", **KEEP_LOOK))
+    fig.add_trace(go.Scatter(
+        x=agents, y=median, mode="markers", name="team median",
+        marker=dict(symbol="line-ew-open", size=36, line=dict(width=3, color=OUTSIDE)),
+        customdata=np.arange(len(card)).astype(float),
+        hovertemplate=f"team median %{{y:{fmt}}}<extra></extra>"))
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10), clickmode="event+select",
+                      legend=dict(orientation="h", y=1.12, x=0), yaxis_title=title)
+    return fig
+
+
+def journey(j: pd.DataFrame, lang: str = "en", mix_limit: float | None = None) -> go.Figure:
+    """A person's entries: negative share and volatility each beside its baseline (mean ± z·sd
+    of the entries before it, a grey bar at the entry), the mix distance against its limit, and
+    each entry's emotion mix. Entries that depart from their baseline are ringed.
+    customdata = row in `j`."""
+    fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.05,
+                        row_heights=[0.3, 0.25, 0.18, 0.27],
+                        subplot_titles=["Negative share", "Volatility",
+                                        "Mix distance from the usual mix", "Emotion mix"])
+    x = pd.to_datetime(j["when"])
+    rows = np.arange(len(j)).astype(float)
+    out = j.departs.astype(bool).to_numpy()
+    for r, col in ((1, "neg_share"), (2, "volatility"), (3, "mix_distance")):
+        y = pd.to_numeric(j[col], errors="coerce")
+        if f"baseline_{col}" in j:
+            # the baseline each entry is judged against: its mean and band, drawn at the entry
+            mean = pd.to_numeric(j[f"baseline_{col}"], errors="coerce")
+            lo = pd.to_numeric(j[f"{col}_lo"], errors="coerce")
+            hi = pd.to_numeric(j[f"{col}_hi"], errors="coerce")
+            fig.add_trace(go.Scatter(
+                x=x, y=mean, mode="markers", name="baseline (mean ± z·sd)", showlegend=r == 1,
+                marker=dict(symbol="line-ew", size=22, line=dict(width=2, color="#95a5a6")),
+                error_y=dict(type="data", symmetric=False, array=(hi - mean).fillna(0),
+                             arrayminus=(mean - lo).fillna(0), color="#bdc3c7", thickness=10,
+                             width=0),
+                hovertemplate="baseline %{y:.2f}<extra></extra>"), row=r, col=1)
+        fig.add_trace(go.Scatter(
+            x=x, y=y, mode="lines+markers", name=col, showlegend=False, customdata=rows,
+            line=dict(color="#34495e", width=1.5), marker=dict(size=9, color="#34495e"),
+            text=j.status, hovertemplate="%{x|%Y-%m-%d %H:%M}: %{y:.2f}<br>%{text}"
+                                         "<extra></extra>", **KEEP_LOOK), row=r, col=1)
+        fig.add_trace(go.Scatter(
+            x=x[out], y=y[out], mode="markers", name="departs from baseline",
+            showlegend=r == 1, customdata=rows[out], hoverinfo="skip",
+            marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(width=2, color=OUTSIDE)),
+            **KEEP_LOOK), row=r, col=1)
+    if mix_limit is not None:  # after the traces: plotly skips lines on empty subplots
+        fig.add_hline(y=mix_limit, line=dict(color="#7f8c8d", dash="dash"), row=3, col=1)
+    shares = np.stack([np.asarray(m, float) for m in j.mix]) if len(j) else np.zeros((0, 9))
+    for i, lab in enumerate(LABELS):
+        if len(j) and shares[:, i].any():
+            fig.add_trace(go.Bar(x=x, y=shares[:, i], name=display(lab, lang),
+                                 marker_color=COLORS[lab], customdata=rows, legendgroup=lab,
+                                 hovertemplate=f"{display(lab, lang)} %{{y:.0%}}<extra></extra>"),
+                          row=4, col=1)
+    fig.update_layout(barmode="stack", height=760, margin=dict(l=10, r=10, t=40, b=10),
+                      hovermode="closest", clickmode="event+select",
+                      legend=dict(orientation="h", y=1.06, x=0))
+    fig.update_yaxes(range=[-0.05, 1.05], row=1, col=1)
+    fig.update_yaxes(rangemode="tozero", row=2, col=1)
+    fig.update_yaxes(range=[0, 1.05], row=3, col=1)
+    fig.update_yaxes(range=[0, 1], tickformat=".0%", row=4, col=1)
+    # one tick per entry: the axis reads as the diary's dates, not as a calendar grid
+    fig.update_xaxes(tickvals=x, ticktext=[f"{t:%b %d}" for t in x], row=4, col=1)
+    return fig
+
+
+def picked_row(event) -> int | None:
+    """The customdata row of the first point a chart click reported."""
+    points = list(getattr(getattr(event, "selection", None), "points", None) or [])
+    for p in points:
+        cd = p.get("customdata")
+        if isinstance(cd, (list, tuple)):
+            cd = cd[0] if cd else None
+        elif isinstance(cd, dict):
+            cd = cd.get("0")
+        if cd is not None:
+            return int(cd)
+    return None

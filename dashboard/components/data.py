@@ -17,10 +17,11 @@ import pandas as pd
 import streamlit as st
 
 from core import aggregates
+from core import notes as core_notes
 from core.access import Viewer, operator
 from core.labels import LABELS
 from core.queries import EVERY, Reader, SessionFilter
-from core.rules import Rules, RulesError, load_rules
+from core.rules import USER_RULES, Rules, RulesError, load_rules
 from core.settings import Settings, config_path, load_settings
 from core.store import DEFAULT_DB, Store
 
@@ -95,11 +96,22 @@ def ready() -> bool:
     return "sessions" in tables(k.version, k.path) and n_sessions(k) > 0
 
 
-@st.cache_resource(show_spinner=False)
 def rules() -> Rules | None:
-    """The analytics rules (emoscope.toml over the defaults); None when the file is broken."""
+    """The analytics rules (emoscope.toml over the defaults); None when the file is broken.
+    Read again when the file changes."""
+    chosen = os.environ.get("EMOSCOPE_RULES") or (USER_RULES if Path(USER_RULES).is_file()
+                                                  else None)
     try:
-        return load_rules()
+        stamp = Path(chosen).stat().st_mtime_ns if chosen else 0
+    except OSError:
+        stamp = -1
+    return _rules(chosen, stamp)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _rules(path: str | None, stamp: int) -> Rules | None:
+    try:
+        return load_rules(path)
     except RulesError:
         return None
 
@@ -266,3 +278,61 @@ def search_index(k: Key):
     index = _shared_index(k.version, k.path)
     allowed = None if k.viewer.scope.everything else session_ids(k)
     return search.view(index, allowed)
+
+
+# -- the supervisor's, the analyst's and the alert views --------------------------------------
+@st.cache_data(show_spinner="Judging alerts…", max_entries=16)
+def judged_alerts(k: Key, f: SessionFilter, digest: str,
+                  _rules: Rules) -> pd.DataFrame:
+    """Alerts of the sessions `f` covers under `_rules` (keyed by its digest), through the same
+    rules code and reference as the stored ones (core.rejudge)."""
+    if "session_metrics" not in tables(k.version, k.path):
+        return pd.DataFrame()
+    return reader(k).judged_alerts(_rules, f)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def window_alerts(k: Key, f: SessionFilter) -> pd.DataFrame:
+    """The stored alerts of the sessions `f` covers."""
+    if "alerts" not in tables(k.version, k.path):
+        return pd.DataFrame()
+    return reader(k).alerts(f)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def stale_sessions(k: Key, digest: str, _rules: Rules) -> int:
+    """How many sessions were stored under other rules than the rules file's now."""
+    if "session_metrics" not in tables(k.version, k.path):
+        return 0
+    return len(reader(k).stale_sessions(_rules))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def session_table(k: Key, f: SessionFilter = EVERY) -> pd.DataFrame:
+    if "session_metrics" not in tables(k.version, k.path):
+        return pd.DataFrame()
+    return reader(k).session_table(f)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def agent_scorecards(k: Key, f: SessionFilter = EVERY) -> pd.DataFrame:
+    if "session_metrics" not in tables(k.version, k.path):
+        return pd.DataFrame()
+    return reader(k).agent_scorecards(f)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def journey(k: Key, person: str, role: str | None) -> pd.DataFrame:
+    if "session_metrics" not in tables(k.version, k.path) or rules() is None:
+        return pd.DataFrame()
+    return reader(k).journey(person, rules(), role=role)
+
+
+def notes_spool() -> Path:
+    return core_notes.spool_dir(db_path())
+
+
+def notes(k: Key, f: SessionFilter) -> pd.DataFrame:
+    """Stored and still-pending notes: read on every run (the spool changes without the
+    database), so a note shows the moment it is saved."""
+    return reader(k).notes_with_pending(notes_spool(), f)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import streamlit as st
 
+from core.queries import SessionFilter as CoreFilter
 from dashboard.components import ui
 
 
@@ -99,3 +100,67 @@ def widgets(summary: pd.DataFrame, options: dict, key: str = "f") -> SessionFilt
                              placeholder="session id, file, agent, customer, tag…")
     _keep(k, f.text)
     return f
+
+
+PERIODS = ["All dates", "This week", "Last 7 days", "Custom"]
+
+
+def period_bounds(choice: str, today: dt.date, custom=None) -> tuple[dt.date | None,
+                                                                     dt.date | None]:
+    """(first day, last day) of a period preset, both inclusive; None: unbounded.
+
+    "This week" is the ISO week (Monday to Sunday) holding `today`."""
+    if choice == "This week":
+        monday = today - dt.timedelta(days=today.weekday())
+        return monday, monday + dt.timedelta(days=6)
+    if choice == "Last 7 days":
+        return today - dt.timedelta(days=6), today
+    if choice == "Custom" and isinstance(custom, (tuple, list)) and len(custom) == 2:
+        return custom[0], custom[1]
+    return None, None
+
+
+def period(key: str, span: tuple[dt.date, dt.date] | None, col=None) -> tuple:
+    """A period picker (all, this week, last 7 days, a custom range) that keeps its value
+    across pages; returns (since, until) inclusive dates or None."""
+    col = col or st
+    k = _sticky(f"{key}_period")
+    st.session_state.setdefault(k, PERIODS[0])
+    choice = col.segmented_control("Period", PERIODS, key=k) or PERIODS[0]
+    _keep(k, choice)
+    custom = None
+    if choice == "Custom":
+        lo, hi = span or (dt.date.today(), dt.date.today())
+        rk = _sticky(f"{key}_range")
+        if rk not in st.session_state:
+            st.session_state[rk] = (lo, hi)
+        custom = col.date_input("From – to", key=rk)
+        _keep(rk, tuple(custom) if isinstance(custom, (tuple, list)) else None)
+    return period_bounds(choice, dt.date.today(), custom)
+
+
+def session_filter(since: dt.date | None, until: dt.date | None, agent=None, team=None,
+                   person=None):
+    """The core filter for these choices: `until` is an inclusive day here, exclusive there."""
+    return CoreFilter(agent=agent, team=team, person=person,
+                      since=since.isoformat() if since else None,
+                      until=(until + dt.timedelta(days=1)).isoformat() if until else None)
+
+
+def choose(col, label: str, options: list[str], key: str) -> str | None:
+    """One value or none ("any"), kept across pages."""
+    k = _sticky(key)
+    if st.session_state.get(k) not in (None, *options):
+        st.session_state[k] = None  # no longer offered
+    value = col.selectbox(label, [None, *options], key=k,
+                          format_func=lambda x: "any" if x is None else str(x))
+    _keep(k, value)
+    return value
+
+
+def pick_many(col, label: str, options: list[str], key: str) -> list[str]:
+    """A multiselect kept across pages."""
+    k = _sticky(key, options)
+    value = col.multiselect(label, options, key=k)
+    _keep(k, value)
+    return value

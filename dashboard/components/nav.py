@@ -13,10 +13,13 @@ SEEK_KEY = "seek"  # {"session_id", "t_s", "segment_id"}: where its player start
 SIMILAR_KEY = "similar_segment"  # the segment the Similar page searches with
 LANG_KEY = "lang"  # the language toggle widget
 LANG_VALUE = "lang_value"  # the language itself: a widget's state does not survive a page change
+LANG_PARAM = "lang"  # ... and in the URL, so a reload keeps it too
+PERSON_KEY = "person"  # the person the Person page follows
 
 VIEWS = "views"  # the folder of page files (not "pages/": Streamlit would auto-discover it)
 SESSION_PAGE = f"{VIEWS}/session.py"
 SIMILAR_PAGE = f"{VIEWS}/similar.py"
+PERSON_PAGE = f"{VIEWS}/person.py"
 
 
 def page_path(name: str) -> str:
@@ -29,7 +32,7 @@ def open_session(session_id: str, t_s: float | None = None,
     st.session_state[SESSION_KEY] = session_id
     if t_s is not None:
         seek(session_id, t_s, segment_id)
-    st.switch_page(SESSION_PAGE, query_params={"session": session_id})
+    st.switch_page(SESSION_PAGE, query_params={"session": session_id, **lang_param()})
 
 
 def seek(session_id: str, t_s: float, segment_id: str | None = None) -> None:
@@ -73,3 +76,40 @@ def find_similar(segment_id: str) -> None:
 
 def similar_query() -> str:
     return st.session_state.get(SIMILAR_KEY, "")
+
+
+def open_person(person: str) -> None:
+    """Switch to the Person page following `person`."""
+    st.session_state[PERSON_KEY] = person
+    st.switch_page(PERSON_PAGE, query_params={"person": person, **lang_param()})
+
+
+def wanted_person() -> str | None:
+    return st.query_params.get("person") or st.session_state.get(PERSON_KEY)
+
+
+def remember_person(person: str) -> None:
+    if person != st.query_params.get("person"):
+        st.query_params["person"] = person
+    st.session_state[PERSON_KEY] = person
+
+
+# -- the label language: session state for the pages, the URL for a reload ----------------------
+def lang_param() -> dict:
+    lang = st.session_state.get(LANG_VALUE, "en")
+    return {LANG_PARAM: lang} if lang != "en" else {}
+
+
+def restore_lang() -> None:
+    """After a reload the session state is new: take the language from the URL."""
+    if LANG_VALUE not in st.session_state:
+        wanted = st.query_params.get(LANG_PARAM)
+        st.session_state[LANG_VALUE] = wanted if wanted in ("en", "zh") else "en"
+
+
+def keep_lang_in_url() -> None:
+    lang = st.session_state.get(LANG_VALUE, "en")
+    if lang != "en" and st.query_params.get(LANG_PARAM) != lang:
+        st.query_params[LANG_PARAM] = lang
+    elif lang == "en" and LANG_PARAM in st.query_params:
+        del st.query_params[LANG_PARAM]

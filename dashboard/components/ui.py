@@ -8,11 +8,13 @@ import string
 from contextlib import contextmanager
 from typing import Iterator
 
+import pandas as pd
 import streamlit as st
 
 from core.labels import COLORS, LABELS, display
 from core.store import StoreBusy
 from dashboard.components import data
+from dashboard.components import nav
 from dashboard.components.nav import LANG_KEY, LANG_VALUE
 
 log = logging.getLogger("emoscope.dashboard")
@@ -56,13 +58,14 @@ def sidebar() -> None:
 
     Streamlit drops a widget's state when the page changes, so the choice lives under its
     own key and seeds the widget on every run."""
-    st.session_state.setdefault(LANG_VALUE, "en")
+    nav.restore_lang()
     st.session_state[LANG_KEY] = st.session_state[LANG_VALUE]
 
     def keep() -> None:
         st.session_state[LANG_VALUE] = st.session_state[LANG_KEY]
     st.sidebar.radio("Labels / 标签", ["en", "zh"], key=LANG_KEY, horizontal=True,
                      on_change=keep, format_func=lambda x: {"en": "English", "zh": "中文"}[x])
+    nav.keep_lang_in_url()
 
 
 def banner() -> None:
@@ -119,3 +122,30 @@ def page(title: str) -> bool:
 def fmt_time(t: float) -> str:
     t = float(t)
     return f"{int(t // 60)}:{t % 60:04.1f}"
+
+
+def fmt_clock(t) -> str:
+    """m:ss for a table cell; empty when there is no time."""
+    if t is None or pd.isna(t):
+        return ""
+    t = float(t)
+    return f"{int(t // 60)}:{t % 60:04.1f}"
+
+
+def blank(df: pd.DataFrame, cols=None) -> pd.DataFrame:
+    """Text columns with missing values shown as empty cells instead of the word "None"."""
+    out = df.copy()
+    for c in cols or [c for c in out.columns if not pd.api.types.is_numeric_dtype(out[c])
+                      and not pd.api.types.is_datetime64_any_dtype(out[c])
+                      and not pd.api.types.is_bool_dtype(out[c])]:
+        if c in out:
+            col = out[c].astype(object)
+            out[c] = col.where(col.map(lambda v: isinstance(v, (list, tuple)) or
+                                       hasattr(v, "tolist") or not pd.isna(v)), "")
+    return out
+
+
+def response(en, zh) -> str:
+    """An alert's suggested response in the label language (English when there is none)."""
+    text = zh if lang() == "zh" and isinstance(zh, str) and zh else en
+    return text if isinstance(text, str) else ""

@@ -1,5 +1,7 @@
-"""Volatility & alerts: volatility per session, agent and person; alerts under thresholds set on
-the page; a selected alert opens its session at that moment."""
+"""Volatility & alerts: the alerts of a window (period, agent, team, person, role), judged by
+the stored rules' own code, with thresholds that can be moved on the page; the suggested
+response beside each; a selected alert opens its session at the offending speaker's segment.
+Volatility per session, agent and person below."""
 from __future__ import annotations
 
 import html
@@ -8,7 +10,89 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from dashboard.components import data, nav, ui, whatif
+from dashboard.components import data, filters, nav, ui, whatif
+
+
+def window(k):
+    """The filter widgets; returns (core filter for the sessions, roles, text for captions)."""
+    opts = data.summary_options(k)
+    c = st.columns([3, 1, 1, 1, 1])
+    since, until = filters.period("al", opts["dates"], c[0])
+    agent = filters.choose(c[1], "Agent", opts["agents"], "al_agent")
+    team = filters.choose(c[2], "Team", opts["teams"], "al_team")
+    person = filters.choose(c[3], "Customer / person", opts["people"], "al_person")
+    roles = filters.pick_many(c[4], "Speaker role", opts["roles"], "al_role")
+    return filters.session_filter(since, until, agent, team, person), roles
+
+
+def alert_list(k, f, roles: list[str]) -> None:
+    rules = data.rules()
+    if rules is None:
+        st.error("emoscope.toml cannot be read, so alerts cannot be judged here; "
+                 "`emoscope recompute` names the problem.")
+        return
+    with st.expander("What if: move the thresholds", expanded=False):
+        judged, set_name = whatif.sliders(rules, data.summary_options(k)["roles"])
+    same = judged == rules
+    stale = data.stale_sessions(k, rules.full_digest, rules) if same else 0
+    if same and not stale:
+        # The stored alerts: what re-judging with the rules file gives back (the code path
+        # below; tests/test_rejudge.py holds the two equal), read instead of recomputed.
+        found = data.window_alerts(k, f)
+        said = "These are the stored alerts, judged with emoscope.toml. "
+    else:
+        found = data.judged_alerts(k, f, judged.full_digest, judged)
+        said = (f"Judged with the thresholds above (set `{set_name}`); the stored alerts "
+                "change only with emoscope.toml and `emoscope recompute`. " if not same else
+                f"{stale:,} sessions were stored under other rules than emoscope.toml holds "
+                "now; these alerts are judged with the file (run `emoscope recompute` to "
+                "store them). ")
+    if roles and len(found):
+        found = found[found.speaker.isin(roles)]
+    c = st.columns([1, 1, 3])
+    sev = c[0].multiselect("Severity", ["high", "medium", "low"], key="al_sev")
+    rule = c[1].multiselect("Rule", sorted(set(found.rule)) if len(found) else [],
+                            key="al_rule")
+    if sev:
+        found = found[found.severity.isin(sev)]
+    if rule:
+        found = found[found.rule.isin(rule)]
+    st.caption(
+        f"{len(found):,} alerts in {found.session_id.nunique() if len(found) else 0:,} "
+        f"sessions. {said}Select a row to open the session where the speaker's alert starts.")
+    if found.empty:
+        st.info("No alert in this window at these thresholds.")
+        return
+    view = found.head(5000).reset_index(drop=True)
+    view = view.assign(
+        at=view.t_s.map(ui.fmt_clock), emotion=view.emotion.map(
+            lambda x: ui.label(x) if isinstance(x, str) else ""),
+        response=[ui.response(e, z) for e, z in zip(view.suggested_response,
+                                                     view.suggested_response_zh)],
+        who=[" → ".join(x for x in (a, c) if isinstance(x, str) and x)
+             for a, c in zip(view.agent_id, view.customer_id)],
+        when=pd.to_datetime(view.recorded_at.fillna(view.ingested_at)))
+    cols = ["severity", "rule", "file_name", "speaker", "at", "emotion", "response", "detail",
+            "who", "when"]
+    small = lambda label: st.column_config.TextColumn(label, width="small")  # noqa: E731
+    ev = st.dataframe(
+        ui.blank(view[cols + ["session_id"]]), hide_index=True, on_select="rerun",
+        selection_mode="single-row", key="alerts_table", width="stretch", column_order=cols,
+        column_config={"severity": small("Severity"),
+                       "rule": st.column_config.TextColumn("Rule", width="medium"),
+                       "when": st.column_config.DatetimeColumn("When", format="MM-DD HH:mm",
+                                                               width="small"),
+                       "file_name": st.column_config.TextColumn("File", width="medium"),
+                       "who": st.column_config.TextColumn("Agent → person", width="small"),
+                       "speaker": small("Speaker"), "at": small("At"),
+                       "emotion": small("Emotion"),
+                       "response": st.column_config.TextColumn("Suggested response",
+                                                               width="medium"),
+                       "detail": st.column_config.TextColumn("Why", width="large")})
+    picked = ev.selection.rows if ev is not None else []
+    if picked:
+        a = view.iloc[picked[0]]
+        nav.open_session(a.session_id, float(a.t_s))
 
 
 def volatility(metrics: pd.DataFrame, k) -> None:
@@ -22,119 +106,63 @@ def volatility(metrics: pd.DataFrame, k) -> None:
         m = metrics[(metrics.speaker == role) & metrics.volatility.notna()].copy()
         if m.empty:
             st.info("No session has enough segments for a volatility value yet.")
-        else:
-            m["when"] = pd.to_datetime(m.recorded_at.fillna(m.ingested_at))
-            # Plotly renders a little HTML (links included) in hover text: user strings escaped.
-            shown = m.assign(**{c: m[c].map(lambda x: x if pd.isna(x) else html.escape(str(x)))
-                                for c in ("file_name", "agent_id", "customer_id", "team")})
-            fig = px.scatter(shown, x="when", y="volatility", color="team",
-                             hover_name="file_name",
-                             hover_data=["session_id", "agent_id", "customer_id"], height=320)
-            fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
-            st.plotly_chart(fig, key="vol_sessions")
-            st.dataframe(m.sort_values("volatility", ascending=False)
-                         [["file_name", "when", "agent_id", "customer_id", "volatility",
-                           "score_volatility", "trend", "session_id"]].head(200),
-                         hide_index=True)
+            return
+        m["when"] = pd.to_datetime(m.recorded_at.fillna(m.ingested_at))
+        # Plotly renders a little HTML (links included) in hover text: user strings escaped.
+        shown = m.assign(**{c: m[c].map(lambda x: x if pd.isna(x) else html.escape(str(x)))
+                            for c in ("file_name", "agent_id", "customer_id", "team")})
+        fig = px.scatter(shown, x="when", y="volatility", color="team", hover_name="file_name",
+                         hover_data=["session_id", "agent_id", "customer_id"], height=320)
+        fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
+        st.plotly_chart(fig, key="vol_sessions")
+        st.dataframe(ui.blank(m.sort_values("volatility", ascending=False)
+                              [["file_name", "when", "agent_id", "customer_id", "volatility",
+                                "score_volatility", "trend", "session_id"]].head(200)),
+                     hide_index=True, width="stretch")
     elif view == "agent":
         m = metrics[(metrics.speaker == "agent") & metrics.agent_id.notna()]
         if m.empty:
             st.info("No agent channels: agent volatility needs stereo calls with an agent role.")
-        else:
-            g = m.groupby("agent_id").agg(sessions=("session_id", "nunique"),
-                                          mean_volatility=("volatility", "mean"),
-                                          max_volatility=("volatility", "max")).reset_index()
-            g["agent_id"] = g.agent_id.map(lambda x: html.escape(str(x)))
-            fig = px.bar(g.sort_values("mean_volatility", ascending=False), x="agent_id",
-                         y="mean_volatility", hover_data=["sessions", "max_volatility"],
-                         height=300)
-            fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
-            st.plotly_chart(fig, key="vol_agents")
+            return
+        g = m.groupby("agent_id").agg(sessions=("session_id", "nunique"),
+                                      mean_volatility=("volatility", "mean"),
+                                      max_volatility=("volatility", "max")).reset_index()
+        g["agent_id"] = g.agent_id.map(lambda x: html.escape(str(x)))
+        fig = px.bar(g.sort_values("mean_volatility", ascending=False), x="agent_id",
+                     y="mean_volatility", hover_data=["sessions", "max_volatility"], height=300)
+        fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
+        st.plotly_chart(fig, key="vol_agents")
     else:
-        people(k)
+        people(k, set(metrics.session_id))
 
 
-def people(k) -> None:
+ROLE_NAMES = {"speaker": "diary people (one voice)", "customer": "customers",
+              "agent": "agents"}
+
+
+def people(k, ids: set[str]) -> None:
     ps = data.person_sessions(k)
+    ps = ps[ps.session_id.isin(ids)] if len(ps) else ps
     if ps.empty:
-        st.info("No person has sessions with metrics yet.")
+        st.info("No person has sessions with metrics in this window.")
         return
-    g = ps.groupby(["person", "role"]).agg(
+    roles = [r for r in ROLE_NAMES if r in set(ps.role)]
+    role = st.radio("Who", roles, horizontal=True, key="vol_people_role",
+                    format_func=ROLE_NAMES.get)
+    g = ps[ps.role == role].groupby("person").agg(
         sessions=("session_id", "nunique"), mean_volatility=("volatility", "mean"),
         max_volatility=("volatility", "max"), negative_share=("neg_share", "mean"),
         last_seen=("when", "max")).reset_index().sort_values("mean_volatility",
                                                               ascending=False)
-    st.dataframe(g, hide_index=True, column_config={
-        "mean_volatility": st.column_config.NumberColumn(format="%.3f"),
-        "max_volatility": st.column_config.NumberColumn(format="%.3f"),
-        "negative_share": st.column_config.NumberColumn(format="%.2f")})
-    if st.toggle("Compare each person's latest session with their baseline", key="vol_base"):
-        base = data.baselines(k)
-        if base.empty:
-            st.info("No person has enough sessions for a baseline yet.")
-        else:
-            st.dataframe(base[["person", "roles", "sessions", "latest_volatility",
-                               "baseline_volatility", "volatility_z", "mix_distance",
-                               "status", "latest_session_id"]], hide_index=True)
-
-
-def thresholds(metrics: pd.DataFrame) -> whatif.Thresholds:
-    r = data.rules()
-    d = whatif.Thresholds()
-    if r is not None:
-        lq = next((a for a in r.alerts if a.kind == "last_quarter_share"), None)
-        vp = next((a for a in r.alerts if a.kind == "volatility_percentile"), None)
-        d = whatif.Thresholds(
-            volatility_percentile=vp.percentile if vp else d.volatility_percentile,
-            negative_last_quarter=lq.min_share if lq else d.negative_last_quarter,
-            trend_delta=r.trend_threshold, unreliable_share=r.unreliable_share)
-    c = st.columns(5)
-    pct = c[0].slider("Volatility percentile", 50.0, 99.0, float(d.volatility_percentile), 1.0,
-                      key="th_vol")
-    neg = c[1].slider("Negative share, last quarter", 0.1, 1.0,
-                      float(d.negative_last_quarter), 0.05, key="th_neg")
-    tr = c[2].slider("Worsening by at least", 0.05, 1.0, float(d.trend_delta), 0.05,
-                     key="th_trend")
-    un = c[3].slider("Unreliable: share to clarify", 0.1, 1.0, float(d.unreliable_share), 0.05,
-                     key="th_unrel")
-    roles = sorted(set(metrics.speaker) - {"all"})
-    watched = c[4].multiselect("Emotion rules watch", roles,
-                               default=[x for x in d.roles if x in roles], key="th_roles")
-    return whatif.Thresholds(pct, d.min_reference, neg, tr, un, tuple(watched))
-
-
-def alert_list(k, metrics: pd.DataFrame, summary: pd.DataFrame) -> None:
-    th = thresholds(metrics)
-    r = data.rules()
-    streaks = {a.rule for a in r.alerts if a.kind == "streak"} if r else set()
-    found = whatif.evaluate(metrics, data.volatility_peaks(k), data.alerts(k), th, streaks)
-    c = st.columns([1, 1, 3])
-    sev = c[0].multiselect("Severity", ["high", "medium", "low"], key="al_sev")
-    rule = c[1].multiselect("Rule", sorted(set(found.rule)), key="al_rule")
-    if sev:
-        found = found[found.severity.isin(sev)]
-    if rule:
-        found = found[found.rule.isin(rule)]
-    names = summary.set_index("session_id")
-    view = found.assign(file=found.session_id.map(names.file_name),
-                        agent=found.session_id.map(names.agent_id),
-                        customer=found.session_id.map(names.customer_id))
-    st.caption(f"{len(view):,} alerts in {view.session_id.nunique():,} sessions. Streak rules "
-               "(consecutive segments) follow emoscope.toml; change them there and run "
-               "`emoscope recompute`. Select a row to open the session at that moment.")
-    if view.empty:
-        st.info("No alert at these thresholds.")
-        return
-    view = view.head(5000).reset_index(drop=True)
-    ev = st.dataframe(view[["severity", "rule", "file", "speaker", "t_s", "detail", "agent",
-                            "customer", "session_id"]], hide_index=True, on_select="rerun",
-                      selection_mode="single-row", key="alerts_table",
-                      column_config={"t_s": st.column_config.NumberColumn("At (s)",
-                                                                          format="%.1f")})
+    ev = st.dataframe(g, hide_index=True, width="stretch", on_select="rerun",
+                      selection_mode="single-row", key="vol_people", column_config={
+                          "mean_volatility": st.column_config.NumberColumn(format="%.3f"),
+                          "max_volatility": st.column_config.NumberColumn(format="%.3f"),
+                          "negative_share": st.column_config.NumberColumn(format="%.2f")})
+    st.caption("Select a person to follow them over time on the Person page.")
     picked = ev.selection.rows if ev is not None else []
     if picked:
-        a = view.iloc[picked[0]]
-        nav.open_session(a.session_id, float(a.t_s))
+        nav.open_person(g.iloc[picked[0]].person)
 
 
 def main() -> None:
@@ -146,11 +174,12 @@ def main() -> None:
         st.info("Volatility and alerts appear once the analytics tables exist: run "
                 f"`emoscope recompute --db {k.path}` (or re-ingest with this version).")
         return
-    summary = data.session_summary(k)
-    st.subheader("Volatility")
-    volatility(metrics, k)
+    f, roles = window(k)
     st.subheader("Alerts")
-    alert_list(k, metrics, summary)
+    alert_list(k, f, roles)
+    st.subheader("Volatility")
+    inside = set(data.session_table(k, f).session_id)
+    volatility(metrics[metrics.session_id.isin(inside)], k)
 
 
 with ui.guard():

@@ -25,26 +25,36 @@ def kpis(rows) -> None:
 
 def table(rows) -> None:
     names = {x: ui.label(x) for x in LABELS}  # one lookup of the language, not one per row
+    ok = rows.status == "ok"
+    # A file that could not be analysed says so in its own column, with the reason.
     view = rows.assign(dominant=rows.dominant.map(names).fillna(""),
-                       minutes=rows.duration_s / 60)
-    cols = ["when", "file_name", "agent_id", "customer_id", "team", "minutes", "dominant",
-            "negative_share", "alerts", "severity", "flags", "tags", "session_id"]
+                       minutes=(rows.duration_s / 60).where(ok),
+                       status=("❌ failed: " + rows.error.fillna("")).where(~ok, ""))
+    cols = ["when", "file_name", *(["status"] if (~ok).any() else []), "agent_id",
+            "customer_id", "team", "minutes", "dominant", "negative_share", "alerts",
+            "severity", "flags", "tags"]
+    view = ui.blank(view[cols + ["session_id"]],
+                    ["file_name", "agent_id", "customer_id", "team", "severity"])
     st.caption(f"{len(rows):,} sessions, most severe first. Select a row to open it.")
     ev = st.dataframe(
-        view[cols], hide_index=True, on_select="rerun", selection_mode="single-row",
-        key="sessions_table", height=min(560, 38 + 35 * max(len(view), 1)),
+        view, hide_index=True, on_select="rerun", selection_mode="single-row", width="stretch",
+        key="sessions_table", height=min(560, 38 + 35 * max(len(view), 1)), column_order=cols,
         column_config={
             "when": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
-            "file_name": "File", "agent_id": "Agent", "customer_id": "Customer / person",
-            "team": "Team",
-            "minutes": st.column_config.NumberColumn("Minutes", format="%.1f"),
-            "dominant": "Dominant",
+            "file_name": st.column_config.TextColumn("File", width="medium"),
+            "status": st.column_config.TextColumn("Status", width="medium"),
+            "agent_id": st.column_config.TextColumn("Agent", width="small"),
+            "customer_id": st.column_config.TextColumn("Person", width="small",
+                                                       help="Customer or diary person"),
+            "team": st.column_config.TextColumn("Team", width="small"),
+            "minutes": st.column_config.NumberColumn("Min", format="%.1f", width="small"),
+            "dominant": st.column_config.TextColumn("Dominant", width="small"),
             "negative_share": st.column_config.ProgressColumn(
-                "Negative", format="percent", min_value=0.0, max_value=1.0),
-            "alerts": "Alerts", "severity": "Severity",
-            "flags": st.column_config.ListColumn("Flags"),
-            "tags": st.column_config.ListColumn("Tags"),
-            "session_id": "Session"})
+                "Negative", format="percent", min_value=0.0, max_value=1.0, width="small"),
+            "alerts": st.column_config.NumberColumn("Alerts", width="small"),
+            "severity": st.column_config.TextColumn("Worst", width="small"),
+            "flags": st.column_config.ListColumn("Flags", width="medium"),
+            "tags": st.column_config.ListColumn("Tags", width="medium")})
     picked = ev.selection.rows if ev is not None else []
     if picked:
         nav.open_session(view.iloc[picked[0]].session_id)
@@ -57,11 +67,16 @@ def main() -> None:
     summary = data.session_summary(k)
     with st.expander("Filters", expanded=True):
         f = filters.widgets(summary, data.summary_options(k), key="ov")
-    rows = filters.apply(summary, f)
+    # With a speaker role chosen, every figure built from segments counts only that role.
+    rows = filters.apply(aggregates.restrict_to_roles(summary, data.label_seconds(k),
+                                                      f.roles), f)
     kpis(rows)
+    if f.roles:
+        st.caption(f"Negative share, the emotion mix and the table count only the speech of: "
+                   f"{', '.join(f.roles)}.")
     left, right = st.columns([3, 1])
     period = right.radio("Emotion mix by", ["day", "week"], horizontal=True, key="ov_period")
-    mix = aggregates.mix_over_time(data.mix_table(k), rows, len(summary), period)
+    mix = aggregates.mix_over_time(data.mix_table(k), rows, len(summary), period, f.roles)
     with left:
         st.subheader("Emotion mix over time")
     if len(mix):

@@ -1,5 +1,6 @@
-"""Reports: choose sessions (by filters or by name) and download CSV, Parquet, NPY, JSON or a
-PDF report for a team lead."""
+"""Reports: for a team, an agent, a person or any selection of sessions — a PDF for its
+audience, a per-session CSV, the segments (CSV, Parquet, JSON) and embeddings (NPY), each file
+named after what it holds. `emoscope export` makes the same files with the same names."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,39 +13,53 @@ from dashboard.components import auth, data, filters, ui
 
 BUILT_KEY = "report_files"
 MAX_SESSIONS = 2000  # a report beyond this is a batch job (`emoscope export`), not a click
+AUDIENCES = {"sessions": "Any sessions", "team": "A team", "agent": "An agent",
+             "person": "A person"}
+LABELS = {"sessions": "Sessions", "csv": "Segments (CSV)", "parquet": "Parquet",
+          "npy": "NPY (embeddings + ids)", "json": "JSON (predict format)", "pdf": "PDF report"}
 
 
-def chosen(summary: pd.DataFrame, k) -> tuple[pd.DataFrame, str]:
-    with st.expander("Which sessions", expanded=True):
-        f = filters.widgets(summary, data.summary_options(k), key="rp")
-        rows = filters.apply(summary, f)
-        names = dict(zip(summary.session_id, summary.file_name))
-        pick = st.multiselect("Only these sessions (optional)", rows.session_id.tolist(),
-                              format_func=lambda s: f"{names.get(s, s)} · {s}", key="rp_pick")
+def _iso(day: dt.date | None, plus: int = 0) -> str | None:
+    return (day + dt.timedelta(days=plus)).isoformat() if day else None
+
+
+def audience_spec(kind: str, opts: dict) -> reports.ReportSpec | None:
+    choices = {"team": opts["teams"], "agent": opts["agents"], "person": opts["people"]}[kind]
+    if not choices:
+        st.info(f"No session names a {kind} yet.")
+        return None
+    c = st.columns([1, 3])
+    key = c[0].selectbox(kind.capitalize(), choices, key=f"rp_{kind}")
+    since, until = filters.period("rp", opts["dates"], c[1])
+    roles = filters.pick_many(st, "Only the speech of (optional)", opts["roles"], "rp_roles")
+    return reports.ReportSpec(kind, key, _iso(since), _iso(until, 1), roles=tuple(roles))
+
+
+def selection_spec(summary: pd.DataFrame, opts: dict) -> reports.ReportSpec:
+    f = filters.widgets(summary, opts, key="rp")
+    rows = filters.apply(summary, f)
+    names = dict(zip(summary.session_id, summary.file_name))
+    pick = st.multiselect("Only these sessions (optional)", rows.session_id.tolist(),
+                          format_func=lambda s: f"{names.get(s, s)} · {s}", key="rp_pick")
     if pick:
         rows = rows[rows.session_id.isin(pick)]
-    parts = []
-    if f.since or f.until:
-        parts.append(f"dates {f.since or '…'} to {f.until or '…'}")
-    for name, vals in (("agent", f.agents), ("team", f.teams), ("person", f.people),
-                       ("role", f.roles), ("dominant", f.dominant), ("flags", f.flags)):
-        if vals:
-            parts.append(f"{name} {', '.join(map(str, vals))}")
+    parts = [f"{name} {', '.join(map(str, vals))}" for name, vals in (
+        ("agent", f.agents), ("team", f.teams), ("person", f.people),
+        ("dominant", f.dominant), ("flags", f.flags)) if vals]
     if f.text:
         parts.append(f"matching '{f.text}'")
     if pick:
         parts.append(f"{len(pick)} chosen sessions")
-    scope = "Sessions: " + ("; ".join(parts) if parts else "all") + f" ({len(rows)} sessions)."
-    return rows[rows.status == "ok"], scope
+    rows = rows[rows.status == "ok"]
+    return reports.ReportSpec("sessions", None, _iso(f.since), _iso(f.until, 1),
+                              tuple(rows.session_id), tuple(f.roles), "; ".join(parts))
 
 
-def build(rows: pd.DataFrame, scope: str, k) -> dict[str, bytes] | None:
-    """Every format for these sessions, read with the viewer's scope; audited first (None when
-    the audit cannot be written: nothing is built)."""
-    if not auth.record("export", f"{len(rows)} sessions",
-                       {"sessions": rows.session_id.tolist(), "scope": scope}):
-        return None
-    return reports.build_all(data.reader(k), rows, scope, alerts=data.alerts(k))
+def included(k, spec: reports.ReportSpec) -> pd.DataFrame:
+    table = data.session_table(k, spec.filter())
+    if table.empty:
+        return table
+    return table.sort_values("when", kind="stable")
 
 
 def main() -> None:
@@ -52,38 +67,59 @@ def main() -> None:
         return
     k = data.state()
     summary = data.session_summary(k)
-    rows, scope = chosen(summary, k)
-    st.caption(ui.md(scope))
+    opts = data.summary_options(k)
+    st.session_state.setdefault("rp_kind", "sessions")
+    kind = st.segmented_control("Report for", list(AUDIENCES), format_func=AUDIENCES.get,
+                                key="rp_kind") or "sessions"
+    with st.expander("Which sessions", expanded=True):
+        spec = selection_spec(summary, opts) if kind == "sessions" \
+            else audience_spec(kind, opts)
+    if spec is None:
+        return
+    rows = included(k, spec)
     if rows.empty:
         st.info("No analysed session matches; widen the filters.")
         return
     if len(rows) > MAX_SESSIONS:
         st.warning(f"{len(rows):,} sessions is more than one report holds here "
-                   f"({MAX_SESSIONS:,}); narrow the filters.")
+                   f"({MAX_SESSIONS:,}); narrow the filters or use `emoscope export`.")
         return
+    st.caption(ui.md(reports.scope_line(spec, len(rows), rows["when"])))
+    with st.expander(f"The {len(rows):,} sessions included", expanded=False):
+        st.dataframe(ui.blank(rows[["when", "file_name", "agent_id", "customer_id", "team",
+                                    "duration_s", "neg_share", "alerts", "severity"]]),
+                     hide_index=True, width="stretch", column_config={
+                         "when": st.column_config.DatetimeColumn("When",
+                                                                 format="YYYY-MM-DD HH:mm"),
+                         "duration_s": st.column_config.NumberColumn("Seconds", format="%.0f"),
+                         "neg_share": st.column_config.NumberColumn("Negative",
+                                                                    format="percent")})
     built = st.session_state.get(BUILT_KEY)
-    if built and built["_ids"] != tuple(rows.session_id):
+    if built and built["spec"] != spec:
         built = None  # the selection changed since the files were built
     if st.button("Build the files", type="primary", key="rp_build"):
+        # Audited before anything is built; nothing is built when the audit cannot be written.
+        if not auth.record("export", f"{len(rows)} sessions",
+                           {"sessions": rows.session_id.tolist(),
+                            "scope": reports.scope_line(spec, len(rows), rows["when"])}):
+            return
         with st.spinner("Building…"):
-            built = build(rows, scope, k)
+            report = reports.build(data.reader(k), spec, data.rules(), data.notes_spool())
+        built = {"spec": spec, "report": report}
         st.session_state[BUILT_KEY] = built
-    if not built:
-        st.caption("Builds CSV and Parquet of the segments, an NPY of their embeddings with "
-                   "ids, JSON in the predict format and a PDF report.")
+    if not built or built["report"] is None:
+        st.caption("Builds the PDF report for this audience, a CSV with one row per session, "
+                   "the segments as CSV, Parquet and JSON (predict format) and an NPY of their "
+                   "embeddings with ids.")
         return
-    stamp = dt.date.today().isoformat()
-    st.success(f"{built['_n']:,} segments from {len(built['_ids']):,} sessions.")
-    c = st.columns(5)
-    c[0].download_button("CSV", built["csv"], f"emoscope-{stamp}.csv", "text/csv")
-    c[1].download_button("Parquet", built["parquet"], f"emoscope-{stamp}.parquet",
-                         "application/vnd.apache.parquet")
-    c[2].download_button("NPY (embeddings + ids)", built["npy"], f"emoscope-{stamp}.npy",
-                         "application/octet-stream")
-    c[3].download_button("JSON (predict format)", built["json"], f"emoscope-{stamp}.json",
-                         "application/json")
-    c[4].download_button("PDF report", built["pdf"], f"emoscope-{stamp}.pdf",
-                         "application/pdf", type="primary")
+    report = built["report"]
+    st.success(f"{report.n_segments:,} segments from {len(report.session_ids):,} sessions: "
+               f"`{report.stem}`")
+    cols = st.columns(len(report.files))
+    for col, fmt in zip(cols, ["pdf", "sessions", "csv", "parquet", "npy", "json"]):
+        name, blob = report.files[fmt]
+        col.download_button(LABELS[fmt], blob, name, reports.MIME[fmt], key=f"rp_dl_{fmt}",
+                            type="primary" if fmt == "pdf" else "secondary")
 
 
 with ui.guard():

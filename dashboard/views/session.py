@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import reports
 from core.labels import NEGATIVE
-from dashboard.components import auth, charts, data, nav, player, ui
+from dashboard.components import auth, charts, data, nav, notes, player, ui
 
 CHART_KEY = "_timeline_n"  # bumped after each click: a fresh chart without a selection
 VIEWED_KEY = "_viewed_session"  # the session whose view was last audited
@@ -59,6 +59,11 @@ def segment_at(seg: pd.DataFrame, t: float, segment_id: str | None = None) -> pd
         return None
     if segment_id and (seg.segment_id == segment_id).any():
         return seg[seg.segment_id == segment_id].iloc[0]
+    # Alerts point at the start of the alerting speaker's segment: that one, even when the
+    # other speaker is still talking over it.
+    starting = seg[(seg.start_s - t).abs() < 1e-6]
+    if len(starting):
+        return starting.sort_values("confidence", ascending=False).iloc[0]
     inside = seg[(seg.start_s <= t + 1e-6) & (seg.end_s >= t - 1e-6)]
     if len(inside):
         return inside.sort_values("confidence", ascending=False).iloc[0]
@@ -67,7 +72,10 @@ def segment_at(seg: pd.DataFrame, t: float, segment_id: str | None = None) -> pd
 
 def play(k, sid: str, t: float) -> None:
     if player.play(k, sid, t, loud=True):
-        st.caption(f"Player starts at {ui.fmt_time(t)}. Click the timeline to move it.")
+        # The player seeks to whole seconds only: say so when the moment lies inside one.
+        within = f" (the moment is at {ui.fmt_time(t)})" if t - int(t) >= 0.05 else ""
+        st.caption(f"Player starts at {ui.fmt_time(int(t))}{within}. "
+                   "Click the timeline to move it.")
 
 
 def _text(v) -> str:
@@ -113,7 +121,8 @@ def segment_table(sid: str, seg: pd.DataFrame) -> None:
                       flags=[list(f) if f is not None else [] for f in seg["flags"]])
     cols = ["start_s", "end_s", "speaker", "label", "confidence", "fallback_action", "flags",
             "segment_id"]
-    ev = st.dataframe(view[cols], hide_index=True, on_select="rerun",
+    ev = st.dataframe(ui.blank(view[cols], ["fallback_action"]), hide_index=True,
+                      on_select="rerun", width="stretch",
                       selection_mode="single-row", key=f"segtable_{sid}",
                       column_config={"start_s": st.column_config.NumberColumn("Start", format="%.1f"),
                                      "end_s": st.column_config.NumberColumn("End", format="%.1f"),
@@ -146,10 +155,28 @@ def trend(metrics: pd.DataFrame) -> None:
         "talk_s": st.column_config.NumberColumn("Talk (s)", format="%.1f")})
 
 
-def alerts_list(sid: str, al: pd.DataFrame) -> None:
+def conversation(metrics: pd.DataFrame) -> None:
+    """Who talked how much, turns, interruptions and overlap; silence for the whole session."""
+    if metrics.empty:
+        return
+    def shown(values, fmt: str) -> list[str]:  # "—" where a figure does not apply
+        return [format(float(v), fmt) if pd.notna(v) else "—" for v in values]
+    view = pd.DataFrame({
+        "Speaker": metrics.speaker.replace({"all": "whole session"}),
+        "Talk (s)": shown(metrics.talk_s, ".1f"), "Turns": shown(metrics.turns, ".0f"),
+        "Interruptions": shown(metrics.interruptions, ".0f"),
+        "Overlap (s)": shown(metrics.overlap_s, ".1f"),
+        "Silence (s)": shown(metrics.silence_s, ".1f"),
+        "Longest gap (s)": shown(metrics.longest_silence_s, ".1f")})
+    st.dataframe(view, hide_index=True, width="stretch")
+
+
+def alerts_list(sid: str, al: pd.DataFrame, rule_set: str | None) -> None:
     if al.empty:
         st.caption("No alerts for this session.")
         return
+    if rule_set:
+        st.caption(f"Judged by the `{rule_set}` rules of emoscope.toml.")
     for i, a in enumerate(al.itertuples(index=False)):
         c = st.columns([1, 6])
         if c[0].button(ui.fmt_time(a.t_s or 0), key=f"alert_{sid}_{i}",
@@ -158,6 +185,9 @@ def alerts_list(sid: str, al: pd.DataFrame) -> None:
             st.rerun()
         c[1].markdown(f"**{ui.md(a.severity)}** · {ui.md(a.speaker)} · {ui.md(a.rule)} — "
                       f"{ui.md(a.detail)}")
+        said = ui.response(a.suggested_response, a.suggested_response_zh)
+        if said:
+            c[1].caption(f"Suggested response: “{ui.md(said)}”")
 
 
 def export(k, sid: str, row: pd.Series) -> None:
@@ -224,8 +254,17 @@ def main() -> None:
         st.plotly_chart(charts.volatility_curve(seg), key="vol_curve")
     else:
         st.caption("Not enough segments per speaker for a volatility curve.")
+    st.subheader("Conversation")
+    conversation(metrics)
     st.subheader("Alerts")
-    alerts_list(sid, al)
+    sets = metrics.rule_set.dropna() if "rule_set" in metrics else pd.Series(dtype=object)
+    alerts_list(sid, al, sets.iloc[0] if len(sets) else None)
+    st.subheader("Notes")
+    notes.listing(notes.for_sessions(k, [sid]))
+    notes.form(sid, "session")
+    if isinstance(row.customer_id, str) and row.customer_id:
+        if st.button(f"Follow {row.customer_id} over time", key="follow_person"):
+            nav.open_person(row.customer_id)
     st.subheader("Export this session")
     export(k, sid, row)
 

@@ -45,40 +45,65 @@ def metadata_form() -> dict:
         team = c3.text_input("Team", key="up_team", max_chars=120)
     else:  # a supervisor files recordings under one of their own teams only
         team = c3.selectbox("Team", sorted(viewer.scope.teams), key="up_team") or ""
-    c4, c5, c6 = st.columns(3)
+    c4, c5, c6, c7 = st.columns([1, 1, 2, 2])
     day = c4.date_input("Recorded on", value=None, key="up_date")
-    tags = c5.text_input("Tags (comma-separated)", key="up_tags", max_chars=400)
-    roles = c6.selectbox("Channel roles", list(ROLE_CHOICES), key="up_roles")
+    clock = c5.time_input("at", value=None, key="up_time", step=60)
+    tags = c6.text_input("Tags (comma-separated)", key="up_tags", max_chars=400)
+    roles = c7.selectbox("Channel roles", list(ROLE_CHOICES), key="up_roles")
+    when = None
+    if isinstance(day, dt.date):
+        when = dt.datetime.combine(day, clock).isoformat(timespec="minutes") \
+            if isinstance(clock, dt.time) else day.isoformat()
     return {"agent_id": agent.strip(), "customer_id": person.strip(), "team": team.strip(),
-            "recorded_at": day.isoformat() if isinstance(day, dt.date) else None,
+            "recorded_at": when,
             "tags": [t.strip() for t in tags.split(",") if t.strip()],
             "roles": ROLE_CHOICES[roles]}
 
 
-def save_uploads(files, meta: dict, box: Path) -> None:
+FLASH_KEY = "up_flash"  # what the last submit said, shown after the rerun that clears the files
+
+
+def save_uploads(files, meta: dict, box: Path) -> list[tuple[str, str]]:
+    """Each file into the inbox; returns what to tell the user, as (kind, text)."""
     max_bytes = limit_mb() * 1024 * 1024
-    saved = 0
+    saved, said = 0, []
     for f in files:
         shown = ui.md(inbox.display_name(f.name))
         if not auth.record("upload", inbox.display_name(f.name),
                            {k: v for k, v in meta.items() if k in ("team", "agent_id")}):
-            return
+            return said
         try:
             inbox.put(box, f.name, f, meta, max_bytes=max_bytes)
             saved += 1
         except inbox.InboxError as e:
-            st.error(f"{shown}: not queued, {ui.md(e)}.")
+            said.append(("error", f"{shown}: not queued, {ui.md(e)}."))
         except OSError as e:
-            st.error(f"{shown}: could not be saved ({ui.md(e.strerror or type(e).__name__)}).")
+            said.append(("error", f"{shown}: could not be saved "
+                                  f"({ui.md(e.strerror or type(e).__name__)})."))
     if saved:
-        st.success(f"{saved} file{'s' if saved != 1 else ''} queued for analysis.")
+        said.append(("success", f"{saved} file{'s' if saved != 1 else ''} queued for analysis."))
+    return said
+
+
+def worker_model() -> str:
+    """The model to start a worker with: the one behind the stored sessions (uploads must be
+    analysed by the same model to compare), else the default."""
+    made_by = data.latest_model(data.state()) if data.ready() else None
+    if made_by is None:
+        return "emotion2vec_plus_large"
+    name, path = made_by
+    return path if path and Path(path).is_dir() else name
 
 
 def worker_note(box: Path) -> None:
     beat = inbox.heartbeat_age(box)
     if beat is None or beat > 30:
+        model = worker_model()
+        hint = " (`--model tiny-random` runs without the real weights; its labels mean " \
+            "nothing)" if model == "emotion2vec_plus_large" else ""
         st.warning("No worker is running, so files wait in the inbox. Start one with  \n"
-                   f"`emoscope worker --db {data.db_path()}`", icon="⏸️")
+                   f"`emoscope worker --db {data.db_path()} --model {model}`{hint}",
+                   icon="⏸️")
 
 
 def job_rows(box: Path) -> pd.DataFrame:
@@ -134,22 +159,30 @@ def status_panel(box: Path) -> None:
 
 def main() -> None:
     st.title("Upload recordings")
+    ui.banner()
     if not auth.current().can_upload:
         st.error("Your role does not include uploading recordings.")
         return
     box = inbox_dir()
     st.caption(f"Files go to the inbox ({box}); the worker analyses them one at a time. "
                f"Up to {limit_mb()} MB each; any common audio format.")
-    with st.form("upload", clear_on_submit=True):
-        files = st.file_uploader("Recordings", accept_multiple_files=True, key="up_files",
+    # The metadata stays for the next batch (often the same agent or person); only the chosen
+    # files are cleared, by giving the uploader a new key.
+    n = st.session_state.setdefault("up_batch", 0)
+    with st.form("upload", clear_on_submit=False):
+        files = st.file_uploader("Recordings", accept_multiple_files=True, key=f"up_files_{n}",
                                  max_upload_size=limit_mb())
         meta = metadata_form()
         submitted = st.form_submit_button("Queue for analysis", type="primary")
     if submitted:
         if files:
-            save_uploads(files, meta, box)
+            st.session_state[FLASH_KEY] = save_uploads(files, meta, box)
+            st.session_state["up_batch"] = n + 1
+            st.rerun()  # draws the uploader afresh, empty; the metadata stays
         else:
             st.warning("Choose at least one file first.")
+    for kind, text in st.session_state.pop(FLASH_KEY, []):
+        getattr(st, kind)(text)
     st.subheader("Jobs")
     status_panel(box)
 

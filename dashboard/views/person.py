@@ -1,0 +1,109 @@
+"""Person: one person's entries over time (a diary's, or a customer's calls): negative share,
+volatility and mix per entry against their own baseline, entries outside it marked, a click
+opens the entry; notes an analyst attaches to an entry."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.components import charts, data, nav, notes, ui
+
+ROLE_NAMES = {"speaker": "diary entries", "customer": "calls as a customer"}
+
+
+def choose_person(ps: pd.DataFrame) -> tuple[str | None, str | None]:
+    ps = ps[ps.role.isin(list(ROLE_NAMES))]
+    if ps.empty:
+        return None, None
+    n = ps.groupby(["person", "role"]).session_id.nunique().unstack(fill_value=0)
+    diary = n.get("speaker", pd.Series(0, index=n.index))
+    people = sorted(n.index, key=lambda x: (-int(diary.get(x, 0) > 0), x))  # diaries first
+    wanted = nav.wanted_person()
+    pick = st.selectbox(
+        "Person", people, index=people.index(wanted) if wanted in people else 0,
+        format_func=lambda x: f"{x} · " + ", ".join(
+            f"{int(n.loc[x, r])} {ROLE_NAMES[r]}" for r in n.columns if n.loc[x, r] > 0))
+    nav.remember_person(pick)
+    roles = [r for r in ROLE_NAMES if r in n.columns and n.loc[pick, r] > 0]
+    role = roles[0] if len(roles) == 1 else st.radio(
+        "Entries", roles, horizontal=True, key="pe_role", format_func=ROLE_NAMES.get)
+    return pick, role
+
+
+def kpis(j: pd.DataFrame) -> None:
+    last = j.iloc[-1]
+    c = st.columns(4)
+    c[0].metric("Entries", f"{len(j)}")
+    c[1].metric("Outside their baseline", f"{int(j.departs.sum())}")
+    c[2].metric("Latest entry", last.status)
+    base = last.get("baseline_neg_share")
+    c[3].metric("Usual negative share", "—" if base is None or pd.isna(base)
+                else f"{base:.0%} ± {last.baseline_neg_share_sd or 0:.0%}",
+                help="Mean ± sd of the entries before the latest one")
+
+
+def entries(j: pd.DataFrame, note_counts: pd.Series) -> None:
+    view = j.assign(notes=j.session_id.map(note_counts).fillna(0).astype(int),
+                    when=pd.to_datetime(j["when"]),
+                    mix_distance=[f"{d:.2f}" if pd.notna(d) else "—" for d in
+                                  pd.to_numeric(j.mix_distance, errors="coerce")])
+    ev = st.dataframe(
+        ui.blank(view[["when", "file_name", "neg_share", "volatility", "mix_distance",
+                       "status", "notes", "session_id"]]),
+        hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+        key="pe_entries", column_config={
+            "when": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
+            "file_name": "File",
+            "neg_share": st.column_config.NumberColumn("Negative", format="percent"),
+            "volatility": st.column_config.NumberColumn("Volatility", format="%.3f"),
+            "mix_distance": st.column_config.TextColumn("Mix distance"),
+            "status": "Against baseline", "notes": "Notes", "session_id": "Session"})
+    rows = ev.selection.rows if ev is not None else []
+    if rows:
+        nav.open_session(j.iloc[rows[0]].session_id)
+
+
+def main() -> None:
+    if not ui.page("Person"):
+        return
+    k = data.state()
+    ps = data.person_sessions(k)
+    person, role = choose_person(ps) if len(ps) else (None, None)
+    if person is None:
+        st.info("No person to follow yet: diaries and calls name their person in the "
+                "manifest's `customer_id` (or the Upload page's Customer / person field).")
+        return
+    j = data.journey(k, person, role)
+    if j.empty:
+        st.info(f"{ui.md(person)} has no analysed entries.")
+        return
+    kpis(j)
+    rules = data.rules()
+    z = rules.baseline_volatility_z if rules else 2.0
+    mix_limit = rules.baseline_mix_distance if rules else None
+    first = (rules.baseline_min_sessions if rules else 2) + 1
+    st.caption(f"One point per entry. Grey bar at an entry: the person's baseline before it, "
+               f"the mean ± {z:g} sd of their earlier entries (from entry {first} on). "
+               "An entry is ringed "
+               "when it departs: its negative share or volatility outside the bar, or its "
+               f"emotion mix at least {mix_limit or 0.3:g} from the usual mix (dashed line). "
+               "Click an entry to open it.")
+    ev = st.plotly_chart(charts.journey(j, ui.lang(), mix_limit), key=f"pe_chart_{person}",
+                         on_select="rerun", selection_mode=("points",))
+    row = charts.picked_row(ev)
+    if row is not None and 0 <= row < len(j):
+        nav.open_session(j.iloc[row].session_id)
+    found = notes.for_sessions(k, j.session_id)
+    st.subheader("Entries")
+    entries(j, found.session_id.value_counts() if len(found) else pd.Series(dtype=int))
+    st.subheader("Notes")
+    names = dict(zip(j.session_id, [f"{pd.Timestamp(w):%Y-%m-%d} {f}" for w, f in
+                                    zip(j["when"], j.file_name)]))
+    ids = j.session_id.tolist()[::-1]  # the latest entry first
+    target = st.selectbox("Entry", ids, format_func=names.get, key=f"pe_note_entry_{person}")
+    notes.form(target, "person")
+    notes.listing(notes.for_sessions(k, j.session_id), names)
+
+
+with ui.guard():
+    main()
