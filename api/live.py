@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 
 from api.answers import curve, judge
+from api.batcher import Overloaded, TimedOut
 from core.alerts import session_alerts, streaks
 from core.audio import SAMPLE_RATE
 from core.labels import LABELS
 from core.metrics import fallback_action, rolling_volatility, segment_updates, session_metrics
 from core.rules import Rules
-from ingest.batched import MIN_SAMPLES
 from ingest.options import IngestOptions
 from ingest.vad import VadStream
 
@@ -128,7 +128,7 @@ class LiveStream:
                 # The new audio and some context before it; at most one max-length segment.
                 start = max(0.0, ch.curve_t - self.context_s,
                             frontier - self.opts.max_segment_s)
-                if (frontier - start) * SAMPLE_RATE >= MIN_SAMPLES:
+                if frontier - start >= self.opts.min_segment_s:
                     window = (start, frontier)
             plans.append(Plan(ch, buf, closed, new, window, frontier, speaking))
         return plans
@@ -147,7 +147,7 @@ class LiveStream:
         if waves:
             try:
                 outs = await submit(waves)
-            except Exception as e:  # noqa: BLE001 — overloaded or timed out: retry next tick
+            except (Overloaded, TimedOut) as e:  # the same work is asked again next tick
                 busy, outs = f"model busy ({e}); this update has no new analysis", []
         windows = {}
         for (p, what), out in zip(slots, outs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from api.batcher import Batcher
 from api.settings import Settings
@@ -24,7 +24,6 @@ class Runtime:
     batcher: Batcher
     streams: int = 0
     state: str = "ready"  # ready → draining at shutdown
-    extra: dict = field(default_factory=dict)
 
 
 def engine_run(lm: LoadedModel, batch_seconds: float | None):

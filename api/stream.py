@@ -173,12 +173,23 @@ class Connection:
             try:
                 plans = await run_in_threadpool(self.live.plan)
                 await self.send(await self.live.tick(plans, self.rt.batcher.submit))
-            except (WebSocketDisconnect, RuntimeError):
+            except (WebSocketDisconnect, RuntimeError, OSError):
                 return  # the socket closed under us
+            except Exception as e:  # noqa: BLE001 — end this stream loudly, not the server
+                log.exception("stream %s: update failed", self.live.id)
+                await self._abort(f"the stream failed: {type(e).__name__}")
+                return
             due += tick
             late = loop.time() - due
             if late > 0:  # a slow tick: skip the missed ones rather than burst
                 due += tick * (int(late // tick) + 1)
+
+    async def _abort(self, message: str) -> None:
+        try:
+            await self.error("internal", message)
+            await self.ws.close(1011)
+        except Exception:  # noqa: BLE001 — the socket is already gone
+            pass
 
     async def _submit_final(self, waves):
         """The end must not be lost to a busy moment: wait for room in the queue."""

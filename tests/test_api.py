@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from api.app import create_app
 from api.runtime import Runtime, engine_run
@@ -15,7 +16,7 @@ from api.security import BindRefused, check_bind
 from api.settings import Settings
 from core.audio import decode
 from core.rules import load_rules
-from tests.audio_gen import silence, speak, write
+from tests.audio_gen import write
 
 LOOPBACK = ("127.0.0.1", 40000)
 SETTINGS = Settings(model="tiny-random", device="cpu", max_upload_mb=2.0, max_clip_s=30.0)
@@ -138,6 +139,10 @@ def test_only_loopback_clients_and_loopback_binding(model):
         assert remote.get("/v1/health/live").status_code == 200
         r = post(remote, b"x", name="a.wav")
         assert r.status_code == 403 and "loopback" in r.json()["detail"]
+        with pytest.raises(WebSocketDisconnect) as refused:
+            with remote.websocket_connect("/v1/stream"):
+                pass
+        assert refused.value.code == 1008
     for host in ("127.0.0.1", "::1", "localhost"):
         check_bind(host, None)
     with pytest.raises(BindRefused, match="0.0.0.0"):
