@@ -8,10 +8,11 @@ Two servers start on loopback (uvicorn, `api.server.serve`), one with batching a
 without, on the same random-weight checkpoint with the true shapes of emotion2vec_plus_base
 (or _large; `--model` takes any model instead). Clients post distinct 5-s espeak-ng clips to
 /v1/predict: for each concurrency level a fixed number of requests, the two servers in turn
-(in A/B rounds, the order alternating, so a busy machine slows both alike). The client runs in this
-process, on the same machine. The table gives p50/p95 latency, throughput and the mean number
-of requests per forward pass; the last line is `ratio: X.XX` (batched ÷ unbatched throughput
-at the highest concurrency). A benchmark, not a test: it asserts nothing.
+(in A/B rounds, the order alternating, so a busy machine slows both alike). The client runs in
+this process, on the same machine. The table gives p50/p95 latency, throughput, the mean number of
+requests per forward pass and the server's CPU time per request (which depends far less than
+wall time on what else the machine runs); the last line is `ratio: X.XX` (batched ÷
+unbatched throughput at the highest concurrency). A benchmark, not a test: it asserts nothing.
 """
 from __future__ import annotations
 
@@ -92,6 +93,13 @@ class Server:
             await asyncio.sleep(0.5)
         raise SystemExit("server did not become ready")
 
+    def cpu_s(self) -> float:
+        """CPU seconds the server has used (all its threads): what a request costs, whatever
+        share of the machine other processes take meanwhile."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -124,17 +132,17 @@ async def load(server: Server, bodies: list[bytes], clients: int, n: int,
     limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=clients + 2)
     async with httpx.AsyncClient(timeout=900, limits=limits) as client:
         before = (await client.get(server.url + "/v1/health/ready")).json()["batcher"]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), server.cpu_s()
         await asyncio.gather(*(worker(client) for _ in range(clients)))
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, server.cpu_s() - cpu0
         after = (await client.get(server.url + "/v1/health/ready")).json()["batcher"]
     if codes.count(200) < n:
         print(f"  {n - codes.count(200)} of {n} requests failed: "
               f"{sorted(set(map(str, codes)) - {'200'})}", file=sys.stderr)
     batches = after["batches"] - before["batches"]
     reqs = after["requests"] - before["requests"]
-    return {"lat": lat, "ok": codes.count(200), "n": n, "wall": wall, "batches": batches,
-            "reqs": reqs}
+    return {"lat": lat, "ok": codes.count(200), "n": n, "wall": wall, "cpu": cpu,
+            "batches": batches, "reqs": reqs}
 
 
 def merged(parts: list[dict]) -> dict:
@@ -144,6 +152,7 @@ def merged(parts: list[dict]) -> dict:
     batches, reqs = sum(p["batches"] for p in parts), sum(p["reqs"] for p in parts)
     return {"ok": sum(p["ok"] for p in parts), "n": n, "p50": float(np.percentile(lat_ms, 50)),
             "p95": float(np.percentile(lat_ms, 95)), "rps": n / wall,
+            "cpu": sum(p["cpu"] for p in parts) / n,
             "batch": reqs / batches if batches else float("nan")}
 
 
@@ -204,7 +213,7 @@ async def main_async(args) -> None:
           f"batching: up to the engine budget or {args.max_wait_ms:g} ms wait")
     print()
     head = (f"{'mode':<10}{'clients':>8}{'requests':>9}{'ok':>5}{'p50 ms':>9}{'p95 ms':>9}"
-            f"{'req/s':>8}{'audio-s/s':>11}{'per pass':>10}")
+            f"{'req/s':>8}{'audio-s/s':>11}{'per pass':>10}{'CPU-s/req':>11}")
     print(head)
     print("-" * len(head))
     for clients in levels:
@@ -212,11 +221,12 @@ async def main_async(args) -> None:
             r = next(x for b, c, x in rows if b == batching and c == clients)
             print(f"{'batched' if batching else 'unbatched':<10}{clients:>8}{r['n']:>9}"
                   f"{r['ok']:>5}{r['p50']:>9.0f}{r['p95']:>9.0f}{r['rps']:>8.2f}"
-                  f"{r['rps'] * args.clip_seconds:>11.1f}{r['batch']:>10.1f}")
+                  f"{r['rps'] * args.clip_seconds:>11.1f}{r['batch']:>10.1f}{r['cpu']:>11.2f}")
     top = max(levels)
-    on = next(x for b, c, x in rows if b and c == top)["rps"]
-    off = next(x for b, c, x in rows if not b and c == top)["rps"]
-    print(f"ratio: {on / off:.2f}")
+    on = next(x for b, c, x in rows if b and c == top)
+    off = next(x for b, c, x in rows if not b and c == top)
+    print(f"CPU per request at {top} clients, unbatched ÷ batched: {off['cpu'] / on['cpu']:.2f}")
+    print(f"ratio: {on['rps'] / off['rps']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
