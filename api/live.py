@@ -17,8 +17,10 @@ engine with every other request.
 """
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Awaitable, Callable
 
 import numpy as np
@@ -26,12 +28,15 @@ import pandas as pd
 
 from api.answers import curve, judge
 from api.batcher import Overloaded, TimedOut
+from core import quality
 from core.alerts import session_alerts, streaks
 from core.audio import SAMPLE_RATE
 from core.labels import LABELS
 from core.metrics import fallback_action, rolling_volatility, segment_updates, session_metrics
 from core.rules import Rules
+from core.types import ChannelQuality, SessionMeta, SessionResult
 from ingest.options import IngestOptions
+from ingest.pipeline import Prepared, finish
 from ingest.vad import VadStream
 
 Submit = Callable[[list[np.ndarray]], Awaitable[list]]
@@ -88,8 +93,11 @@ class Plan:
 class LiveStream:
     def __init__(self, roles: tuple[str, ...], rules: Rules, opts: IngestOptions, lang: str,
                  context_s: float = 1.5, max_s: float = 3600.0,
-                 reference: dict[str, tuple[float, ...]] | None = None):
+                 reference: dict[str, tuple[float, ...]] | None = None,
+                 encoding: str = "pcm16"):
         self.id = "live-" + uuid.uuid4().hex[:12]
+        self.encoding = encoding
+        self.result: SessionResult | None = None
         self.rules, self.opts, self.lang = rules, opts, lang
         self.context_s, self.max_n = context_s, int(max_s * SAMPLE_RATE)
         self.reference = reference or {}
@@ -255,6 +263,7 @@ class LiveStream:
         return [(ch, ch.vad.spans(ch.buf, ch.n, final=True)) for ch in self.channels]
 
     async def finish(self, spans: list[tuple[Channel, list[Span]]], submit: Submit) -> dict:
+        """The final message; `self.result` keeps the stream as a SessionResult."""
         waves, slots = [], []
         for ch, found in spans:
             for sp in found:
@@ -264,41 +273,61 @@ class LiveStream:
         if waves:
             for (ch, sp), out in zip(slots, await submit(waves)):
                 ch.outputs[sp] = out
-        rows = []
-        for ch, found in spans:
-            for k, (s, e) in enumerate(found):
-                out = ch.outputs[(s, e)]
-                top = int(np.argmax(out.scores))
-                rows.append({"segment_id": f"{self.id}-c{ch.index}-{k:05d}", "channel": ch.index,
-                             "speaker": ch.speaker, "start_s": round(s, 3), "end_s": round(e, 3),
-                             "label": LABELS[top], "confidence": float(out.scores[top]),
-                             "scores": out.scores, "embedding": out.embedding, "flags": ()})
-        return self._summary(rows)
+        self.result = self.session(spans)
+        return self._summary(self.result)
 
-    def _summary(self, rows: list[dict]) -> dict:
-        duration = self.duration_s
+    def session(self, spans: list[tuple[Channel, list[Span]]]) -> SessionResult:
+        """The stream as ingest records the same audio (`ingest.pipeline.finish`): segments
+        with quality flags and fallback, curves, ids from a hash of the samples — what a
+        session writer stores once `store=true` is wired."""
+        n = min(ch.n for ch in self.channels)
+        samples = np.stack([ch.buf[:n] for ch in self.channels])
+        roles = tuple(ch.speaker for ch in self.channels)
+        quality_ = []
+        for (ch, found), x in zip(spans, samples):
+            level, clipped, flags = quality.measure(x, SAMPLE_RATE)
+            quality_.append(ChannelQuality(ch.index, ch.speaker, n / SAMPLE_RATE, level, clipped,
+                                           sum(e - s for s, e in found), flags))
+        order = sorted(((ch.index, s, e) for ch, found in spans for s, e in found),
+                       key=lambda t: (t[1], t[0]))
+        prep = Prepared(Path(f"{self.id}.pcm"), hashlib.sha256(samples.tobytes()).hexdigest(),
+                        SessionMeta(roles=roles), samples=samples, codec=self.encoding,
+                        rate=SAMPLE_RATE, roles=roles, channels=tuple(quality_), spans=order)
+        outs = [self.channels[c].outputs[(s, e)] for c, s, e in order]
+        return finish(prep, outs, self.opts)
+
+    def _summary(self, result: SessionResult) -> dict:
+        duration = result.duration_s
         utterances, metrics, alerts = [], [], []
-        if rows:
-            seg = pd.DataFrame(rows)
+        if result.segments:
+            seg = pd.DataFrame([{f: getattr(x, f) for f in _SEGMENT_COLUMNS}
+                                for x in result.segments])
+            chans = pd.DataFrame([{"speaker": c.speaker, "flags": c.flags}
+                                  for c in result.channels])
             upd = segment_updates(seg, self.rules.window, self.rules.confidence_threshold)
             roll = dict(zip(upd["segment_id"], upd["rolling_volatility"]))
-            for r in sorted(rows, key=lambda r: (r["start_s"], r["channel"])):
-                j = judge(r["scores"], self.rules, self.lang)
-                v = roll[r["segment_id"]]
+            for x in sorted(result.segments, key=lambda x: (x.start_s, x.channel)):
+                v = roll[x.segment_id]
                 utterances.append({
-                    "segment_id": r["segment_id"], "channel": r["channel"],
-                    "speaker": r["speaker"], "start_s": r["start_s"], "end_s": r["end_s"], **j,
+                    "segment_id": x.segment_id, "channel": x.channel, "speaker": x.speaker,
+                    "start_s": x.start_s, "end_s": x.end_s,
+                    **judge(x.scores, self.rules, self.lang), "flags": list(x.flags),
                     "rolling_volatility": None if np.isnan(v) else round(float(v), 4)})
-            m = session_metrics(self.id, seg, None, duration, self.rules)
+            sid = result.session_id
+            m = session_metrics(sid, seg, chans, duration, self.rules)
             alerts = [{k: a[k] for k in ("speaker", "rule", "t_s", "severity", "detail",
                                          "emotion")}
                       | {"suggested_response": self.rules.response(a["emotion"], self.lang)}
-                      for a in session_alerts(self.id, seg, m, duration, self.rules)]
+                      for a in session_alerts(sid, seg, m, duration, self.rules)]
             keep = ("speaker", "n_segments", "talk_s", "volatility", "rolling_volatility_max",
-                    "neg_share", "trend", "low_conf_share", "unreliable")
+                    "neg_share", "trend", "low_conf_share", "unreliable", "unreliable_cause")
             metrics = [{k: _plain(row[k]) for k in keep} for row in m.to_dict("records")]
         return {"type": "final", "stream_id": self.id, "duration_s": round(duration, 3),
                 "utterances": utterances, "metrics": metrics, "alerts": alerts}
+
+
+_SEGMENT_COLUMNS = ("segment_id", "channel", "speaker", "start_s", "end_s", "label",
+                    "confidence", "scores", "embedding", "flags")
 
 
 def _plain(v):

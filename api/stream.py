@@ -84,7 +84,8 @@ class Connection:
         self.ws, self.rt, self.p = ws, rt, params
         s = rt.settings
         self.live = LiveStream(params["roles"], rt.rules, rt.opts, params["lang"],
-                               s.stream_context_s, s.max_stream_s, s.volatility_reference)
+                               s.stream_context_s, s.max_stream_s, s.volatility_reference,
+                               params["encoding"])
         self.decode = decoder(params["encoding"], len(params["roles"]))
         self._send_lock = asyncio.Lock()
         self._stop = asyncio.Event()

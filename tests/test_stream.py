@@ -121,7 +121,7 @@ def test_live_stream_in_real_time_matches_offline_analysis(client, live_pcm, mod
     for u, s in zip(final["utterances"], ref.segments):
         assert u["emotion"] == s.label and u["speaker"] == "customer"
         assert np.allclose(list(u["scores"].values()), s.scores, atol=2e-4)
-        assert u["fallback_action"] == s.fallback_action
+        assert u["fallback_action"] == s.fallback_action and u["flags"] == list(s.flags)
     assert final["utterances"][0]["suggested_response"] in load_rules().responses_zh.values()
     assert {m["speaker"] for m in final["metrics"]} == {"customer", "all"}
     assert abs(final["duration_s"] - duration) < 1e-3
