@@ -51,7 +51,8 @@ def create_app(settings: Settings = Settings(), runtime: Runtime | None = None) 
                   openapi_url="/v1/openapi.json")
     app.state.settings = settings
     app.state.runtime = None
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+                       shown=f"{settings.max_upload_mb:g} MiB")
 
     health = APIRouter(prefix="/v1/health", tags=["health"])
 

@@ -9,8 +9,8 @@ class BodyLimit:
     so, else as soon as the streamed body passes the limit (the app then sees a disconnect and
     nothing it answers is sent)."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, shown: str):
+        self.app, self.limit, self.shown = app, limit, shown  # shown: the limit in words
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -38,9 +38,9 @@ class BodyLimit:
         await self.app(scope, limited, guarded)
 
     async def _reject(self, send, length: int | None) -> None:
-        size = f"{length} bytes" if length is not None else "more than that"
-        body = json.dumps({"detail": f"request body is {size}; the limit is {self.limit} bytes "
-                                     f"({self.limit / 2**20:g} MiB)"}).encode()
+        size = f"is {length} bytes" if length is not None else "goes past that"
+        body = json.dumps({"detail": f"uploads are limited to {self.shown}; this request body "
+                                     f"{size}"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),

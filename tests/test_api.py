@@ -101,7 +101,8 @@ def test_predict_stereo_answers_per_channel(client, clips, model):
     ("long", 422, "at most 30 s"),
     ("text_part", 415, "not audio"),
     ("raw_body", 415, "multipart/form-data"),
-    ("oversize", 413, "limit is"),
+    ("oversize", 413, "limited to 2 MiB"),
+    ("oversize_streamed", 413, "goes past that"),
     ("bad_lang", 422, "lang"),
 ])
 def test_bad_input_is_a_clear_4xx_and_the_server_goes_on(client, clips, what, status, says):
@@ -117,6 +118,11 @@ def test_bad_input_is_a_clear_4xx_and_the_server_goes_on(client, clips, what, st
                         headers={"content-type": "audio/wav"})
     elif what == "oversize":
         r = post(client, rng.bytes(3 * 2**20), name="huge.wav")
+    elif what == "oversize_streamed":  # no Content-Length: cut off while it streams in
+        head = (b'--b\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n'
+                b'Content-Type: audio/wav\r\n\r\n')
+        r = client.post("/v1/predict", content=iter([head] + [bytes(2**16)] * 48),
+                        headers={"content-type": "multipart/form-data; boundary=b"})
     elif what == "bad_lang":
         r = post(client, clips["mono"], lang="fr")
     else:
