@@ -10,7 +10,8 @@ frame (`ingest.vad.VadStream`, the same numbers and shaping as offline ingest), 
   `context_s` before it — run through the model each tick while someone is speaking;
 * at the end the whole stream is segmented again exactly as `speech_spans` would segment it
   (so the utterances equal offline analysis of the same audio), the few utterances not yet
-  analysed are, and session metrics and alerts come from core as for a stored session.
+  analysed are, the session is assembled by ingest's own `finish`, and its metrics and
+  alerts come from core as for a stored session.
 
 The model is reached only through `submit` (the batcher), so every stream's work shares the
 engine with every other request.
