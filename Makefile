@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DB ?= data/emoscope.duckdb
 export EMOSCOPE_CACHE ?= $(CURDIR)/.cache/emoscope
 
-.PHONY: setup sysdeps test test-gpu demo demo-data bench bench-dashboard bench-readers clean
+.PHONY: setup sysdeps test test-gpu demo demo-data bench bench-api bench-dashboard bench-readers clean
 
 # System tools: espeak-ng/sox make speech for fixtures and demo audio, chromium for the
 # browser test. Installed only when missing, and only where apt is usable.
@@ -42,6 +42,10 @@ demo-data: setup
 
 bench: setup
 	$(PY) bench/inference.py --model-shape base --audio-seconds 120 --device cpu
+
+# The API under load: 1, 8 and 32 clients posting 5-s clips, micro-batching on vs off.
+bench-api: setup
+	$(PY) bench/api.py
 
 BENCH_DB ?= /tmp/emoscope-bench.duckdb
 bench-dashboard: setup

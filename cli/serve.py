@@ -123,3 +123,29 @@ def worker_beside(db: Path, model: str):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@app.command()
+def serve(
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB file (uploads queue beside it)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback unless "
+                                               "authentication is configured)."),
+    port: int = typer.Option(8000, help="Port to serve on."),
+    model: str = typer.Option("emotion2vec_plus_large", help="Model name, directory or tiny-random."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    batching: bool = typer.Option(True, "--batching/--no-batching",
+                                  help="Share forward passes between concurrent requests."),
+) -> None:
+    """Serve the HTTP and streaming API (FastAPI): /v1/predict, /v1/stream, OpenAPI at /docs."""
+    from api.security import BindRefused, check_bind
+    from api.server import serve as run
+
+    try:
+        check_bind(host, None)
+    except BindRefused as e:
+        fail_usage(str(e))
+    lm = load_model(model, device)  # a model that cannot load stops here, in one sentence
+    note_untrained(lm)
+    typer.secho(f"Emoscope API on http://{host}:{port}/docs (model {lm.name} on {lm.device})",
+                err=True)
+    run(host=host, port=port, db=db, model=model, device=device, batching=batching)

@@ -2,7 +2,7 @@ import numpy as np
 
 from core.audio import SAMPLE_RATE
 from ingest.options import IngestOptions
-from ingest.vad import merge, speech_spans, split_long
+from ingest.vad import VadStream, merge, speech_spans, split_long
 from tests.audio_gen import silence, speak
 
 
@@ -33,3 +33,20 @@ def test_merge_and_split_rules():
     x[int(4.5 * SAMPLE_RATE):int(4.6 * SAMPLE_RATE)] = 0.0  # the quietest point
     pieces = split_long(x, 0.0, 10.0, 6.0)
     assert abs(pieces[0][1] - 4.5) < 0.03 and pieces[-1][1] == 10.0
+
+
+def test_streamed_vad_equals_the_whole_pass():
+    """Fed in uneven pieces, VadStream ends with exactly speech_spans' segments, and every
+    segment it called closed on the way is one of them."""
+    x = np.concatenate([speak("hello there"), silence(0.35), speak("I am upset about my bill"),
+                        silence(0.8), speak("please help"), silence(0.3)])
+    opts = IngestOptions(max_segment_s=2.0)  # long speech is split too
+    whole = speech_spans(x, opts)
+    for step in (1234, 8000):
+        vad, closed, n = VadStream(opts), set(), 0
+        while n < x.size:
+            n = min(x.size, n + step)
+            vad.feed(x, n)
+            closed |= set(vad.closed(vad.spans(x, n)))
+        assert vad.spans(x, n, final=True) == whole
+        assert closed and closed <= set(whole)

@@ -1,0 +1,43 @@
+"""Model outputs → the seed's answer: label, confidence, nine scores, fallback and reply."""
+from __future__ import annotations
+
+import numpy as np
+
+from core.curves import pool
+from core.labels import LABELS
+from core.metrics import REQUEST_CLARIFICATION, fallback_action
+from core.rules import Rules
+
+LANGS = ("en", "zh")
+
+
+def suggested_response(label: str, fallback: str | None, rules: Rules, lang: str) -> str | None:
+    """Seed §4.1 reply for the emotion; §4.3's "could you say it again" when the answer is too
+    uncertain to act on (the rules give other/unknown that reply)."""
+    return rules.response("unknown" if fallback == REQUEST_CLARIFICATION else label, lang)
+
+
+def judge(scores: np.ndarray, rules: Rules, lang: str) -> dict:
+    """emotion, confidence, scores, fallback_action, suggested_response for one score vector."""
+    top = int(np.argmax(scores))
+    label, conf = LABELS[top], float(scores[top])
+    fallback = fallback_action(label, conf, rules.confidence_threshold)
+    return {"emotion": label, "confidence": round(conf, 4),
+            "scores": {lab: round(float(s), 4) for lab, s in zip(LABELS, scores)},
+            "fallback_action": fallback,
+            "suggested_response": suggested_response(label, fallback, rules, lang)}
+
+
+def curve(frame_logits: np.ndarray, start_s: float, hop_s: float, window_s: float,
+          after_s: float | None = None) -> dict:
+    """The pooled curve as JSON: times and 9 probabilities per point (canonical label order);
+    only points later than `after_s` when given."""
+    t, probs = pool(frame_logits, start_s, hop_s, window_s)
+    if after_s is not None:
+        keep = t > after_s + 1e-9
+        t, probs = t[keep], probs[keep]
+    return {"hop_s": hop_s, "t_s": np.round(t, 3).tolist(), "probs": np.round(probs, 4).tolist()}
+
+
+def vector(x: np.ndarray) -> list[float]:
+    return np.round(np.asarray(x, np.float64), 6).tolist()

@@ -1,0 +1,99 @@
+"""The FastAPI application: model loaded and warmed once at start-up, everything under /v1."""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api import predict, stream
+from api.batcher import Overloaded, TimedOut
+from api.limits import BodyLimit
+from api.runtime import Runtime, load_runtime
+from api.schemas import Health
+from api.security import require_identity
+from api.settings import Settings
+
+log = logging.getLogger(__name__)
+MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and part headers around the clip
+
+DESCRIPTION = """Speech emotion (emotion2vec+, 9 labels) for clips and live conversations.
+
+* `POST /v1/predict` — one clip → emotion, confidence, 9 scores, fallback action and the
+  suggested response; per channel for stereo.
+* `WS /v1/stream` — live 16 kHz PCM16 (or Opus) in, an update every 0.5 s out: curve, label,
+  rolling volatility over the last 5 utterances, alerts; a summary at the end. WebSockets do
+  not appear in OpenAPI; the protocol is in docs/api.md.
+
+Until authentication is configured the API serves loopback clients only."""
+
+
+def create_app(settings: Settings = Settings(), runtime: Runtime | None = None) -> FastAPI:
+    """The app for `settings`; `runtime` (an already loaded model) skips loading."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        rt = runtime or await run_in_threadpool(load_runtime, settings)
+        rt.state = "ready"
+        await rt.batcher.start()
+        app.state.runtime = rt
+        try:
+            yield
+        finally:
+            rt.state = "draining"
+            await rt.batcher.close()
+
+    app = FastAPI(title="Emoscope API", version="1", description=DESCRIPTION,
+                  lifespan=lifespan, docs_url="/docs", redoc_url=None,
+                  openapi_url="/v1/openapi.json")
+    app.state.settings = settings
+    app.state.runtime = None
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+                       shown=f"{settings.max_upload_mb:g} MiB")
+
+    health = APIRouter(prefix="/v1/health", tags=["health"])
+
+    @health.get("/live", response_model=Health, response_model_exclude_none=True,
+                summary="The process is up")
+    async def live() -> dict:
+        return {"status": "alive"}
+
+    @health.get("/ready", response_model=Health, response_model_exclude_none=True,
+                summary="The model is loaded and the queue has room",
+                responses={503: {"model": Health, "description": "Not ready"}})
+    async def ready(request: Request):
+        rt: Runtime | None = request.app.state.runtime
+        if rt is None:
+            return JSONResponse({"status": "starting", "detail": "loading the model"}, 503)
+        b = rt.batcher
+        body = {"status": "ready", "model": rt.lm.name, "trained": rt.lm.trained,
+                "device": rt.lm.device, "batching": b.enabled, "queued": b.queued,
+                "streams": rt.streams, "batcher": b.stats.as_dict()}
+        if rt.state != "ready" or not b.running:
+            return JSONResponse(body | {"status": "draining", "detail": "shutting down"}, 503)
+        if b.queued >= b.max_queue:
+            return JSONResponse(body | {"status": "busy", "detail": "the queue is full"}, 503,
+                                headers={"Retry-After": str(b.retry_after())})
+        return body
+
+    app.include_router(health)
+    guarded = [Depends(require_identity)]
+    app.include_router(predict.router, prefix="/v1", tags=["predict"], dependencies=guarded)
+    app.include_router(stream.router, prefix="/v1", dependencies=guarded)
+
+    @app.exception_handler(Overloaded)
+    @app.exception_handler(TimedOut)
+    async def busy(request: Request, exc: Overloaded | TimedOut):
+        return JSONResponse({"detail": f"model busy: {exc}; retry after {exc.retry_after} s"},
+                            503, headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        errors = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()]
+        line = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        return JSONResponse({"detail": line or "invalid request", "errors": errors}, 422)
+
+    return app

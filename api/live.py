@@ -1,0 +1,344 @@
+"""A live conversation, tick by tick: what the stream endpoint says every 0.5 s, and at the end.
+
+Per channel (one speaker role each) the audio is kept whole, silero-vad runs on it frame by
+frame (`ingest.vad.VadStream`, the same numbers and shaping as offline ingest), and:
+
+* utterances are the VAD segments that later audio can no longer change ("closed"); each is
+  run through the model once, so the last `window` (5) give the speaker's rolling volatility
+  (seed §4.2, `core.metrics.rolling_volatility`) and the streak / volatility alert rules;
+* the curve and the current label come from a short window — the new audio plus
+  `context_s` before it — run through the model each tick while someone is speaking;
+* at the end the whole stream is segmented again exactly as `speech_spans` would segment it
+  (so the utterances equal offline analysis of the same audio), the few utterances not yet
+  analysed are, the session is assembled by ingest's own `finish`, and its metrics and
+  alerts come from core as for a stored session.
+
+The model is reached only through `submit` (the batcher), so every stream's work shares the
+engine with every other request.
+"""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import numpy as np
+import pandas as pd
+
+from api.answers import curve, judge
+from api.batcher import Overloaded, TimedOut
+from core import quality
+from core.alerts import session_alerts, streaks
+from core.audio import SAMPLE_RATE
+from core.labels import LABELS
+from core.metrics import fallback_action, rolling_volatility, segment_updates, session_metrics
+from core.rules import Rules
+from core.types import ChannelQuality, SessionMeta, SessionResult
+from ingest.options import IngestOptions
+from ingest.assemble import Prepared, assemble
+from ingest.vad import VadStream
+
+Submit = Callable[[list[np.ndarray]], Awaitable[list]]
+Span = tuple[float, float]
+
+
+class StreamFull(Exception):
+    """The stream reached its audio limit."""
+
+
+@dataclass
+class Channel:
+    index: int
+    speaker: str
+    opts: IngestOptions
+    buf: np.ndarray = field(default_factory=lambda: np.zeros(SAMPLE_RATE * 8, np.float32))
+    n: int = 0
+    outputs: dict = field(default_factory=dict)  # span → model output
+    reported: int = 0  # closed utterances already sent
+    curve_t: float = 0.0  # the curve was sent up to here
+    current: np.ndarray | None = None  # latest scores (window or utterance)
+    volatility: float | None = None
+    alerted: set = field(default_factory=set)
+
+    def __post_init__(self):
+        self.vad = VadStream(self.opts)
+
+    def append(self, x: np.ndarray) -> None:
+        need = self.n + x.size
+        if need > self.buf.size:
+            # A new array, never a resize in place: a tick may be reading the old one.
+            grown = np.zeros(max(need, 2 * self.buf.size), np.float32)
+            grown[:self.n] = self.buf[:self.n]
+            self.buf = grown
+        self.buf[self.n:need] = x
+        self.n = need
+
+    def wave(self, buf: np.ndarray, s: float, e: float) -> np.ndarray:
+        return buf[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)]
+
+
+@dataclass
+class Plan:
+    """One channel's work for one tick, computed off the event loop."""
+    channel: Channel
+    buf: np.ndarray
+    closed: list[Span]
+    new: list[Span]  # closed and not analysed yet
+    window: Span | None
+    frontier: float
+    speaking: bool
+
+
+class LiveStream:
+    def __init__(self, roles: tuple[str, ...], rules: Rules, opts: IngestOptions, lang: str,
+                 context_s: float = 1.5, max_s: float = 3600.0,
+                 reference: dict[str, tuple[float, ...]] | None = None,
+                 encoding: str = "pcm16"):
+        self.id = "live-" + uuid.uuid4().hex[:12]
+        self.encoding = encoding
+        self.result: SessionResult | None = None
+        self.rules, self.opts, self.lang = rules, opts, lang
+        self.context_s, self.max_n = context_s, int(max_s * SAMPLE_RATE)
+        self.reference = reference or {}
+        self.channels = [Channel(i, sp, opts) for i, sp in enumerate(roles)]
+        self.seq = 0
+
+    # -- audio in --------------------------------------------------------------------------
+    def append(self, block: np.ndarray) -> None:
+        """(channels, n) float32 16 kHz."""
+        if block.shape[0] != len(self.channels):
+            raise ValueError(f"audio has {block.shape[0]} channels; the stream has "
+                             f"{len(self.channels)}")
+        if self.channels[0].n + block.shape[1] > self.max_n:
+            raise StreamFull(f"the stream reached its limit of {self.max_n / SAMPLE_RATE:g} s")
+        for ch, x in zip(self.channels, block):
+            ch.append(x)
+
+    @property
+    def duration_s(self) -> float:
+        return min(ch.n for ch in self.channels) / SAMPLE_RATE
+
+    # -- every tick ------------------------------------------------------------------------
+    def plan(self) -> list[Plan]:
+        """VAD on what arrived; CPU work, run in a worker thread."""
+        plans = []
+        for ch in self.channels:
+            n = ch.n  # before buf: append may swap in a larger array, never a shorter one
+            buf = ch.buf
+            ch.vad.feed(buf, n)
+            frontier = ch.vad.done / SAMPLE_RATE
+            closed = ch.vad.closed(ch.vad.spans(buf, n))
+            new = [sp for sp in closed if sp not in ch.outputs]
+            speaking = frontier > ch.curve_t and ch.vad.speaking(ch.curve_t)
+            window = None
+            if speaking:
+                # The new audio and some context before it; at most one max-length segment.
+                start = max(0.0, ch.curve_t - self.context_s,
+                            frontier - self.opts.max_segment_s)
+                if frontier - start >= self.opts.min_segment_s:
+                    window = (start, frontier)
+            plans.append(Plan(ch, buf, closed, new, window, frontier, speaking))
+        return plans
+
+    async def tick(self, plans: list[Plan], submit: Submit) -> dict:
+        """The update message for this tick (the model is asked through `submit`)."""
+        waves, slots = [], []
+        for p in plans:
+            for sp in p.new:
+                waves.append(p.channel.wave(p.buf, *sp))
+                slots.append((p, sp))
+            if p.window is not None:
+                waves.append(p.channel.wave(p.buf, *p.window))
+                slots.append((p, "window"))
+        outs, busy = [], None
+        if waves:
+            try:
+                outs = await submit(waves)
+            except (Overloaded, TimedOut) as e:  # the same work is asked again next tick
+                busy, outs = f"model busy ({e}); this update has no new analysis", []
+        windows = {}
+        for (p, what), out in zip(slots, outs):
+            if what == "window":
+                windows[p.channel.index] = out
+            else:
+                p.channel.outputs[what] = out
+        self.seq += 1
+        msg = {"type": "update", "seq": self.seq, "t_s": round(self.duration_s, 3),
+               "channels": [], "alerts": []}
+        if busy:
+            msg["busy"] = busy
+        for p in plans:
+            entry, alerts = self._channel_update(p, windows.get(p.channel.index), bool(outs))
+            msg["channels"].append(entry)
+            msg["alerts"] += alerts
+        return msg
+
+    def _channel_update(self, p: Plan, window_out, analysed: bool) -> tuple[dict, list]:
+        ch = p.channel
+        done = [sp for sp in p.closed if sp in ch.outputs]
+        fresh = done[ch.reported:]
+        ch.reported = len(done)
+        emb = [ch.outputs[sp].embedding for sp in done]
+        if len(emb) >= 2:
+            ch.volatility = float(rolling_volatility(np.stack(emb), self.rules.window)[-1])
+        pts = {"hop_s": self.opts.curve_hop_s, "t_s": [], "probs": []}
+        if window_out is not None:
+            pts = curve(window_out.frame_logits, p.window[0], self.opts.curve_hop_s,
+                        self.opts.curve_window_s, after_s=ch.curve_t)
+            ch.current = window_out.scores
+        elif fresh:
+            ch.current = ch.outputs[fresh[-1]].scores
+        if analysed or not p.speaking:
+            ch.curve_t = p.frontier
+        entry = {"channel": ch.index, "speaker": ch.speaker, "speech": p.speaking, "curve": pts}
+        entry.update(self._now(ch.current))
+        entry["volatility"] = None if ch.volatility is None else round(ch.volatility, 4)
+        entry["utterances"] = [self._utterance(ch, sp) for sp in fresh]
+        return entry, self._alerts(ch, done) if fresh else []
+
+    def _now(self, scores) -> dict:
+        if scores is None:
+            return {"emotion": None, "confidence": None, "fallback_action": None,
+                    "suggested_response": None}
+        j = judge(scores, self.rules, self.lang)
+        return {k: j[k] for k in ("emotion", "confidence", "fallback_action",
+                                  "suggested_response")}
+
+    def _utterance(self, ch: Channel, sp: Span) -> dict:
+        scores = ch.outputs[sp].scores
+        top = int(np.argmax(scores))
+        return {"start_s": round(sp[0], 3), "end_s": round(sp[1], 3), "emotion": LABELS[top],
+                "confidence": round(float(scores[top]), 4),
+                "fallback_action": fallback_action(LABELS[top], float(scores[top]),
+                                                   self.rules.confidence_threshold)}
+
+    # -- live alert rules ----------------------------------------------------------------------
+    def _alert(self, ch: Channel, rule, t_s: float, detail: str, emotion: str | None) -> dict:
+        return {"speaker": ch.speaker, "channel": ch.index, "rule": rule.rule,
+                "t_s": round(float(t_s), 3), "severity": rule.severity, "detail": detail,
+                "emotion": emotion,
+                "suggested_response": self.rules.response(emotion, self.lang)}
+
+    def _alerts(self, ch: Channel, done: list[Span]) -> list[dict]:
+        """Streak rules over the speaker's closed utterances and the volatility rule against
+        the reference, each alert sent once. Rules over the whole session (last quarter,
+        ends worse, unreliable) are judged in the final message."""
+        labels = [LABELS[int(np.argmax(ch.outputs[sp].scores))] for sp in done]
+        out = []
+        for rule in self.rules.alerts:
+            if not rule.watches(ch.speaker):
+                continue
+            if rule.kind == "streak":
+                for i, n in streaks(labels, rule.labels):
+                    key = (rule.rule, i)
+                    if n >= rule.min_count and key not in ch.alerted:
+                        ch.alerted.add(key)
+                        run = labels[i:i + n]
+                        emotion = max(rule.labels, key=lambda x: (run.count(x), -LABELS.index(x)))
+                        out.append(self._alert(
+                            ch, rule, done[i][0], f"{'/'.join(rule.labels)} in {n} consecutive "
+                            f"utterances from {done[i][0]:.1f} s", emotion))
+            elif rule.kind == "volatility_percentile" and ch.volatility is not None:
+                ref = self.reference.get(ch.speaker, ())
+                if len(ref) < rule.min_reference:
+                    continue
+                limit = float(np.percentile(np.asarray(ref, float), rule.percentile))
+                above = ch.volatility > limit
+                key = (rule.rule, "above")
+                if above and key not in ch.alerted:
+                    ch.alerted.add(key)
+                    out.append(self._alert(
+                        ch, rule, done[-1][0], f"rolling volatility {ch.volatility:.3f} over "
+                        f"the last {min(len(done), self.rules.window)} utterances crossed the "
+                        f"{rule.percentile:g}th percentile {limit:.3f} of {len(ref)} earlier "
+                        f"{ch.speaker} values", labels[-1]))
+                elif not above:
+                    ch.alerted.discard(key)  # back under: the next crossing alerts again
+        return out
+
+    # -- the end ---------------------------------------------------------------------------------
+    def final_spans(self) -> list[tuple[Channel, list[Span]]]:
+        """Every channel segmented as offline ingest segments it (CPU; worker thread)."""
+        return [(ch, ch.vad.spans(ch.buf, ch.n, final=True)) for ch in self.channels]
+
+    async def finish(self, spans: list[tuple[Channel, list[Span]]], submit: Submit) -> dict:
+        """The final message; `self.result` keeps the stream as a SessionResult."""
+        waves, slots = [], []
+        for ch, found in spans:
+            for sp in found:
+                if sp not in ch.outputs:
+                    waves.append(ch.wave(ch.buf, *sp))
+                    slots.append((ch, sp))
+        if waves:
+            for (ch, sp), out in zip(slots, await submit(waves)):
+                ch.outputs[sp] = out
+        self.result = self.session(spans)
+        return self._summary(self.result)
+
+    def session(self, spans: list[tuple[Channel, list[Span]]]) -> SessionResult:
+        """The stream as ingest records the same audio (`ingest.assemble.assemble`): segments
+        with quality flags and fallback, curves, ids from a hash of the samples — what a
+        session writer stores once `store=true` is wired."""
+        n = min(ch.n for ch in self.channels)
+        samples = np.stack([ch.buf[:n] for ch in self.channels])
+        roles = tuple(ch.speaker for ch in self.channels)
+        quality_ = []
+        for (ch, found), x in zip(spans, samples):
+            level, clipped, flags = quality.measure(x, SAMPLE_RATE)
+            quality_.append(ChannelQuality(ch.index, ch.speaker, n / SAMPLE_RATE, level, clipped,
+                                           sum(e - s for s, e in found), flags))
+        order = sorted(((ch.index, s, e) for ch, found in spans for s, e in found),
+                       key=lambda t: (t[1], t[0]))
+        prep = Prepared(Path(f"{self.id}.pcm"), hashlib.sha256(samples.tobytes()).hexdigest(),
+                        SessionMeta(roles=roles), samples=samples, codec=self.encoding,
+                        rate=SAMPLE_RATE, roles=roles, channels=tuple(quality_), spans=order)
+        outs = [self.channels[c].outputs[(s, e)] for c, s, e in order]
+        return assemble(prep, outs, self.opts)
+
+    def _summary(self, result: SessionResult) -> dict:
+        duration = result.duration_s
+        utterances, metrics, alerts = [], [], []
+        if result.segments:
+            seg = pd.DataFrame([{f: getattr(x, f) for f in _SEGMENT_COLUMNS}
+                                for x in result.segments])
+            chans = pd.DataFrame([{"speaker": c.speaker, "flags": c.flags}
+                                  for c in result.channels])
+            upd = segment_updates(seg, self.rules.window, self.rules.confidence_threshold)
+            roll = dict(zip(upd["segment_id"], upd["rolling_volatility"]))
+            for x in sorted(result.segments, key=lambda x: (x.start_s, x.channel)):
+                v = roll[x.segment_id]
+                utterances.append({
+                    "segment_id": x.segment_id, "channel": x.channel, "speaker": x.speaker,
+                    "start_s": x.start_s, "end_s": x.end_s,
+                    **judge(x.scores, self.rules, self.lang), "flags": list(x.flags),
+                    "rolling_volatility": None if np.isnan(v) else round(float(v), 4)})
+            sid = result.session_id
+            m = session_metrics(sid, seg, chans, duration, self.rules)
+            alerts = [{k: a[k] for k in ("speaker", "rule", "t_s", "severity", "detail",
+                                         "emotion")}
+                      | {"suggested_response": self.rules.response(a["emotion"], self.lang)}
+                      for a in session_alerts(sid, seg, m, duration, self.rules)]
+            keep = ("speaker", "n_segments", "talk_s", "volatility", "rolling_volatility_max",
+                    "neg_share", "trend", "low_conf_share", "unreliable", "unreliable_cause")
+            metrics = [{k: _plain(row[k]) for k in keep} for row in m.to_dict("records")]
+        return {"type": "final", "stream_id": self.id, "duration_s": round(duration, 3),
+                "utterances": utterances, "metrics": metrics, "alerts": alerts}
+
+
+_SEGMENT_COLUMNS = ("segment_id", "channel", "speaker", "start_s", "end_s", "label",
+                    "confidence", "scores", "embedding", "flags")
+
+
+def _plain(v):
+    if isinstance(v, (np.floating, float)):
+        return None if np.isnan(v) else round(float(v), 4)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+__all__ = ["LiveStream", "StreamFull"]

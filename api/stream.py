@@ -1,0 +1,241 @@
+"""WS /v1/stream: a live conversation in, an update every tick, a summary at the end.
+
+Protocol (docs/api.md has the full message shapes):
+
+    connect  /v1/stream?role=customer&lang=en&encoding=pcm16[&channels=2&role=agent,customer]
+    server → {"type": "ready", ...}
+    client → binary audio chunks (pcm16: 16 kHz s16le, channels interleaved; opus: one packet
+             per message)
+    server → {"type": "update", ...} every tick_s (0.5 s) of wall time
+    client → {"type": "end"}                 (text; optional "store": true)
+    server → {"type": "final", ...}, then closes with 1000
+
+Errors are {"type": "error", "code": ..., "message": ...}; fatal ones are followed by a close
+(1008 bad request, 1009 chunk too large, 1013 too many streams, 1011 internal error).
+Storing a finished stream as a session (`store=true`) needs the session writer: until it is
+wired, the server says so in a "warning" when asked at connect and in the final message.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
+
+from api.answers import LANGS
+from api.batcher import Overloaded, TimedOut
+from api.live import LiveStream, StreamFull
+from api.runtime import Runtime
+from api.stream_audio import ENCODINGS, BadAudio, decoder
+from core.audio import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+STORE_UNAVAILABLE = ("storing a stream as a session is not available in this version; the "
+                     "final message carries every utterance, and nothing is kept on the server")
+_ROLE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def parse_params(q, opts) -> dict:
+    """Query parameters → stream settings, or BadRequest naming the bad one."""
+    unknown = set(q.keys()) - {"role", "channels", "encoding", "sample_rate", "lang", "store"}
+    if unknown:
+        raise BadRequest(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    roles = tuple(r.strip() for r in q["role"].split(",")) if q.get("role") else ()
+    if any(not _ROLE.match(r) for r in roles):
+        raise BadRequest("role: one name per channel (letters, digits, _ . -; at most 32 "
+                         "characters), comma-separated")
+    try:
+        channels = int(q.get("channels", len(roles) or 1))
+    except ValueError:
+        raise BadRequest("channels must be 1 or 2") from None
+    if channels not in (1, 2):
+        raise BadRequest("channels must be 1 or 2")
+    if roles and len(roles) != channels:
+        raise BadRequest(f"{len(roles)} role(s) given for {channels} channel(s)")
+    roles = roles or (("speaker",) if channels == 1 else tuple(opts.stereo_roles))
+    encoding = q.get("encoding", "pcm16")
+    if encoding not in ENCODINGS:
+        raise BadRequest(f"encoding must be one of {', '.join(ENCODINGS)}")
+    if encoding == "pcm16" and q.get("sample_rate", str(SAMPLE_RATE)) != str(SAMPLE_RATE):
+        raise BadRequest(f"pcm16 audio must be {SAMPLE_RATE} Hz; resample before sending")
+    lang = q.get("lang", "en")
+    if lang not in LANGS:
+        raise BadRequest(f"lang must be one of {', '.join(LANGS)}")
+    store = q.get("store", "false").lower()
+    if store not in _TRUE | _FALSE:
+        raise BadRequest("store must be true or false")
+    return {"roles": roles, "encoding": encoding, "lang": lang, "store": store in _TRUE}
+
+
+class Connection:
+    """One client: a receive loop (audio in) and a ticker (updates out)."""
+
+    def __init__(self, ws: WebSocket, rt: Runtime, params: dict):
+        self.ws, self.rt, self.p = ws, rt, params
+        s = rt.settings
+        self.live = LiveStream(params["roles"], rt.rules, rt.opts, params["lang"],
+                               s.stream_context_s, s.max_stream_s, s.volatility_reference,
+                               params["encoding"])
+        self.decode = decoder(params["encoding"], len(params["roles"]))
+        self._send_lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+
+    async def send(self, msg: dict) -> None:
+        async with self._send_lock:
+            await self.ws.send_json(msg)
+
+    async def error(self, code: str, message: str) -> None:
+        await self.send({"type": "error", "code": code, "message": message})
+
+    async def run(self) -> None:
+        s, lm = self.rt.settings, self.rt.lm
+        await self.send({
+            "type": "ready", "stream_id": self.live.id, "encoding": self.p["encoding"],
+            "sample_rate": SAMPLE_RATE, "tick_s": s.tick_s, "lang": self.p["lang"],
+            "channels": [{"channel": c.index, "speaker": c.speaker}
+                         for c in self.live.channels],
+            "model": lm.name, "trained": lm.trained,
+            "store": {"requested": self.p["store"], "available": False}})
+        if self.p["store"]:
+            await self.send({"type": "warning", "code": "store_unavailable",
+                             "message": STORE_UNAVAILABLE})
+        ticker = asyncio.create_task(self._ticks())
+        try:
+            store = await self._receive()
+        except WebSocketDisconnect:
+            store = None
+        if store is None:  # the client left without "end": nothing to answer
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+            return
+        self._stop.set()
+        await asyncio.gather(ticker, return_exceptions=True)
+        final = await self.live.finish(await run_in_threadpool(self.live.final_spans),
+                                       self._submit_final)
+        final["stored"] = False
+        if store:
+            final["store"] = {"requested": True, "available": False,
+                              "reason": STORE_UNAVAILABLE}
+        await self.send(final)
+        await self.ws.close(1000)
+
+    async def _receive(self) -> bool | None:
+        """Audio until "end" (→ whether storing was asked) or a disconnect (→ None)."""
+        s = self.rt.settings
+        while True:
+            msg = await self.ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return None
+            data, text = msg.get("bytes"), msg.get("text")
+            if data is not None:
+                if len(data) > s.max_chunk_bytes:
+                    await self.error("chunk_too_large", f"an audio message of {len(data)} bytes; "
+                                     f"at most {s.max_chunk_bytes} (send smaller chunks)")
+                    await self.ws.close(1009)
+                    return None
+                try:
+                    self.live.append(self.decode(data))
+                except BadAudio as e:
+                    await self.error("bad_audio", str(e))
+                except StreamFull as e:
+                    await self.error("stream_full", f"{e}; ending the stream")
+                    return self.p["store"]
+            elif text is not None:
+                try:
+                    ctl = json.loads(text)
+                except ValueError:
+                    ctl = None
+                if not isinstance(ctl, dict) or ctl.get("type") != "end":
+                    await self.error("bad_message", 'text messages are JSON control messages; '
+                                     'the only one is {"type": "end"} (optional "store": true)')
+                    continue
+                return bool(ctl.get("store", self.p["store"]))
+
+    async def _ticks(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = self.rt.settings.tick_s
+        due = loop.time() + tick
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), max(0.0, due - loop.time()))
+                return  # ended while waiting: the final message follows
+            except asyncio.TimeoutError:
+                pass
+            try:
+                plans = await run_in_threadpool(self.live.plan)
+                await self.send(await self.live.tick(plans, self.rt.batcher.submit))
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                return  # the socket closed under us
+            except Exception as e:  # noqa: BLE001 — end this stream loudly, not the server
+                log.exception("stream %s: update failed", self.live.id)
+                await self._abort(f"the stream failed: {type(e).__name__}")
+                return
+            due += tick
+            late = loop.time() - due
+            if late > 0:  # a slow tick: skip the missed ones rather than burst
+                due += tick * (int(late // tick) + 1)
+
+    async def _abort(self, message: str) -> None:
+        try:
+            await self.error("internal", message)
+            await self.ws.close(1011)
+        except Exception:  # noqa: BLE001 — the socket is already gone
+            pass
+
+    async def _submit_final(self, waves):
+        """The end must not be lost to a busy moment: wait for room in the queue."""
+        for _ in range(20):
+            try:
+                return await self.rt.batcher.submit(
+                    waves, timeout_s=max(60.0, self.rt.settings.request_timeout_s))
+            except (Overloaded, TimedOut) as e:
+                await asyncio.sleep(e.retry_after)
+        raise Overloaded("the model stayed too busy to finish the stream", 5)
+
+
+@router.websocket("/stream")
+async def stream(ws: WebSocket) -> None:
+    rt: Runtime | None = ws.app.state.runtime
+    await ws.accept()
+    if rt is None or rt.state != "ready":
+        await ws.send_json({"type": "error", "code": "not_ready",
+                            "message": "the model is not loaded yet"})
+        await ws.close(1013)
+        return
+    try:
+        params = parse_params(ws.query_params, rt.opts)
+    except BadRequest as e:
+        await ws.send_json({"type": "error", "code": "bad_request", "message": str(e)})
+        await ws.close(1008)
+        return
+    if rt.streams >= rt.settings.max_streams:
+        await ws.send_json({"type": "error", "code": "busy", "message":
+                            f"{rt.streams} streams are open, the most this server takes; "
+                            "try again later"})
+        await ws.close(1013)
+        return
+    rt.streams += 1
+    try:
+        await Connection(ws, rt, params).run()
+    except WebSocketDisconnect:
+        pass
+    except Exception as e:  # noqa: BLE001 — tell the client, keep serving the others
+        log.exception("stream failed")
+        try:
+            await ws.send_json({"type": "error", "code": "internal",
+                                "message": f"the stream failed: {type(e).__name__}"})
+            await ws.close(1011)
+        except Exception:  # noqa: BLE001 — the socket is already gone
+            pass
+    finally:
+        rt.streams -= 1

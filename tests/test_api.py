@@ -1,0 +1,237 @@
+"""The HTTP API: /v1/predict, health, loopback-only access, limits and the OpenAPI contract."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from api.app import create_app
+from api.runtime import Runtime, engine_run
+from api.batcher import Batcher
+from api.security import BindRefused, check_bind
+from api.settings import Settings
+from core.audio import decode
+from core.rules import load_rules
+from tests.audio_gen import write
+
+LOOPBACK = ("127.0.0.1", 40000)
+SETTINGS = Settings(model="tiny-random", device="cpu", max_upload_mb=2.0, max_clip_s=30.0)
+
+
+@pytest.fixture(scope="module")
+def client(model):
+    with TestClient(create_app(SETTINGS), client=LOOPBACK) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, speech, call_audio):
+    d = tmp_path_factory.mktemp("clips")
+    mono = write(d / "mono.wav", speech[:int(3.5 * 16000)])
+    return {"mono": mono, "stereo": write(d / "call.wav", call_audio),
+            "mp3": write(d / "mono.mp3", speech[:int(3.5 * 16000)], "mp3"),
+            "dup": write(d / "dup.wav", np.stack([speech[:16000 * 2]] * 2)),
+            "short": write(d / "short.wav", speech[:int(0.2 * 16000)]),
+            "long": write(d / "ten-minutes.flac", np.zeros(16000 * 600, np.float32), "flac")}
+
+
+def post(client, path, name=None, content_type="audio/wav", **params):
+    data = path.read_bytes() if hasattr(path, "read_bytes") else path
+    return client.post("/v1/predict", params=params,
+                       files={"audio": (name or getattr(path, "name", "clip"), data,
+                                        content_type)})
+
+
+def direct(model, path) -> list:
+    """What the engine says about each channel of the file, without the API."""
+    return engine_run(model, None)(list(decode(path).samples))
+
+
+def test_predict_mono_is_the_seed_json(client, clips, model):
+    r = post(client, clips["mono"])
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert list(a)[:7] == ["emotion", "confidence", "scores", "fallback_action",
+                           "suggested_response", "channel", "speaker"]
+    assert a["model"] == "tiny-random" and a["trained"] is False and "channels" not in a
+    assert abs(sum(a["scores"].values()) - 1) < 1e-3 and len(a["scores"]) == 9
+    ref = direct(model, clips["mono"])[0].scores
+    assert np.allclose(list(a["scores"].values()), ref, atol=2e-4)
+    assert a["emotion"] == max(a["scores"], key=a["scores"].get)
+    rules = load_rules()
+    wanted = "unknown" if a["fallback_action"] else a["emotion"]
+    assert a["suggested_response"] == rules.response(wanted, "en")
+    assert "curve" not in a and "embedding" not in a
+
+
+def test_predict_frame_embedding_zh(client, clips, model):
+    r = post(client, clips["mp3"], granularity="frame", embedding="true", lang="zh")
+    assert r.status_code == 200, r.text
+    a = r.json()
+    probs = np.array(a["curve"]["probs"])
+    assert probs.shape == (len(a["curve"]["t_s"]), 9) and abs(len(probs) - 35) <= 1
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-3)
+    assert len(a["embedding"]) == model.dim
+    wanted = "unknown" if a["fallback_action"] else a["emotion"]
+    assert a["suggested_response"] == load_rules().responses_zh[wanted]
+
+
+def test_predict_stereo_answers_per_channel(client, clips, model):
+    r = post(client, clips["stereo"])
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert "emotion" not in a
+    assert [c["speaker"] for c in a["channels"]] == ["agent", "customer"]
+    for c, ref in zip(a["channels"], direct(model, clips["stereo"])):
+        assert np.allclose(list(c["scores"].values()), ref.scores, atol=2e-4)
+    named = post(client, clips["stereo"], roles="caller,advisor").json()
+    assert [c["speaker"] for c in named["channels"]] == ["caller", "advisor"]
+    # The same signal on both channels is one speaker, answered once.
+    assert post(client, clips["dup"]).json()["speaker"] == "speaker"
+
+
+@pytest.mark.parametrize("what, status, says", [
+    ("random", 422, "noise.wav: "),
+    ("empty", 422, "empty file"),
+    ("short", 422, "too short"),
+    ("long", 422, "at most 30 s"),
+    ("text_part", 415, "not audio"),
+    ("raw_body", 415, "multipart/form-data"),
+    ("oversize", 413, "limited to 2 MiB"),
+    ("oversize_streamed", 413, "goes past that"),
+    ("bad_lang", 422, "lang"),
+])
+def test_bad_input_is_a_clear_4xx_and_the_server_goes_on(client, clips, what, status, says):
+    rng = np.random.default_rng(0)
+    if what == "random":
+        r = post(client, rng.bytes(50_000), name="noise.wav")
+    elif what == "empty":
+        r = post(client, b"", name="empty.wav")
+    elif what == "text_part":
+        r = post(client, b"hello", name="notes.txt", content_type="text/plain")
+    elif what == "raw_body":
+        r = client.post("/v1/predict", content=clips["mono"].read_bytes(),
+                        headers={"content-type": "audio/wav"})
+    elif what == "oversize":
+        r = post(client, rng.bytes(3 * 2**20), name="huge.wav")
+    elif what == "oversize_streamed":  # no Content-Length: cut off while it streams in
+        head = (b'--b\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n'
+                b'Content-Type: audio/wav\r\n\r\n')
+        r = client.post("/v1/predict", content=iter([head] + [bytes(2**16)] * 48),
+                        headers={"content-type": "multipart/form-data; boundary=b"})
+    elif what == "bad_lang":
+        r = post(client, clips["mono"], lang="fr")
+    else:
+        r = post(client, clips[what])
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert says in detail and "\n" not in detail
+    assert post(client, clips["mono"]).status_code == 200
+
+
+def test_hostile_filename_is_not_echoed_raw(client):
+    r = post(client, b"\x00" * 1000, name="../../etc/pass\nwd\x1b[31m.wav")
+    assert r.status_code == 422
+    name = r.json()["detail"].split(": ")[0]
+    assert name.endswith("wd[31m.wav") and "/" not in name and name.isprintable()
+
+
+def test_only_loopback_clients_and_loopback_binding(model):
+    with TestClient(create_app(SETTINGS), client=("203.0.113.7", 5000)) as remote:
+        assert remote.get("/v1/health/live").status_code == 200
+        r = post(remote, b"x", name="a.wav")
+        assert r.status_code == 403 and "loopback" in r.json()["detail"]
+        with pytest.raises(WebSocketDisconnect) as refused:
+            with remote.websocket_connect("/v1/stream"):
+                pass
+        assert refused.value.code == 1008
+    for host in ("127.0.0.1", "::1", "localhost"):
+        check_bind(host, None)
+    with pytest.raises(BindRefused, match="0.0.0.0"):
+        check_bind("0.0.0.0", None)
+
+
+def test_health_and_docs(client):
+    assert client.get("/v1/health/live").json() == {"status": "alive"}
+    ready = client.get("/v1/health/ready").json()
+    assert ready["status"] == "ready" and ready["model"] == "tiny-random"
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/v1/openapi.json").json()["paths"]
+    assert {"/v1/predict", "/v1/health/live", "/v1/health/ready"} <= set(paths)
+
+
+def test_full_queue_is_503_with_retry_after(model, clips):
+    """One request on the model (held), one waiting (the queue's only place), one too many."""
+    gate = threading.Event()
+    real = engine_run(model, None)
+
+    def held(waves):
+        gate.wait(20)
+        return real(waves)
+
+    settings = Settings(model="tiny-random", device="cpu", max_queue=1, max_wait_ms=0)
+    rules = load_rules()
+    from ingest.options import IngestOptions
+    rt = Runtime(settings, model, rules, IngestOptions(),
+                 Batcher(held, batch_seconds=30, max_wait_ms=0, max_queue=1, timeout_s=30))
+    codes = []
+    with TestClient(create_app(settings, runtime=rt), client=LOOPBACK) as c:
+        first = threading.Thread(target=lambda: codes.append(post(c, clips["mono"]).status_code))
+        first.start()
+        while rt.batcher.stats.requests == 0 and rt.batcher._running_s == 0:
+            time.sleep(0.01)  # the first is on the model
+        second = threading.Thread(target=lambda: codes.append(post(c, clips["mono"]).status_code))
+        second.start()
+        while rt.batcher.queued < 1:
+            time.sleep(0.01)
+        r = post(c, clips["mono"])
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
+        assert "waiting" in r.json()["detail"]
+        assert c.get("/v1/health/ready").status_code == 503
+        gate.set()
+        first.join()
+        second.join()
+        assert codes == [200, 200]
+        assert post(c, clips["mono"]).status_code == 200
+
+
+# -- the OpenAPI contract: generated requests never get a 5xx ------------------------------
+schemathesis = pytest.importorskip("schemathesis")
+from hypothesis import HealthCheck, settings as hyp_settings  # noqa: E402
+
+
+def _as_loopback(app):
+    """The generated requests come from schemathesis' in-process client, not a socket;
+    present them as a loopback peer so they reach the endpoints rather than the 403."""
+    async def wrapped(scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            scope = dict(scope, client=LOOPBACK)
+        await app(scope, receive, send)
+    return wrapped
+
+
+# Built at collection without starting the app (no model load); its lifespan starts with the
+# first generated request and ends when the process does.
+schema = schemathesis.openapi.from_dict(create_app(SETTINGS).openapi())
+schema.app = _as_loopback(create_app(SETTINGS))
+
+
+@schema.parametrize()
+@hyp_settings(max_examples=12, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+def test_openapi_contract_has_no_server_errors(case):
+    # Every check but "schema-valid data is accepted": random bytes fit `format: binary`
+    # and are rightly refused as not audio (422).
+    case.call_and_validate(excluded_checks=[schemathesis.checks.positive_data_acceptance])
+
+
+def test_cli_serve_refuses_other_addresses_without_authentication():
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    res = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--model", "tiny-random"])
+    assert res.exit_code == 2 and "refusing to listen on 0.0.0.0" in res.output

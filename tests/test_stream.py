@@ -1,0 +1,177 @@
+"""WS /v1/stream: live speech replayed in real time against offline analysis of the same audio."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from api.app import create_app
+from api.settings import Settings
+from core.rules import load_rules
+from core.types import SessionMeta
+from ingest.options import IngestOptions
+from ingest.pipeline import analyse, prepare
+from tests.audio_gen import silence, speak, write
+
+SR = 16_000
+# A tiny reference so the volatility rule (95th percentile of earlier values, at least 20 of
+# them) can fire: any two different utterances are further apart than 0.
+SETTINGS = Settings(model="tiny-random", device="cpu",
+                    volatility_reference={"customer": (0.0,) * 20})
+
+
+@pytest.fixture(scope="module")
+def client(model):
+    with TestClient(create_app(SETTINGS), client=("127.0.0.1", 40001)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def live_pcm() -> np.ndarray:
+    """Three short utterances with pauses, as 16-bit samples (what a phone line sends)."""
+    x = np.concatenate([speak("I need help with my bill."), silence(0.9),
+                        speak("It is wrong again."), silence(0.9),
+                        speak("Please fix it now."), silence(0.4)])
+    return (np.clip(x, -1, 1) * 32767).astype("<i2")
+
+
+def offline(tmp_path, pcm: np.ndarray, model):
+    """The same audio through ingest's own path: file → prepare → analyse."""
+    path = write(tmp_path / "same.wav", pcm.astype(np.float32) / 32768)
+    opts = IngestOptions(low_confidence=load_rules().confidence_threshold)
+    return analyse(prepare(path, SessionMeta(roles=("customer",)), opts), model, opts)
+
+
+def replay(ws, chunks, pace_s: float | None):
+    """Send chunks (in real time when pace_s is given) while collecting every message."""
+    got, at = [], []
+
+    def receive():
+        while True:
+            m = ws.receive_json()
+            got.append(m)
+            at.append(time.monotonic())
+            if m["type"] in ("final", "error"):
+                return
+
+    rx = threading.Thread(target=receive)
+    rx.start()
+    t0 = time.monotonic()
+    for i, c in enumerate(chunks):
+        ws.send_bytes(c)
+        if pace_s:
+            time.sleep(max(0.0, t0 + (i + 1) * pace_s - time.monotonic()))
+    ws.send_text(json.dumps({"type": "end"}))
+    rx.join(60)
+    return got, at
+
+
+def test_live_stream_in_real_time_matches_offline_analysis(client, live_pcm, model, tmp_path):
+    step = SR // 10  # 100 ms chunks, as a telephony feed sends them
+    chunks = [live_pcm[i:i + step].tobytes() for i in range(0, live_pcm.size, step)]
+    with client.websocket_connect("/v1/stream?role=customer&lang=zh&store=true") as ws:
+        ready = ws.receive_json()
+        assert ready["type"] == "ready" and ready["channels"] == [{"channel": 0,
+                                                                    "speaker": "customer"}]
+        warning = ws.receive_json()
+        assert warning["code"] == "store_unavailable"
+        msgs, at = replay(ws, chunks, pace_s=0.1)
+
+    updates = [m for m, _ in zip(msgs, at) if m["type"] == "update"]
+    times = [t for m, t in zip(msgs, at) if m["type"] == "update"]
+    final = msgs[-1]
+    duration = live_pcm.size / SR
+    assert len(updates) >= int(duration / 0.5) - 1
+    gaps = np.diff(times)
+    assert ((gaps > 0.3) & (gaps < 0.7)).all(), gaps  # every 0.5 s ± 0.2 s
+    assert [m["seq"] for m in updates] == list(range(1, len(updates) + 1))
+
+    # Live curve: in time order, never repeated, nine probabilities per point.
+    pts = [t for m in updates for t in m["channels"][0]["curve"]["t_s"]]
+    assert pts and pts == sorted(pts) and len(set(pts)) == len(pts)
+    assert all(len(p) == 9 for m in updates for p in m["channels"][0]["curve"]["probs"])
+    labelled = [m["channels"][0] for m in updates if m["channels"][0]["emotion"]]
+    assert labelled and all(c["suggested_response"] for c in labelled
+                            if not c["fallback_action"])
+
+    # Utterances closed live are final ones; volatility appears once two are closed, and the
+    # volatility rule (against the reference) fires once.
+    live = [(u["start_s"], u["end_s"]) for m in updates for u in m["channels"][0]["utterances"]]
+    assert len(live) >= 2
+    vols = [m["channels"][0]["volatility"] for m in updates]
+    assert vols[0] is None and vols[-1] is not None and vols[-1] > 0
+    alerts = [a for m in updates for a in m["alerts"]]
+    assert [a["rule"] for a in alerts] == ["volatility_p95"]
+    assert alerts[0]["speaker"] == "customer" and alerts[0]["severity"] == "medium"
+
+    # The end: the same utterances, labels and scores as offline ingest of the same audio.
+    assert final["type"] == "final" and final["stored"] is False
+    assert final["store"]["available"] is False
+    ref = offline(tmp_path, live_pcm, model)
+    assert [(u["start_s"], u["end_s"]) for u in final["utterances"]] == \
+        [(s.start_s, s.end_s) for s in ref.segments]
+    assert set(live) <= {(u["start_s"], u["end_s"]) for u in final["utterances"]}
+    for u, s in zip(final["utterances"], ref.segments):
+        assert u["emotion"] == s.label and u["speaker"] == "customer"
+        assert np.allclose(list(u["scores"].values()), s.scores, atol=2e-4)
+        assert u["fallback_action"] == s.fallback_action and u["flags"] == list(s.flags)
+    assert final["utterances"][0]["suggested_response"] in load_rules().responses_zh.values()
+    assert {m["speaker"] for m in final["metrics"]} == {"customer", "all"}
+    assert abs(final["duration_s"] - duration) < 1e-3
+
+
+def _opus_packets(x: np.ndarray) -> list[bytes]:
+    import av
+
+    enc = av.CodecContext.create("libopus", "w")
+    enc.sample_rate, enc.layout, enc.format = 48_000, "mono", "s16"
+    enc.time_base = Fraction(1, 48_000)
+    res = av.AudioResampler(format="s16", layout="mono", rate=48_000)
+    frame = av.AudioFrame.from_ndarray(x.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = SR
+    pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in res.resample(frame)
+                          + res.resample(None)])
+    out, n = [], 960  # 20 ms frames
+    for i in range(0, pcm.size - n + 1, n):
+        f = av.AudioFrame.from_ndarray(pcm[i:i + n].reshape(1, -1), format="s16", layout="mono")
+        f.sample_rate, f.pts, f.time_base = 48_000, i, Fraction(1, 48_000)
+        out += [bytes(p) for p in enc.encode(f)]
+    return out + [bytes(p) for p in enc.encode(None)]
+
+
+def test_opus_stream_finds_the_same_utterances(client, live_pcm, model, tmp_path):
+    packets = _opus_packets(live_pcm)
+    with client.websocket_connect("/v1/stream?encoding=opus&role=customer") as ws:
+        assert ws.receive_json()["type"] == "ready"
+        msgs, _ = replay(ws, packets, pace_s=None)  # as fast as it goes
+    final = msgs[-1]
+    assert final["type"] == "final"
+    ref = offline(tmp_path, live_pcm, model).segments
+    got = [(u["start_s"], u["end_s"]) for u in final["utterances"]]
+    assert len(got) == len(ref)  # lossy audio, same speech: the same turns within 0.1 s
+    assert all(abs(a - s.start_s) < 0.1 and abs(b - s.end_s) < 0.1
+               for (a, b), s in zip(got, ref))
+
+
+def test_bad_requests_get_a_reason(client):
+    with client.websocket_connect("/v1/stream?encoding=mp3") as ws:
+        err = ws.receive_json()
+        assert err["type"] == "error" and "encoding" in err["message"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1008
+    with client.websocket_connect("/v1/stream") as ws:
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_text("hello")
+        assert ws.receive_json()["code"] == "bad_message"  # not fatal
+        ws.send_bytes(np.zeros(SR, "<i2").tobytes())
+        ws.send_text(json.dumps({"type": "end"}))
+        while (m := ws.receive_json())["type"] != "final":
+            pass
+        assert m["utterances"] == [] and m["alerts"] == []
