@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from core import search as brute  # noqa: E402
 from core import vector_index as vx  # noqa: E402
+from core import vector_keys as vk  # noqa: E402
 
 MODEL = "synthetic-clustered"
 
@@ -111,8 +112,9 @@ import json, sys, time
 import numpy as np
 sys.path.insert(0, {root!r})
 from core import vector_index as vx
+from core import vector_keys as vk
 t0 = time.perf_counter()
-ix = vx.VectorIndex.open({path!r}, {model!r}, {dim}, vx.Fingerprint(*{fp}))
+ix = vx.VectorIndex.open({path!r}, {model!r}, {dim}, vk.Fingerprint(*{fp}))
 t1 = time.perf_counter()
 q = np.load({qpath!r})
 ix.search(q[0], 10)
@@ -126,7 +128,7 @@ print(json.dumps({{"open": t1 - t0, "first": t2 - t1, "next_p50": float(np.media
 """
 
 
-def cold_open(path: Path, dim: int, fp: vx.Fingerprint, qpath: Path, files: list[Path]) -> dict:
+def cold_open(path: Path, dim: int, fp: vk.Fingerprint, qpath: Path, files: list[Path]) -> dict:
     drop_cache(files)
     code = COLD_OPEN.format(root=str(ROOT), path=str(path), model=MODEL, dim=dim,
                             fp=(fp.count, fp.key_sum, fp.key_xor), qpath=str(qpath))
@@ -147,7 +149,7 @@ def run_size(n: int, args, work: Path) -> dict:
     Q = np.concatenate(list(clustered(args.queries, dim, args.clusters, args.rank, args.seed,
                                       offset=n))).astype(np.float32)
     ids = [f"s{i // 100:09d}-c{i % 2}-{i % 100:05d}" for i in range(n)]
-    keys = vx.keys_for(ids)
+    keys = vk.keys_for(ids)
     print(f"data {time.perf_counter() - t:.1f} s", flush=True)
 
     # Build: the writer path (create, add in batches, save).
@@ -170,7 +172,7 @@ def run_size(n: int, args, work: Path) -> dict:
     print(f"build {build_s:.1f} s (add {t_add:.1f}, save {build_s - t_add:.1f}); files "
           + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in size.items()), flush=True)
 
-    fp = vx.Fingerprint.of(keys)
+    fp = vk.Fingerprint.of(keys)
     qpath = work / "queries.npy"
     np.save(qpath, Q)
     cold = cold_open(path, dim, fp, qpath, files)
@@ -208,7 +210,7 @@ def run_size(n: int, args, work: Path) -> dict:
     t_load = time.perf_counter() - t
     new = np.concatenate(list(clustered(1000, dim, args.clusters, args.rank, args.seed,
                                         offset=n + args.queries)))
-    w.add(vx.keys_for(f"new-{i}" for i in range(1000)), new)
+    w.add(vk.keys_for(f"new-{i}" for i in range(1000)), new)
     w.remove(keys[:1000])
     t_mod = time.perf_counter() - t - t_load
     w.save()

@@ -49,22 +49,27 @@ class _Space:
 
     def __init__(self, sample: np.ndarray, n_components: int, seed: int):
         from sklearn.decomposition import PCA
-        n_components = min(n_components, sample.shape[1], max(1, sample.shape[0] - 1))
-        self.pca = PCA(n_components=n_components, svd_solver="randomized", random_state=seed)
-        self.pca.fit(sample)
+        self.pca = None
+        if sample.shape[1] > n_components and sample.shape[0] > n_components:
+            self.pca = PCA(n_components=n_components, random_state=seed).fit(sample)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return _unit(self.pca.transform(_unit(x)))
+        x = _unit(x)
+        return x if self.pca is None else _unit(self.pca.transform(x))
 
 
 def _kmeans(z: np.ndarray, k: int, seed: int):
     from sklearn.cluster import MiniBatchKMeans
-    return MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=4096,
-                           max_iter=200, reassignment_ratio=0.0).fit(z)
+    from threadpoolctl import threadpool_limits
+    # One thread: mini-batches are small, and OpenMP workers spinning on a busy 2-core machine
+    # made fits ~5x slower than a single thread.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=4096,
+                               max_iter=200, reassignment_ratio=0.0).fit(z)
 
 
 def choose_k(z: np.ndarray, candidates=K_CANDIDATES, seed: int = 0,
-             subsample: int = 4000) -> tuple[int, dict]:
+             subsample: int = 2000) -> tuple[int, dict]:
     """The candidate k with the best cosine silhouette on a seeded subsample (ties: smaller k)."""
     from sklearn.metrics import silhouette_score
     ks = [k for k in candidates if 2 <= k <= max(2, len(z) // 10)]

@@ -22,10 +22,8 @@ int8 distances cost ~5 points of recall@10. The key-sorted float16 matrix gives 
 bulk: ANN candidates are re-ranked with it, and selective filters are answered exactly from it.
 int8 halves the graph's file and speeds up both building and traversal.
 
-Keys: the first 16 hex digits of md5(segment_id), read as an unsigned 64-bit integer. DuckDB
-computes the same number (`KEY_SQL`), so the store asks SQL for the keys a filter admits without
-a new column. (DuckDB's md5_number_lower reads bytes 8-15 little-endian, which is not what its
-name suggests; the hex form reads the same in any engine.)
+Keys are core.vector_keys' 64-bit hashes of segment ids, which DuckDB computes too, so the
+store asks SQL for the keys a filter admits, and for the fingerprint of the rows it holds.
 
 Writers and readers: `open()` maps the files read-only; a writer opens with writable=True, which
 loads the graph into RAM (a mapped usearch index must never be modified), applies add/remove,
@@ -42,56 +40,16 @@ import os
 import re
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from core.vector_keys import Fingerprint
+
 FORMAT = 1
-# The key of a segment id in DuckDB SQL; `key_of` computes the same in Python.
-KEY_SQL = "('0x' || md5({col})[1:16])::UBIGINT"
-_MASK64 = (1 << 64) - 1
-_FREE_KEY = _MASK64  # usearch reserves the all-ones key for empty slots
-
-
-def key_of(segment_id: str) -> int:
-    return int(hashlib.md5(segment_id.encode("utf-8")).hexdigest()[:16], 16)
-
-
-def keys_for(segment_ids: Iterable[str]) -> np.ndarray:
-    return np.fromiter((key_of(s) for s in segment_ids), dtype=np.uint64)
-
-
-def key_sql(col: str = "segment_id") -> str:
-    return KEY_SQL.format(col=col)
-
-
-def fingerprint_sql(relation: str, id_column: str = "segment_id") -> str:
-    """SQL giving (count, key_sum, key_xor) of the keys of `relation`'s rows — the same numbers as
-    Fingerprint.of(keys). `relation` is a table name or a parenthesised subquery."""
-    return (f"SELECT count(*)::UBIGINT, coalesce(sum(k) % {1 << 64}, 0)::UBIGINT, "
-            f"coalesce(bit_xor(k), 0)::UBIGINT FROM (SELECT {key_sql(id_column)} AS k "
-            f"FROM {relation})")
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """Which rows an index holds, cheap to compute on both sides: count, sum mod 2^64, xor."""
-    count: int
-    key_sum: int
-    key_xor: int
-
-    @classmethod
-    def of(cls, keys: np.ndarray) -> "Fingerprint":
-        k = np.asarray(keys, dtype=np.uint64)
-        # uint64 addition wraps, which is exactly the sum mod 2^64.
-        return cls(int(k.size), int(np.add.reduce(k, dtype=np.uint64)) if k.size else 0,
-                   int(np.bitwise_xor.reduce(k)) if k.size else 0)
-
-    @classmethod
-    def from_row(cls, row) -> "Fingerprint":
-        return cls(*(int(v or 0) for v in row))
+_FREE_KEY = (1 << 64) - 1  # usearch reserves the all-ones key for empty slots
 
 
 class IndexUnusable(Exception):
@@ -331,6 +289,16 @@ class VectorIndex:
             raise IndexCorrupt(path, f"graph holds {len(graph)} vectors, manifest {count}")
         return cls(path, manifest, graph, keys, vecs, writable, lock)
 
+    def tune(self, **changes) -> "VectorIndex":
+        """Change search settings of this open index (expansion_search, rerank, exact_limit,
+        max_candidates); the graph's build settings stay as saved."""
+        fixed = {"connectivity", "expansion_add"} & set(changes)
+        if fixed:
+            raise ValueError(f"{', '.join(sorted(fixed))} are fixed when the graph is built")
+        self.params = replace(self.params, **changes)
+        self._graph.expansion_search = self.params.expansion_search
+        return self
+
     def refreshed(self, expected: Fingerprint | None = None,
                   stamp: str | None = None) -> "VectorIndex":
         """This index, or the newer generation a writer has saved since it was opened."""
@@ -532,9 +500,10 @@ class VectorIndex:
         """Saved rows that still count plus new rows, sorted by key, written as .npy files."""
         old = np.asarray(self._keys)
         keep = ~_member(self._dead, old) if self._dead.size else np.ones(old.size, bool)
-        new_keys, new_vecs = (self._new_rows() if self._pending.size
-                              else (np.zeros(0, np.uint64), np.zeros((0, self.dim), np.float16)))
-        keys = np.concatenate([old[keep], new_keys])
+        # New rows are read from their chunks in place: no extra copy of a large build.
+        chunks = [c for c in self._chunks if c[0].size]
+        bounds = np.cumsum([0] + [c[0].size for c in chunks])
+        keys = np.concatenate([old[keep]] + [c[0] for c in chunks])
         order = np.argsort(keys, kind="stable")
         n_old = int(keep.sum())
         kept_rows = np.flatnonzero(keep)
@@ -549,7 +518,12 @@ class VectorIndex:
             if from_old.any():
                 block[from_old] = self._vecs[kept_rows[idx[from_old]]]
             if (~from_old).any():
-                block[~from_old] = new_vecs[idx[~from_old] - n_old]
+                at = np.flatnonzero(~from_old)
+                pos = idx[at] - n_old
+                which = np.searchsorted(bounds, pos, side="right") - 1
+                for ci in np.unique(which):
+                    m = which == ci
+                    block[at[m]] = chunks[ci][1][pos[m] - bounds[ci]]
             out[lo:lo + idx.size] = block
         out.flush()
         del out

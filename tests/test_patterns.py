@@ -20,7 +20,7 @@ def planted(n=3000, d=48, k=6, seed=0, noise=0.3):
 def test_planted_clusters_are_recovered_and_k_is_chosen():
     from sklearn.metrics import adjusted_rand_score
     X, truth = planted()
-    p = pt.find_patterns(X, seed=3, candidates=(3, 6, 9, 12), chunk=700)
+    p = pt.find_patterns(X, seed=3, candidates=(3, 6, 9, 12), chunk=700, n_components=16)
     assert p.k == 6 and max(p.scores, key=p.scores.get) == 6
     assert adjusted_rand_score(truth, p.labels) >= 0.98
     assert p.sizes.tolist() == np.bincount(p.labels).tolist()

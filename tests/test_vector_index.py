@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from core import vector_index as vx
+from core import vector_keys as vk
 
 MODEL = "iic/emotion2vec_plus_large"
 
@@ -48,7 +49,7 @@ def big(tmp_path_factory):
     """20,000 clustered 128-d vectors and their index, plus 200 held-out queries."""
     X, _ = clustered(20_200, 128, clusters=60, seed=1)
     ids = [f"s{i // 50:05d}-c{i % 2}-{i % 50:05d}" for i in range(20_000)]
-    keys = vx.keys_for(ids)
+    keys = vk.keys_for(ids)
     path = vx.index_path(tmp_path_factory.mktemp("big") / "store.duckdb", MODEL, 128)
     ix = vx.build(path, MODEL, 128, [(keys[:12_000], X[:12_000]), (keys[12_000:], X[12_000:20_000])])
     return ix, X[:20_000], keys, X[20_000:]
@@ -56,7 +57,7 @@ def big(tmp_path_factory):
 
 def small_index(tmp_path, n=2000, d=32, seed=0, params=vx.Params()):
     X, c = clustered(n, d, clusters=12, seed=seed)
-    keys = vx.keys_for(f"seg-{seed}-{i}" for i in range(n))
+    keys = vk.keys_for(f"seg-{seed}-{i}" for i in range(n))
     path = vx.index_path(tmp_path / "store.duckdb", MODEL, d)
     return vx.build(path, MODEL, d, [(keys, X)], params=params), X, keys, c
 
@@ -72,35 +73,35 @@ def test_python_and_sql_compute_the_same_keys_and_fingerprint():
     con.execute("CREATE TABLE segments (segment_id VARCHAR, team VARCHAR)")
     con.executemany("INSERT INTO segments VALUES (?, ?)",
                     [(s, "billing" if i % 3 == 0 else "support") for i, s in enumerate(ids)])
-    sql_keys = con.execute(f"SELECT {vx.key_sql()} FROM segments").fetchnumpy()
+    sql_keys = con.execute(f"SELECT {vk.key_sql()} FROM segments").fetchnumpy()
     sql_keys = next(iter(sql_keys.values()))
     assert sql_keys.dtype == np.uint64
-    assert np.array_equal(sql_keys, vx.keys_for(ids))
-    assert vx.key_of("ünïcödé-段落-🙂") == int(sql_keys[ids.index("ünïcödé-段落-🙂")])
+    assert np.array_equal(sql_keys, vk.keys_for(ids))
+    assert vk.key_of("ünïcödé-段落-🙂") == int(sql_keys[ids.index("ünïcödé-段落-🙂")])
     assert np.unique(sql_keys).size == len(ids)
-    fp = vx.Fingerprint.from_row(con.execute(vx.fingerprint_sql("segments")).fetchone())
-    assert fp == vx.Fingerprint.of(vx.keys_for(ids))
+    fp = vk.Fingerprint.from_row(con.execute(vk.fingerprint_sql("segments")).fetchone())
+    assert fp == vk.Fingerprint.of(vk.keys_for(ids))
     assert fp.count == len(ids) and fp.key_sum < 2**64
     # A filter's admitted keys come straight from SQL.
-    some = con.execute(f"SELECT {vx.key_sql()} FROM segments WHERE team = 'billing'").fetchall()
-    assert {k for (k,) in some} == {vx.key_of(s) for i, s in enumerate(ids) if i % 3 == 0}
-    empty = con.execute(vx.fingerprint_sql("(SELECT * FROM segments WHERE false)")).fetchone()
-    assert vx.Fingerprint.from_row(empty) == vx.Fingerprint.of(np.zeros(0, np.uint64))
+    some = con.execute(f"SELECT {vk.key_sql()} FROM segments WHERE team = 'billing'").fetchall()
+    assert {k for (k,) in some} == {vk.key_of(s) for i, s in enumerate(ids) if i % 3 == 0}
+    empty = con.execute(vk.fingerprint_sql("(SELECT * FROM segments WHERE false)")).fetchone()
+    assert vk.Fingerprint.from_row(empty) == vk.Fingerprint.of(np.zeros(0, np.uint64))
 
 
 def test_fingerprint_tells_apart_sets_of_one_size():
-    keys = vx.keys_for(f"s{i}" for i in range(100))
+    keys = vk.keys_for(f"s{i}" for i in range(100))
     other = keys.copy()
-    other[5] = vx.key_of("s-other")
-    assert vx.Fingerprint.of(keys) != vx.Fingerprint.of(other)
-    assert vx.Fingerprint.of(keys) == vx.Fingerprint.of(keys[::-1])
+    other[5] = vk.key_of("s-other")
+    assert vk.Fingerprint.of(keys) != vk.Fingerprint.of(other)
+    assert vk.Fingerprint.of(keys) == vk.Fingerprint.of(keys[::-1])
 
 
 # ---- recall -------------------------------------------------------------------------------
 
 def test_recall_at_10_on_20k_vectors(big):
     ix, X, keys, Q = big
-    assert len(ix) == 20_000 and ix.fingerprint() == vx.Fingerprint.of(keys)
+    assert len(ix) == 20_000 and ix.fingerprint() == vk.Fingerprint.of(keys)
     hits = [ix.search(q, 10) for q in Q]
     assert {h.method for h in hits} == {"ann"}
     rec = np.mean([len(set(h.keys) & set(exact(X, keys, q, 10))) / 10 for h, q in zip(hits, Q)])
@@ -130,7 +131,7 @@ def test_selective_filter_is_exact_and_returns_only_allowed(big):
 def test_broad_filter_goes_through_the_graph_and_returns_k(big, tmp_path):
     ix, X, keys, Q = big
     ann = vx.VectorIndex.open(ix.path, MODEL, 128)
-    ann.params = vx.Params(exact_limit=100)  # force the oversampled-ANN path
+    ann.tune(exact_limit=100)  # force the oversampled-ANN path
     rows = np.flatnonzero(np.random.default_rng(6).random(len(keys)) < 0.4)
     allowed = vx.Allowed.of(keys[rows])
     rec = []
@@ -145,7 +146,7 @@ def test_broad_filter_goes_through_the_graph_and_returns_k(big, tmp_path):
 def test_filter_far_from_the_query_falls_back_to_exact_and_still_returns_k(big):
     ix, X, keys, Q = big
     ann = vx.VectorIndex.open(ix.path, MODEL, 128)
-    ann.params = vx.Params(exact_limit=100, max_candidates=2048)
+    ann.tune(exact_limit=100, max_candidates=2048)
     q = Q[0]
     far = np.argsort(X @ q)[:6000]  # the 30 % of rows least like the query
     h = ann.search(q, 10, allowed=keys[far])
@@ -155,7 +156,7 @@ def test_filter_far_from_the_query_falls_back_to_exact_and_still_returns_k(big):
 
 def test_fewer_allowed_than_k_gives_all_of_them_and_unknown_keys_are_ignored(big):
     ix, X, keys, Q = big
-    allowed = np.concatenate([keys[[3, 99, 1234]], vx.keys_for(["not-indexed", "nor-this"])])
+    allowed = np.concatenate([keys[[3, 99, 1234]], vk.keys_for(["not-indexed", "nor-this"])])
     h = ix.search(Q[0], 10, allowed=allowed)
     assert sorted(h.keys.tolist()) == sorted(keys[[3, 99, 1234]].tolist())
     assert len(ix.search(Q[0], 10, allowed=np.zeros(0, np.uint64))) == 0
@@ -173,11 +174,11 @@ def test_exclude_drops_the_query_itself(big):
 
 def test_add_replace_remove_keep_search_equal_to_exact(tmp_path):
     ix, X, keys, _ = small_index(tmp_path)
-    fp0 = vx.Fingerprint.of(keys)
+    fp0 = vk.Fingerprint.of(keys)
     w = vx.VectorIndex.open(ix.path, MODEL, 32, expected=fp0, writable=True)
     rng = np.random.default_rng(9)
     new_X, _ = clustered(300, 32, clusters=12, seed=9)
-    new_keys = vx.keys_for(f"new-{i}" for i in range(300))
+    new_keys = vk.keys_for(f"new-{i}" for i in range(300))
     replaced = rng.choice(len(keys), 100, replace=False)
     repl_X, _ = clustered(100, 32, clusters=12, seed=10)
     removed = np.setdiff1d(rng.choice(len(keys), 200, replace=False), replaced)
@@ -185,7 +186,7 @@ def test_add_replace_remove_keep_search_equal_to_exact(tmp_path):
     assert w.add(new_keys, new_X) == 300
     w.add(keys[replaced], repl_X)
     assert w.remove(keys[removed]) == removed.size
-    assert w.remove(vx.keys_for(["never-there"])) == 0
+    assert w.remove(vk.keys_for(["never-there"])) == 0
 
     truth = {int(k): v for k, v in zip(keys, X)}
     truth.update({int(k): v for k, v in zip(keys[replaced], repl_X)})
@@ -199,7 +200,7 @@ def test_add_replace_remove_keep_search_equal_to_exact(tmp_path):
     def check(index):
         assert len(index) == len(truth)
         assert index.keys().tolist() == sorted(truth)
-        assert index.fingerprint() == vx.Fingerprint.of(tk)
+        assert index.fingerprint() == vk.Fingerprint.of(tk)
         queries = np.concatenate([X[removed[:10]], repl_X[:10], new_X[:10], X[:10]])
         rec = []
         pos = {int(key): i for i, key in enumerate(tk)}
@@ -227,7 +228,7 @@ def test_add_replace_remove_keep_search_equal_to_exact(tmp_path):
     w.save(stamp="run-2")
     check(w)
     w.close()
-    r = vx.VectorIndex.open(ix.path, MODEL, 32, expected=vx.Fingerprint.of(tk), stamp="run-2")
+    r = vx.VectorIndex.open(ix.path, MODEL, 32, expected=vk.Fingerprint.of(tk), stamp="run-2")
     check(r)
     # The old fingerprint no longer matches: a reader checking against it must rebuild.
     with pytest.raises(vx.IndexStale):
@@ -238,7 +239,7 @@ def test_readers_keep_working_and_pick_up_a_new_generation(tmp_path):
     ix, X, keys, _ = small_index(tmp_path)
     reader = vx.VectorIndex.open(ix.path, MODEL, 32)
     w = vx.VectorIndex.open(ix.path, MODEL, 32, writable=True)
-    w.add(vx.keys_for(["fresh"]), X[:1] * -1.0)
+    w.add(vk.keys_for(["fresh"]), X[:1] * -1.0)
     w.remove(keys[:1])
     w.save()
     w.close()
@@ -248,7 +249,7 @@ def test_readers_keep_working_and_pick_up_a_new_generation(tmp_path):
     assert reader.search(X[0], 1).keys[0] == keys[0]
     fresh = reader.refreshed()
     assert fresh.generation == reader.generation + 1
-    assert fresh.search(-X[0], 1).keys[0] == vx.key_of("fresh")
+    assert fresh.search(-X[0], 1).keys[0] == vk.key_of("fresh")
     assert keys[0] not in fresh.search(X[0], 10).keys
     assert fresh.refreshed() is fresh
 
@@ -290,7 +291,7 @@ def test_clear_errors_for_bad_vectors_and_queries(tmp_path):
 
 def test_open_refuses_missing_stale_other_model_wrong_dim_and_corrupt_files(tmp_path):
     ix, X, keys, _ = small_index(tmp_path)
-    path, fp = ix.path, vx.Fingerprint.of(keys)
+    path, fp = ix.path, vk.Fingerprint.of(keys)
     ix.close()
     del ix
     assert len(vx.VectorIndex.open(path, MODEL, 32, expected=fp)) == len(keys)
@@ -298,11 +299,11 @@ def test_open_refuses_missing_stale_other_model_wrong_dim_and_corrupt_files(tmp_
     with pytest.raises(vx.IndexMissing):
         vx.VectorIndex.open(tmp_path / "nowhere.json", MODEL, 32)
     with pytest.raises(vx.IndexStale):
-        vx.VectorIndex.open(path, MODEL, 32, expected=vx.Fingerprint.of(keys[1:]))
+        vx.VectorIndex.open(path, MODEL, 32, expected=vk.Fingerprint.of(keys[1:]))
     swapped = keys.copy()
-    swapped[0] = vx.key_of("someone-else")
+    swapped[0] = vk.key_of("someone-else")
     with pytest.raises(vx.IndexStale):
-        vx.VectorIndex.open(path, MODEL, 32, expected=vx.Fingerprint.of(swapped))
+        vx.VectorIndex.open(path, MODEL, 32, expected=vk.Fingerprint.of(swapped))
     with pytest.raises(vx.IndexStale):
         vx.VectorIndex.open(path, MODEL, 32, stamp="a later ingest")
     with pytest.raises(vx.IndexOtherModel):
