@@ -122,9 +122,10 @@ t2 = time.perf_counter()
 lat = []
 for v in q[1:21]:
     t = time.perf_counter(); ix.search(v, 10); lat.append(time.perf_counter() - t)
-rss = [l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1]
+st = {{l.split(":")[0]: int(l.split()[1]) / 1024 for l in open("/proc/self/status")
+      if l.startswith(("RssAnon", "RssFile"))}}
 print(json.dumps({{"open": t1 - t0, "first": t2 - t1, "next_p50": float(np.median(lat)),
-                  "rss_mb": int(rss) / 1024}}))
+                  "anon_mb": st["RssAnon"], "file_mb": st["RssFile"]}}))
 """
 
 
@@ -155,7 +156,7 @@ def run_size(n: int, args, work: Path) -> dict:
     # Build: the writer path (create, add in batches, save).
     path = vx.index_path(work / f"bench{n}.duckdb", MODEL, dim)
     params = vx.Params(connectivity=args.connectivity, expansion_add=args.expansion_add,
-                       expansion_search=args.expansion_search)
+                       expansion_search=args.expansion_search, rerank=args.rerank)
     t = time.perf_counter()
     w = vx.VectorIndex.create(path, MODEL, dim, params)
     for lo in range(0, n, 100_000):
@@ -177,7 +178,8 @@ def run_size(n: int, args, work: Path) -> dict:
     np.save(qpath, Q)
     cold = cold_open(path, dim, fp, qpath, files)
     print(f"cold open {cold['open'] * 1e3:.0f} ms, first query {cold['first'] * 1e3:.0f} ms, "
-          f"next p50 {cold['next_p50'] * 1e3:.1f} ms, child RSS {cold['rss_mb']:.0f} MiB",
+          f"next p50 {cold['next_p50'] * 1e3:.1f} ms; child memory: {cold['anon_mb']:.0f} MiB "
+          f"own, {cold['file_mb']:.0f} MiB mapped file pages",
           flush=True)
 
     ix = vx.VectorIndex.open(path, MODEL, dim, fp)
@@ -201,6 +203,14 @@ def run_size(n: int, args, work: Path) -> dict:
     rec_broad = recall([row_of(h.keys) for h in hits], list(exact_top(X16, Q, k, broad_rows)))
     methods = pd.Series([h.method for h in hits]).value_counts().to_dict()
     ok_broad = all(np.isin(h.keys, broad.keys).all() and len(h) == k for h in hits)
+    sweep = []
+    for ef, rr in (tuple(int(v) for v in pair.split(":")) for pair in args.sweep.split(",") if pair):
+        ix.tune(expansion_search=ef, rerank=rr)
+        lat, hs = latencies(lambda q: ix.search(q, k), Q)
+        sweep.append({"ef": ef, "rerank": rr, "p50": float(np.median(lat)),
+                      "p95": float(np.percentile(lat, 95)),
+                      "recall": recall([row_of(h.keys) for h in hs], list(truth))})
+        print("  sweep " + json.dumps(sweep[-1]), flush=True)
     del ix
     gc.collect()
 
@@ -238,7 +248,8 @@ def run_size(n: int, args, work: Path) -> dict:
     lat_bfm, _ = latencies(lambda q: brute.top_k(index, q, k, mask=mask), Q[:nb])
     del index, meta
     gc.collect()
-    shutil.rmtree(path.parent, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(path.parent, ignore_errors=True)
 
     p = lambda a, q: float(np.percentile(a, q))  # noqa: E731
     row = {"n": n, "build_s": build_s, "size_mib": sum(size.values()) / 2**20,
@@ -249,7 +260,7 @@ def run_size(n: int, args, work: Path) -> dict:
            "broad_recall": rec_broad, "broad_ok": ok_broad, "broad_methods": methods,
            "load_s": t_load, "update_s": t_upd, "modify_s": t_mod,
            "bf_p50": p(lat_bf, 50), "bf_p95": p(lat_bf, 95), "bfm_p50": p(lat_bfm, 50),
-           "bfm_p95": p(lat_bfm, 95)}
+           "bfm_p95": p(lat_bfm, 95), "sweep": sweep}
     print(json.dumps(row), flush=True)
     return row
 
@@ -298,16 +309,27 @@ def main() -> None:
     ap.add_argument("--connectivity", type=int, default=d.connectivity)
     ap.add_argument("--expansion-add", type=int, default=d.expansion_add)
     ap.add_argument("--expansion-search", type=int, default=d.expansion_search)
+    ap.add_argument("--rerank", type=int, default=d.rerank)
+    ap.add_argument("--sweep", default="64:3,128:3,256:3,512:3,128:6,256:6,512:6,256:10",
+                    help="ef_search:rerank pairs measured after the main run (empty: none)")
     ap.add_argument("--workdir", default=None, help="where index files go (default: a temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the index files")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="emoscope-sim-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"usearch HNSW i8 graph + f16 matrix; M={args.connectivity} "
-          f"ef_add={args.expansion_add} ef_search={args.expansion_search}; cores {os.cpu_count()}")
+          f"ef_add={args.expansion_add} ef_search={args.expansion_search} rerank={args.rerank}; "
+          f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
     rows = [run_size(n, args, work) for n in sizes]
     print()
     print(table(rows))
+    for r in rows:
+        if r["sweep"]:
+            print(f"\n{r['n']:,}: ef_search rerank   p50 ms   p95 ms  recall@10")
+            for w in r["sweep"]:
+                print(f"{'':>10}{w['ef']:>9}{w['rerank']:>7}{w['p50']:>9.2f}{w['p95']:>9.2f}"
+                      f"{w['recall']:>11.3f}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     print(f"recall: {rows[-1]['recall']:.3f}")

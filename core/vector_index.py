@@ -85,9 +85,9 @@ class IndexCorrupt(IndexUnusable):
 class Params:
     """HNSW settings (chosen on 1M × 1024 clustered vectors; see bench/similarity.py)."""
     connectivity: int = 16       # graph degree M
-    expansion_add: int = 128     # ef at construction
-    expansion_search: int = 64   # ef at query time
-    rerank: int = 3              # candidates fetched per wanted hit, re-scored exactly
+    expansion_add: int = 64      # ef at construction
+    expansion_search: int = 256  # ef at query time
+    rerank: int = 6              # candidates fetched per wanted hit, re-scored exactly
     exact_limit: int = 20_000    # allowed sets up to this size are searched exactly
     max_candidates: int = 8192   # oversampled ANN gives up past this and goes exact
 
@@ -380,20 +380,25 @@ class VectorIndex:
         return found, rows
 
     def _fetch(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found, float16 vectors) for keys, from new rows first, then saved rows."""
-        out = np.zeros((keys.size, self.dim), np.float16)
+        """(found, float16 vectors of the found keys in their order): new rows, then saved."""
         found, rows = self._locate(keys)
-        if found.any():
-            sel = np.flatnonzero(found)
-            order = np.argsort(rows[sel], kind="stable")  # ascending rows read the file in order
-            out[sel[order]] = self._vecs[rows[sel[order]]]
-        if self._pending.size:
-            new = _member(self._pending, keys)
-            if new.any():
-                pk, pv = self._new_rows()
-                out[new] = pv[np.searchsorted(pk, keys[new])]
-                found |= new
-        return found, out
+        new = _member(self._pending, keys) if self._pending.size else np.zeros(keys.shape, bool)
+        r = rows[found]
+        if r.size < 2 or np.all(r[1:] >= r[:-1]):
+            saved = np.asarray(self._vecs[r])  # one in-order gather (filters come sorted)
+        else:
+            order = np.argsort(r, kind="stable")
+            saved = np.empty((r.size, self.dim), np.float16)
+            saved[order] = self._vecs[r[order]]
+        if not new.any():
+            return found, saved
+        hit = found | new
+        out = np.empty((int(hit.sum()), self.dim), np.float16)
+        slot = np.cumsum(hit) - 1
+        out[slot[found]] = saved
+        pk, pv = self._new_rows()
+        out[slot[new]] = pv[np.searchsorted(pk, keys[new])]
+        return hit, out
 
     def _new_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """The new rows as one key-sorted (keys, float16 vectors) pair."""
@@ -591,7 +596,7 @@ class VectorIndex:
     def _score(self, q: np.ndarray, k: int, cand: np.ndarray, method: str) -> Hits:
         from usearch.index import search as brute_force
         found, vecs = self._fetch(cand)
-        cand, vecs = cand[found], vecs[found]
+        cand = cand[found]
         if cand.size == 0:
             return Hits(cand, np.zeros(0, np.float32), method)
         # SimSIMD's float16 kernels: numpy would first convert to float32, 5x slower.
