@@ -204,7 +204,8 @@ def run_size(n: int, args, work: Path) -> dict:
     methods = pd.Series([h.method for h in hits]).value_counts().to_dict()
     ok_broad = all(np.isin(h.keys, broad.keys).all() and len(h) == k for h in hits)
     sweep = []
-    for ef, rr in (tuple(int(v) for v in pair.split(":")) for pair in args.sweep.split(",") if pair):
+    pairs = [tuple(int(v) for v in pair.split(":")) for pair in args.sweep.split(",") if pair]
+    for ef, rr in pairs:
         ix.tune(expansion_search=ef, rerank=rr)
         lat, hs = latencies(lambda q: ix.search(q, k), Q)
         sweep.append({"ef": ef, "rerank": rr, "p50": float(np.median(lat)),

@@ -273,7 +273,8 @@ class VectorIndex:
             raise IndexCorrupt(path, "its keys do not match the manifest's fingerprint")
         if expected is not None and held != expected:
             raise IndexStale(path, f"it holds {held.count} rows, the store {expected.count}"
-                             if held.count != expected.count else "its rows differ from the store's")
+                             if held.count != expected.count
+                             else "its rows differ from the store's")
         if stamp is not None and manifest.get("stamp") != stamp:
             raise IndexStale(path, f"stamp {manifest.get('stamp')!r}, store {stamp!r}")
         p = Params(**manifest["params"])
@@ -562,7 +563,8 @@ class VectorIndex:
     def _ann(self, q: np.ndarray, k: int, allowed: Allowed | None, bar: Allowed) -> Hits:
         n = len(self)
         share = 1.0 if allowed is None else len(allowed) / n
-        count = min(n, max(k, int(np.ceil((k * self.params.rerank + len(bar)) / max(share, 1e-9)))))
+        want = (k * self.params.rerank + len(bar)) / max(share, 1e-9)
+        count = min(n, max(k, int(np.ceil(want))))
         method = "ann" if allowed is None else "ann-filtered"
         while True:
             with self._mutex:

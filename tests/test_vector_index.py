@@ -51,7 +51,8 @@ def big(tmp_path_factory):
     ids = [f"s{i // 50:05d}-c{i % 2}-{i % 50:05d}" for i in range(20_000)]
     keys = vk.keys_for(ids)
     path = vx.index_path(tmp_path_factory.mktemp("big") / "store.duckdb", MODEL, 128)
-    ix = vx.build(path, MODEL, 128, [(keys[:12_000], X[:12_000]), (keys[12_000:], X[12_000:20_000])])
+    batches = [(keys[:12_000], X[:12_000]), (keys[12_000:], X[12_000:20_000])]
+    ix = vx.build(path, MODEL, 128, batches)
     return ix, X[:20_000], keys, X[20_000:]
 
 
@@ -77,7 +78,8 @@ def test_python_and_sql_compute_the_same_keys_and_fingerprint():
     sql_keys = next(iter(sql_keys.values()))
     assert sql_keys.dtype == np.uint64
     assert np.array_equal(sql_keys, vk.keys_for(ids))
-    assert vk.key_of("ünïcödé-段落-🙂") == int(sql_keys[ids.index("ünïcödé-段落-🙂")])
+    odd = "ünïcödé-段落-🙂"
+    assert vk.key_of(odd) == int(sql_keys[ids.index(odd)])
     assert np.unique(sql_keys).size == len(ids)
     fp = vk.Fingerprint.from_row(con.execute(vk.fingerprint_sql("segments")).fetchone())
     assert fp == vk.Fingerprint.of(vk.keys_for(ids))
