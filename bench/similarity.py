@@ -311,7 +311,7 @@ def main() -> None:
     ap.add_argument("--expansion-add", type=int, default=d.expansion_add)
     ap.add_argument("--expansion-search", type=int, default=d.expansion_search)
     ap.add_argument("--rerank", type=int, default=d.rerank)
-    ap.add_argument("--sweep", default="64:3,128:3,256:3,512:3,128:6,256:6,512:6,256:10",
+    ap.add_argument("--sweep", default="256:3,512:3,1024:3,2048:3,1536:6",
                     help="ef_search:rerank pairs measured after the main run (empty: none)")
     ap.add_argument("--workdir", default=None, help="where index files go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the index files")

@@ -249,6 +249,8 @@ def test_readers_keep_working_and_pick_up_a_new_generation(tmp_path):
     assert len([f for f in files if f.endswith(".usearch")]) == 1  # old generation gone
     # The reader still answers from the generation it mapped (unlinked, not overwritten).
     assert reader.search(X[0], 1).keys[0] == keys[0]
+    keys_saved, vecs_saved = reader.saved_rows()
+    assert keys_saved.tolist() == sorted(keys.tolist()) and vecs_saved.dtype == np.float16
     fresh = reader.refreshed()
     assert fresh.generation == reader.generation + 1
     assert fresh.search(-X[0], 1).keys[0] == vk.key_of("fresh")
