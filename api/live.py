@@ -29,6 +29,7 @@ import pandas as pd
 
 from api.answers import curve, judge
 from api.batcher import Overloaded, TimedOut
+from api.stream_audio import wav_chunks
 from core import quality
 from core.alerts import session_alerts, streaks
 from core.audio import SAMPLE_RATE
@@ -277,12 +278,25 @@ class LiveStream:
         self.result = self.session(spans)
         return self._summary(self.result)
 
+    @property
+    def n_samples(self) -> int:
+        return min(ch.n for ch in self.channels)
+
+    def wav(self):
+        """The stream as the WAV file a stored stream is queued as (api.stream_audio)."""
+        return wav_chunks([ch.buf for ch in self.channels], self.n_samples,
+                          pcm16=self.encoding == "pcm16")
+
     def session(self, spans: list[tuple[Channel, list[Span]]]) -> SessionResult:
         """The stream as ingest records the same audio (`ingest.assemble.assemble`): segments
-        with quality flags and fallback, curves, ids from a hash of the samples — what a
-        session writer stores once `store=true` is wired."""
-        n = min(ch.n for ch in self.channels)
+        with quality flags and fallback, curves, and ids from the SHA-256 of the WAV file
+        `wav()` writes — so when the stream is stored (the worker ingests that file), the
+        session and its segments have these very ids."""
+        n = self.n_samples
         samples = np.stack([ch.buf[:n] for ch in self.channels])
+        digest = hashlib.sha256()
+        for part in self.wav():
+            digest.update(part)
         roles = tuple(ch.speaker for ch in self.channels)
         quality_ = []
         for (ch, found), x in zip(spans, samples):
@@ -291,7 +305,7 @@ class LiveStream:
                                            sum(e - s for s, e in found), flags))
         order = sorted(((ch.index, s, e) for ch, found in spans for s, e in found),
                        key=lambda t: (t[1], t[0]))
-        prep = Prepared(Path(f"{self.id}.pcm"), hashlib.sha256(samples.tobytes()).hexdigest(),
+        prep = Prepared(Path(f"{self.id}.wav"), digest.hexdigest(),
                         SessionMeta(roles=roles), samples=samples, codec=self.encoding,
                         rate=SAMPLE_RATE, roles=roles, channels=tuple(quality_), spans=order)
         outs = [self.channels[c].outputs[(s, e)] for c, s, e in order]

@@ -18,8 +18,8 @@ from typing import Callable
 
 from core import erasure, notes
 from core.audit import AuditLog
-from core.inbox import (SIDECAR, beat, check_inside, data_dir_of, read_sidecar, safe_ext,
-                        waiting)
+from core.inbox import (SIDECAR, beat, check_inside, data_dir_of, read_sidecar,
+                        requested_job_id, safe_ext, waiting)
 from core.errors import first_line
 from core.private import private_dir, tighten
 from core.settings import Retention
@@ -173,7 +173,8 @@ class Worker:
             original, meta, problem = read_sidecar(path)
             if problem:
                 meta = {"_problem": problem}
-            self.jobs.add(path.name, original, st.st_size, st.st_mtime_ns, meta)
+            self.jobs.add(path.name, original, st.st_size, st.st_mtime_ns, meta,
+                          requested_job_id(path))
             added += 1
         return added
 
