@@ -60,7 +60,9 @@ def create_app(settings: Settings = Settings(), runtime: Runtime | None = None) 
 
     app = FastAPI(title="Emoscope API", version="1", description=DESCRIPTION,
                   lifespan=lifespan, docs_url="/docs", redoc_url=None,
-                  openapi_url="/v1/openapi.json")
+                  openapi_url="/v1/openapi.json",
+                  # Any body route may meet a body it cannot parse (a broken multipart form).
+                  responses={400: {"model": Problem, "description": "Malformed request body"}})
     app.state.settings = settings
     app.state.runtime = None
     app.state.gate = Gate(settings.rules, settings.db)  # a broken emoscope.toml stops here
