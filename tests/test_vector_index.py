@@ -111,9 +111,12 @@ def test_recall_at_10_on_20k_vectors(big):
     for h in hits[:20]:
         assert len(h) == 10 and np.all(np.diff(h.similarity) <= 1e-6)
     # Stored vectors find themselves first, at similarity ~1.
-    firsts = [ix.search(X[i] * 5.0, 3) for i in range(0, 20_000, 100)]
-    assert np.mean([h.keys[0] == keys[i] for h, i in zip(firsts, range(0, 20_000, 100))]) >= 0.98
-    assert all(h.similarity[0] == pytest.approx(1.0, abs=2e-3) for h in firsts)
+    # (The graph is built by several threads, so which few miss themselves varies by run.)
+    rows = range(0, 20_000, 100)
+    firsts = [ix.search(X[i] * 5.0, 3) for i in rows]
+    found = [h for h, i in zip(firsts, rows) if h.keys[0] == keys[i]]
+    assert len(found) >= 0.98 * len(firsts)
+    assert all(h.similarity[0] == pytest.approx(1.0, abs=2e-3) for h in found)
 
 
 # ---- filtered search ----------------------------------------------------------------------
