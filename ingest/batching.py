@@ -41,6 +41,7 @@ class SegmentQueue:
         self.items: list[Waiting] = []
         self.held = 0  # samples waiting
         self.peak = 0
+        self.largest_put = 0
         self.closed = False
         self.last_put = time.monotonic()
         self._seq = 0
@@ -59,6 +60,7 @@ class SegmentQueue:
                 self._seq += 1
                 self.held += w.shape[0]
             self.peak = max(self.peak, self.held)
+            self.largest_put = max(self.largest_put, sum(w.shape[0] for w in waves))
             self.last_put = time.monotonic()
             self.cv.notify_all()
             return True
@@ -140,4 +142,5 @@ class SegmentQueue:
         return batch
 
     def stats(self) -> dict[str, Any]:
-        return {"peak_queued_s": self.peak / SAMPLE_RATE, "cap_s": self.cap / SAMPLE_RATE}
+        return {"peak_queued_s": self.peak / SAMPLE_RATE, "cap_s": self.cap / SAMPLE_RATE,
+                "largest_part_s": self.largest_put / SAMPLE_RATE}

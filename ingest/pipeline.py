@@ -8,7 +8,6 @@ store the same rows; every file ends ok, failed (with its reason) or skipped.
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from core.errors import first_line
+from core.manifest import resolved
 from core.names import shown
 from core.sessions import SessionWriter
 from core.types import SessionMeta, SessionResult
@@ -47,11 +47,7 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
 def meta_lookup(metadata: dict[Path, SessionMeta]) -> Callable[[Path], SessionMeta]:
     """Metadata by resolved path, else by bare name; a link that cannot resolve has none."""
     def meta_for(p: Path) -> SessionMeta:
-        try:
-            key = p.resolve()
-        except (OSError, RuntimeError):  # a symlink loop: Python 3.11 raises RuntimeError
-            key = Path(os.path.abspath(p))
-        return metadata.get(key, metadata.get(Path(p.name), SessionMeta()))
+        return metadata.get(resolved(p), metadata.get(Path(p.name), SessionMeta()))
     return meta_for
 
 

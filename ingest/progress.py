@@ -44,17 +44,17 @@ class CliProgress:
             self._bar.update(self._task, advance=1, hours=self._audio / 3600, speed=speed)
             if info["status"] == "failed":
                 self._bar.console.print(f"[red]failed[/] {escape(info['path'])}: "
-                                        f"{escape(info['error'] or '')}", highlight=False)
+                                        f"{escape(info['error'] or '')}", highlight=False, soft_wrap=True)
             elif info.get("note"):
                 self._bar.console.print(f"[yellow]flagged[/] {escape(info['path'])}: "
                                         f"{escape(info['note'])}",
-                                        highlight=False)
+                                        highlight=False, soft_wrap=True)
         elif event == "busy" and self._task is not None and info:
             stage = max(info, key=info.get)
             self._bar.update(self._task, stage=f"bottleneck: {stage} {100 * info[stage]:.0f}%")
         elif event == "waiting":
             self._bar.console.print(f"[yellow]waiting[/] the database has been locked by "
-                                    f"another process for {info['seconds']:.0f} s")
+                                    f"another process for {info['seconds']:.0f} s", soft_wrap=True)
 
 
 def print_summary(report: Report) -> None:
@@ -62,11 +62,11 @@ def print_summary(report: Report) -> None:
     speed = f" · {report.audio_s / report.wall_s:.1f}× real time" if report.audio_s else ""
     console.print(f"ok {len(report.ok)} · failed {len(report.failed)} · skipped "
                   f"{len(report.skipped)} (already stored) · {hours:.3f} audio h · "
-                  f"{report.wall_s:.1f} s wall{speed}", highlight=False)
+                  f"{report.wall_s:.1f} s wall{speed}", highlight=False, soft_wrap=True)
     for path, reason in report.failed:
-        console.print(f"  [red]✗[/] {escape(path)}: {escape(reason)}", highlight=False)
+        console.print(f"  [red]✗[/] {escape(path)}: {escape(reason)}", highlight=False, soft_wrap=True)
     for path, note in report.flagged:
-        console.print(f"  [yellow]![/] {escape(path)}: {escape(note)}", highlight=False)
+        console.print(f"  [yellow]![/] {escape(path)}: {escape(note)}", highlight=False, soft_wrap=True)
     if report.interrupted:
         console.print("[yellow]interrupted[/]: what was committed is kept; run again to finish "
                       "(stored files are skipped)")
@@ -76,7 +76,7 @@ def print_summary(report: Report) -> None:
     total = sum(t.values()) or 1.0
     # Stages overlap (prepare runs beside the model), so they can add up to more than the wall.
     console.print("stage time: " + " · ".join(f"{k} {v:.1f} s ({100 * v / total:.0f}%)"
-                                         for k, v in t.items()), highlight=False)
+                                         for k, v in t.items()), highlight=False, soft_wrap=True)
     if report.busy:
         console.print("busy: " + " · ".join(f"{k} {100 * v:.0f}%" for k, v in
-                                            report.busy.items()), highlight=False)
+                                            report.busy.items()), highlight=False, soft_wrap=True)

@@ -36,6 +36,16 @@ from ingest.prepool import PreparePool
 GROUP_MAX = 64  # sessions per commit at most
 
 
+def default_window(workers: int) -> int:
+    """Files in flight at most (dispatched, not yet committed)."""
+    return max(32, 8 * workers)
+
+
+def queue_cap_s(budget_s: float) -> float:
+    """Audio-seconds the segment queue may hold: a few batches, so the model can pick well."""
+    return max(4 * budget_s, 120.0)
+
+
 def default_workers() -> int:
     """Every core but one (which the model and the store share), at least one."""
     try:
@@ -68,12 +78,12 @@ class Streaming:
     def __init__(self, writer: SessionWriter, lm: LoadedModel, opts: IngestOptions,
                  force: bool, run_id: str, report: Report, progress,
                  workers: int | None = None, window: int | None = None, task=None,
-                 group_max: int = GROUP_MAX):
+                 group_max: int | None = None):
         self.writer, self.lm, self.opts, self.force = writer, lm, opts, force
         self.run_id, self.report, self.progress = run_id, report, progress
         self.workers = workers or default_workers()
-        self.window = window or max(32, 8 * self.workers)
-        self.task, self.group_max = task, group_max
+        self.window = window or default_window(self.workers)
+        self.task, self.group_max = task, group_max or GROUP_MAX
         self.cv = threading.Condition()
         self.active: dict[int, _File] = {}
         self.ready: list[tuple[int, int]] = []  # (file, part) with every output routed
@@ -93,7 +103,7 @@ class Streaming:
         if not n:
             return
         budget = batch_budget(self.lm, self.opts)
-        self.queue = SegmentQueue(budget, cap_s=max(4 * budget, 120.0))
+        self.queue = SegmentQueue(budget, cap_s=queue_cap_s(budget))
         task = self.task or PrepareTask(self.opts, None if self.force else
                                         self.writer.known_audio())
         self.started = time.perf_counter()

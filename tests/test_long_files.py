@@ -11,35 +11,10 @@ import numpy as np
 import pytest
 
 from core.store import Store
-from tests.audio_gen import silence, write
+from tests.audio_gen import silence, write, write_long
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def write_long(path: Path, seconds: int, burst: np.ndarray, every_min: int = 30) -> Path:
-    """Mostly digital silence with a speech burst every `every_min` minutes, as FLAC, written
-    a minute at a time (two hours take about 2 MB and a couple of seconds)."""
-    from fractions import Fraction
-
-    import av
-    sr = 16_000
-    with av.open(str(path), "w", format="flac") as out:
-        stream = out.add_stream("flac", rate=sr)
-        stream.layout, stream.format = "mono", "s16"
-        res = av.AudioResampler(format="s16", layout="mono", rate=sr)
-        for minute in range(seconds // 60):
-            x = np.zeros(60 * sr, np.float32)
-            if minute % every_min == 5:
-                x[sr:sr + burst.size] = burst
-            frame = av.AudioFrame.from_ndarray(x[None, :], format="fltp", layout="mono")
-            frame.sample_rate, frame.time_base, frame.pts = sr, Fraction(1, sr), minute * 60 * sr
-            for f in res.resample(frame):
-                for pkt in stream.encode(f):
-                    out.mux(pkt)
-        for pkt in stream.encode(None):
-            out.mux(pkt)
-    return path
 
 
 def test_block_path_matches_the_whole_file_path(tmp_path, model, speech, monkeypatch):
