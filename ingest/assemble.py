@@ -7,9 +7,11 @@ arrive, and `assemble` turns a prepared file and its analysed parts into a Sessi
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -47,6 +49,24 @@ def batch_budget(lm: LoadedModel, opts: IngestOptions) -> float:
         return float(opts.batch_seconds)
     from ingest.engine import default_batch_seconds
     return default_batch_seconds(lm.device)
+
+
+@contextlib.contextmanager
+def cpu_threads(lm: LoadedModel, spare: int) -> Iterator[int]:
+    """On CPU, run the model on the cores that `spare` other busy processes leave free (at
+    least one): more threads than free cores make every parallel step wait on a thread that is
+    not running. On a GPU nothing changes. Yields the thread count."""
+    import torch
+    if lm.device != "cpu":
+        yield torch.get_num_threads()
+        return
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, (cores or 1) - spare))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass

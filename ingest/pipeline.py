@@ -45,7 +45,7 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def meta_lookup(metadata: dict[Path, SessionMeta]) -> Callable[[Path], SessionMeta]:
-    """Metadata by resolved path, else by bare name; a link that cannot resolve has none."""
+    """Metadata by resolved path, else by bare name (a link loop by its own path)."""
     def meta_for(p: Path) -> SessionMeta:
         return metadata.get(resolved(p), metadata.get(Path(p.name), SessionMeta()))
     return meta_for

@@ -25,7 +25,7 @@ from core.errors import first_line
 from core.names import shown
 from core.sessions import SessionWriter
 from core.types import SessionMeta, SessionResult
-from ingest.assemble import analysed, assemble, batch_budget, run_model
+from ingest.assemble import analysed, assemble, batch_budget, cpu_threads, run_model
 from ingest.batching import SegmentQueue, Waiting
 from ingest.model import LoadedModel
 from ingest.options import IngestOptions
@@ -113,7 +113,8 @@ class Streaming:
         try:
             for t in threads:
                 t.start()
-            self._model_loop()
+            with cpu_threads(self.lm, spare=workers):
+                self._model_loop()
             threads[1].join()
         finally:
             self.stop.set()
