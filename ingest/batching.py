@@ -84,8 +84,10 @@ class SegmentQueue:
         return self.held / SAMPLE_RATE
 
     # -- the model -----------------------------------------------------------------------
-    def take(self, timeout: float | None = None) -> list[Waiting] | None:
-        """The next batch; None once closed and empty (or when `timeout` passes first: [])."""
+    def take(self, timeout: float | None = None, max_batches: int = 1) -> list[Waiting] | None:
+        """The next batch (up to `max_batches` full ones at once, in planned order, so the
+        model can queue one on the device while the previous one's results come back); None
+        once closed and empty, [] when `timeout` passes first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.cv:
             while True:
@@ -93,10 +95,10 @@ class SegmentQueue:
                     if self.closed:
                         return None
                 else:
-                    batch, full = self._choose()
+                    batches, full = self._choose(max_batches)
                     idle = time.monotonic() - self.last_put >= self.idle_s
                     if full or self.closed or idle:
-                        return self._pop(batch)
+                        return self._pop([w for b in batches for w in b])
                 wait = self.idle_s if self.items else 0.1
                 if deadline is not None:
                     left = deadline - time.monotonic()
@@ -121,16 +123,22 @@ class SegmentQueue:
             batches.append(cur)
         return batches
 
-    def _choose(self) -> tuple[list[Waiting], bool]:
-        """The batch to run next and whether it is full (the last planned one may grow)."""
+    def _choose(self, max_batches: int) -> tuple[list[list[Waiting]], bool]:
+        """The batches to run next and whether they are full (the last planned one may still
+        grow): the first full ones of the plan, with the oldest segment's batch among them
+        (its own batch, or the open one once it has waited MAX_ROUNDS takes). The engine plans
+        such a selection into these same batches: each is a run of the length order."""
         batches = self._plan()
         oldest = min(self.items, key=lambda w: w.seq)
         home = next(i for i, b in enumerate(batches) if any(w is oldest for w in b))
-        if home < len(batches) - 1 or oldest.rounds >= MAX_ROUNDS:
-            return batches[home], True
-        if len(batches) > 1:
-            return batches[0], True
-        return batches[-1], False
+        n_full = len(batches) - 1
+        due = home < n_full or oldest.rounds >= MAX_ROUNDS
+        if not n_full and not due:
+            return [batches[-1]], False
+        chosen = list(range(min(max_batches, n_full)))
+        if due and home not in chosen:
+            chosen = chosen[:max_batches - 1] + [home]
+        return [batches[i] for i in chosen], True
 
     def _pop(self, batch: list[Waiting]) -> list[Waiting]:
         taken = {id(w) for w in batch}

@@ -100,6 +100,15 @@ def test_segment_queue_fills_batches_to_the_budget_from_many_owners():
     assert max(len({w.key[0] for w in b}) for b in batches) >= 3
     padded = sum(len(b) * max(w.wave.size for w in b) for b in batches[:-1])
     assert padded / (len(batches) - 1) > 0.75 * 10 * SAMPLE_RATE  # full batches, not slivers
+    # Several full batches at once (the GPU's way): the same segments, three batches' worth.
+    q = SegmentQueue(budget_s=10.0, cap_s=1000.0, idle_s=60.0)
+    for owner, waves in sent.items():
+        q.put((owner, 0), waves)
+    q.close()
+    first = q.take(max_batches=3)
+    assert 2 * 10 * SAMPLE_RATE < sum(w.wave.size for w in first) <= 3 * 10 * SAMPLE_RATE
+    rest = [w for b in iter(q.take, None) for w in b]
+    assert sorted((w.key[0], w.index) for w in first + rest) == sorted(seen)
 
 
 def test_a_prepare_process_that_dies_fails_only_its_own_file(tmp_path, speech, model,
