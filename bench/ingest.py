@@ -227,8 +227,9 @@ def launch(args, executor: str, db: Path) -> dict:
         cmd += ["--batch-seconds", str(args.batch_seconds)]
     if args.serial_threads:
         cmd += ["--serial-threads", str(args.serial_threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
-                                                                   "PYTHONPATH": str(ROOT)})
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    res = subprocess.run(cmd, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": path})
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode != 0 or not lines:
         sys.exit(f"{executor} run failed:\n{res.stderr[-3000:]}")

@@ -2,15 +2,18 @@
 yields back through its own pipe.
 
 Started with forkserver (spawn where that is missing), never fork: the parent has loaded torch
-and started threads, and a prepare process must not carry either. A process that dies — killed,
+and started threads, and a prepare process must not carry either; nor does it run the parent's
+main module again (a task must live in an importable module). A process that dies — killed,
 out of memory, a crash in a codec — fails only the file it held, with the reason, and a fresh
 one takes its place. Each process ignores Ctrl-C (the parent decides how to stop) and leaves
 when its pipe closes, so a parent killed outright leaves nothing behind.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import signal
+import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterator
@@ -42,6 +45,27 @@ def _serve(conn: Connection, task: Task) -> None:
                                          f"{type(e).__name__}: {first_line(e)}"))
             except OSError:
                 return
+
+
+@contextlib.contextmanager
+def _main_left_behind():
+    """Start a process without it running the parent's main module again. multiprocessing
+    re-imports `__main__` in every child it starts; a prepare process needs nothing from it
+    (its task comes from an importable module), and the main module can be anything — a
+    script without a `__name__` guard, or a Streamlit page a test harness left in its place —
+    that must not run again in a prepare process."""
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__} \
+        if main is not None else {}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__dict__["__spec__"] = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
 
 
 @dataclass
@@ -78,7 +102,8 @@ class PreparePool:
         parent, child = self.ctx.Pipe()
         proc = self.ctx.Process(target=_serve, args=(child, self.task), daemon=True,
                                 name="emoscope-prepare")
-        proc.start()
+        with _main_left_behind():
+            proc.start()
         child.close()
         return _Slot(proc, parent)
 

@@ -129,20 +129,30 @@ def test_a_prepare_process_that_dies_fails_only_its_own_file(tmp_path, speech, m
     assert "b-dies.wav" not in set(stored) and len(stored) == 3  # its part never reached a row
 
 
-def test_prepare_processes_never_load_torch():
+def test_prepare_processes_never_load_torch_nor_rerun_the_main_module(tmp_path, monkeypatch):
+    """A prepare process imports no torch, and does not run the parent's main module again
+    (here a script that would die, as a Streamlit page left as `__main__` by a test harness
+    once did)."""
+    import types
+
     from ingest.prepool import PreparePool
     from tests.prepare_helpers import heavy_modules
+    script = tmp_path / "main_script.py"
+    script.write_text("raise SystemExit('the main module ran again')\n")
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
     pool = PreparePool(1, heavy_modules)
     try:
         pool.submit(pool.idle()[0], "probe", ())
         got, deadline = [], time.monotonic() + 120
-        while not any(kind == "done" for kind, _, _ in got):
+        while not any(kind in ("done", "died") for kind, _, _ in got):
             assert time.monotonic() < deadline
             got += list(pool.events(timeout=1.0))
     finally:
         pool.close()
-    assert [payload for kind, _, payload in got if kind == "item"] == [[]]
-    assert "torch" in sys.modules  # while this process (the model's) has it
+    assert [(kind, payload) for kind, _, payload in got] == [("item", []), ("done", None)]
+    assert fake_main.__file__ == str(script)  # left as it was
 
 
 def test_memory_stays_bounded_however_many_files_wait(tmp_path, speech, model, monkeypatch):
