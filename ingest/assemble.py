@@ -7,11 +7,10 @@ arrive, and `assemble` turns a prepared file and its analysed parts into a Sessi
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -51,22 +50,31 @@ def batch_budget(lm: LoadedModel, opts: IngestOptions) -> float:
     return default_batch_seconds(lm.device)
 
 
-@contextlib.contextmanager
-def cpu_threads(lm: LoadedModel, spare: int) -> Iterator[int]:
-    """On CPU, run the model on the cores that `spare` other busy processes leave free (at
-    least one): more threads than free cores make every parallel step wait on a thread that is
-    not running. On a GPU nothing changes. Yields the thread count."""
-    import torch
-    if lm.device != "cpu":
-        yield torch.get_num_threads()
-        return
-    before = torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(max(1, (cores or 1) - spare))
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
+class CpuShare:
+    """On CPU, the model's torch threads fitted to the cores other busy processes leave free
+    (at least one): more threads than free cores make every parallel step wait on a thread
+    that is not running, fewer leave cores idle. Refitted before each batch, restored at the
+    end; on a GPU it does nothing."""
+
+    def __init__(self, lm: LoadedModel):
+        import torch
+        self.torch, self.on = torch, lm.device == "cpu"
+        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+        self.before = torch.get_num_threads()
+
+    def fit(self, busy_elsewhere: int) -> None:
+        if self.on:
+            n = max(1, self.cores - busy_elsewhere)
+            if n != self.torch.get_num_threads():
+                self.torch.set_num_threads(n)
+
+    def __enter__(self) -> "CpuShare":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.on:
+            self.torch.set_num_threads(self.before)
 
 
 @dataclass

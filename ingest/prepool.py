@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterator
 
 from core.errors import first_line
 
 Task = Callable[..., Iterator[Any]]  # picklable; sent to each process once, at its start
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _serve(conn: Connection, task: Task) -> None:
@@ -152,6 +155,18 @@ class PreparePool:
         fresh = self._start()
         slot.process, slot.conn, slot.task = fresh.process, fresh.conn, None
         self.restarts += 1
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the live prepare processes have used so far (Linux /proc; None elsewhere)."""
+        total = 0.0
+        for slot in self.slots:
+            try:
+                fields = Path(f"/proc/{slot.process.pid}/stat").read_text().rsplit(")", 1)[1]
+            except (OSError, IndexError):
+                return None
+            ticks = fields.split()
+            total += (int(ticks[11]) + int(ticks[12])) / _TICKS  # utime + stime
+        return total
 
     def close(self) -> None:
         for s in self.slots:

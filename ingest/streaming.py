@@ -25,7 +25,7 @@ from core.errors import first_line
 from core.names import shown
 from core.sessions import SessionWriter
 from core.types import SessionMeta, SessionResult
-from ingest.assemble import analysed, assemble, batch_budget, cpu_threads, run_model
+from ingest.assemble import CpuShare, analysed, assemble, batch_budget, run_model
 from ingest.batching import SegmentQueue, Waiting
 from ingest.model import LoadedModel
 from ingest.options import IngestOptions
@@ -119,8 +119,8 @@ class Streaming:
         try:
             for t in threads:
                 t.start()
-            with cpu_threads(self.lm, spare=workers):
-                self._model_loop()
+            with CpuShare(self.lm) as share:
+                self._model_loop(share)
             threads[1].join()
         finally:
             self.stop.set()
@@ -202,17 +202,31 @@ class Streaming:
             self.queue.drop(f.idx)
 
     # -- the model: batches across files, outputs back to their files ---------------------
-    def _model_loop(self) -> None:
+    def _model_loop(self, share: CpuShare) -> None:
         per_call = batches_per_call(self.lm.device)
         while not self.stop.is_set():
             batch = self.queue.take(timeout=0.5, max_batches=per_call)
             if batch is None:
                 return
             if batch:
+                share.fit(self._prepare_cores())
                 t = time.perf_counter()
                 outs = self._infer(batch)
                 self.busy_s["model"] += time.perf_counter() - t
                 self._route(batch, outs)
+
+    def _prepare_cores(self) -> int:
+        """How many cores the prepare processes have kept busy lately (CPU time over wall time
+        since the last batch); the model's CPU threads get the rest. Where the processes' CPU
+        time cannot be read: those holding a file."""
+        used, now = self.pool.cpu_seconds(), time.perf_counter()
+        if used is None:
+            return self.pool.busy()
+        last = getattr(self, "_cpu_mark", None)
+        self._cpu_mark = (used, now)
+        if last is None or used < last[0] or now - last[1] < 1e-3:
+            return self.pool.busy()  # the first batch, or a process was replaced
+        return round((used - last[0]) / (now - last[1]))
 
     def _infer(self, batch: list[Waiting]) -> list:
         try:
