@@ -15,6 +15,7 @@ cap and one commit group, however many files are queued.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -226,7 +227,8 @@ class Streaming:
         self._cpu_mark = (used, now)
         if last is None or used < last[0] or now - last[1] < 1e-3:
             return self.pool.busy()  # the first batch, or a process was replaced
-        return round((used - last[0]) / (now - last[1]))
+        # A share of a core is a core taken: a thread more than the free cores stalls the rest.
+        return math.ceil((used - last[0]) / (now - last[1]) - 0.1)
 
     def _infer(self, batch: list[Waiting]) -> list:
         try:
