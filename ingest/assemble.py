@@ -62,12 +62,14 @@ class CpuShare:
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else (os.cpu_count() or 1)
         self.before = torch.get_num_threads()
+        self.batches_at: dict[int, int] = {}  # threads → batches run with that many
 
     def fit(self, busy_elsewhere: int) -> None:
         if self.on:
             n = max(1, self.cores - busy_elsewhere)
             if n != self.torch.get_num_threads():
                 self.torch.set_num_threads(n)
+            self.batches_at[n] = self.batches_at.get(n, 0) + 1
 
     def __enter__(self) -> "CpuShare":
         return self

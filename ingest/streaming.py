@@ -121,6 +121,7 @@ class Streaming:
             for t in threads:
                 t.start()
             with CpuShare(self.lm) as share:
+                self.share = share
                 self._model_loop(share)
             threads[1].join()
         finally:
@@ -154,6 +155,9 @@ class Streaming:
         self.report.timings["store"] += self.busy_s["store"]
         self.report.peaks = {"files_in_flight": self.peak_in_flight, "window": self.window,
                              **self.queue.stats(), "prepare_restarts": self.pool.restarts}
+        share = getattr(self, "share", None)
+        if share is not None and share.batches_at:
+            self.report.peaks["model_threads"] = dict(sorted(share.batches_at.items()))
 
     def _shares(self, workers: int, wall: float) -> dict[str, float]:
         return {"prepare": self.busy_s["prepare"] / (workers * wall),
