@@ -20,6 +20,7 @@ import numpy as np
 from core.audio import SAMPLE_RATE
 
 MAX_WASTE = 0.2
+IDLE_S = 0.02  # no new segment for this long: a part-full batch goes rather than the model idle
 MAX_ROUNDS = 8  # a segment passed over this many times goes next, full batch or not
 
 
@@ -34,10 +35,11 @@ class Waiting:
 
 class SegmentQueue:
     def __init__(self, budget_s: float, cap_s: float, max_waste: float = MAX_WASTE,
-                 idle_s: float = 0.02):
+                 idle_s: float | None = None):
         self.budget = int(budget_s * SAMPLE_RATE)
         self.cap = int(cap_s * SAMPLE_RATE)
-        self.max_waste, self.idle_s = max_waste, idle_s
+        self.max_waste = max_waste
+        self.idle_s = IDLE_S if idle_s is None else idle_s
         self.items: list[Waiting] = []
         self.held = 0  # samples waiting
         self.peak = 0
