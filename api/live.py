@@ -37,7 +37,8 @@ from core.metrics import fallback_action, rolling_volatility, segment_updates, s
 from core.rules import Rules
 from core.types import ChannelQuality, SessionMeta, SessionResult
 from ingest.options import IngestOptions
-from ingest.assemble import Prepared, assemble
+from ingest.assemble import analysed, assemble
+from ingest.prepare import Prepared, part_of
 from ingest.vad import VadStream
 
 Submit = Callable[[list[np.ndarray]], Awaitable[list]]
@@ -278,7 +279,7 @@ class LiveStream:
         return self._summary(self.result)
 
     def session(self, spans: list[tuple[Channel, list[Span]]]) -> SessionResult:
-        """The stream as ingest records the same audio (`ingest.assemble.assemble`): segments
+        """The stream as ingest records the same audio (`ingest.assemble`): segments
         with quality flags and fallback, curves, ids from a hash of the samples — what a
         session writer stores once `store=true` is wired."""
         n = min(ch.n for ch in self.channels)
@@ -289,13 +290,12 @@ class LiveStream:
             level, clipped, flags = quality.measure(x, SAMPLE_RATE)
             quality_.append(ChannelQuality(ch.index, ch.speaker, n / SAMPLE_RATE, level, clipped,
                                            sum(e - s for s, e in found), flags))
-        order = sorted(((ch.index, s, e) for ch, found in spans for s, e in found),
-                       key=lambda t: (t[1], t[0]))
+        part = part_of(samples, [(ch.index, s, e) for ch, found in spans for s, e in found])
         prep = Prepared(Path(f"{self.id}.pcm"), hashlib.sha256(samples.tobytes()).hexdigest(),
-                        SessionMeta(roles=roles), samples=samples, codec=self.encoding,
-                        rate=SAMPLE_RATE, roles=roles, channels=tuple(quality_), spans=order)
-        outs = [self.channels[c].outputs[(s, e)] for c, s, e in order]
-        return assemble(prep, outs, self.opts)
+                        SessionMeta(roles=roles), duration_s=n / SAMPLE_RATE, roles=roles,
+                        channels=tuple(quality_), codec=self.encoding, rate=SAMPLE_RATE)
+        outs = [self.channels[c].outputs[(s, e)] for c, s, e in part.spans]
+        return assemble(prep, [analysed(part, outs, self.opts)])
 
     def _summary(self, result: SessionResult) -> dict:
         duration = result.duration_s

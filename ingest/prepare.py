@@ -253,20 +253,25 @@ def _part(block: np.ndarray, offset_n: int, opts: IngestOptions, stats: list[_Ch
         found = [] if silent else speech_spans(x, opts)
         stats[ch].add(x, sum(e - s for s, e in found))
         spans.extend((ch, s, e) for s, e in found)
-    part = None
-    if spans:
-        spans.sort(key=lambda s: (s[1], s[0]))
-        cuts = [(ch, int(s * SAMPLE_RATE), int(e * SAMPLE_RATE)) for ch, s, e in spans]
-        bounds = np.concatenate([[0], np.cumsum([hi - lo for _, lo, hi in cuts])]).astype(np.int64)
-        audio = np.empty(int(bounds[-1]), np.float32)
-        marks = []
-        for (ch, lo, hi), at in zip(cuts, bounds[:-1].tolist()):
-            seg = audio[at:at + hi - lo]
-            seg[:] = block[ch, lo:hi]
-            marks.append(quality.measure(seg, SAMPLE_RATE))
-        part = Part(offset_n / SAMPLE_RATE, spans, marks, audio, bounds)
+    part = part_of(block, spans, offset_n) if spans else None
     timings["vad"] += time.perf_counter() - t
     return part
+
+
+def part_of(samples: np.ndarray, spans: list[tuple[int, float, float]],
+            offset_n: int = 0) -> Part:
+    """The Part of a stretch (channels × samples) given its speech spans (channel, start_s,
+    end_s): spans in time order, their samples packed end to end, each span's quality."""
+    spans = sorted(spans, key=lambda s: (s[1], s[0]))
+    cuts = [(ch, int(s * SAMPLE_RATE), int(e * SAMPLE_RATE)) for ch, s, e in spans]
+    bounds = np.concatenate([[0], np.cumsum([hi - lo for _, lo, hi in cuts])]).astype(np.int64)
+    audio = np.empty(int(bounds[-1]), np.float32)
+    marks = []
+    for (ch, lo, hi), at in zip(cuts, bounds[:-1].tolist()):
+        seg = audio[at:at + hi - lo]
+        seg[:] = samples[ch, lo:hi]
+        marks.append(quality.measure(seg, SAMPLE_RATE))
+    return Part(offset_n / SAMPLE_RATE, spans, marks, audio, bounds)
 
 
 def _whole_clip(samples: np.ndarray, stats: list[_Channel], timings: dict) -> Part:
