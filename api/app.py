@@ -5,17 +5,23 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api import predict, stream
+from api import predict, reports, sessions, stream, uploads
+from api.auth import Gate
 from api.batcher import Overloaded, TimedOut
 from api.limits import BodyLimit
+from api.references import References
 from api.runtime import Runtime, load_runtime
-from api.schemas import Health
+from api.schemas import Health, Problem
 from api.security import require_identity
 from api.settings import Settings
+from core.store import StoreBusy
 
 log = logging.getLogger(__name__)
 MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and part headers around the clip
@@ -25,10 +31,16 @@ DESCRIPTION = """Speech emotion (emotion2vec+, 9 labels) for clips and live conv
 * `POST /v1/predict` — one clip → emotion, confidence, 9 scores, fallback action and the
   suggested response; per channel for stereo.
 * `WS /v1/stream` — live 16 kHz PCM16 (or Opus) in, an update every 0.5 s out: curve, label,
-  rolling volatility over the last 5 utterances, alerts; a summary at the end. WebSockets do
-  not appear in OpenAPI; the protocol is in docs/api.md.
+  rolling volatility over the last 5 utterances, alerts; a summary at the end, and with
+  `store=true` a job that stores it. WebSockets do not appear in OpenAPI; the protocol is in
+  docs/api.md.
+* Stored sessions, each read through the caller's scope and recorded in the audit:
+  `POST /v1/sessions` (upload → job), `GET /v1/jobs/{id}`, `GET /v1/sessions`,
+  `GET /v1/sessions/{id}`, `GET /v1/sessions/{id}/audio`, `GET /v1/segments/{id}/similar`,
+  `GET /v1/reports`.
 
-Until authentication is configured the API serves loopback clients only."""
+Authentication: `Authorization: Bearer <API key or OIDC token>`. Until an identity provider or
+an API key is configured, the API serves loopback clients only, without credentials."""
 
 
 def create_app(settings: Settings = Settings(), runtime: Runtime | None = None) -> FastAPI:
@@ -48,11 +60,18 @@ def create_app(settings: Settings = Settings(), runtime: Runtime | None = None) 
 
     app = FastAPI(title="Emoscope API", version="1", description=DESCRIPTION,
                   lifespan=lifespan, docs_url="/docs", redoc_url=None,
-                  openapi_url="/v1/openapi.json")
+                  openapi_url="/v1/openapi.json",
+                  # Any body route may meet a body it cannot parse (a broken multipart form).
+                  responses={400: {"model": Problem, "description": "Malformed request body"}})
     app.state.settings = settings
     app.state.runtime = None
+    app.state.gate = Gate(settings.rules, settings.db)  # a broken emoscope.toml stops here
+    app.state.references = References(settings.db, settings.reference_refresh_s)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
-                       shown=f"{settings.max_upload_mb:g} MiB")
+                       shown=f"{settings.max_upload_mb:g} MiB", routes={
+                           ("POST", "/v1/sessions"): (
+                               settings.max_session_bytes + MULTIPART_OVERHEAD,
+                               f"{settings.max_session_mb:g} MiB")})
 
     health = APIRouter(prefix="/v1/health", tags=["health"])
 
@@ -83,6 +102,30 @@ def create_app(settings: Settings = Settings(), runtime: Runtime | None = None) 
     guarded = [Depends(require_identity)]
     app.include_router(predict.router, prefix="/v1", tags=["predict"], dependencies=guarded)
     app.include_router(stream.router, prefix="/v1", dependencies=guarded)
+    # Every error is {"detail": "one line"} (validation errors add "errors"); 401 when
+    # authentication is configured and the credentials are missing or wrong.
+    errors = {401: {"model": Problem, "description": "No or bad credentials"},
+              403: {"model": Problem, "description": "Not allowed for this caller"},
+              422: {"model": Problem, "description": "Invalid parameters"}}
+    for router, tag in ((uploads.router, "sessions"), (sessions.router, "sessions"),
+                        (reports.router, "reports")):
+        app.include_router(router, prefix="/v1", tags=[tag], dependencies=guarded,
+                           responses=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 405:  # Allow names every method of the path, not one route's
+            methods = set()
+            for route in request.app.router.routes:
+                if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
+                    methods |= route.methods
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(StoreBusy)
+    async def store_busy(request: Request, exc: StoreBusy):
+        return JSONResponse({"detail": "the database is busy (the worker is writing); retry "
+                                       "shortly"}, 503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Overloaded)
     @app.exception_handler(TimedOut)

@@ -9,15 +9,19 @@ class BodyLimit:
     so, else as soon as the streamed body passes the limit (the app then sees a disconnect and
     nothing it answers is sent)."""
 
-    def __init__(self, app, limit: int, shown: str):
+    def __init__(self, app, limit: int, shown: str,
+                 routes: dict[tuple[str, str], tuple[int, str]] | None = None):
         self.app, self.limit, self.shown = app, limit, shown  # shown: the limit in words
+        self.routes = routes or {}  # (method, path) → its own (limit, shown): uploads
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit, shown = self.routes.get((scope.get("method"), scope.get("path")),
+                                       (self.limit, self.shown))
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._reject(send, int(length))
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await self._reject(send, int(length), shown)
         seen, rejected = 0, False
 
         async def limited():
@@ -25,9 +29,9 @@ class BodyLimit:
             msg = await receive()
             if msg["type"] == "http.request" and not rejected:
                 seen += len(msg.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     rejected = True
-                    await self._reject(send, None)
+                    await self._reject(send, None, shown)
                     return {"type": "http.disconnect"}
             return msg
 
@@ -37,9 +41,9 @@ class BodyLimit:
 
         await self.app(scope, limited, guarded)
 
-    async def _reject(self, send, length: int | None) -> None:
+    async def _reject(self, send, length: int | None, shown: str) -> None:
         size = f"is {length} bytes" if length is not None else "goes past that"
-        body = json.dumps({"detail": f"uploads are limited to {self.shown}; this request body "
+        body = json.dumps({"detail": f"uploads are limited to {shown}; this request body "
                                      f"{size}"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),

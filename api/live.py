@@ -10,8 +10,9 @@ frame (`ingest.vad.VadStream`, the same numbers and shaping as offline ingest), 
   `context_s` before it — run through the model each tick while someone is speaking;
 * at the end the whole stream is segmented again exactly as `speech_spans` would segment it
   (so the utterances equal offline analysis of the same audio), the few utterances not yet
-  analysed are, the session is assembled by ingest's own `finish`, and its metrics and
-  alerts come from core as for a stored session.
+  analysed are, the session is assembled by ingest's own stages (`prepare.part_of`,
+  `assemble.analysed`, `assemble.assemble`), and its metrics and alerts come from core as
+  for a stored session.
 
 The model is reached only through `submit` (the batcher), so every stream's work shares the
 engine with every other request.
@@ -29,6 +30,7 @@ import pandas as pd
 
 from api.answers import curve, judge
 from api.batcher import Overloaded, TimedOut
+from api.stream_audio import wav_chunks
 from core import quality
 from core.alerts import session_alerts, streaks
 from core.audio import SAMPLE_RATE
@@ -278,12 +280,25 @@ class LiveStream:
         self.result = self.session(spans)
         return self._summary(self.result)
 
+    @property
+    def n_samples(self) -> int:
+        return min(ch.n for ch in self.channels)
+
+    def wav(self):
+        """The stream as the WAV file a stored stream is queued as (api.stream_audio)."""
+        return wav_chunks([ch.buf for ch in self.channels], self.n_samples,
+                          pcm16=self.encoding == "pcm16")
+
     def session(self, spans: list[tuple[Channel, list[Span]]]) -> SessionResult:
-        """The stream as ingest records the same audio (`ingest.assemble`): segments
-        with quality flags and fallback, curves, ids from a hash of the samples — what a
-        session writer stores once `store=true` is wired."""
-        n = min(ch.n for ch in self.channels)
+        """The stream as ingest records the same audio (`ingest.assemble`): segments with
+        quality flags and fallback, curves, and ids from the SHA-256 of the WAV file `wav()`
+        writes — so when the stream is stored (the worker ingests that file), the session and
+        its segments have these very ids."""
+        n = self.n_samples
         samples = np.stack([ch.buf[:n] for ch in self.channels])
+        digest = hashlib.sha256()
+        for part in self.wav():
+            digest.update(part)
         roles = tuple(ch.speaker for ch in self.channels)
         quality_ = []
         for (ch, found), x in zip(spans, samples):
@@ -291,7 +306,7 @@ class LiveStream:
             quality_.append(ChannelQuality(ch.index, ch.speaker, n / SAMPLE_RATE, level, clipped,
                                            sum(e - s for s, e in found), flags))
         part = part_of(samples, [(ch.index, s, e) for ch, found in spans for s, e in found])
-        prep = Prepared(Path(f"{self.id}.pcm"), hashlib.sha256(samples.tobytes()).hexdigest(),
+        prep = Prepared(Path(f"{self.id}.wav"), digest.hexdigest(),
                         SessionMeta(roles=roles), duration_s=n / SAMPLE_RATE, roles=roles,
                         channels=tuple(quality_), codec=self.encoding, rate=SAMPLE_RATE)
         outs = [self.channels[c].outputs[(s, e)] for c, s, e in part.spans]

@@ -28,7 +28,7 @@ router = APIRouter()
 
 # Declared part types that cannot be audio. Anything else (audio/*, video/* containers,
 # application/octet-stream, application/ogg, none) is left to the decoder to judge.
-_NOT_AUDIO = ("text/", "image/", "application/json", "application/xml", "application/pdf",
+NOT_AUDIO = ("text/", "image/", "application/json", "application/xml", "application/pdf",
               "multipart/", "font/", "model/")
 _ROLE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
@@ -139,7 +139,7 @@ async def predict(
     rt: Runtime = request.app.state.runtime
     s = rt.settings
     ctype = (audio.content_type or "").lower()
-    if ctype.startswith(_NOT_AUDIO):
+    if ctype.startswith(NOT_AUDIO):
         raise HTTPException(415, f"{shown_name(audio.filename)}: the part is {ctype}, not audio")
     clip = await run_in_threadpool(read_clip, audio.file, audio.filename, s.max_clip_s)
     if clip.duration_s < s.min_clip_s:

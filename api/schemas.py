@@ -69,3 +69,81 @@ class Health(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+# -- the store ------------------------------------------------------------------------------------
+class SessionRow(BaseModel):
+    session_id: str
+    file_name: str | None = None
+    status: str | None = None
+    error: str | None = None
+    when: str | None = Field(None, description="Recorded (else ingested) at, ISO 8601.")
+    duration_s: float | None = None
+    n_channels: int | None = None
+    agent_id: str | None = None
+    customer_id: str | None = None
+    team: str | None = None
+    tags: list[str] = []
+    speakers: list[str] = []
+    flags: list[str] = Field([], description="Quality flags and the rules that alerted.")
+    alerts: int = 0
+    severity: str | None = None
+    volatility: float | None = None
+    talk_s: float | None = None
+    negative_share: float | None = None
+    dominant: str | None = None
+
+
+class SessionPage(BaseModel):
+    total: int = Field(description="Sessions passing the filters.")
+    offset: int
+    limit: int
+    next_offset: int | None = Field(description="The offset of the next page; null on the last.")
+    sessions: list[SessionRow]
+
+
+class SessionDetail(BaseModel):
+    session: dict = Field(description="The session's metadata, status and quality.")
+    model: dict | None = Field(description="The model that analysed it and whether it was "
+                                           "trained.")
+    channels: list[dict]
+    segments: list[dict] = Field(description="Per segment: times, speaker, label, confidence, "
+                                             "9 scores, flags, fallback_action, rolling "
+                                             "volatility.")
+    curves: list[dict] | None = Field(description="Per channel: t_s and 9 probabilities per "
+                                                  "point, in the order of `labels`.")
+    metrics: list[dict] = Field(description="Per speaker and `all`: docs/metrics.md.")
+    alerts: list[dict]
+    notes: list[dict]
+
+
+class SimilarHit(BaseModel):
+    segment_id: str
+    session_id: str
+    speaker: str | None = None
+    label: str | None = None
+    confidence: float | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    team: str | None = None
+    when: str | None = None
+    similarity: float | None = None
+
+
+class SimilarAnswer(BaseModel):
+    segment: dict
+    searched: int = Field(description="Segments compared with (those the caller may see).")
+    similar: list[SimilarHit]
+
+
+class JobAnswer(BaseModel):
+    job_id: str
+    status: Literal["queued", "running", "done", "failed"]
+    original_name: str | None = None
+    error: str | None = None
+    session_id: str | None = Field(None, description="When done: GET /v1/sessions/{it}.")
+    attempts: int | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    metadata: dict | None = None

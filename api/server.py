@@ -5,6 +5,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from api.auth import Gate
 from api.security import check_bind
 from api.settings import DEFAULT_DB, Settings
 
@@ -17,8 +18,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | Path = DEFAULT_DB
     max_clip_s, tick_s, max_streams, rules, ...).
 
     Raises `api.security.BindRefused` (a ValueError, one-line message) for a non-loopback host
-    while no authentication is configured, and `TypeError` for an unknown option. A model that
-    cannot be loaded stops start-up with FunASR's reason (ingest.model.ModelUnavailable)."""
+    while no authentication is configured (no identity provider in [auth], no API key),
+    `core.settings.SettingsError` for a broken emoscope.toml or keys file, and `TypeError` for
+    an unknown option. A model that cannot be loaded stops start-up with FunASR's reason
+    (ingest.model.ModelUnavailable)."""
     import uvicorn
 
     from api.app import create_app
@@ -30,7 +33,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | Path = DEFAULT_DB
                         f"known: {', '.join(sorted(known))}")
     settings = Settings(host=host, port=port, db=Path(db), model=model, device=device,
                         **options)
-    check_bind(host, settings.auth)
+    check_bind(host, Gate(settings.rules, settings.db).required)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
                 ws_max_size=max(settings.max_chunk_bytes * 2, 1 << 16),

@@ -1,10 +1,20 @@
 """Every tunable of the HTTP API in one place."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_DB = Path("data/emoscope.duckdb")
+
+
+def _upload_mb() -> float:
+    """The dashboard's upload limit ($EMOSCOPE_UPLOAD_MB, else 500): one limit for uploads
+    wherever they come in."""
+    try:
+        return max(1.0, float(os.environ.get("EMOSCOPE_UPLOAD_MB", 500)))
+    except ValueError:
+        return 500.0
 
 
 @dataclass(frozen=True)
@@ -12,10 +22,13 @@ class Settings:
     # Where and what to serve
     host: str = "127.0.0.1"
     port: int = 8000
-    db: Path = DEFAULT_DB  # read by the session endpoints (not served yet)
+    db: Path = DEFAULT_DB  # read by the session endpoints; uploads queue in its inbox
+    inbox: Path | None = None  # None → inbox/ beside the database (the worker's default)
     model: str = "emotion2vec_plus_large"
     device: str = "auto"
-    rules: str | None = None  # emoscope.toml; None → $EMOSCOPE_RULES, ./emoscope.toml, defaults
+    # emoscope.toml: the rules and the settings ([access], [auth], [api], [storage]).
+    # None → $EMOSCOPE_CONFIG, $EMOSCOPE_RULES, ./emoscope.toml, defaults.
+    rules: str | None = None
 
     # Micro-batching: requests that arrive within max_wait_ms of the first one waiting, up to
     # batch_seconds of audio, share one forward pass. batching=False runs each request alone.
@@ -36,14 +49,22 @@ class Settings:
     max_streams: int = 16
     max_stream_s: float = 3600.0  # audio per stream; the whole stream is kept for the final pass
     max_chunk_bytes: int = 256 * 1024  # one WebSocket message of audio
-    # Earlier rolling volatilities per speaker role, for the volatility_percentile rule while
-    # streaming. Empty → the rule waits (as it does for a store without enough sessions).
+    # Earlier sessions' volatility per speaker role, for the volatility_percentile rule while
+    # streaming: read from the store through the streaming viewer's scope and read again every
+    # reference_refresh_s. A non-empty volatility_reference is used instead, as it is.
+    reference_refresh_s: float = 300.0
     volatility_reference: dict[str, tuple[float, ...]] = field(default_factory=dict,
                                                               compare=False, hash=False)
 
-    # Authentication. None → loopback clients only (see api.security).
-    auth: object | None = None
+    # The session endpoints
+    max_session_mb: float = field(default_factory=_upload_mb)  # POST /v1/sessions body
+    max_page: int = 500  # sessions per page of GET /v1/sessions
+    max_similar: int = 100  # k of GET /v1/segments/{id}/similar
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_session_bytes(self) -> int:
+        return int(self.max_session_mb * 1024 * 1024)

@@ -12,8 +12,14 @@ Protocol (docs/api.md has the full message shapes):
 
 Errors are {"type": "error", "code": ..., "message": ...}; fatal ones are followed by a close
 (1008 bad request, 1009 chunk too large, 1013 too many streams, 1011 internal error).
-Storing a finished stream as a session (`store=true`) needs the session writer: until it is
-wired, the server says so in a "warning" when asked at connect and in the final message.
+
+`store=true` (or "store": true in "end") keeps the conversation: the API does not write the
+database (the worker is its single writer), so the stream's audio goes into the worker's inbox
+as a WAV file with its sidecar (metadata, roles), exactly as an upload, and "final" carries
+the job: `"store": {"job_id": ..., "status": "queued"}`. The worker analyses it with its
+model — the API's, when both run the same one — and the stored segments are the final
+message's utterances, under the same ids. Supervisors and admins may store; a supervisor's
+stream is filed under one of their teams (`team=`).
 """
 from __future__ import annotations
 
@@ -22,23 +28,32 @@ import json
 import logging
 import re
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+import time
+
+from fastapi import APIRouter, Depends, HTTPException, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from api.answers import LANGS
 from api.batcher import Overloaded, TimedOut
+from api.context import Caller
 from api.live import LiveStream, StreamFull
 from api.runtime import Runtime
+from api.security import Identity, require_identity
 from api.stream_audio import ENCODINGS, BadAudio, decoder
+from api.uploads import Refused, queue_recording, upload_team
+from core import inbox
 from core.audio import SAMPLE_RATE
+from core.times import utc_now
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-STORE_UNAVAILABLE = ("storing a stream as a session is not available in this version; the "
-                     "final message carries every utterance, and nothing is kept on the server")
 _ROLE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+# Query parameters that describe the conversation, for a stored stream's session.
+METADATA = {"team": "team", "agent": "agent_id", "customer": "customer_id", "tags": "tags"}
 
 
 class BadRequest(ValueError):
@@ -47,7 +62,8 @@ class BadRequest(ValueError):
 
 def parse_params(q, opts) -> dict:
     """Query parameters → stream settings, or BadRequest naming the bad one."""
-    unknown = set(q.keys()) - {"role", "channels", "encoding", "sample_rate", "lang", "store"}
+    unknown = set(q.keys()) - {"role", "channels", "encoding", "sample_rate", "lang", "store",
+                               *METADATA}
     if unknown:
         raise BadRequest(f"unknown parameter(s): {', '.join(sorted(unknown))}")
     roles = tuple(r.strip() for r in q["role"].split(",")) if q.get("role") else ()
@@ -74,14 +90,19 @@ def parse_params(q, opts) -> dict:
     store = q.get("store", "false").lower()
     if store not in _TRUE | _FALSE:
         raise BadRequest("store must be true or false")
-    return {"roles": roles, "encoding": encoding, "lang": lang, "store": store in _TRUE}
+    meta = {key: q[param].strip() for param, key in METADATA.items() if q.get(param, "").strip()}
+    if any(len(v) > 400 for v in meta.values()):
+        raise BadRequest("team, agent, customer, tags: at most 400 characters each")
+    meta["tags"] = [t.strip() for t in meta.pop("tags", "").split(",") if t.strip()]
+    return {"roles": roles, "encoding": encoding, "lang": lang, "store": store in _TRUE,
+            "metadata": meta}
 
 
 class Connection:
     """One client: a receive loop (audio in) and a ticker (updates out)."""
 
-    def __init__(self, ws: WebSocket, rt: Runtime, params: dict):
-        self.ws, self.rt, self.p = ws, rt, params
+    def __init__(self, ws: WebSocket, rt: Runtime, params: dict, identity: Identity):
+        self.ws, self.rt, self.p, self.identity = ws, rt, params, identity
         s = rt.settings
         self.live = LiveStream(params["roles"], rt.rules, rt.opts, params["lang"],
                                s.stream_context_s, s.max_stream_s, s.volatility_reference,
@@ -89,6 +110,13 @@ class Connection:
         self.decode = decoder(params["encoding"], len(params["roles"]))
         self._send_lock = asyncio.Lock()
         self._stop = asyncio.Event()
+        self.started = utc_now()
+        self._reference_at = 0.0
+        try:  # who may store, under which team: decided at connect, said in "ready"
+            self.team = upload_team(identity.viewer, params["metadata"].get("team"))
+            self.store_refusal = None
+        except Refused as e:
+            self.team, self.store_refusal = None, e.detail
 
     async def send(self, msg: dict) -> None:
         async with self._send_lock:
@@ -105,10 +133,12 @@ class Connection:
             "channels": [{"channel": c.index, "speaker": c.speaker}
                          for c in self.live.channels],
             "model": lm.name, "trained": lm.trained,
-            "store": {"requested": self.p["store"], "available": False}})
-        if self.p["store"]:
-            await self.send({"type": "warning", "code": "store_unavailable",
-                             "message": STORE_UNAVAILABLE})
+            "store": {"requested": self.p["store"], "available": self.store_refusal is None}
+            | ({"reason": self.store_refusal} if self.store_refusal else {})})
+        if self.p["store"] and self.store_refusal:
+            await self.send({"type": "warning", "code": "store_refused",
+                             "message": f"this stream cannot be stored: {self.store_refusal}"})
+        await self._load_reference()
         ticker = asyncio.create_task(self._ticks())
         try:
             store = await self._receive()
@@ -122,12 +152,40 @@ class Connection:
         await asyncio.gather(ticker, return_exceptions=True)
         final = await self.live.finish(await run_in_threadpool(self.live.final_spans),
                                        self._submit_final)
-        final["stored"] = False
+        final["session_id"] = self.live.result.session_id if self.live.result else None
+        final["store"] = {"requested": bool(store)}
         if store:
-            final["store"] = {"requested": True, "available": False,
-                              "reason": STORE_UNAVAILABLE}
+            final["store"] |= await self._store()
         await self.send(final)
         await self.ws.close(1000)
+
+    async def _store(self) -> dict:
+        """Queue the stream for the worker (audited first); the job, or why not."""
+        if self.store_refusal:
+            return {"status": "refused", "reason": self.store_refusal}
+        if self.live.n_samples == 0:
+            return {"status": "refused", "reason": "no audio was received"}
+        rt, meta = self.rt, dict(self.p["metadata"])
+        meta.update(team=self.team, roles=list(self.p["roles"]),
+                    recorded_at=self.started.isoformat(timespec="seconds"))
+        c = Caller(self.identity, rt.settings, self.ws.app.state.gate.refresh().audio_root)
+        try:
+            job_id = await run_in_threadpool(
+                queue_recording, c, f"{self.live.id}.wav", self.live.wav(),
+                inbox.clean_metadata(meta), None)
+        except Refused as e:
+            return {"status": "failed", "reason": e.detail}
+        except HTTPException as e:  # the audit could not be written: nothing was queued
+            return {"status": "failed", "reason": str(e.detail)}
+        return {"job_id": job_id, "status": "queued"}
+
+    async def _load_reference(self) -> None:
+        """Earlier sessions' volatility for the volatility rule, through this caller's scope
+        (unless the settings fix one); read again every reference_refresh_s."""
+        self._reference_at = time.monotonic()
+        if not self.rt.settings.volatility_reference:
+            refs = self.ws.app.state.references
+            self.live.reference = await run_in_threadpool(refs.get, self.identity.viewer)
 
     async def _receive(self) -> bool | None:
         """Audio until "end" (→ whether storing was asked) or a disconnect (→ None)."""
@@ -172,6 +230,8 @@ class Connection:
             except asyncio.TimeoutError:
                 pass
             try:
+                if time.monotonic() - self._reference_at > self.rt.settings.reference_refresh_s:
+                    await self._load_reference()
                 plans = await run_in_threadpool(self.live.plan)
                 await self.send(await self.live.tick(plans, self.rt.batcher.submit))
             except (WebSocketDisconnect, RuntimeError, OSError):
@@ -204,7 +264,7 @@ class Connection:
 
 
 @router.websocket("/stream")
-async def stream(ws: WebSocket) -> None:
+async def stream(ws: WebSocket, identity: Identity = Depends(require_identity)) -> None:
     rt: Runtime | None = ws.app.state.runtime
     await ws.accept()
     if rt is None or rt.state != "ready":
@@ -226,7 +286,7 @@ async def stream(ws: WebSocket) -> None:
         return
     rt.streams += 1
     try:
-        await Connection(ws, rt, params).run()
+        await Connection(ws, rt, params, identity).run()
     except WebSocketDisconnect:
         pass
     except Exception as e:  # noqa: BLE001 — tell the client, keep serving the others

@@ -69,3 +69,31 @@ def decoder(encoding: str, channels: int):
     if encoding == "opus":
         return Opus(channels)
     raise BadAudio(f"encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
+
+
+# -- out: the stream as a WAV file, for the worker to store -----------------------------------
+def wav_chunks(channels: list[np.ndarray], n: int, pcm16: bool,
+               block: int = SAMPLE_RATE * 10):
+    """The first `n` samples of each channel as one WAV file, in pieces (header first), so an
+    hour of audio is never copied whole. pcm16 streams are written as 16-bit PCM — exactly the
+    samples received — and opus streams as 32-bit float, exactly the samples decoded: the
+    worker's decoder then reads back the very samples the live analysis saw."""
+    import struct
+
+    nch, width = len(channels), (2 if pcm16 else 4)
+    data = n * nch * width
+    fmt = struct.pack("<HHIIHH", 1 if pcm16 else 3, nch, SAMPLE_RATE,
+                      SAMPLE_RATE * nch * width, nch * width, 8 * width)
+    if pcm16:
+        chunks = b"fmt " + struct.pack("<I", 16) + fmt
+    else:  # IEEE float: an 18-byte fmt chunk and a fact chunk
+        chunks = (b"fmt " + struct.pack("<I", 18) + fmt + struct.pack("<H", 0)
+                  + b"fact" + struct.pack("<II", 4, n))
+    yield (b"RIFF" + struct.pack("<I", 4 + len(chunks) + 8 + data) + b"WAVE" + chunks
+           + b"data" + struct.pack("<I", data))
+    for i in range(0, n, block):
+        x = np.stack([c[i:min(n, i + block)] for c in channels], axis=1)  # interleaved
+        if pcm16:
+            yield np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2").tobytes()
+        else:
+            yield x.astype("<f4").tobytes()

@@ -20,9 +20,11 @@ import argparse
 import asyncio
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import wave
 from pathlib import Path
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 SR = 16_000
+AUTH: dict[str, str] = {}  # the API key header every request carries
 
 
 def free_port() -> int:
@@ -62,14 +65,15 @@ def clips(n: int, seconds: float) -> list[bytes]:
 
 
 class Server:
-    """One API server in a subprocess."""
+    """One API server in a subprocess, over a store of its own that has one API key: callers
+    authenticate as they would in production (the key's check is in every request's time)."""
 
     def __init__(self, model: str, device: str, batching: bool, batch_seconds: float | None,
-                 max_wait_ms: float):
+                 max_wait_ms: float, db: Path):
         self.port = free_port()
         self.batching = batching
         opts = {"batching": batching, "max_queue": 256, "request_timeout_s": 600.0,
-                "max_wait_ms": max_wait_ms}
+                "max_wait_ms": max_wait_ms, "db": str(db)}
         if batch_seconds:
             opts["batch_seconds"] = batch_seconds
         code = ("from api.server import serve; "
@@ -130,7 +134,7 @@ async def load(server: Server, bodies: list[bytes], clients: int, n: int,
             lat.append(time.perf_counter() - t)
 
     limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=clients + 2)
-    async with httpx.AsyncClient(timeout=900, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=900, limits=limits, headers=AUTH) as client:
         before = (await client.get(server.url + "/v1/health/ready")).json()["batcher"]
         t0, cpu0 = time.perf_counter(), server.cpu_s()
         await asyncio.gather(*(worker(client) for _ in range(clients)))
@@ -177,7 +181,11 @@ async def main_async(args) -> None:
                 f"({dim}-dim, {depth + prenet} blocks)")
     t0 = time.perf_counter()
     bodies = clips(max(counts), args.clip_seconds)
-    servers = {b: Server(model, args.device, b, args.batch_seconds, args.max_wait_ms)
+    home = Path(tempfile.mkdtemp(prefix="emoscope-bench-api-"))
+    db = home / "emoscope.duckdb"
+    from core import apikeys
+    AUTH["Authorization"] = "Bearer " + apikeys.create(db, "bench", "supervisor", ["bench"])
+    servers = {b: Server(model, args.device, b, args.batch_seconds, args.max_wait_ms, db)
                for b in (True, False)}
     rows = []
     try:
@@ -206,11 +214,13 @@ async def main_async(args) -> None:
     finally:
         for s in servers.values():
             s.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
     print(f"model: {what}; device {info[0]['device']}; {os.cpu_count()} CPUs here "
           f"(client and servers share them)")
     print(f"clips: {args.clip_seconds:g} s, distinct, WAV PCM16; setup {setup:.0f} s; "
-          f"batching: up to the engine budget or {args.max_wait_ms:g} ms wait")
+          f"batching: up to the engine budget or {args.max_wait_ms:g} ms wait; every request "
+          "carries an API key")
     print()
     head = (f"{'mode':<10}{'clients':>8}{'requests':>9}{'ok':>5}{'p50 ms':>9}{'p95 ms':>9}"
             f"{'req/s':>8}{'audio-s/s':>11}{'per pass':>10}{'CPU-s/req':>11}")

@@ -98,8 +98,87 @@ def forget(
         typer.secho(f"left in place (outside the data folder): {src}", fg="yellow", err=True)
 
 
-@app.command("hash-key")
-def hash_key(key: str = typer.Argument(..., help="The API key to hash.")) -> None:
-    """Print the SHA-256 of an API key, for an access.api_keys entry in emoscope.toml."""
-    from core.access import hash_api_key
-    typer.echo(hash_api_key(key))
+apikey_app = typer.Typer(no_args_is_help=True, help="API keys for the HTTP API: create, "
+                                                     "list, revoke (kept hashed beside the "
+                                                     "database).")
+app.add_typer(apikey_app, name="apikey")
+
+
+def _keys_or_exit(db: Path):
+    from core import apikeys
+    from core.access import AccessError
+    try:
+        return apikeys.load(db)
+    except AccessError as e:
+        fail_usage(str(e))
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: str = typer.Option(..., help="What the key is for, e.g. crm (unique)."),
+    role: str = typer.Option(..., help="supervisor, analyst or admin."),
+    team: Optional[list[str]] = typer.Option(None, help="A team whose sessions the key reads "
+                                                        "(repeatable)."),
+    programme: Optional[list[str]] = typer.Option(None, help="A programme of [access."
+                                                             "programmes] (repeatable)."),
+    db: Path = typer.Option(DEFAULT_DB, help="The database the key opens."),
+) -> None:
+    """Create a key and print it once: only its SHA-256 is kept."""
+    from cli.common import load_settings_or_exit
+    from core import apikeys
+    from core.access import operator
+    from core.audit import AuditError, AuditLog
+
+    access = load_settings_or_exit().access
+    first = not _keys_or_exit(db)
+    try:
+        key = apikeys.create(db, name, role, team or (), programme or (), access,
+                             by=operator().who)
+    except apikeys.ApiKeyError as e:
+        fail_usage(str(e))
+    try:
+        AuditLog.beside(db).record(operator(), "api-key", name, {
+            "op": "create", "role": role, "teams": team or [], "programmes": programme or []})
+    except AuditError as e:
+        typer.secho(f"warning: {e}", fg="yellow", err=True)
+    typer.echo(key)
+    typer.secho(f"API key {name} ({role}) created. Keep it now: it is not shown again and only "
+                f"its hash is stored ({apikeys.keys_file(db)}).", err=True)
+    if first:
+        typer.secho("This is the first API key: from now on `emoscope serve` asks every caller "
+                    "for credentials, loopback included.", fg="yellow", err=True)
+
+
+@apikey_app.command("list")
+def apikey_list(db: Path = typer.Option(DEFAULT_DB, help="The database the keys open.")) -> None:
+    """The keys: name, role, teams, programmes, when and by whom created (never the key)."""
+    keys = _keys_or_exit(db)
+    for k in keys:
+        scope = "; ".join(filter(None, [
+            "teams " + ", ".join(k.get("teams") or []) if k.get("teams") else "",
+            "programmes " + ", ".join(k.get("programmes") or []) if k.get("programmes") else "",
+        ])) or ("everything" if k.get("role") == "admin" else "nothing")
+        typer.echo(f"{k.get('name', '?'):<20} {k.get('role', '?'):<11} {scope:<32} "
+                   f"{k.get('created_at', '')} {k.get('created_by', '')}")
+    typer.secho(f"{len(keys)} API key{'s' if len(keys) != 1 else ''}", err=True)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(
+    name: str = typer.Argument(..., help="The key's name."),
+    db: Path = typer.Option(DEFAULT_DB, help="The database the key opens."),
+) -> None:
+    """Revoke a key: the API refuses it from its next request."""
+    from core import apikeys
+    from core.access import operator
+    from core.audit import AuditError, AuditLog
+
+    _keys_or_exit(db)
+    if not apikeys.revoke(db, name):
+        typer.secho(f"no API key named {name}", fg="red", err=True)
+        raise typer.Exit(1)
+    try:
+        AuditLog.beside(db).record(operator(), "api-key", name, {"op": "revoke"})
+    except AuditError as e:
+        typer.secho(f"warning: {e}", fg="yellow", err=True)
+    typer.echo(f"revoked {name}")

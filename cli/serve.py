@@ -135,17 +135,26 @@ def serve(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     batching: bool = typer.Option(True, "--batching/--no-batching",
                                   help="Share forward passes between concurrent requests."),
+    inbox: Optional[Path] = typer.Option(None, help="Where uploads queue for the worker; "
+                                                    "default: inbox/ next to the database."),
 ) -> None:
-    """Serve the HTTP and streaming API (FastAPI): /v1/predict, /v1/stream, OpenAPI at /docs."""
+    """Serve the HTTP and streaming API (FastAPI): predict, stream, sessions, jobs, reports;
+    OpenAPI at /docs."""
+    from api.auth import Gate
     from api.security import BindRefused, check_bind
     from api.server import serve as run
+    from core.settings import SettingsError
 
     try:
-        check_bind(host, None)
-    except BindRefused as e:
+        gate = Gate(None, db)
+        check_bind(host, gate.required)
+    except (BindRefused, SettingsError) as e:
         fail_usage(str(e))
     lm = load_model(model, device)  # a model that cannot load stops here, in one sentence
     note_untrained(lm)
-    typer.secho(f"Emoscope API on http://{host}:{port}/docs (model {lm.name} on {lm.device})",
-                err=True)
-    run(host=host, port=port, db=db, model=model, device=device, batching=batching)
+    how = ("credentials required" if gate.required else
+           "no authentication configured: loopback clients only")
+    typer.secho(f"Emoscope API on http://{host}:{port}/docs (model {lm.name} on {lm.device}; "
+                f"{how})", err=True)
+    run(host=host, port=port, db=db, model=model, device=device, batching=batching,
+        inbox=inbox)

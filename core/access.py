@@ -169,7 +169,8 @@ class AccessConfig:
 
 
 def hash_api_key(key: str) -> str:
-    """What goes in emoscope.toml for a key: its SHA-256, never the key."""
+    """What is kept of a key (core.apikeys): its SHA-256, never the key. Keys are 256 random
+    bits, so a fast hash is enough: there is nothing to guess from it."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -200,10 +201,9 @@ def _grant(raw: dict, i: int, progs) -> Grant:
 
 
 def _api_key(raw: dict, i: int, progs) -> ApiKey:
-    where = f"[[access.api_keys]] #{i + 1}"
+    where = f"API key #{i + 1}"
     if not isinstance(raw, dict) or not raw.get("name") or len(str(raw.get("sha256", ""))) != 64:
-        raise AccessError(f"{where}: an API key needs `name` and `sha256` (64 hex digits; "
-                          "`emoscope hash-key` prints it)")
+        raise AccessError(f"{where}: an API key needs `name` and `sha256` (64 hex digits)")
     return ApiKey(str(raw["name"]), str(raw["sha256"]), _check_role(raw.get("role"), where),
                   tuple(map(str, raw.get("teams", ()))),
                   _check_programmes(raw.get("programmes", ()), progs, where))

@@ -25,7 +25,8 @@ from core.private import private_dir
 from core.store import Connection, Store
 from core.times import as_timestamp, utc_now
 
-ACTIONS = ("sign-in", "view", "play", "export", "upload", "erase", "erase-request", "denied")
+ACTIONS = ("sign-in", "view", "play", "export", "upload", "erase", "erase-request", "denied",
+           "api-key")
 SPOOL = "audit.jsonl"
 COLUMNS = ["audit_id", "at", "who", "roles", "action", "target", "detail"]
 

@@ -21,6 +21,7 @@ from core.private import private_dir
 SIDECAR = ".json"
 _SAFE_EXT = re.compile(r"^\.[a-z0-9]{1,8}$")
 _MAX_NAME = 120
+_JOB_ID = re.compile(r"^j\d{14}-[0-9a-f]{8}$")  # core.jobs.new_job_id
 META_FIELDS = ("agent_id", "customer_id", "team", "recorded_at", "tags", "roles")
 
 
@@ -101,25 +102,29 @@ def _atomic_write(target: Path, chunks: Iterable[bytes]) -> int:
     return size
 
 
-def _chunks(source: BinaryIO | bytes, limit: int | None, block: int = 1 << 20):
+def _chunks(source: BinaryIO | bytes | Iterable[bytes], limit: int | None, block: int = 1 << 20):
     if isinstance(source, (bytes, bytearray)):
         source = memoryview(source)
         for i in range(0, len(source), block):
             yield bytes(source[i:i + block])
         return
+    parts = iter(lambda: source.read(block), b"") if hasattr(source, "read") else source
     total = 0
-    while chunk := source.read(block):
+    for chunk in parts:
         total += len(chunk)
         if limit is not None and total > limit:
             raise InboxError(f"larger than the {limit / 1e6:.0f} MB limit")
         yield chunk
 
 
-def put(inbox: str | Path, original_name: str, source: BinaryIO | bytes,
-        metadata: dict | None = None, max_bytes: int | None = None) -> Path:
+def put(inbox: str | Path, original_name: str, source: BinaryIO | bytes | Iterable[bytes],
+        metadata: dict | None = None, max_bytes: int | None = None,
+        job_id: str | None = None) -> Path:
     """Store an upload in the inbox under a generated name; returns the file's path.
 
-    The sidecar goes first, so when the audio appears its metadata is already there.
+    The sidecar goes first, so when the audio appears its metadata is already there. `job_id`
+    (core.jobs.new_job_id) names the job the worker will file it under, so a process that
+    cannot write the database (the API) can tell its caller which job to follow.
     """
     inbox = private_dir(inbox)
     if isinstance(source, (bytes, bytearray)) and max_bytes is not None and len(source) > max_bytes:
@@ -128,6 +133,8 @@ def put(inbox: str | Path, original_name: str, source: BinaryIO | bytes,
     target = inbox / name
     sidecar = target.with_suffix(SIDECAR)
     body = {"original_name": display_name(original_name), "metadata": clean_metadata(metadata or {})}
+    if job_id is not None:
+        body["job_id"] = job_id
     _atomic_write(sidecar, [json.dumps(body, ensure_ascii=False).encode()])
     try:
         _atomic_write(target, _chunks(source, max_bytes))
@@ -174,6 +181,26 @@ def name_of(key: str) -> str:
 
 def entry(inbox: str | Path, key: str) -> Path:
     return Path(inbox) / name_of(key)
+
+
+def requested_job_id(audio: Path) -> str | None:
+    """The job id the uploader chose in the sidecar (`put(..., job_id=)`), when well-formed."""
+    try:
+        body = json.loads(audio.with_suffix(SIDECAR).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    job_id = body.get("job_id") if isinstance(body, dict) else None
+    return job_id if isinstance(job_id, str) and _JOB_ID.match(job_id) else None
+
+
+def find_waiting(inbox: str | Path, job_id: str) -> tuple[Path, str | None, dict] | None:
+    """(path, original name, metadata) of the file waiting in the inbox for job `job_id`,
+    before the worker has taken it into its queue."""
+    for f in waiting(inbox):
+        if requested_job_id(f) == job_id:
+            original, meta, _ = read_sidecar(f)
+            return f, original, meta
+    return None
 
 
 def waiting(inbox: str | Path) -> list[Path]:

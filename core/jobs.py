@@ -52,10 +52,15 @@ class JobQueue:
         self.max_attempts = max_attempts
 
     def add(self, file_name: str, original_name: str | None = None, size_bytes: int | None = None,
-            mtime_ns: int | None = None, metadata: dict | None = None) -> str:
-        job_id = new_job_id()
+            mtime_ns: int | None = None, metadata: dict | None = None,
+            job_id: str | None = None) -> str:
+        """Queue a file; `job_id` is the id its uploader was promised (core.inbox.put), used
+        unless a job has it already (a file copied in twice), when a new one is made."""
         now = utc_now()
         with self.store.write() as con:
+            taken = job_id is None or con.execute(
+                "SELECT count(*) FROM jobs WHERE job_id = ?", [job_id]).fetchone()[0]
+            job_id = new_job_id() if taken else job_id
             con.execute(f"INSERT INTO jobs ({_COLUMNS}, created_at, updated_at) "
                         "VALUES (?, ?, ?, 'queued', NULL, NULL, 0, ?, ?, ?, ?, ?)",
                         [job_id, file_name, original_name, size_bytes, mtime_ns,

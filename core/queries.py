@@ -203,10 +203,13 @@ class Reader:
                                 ascending=[False, False, False, False],
                                 na_position="last").reset_index(drop=True)
 
-    def jobs(self, limit: int = 500) -> pd.DataFrame:
+    def jobs(self, limit: int = 500, job_id: str | None = None) -> pd.DataFrame:
         """The worker's queue, newest first: jobs whose upload metadata (team, tags) the viewer's
         scope covers — the same condition as for sessions, over the job's metadata."""
         cond, params = self._sessions_where(EVERY_INCL_FAILED, "j")
+        if job_id is not None:
+            cond += " AND j.job_id = ?"
+            params.append(job_id)
         return self._query(
             "SELECT job_id, original_name, file_name, status, error, session_id, attempts, "
             "size_bytes, created_at, started_at, finished_at FROM (SELECT *, "
@@ -214,6 +217,12 @@ class Reader:
             "coalesce(CAST(json_extract(metadata, '$.tags') AS VARCHAR[]), []) AS tags "
             f"FROM jobs) j WHERE {cond} ORDER BY created_at DESC, job_id DESC LIMIT ?",
             [*params, int(limit)])
+
+    def job(self, job_id: str) -> dict | None:
+        """One job of the queue, when the viewer's scope covers its upload; else None (as for
+        a job that does not exist)."""
+        rows = self.jobs(1, job_id)
+        return None if rows.empty else rows.iloc[0].to_dict()
 
     # -- one session -----------------------------------------------------------------------
     def audio_path(self, session_id: str) -> Path:

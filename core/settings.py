@@ -1,4 +1,5 @@
-"""The operational sections of emoscope.toml: [access], [auth], [retention], [storage].
+"""The operational sections of emoscope.toml: [access], [auth], [api], [retention], [storage];
+and the API keys, which live beside the database (core.apikeys), not in this file.
 
 The same file holds the analytics rules (core.rules reads those). It is found as the rules
 are: an explicit path, else $EMOSCOPE_CONFIG, else $EMOSCOPE_RULES, else ./emoscope.toml.
@@ -12,6 +13,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import apikeys
 from core.access import AccessConfig, AccessError
 
 CONFIG_NAME = "emoscope.toml"
@@ -60,19 +62,30 @@ class Settings:
     retention: Retention
     audio_root: Path | None  # relative source paths are stored and resolved against it
     source: Path | None
+    # [api] audience: what an OIDC token's `aud` may name besides the [auth] client_id
+    api_audiences: tuple[str, ...] = ()
 
     @property
     def sign_in(self) -> bool:
         return bool(self.auth)
 
 
-def load_settings(path: str | Path | None = None) -> Settings:
+def load_settings(path: str | Path | None = None, db: str | Path | None = None) -> Settings:
+    """The settings file; with `db`, the API keys kept beside that database too."""
     raw = read_config(path)
     where = config_path(path) or CONFIG_NAME
+    access_raw = dict(raw.get("access") or {})
+    if "api_keys" in access_raw:
+        raise SettingsError(f"{where}: API keys are not kept in emoscope.toml; remove "
+                            "[[access.api_keys]] and create them with `emoscope apikey create` "
+                            "(they are stored, hashed, beside the database)")
     try:
-        access = AccessConfig.from_dict(raw.get("access"))
+        access = AccessConfig.from_dict(access_raw)
+        if db is not None:
+            access = AccessConfig.from_dict({**access_raw, "api_keys": apikeys.load(db)})
     except AccessError as e:
-        raise SettingsError(f"{where}: {e}") from None
+        raise SettingsError(f"{apikeys.keys_file(db) if 'API key' in str(e) else where}: "
+                            f"{e}") from None
     ret = raw.get("retention") or {}
     try:
         retention = Retention(float(ret.get("audio_days", 0)), float(ret.get("data_days", 0)),
@@ -86,5 +99,9 @@ def load_settings(path: str | Path | None = None) -> Settings:
     auth = raw.get("auth") or {}
     if not isinstance(auth, dict):
         raise SettingsError(f"{where}: [auth] must be a table (Streamlit's st.login settings)")
+    audience = (raw.get("api") or {}).get("audience", ())
+    audience = (audience,) if isinstance(audience, str) else audience
+    if not isinstance(audience, (list, tuple)) or not all(isinstance(a, str) for a in audience):
+        raise SettingsError(f"{where}: [api] audience is a string or a list of strings")
     return Settings(access, auth, retention, Path(root).resolve() if root else None,
-                    config_path(path))
+                    config_path(path), tuple(audience))

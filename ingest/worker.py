@@ -22,7 +22,7 @@ from core import erasure, notes
 from core.audit import AuditLog
 from core.errors import first_line
 from core.inbox import (SIDECAR, beat, check_inside, data_dir_of, entry, key_of, name_of,
-                        read_sidecar, safe_ext, waiting)
+                        read_sidecar, requested_job_id, safe_ext, waiting)
 from core.private import private_dir, tighten
 from core.settings import Retention
 from core.jobs import Job, JobQueue
@@ -188,7 +188,7 @@ class Worker:
                 meta = {"_problem": problem}
             if original is None and key != path.name:
                 original = shown(path.name)  # the bytes stay on disk; the name is shown escaped
-            self.jobs.add(key, original, st.st_size, st.st_mtime_ns, meta)
+            self.jobs.add(key, original, st.st_size, st.st_mtime_ns, meta, requested_job_id(path))
             added += 1
         return added
 

@@ -101,6 +101,8 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
         "n_sessions": set(range(r.n_sessions())), "counts": set(range(r.counts()["segments"])),
         "models": set(range(len(r.models()))), "latest_model": {r.latest_model()} - {None},
         "jobs": ids(r.jobs()) if "jobs" in r.tables() else set(), "audio_path": audio,
+        "job": ({(r.job(j) or {}).get("session_id")} - {None}
+                if "jobs" in r.tables() and (j := _job_of(r, sid)) else set()),
         "judge_segments": ids(r.judge_segments()), "channel_flags": ids(r.channel_flags()),
         "notes": ids(r.notes()),
         "notes_with_pending": ids(r.notes_with_pending(notes.spool_dir(r.store.path))),
@@ -109,6 +111,12 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
         "agent_scorecards": set(range(int(r.agent_scorecards().calls.sum()))),
         "journey": ids(r.journey("c-shared", RULES)),
     }
+
+
+def _job_of(r: Reader, sid: str) -> str | None:
+    """The job that stored session `sid` (read unscoped, to ask the scoped reader about it)."""
+    rows = r.store.query("SELECT job_id FROM jobs WHERE session_id = ?", [sid])
+    return None if rows.empty else rows.job_id[0]
 
 
 NOT_SESSION_READS = {"tables", "runs"}  # the schema, and ingest runs (no session data)
@@ -253,8 +261,10 @@ def test_the_upload_queue_shows_each_viewer_only_their_teams_jobs(tmp_path):
     store.migrate()
     jobs = JobQueue(store)
     mine = jobs.add("u1.wav", "a-call.wav", 1, 1, {"team": "A"})
-    jobs.add("u2.wav", "b-call.wav", 1, 1, {"team": "B", "tags": ["south"]})
+    theirs = jobs.add("u2.wav", "b-call.wav", 1, 1, {"team": "B", "tags": ["south"]})
     jobs.add("u3.wav", "diary.wav", 1, 1, {"tags": ["wellbeing"]})
     assert Reader(store, SUP_A).jobs().job_id.tolist() == [mine]
+    assert Reader(store, SUP_A).job(mine)["original_name"] == "a-call.wav"
+    assert Reader(store, SUP_A).job(theirs) is None and Reader(store, ADMIN).job(theirs)
     assert Reader(store, ANALYST).jobs().original_name.tolist() == ["diary.wav"]
     assert len(Reader(store, ADMIN).jobs()) == 3

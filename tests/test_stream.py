@@ -75,12 +75,10 @@ def replay(ws, chunks, pace_s: float | None):
 def test_live_stream_in_real_time_matches_offline_analysis(client, live_pcm, model, tmp_path):
     step = SR // 10  # 100 ms chunks, as a telephony feed sends them
     chunks = [live_pcm[i:i + step].tobytes() for i in range(0, live_pcm.size, step)]
-    with client.websocket_connect("/v1/stream?role=customer&lang=zh&store=true") as ws:
+    with client.websocket_connect("/v1/stream?role=customer&lang=zh") as ws:
         ready = ws.receive_json()
         assert ready["type"] == "ready" and ready["channels"] == [{"channel": 0,
                                                                     "speaker": "customer"}]
-        warning = ws.receive_json()
-        assert warning["code"] == "store_unavailable"
         msgs, at = replay(ws, chunks, pace_s=0.1)
 
     updates = [m for m, _ in zip(msgs, at) if m["type"] == "update"]
@@ -111,8 +109,7 @@ def test_live_stream_in_real_time_matches_offline_analysis(client, live_pcm, mod
     assert alerts[0]["speaker"] == "customer" and alerts[0]["severity"] == "medium"
 
     # The end: the same utterances, labels and scores as offline ingest of the same audio.
-    assert final["type"] == "final" and final["stored"] is False
-    assert final["store"]["available"] is False
+    assert final["type"] == "final" and final["store"] == {"requested": False}
     ref = offline(tmp_path, live_pcm, model)
     assert [(u["start_s"], u["end_s"]) for u in final["utterances"]] == \
         [(s.start_s, s.end_s) for s in ref.segments]

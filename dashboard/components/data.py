@@ -16,7 +16,7 @@ from typing import NamedTuple
 import pandas as pd
 import streamlit as st
 
-from core import aggregates
+from core import aggregates, apikeys
 from core import notes as core_notes
 from core.access import Viewer, operator
 from core.labels import LABELS
@@ -55,19 +55,21 @@ def store() -> Store:
 
 
 def settings() -> Settings:
-    """[access], [retention], [storage] of emoscope.toml (the launcher passes its path); read
-    again when the file changes, so edited grants apply at each user's next page load."""
+    """[access], [retention], [storage] of emoscope.toml (the launcher passes its path) and the
+    API keys beside the database; read again when either changes, so edited grants apply at
+    each user's next page load."""
     path = config_path()
     try:
         stamp = path.stat().st_mtime_ns if path else 0
     except OSError:
         stamp = 0
-    return _settings(str(path) if path else "", stamp)
+    db = db_path()
+    return _settings(str(path) if path else "", stamp, str(db), apikeys.stamp(db))
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _settings(path: str, stamp: int) -> Settings:
-    return load_settings(path or None)
+def _settings(path: str, stamp: int, db: str, keys_stamp: int) -> Settings:
+    return load_settings(path or None, db)
 
 
 def reader(k: Key) -> Reader:

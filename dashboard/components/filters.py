@@ -1,53 +1,19 @@
-"""The session filters of the overview (and the reports page): widgets and the pure filter."""
+"""The session filters of the overview (and the reports page): their widgets. The filter itself
+(`SessionFilter`, `apply`) is core.session_list's, shared with the API."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 
 import pandas as pd
 import streamlit as st
 
 from core.queries import SessionFilter as CoreFilter
+from core.session_list import ListFilter, apply  # noqa: F401 (the pages call filters.apply)
 from dashboard.components import ui
 
 
-@dataclass
-class SessionFilter:
-    since: dt.date | None = None
-    until: dt.date | None = None  # inclusive day
-    agents: list[str] = field(default_factory=list)
-    teams: list[str] = field(default_factory=list)
-    people: list[str] = field(default_factory=list)
-    roles: list[str] = field(default_factory=list)
-    dominant: list[str] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)
-    text: str = ""
-
-
-def apply(summary: pd.DataFrame, f: SessionFilter) -> pd.DataFrame:
-    """Rows of the session summary that pass every filter that is set."""
-    keep = pd.Series(True, index=summary.index)
-    day = summary["when"].dt.date
-    if f.since:
-        keep &= day >= f.since
-    if f.until:
-        keep &= day <= f.until
-    for col, allowed in (("agent_id", f.agents), ("team", f.teams), ("dominant", f.dominant)):
-        if allowed:
-            keep &= summary[col].isin(allowed)
-    if f.people:
-        keep &= summary.customer_id.isin(f.people) | summary.agent_id.isin(f.people)
-    for col, wanted in (("speakers", f.roles), ("flags", f.flags)):
-        if wanted:
-            w = set(wanted)
-            keep &= summary[col].map(lambda v: bool(w & set(v)))
-    text = f.text.strip().lower()
-    if text:
-        hay = (summary.session_id.fillna("") + " " + summary.file_name.fillna("") + " "
-               + summary.agent_id.fillna("") + " " + summary.customer_id.fillna("") + " "
-               + summary.team.fillna("") + " " + summary.tags.map(" ".join)).str.lower()
-        keep &= hay.str.contains(text, regex=False)
-    return summary[keep]
+# The filter and its function live in core, shared with the API's session list.
+SessionFilter = ListFilter
 
 
 def _sticky(key: str, allowed: list | None = None) -> str:

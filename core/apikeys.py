@@ -1,0 +1,133 @@
+"""API keys for the HTTP API: made by `emoscope apikey create`, kept only as their SHA-256.
+
+The one place keys live is a private file beside the database, `access/api_keys.json` (0600 in
+a 0700 folder), not emoscope.toml: the settings file is written by hand, carries comments and
+is often kept in version control and shared between machines, while keys are state that
+commands create and revoke for one database's data. `core.settings.load_settings(db=...)`
+reads the file into `AccessConfig.api_keys`; the API re-reads it when it changes, so a revoked
+key stops working at the next request. Writes take an exclusive lock and replace the file
+atomically, so two commands never lose each other's change.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import secrets
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from core.access import ROLES, AccessConfig, AccessError, hash_api_key
+from core.inbox import data_dir_of
+from core.private import private_dir, tighten
+from core.times import utc_now
+
+PREFIX = "emo_"  # tells a key from an OIDC token (a JWT) in an Authorization header
+FILE = Path("access") / "api_keys.json"
+_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+class ApiKeyError(ValueError):
+    """A key that cannot be created or revoked; the message says why in one line."""
+
+
+def keys_file(db: str | Path) -> Path:
+    return data_dir_of(db) / FILE
+
+
+def load(db: str | Path | None) -> list[dict]:
+    """The stored key entries (name, sha256, role, teams, programmes, created_at, created_by);
+    [] when there is no database or no key yet."""
+    if db is None:
+        return []
+    path = keys_file(db)
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as e:
+        raise AccessError(f"{path} cannot be read ({e}); fix or remove it") from None
+    keys = body.get("keys") if isinstance(body, dict) else None
+    if not isinstance(keys, list):
+        raise AccessError(f"{path} holds no list of keys; fix or remove it")
+    return keys
+
+
+def stamp(db: str | Path | None) -> int:
+    """Changes whenever the keys file does (0: no file)."""
+    if db is None:
+        return 0
+    try:
+        return keys_file(db).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+@contextmanager
+def _locked(db: str | Path):
+    folder = private_dir(keys_file(db).parent)
+    fd = os.open(folder / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _save(db: str | Path, keys: list[dict]) -> None:
+    path = keys_file(db)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"keys": keys}, f, ensure_ascii=False, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tighten(path)
+
+
+def create(db: str | Path, name: str, role: str, teams=(), programmes=(),
+           access: AccessConfig | None = None, by: str = "") -> str:
+    """A new key for `role` over `teams` / `programmes`; returns the key (shown once, never
+    stored). `access` (the [access] of emoscope.toml) checks that the programmes exist."""
+    if not _NAME.match(name or ""):
+        raise ApiKeyError("--name: 1 to 64 letters, digits, _ . @ -")
+    if role not in ROLES:
+        raise ApiKeyError(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
+    teams, programmes = tuple(dict.fromkeys(teams)), tuple(dict.fromkeys(programmes))
+    if role == "supervisor" and not teams and not programmes:
+        raise ApiKeyError("a supervisor's key needs at least one --team (it would see nothing)")
+    if role == "analyst" and not programmes and not teams:
+        raise ApiKeyError("an analyst's key needs at least one --programme (it would see nothing)")
+    known = access.programmes if access is not None else {}
+    unknown = [p for p in programmes if p not in known]
+    if unknown:
+        raise ApiKeyError(f"unknown programme(s) {', '.join(unknown)}; define them under "
+                        "[access.programmes] in emoscope.toml")
+    key = PREFIX + secrets.token_urlsafe(32)
+    entry = {"name": name, "sha256": hash_api_key(key), "role": role, "teams": list(teams),
+             "programmes": list(programmes),
+             "created_at": utc_now().isoformat(timespec="seconds"), "created_by": by}
+    with _locked(db):
+        keys = load(db)
+        if any(k.get("name") == name for k in keys):
+            raise ApiKeyError(f"a key named {name} exists; revoke it first or choose another name")
+        _save(db, [*keys, entry])
+    return key
+
+
+def revoke(db: str | Path, name: str) -> bool:
+    """Remove the key named `name`; False when there was none."""
+    with _locked(db):
+        keys = load(db)
+        kept = [k for k in keys if k.get("name") != name]
+        if len(kept) == len(keys):
+            return False
+        _save(db, kept)
+    return True
