@@ -10,8 +10,9 @@ frame (`ingest.vad.VadStream`, the same numbers and shaping as offline ingest), 
   `context_s` before it — run through the model each tick while someone is speaking;
 * at the end the whole stream is segmented again exactly as `speech_spans` would segment it
   (so the utterances equal offline analysis of the same audio), the few utterances not yet
-  analysed are, the session is assembled by ingest's own `finish`, and its metrics and
-  alerts come from core as for a stored session.
+  analysed are, the session is assembled by ingest's own stages (`prepare.part_of`,
+  `assemble.analysed`, `assemble.assemble`), and its metrics and alerts come from core as
+  for a stored session.
 
 The model is reached only through `submit` (the batcher), so every stream's work shares the
 engine with every other request.
@@ -38,7 +39,8 @@ from core.metrics import fallback_action, rolling_volatility, segment_updates, s
 from core.rules import Rules
 from core.types import ChannelQuality, SessionMeta, SessionResult
 from ingest.options import IngestOptions
-from ingest.assemble import Prepared, assemble
+from ingest.assemble import analysed, assemble
+from ingest.prepare import Prepared, part_of
 from ingest.vad import VadStream
 
 Submit = Callable[[list[np.ndarray]], Awaitable[list]]
@@ -288,10 +290,10 @@ class LiveStream:
                           pcm16=self.encoding == "pcm16")
 
     def session(self, spans: list[tuple[Channel, list[Span]]]) -> SessionResult:
-        """The stream as ingest records the same audio (`ingest.assemble.assemble`): segments
-        with quality flags and fallback, curves, and ids from the SHA-256 of the WAV file
-        `wav()` writes — so when the stream is stored (the worker ingests that file), the
-        session and its segments have these very ids."""
+        """The stream as ingest records the same audio (`ingest.assemble`): segments with
+        quality flags and fallback, curves, and ids from the SHA-256 of the WAV file `wav()`
+        writes — so when the stream is stored (the worker ingests that file), the session and
+        its segments have these very ids."""
         n = self.n_samples
         samples = np.stack([ch.buf[:n] for ch in self.channels])
         digest = hashlib.sha256()
@@ -303,13 +305,12 @@ class LiveStream:
             level, clipped, flags = quality.measure(x, SAMPLE_RATE)
             quality_.append(ChannelQuality(ch.index, ch.speaker, n / SAMPLE_RATE, level, clipped,
                                            sum(e - s for s, e in found), flags))
-        order = sorted(((ch.index, s, e) for ch, found in spans for s, e in found),
-                       key=lambda t: (t[1], t[0]))
+        part = part_of(samples, [(ch.index, s, e) for ch, found in spans for s, e in found])
         prep = Prepared(Path(f"{self.id}.wav"), digest.hexdigest(),
-                        SessionMeta(roles=roles), samples=samples, codec=self.encoding,
-                        rate=SAMPLE_RATE, roles=roles, channels=tuple(quality_), spans=order)
-        outs = [self.channels[c].outputs[(s, e)] for c, s, e in order]
-        return assemble(prep, outs, self.opts)
+                        SessionMeta(roles=roles), duration_s=n / SAMPLE_RATE, roles=roles,
+                        channels=tuple(quality_), codec=self.encoding, rate=SAMPLE_RATE)
+        outs = [self.channels[c].outputs[(s, e)] for c, s, e in part.spans]
+        return assemble(prep, [analysed(part, outs, self.opts)])
 
     def _summary(self, result: SessionResult) -> dict:
         duration = result.duration_s

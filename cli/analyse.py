@@ -22,15 +22,27 @@ def ingest(
     force: bool = typer.Option(False, help="Re-analyse audio that is already stored."),
     engine: str = typer.Option("engine", help="engine (batched) or reference (FunASR's loop)."),
     roles: Optional[str] = typer.Option(None, help="Stereo speaker roles, e.g. 'customer,agent'."),
+    executor: str = typer.Option("streaming", help="streaming (prepare processes, batches "
+                                                   "across files) or serial (one file at a time)."),
+    workers: Optional[int] = typer.Option(None, help="Prepare processes (default: cores - 1)."),
+    batch_seconds: Optional[float] = typer.Option(
+        None, help="Padded audio-seconds per model batch (default: per device)."),
 ) -> None:
     """Analyse recordings and store their emotion timelines."""
     from core.manifest import ManifestError, read
     from ingest.options import IngestOptions
-    from ingest.pipeline import ingest_paths
+    from ingest.pipeline import EXECUTORS, ingest_paths
     from ingest.progress import CliProgress, print_summary
+    from ingest.worker import stop_on_sigterm
 
     if engine not in ("engine", "reference"):
         fail_usage(f"--engine must be engine or reference, not {engine!r}")
+    if executor not in EXECUTORS:
+        fail_usage(f"--executor must be {' or '.join(EXECUTORS)}, not {executor!r}")
+    if workers is not None and workers < 1:
+        fail_usage("--workers must be at least 1")
+    if batch_seconds is not None and batch_seconds <= 0:
+        fail_usage("--batch-seconds must be positive")
     metadata = {}
     if manifest is not None:
         try:
@@ -40,19 +52,21 @@ def ingest(
     targets = list(paths or []) or list(metadata)
     if not targets:
         fail_usage("give audio files or folders (or --manifest CSV)")
-    opts = IngestOptions(engine=engine)
+    opts = IngestOptions(engine=engine, batch_seconds=batch_seconds)
     if roles:
         pair = tuple(r.strip() for r in roles.split(","))
         if len(pair) != 2 or not all(pair):
             fail_usage("--roles takes two names, e.g. customer,agent")
-        opts = IngestOptions(engine=engine, stereo_roles=pair)
+        opts = IngestOptions(engine=engine, batch_seconds=batch_seconds, stereo_roles=pair)
     writer = writer_for(db)
     lm = load_model(model, device, warm=engine == "engine")
     note_untrained(lm)
+    stop_on_sigterm()  # SIGTERM stops the run as Ctrl-C does: committed work kept, run marked
     with CliProgress() as bar:
-        report = ingest_paths(targets, writer, lm, opts, metadata, force, bar.hook)
+        report = ingest_paths(targets, writer, lm, opts, metadata, force, bar.hook,
+                              executor=executor, workers=workers)
     print_summary(report)
-    raise typer.Exit(report.exit_code)
+    raise typer.Exit(130 if report.interrupted else report.exit_code)
 
 
 @app.command()
@@ -67,18 +81,17 @@ def predict(
     """Print the emotion of one clip as JSON (the seed's format)."""
     import numpy as np
 
-    from core.audio import AudioError, decode
-    from ingest.predict import predict_clip
+    from ingest.predict import predict_file
 
     if granularity not in ("utterance", "frame"):
         fail_usage("--granularity must be utterance or frame")
-    try:
-        clip = decode(file).samples.mean(axis=0)
-    except AudioError as e:
-        typer.secho(f"{file}: {e}", fg="red", err=True)
-        raise typer.Exit(1)
+    if engine not in ("engine", "reference"):
+        fail_usage(f"--engine must be engine or reference, not {engine!r}")
     lm = load_model(model, device)
-    result, embedding = predict_clip(lm, clip, granularity, engine)
+    result, embedding, problem = predict_file(file, lm, granularity, engine)
+    if problem is not None:
+        typer.secho(f"{file}: {problem}", fg="red", err=True)
+        raise typer.Exit(1)
     if embedding_out is not None:
         np.save(embedding_out, embedding)
     typer.echo(json.dumps(result, ensure_ascii=False, indent=2))

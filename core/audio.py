@@ -74,7 +74,9 @@ def decode_blocks(path: str | Path, block_s: float = 300.0, max_channels: int = 
     """Yield (channels, n) float32 blocks of `block_s` seconds at 16 kHz (the last shorter).
 
     Only one block (plus one decoder frame) is held at a time, so hours of audio decode in
-    bounded memory. `info` receives codec and source rate once the stream is open.
+    bounded memory. `info` receives codec, source rate and channels once the stream is open,
+    the duration the stream states (`stated_s`, when it states one) and, when decoding stopped
+    early on bad data, `truncated` with the decoder's reason.
     """
     info = {} if info is None else info
     size = int(block_s * SAMPLE_RATE)
@@ -121,6 +123,8 @@ def _pcm_chunks(path: Path, max_channels: int, info: dict):
         info["codec"] = stream.codec_context.name
         info["rate"] = stream.codec_context.sample_rate or 0
         info["channels"] = n_ch
+        if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+            info["stated_s"] = float(stream.duration * stream.time_base)
         # Mono and stereo go through one planar resampler. Wider files go channel by channel:
         # FFmpeg's resampler crashes the process on layouts it cannot name ("8 channels").
         layout = stream.codec_context.layout.name if stream.codec_context.layout else ""
@@ -140,7 +144,8 @@ def _pcm_chunks(path: Path, max_channels: int, info: dict):
         except av.error.FFmpegError as e:
             if not produced:
                 raise AudioError(f"corrupt audio data: {_short(e)}") from None
-            # A truncated tail still leaves the decoded head usable.
+            # A truncated tail still leaves the decoded head usable; the session is flagged.
+            info["truncated"] = f"decoding stopped on bad data: {_short(e)}"
 
 
 class _Joint:
@@ -196,6 +201,17 @@ class _PerChannel:
         if n == 0:
             return None
         return np.stack([np.concatenate(parts)[:n] for parts in outs])
+
+
+def shortfall(info: dict, decoded_s: float) -> str | None:
+    """Why a decode looks cut short, or None: the decoder stopped on bad data, or the stream
+    stated a duration well beyond what decoded (a file cut off mid-way decodes without error)."""
+    if info.get("truncated"):
+        return info["truncated"]
+    stated = info.get("stated_s")
+    if stated and stated - decoded_s > max(1.0, 0.02 * stated):
+        return f"decoded {decoded_s:.1f} s of the {stated:.1f} s the file states"
+    return None
 
 
 def _finite(x: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Analytics rows derived from stored segments: session_metrics, alerts and per-segment
-rolling volatility and fallback action. Written with each session (SessionWriter calls
-`write_session` inside the session's transaction) and rebuilt whole by `recompute`.
+rolling volatility and fallback action. Written with each group of sessions (SessionWriter
+calls `write_sessions` inside the group's transaction) and rebuilt whole by `recompute`.
 
 The computation lives in core.analytics; this module only moves rows in and out of SQL.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from core.alerts import ALERT_COLUMNS
-from core.analytics import Reference, analyze, analyze_rows
+from core.analytics import Reference, analyze_rows
 from core.metrics import METRIC_COLUMNS
 from core.rules import Rules
 from core.store import Connection, Store
@@ -21,28 +21,60 @@ SEGMENT_COLUMNS = ("segment_id, session_id, channel, speaker, start_s, end_s, la
                    "confidence, scores, embedding, flags")
 
 
-def write_session(con: Connection, session_id: str, rules: Rules) -> None:
-    """Analytics for one stored session, on the caller's connection and transaction.
+def write_sessions(con: Connection, session_ids: list[str], rules: Rules) -> None:
+    """Analytics for sessions just stored, on the caller's connection and transaction.
 
-    The volatility reference is every ok session ingested before this one, as in recompute.
+    `session_ids` are in ingest order (their `ingested_at` increases along the list). The
+    volatility reference of each is every ok session ingested before it — those stored
+    earlier plus the ones before it in the list — so the rows equal those of saving the
+    sessions one at a time, and those `recompute` builds.
     """
-    row = con.execute("SELECT duration_s, ingested_at, team, tags FROM sessions "
-                      "WHERE session_id = ? AND status = 'ok'", [session_id]).fetchone()
-    if row is None:
+    if not session_ids:
         return
-    duration_s, ingested_at, team, tags = row
-    seg = con.execute(f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE session_id = ?",
-                      [session_id]).df()
-    ch = con.execute("SELECT channel, speaker, flags FROM channels WHERE session_id = ? "
-                     "ORDER BY channel", [session_id]).df()
+    con.register("ids_df", pd.DataFrame({"session_id": pd.Series(session_ids, dtype=object),
+                                         "pos": np.arange(len(session_ids))}))
+    sessions = con.execute(
+        "SELECT s.session_id, s.duration_s, s.ingested_at, s.team, s.tags FROM sessions s "
+        "JOIN ids_df i USING (session_id) WHERE s.status = 'ok' ORDER BY i.pos").df()
+    if sessions.empty:
+        con.unregister("ids_df")
+        return
+    first = sessions.iloc[0]
     ref = con.execute(
         "SELECT m.speaker, m.volatility FROM session_metrics m JOIN sessions s "
         "USING (session_id) WHERE s.status = 'ok' AND m.volatility IS NOT NULL "
-        "AND (s.ingested_at < ? OR (s.ingested_at = ? AND s.session_id < ?))",
-        [ingested_at, ingested_at, session_id]).df()
-    a = analyze(session_id, seg, ch, duration_s, rules.for_session(team, tags),
-                Reference.from_rows(ref).values)
-    _write(con, [session_id], a.metrics, a.alerts, a.segments)
+        "AND (s.ingested_at < ? OR (s.ingested_at = ? AND s.session_id < ?)) "
+        "AND s.session_id NOT IN (SELECT session_id FROM ids_df)",
+        [first.ingested_at, first.ingested_at, first.session_id]).df()
+    seg = con.execute(f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE session_id IN "
+                      "(SELECT session_id FROM ids_df) ORDER BY session_id").df()
+    ch = con.execute("SELECT session_id, channel, speaker, flags FROM channels WHERE "
+                     "session_id IN (SELECT session_id FROM ids_df) "
+                     "ORDER BY session_id, channel").df()
+    con.unregister("ids_df")
+    _analyse_in_order(con, sessions, seg, ch, rules, Reference.from_rows(ref))
+
+
+def _analyse_in_order(con: Connection, sessions: pd.DataFrame, seg: pd.DataFrame,
+                      ch: pd.DataFrame, rules: Rules, ref: Reference) -> int:
+    """Analyse `sessions` (session_id, duration_s, team, tags; in ingest order) from their
+    segment and channel rows (sorted by session), each under its rule set, growing `ref` as
+    it goes; write the rows. Returns the number of alerts."""
+    seg_at, ch_at = _row_ranges(seg.session_id), _row_ranges(ch.session_id)
+    metrics, updates, alerts = [], [], []
+    for sid, dur, team, tags in zip(sessions.session_id, sessions.duration_s, sessions.team,
+                                    sessions.tags):
+        rows, upd, al = analyze_rows(
+            sid, seg.iloc[slice(*seg_at.get(sid, (0, 0)))],
+            ch.iloc[slice(*ch_at.get(sid, (0, 0)))], dur, rules.for_session(team, tags),
+            ref.values)
+        ref.add(rows)
+        metrics += rows
+        updates.append(upd)
+        alerts += al
+    _write(con, sessions.session_id.tolist(), pd.DataFrame(metrics, columns=METRIC_COLUMNS),
+           pd.DataFrame(alerts, columns=ALERT_COLUMNS), pd.concat(updates, ignore_index=True))
+    return len(alerts)
 
 
 def _write(con: Connection, session_ids: list[str], metrics: pd.DataFrame,
@@ -95,22 +127,7 @@ def recompute(store: Store, rules: Rules, progress=None, chunk: int = 250) -> di
                              "WHERE session_id IN (SELECT session_id FROM ids_df) "
                              "ORDER BY session_id, channel").df()
             con.unregister("ids_df")
-            seg_at, ch_at = _row_ranges(seg.session_id), _row_ranges(ch.session_id)
-            metrics, updates, alerts = [], [], []
-            for sid, dur, team, tags in zip(part.session_id, part.duration_s, part.team,
-                                            part.tags):
-                rows, upd, al = analyze_rows(
-                    sid, seg.iloc[slice(*seg_at.get(sid, (0, 0)))],
-                    ch.iloc[slice(*ch_at.get(sid, (0, 0)))], dur,
-                    rules.for_session(team, tags), ref.values)
-                ref.add(rows)
-                metrics += rows
-                updates.append(upd)
-                alerts += al
-            n_alerts += len(alerts)
-            _write(con, part.session_id.tolist(), pd.DataFrame(metrics, columns=METRIC_COLUMNS),
-                   pd.DataFrame(alerts, columns=ALERT_COLUMNS),
-                   pd.concat(updates, ignore_index=True))
+            n_alerts += _analyse_in_order(con, part, seg, ch, rules, ref)
             if progress is not None:
                 progress(min(lo + chunk, total), total)
     return {"sessions": total, "alerts": n_alerts, "rules": rules.full_digest,

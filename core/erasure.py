@@ -22,7 +22,7 @@ from typing import Callable
 
 from core import audit, notes
 from core.access import Viewer
-from core.inbox import SIDECAR, read_sidecar, waiting
+from core.inbox import SIDECAR, entry, read_sidecar, waiting
 from core.private import private_dir, write_private
 from core.sessions import delete_session
 from core.settings import Retention
@@ -126,8 +126,9 @@ def plan(store: Store, kind: str, value: str | None, who: Viewer | str,
         for job_id, inbox_name in jobs:
             for root in roots[:3]:  # inbox, archive, failed: named by job id or inbox name
                 files.update(root.glob(f"{job_id}.*"))
-                if inbox_name:
-                    files.update([root / inbox_name, (root / inbox_name).with_suffix(SIDECAR)])
+                if inbox_name:  # the jobs table's key for the name (core.inbox.key_of)
+                    f = entry(root, inbox_name)
+                    files.update([f, f.with_suffix(SIDECAR)])
         wanted = set(p.session_ids)
         for (detail,) in exports:  # exports written by `emoscope export` holding these sessions
             try:

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from core.names import is_text
 from core.private import private_dir
 
 SIDECAR = ".json"
@@ -157,6 +158,29 @@ def read_sidecar(audio: Path) -> tuple[str | None, dict, str | None]:
     meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
     original = body.get("original_name")
     return (display_name(original) if original else None), clean_metadata(meta), None
+
+
+_BYTES_KEY = "/x"  # "/" never occurs in a file name, so such a key cannot be a real name
+
+
+def key_of(name: str) -> str:
+    """An inbox entry's name as the jobs table keeps it: the name itself when it is UTF-8 text;
+    otherwise (bytes that are not UTF-8, which a VARCHAR cannot hold) "/x" and the name's
+    bytes in hex, so the file is found again exactly as it is on disk."""
+    if is_text(name):
+        return name
+    return _BYTES_KEY + os.fsencode(name).hex()
+
+
+def name_of(key: str) -> str:
+    """The file name (as the OS gives it) behind a jobs-table key."""
+    if key.startswith(_BYTES_KEY):
+        return os.fsdecode(bytes.fromhex(key[len(_BYTES_KEY):]))
+    return key
+
+
+def entry(inbox: str | Path, key: str) -> Path:
+    return Path(inbox) / name_of(key)
 
 
 def requested_job_id(audio: Path) -> str | None:

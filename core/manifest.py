@@ -7,6 +7,7 @@ manifest's own folder unless absolute.
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from core.types import SessionMeta
@@ -20,6 +21,15 @@ class ManifestError(Exception):
 
 def _split(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in (value or "").split(";") if v.strip())
+
+
+def resolved(path: Path) -> Path:
+    """`path` with links followed where they lead somewhere; a link loop stays as written
+    (absolute), so it is looked up — and later fails — by its own name."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: RuntimeError before Python 3.13
+        return Path(os.path.abspath(path))
 
 
 def read(path: str | Path) -> dict[Path, SessionMeta]:
@@ -40,7 +50,7 @@ def read(path: str | Path) -> dict[Path, SessionMeta]:
         if not name:
             continue
         target = Path(name) if Path(name).is_absolute() else path.parent / name
-        out[target.resolve()] = SessionMeta(
+        out[resolved(target)] = SessionMeta(
             agent_id=(row.get("agent_id") or "").strip() or None,
             customer_id=(row.get("customer_id") or "").strip() or None,
             team=(row.get("team") or "").strip() or None,

@@ -172,4 +172,10 @@ CREATE TABLE notes (
 );
 CREATE INDEX notes_session ON notes(session_id);
 """),
+    # How a run ended (running, finished, interrupted) and session flags such as `truncated`
+    # (decoding stopped before the end of the file).
+    ("0007_run_status_session_flags", """
+ALTER TABLE runs ADD COLUMN status VARCHAR;
+ALTER TABLE sessions ADD COLUMN flags VARCHAR[];
+"""),
 ]

@@ -1,30 +1,35 @@
-"""Writing sessions: runs, and each analysed recording with its derived analytics.
+"""Writing sessions: runs, and analysed recordings with their derived analytics.
 
 `SessionWriter` is the one way rows get into sessions, channels, segments and frames. It always
-writes the analytics (core.derived) in the session's own transaction, so no caller can store a
-session without its metrics and alerts, and a crash leaves either all of it or none.
+writes the analytics (core.derived) in the same transaction, so no caller can store a session
+without its metrics and alerts, and a crash leaves either all of it or none. Sessions go in
+groups (`save_many`): one transaction and one bulk insert per table for the group, analytics
+computed in ingest order exactly as saving them one at a time would.
 """
 from __future__ import annotations
 
 import json
 import os
 import uuid
+from datetime import timedelta
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from core import derived
 from core.labels import LABELS
+from core.names import shown
 from core.rules import Rules
 from core.store import Connection, Store
 from core.times import as_timestamp, utc_now
-from core.types import SessionResult
+from core.types import KnownAudio, SessionResult
 
 FRAME_COLUMNS = ", ".join(LABELS)
 # Deleted child tables first, sessions last.
 SESSION_TABLES = ("alerts", "session_metrics", "frames", "segments", "channels", "sessions")
+RUN_STATUSES = ("running", "finished", "interrupted")
 
 InTransaction = Callable[[Connection, str], None]  # (connection, session_id)
 
@@ -45,26 +50,32 @@ class SessionWriter:
     def __init__(self, store: Store, rules: Rules, audio_root: str | Path | None = None):
         self.store, self.rules = store, rules
         self.audio_root = audio_root
+        self._saved_ok: set[str] = set()  # audio stored ok since the last start_run
 
     # -- runs -----------------------------------------------------------------------------
     def start_run(self, model: str, model_path: str, trained: bool, device: str,
                   engine: str, options: dict) -> str:
         run_id = f"r{utc_now():%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+        self._saved_ok = set()
         with self.store.write() as con:
             con.execute("INSERT INTO runs (run_id, model, model_path, trained, device, engine, "
-                        "options, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [run_id, model, model_path, trained, device, engine,
-                         json.dumps(options, sort_keys=True), utc_now()])
+                        "options, started_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+                        [run_id, model, shown(model_path), trained, device, engine,
+                         json.dumps(options, sort_keys=True, default=str), utc_now()])
         return run_id
 
     def finish_run(self, run_id: str, n_ok: int, n_failed: int, n_skipped: int,
-                   audio_s: float) -> None:
+                   audio_s: float, status: str = "finished") -> None:
+        """Counts so far and how the run ended: finished, interrupted, or still running (the
+        worker keeps its run current after every job)."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status must be one of {RUN_STATUSES}, not {status!r}")
         with self.store.write() as con:
             con.execute("UPDATE runs SET finished_at = ?, n_ok = ?, n_failed = ?, n_skipped = ?, "
-                        "audio_s = ? WHERE run_id = ?",
-                        [utc_now(), n_ok, n_failed, n_skipped, audio_s, run_id])
+                        "audio_s = ?, status = ? WHERE run_id = ?",
+                        [utc_now(), n_ok, n_failed, n_skipped, audio_s, status, run_id])
 
-    # -- sessions -------------------------------------------------------------------------
+    # -- "already stored?" ----------------------------------------------------------------
     def status_of(self, sha256: str) -> str | None:
         """'ok', 'failed' or None for audio with this hash."""
         if not self.store.exists():
@@ -77,6 +88,20 @@ class SessionWriter:
     def already_stored(self, sha256: str) -> bool:
         return self.status_of(sha256) == "ok"
 
+    def saved_this_run(self, sha256: str) -> bool:
+        """Stored ok since this writer's run started (two copies of one recording in one
+        batch: the later one is skipped)."""
+        return sha256 in self._saved_ok
+
+    def known_audio(self) -> KnownAudio:
+        """Every stored ok session's audio hash at once, for runs that ask about many files."""
+        if not self.store.exists():
+            return KnownAudio(self._saved_ok)
+        with self.store.write() as con:
+            rows = con.execute("SELECT DISTINCT sha256 FROM sessions WHERE status = 'ok'").fetchall()
+        return KnownAudio([r[0] for r in rows] + list(self._saved_ok))
+
+    # -- sessions -------------------------------------------------------------------------
     def save(self, result: SessionResult, run_id: str | None,
              also: InTransaction | None = None) -> bool:
         """Replace everything stored for this session, analytics included, in one transaction.
@@ -85,49 +110,157 @@ class SessionWriter:
         stored stays whole. `also(con, session_id)` runs last inside the same transaction (the
         worker marks its job done there).
         """
+        return self.save_many([result], run_id, [also])[0]
+
+    def save_many(self, results: Sequence[SessionResult], run_id: str | None,
+                  also: Sequence[InTransaction | None] | None = None) -> list[bool]:
+        """`save` for a group of sessions in one transaction; each True where it was stored.
+
+        The sessions are stored in the order given, each with its own ingest time, so the
+        analytics (which compare a session with those ingested before it) are the rows that
+        saving them one by one would write. The same audio twice in a group: the later wins,
+        as it would one at a time.
+        """
+        results = list(results)
+        hooks = list(also) if also is not None else [None] * len(results)
+        stored = [False] * len(results)
         with self.store.write() as con:
-            stored = self._save(con, result, run_id)
-            if also is not None:
-                also(con, result.session_id)
+            base = utc_now()
+            for lo, hi in _runs_without_repeats([r.session_id for r in results]):
+                stored[lo:hi] = _save_group(con, results[lo:hi], run_id, base, lo, self.rules,
+                                             self.audio_root)
+            for result, hook in zip(results, hooks):
+                if hook is not None:
+                    hook(con, result.session_id)
+        self._saved_ok.update(r.sha256 for r, s in zip(results, stored) if s and r.status == "ok")
         return stored
 
-    def _save(self, con: Connection, result: SessionResult, run_id: str | None) -> bool:
-        sid = result.session_id
-        if result.status != "ok":
-            prev = con.execute("SELECT status FROM sessions WHERE session_id = ?",
-                               [sid]).fetchone()
-            if prev and prev[0] == "ok":
-                return False
-        delete_session(con, sid)
-        m = result.meta
-        con.execute(
-            "INSERT INTO sessions (session_id, source_path, file_name, sha256, duration_s, "
-            "n_channels, codec, sample_rate, status, error, agent_id, customer_id, team, "
-            "recorded_at, tags, run_id, ingested_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [sid, stored_source(result.source_path, self.audio_root), result.file_name,
-             result.sha256, result.duration_s, result.n_channels, result.codec,
-             result.sample_rate, result.status, result.error, m.agent_id, m.customer_id,
-             m.team, as_timestamp(m.recorded_at), list(m.tags), run_id, utc_now()])
-        if result.status != "ok":
-            return True
-        if result.channels:
-            con.executemany(
-                "INSERT INTO channels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [[sid, c.channel, c.speaker, c.duration_s, c.rms, c.clip_ratio, c.speech_s,
-                  list(c.flags)] for c in result.channels])
-        if result.segments:
-            _insert(con, "segments", _segment_frame(result), (
-                "segment_id, session_id, channel, speaker, start_s, end_s, label, confidence, "
-                "scores::FLOAT[9], embedding::FLOAT[], rms, clip_ratio, flags, fallback_action"))
-        if result.curves:
-            frames = pd.concat([
-                pd.DataFrame(c.probs.astype(np.float32), columns=LABELS).assign(
-                    session_id=sid, channel=c.channel, t_s=c.t_s)
-                for c in result.curves], ignore_index=True)
-            _insert(con, "frames", frames, f"session_id, channel, t_s, {FRAME_COLUMNS}")
-        derived.write_session(con, sid, self.rules)
-        return True
+
+def _runs_without_repeats(ids: list[str]) -> list[tuple[int, int]]:
+    """Consecutive (lo, hi) slices in which no session id appears twice."""
+    out, lo, seen = [], 0, set()
+    for i, sid in enumerate(ids):
+        if sid in seen:
+            out.append((lo, i))
+            lo, seen = i, set()
+        seen.add(sid)
+    if lo < len(ids):
+        out.append((lo, len(ids)))
+    return out
+
+
+def _save_group(con: Connection, results: list[SessionResult], run_id: str | None,
+                base, first_pos: int, rules: Rules, audio_root) -> list[bool]:
+    # (A failed statement aborts the transaction and Store.write rolls it back; registered
+    # tables belong to this connection, which closes then, so none is unregistered on error.)
+    con.register("ids_tbl", _ids([r.session_id for r in results]))
+    ok_before = {row[0] for row in con.execute(
+        "SELECT session_id FROM sessions WHERE status = 'ok' AND session_id IN "
+        "(SELECT session_id FROM ids_tbl)").fetchall()}
+    con.unregister("ids_tbl")
+    # A failed result never replaces a stored ok session.
+    keep = [r.status == "ok" or r.session_id not in ok_before for r in results]
+    kept = [(first_pos + i, r) for i, (r, k) in enumerate(zip(results, keep)) if k]
+    if not kept:
+        return keep
+    con.register("del_tbl", _ids([r.session_id for _, r in kept]))
+    for table in SESSION_TABLES:
+        con.execute(f"DELETE FROM {table} WHERE session_id IN (SELECT session_id FROM del_tbl)")
+    con.unregister("del_tbl")
+    _insert(con, "sessions", _session_table(kept, run_id, base, audio_root))
+    ok = [r for _, r in kept if r.status == "ok"]
+    channels = [c for r in ok for c in _channel_rows(r)]
+    if channels:
+        _insert(con, "channels", pa.Table.from_pylist(channels, schema=_CHANNEL_SCHEMA))
+    if any(r.segments for r in ok):
+        _insert(con, "segments", _segment_table(ok), casts={
+            "scores": "FLOAT[9]", "embedding": "FLOAT[]"})
+    if any(r.curves for r in ok):
+        _insert(con, "frames", _frame_table(ok))
+    derived.write_sessions(con, [r.session_id for r in ok], rules)
+    return keep
+
+
+def _ids(ids: list[str]) -> pa.Table:
+    return pa.table({"session_id": pa.array(ids, pa.string())})
+
+
+_SESSION_SCHEMA = pa.schema([
+    ("session_id", pa.string()), ("source_path", pa.string()), ("file_name", pa.string()),
+    ("sha256", pa.string()), ("duration_s", pa.float64()), ("n_channels", pa.int32()),
+    ("codec", pa.string()), ("sample_rate", pa.int32()), ("status", pa.string()),
+    ("error", pa.string()), ("agent_id", pa.string()), ("customer_id", pa.string()),
+    ("team", pa.string()), ("recorded_at", pa.timestamp("us")), ("tags", pa.list_(pa.string())),
+    ("run_id", pa.string()), ("ingested_at", pa.timestamp("us")),
+    ("flags", pa.list_(pa.string())),
+])
+_CHANNEL_SCHEMA = pa.schema([
+    ("session_id", pa.string()), ("channel", pa.int32()), ("speaker", pa.string()),
+    ("duration_s", pa.float64()), ("rms", pa.float64()), ("clip_ratio", pa.float64()),
+    ("speech_s", pa.float64()), ("flags", pa.list_(pa.string())),
+])
+
+
+def _session_table(kept: list[tuple[int, SessionResult]], run_id, base,
+                   audio_root) -> pa.Table:
+    rows = []
+    for pos, r in kept:
+        m = r.meta
+        rows.append({
+            "session_id": r.session_id, "source_path": shown(stored_source(r.source_path, audio_root)),
+            "file_name": shown(r.file_name), "sha256": r.sha256, "duration_s": r.duration_s,
+            "n_channels": r.n_channels, "codec": r.codec, "sample_rate": r.sample_rate,
+            "status": r.status, "error": None if r.error is None else shown(r.error),
+            "agent_id": m.agent_id, "customer_id": m.customer_id, "team": m.team,
+            "recorded_at": as_timestamp(m.recorded_at), "tags": list(m.tags),
+            "run_id": run_id,
+            # One microsecond apart, in the order given: the ingest order analytics follow.
+            "ingested_at": base + timedelta(microseconds=pos),
+            "flags": list(r.flags)})
+    return pa.Table.from_pylist(rows, schema=_SESSION_SCHEMA)
+
+
+def _channel_rows(r: SessionResult) -> list[dict]:
+    return [{"session_id": r.session_id, "channel": c.channel, "speaker": c.speaker,
+             "duration_s": c.duration_s, "rms": c.rms, "clip_ratio": c.clip_ratio,
+             "speech_s": c.speech_s, "flags": list(c.flags)} for c in r.channels]
+
+
+def _segment_table(results: list[SessionResult]) -> pa.Table:
+    """Every segment of the group; scores and embeddings as fixed-size float32 lists built
+    from one numpy block each, not from Python lists of floats."""
+    segs = [(r.session_id, s) for r in results for s in r.segments]
+    scores = np.stack([s.scores for _, s in segs]).astype(np.float32, copy=False)
+    emb = np.stack([s.embedding for _, s in segs]).astype(np.float32, copy=False)
+    return pa.table({
+        "segment_id": [s.segment_id for _, s in segs],
+        "session_id": [sid for sid, _ in segs],
+        "channel": pa.array([s.channel for _, s in segs], pa.int32()),
+        "speaker": [s.speaker for _, s in segs],
+        "start_s": pa.array([s.start_s for _, s in segs], pa.float64()),
+        "end_s": pa.array([s.end_s for _, s in segs], pa.float64()),
+        "label": [s.label for _, s in segs],
+        "confidence": pa.array([s.confidence for _, s in segs], pa.float64()),
+        "scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1)), scores.shape[1]),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]),
+        "rms": pa.array([s.rms for _, s in segs], pa.float64()),
+        "clip_ratio": pa.array([s.clip_ratio for _, s in segs], pa.float64()),
+        "flags": pa.array([list(s.flags) for _, s in segs], pa.list_(pa.string())),
+        "fallback_action": pa.array([s.fallback_action for _, s in segs], pa.string()),
+    })
+
+
+def _frame_table(results: list[SessionResult]) -> pa.Table:
+    curves = [(r.session_id, c) for r in results for c in r.curves]
+    probs = np.concatenate([c.probs for _, c in curves]).astype(np.float32, copy=False)
+    cols = {
+        "session_id": np.repeat([sid for sid, _ in curves], [len(c.t_s) for _, c in curves]),
+        "channel": np.repeat([c.channel for _, c in curves],
+                             [len(c.t_s) for _, c in curves]).astype(np.int32),
+        "t_s": np.concatenate([c.t_s for _, c in curves]).astype(np.float64),
+    }
+    cols.update({lab: probs[:, i] for i, lab in enumerate(LABELS)})
+    return pa.table(cols)
 
 
 def delete_session(con: Connection, session_id: str) -> None:
@@ -136,31 +269,11 @@ def delete_session(con: Connection, session_id: str) -> None:
         con.execute(f"DELETE FROM {table} WHERE session_id = ?", [session_id])
 
 
-def _segment_frame(result: SessionResult) -> pd.DataFrame:
-    segs = result.segments
-    return pd.DataFrame({
-        "segment_id": [s.segment_id for s in segs],
-        "session_id": result.session_id,
-        "channel": [s.channel for s in segs],
-        "speaker": [s.speaker for s in segs],
-        "start_s": [s.start_s for s in segs],
-        "end_s": [s.end_s for s in segs],
-        "label": [s.label for s in segs],
-        "confidence": [s.confidence for s in segs],
-        "scores": [s.scores.astype(np.float32).tolist() for s in segs],
-        "embedding": [s.embedding.astype(np.float32).tolist() for s in segs],
-        "rms": [s.rms for s in segs],
-        "clip_ratio": [s.clip_ratio for s in segs],
-        "flags": [list(s.flags) for s in segs],
-        "fallback_action": [s.fallback_action for s in segs],
-    })
-
-
-def _insert(con: Connection, table: str, df: pd.DataFrame, select: str) -> None:
-    """INSERT ... SELECT from a registered DataFrame: one bulk statement, not a row loop."""
-    con.register("insert_df", df)
-    try:
-        names = ", ".join(part.strip().split("::")[0] for part in select.split(","))
-        con.execute(f"INSERT INTO {table} ({names}) SELECT {select} FROM insert_df")
-    finally:
-        con.unregister("insert_df")
+def _insert(con: Connection, table: str, data: pa.Table, casts: dict | None = None) -> None:
+    """INSERT ... SELECT from a registered Arrow table: one bulk statement, not a row loop."""
+    casts = casts or {}
+    names = data.column_names
+    select = ", ".join(f"{n}::{casts[n]}" if n in casts else n for n in names)
+    con.register("insert_tbl", data)
+    con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM insert_tbl")
+    con.unregister("insert_tbl")

@@ -19,7 +19,7 @@ import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import duckdb
 import pandas as pd
@@ -41,12 +41,41 @@ def _is_lock_error(e: Exception) -> bool:
     return "lock" in text or "conflicting" in text or "being used by another process" in text
 
 
+class _Wait:
+    """One wait for the database: whether it has run out (never, when `retry_s` is None) and
+    the notes told along the way."""
+
+    def __init__(self, store: "Store"):
+        self.store = store
+        self.started = self.noted = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def give_up(self) -> StoreBusy | None:
+        retry_s = self.store.retry_s
+        if retry_s is not None and self.seconds > retry_s:
+            return StoreBusy(f"{self.store.path} stayed locked for {retry_s:.0f} s")
+        if self.store.on_wait is not None and time.monotonic() - self.noted >= self.store.WAIT_NOTE_S:
+            self.noted = time.monotonic()
+            self.store.on_wait(self.seconds)
+        return None
+
+
 class Store:
-    def __init__(self, path: str | Path = DEFAULT_DB, retry_s: float = 30.0,
-                 writer_first: bool = True):
+    """`retry_s`: how long to wait for another process's lock before StoreBusy; None waits as
+    long as it takes (the ingest run and the worker: the writer never gives up), calling
+    `on_wait(seconds waited)` every WAIT_NOTE_S so the wait can be told."""
+
+    WAIT_NOTE_S = 10.0
+
+    def __init__(self, path: str | Path = DEFAULT_DB, retry_s: float | None = 30.0,
+                 writer_first: bool = True, on_wait: Callable[[float], None] | None = None):
         self.path = Path(path)
         self.retry_s = retry_s
         self.writer_first = writer_first  # False only to measure what the gate is for (bench/)
+        self.on_wait = on_wait
         self.stats = {"retries": 0}
 
     @property
@@ -63,37 +92,38 @@ class Store:
         except OSError:  # e.g. a read-only folder: readers then go without the gate
             return None
 
-    def _take(self, fd: int, how: int, deadline: float) -> None:
+    def _take(self, fd: int, how: int, wait: _Wait) -> None:
         while True:
             try:
                 fcntl.flock(fd, how | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise StoreBusy(f"{self.path} stayed locked for {self.retry_s:.0f} s") from None
-                time.sleep(0.002)
+                if (busy := wait.give_up()) is not None:
+                    raise busy from None
+                time.sleep(0.002 if wait.seconds < 30 else 0.1)
 
-    def _connect(self, read_only: bool, deadline: float, gated: bool = False) -> Connection:
+    def _connect(self, read_only: bool, wait: _Wait, gated: bool = False) -> Connection:
         delay = 0.002 if gated else 0.01
         while True:
             if read_only:  # wait at the gate while a writer is in or waiting
                 fd = self._gate_fd(create=False)
                 if fd is not None:
                     try:
-                        self._take(fd, fcntl.LOCK_SH, deadline)
+                        self._take(fd, fcntl.LOCK_SH, wait)
                     finally:
                         os.close(fd)
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except (duckdb.IOException, duckdb.ConnectionException) as e:
-                if not _is_lock_error(e) or time.monotonic() > deadline:
-                    if _is_lock_error(e):
-                        raise StoreBusy(f"{self.path} stayed locked for {self.retry_s:.0f} s") from e
+                if not _is_lock_error(e):
                     raise
+                if (busy := wait.give_up()) is not None:
+                    raise busy from e
                 self.stats["retries"] += 1
                 time.sleep(delay * (0.5 + random.random()))
-                # A writer holding the gate waits only for readers already inside: poll fast.
-                delay = min(delay * 2, 0.02 if gated else 0.5)
+                # A writer holding the gate waits only for readers already inside: poll fast;
+                # a hold that lasts (another process's writer) is polled ever more slowly.
+                delay = min(delay * 2, (0.02 if gated else 0.5) if wait.seconds < 30 else 5.0)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -101,12 +131,12 @@ class Store:
         created = not self.path.exists()
         if not self.path.parent.exists():
             private_dir(self.path.parent)
-        deadline = time.monotonic() + self.retry_s
+        wait = _Wait(self)
         gate = self._gate_fd(create=True)
         try:
             if gate is not None:
-                self._take(gate, fcntl.LOCK_EX, deadline)
-            con = self._connect(read_only=False, deadline=deadline, gated=gate is not None)
+                self._take(gate, fcntl.LOCK_EX, wait)
+            con = self._connect(read_only=False, wait=wait, gated=gate is not None)
             try:
                 con.execute("BEGIN TRANSACTION")
                 try:
@@ -127,7 +157,7 @@ class Store:
     def read(self) -> Iterator[Connection]:
         if not self.path.exists():
             raise FileNotFoundError(f"no database at {self.path}; ingest some audio first")
-        con = self._connect(read_only=True, deadline=time.monotonic() + self.retry_s)
+        con = self._connect(read_only=True, wait=_Wait(self))
         try:
             yield con
         finally:

@@ -71,6 +71,7 @@ class SessionResult:
     error: str | None = None
     codec: str | None = None
     sample_rate: int | None = None
+    flags: tuple[str, ...] = ()  # "truncated": decoding stopped before the end of the file
     timings: dict = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -79,6 +80,26 @@ class SessionResult:
         """A file that could not be analysed: stored with its reason and no other rows."""
         return cls(session_id_for(sha256), str(path), Path(path).name, sha256, 0.0, 0, meta,
                    status="failed", error=reason)
+
+
+class KnownAudio:
+    """The SHA-256 of audio already stored, as sorted 16-byte digests: small enough (16 MB per
+    million sessions) to hand to every prepare process, so a stored file is skipped before it
+    is decoded. Calling it with a hash answers "already stored?"."""
+
+    def __init__(self, hashes=()):
+        keys = sorted({bytes.fromhex(h[:32]) for h in hashes if h})
+        self._keys = np.array(keys, dtype="S16") if keys else np.zeros(0, dtype="S16")
+
+    def __len__(self) -> int:
+        return int(self._keys.size)
+
+    def __call__(self, sha256: str) -> bool:
+        if not self._keys.size or not sha256:
+            return False
+        key = np.array(bytes.fromhex(sha256[:32]), dtype="S16")
+        i = int(np.searchsorted(self._keys, key))
+        return i < self._keys.size and self._keys[i] == key
 
 
 def session_id_for(sha256: str) -> str:

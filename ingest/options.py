@@ -22,6 +22,8 @@ class IngestOptions:
     stereo_roles: tuple[str, str] = ("agent", "customer")
     engine: str = "engine"  # "engine" (batched) or "reference" (FunASR's own loop)
     batch_seconds: float | None = None  # padded audio-seconds per batch; None: sized per device
+    # predict: the clip downmixed and analysed as one segment, no speech detection
+    whole_clip: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

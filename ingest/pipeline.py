@@ -1,171 +1,228 @@
-"""From audio files to stored sessions: decode → quality → VAD → emotion2vec+ → store.
+"""From audio files to stored sessions: prepare → model → assemble → one writer.
 
-Decoding and VAD of the next file run on a CPU thread while the current file is on the model,
-so a GPU is not left waiting for the decoder.
+`process_file` is the one way a file is analysed (the serial executor, the worker and
+`predict` all use it). `ingest_paths` runs a whole batch with an executor: `streaming` (the
+default, ingest/streaming.py: prepare processes, batches across files, bulk commits) or
+`serial` (one file at a time, preparing the next file on a thread while the model runs). Both
+store the same rows; every file ends ok, failed (with its reason) or skipped.
 """
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
-from core import quality
-from core.audio import SAMPLE_RATE, AudioError, decode, default_roles, sha256_of
 from core.errors import first_line
+from core.manifest import resolved
+from core.names import shown
 from core.sessions import SessionWriter
-from core.types import ChannelQuality, SessionMeta, SessionResult
-from ingest.assemble import Prepared, assemble, infer_function
-from ingest.model import LoadedModel
+from core.types import SessionMeta, SessionResult
+from ingest.assemble import analysed, assemble, run_model
+from ingest.model import LoadedModel, Output
 from ingest.options import IngestOptions
-from ingest.vad import speech_spans
+from ingest.prepare import Part, Prepared, Skip, prepare_stream
+from ingest.report import MODEL_ERRORS, ProgressHook, Report, stored_before
 
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".wma",
                   ".webm", ".oga", ".aif", ".aiff", ".au", ".amr", ".3gp", ".caf", ".mka"}
-
-
-@dataclass
-class Report:
-    """What an ingest run did, file by file, for the closing summary."""
-    ok: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    audio_s: float = 0.0
-    wall_s: float = 0.0
-    timings: dict = field(default_factory=lambda: {"decode": 0.0, "vad": 0.0, "model": 0.0,
-                                                     "store": 0.0})
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.failed else 0
+EXECUTORS = ("streaming", "serial")
 
 
 def expand(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders walked for audio files (sorted, so runs are repeatable)."""
+    """Files as given, folders walked for audio files (sorted, so runs are repeatable). Links
+    are listed too, broken or looping ones included, so each gets its own reason."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*")
-                              if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES))
+            out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES
+                              and (f.is_symlink() or f.is_file())))
         else:
             out.append(p)
     return out
 
 
-def prepare(path: Path, meta: SessionMeta, opts: IngestOptions,
-            already_stored: Callable[[str], bool] | None = None) -> Prepared:
-    """Hash, decode, quality and VAD; `already_stored(sha256)` True skips the file."""
-    t0 = time.perf_counter()
+def meta_lookup(metadata: dict[Path, SessionMeta]) -> Callable[[Path], SessionMeta]:
+    """Metadata by resolved path, else by bare name (a link loop by its own path)."""
+    def meta_for(p: Path) -> SessionMeta:
+        return metadata.get(resolved(p), metadata.get(Path(p.name), SessionMeta()))
+    return meta_for
+
+
+@dataclass
+class Processed:
+    prep: Prepared  # who the file is, its notes and stage timings (decode, vad, model)
+    result: SessionResult | None  # None: already stored, skipped
+
+
+def process_file(path: Path, meta: SessionMeta, lm: LoadedModel, opts: IngestOptions,
+                 skip: Skip | None = None, items: Iterator[Part | Prepared] | None = None,
+                 outputs: list[Output] | None = None, frame_feats: bool = False) -> Processed:
+    """prepare → model → assemble for one file, block by block (a long file is never whole in
+    memory). `items`: the file's prepare_stream when someone else runs it (the serial
+    executor's prefetch thread). `outputs`: when a list, the model's raw outputs are added to
+    it (with frame features when `frame_feats`), for predict."""
+    items = items if items is not None else prepare_stream(path, meta, opts, skip)
+    parts, prep, model_error, model_s = [], None, None, 0.0
     try:
-        sha = sha256_of(path)
-    except OSError as e:
-        reason = "file not found" if isinstance(e, FileNotFoundError) else f"unreadable: {e.strerror}"
-        # Nothing to identify it by, so it is reported but not stored.
-        return Prepared(path, "", meta, result=SessionResult.failed(path, "", meta, reason))
-    prep = Prepared(path, sha, meta)
-    if already_stored is not None and already_stored(sha):
-        prep.skipped = True
-        return prep
-    from ingest.streamed import is_long
-    if is_long(path):  # never held whole in memory: analyse() streams it
-        prep.streamed = True
-        return prep
-    try:
-        dec = decode(path)
-    except AudioError as e:
-        prep.result = SessionResult.failed(path, sha, meta, str(e))
-        return prep
-    t1 = time.perf_counter()
-    roles = meta.roles or (opts.stereo_roles if dec.n_channels == 2 else default_roles(dec.n_channels))
-    if len(roles) != dec.n_channels:
-        prep.result = SessionResult.failed(path, sha, meta, f"{len(roles)} speaker roles given for "
-                                               f"{dec.n_channels} channels")
-        return prep
-    chans, spans = [], []
-    for ch, x in enumerate(dec.samples):
-        found = speech_spans(x, opts)
-        level, clipped, flags = quality.measure(x, SAMPLE_RATE)
-        speech_s = sum(e - s for s, e in found)
-        chans.append(ChannelQuality(ch, roles[ch], x.size / SAMPLE_RATE, level, clipped,
-                                    speech_s, flags))
-        spans.extend((ch, s, e) for s, e in found)
-    t2 = time.perf_counter()
-    prep.samples, prep.codec, prep.rate = dec.samples, dec.codec, dec.source_rate
-    prep.roles, prep.channels = tuple(roles), tuple(chans)
-    prep.spans = sorted(spans, key=lambda s: (s[1], s[0]))
-    prep.timings = {"decode": t1 - t0, "vad": t2 - t1}
-    if not spans:
-        loudest = max(c.rms for c in chans)
-        prep.result = SessionResult.failed(path, sha, meta, "no speech found (silent or too quiet: "
-                                               f"RMS {loudest:.4f})")
-    return prep
-
-
-def analyse(prep: Prepared, lm: LoadedModel, opts: IngestOptions) -> SessionResult:
-    if prep.streamed:
-        from ingest.streamed import analyse_streamed
-        return analyse_streamed(prep, lm, opts)
-    waves = [prep.samples[ch, int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)]
-             for ch, s, e in prep.spans]
-    outputs = infer_function(opts.engine, opts.batch_seconds)(lm, waves)
-    return assemble(prep, outputs, opts)
-
-
-ProgressHook = Callable[[str, dict], None]
+        for item in items:
+            if isinstance(item, Prepared):
+                prep = item
+                continue
+            if model_error is not None:
+                continue  # the rest of the file is decoded to its end, not analysed
+            t = time.perf_counter()
+            try:
+                outs = run_model(lm, item.waves, opts, frame_feats=frame_feats)
+            except MODEL_ERRORS as e:
+                model_error = f"model failed: {first_line(e)}"
+                continue
+            finally:
+                model_s += time.perf_counter() - t
+            item.release()
+            if outputs is not None:
+                outputs.extend(outs)
+            parts.append(analysed(item, outs, opts))
+    except Exception as e:  # noqa: BLE001 — one file's surprise never stops the batch
+        failed = Prepared(Path(path), "", meta).fail(f"internal error: {type(e).__name__}: "
+                                                     f"{first_line(e)}")
+        return Processed(failed, failed.result)
+    prep.timings["model"] = model_s
+    if prep.skipped:
+        return Processed(prep, None)
+    if model_error is not None and prep.result is None:
+        prep.fail(model_error)
+    return Processed(prep, assemble(prep, parts))
 
 
 def ingest_paths(paths: Iterable[str | Path], writer: SessionWriter, lm: LoadedModel,
-                 opts: IngestOptions = IngestOptions(), metadata: dict[Path, SessionMeta] | None = None,
-                 force: bool = False, progress: ProgressHook | None = None) -> Report:
-    """Ingest files and folders through `writer`; every file ends ok, failed or skipped."""
+                 opts: IngestOptions = IngestOptions(),
+                 metadata: dict[Path, SessionMeta] | None = None, force: bool = False,
+                 progress: ProgressHook | None = None, executor: str = "streaming",
+                 workers: int | None = None) -> Report:
+    """Ingest files and folders through `writer`; every file ends ok, failed or skipped.
+
+    Ctrl-C (or SIGTERM turned into KeyboardInterrupt) stops the run: what was committed stays,
+    the run is marked interrupted, and the report says so."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, not {executor!r}")
     files = expand(paths)
-    metadata = metadata or {}
-    report = Report()
+    meta_for = meta_lookup(metadata or {})
     progress = progress or (lambda event, info: None)
+    report = Report(executor=executor)
     started = time.perf_counter()
+    # The run is the single writer: a lock held elsewhere (a reader, the worker between jobs)
+    # is waited out, however long, never a traceback.
+    writer.store.retry_s = None
+    writer.store.on_wait = lambda s: progress("waiting", {"seconds": s})
     writer.store.migrate()
-    skip = None if force else writer.already_stored
-    run_id = writer.start_run(lm.name, lm.path, lm.trained, lm.device, opts.engine, opts.to_dict())
-    progress("start", {"files": len(files)})
+    run_id = writer.start_run(lm.name, lm.path, lm.trained, lm.device, opts.engine,
+                              {**opts.to_dict(), "executor": executor})
+    status = "finished"
+    try:
+        if executor == "serial":
+            progress("start", {"files": len(files), "executor": executor, "workers": 1})
+            _serial(files, meta_for, writer, lm, opts, force, run_id, report, progress)
+        else:
+            from ingest.streaming import Streaming
+            Streaming(writer, lm, opts, force, run_id, report, progress,
+                      workers).run(files, meta_for)
+    except KeyboardInterrupt:
+        report.interrupted, status = True, "interrupted"
+    finally:
+        report.wall_s = time.perf_counter() - started
+        if not report.busy:  # serial: each stage ran on one thread
+            report.busy = serial_shares(report.timings, report.wall_s)
+        writer.finish_run(run_id, len(report.ok), len(report.failed), len(report.skipped),
+                          report.audio_s, status)
+    return report
 
-    def meta_for(p: Path) -> SessionMeta:
-        return metadata.get(p.resolve(), metadata.get(Path(p.name), SessionMeta()))
 
-    with ThreadPoolExecutor(max_workers=1) as pool_:
-        pending = pool_.submit(prepare, files[0], meta_for(files[0]), opts, skip) \
-            if files else None
+def serial_shares(timings: dict, wall: float) -> dict[str, float]:
+    wall = max(wall, 1e-9)
+    return {"prepare": (timings["decode"] + timings["vad"]) / wall,
+            "model": timings["model"] / wall, "store": timings["store"] / wall}
+
+
+def _serial(files: list[Path], meta_for, writer: SessionWriter, lm: LoadedModel,
+            opts: IngestOptions, force: bool, run_id: str, report: Report,
+            progress: ProgressHook) -> None:
+    # What is stored, asked once: the prepare thread never opens the database beside the
+    # writer (the final word on a copy stored earlier in this run is `stored_before`).
+    skip = None if force else writer.known_audio()
+    started = time.perf_counter()
+    with _Prefetch(files, meta_for, opts, skip) as ahead:
         for i, path in enumerate(files):
-            prep = pending.result()
-            pending = (pool_.submit(prepare, files[i + 1], meta_for(files[i + 1]), opts, skip)
-                       if i + 1 < len(files) else None)
-            for k, v in prep.timings.items():
-                report.timings[k] += v
-            if prep.skipped:
-                report.skipped.append(str(path))
-                progress("file", {"path": str(path), "status": "skipped", "audio_s": 0.0})
-                continue
-            result = prep.result
-            if result is None:
-                t0 = time.perf_counter()
-                try:
-                    result = analyse(prep, lm, opts)
-                except (RuntimeError, ValueError, MemoryError) as e:
-                    result = SessionResult.failed(path, prep.sha256, prep.meta,
-                                                  f"model failed: {first_line(e)}")
-                report.timings["model"] += time.perf_counter() - t0
+            done = process_file(path, meta_for(path), lm, opts, items=ahead.items(i))
+            for k, v in done.prep.timings.items():
+                report.timings[k] = report.timings.get(k, 0.0) + v
+            result = done.result
+            if result is not None and stored_before(writer, result, force):
+                result = None
             t0 = time.perf_counter()
-            if result.sha256:
+            if result is not None and result.sha256:
                 writer.save(result, run_id)
             report.timings["store"] += time.perf_counter() - t0
-            if result.status == "ok":
-                report.ok.append(str(path))
-                report.audio_s += result.duration_s
-            else:
-                report.failed.append((str(path), result.error or "failed"))
-            progress("file", {"path": str(path), "status": result.status,
-                              "error": result.error, "audio_s": result.duration_s})
-    report.wall_s = time.perf_counter() - started
-    writer.finish_run(run_id, len(report.ok), len(report.failed), len(report.skipped),
-                     report.audio_s)
-    return report
+            note = "; ".join(done.prep.notes) or None
+            status = report.add(shown(path), result, note)
+            progress("file", {"path": shown(path), "status": status, "note": note,
+                              "error": result.error if result is not None else None,
+                              "audio_s": result.duration_s if result is not None else 0.0})
+            progress("busy", serial_shares(report.timings, time.perf_counter() - started))
+
+
+class _Prefetch:
+    """The serial executor's one helper thread: prepares the next file while the model runs
+    on this one, handing parts over through a two-item queue (so memory stays bounded)."""
+
+    _DONE = object()
+
+    def __init__(self, files: list[Path], meta_for, opts: IngestOptions, skip: Skip | None):
+        self.files, self.meta_for, self.opts, self.skip = files, meta_for, opts, skip
+        self.q: queue.Queue = queue.Queue(maxsize=2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, name="prepare", daemon=True)
+
+    def __enter__(self) -> "_Prefetch":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        while self.thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                self.q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        for i, path in enumerate(self.files):
+            try:
+                for item in prepare_stream(path, self.meta_for(path), self.opts, self.skip):
+                    if not self._put((i, item)):
+                        return
+            except Exception as e:  # noqa: BLE001 — handed to the consumer as this file's error
+                if not self._put((i, e)):
+                    return
+
+    def items(self, i: int) -> Iterator[Part | Prepared]:
+        """File `i`'s items, up to and including its summary."""
+        while True:
+            j, item = self.q.get()
+            assert j == i, (j, i)
+            if isinstance(item, Exception):
+                raise item
+            yield item
+            if isinstance(item, Prepared):
+                return

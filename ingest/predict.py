@@ -1,29 +1,43 @@
 """One clip → the seed's JSON: emotion, confidence, nine scores, fallback action, model."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from core.curves import pool
 from core.labels import LABELS
 from core.metrics import fallback_action
 from core.rules import load_rules
+from core.types import SessionMeta
+from ingest.assemble import run_model
 from ingest.model import LoadedModel, Output
 from ingest.options import IngestOptions
-
-
-def _one(lm: LoadedModel, clip: np.ndarray, engine: str, frame_feats: bool) -> Output:
-    if engine == "reference":
-        from ingest.model import reference_infer
-        return reference_infer(lm, [clip], frame_feats=frame_feats)[0]
-    from ingest.engine import infer
-    return infer(lm, [clip], frame_feats=frame_feats)[0]
 
 
 def predict_clip(lm: LoadedModel, clip: np.ndarray, granularity: str = "utterance",
                  engine: str = "engine") -> tuple[dict, np.ndarray]:
     """The predict JSON and the embedding, shaped (D,) or (T, D) for frame granularity."""
-    frame = granularity == "frame"
-    out = _one(lm, clip, engine, frame_feats=frame)  # frame features only when they are shown
+    frame = granularity == "frame"  # frame features only when they are shown
+    out = run_model(lm, [clip], IngestOptions(engine=engine), frame_feats=frame)[0]
+    return describe(lm, out, granularity)
+
+
+def predict_file(path: Path, lm: LoadedModel, granularity: str = "utterance",
+                 engine: str = "engine") -> tuple[dict | None, np.ndarray | None, str | None]:
+    """`predict_clip` of a file, through the same prepare → model path as ingest (the whole
+    clip, downmixed, as one segment): (JSON, embedding, None) or (None, None, reason)."""
+    from ingest.pipeline import process_file
+    opts = IngestOptions(engine=engine, whole_clip=True)
+    outputs: list[Output] = []
+    done = process_file(path, SessionMeta(), lm, opts, outputs=outputs,
+                        frame_feats=granularity == "frame")
+    if done.result is None or done.result.status != "ok" or not outputs:
+        return None, None, (done.result.error if done.result is not None else "not analysed")
+    return (*describe(lm, outputs[0], granularity), None)
+
+
+def describe(lm: LoadedModel, out: Output, granularity: str) -> tuple[dict, np.ndarray]:
     top = int(np.argmax(out.scores))
     opts = IngestOptions()
     result = {
@@ -35,7 +49,7 @@ def predict_clip(lm: LoadedModel, clip: np.ndarray, granularity: str = "utteranc
         "model": lm.name,
         "trained": lm.trained,
     }
-    if frame:
+    if granularity == "frame":
         t, probs = pool(out.frame_logits, 0.0, opts.curve_hop_s, opts.curve_window_s)
         result["curve"] = {"hop_s": opts.curve_hop_s, "t_s": np.round(t, 3).tolist(),
                            "probs": np.round(probs, 4).tolist()}

@@ -1,7 +1,18 @@
-"""Speech segments per channel: silero-vad (weights ship in its wheel), then our shaping rules."""
+"""Speech segments per channel: silero-vad's model (the ONNX file in its wheel), then our
+shaping rules.
+
+Torch-free, so prepare processes never load torch: the `silero_vad` package imports torch at
+import time, even for its ONNX sequence path. So this module opens the wheel's sequence ONNX
+export with onnxruntime itself and turns the per-frame probabilities into speech spans with the
+same state machine as silero's `get_speech_timestamps_from_probs` (for an unbounded maximum
+speech length, which is how it is called here). `tests/test_vad.py` holds both to the same
+spans as `silero_vad.get_speech_timestamps_sequence`.
+"""
 from __future__ import annotations
 
 import functools
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 
@@ -9,34 +20,112 @@ from core.audio import SAMPLE_RATE
 from ingest.options import IngestOptions
 
 _FRAME = SAMPLE_RATE // 50  # 20 ms energy frames for finding the quietest split point
+_VAD_FRAME = 512  # silero's frame at 16 kHz (32 ms), with 64 samples of context before it
+_VAD_CONTEXT = 64
+_MAX_FRAMES = 512  # frames per ONNX call (~16 s)
+
+
+def model_path() -> Path:
+    """The sequence ONNX model shipped in the silero-vad wheel, found without importing it."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("silero-vad is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "silero_vad_16k_sequence.onnx"
 
 
 @functools.lru_cache(maxsize=1)
-def _model():
-    # The sequence ONNX export gives the streaming model's exact probabilities from a few
-    # block-level calls instead of a Python loop per 32 ms frame (about 6x faster here), and
-    # releases the GIL, so VAD on the prefetch thread overlaps inference.
-    from silero_vad import load_silero_vad
-    return load_silero_vad(sequence=True)
+def _session():
+    # One ONNX call per ~16 s block gives the streaming model's exact probabilities without a
+    # Python loop per 32 ms frame, and onnxruntime releases the GIL while it runs.
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(model_path()), sess_options=options,
+                                providers=["CPUExecutionProvider"])
+
+
+def probabilities(x: np.ndarray) -> np.ndarray:
+    """Speech probability of every 32 ms frame of a 16 kHz channel (silero's sequence model)."""
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    n_frames = -(-x.size // _VAD_FRAME)
+    session = _session()
+    h = np.zeros((1, 1, 128), np.float32)
+    c = np.zeros((1, 1, 128), np.float32)
+    context = np.zeros(_VAD_CONTEXT, np.float32)
+    out = []
+    for first in range(0, n_frames, _MAX_FRAMES):
+        k = min(_MAX_FRAMES, n_frames - first)
+        frames = np.zeros((k, _VAD_FRAME), np.float32)
+        chunk = x[first * _VAD_FRAME:(first + k) * _VAD_FRAME]
+        frames.reshape(-1)[:chunk.size] = chunk
+        ctx = np.empty((k, _VAD_CONTEXT), np.float32)
+        ctx[0] = context
+        ctx[1:] = frames[:-1, -_VAD_CONTEXT:]
+        context = frames[-1, -_VAD_CONTEXT:].copy()
+        probs, h, c = session.run(["speech_probs", "hn", "cn"],
+                                  {"input": np.concatenate([ctx, frames], axis=1), "h": h, "c": c})
+        out.append(probs.reshape(-1))
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def timestamps(probs: np.ndarray, n_samples: int, threshold: float, min_speech_ms: int,
+               min_silence_ms: int, pad_ms: int) -> list[tuple[int, int]]:
+    """(start, end) samples of speech: silero's state machine with no maximum speech length."""
+    sr = SAMPLE_RATE
+    min_speech = sr * min_speech_ms / 1000
+    min_silence = sr * min_silence_ms / 1000
+    pad = sr * pad_ms / 1000
+    neg_threshold = max(threshold - 0.15, 0.01)
+    speeches: list[list[float]] = []
+    start = None
+    temp_end = 0
+    for i, p in enumerate(probs.tolist()):
+        at = _VAD_FRAME * i
+        if p >= threshold and temp_end:
+            temp_end = 0
+        if p >= threshold and start is None:
+            start = at
+            continue
+        if p < neg_threshold and start is not None:
+            if not temp_end:
+                temp_end = at
+            if at - temp_end < min_silence:
+                continue
+            if temp_end - start > min_speech:
+                speeches.append([start, temp_end])
+            start, temp_end = None, 0
+    if start is not None and n_samples - start > min_speech:
+        speeches.append([start, n_samples])
+    for i, sp in enumerate(speeches):  # padding, shared out where the gap is short
+        if i == 0:
+            sp[0] = int(max(0, sp[0] - pad))
+        if i != len(speeches) - 1:
+            gap = speeches[i + 1][0] - sp[1]
+            if gap < 2 * pad:
+                sp[1] += int(gap // 2)
+                speeches[i + 1][0] = int(max(0, speeches[i + 1][0] - gap // 2))
+            else:
+                sp[1] = int(min(n_samples, sp[1] + pad))
+                speeches[i + 1][0] = int(max(0, speeches[i + 1][0] - pad))
+        else:
+            sp[1] = int(min(n_samples, sp[1] + pad))
+    return [(int(s), int(e)) for s, e in speeches]
 
 
 def speech_spans(x: np.ndarray, opts: IngestOptions) -> list[tuple[float, float]]:
     """(start_s, end_s) of speech in one 16 kHz channel, merged, split and filtered."""
     if x.size < SAMPLE_RATE // 10:
         return []
-    from silero_vad import get_speech_timestamps_sequence
-    raw = get_speech_timestamps_sequence(
-        np.ascontiguousarray(x, dtype=np.float32), _model(),
-        sampling_rate=SAMPLE_RATE, threshold=opts.vad_threshold,
-        min_speech_duration_ms=int(opts.min_segment_s * 1000),
-        min_silence_duration_ms=int(opts.merge_gap_s * 1000),
-        speech_pad_ms=int(opts.speech_pad_s * 1000))
-    return shape(raw, x, opts)
+    return shape(timestamps(probabilities(x), x.size, opts.vad_threshold,
+                            int(opts.min_segment_s * 1000), int(opts.merge_gap_s * 1000),
+                            int(opts.speech_pad_s * 1000)), x, opts)
 
 
-def shape(raw: list[dict], x: np.ndarray, opts: IngestOptions) -> list[tuple[float, float]]:
-    """silero's timestamps (samples) → our segments: merged, long ones split, blips dropped."""
-    spans = [(r["start"] / SAMPLE_RATE, r["end"] / SAMPLE_RATE) for r in raw]
+def shape(raw: list[tuple[int, int]], x: np.ndarray,
+          opts: IngestOptions) -> list[tuple[float, float]]:
+    """Speech timestamps (samples) → our segments: merged, long ones split, blips dropped."""
+    spans = [(s / SAMPLE_RATE, e / SAMPLE_RATE) for s, e in raw]
     spans = merge(spans, opts.merge_gap_s)
     out: list[tuple[float, float]] = []
     for s, e in spans:
@@ -94,8 +183,8 @@ class VadStream:
         contexts[0] = ctx
         contexts[1:] = frames[:-1, -self.CONTEXT:]
         block = np.concatenate([contexts, frames], axis=1)
-        probs, h, c = _model().session.run(["speech_probs", "hn", "cn"],
-                                           {"input": block, "h": h, "c": c})
+        probs, h, c = _session().run(["speech_probs", "hn", "cn"],
+                                     {"input": block, "h": h, "c": c})
         return probs.reshape(-1), h, c
 
     def feed(self, x: np.ndarray, n: int) -> None:
@@ -130,13 +219,10 @@ class VadStream:
             n = self.done
         if n < SAMPLE_RATE // 10:
             return []
-        from silero_vad.utils_vad import get_speech_timestamps_from_probs
         o = self.opts
-        raw = get_speech_timestamps_from_probs(
-            self.probs(x, n) if final else self.probs(), sampling_rate=SAMPLE_RATE,
-            threshold=o.vad_threshold, min_speech_duration_ms=int(o.min_segment_s * 1000),
-            min_silence_duration_ms=int(o.merge_gap_s * 1000),
-            speech_pad_ms=int(o.speech_pad_s * 1000), audio_length_samples=n)
+        raw = timestamps(self.probs(x, n) if final else self.probs(), n, o.vad_threshold,
+                         int(o.min_segment_s * 1000), int(o.merge_gap_s * 1000),
+                         int(o.speech_pad_s * 1000))
         return shape(raw, x[:n], self.opts)
 
     def closed(self, spans: list[tuple[float, float]]) -> list[tuple[float, float]]:

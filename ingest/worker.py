@@ -5,6 +5,8 @@ this loop does all the writing, each step in its own short transaction so the da
 read-only connections get in between. A session's rows and its job's `done` share one
 transaction; a job interrupted by a crash is queued again on restart, and one that has taken
 the worker down `max_attempts` times is failed, so nothing loops and nothing stays `running`.
+A database locked by another process is waited out, however long (and said so in the log);
+an inbox entry of any name — bytes that are not UTF-8 included — becomes a job like any other.
 """
 from __future__ import annotations
 
@@ -18,18 +20,19 @@ from typing import Callable
 
 from core import erasure, notes
 from core.audit import AuditLog
-from core.inbox import (SIDECAR, beat, check_inside, data_dir_of, read_sidecar,
-                        requested_job_id, safe_ext, waiting)
 from core.errors import first_line
+from core.inbox import (SIDECAR, beat, check_inside, data_dir_of, entry, key_of, name_of,
+                        read_sidecar, requested_job_id, safe_ext, waiting)
 from core.private import private_dir, tighten
 from core.settings import Retention
 from core.jobs import Job, JobQueue
+from core.names import shown
 from core.sessions import SessionWriter
 from core.store import StoreBusy
-from core.types import SessionMeta, SessionResult, session_id_for
+from core.types import SessionMeta, session_id_for
 from ingest.model import LoadedModel
 from ingest.options import IngestOptions
-from ingest.pipeline import analyse, prepare
+from ingest.pipeline import process_file
 
 log = logging.getLogger("emoscope.worker")
 
@@ -70,6 +73,10 @@ class Worker:
                  opts: IngestOptions = IngestOptions(), echo: Callable[[str], None] = log.info):
         self.writer, self.lm, self.cfg, self.opts, self.echo = writer, lm, config, opts, echo
         self.store = writer.store
+        # The single writer never gives up on a lock held elsewhere: it waits, and says so.
+        self.store.retry_s = None
+        self.store.on_wait = lambda s: self.echo(
+            f"the database has been locked by another process for {s:.0f} s; still waiting")
         self.jobs = JobQueue(self.store, config.max_attempts)
         self.run_id: str | None = None
         self.counts = {"done": 0, "failed": 0, "skipped": 0, "audio_s": 0.0}
@@ -94,22 +101,27 @@ class Worker:
         """Poll the inbox and process jobs; with `once`, stop when nothing is left to do."""
         self.start()
         last_beat = 0.0
-        while not stop():
-            if time.monotonic() - last_beat > 1.0:
-                try:
-                    beat(self.cfg.inbox)
-                except OSError:
-                    pass  # only the upload page's "is a worker running" note depends on it
-                last_beat = time.monotonic()
-            self.chores()
-            self.scan()
-            worked = self.step()
-            if worked:
-                continue
-            if once and not self.unsettled:
-                self.chores(force=True)  # spools filled while the last jobs ran are stored too
-                break
-            time.sleep(self.cfg.poll_s)
+        try:
+            while not stop():
+                if time.monotonic() - last_beat > 1.0:
+                    try:
+                        beat(self.cfg.inbox)
+                    except OSError:
+                        pass  # only the upload page's "is a worker running" note depends on it
+                    last_beat = time.monotonic()
+                self.chores()
+                self.scan()
+                worked = self.step()
+                if worked:
+                    continue
+                if once and not self.unsettled:
+                    self.chores(force=True)  # spools filled while the last jobs ran are stored
+                    break
+                time.sleep(self.cfg.poll_s)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run says it was stopped
+            self._finish_run("interrupted")
+            raise
+        self._finish_run("finished")
         return self.counts
 
     # -- the writer's other duties ------------------------------------------------------------
@@ -149,7 +161,7 @@ class Worker:
         self.unsettled = 0
         if not files:
             return 0
-        known = self.jobs.latest_by_file([p.name for p in files])
+        known = self.jobs.latest_by_file([key_of(p.name) for p in files])
         added = 0
         now_ns = time.time_ns()
         for path in files:
@@ -158,10 +170,11 @@ class Worker:
             except OSError:
                 continue  # gone between the listing and now
             sig = (st.st_size, st.st_mtime_ns)
-            settled = (self._seen.get(path.name) == sig
+            key = key_of(path.name)
+            settled = (self._seen.get(key) == sig
                        and now_ns - st.st_mtime_ns >= self.cfg.settle_s * 1e9)
-            self._seen[path.name] = sig
-            job = known.get(path.name)
+            self._seen[key] = sig
+            job = known.get(key)
             if job is not None and job.status in ("queued", "running"):
                 continue
             if job is not None and (job.size_bytes, job.mtime_ns) == sig:
@@ -173,16 +186,17 @@ class Worker:
             original, meta, problem = read_sidecar(path)
             if problem:
                 meta = {"_problem": problem}
-            self.jobs.add(path.name, original, st.st_size, st.st_mtime_ns, meta,
-                          requested_job_id(path))
+            if original is None and key != path.name:
+                original = shown(path.name)  # the bytes stay on disk; the name is shown escaped
+            self.jobs.add(key, original, st.st_size, st.st_mtime_ns, meta, requested_job_id(path))
             added += 1
         return added
 
     def _tidy_finished(self) -> None:
         files = waiting(self.cfg.inbox)
-        known = self.jobs.latest_by_file([p.name for p in files]) if files else {}
+        known = self.jobs.latest_by_file([key_of(p.name) for p in files]) if files else {}
         for path in files:
-            job = known.get(path.name)
+            job = known.get(key_of(path.name))
             try:
                 st = path.stat()
             except OSError:
@@ -197,7 +211,7 @@ class Worker:
         job = self.jobs.claim()
         if job is None:
             return False
-        shown = job.original_name or job.file_name
+        name = job.original_name or shown(job.file_name)
         try:
             status, detail = self._process(job)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see stop_on_sigterm): not the file's fault
@@ -215,47 +229,40 @@ class Worker:
             self._put_away(self.jobs.get(job.job_id) or job)
             self.counts[status] += 1
         self._finish_run()
-        self.echo(f"{status:6} {shown}" + (f": {detail}" if detail else ""))
+        self.echo(f"{status:6} {name}" + (f": {detail}" if detail else ""))
         return True
 
     def _process(self, job: Job) -> tuple[str, str | None]:
         if "_problem" in job.metadata:
             self.jobs.fail(job.job_id, job.metadata["_problem"])
             return "failed", job.metadata["_problem"]
-        path = self.cfg.inbox / job.file_name
+        path = entry(self.cfg.inbox, job.file_name)
         if not path.is_file() or path.is_symlink():
             reason = "file disappeared from the inbox before it was processed"
             self.jobs.fail(job.job_id, reason)
             return "failed", reason
-        prep = prepare(path, metadata_to_meta(job.metadata), self.opts, self.writer.already_stored)
-        if prep.skipped:
-            sid = session_id_for(prep.sha256)
+        done = process_file(path, metadata_to_meta(job.metadata), self.lm, self.opts,
+                            skip=self.writer.already_stored)
+        if done.result is None:
+            sid = session_id_for(done.prep.sha256)
             self.jobs.done(job.job_id, sid, "already stored (same audio)")
             self.counts["skipped"] += 1
             return "done", "already stored"
-        result = prep.result
-        if result is None:
-            try:
-                result = analyse(prep, self.lm, self.opts)
-            except (RuntimeError, ValueError) as e:
-                result = SessionResult.failed(prep.path, prep.sha256, prep.meta,
-                                              f"model failed: {first_line(e)}")
-            finally:
-                prep.samples = None  # free the audio before the store work
+        result = done.result
         if not result.sha256:  # vanished before it could even be hashed
             self.jobs.fail(job.job_id, result.error or "unreadable")
             return "failed", result.error
         # Stored under the user's name and where the file will be kept, not its inbox name.
         kept = self._destination(job, result.status == "ok") or path
         result = dataclasses.replace(result, source_path=str(kept),
-                                     file_name=job.original_name or job.file_name)
+                                     file_name=job.original_name or shown(job.file_name))
         if result.status != "ok":
             self.writer.save(result, self._run())
             self.jobs.fail(job.job_id, result.error or "failed", result.session_id)
             return "failed", result.error
         self.writer.save(result, self._run(), also=self._mark_done(job))
         self.counts["audio_s"] += result.duration_s
-        return "done", None
+        return "done", "; ".join(done.prep.notes) or None
 
     def _mark_done(self, job: Job):
         """The job's `done`, in its session's transaction: a crash leaves both or neither."""
@@ -268,7 +275,7 @@ class Worker:
     # -- files and runs -----------------------------------------------------------------------
     def _put_away(self, job: Job) -> None:
         """Move a finished job's file (and sidecar) out of the inbox, under the job's id."""
-        src = self.cfg.inbox / job.file_name
+        src = entry(self.cfg.inbox, job.file_name)
         side = src.with_suffix(SIDECAR) if src.suffix != SIDECAR else None
         dest = self._destination(job, job.status != "failed")
         for f, target in ((src, dest), (side, dest and dest.with_suffix(SIDECAR))):
@@ -287,7 +294,7 @@ class Worker:
     def _destination(self, job: Job, ok: bool) -> Path | None:
         """Where a finished job's file is kept (None: deleted), named by the job's id."""
         folder = self.cfg.archive if ok else self.cfg.failed
-        return None if folder is None else folder / f"{job.job_id}{safe_ext(job.file_name)}"
+        return None if folder is None else folder / f"{job.job_id}{safe_ext(name_of(job.file_name))}"
 
     def _run(self) -> str:
         if self.run_id is None:
@@ -296,12 +303,12 @@ class Worker:
                                                {**self.opts.to_dict(), "source": "worker"})
         return self.run_id
 
-    def _finish_run(self) -> None:
+    def _finish_run(self, status: str = "running") -> None:
         # Kept current after every job, so a killed worker's run still shows what it did.
         if self.run_id is not None:
             c = self.counts
             self.writer.finish_run(self.run_id, c["done"] - c["skipped"], c["failed"],
-                                  c["skipped"], c["audio_s"])
+                                  c["skipped"], c["audio_s"], status)
 
 
 def stop_on_sigterm() -> None:

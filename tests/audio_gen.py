@@ -87,3 +87,36 @@ def conversation(agent_lines: list[str], customer_lines: list[str], gap_s: float
         left += [sa, silence(gap_s), np.zeros_like(sc), silence(gap_s)]
         right += [np.zeros_like(sa), silence(gap_s), sc, silence(gap_s)]
     return np.stack([np.concatenate(left), np.concatenate(right)])
+
+
+def write_long(path: Path, seconds: int, burst: np.ndarray, every_min: int = 30) -> Path:
+    """Mostly digital silence with a speech burst every `every_min` minutes, as FLAC, written
+    a minute at a time (two hours take about 2 MB and a couple of seconds)."""
+    sr = 16_000
+    with av.open(str(path), "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=sr)
+        stream.layout, stream.format = "mono", "s16"
+        res = av.AudioResampler(format="s16", layout="mono", rate=sr)
+        for minute in range(seconds // 60):
+            x = np.zeros(60 * sr, np.float32)
+            if minute % every_min == 5:
+                x[sr:sr + burst.size] = burst
+            frame = av.AudioFrame.from_ndarray(x[None, :], format="fltp", layout="mono")
+            frame.sample_rate, frame.time_base, frame.pts = sr, Fraction(1, sr), minute * 60 * sr
+            for f in res.resample(frame):
+                for pkt in stream.encode(f):
+                    out.mux(pkt)
+        for pkt in stream.encode(None):
+            out.mux(pkt)
+    return path
+
+
+def zero_flac_length(path: Path) -> Path:
+    """Zero the total-samples field of a FLAC's STREAMINFO (\"unknown length\"), as a
+    container that states no duration."""
+    b = bytearray(path.read_bytes())
+    assert b[:4] == b"fLaC"
+    b[21] &= 0xF0  # STREAMINFO's 36-bit total samples: the low 4 bits here, 4 bytes after
+    b[22:26] = bytes(4)
+    path.write_bytes(bytes(b))
+    return path

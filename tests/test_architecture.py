@@ -82,3 +82,27 @@ def test_dashboard_runs_no_sql_of_its_own():
     found = [str(p.relative_to(ROOT)) for p in (ROOT / "dashboard").rglob("*.py")
              if "SELECT " in p.read_text() or ".query(" in p.read_text()]
     assert found == []
+
+
+def test_the_prepare_stage_never_imports_torch():
+    """ingest/prepare runs in prepare processes that must stay light: nothing it imports,
+    directly or through our own modules, pulls in torch, FunASR or Streamlit."""
+    graph = imports()
+
+    def resolve(d: str) -> str | None:
+        while d and d not in graph:
+            d = d.rpartition(".")[0]
+        return d or None
+
+    seen, todo, heavy = set(), ["ingest.prepare"], set()
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        for d in graph[m]:
+            if top(d) in ("torch", "funasr", "streamlit", "silero_vad"):
+                heavy.add((m, d))
+            elif (r := resolve(d)) is not None:
+                todo.append(r)
+    assert "ingest.vad" in seen and heavy == set()

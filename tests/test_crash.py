@@ -45,13 +45,13 @@ def hold(point, name):
         marker.write_text(name)
         time.sleep(600)  # killed here
 
-real_analyse = worker_mod.analyse
-def analyse(prep, *a, **kw):
-    out = real_analyse(prep, *a, **kw)  # the model has run; nothing is stored yet
-    hold("analysis", prep.path.name)
+real_process = worker_mod.process_file
+def process_file(path, *a, **kw):
+    out = real_process(path, *a, **kw)  # the model has run; nothing is stored yet
+    hold("analysis", path.name)
     return out
 
-worker_mod.analyse = analyse
+worker_mod.process_file = process_file
 w.before_commit = lambda job: hold("commit", job.file_name)
 w.run(once=True)
 """

@@ -11,64 +11,43 @@ import numpy as np
 import pytest
 
 from core.store import Store
-from tests.audio_gen import silence, write
+from tests.audio_gen import silence, write, write_long
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def write_long(path: Path, seconds: int, burst: np.ndarray, every_min: int = 30) -> Path:
-    """Mostly digital silence with a speech burst every `every_min` minutes, as FLAC, written
-    a minute at a time (two hours take about 2 MB and a couple of seconds)."""
-    from fractions import Fraction
-
-    import av
-    sr = 16_000
-    with av.open(str(path), "w", format="flac") as out:
-        stream = out.add_stream("flac", rate=sr)
-        stream.layout, stream.format = "mono", "s16"
-        res = av.AudioResampler(format="s16", layout="mono", rate=sr)
-        for minute in range(seconds // 60):
-            x = np.zeros(60 * sr, np.float32)
-            if minute % every_min == 5:
-                x[sr:sr + burst.size] = burst
-            frame = av.AudioFrame.from_ndarray(x[None, :], format="fltp", layout="mono")
-            frame.sample_rate, frame.time_base, frame.pts = sr, Fraction(1, sr), minute * 60 * sr
-            for f in res.resample(frame):
-                for pkt in stream.encode(f):
-                    out.mux(pkt)
-        for pkt in stream.encode(None):
-            out.mux(pkt)
-    return path
-
-
-def test_streamed_path_matches_the_whole_file_path(tmp_path, model, speech, monkeypatch):
-    import ingest.streamed as streamed
-    from ingest.options import IngestOptions
-    from ingest.pipeline import analyse, prepare
+def test_block_path_matches_the_whole_file_path(tmp_path, model, speech, monkeypatch):
+    """The same file held whole and fed block by block: the same segments, quality and curves
+    (block boundaries fall in pauses), and the block path never holds the file whole."""
+    import ingest.prepare as prepare_mod
     from core.types import SessionMeta
+    from ingest.options import IngestOptions
+    from ingest.pipeline import process_file
     gap = silence(3.0)
     clip = np.concatenate([speech, gap, speech * 0.6, gap, speech * 0.9, gap])
     path = write(tmp_path / "three.flac", np.stack([clip, np.roll(clip, 16000 * 2)]), "flac")
     opts = IngestOptions(engine="reference")
-    whole = analyse(prepare(path, SessionMeta(), opts), model, opts)
+    whole = process_file(path, SessionMeta(), model, opts).result
     block_s = (speech.size + gap.size) / 16_000  # boundaries fall in the pauses
-    monkeypatch.setattr(streamed, "LONG_FILE_S", 1.0)
-    monkeypatch.setattr(streamed, "BLOCK_S", block_s)
-    prep = prepare(path, SessionMeta(), opts)
-    assert prep.streamed and prep.samples is None
-    parts = streamed.analyse_streamed(prep, model, opts, block_s=block_s)
-    assert parts.status == whole.status == "ok"
-    assert parts.duration_s == pytest.approx(whole.duration_s, abs=1e-3)
-    assert [s.segment_id for s in parts.segments] == [s.segment_id for s in whole.segments]
-    for a, b in zip(parts.segments, whole.segments):
+    monkeypatch.setattr(prepare_mod, "LONG_FILE_S", block_s * 1.5)
+    monkeypatch.setattr(prepare_mod, "BLOCK_S", block_s)
+    items = list(prepare_mod.prepare_stream(path, SessionMeta(), opts))
+    parts = [i for i in items if isinstance(i, prepare_mod.Part)]
+    assert len(parts) == 3 and max(p.offset_s for p in parts) > 0
+    assert all(p.audio.size < 2 * block_s * 16_000 for p in parts)  # one block's speech each
+    blocks = process_file(path, SessionMeta(), model, opts).result
+    assert blocks.status == whole.status == "ok"
+    assert blocks.duration_s == pytest.approx(whole.duration_s, abs=1e-3)
+    assert [s.segment_id for s in blocks.segments] == [s.segment_id for s in whole.segments]
+    for a, b in zip(blocks.segments, whole.segments):
         assert a.start_s == pytest.approx(b.start_s, abs=0.1)
         assert a.end_s == pytest.approx(b.end_s, abs=0.1)
-    for a, b in zip(parts.channels, whole.channels):
+    for a, b in zip(blocks.channels, whole.channels):
         assert a.rms == pytest.approx(b.rms, rel=1e-3) and a.speaker == b.speaker
-    assert [len(c.t_s) for c in parts.curves] == pytest.approx([len(c.t_s) for c in whole.curves],
-                                                               rel=0.05)
-    assert all(np.all(np.diff(c.t_s) > 0) for c in parts.curves)
+    assert [len(c.t_s) for c in blocks.curves] == pytest.approx(
+        [len(c.t_s) for c in whole.curves], rel=0.05)
+    assert all(np.all(np.diff(c.t_s) > 0) for c in blocks.curves)
 
 
 _LONG_DRIVER = """

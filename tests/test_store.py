@@ -146,3 +146,51 @@ def test_a_waiting_writer_goes_before_readers_that_arrive_after_it(tmp_path):
     assert out_first == ["0"]  # the reader inside finished on its snapshot
     assert out_second == ["in", "1"]  # the later reader waited for the write, then saw it
     assert (store.gate_path.stat().st_mode & 0o777) == 0o600
+
+
+def varied_result(i: int, status: str = "ok") -> SessionResult:
+    """Session `i` of a series: a customer whose embeddings jump more as `i` grows, so the
+    store-relative volatility rule has earlier sessions to compare with and fires late on."""
+    rng = np.random.default_rng(i)
+    sha = f"{i:02x}" * 32
+    sid = "s" + sha[:15]
+    segs = tuple(
+        Segment(f"{sid}-c{k % 2}-{k // 2:05d}", k % 2, ("agent", "customer")[k % 2], k * 2.0,
+                k * 2.0 + 1.5, LABELS[(i + k) % 9], 0.6,
+                rng.dirichlet(np.ones(9)).astype(np.float32),
+                (rng.normal(size=16) * (1 + i / 4) ** (k % 2)).astype(np.float32), 0.1, 0.0, (),
+                None)
+        for k in range(8))
+    return SessionResult(sid, f"/x/{i}.wav", f"{i}.wav", sha, 16.0, 2, SessionMeta(),
+                         tuple(ChannelQuality(c, ("agent", "customer")[c], 16.0, 0.1, 0.0, 6.0,
+                                              ()) for c in (0, 1)), segs, (), status=status)
+
+
+def test_saving_in_groups_writes_the_rows_of_saving_one_at_a_time(tmp_path):
+    """save_many is one transaction per group, but each session's analytics see exactly the
+    sessions before it — a volatility alert that depends on that order comes out the same."""
+    results = [varied_result(i) for i in range(26)]
+    results.insert(9, SessionResult.failed("/x/3.wav", results[3].sha256, SessionMeta(), "boom"))
+    results.insert(15, varied_result(12))  # the same audio again later: the later one wins
+    one = Store(tmp_path / "one.duckdb")
+    one.migrate()
+    for r in results:
+        SessionWriter(one, RULES).save(r, None)
+    many = Store(tmp_path / "many.duckdb")
+    many.migrate()
+    writer = SessionWriter(many, RULES)
+    stored = []
+    for lo, hi in ((0, 5), (5, 19), (19, len(results))):
+        stored += writer.save_many(results[lo:hi], None)
+    assert stored.count(False) == 1  # the failed copy never replaced the stored ok session
+    alerts = one.query("SELECT * FROM alerts WHERE rule = 'volatility_p95'")
+    assert len(alerts)  # the order-dependent rule fired, so the comparison below means something
+    for table, key in (("session_metrics", "session_id, speaker"), ("alerts", "session_id, rule"),
+                       ("segments", "segment_id"), ("sessions", "session_id")):
+        a = one.query(f"SELECT * EXCLUDE (embedding) FROM {table} ORDER BY {key}"
+                      if table == "segments" else f"SELECT * FROM {table} ORDER BY {key}")
+        b = many.query(f"SELECT * EXCLUDE (embedding) FROM {table} ORDER BY {key}"
+                       if table == "segments" else f"SELECT * FROM {table} ORDER BY {key}")
+        if table == "sessions":
+            a, b = a.drop(columns="ingested_at"), b.drop(columns="ingested_at")
+        assert a.astype(str).equals(b.astype(str)), table

@@ -16,7 +16,7 @@ from api.settings import Settings
 from core.rules import load_rules
 from core.types import SessionMeta
 from ingest.options import IngestOptions
-from ingest.pipeline import analyse, prepare
+from ingest.pipeline import process_file
 from tests.audio_gen import silence, speak, write
 
 SR = 16_000
@@ -42,10 +42,10 @@ def live_pcm() -> np.ndarray:
 
 
 def offline(tmp_path, pcm: np.ndarray, model):
-    """The same audio through ingest's own path: file → prepare → analyse."""
+    """The same audio through ingest's own path: file → prepare → model → assemble."""
     path = write(tmp_path / "same.wav", pcm.astype(np.float32) / 32768)
     opts = IngestOptions(low_confidence=load_rules().confidence_threshold)
-    return analyse(prepare(path, SessionMeta(roles=("customer",)), opts), model, opts)
+    return process_file(path, SessionMeta(roles=("customer",)), model, opts).result
 
 
 def replay(ws, chunks, pace_s: float | None):

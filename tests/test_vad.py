@@ -50,3 +50,29 @@ def test_streamed_vad_equals_the_whole_pass():
             closed |= set(vad.closed(vad.spans(x, n)))
         assert vad.spans(x, n, final=True) == whole
         assert closed and closed <= set(whole)
+
+
+def test_torch_free_vad_gives_silero_s_own_spans(speech, call_audio):
+    """ingest.vad runs silero's ONNX model and state machine without importing silero_vad
+    (which imports torch); both must give the spans silero's own function gives."""
+    from silero_vad import get_speech_timestamps_sequence, load_silero_vad
+
+    from ingest.vad import probabilities, timestamps
+    model = load_silero_vad(sequence=True)
+    rng = np.random.default_rng(5)
+    noisy = speech + rng.normal(0, 0.02, speech.size).astype(np.float32)
+    clips = [speech, call_audio[0], call_audio[1], noisy, np.concatenate([speech] * 6)]
+    for opts in (IngestOptions(), IngestOptions(vad_threshold=0.3, merge_gap_s=0.1,
+                                                speech_pad_s=0.2)):
+        for x in clips:
+            want = get_speech_timestamps_sequence(
+                x, model, sampling_rate=SAMPLE_RATE, threshold=opts.vad_threshold,
+                min_speech_duration_ms=int(opts.min_segment_s * 1000),
+                min_silence_duration_ms=int(opts.merge_gap_s * 1000),
+                speech_pad_ms=int(opts.speech_pad_s * 1000))
+            np.testing.assert_array_equal(probabilities(x), model.audio_forward(x))
+            got = timestamps(probabilities(x), x.size, opts.vad_threshold,
+                             int(opts.min_segment_s * 1000), int(opts.merge_gap_s * 1000),
+                             int(opts.speech_pad_s * 1000))
+            assert got == [(w["start"], w["end"]) for w in want]
+            assert got  # speech was found, so the comparison covered the state machine

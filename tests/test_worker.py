@@ -141,14 +141,14 @@ def test_file_deleted_mid_job_fails_clearly_and_the_next_job_runs(tmp_path, mode
     w.start()
     assert w.scan() == 3
     (inbox / "c-gone-before.wav").unlink()
-    real_prepare = worker_mod.prepare
+    real_process = worker_mod.process_file
 
-    def prepare_while_deleted(path, *a, **kw):
+    def process_while_deleted(path, *a, **kw):
         if path.name == "a-vanishes.wav":
             path.unlink()  # the file goes away after the job started
-        return real_prepare(path, *a, **kw)
+        return real_process(path, *a, **kw)
 
-    monkeypatch.setattr(worker_mod, "prepare", prepare_while_deleted)
+    monkeypatch.setattr(worker_mod, "process_file", process_while_deleted)
     while w.step():
         pass
     jobs = jobs_of(db).set_index("file_name")
@@ -281,7 +281,7 @@ def test_stopping_the_worker_mid_job_hands_the_job_back_without_counting_a_try(
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(worker_mod, "analyse", interrupted)
+    monkeypatch.setattr(worker_mod, "process_file", interrupted)
     with pytest.raises(KeyboardInterrupt):
         make_worker(db, model).run(once=True)
     job = jobs_of(db).iloc[0]
