@@ -15,13 +15,12 @@ import json
 import os
 import re
 import secrets
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 from core.access import ROLES, AccessConfig, AccessError, hash_api_key
 from core.inbox import data_dir_of
-from core.private import private_dir, tighten
+from core.private import private_dir, write_atomic
 from core.times import utc_now
 
 PREFIX = "emo_"  # tells a key from an OIDC token (a JWT) in an Authorization header
@@ -77,19 +76,7 @@ def _locked(db: str | Path):
 
 
 def _save(db: str | Path, keys: list[dict]) -> None:
-    path = keys_file(db)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"keys": keys}, f, ensure_ascii=False, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tighten(path)
+    write_atomic(keys_file(db), json.dumps({"keys": keys}, ensure_ascii=False, indent=1).encode())
 
 
 def create(db: str | Path, name: str, role: str, teams=(), programmes=(),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,7 @@ from typing import Callable
 from core import audit, notes
 from core.access import Viewer
 from core.inbox import SIDECAR, entry, read_sidecar, waiting
-from core.private import private_dir, write_private
+from core.private import private_dir, write_atomic
 from core.sessions import delete_session
 from core.settings import Retention
 from core.store import Connection, Store
@@ -173,8 +172,7 @@ def execute(store: Store, p: Plan) -> Plan:
     clear the mark. Safe to run again on the same plan."""
     folder = private_dir(journal_dir(store.path))
     mark = folder / f"{p.erasure_id}.json"
-    write_private(mark, json.dumps({"state": "planned", "plan": asdict(p)}).encode())
-    _fsync(mark)
+    write_atomic(mark, json.dumps({"state": "planned", "plan": asdict(p)}).encode())
     crash_point("marked")
     for f in p.files:
         try:
@@ -204,14 +202,6 @@ def execute(store: Store, p: Plan) -> Plan:
     return p
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def erase(store: Store, kind: str, value: str | None, who: Viewer | str,
           include_sources: bool = False) -> Plan:
     p = plan(store, kind, value, who, include_sources=include_sources)
@@ -229,10 +219,7 @@ def request(db: str | Path, kind: str, value: str, who: Viewer) -> Path:
     body = {"state": "requested", "kind": kind, "value": value, "who": who.who,
             "roles": ",".join(sorted(who.roles)), "at": utc_now().isoformat()}
     target = folder / f"request-{uuid.uuid4().hex[:12]}.json"
-    tmp = target.with_name("." + target.name + ".part")
-    write_private(tmp, json.dumps(body).encode())
-    _fsync(tmp)
-    os.replace(tmp, target)
+    write_atomic(target, json.dumps(body).encode())
     return target
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.inbox import data_dir_of
+from core.private import write_atomic
 from core.times import as_timestamp, utc_now
 
 SPOOL = "notes"
@@ -59,9 +60,7 @@ def put(spool: str | Path, session_id: str, author: str, body: str) -> dict:
     spool = Path(spool)
     spool.mkdir(parents=True, exist_ok=True)
     target = spool / f"{note['note_id']}.json"
-    tmp = target.with_name(f".{target.name}.part")  # the worker never reads half a note
-    tmp.write_text(json.dumps(note, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, target)
+    write_atomic(target, json.dumps(note, ensure_ascii=False).encode())  # never half a note
     return {**note, "created_at": as_timestamp(note["created_at"]), "pending": True}
 
 

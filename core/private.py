@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import uuid
 from pathlib import Path
 
 FILE_MODE, DIR_MODE = 0o600, 0o700
@@ -45,5 +46,25 @@ def write_private(path: str | Path, data: bytes) -> Path:
         os.write(fd, data)
     finally:
         os.close(fd)
+    tighten(p)
+    return p
+
+
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write a whole file as 0600 under a temporary name, flushed to disk, then rename it into
+    place, so a reader (or a crash) only ever sees the old file or the new one."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tighten(p)
     return p

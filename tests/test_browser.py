@@ -7,11 +7,11 @@ import re
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.serving import wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -36,19 +36,7 @@ def serve(db: Path, port: int) -> subprocess.Popen:
     cmd = command(port) + ["--server.fileWatcherType", "none"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.read() == b"ok":
-                    return proc
-        except OSError:
-            time.sleep(0.3)
-        if proc.poll() is not None:
-            break
-    proc.kill()
-    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    raise RuntimeError(f"streamlit did not start:\n{out[-2000:]}")
+    return wait_healthy(proc, f"http://127.0.0.1:{port}/_stcore/health")
 
 
 def settle(page, timeout_ms: int = 30000) -> None:

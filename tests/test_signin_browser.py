@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from core.store import Store
 from tests.scope_fixtures import CONFIG, build
+from tests.serving import wait_healthy
 from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port, settle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,19 +41,7 @@ def start(db: Path, port: int, cwd: Path, host: str | None = None) -> subprocess
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen(cmd + ["--server.fileWatcherType", "none"], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health",
-                                        timeout=2) as r:
-                if r.read() == b"ok":
-                    return proc
-        except OSError:
-            time.sleep(0.3)
-        if proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError(proc.stdout.read().decode(errors="replace")[-2000:])
+    return wait_healthy(proc, f"http://127.0.0.1:{port}/_stcore/health")
 
 
 def stop(proc: subprocess.Popen) -> None:
