@@ -178,4 +178,11 @@ CREATE INDEX notes_session ON notes(session_id);
 ALTER TABLE runs ADD COLUMN status VARCHAR;
 ALTER TABLE sessions ADD COLUMN flags VARCHAR[];
 """),
+    # Each segment's 64-bit key (core/vector_keys.py), the id of its row in the ANN index beside
+    # the store (core/segment_index.py): stored so that a filter's keys and the store's
+    # fingerprint are a column read, not an md5 of every segment id per query.
+    ("0008_segment_keys", """
+ALTER TABLE segments ADD COLUMN segment_key UBIGINT;
+UPDATE segments SET segment_key = ('0x' || md5(segment_id)[1:16])::UBIGINT;
+"""),
 ]
