@@ -65,7 +65,7 @@ def state(con: Connection, space: Space) -> tuple[Fingerprint, str]:
         f"SELECT count(*)::UBIGINT, coalesce(sum(k) % {1 << 64}, 0)::UBIGINT, "
         "coalesce(bit_xor(k), 0)::UBIGINT, max(t)::VARCHAR FROM "
         f"(SELECT {KEY} AS k, s.ingested_at AS t {SPACE_ROWS}{IN_SPACE})",
-        [space.model, space.dim]).fetchone()
+        [space.model, space.dim]).fetchall()[0]
     return Fingerprint.from_row(row[:3]), str(row[3] or "")
 
 

@@ -111,6 +111,8 @@ def similar_to(reader: Reader, segment_id: str, k: int = 10, speakers=None, labe
     model, dim, key = q["model"], int(q["dim"]), int(q["segment_key"])
     ix = index_for(reader.store, segment_index.Space(model, dim))
     vector = ix.vectors([key])[0]
+    if not vector.any():  # a silent moment's zero embedding points nowhere: nothing is like it
+        return Similar(info, _empty_hits(), 0)
     hits, searched, method = neighbours(
         reader, model, dim, vector, k, speakers, labels, teams, since, until,
         exclude_session=q["session_id"] if other_sessions else None, exclude_key=key)
