@@ -33,9 +33,9 @@ def overview(summary: pd.DataFrame) -> int | None:
         "Sessions": summary.sessions,
         "Last seen": pd.to_datetime(summary.last_seen).dt.date,
     })
-    st.dataframe(rows, hide_index=True, use_container_width=True, column_config={
+    st.dataframe(rows, hide_index=True, width="stretch", column_config={
         "Share": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=1),
-        "Of it": st.column_config.NumberColumn(format="%.2f")}, key="pat_table")
+        "Of it": st.column_config.NumberColumn(format="%.2f")})
     choices = summary.pattern.tolist()
     return st.selectbox("Pattern", choices, format_func=lambda p: f"P{p + 1}",
                         key="pat_pick") if choices else None
