@@ -25,7 +25,7 @@ def overview(summary: pd.DataFrame) -> int | None:
     """The table of patterns; returns the one picked for the details below."""
     rows = pd.DataFrame({
         "Pattern": summary.pattern.map(lambda p: f"P{p + 1}"),
-        "Moments": summary["size"], "Share": summary["share"],
+        "Moments": summary["size"], "Share": summary["share"] * 100,
         "Mostly": summary.top_label.map(ui.label),
         "Of it": summary.top_label_share,
         "Speakers": summary.speakers.map(lambda d: ", ".join(map(str, d))),
@@ -34,7 +34,7 @@ def overview(summary: pd.DataFrame) -> int | None:
         "Last seen": pd.to_datetime(summary.last_seen).dt.date,
     })
     st.dataframe(rows, hide_index=True, width="stretch", column_config={
-        "Share": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=1),
+        "Share": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=100),
         "Of it": st.column_config.NumberColumn(format="%.2f")})
     choices = summary.pattern.tolist()
     return st.selectbox("Pattern", choices, format_func=lambda p: f"P{p + 1}",
@@ -46,13 +46,15 @@ def weekly_chart(weekly: pd.DataFrame, chosen: int | None) -> go.Figure:
     for p, part in weekly.groupby("pattern"):
         hi = p == chosen
         fig.add_trace(go.Scatter(
-            x=part.week, y=part.share, mode="lines+markers" if hi else "lines",
+            x=part.week, y=part.share, mode="lines+markers",
             name=f"P{p + 1}", line=dict(width=3 if hi else 1,
                                         color=PALETTE[p % len(PALETTE)]),
-            opacity=1.0 if hi or chosen is None else 0.35,
+            marker=dict(size=7 if hi else 4), opacity=1.0 if hi or chosen is None else 0.45,
             hovertemplate=f"P{p + 1}" + " · week of %{x|%d %b}: %{y:.0%}<extra></extra>"))
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10),
-                      yaxis=dict(title="share of the week's moments", tickformat=".0%"))
+                      xaxis=dict(type="date", tickformat="%d %b %Y", title="week of"),
+                      yaxis=dict(title="share of the week's moments", tickformat=".0%",
+                                 rangemode="tozero"))
     return fig
 
 
@@ -65,8 +67,8 @@ def moment_map(sample: pd.DataFrame, chosen: int | None) -> go.Figure:
         fig.add_trace(go.Scattergl(
             x=part.x, y=part.y, mode="markers", name=f"P{p + 1}", text=hover,
             hovertemplate="%{text}<extra></extra>",
-            marker=dict(size=6 if p == chosen else 4, color=PALETTE[p % len(PALETTE)],
-                        opacity=0.9 if p == chosen or chosen is None else 0.3)))
+            marker=dict(size=7 if p == chosen else 5, color=PALETTE[p % len(PALETTE)],
+                        opacity=0.9 if p == chosen or chosen is None else 0.45)))
     fig.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10),
                       xaxis_title="PC 1", yaxis_title="PC 2")
     return fig
