@@ -405,8 +405,8 @@ class Reader:
             got = con.execute(
                 f"SELECT {SEGMENT_KEY} AS k FROM segments g JOIN sessions s USING (session_id) "
                 "LEFT JOIN runs r USING (run_id) WHERE g.embedding IS NOT NULL "
-                "AND coalesce(r.model, '') = ? AND len(g.embedding) = ? "
-                f"AND {cond}", [model, int(dim), *params]).fetchnumpy()["k"]
+                "AND coalesce(r.model, '') = ? "  # a model's embeddings have one size (`dim`)
+                f"AND {cond}", [model, *params]).fetchnumpy()["k"]
         return np.asarray(got, dtype=np.uint64)
 
     def segments_by_key(self, keys) -> pd.DataFrame:
