@@ -258,3 +258,14 @@ def test_old_rows_get_their_keys_from_the_migration(tmp_path):
     assert int(store.query("SELECT segment_key FROM segments").segment_key[0]) == \
         key_of("sx-c0-00001")
     assert Fingerprint.of(np.array([key_of("sx-c0-00001")], np.uint64)).count == 1
+
+
+def test_a_silent_moments_zero_embedding_has_no_neighbours(small):
+    store, w, run, results = small
+    r = results[1]
+    zero = dataclasses.replace(r.segments[0], embedding=np.zeros(4, np.float32))
+    w.save(dataclasses.replace(r, segments=(zero,) + r.segments[1:]), run)
+    assert_index_equals_store(store)
+    found = similar.similar_to(Reader(store, operator()), zero.segment_id, 10)
+    assert found is not None and found.hits.empty and found.searched == 0
+    assert len(similar.similar_to(Reader(store, operator()), r.segments[1].segment_id, 10).hits)
