@@ -28,7 +28,8 @@ def store_rows(store: Store) -> tuple[np.ndarray, np.ndarray]:
                      "g.embedding IS NOT NULL ORDER BY g.segment_key")
     assert all(key_of(s) == int(k) for s, k in zip(df.segment_id, df.segment_key))
     x = np.stack(df.embedding.to_numpy()).astype(np.float32) if len(df) else np.zeros((0, 4))
-    return df.segment_key.to_numpy(np.uint64), x / np.linalg.norm(x, axis=1, keepdims=True)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return df.segment_key.to_numpy(np.uint64), np.divide(x, n, out=np.zeros_like(x), where=n > 0)
 
 
 def assert_index_equals_store(store: Store) -> vx.VectorIndex:
