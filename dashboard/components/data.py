@@ -274,8 +274,9 @@ def similar_to_vector(k: Key, model: str, dim: int, vector, n: int, speakers: tu
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def similar_map(k: Key, model: str, dim: int, n: int = 3000) -> pd.DataFrame:
-    """A seeded sample of at most n segments the viewer may see, placed by a 2-D PCA of their
-    stored vectors: x, y, label, segment_id, speaker."""
+    """A seeded sample of at most n segments the viewer may see (with a non-zero embedding),
+    placed by a 2-D PCA of their stored vectors: x, y, label, segment_id, speaker. Its first
+    segment is the Similar page's default query."""
     import numpy as np
 
     from core import search, segment_index
@@ -286,7 +287,10 @@ def similar_map(k: Key, model: str, dim: int, n: int = 3000) -> pd.DataFrame:
         keys = np.sort(np.random.default_rng(0).choice(keys, n, replace=False))
     ix = index_for(r.store, segment_index.Space(model, dim))
     keys = keys[ix.contains(keys)]
-    _, xy = search.pca_2d(ix.vectors(keys), n)
+    vecs = ix.vectors(keys)
+    moving = np.abs(vecs).sum(axis=1) > 0  # a zero embedding has no place (and no neighbours)
+    keys, vecs = keys[moving], vecs[moving]
+    _, xy = search.pca_2d(vecs, n)
     m = r.segments_by_key(keys).set_index("segment_key").reindex(keys)
     return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": m.label.to_numpy(),
                          "segment_id": m.segment_id.to_numpy(), "speaker": m.speaker.to_numpy()})
