@@ -248,14 +248,14 @@ def test_old_rows_get_their_keys_from_the_migration(tmp_path):
         con.execute("CREATE TABLE schema_migrations (name VARCHAR PRIMARY KEY, "
                     "applied_at TIMESTAMP)")
         for name, sql in MIGRATIONS:
-            if name == "0007_segment_keys":
+            if name == "0008_segment_keys":
                 break
             con.execute(sql)
             con.execute("INSERT INTO schema_migrations VALUES (?, now())", [name])
         con.execute("INSERT INTO segments (segment_id, session_id, channel, speaker, start_s, "
                     "end_s, label, confidence, scores) VALUES ('sx-c0-00001', 'sx', 0, 'agent', "
                     "0, 1, 'neutral', 0.9, [0,0,0,0,1,0,0,0,0])")
-    assert "0007_segment_keys" in store.migrate()
+    assert "0008_segment_keys" in store.migrate()
     assert int(store.query("SELECT segment_key FROM segments").segment_key[0]) == \
         key_of("sx-c0-00001")
     assert Fingerprint.of(np.array([key_of("sx-c0-00001")], np.uint64)).count == 1
@@ -270,3 +270,15 @@ def test_a_silent_moments_zero_embedding_has_no_neighbours(small):
     found = similar.similar_to(Reader(store, operator()), zero.segment_id, 10)
     assert found is not None and found.hits.empty and found.searched == 0
     assert len(similar.similar_to(Reader(store, operator()), r.segments[1].segment_id, 10).hits)
+
+
+def test_a_group_save_updates_the_index_once_for_the_group(small):
+    store, w, run, results = small
+    before = assert_index_equals_store(store).generation
+    again = dataclasses.replace(results[4], segments=results[4].segments[:3])
+    group = [vf.sessions()[12], again, vf.sessions()[13]]
+    assert w.save_many(group, run) == [True, True, True]
+    ix = assert_index_equals_store(store)
+    assert ix.generation == before + 1  # one new generation for the whole group
+    assert w.last_index_update["added"] == sum(len(r.segments) for r in group)
+    assert not ix.contains([key_of(s.segment_id) for s in results[4].segments[3:]]).any()
