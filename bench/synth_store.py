@@ -30,6 +30,7 @@ from core.queries import Reader  # noqa: E402
 from core.rules import load_rules  # noqa: E402
 from core.sessions import SessionWriter  # noqa: E402
 from core.store import Store  # noqa: E402
+from core.vector_keys import key_sql  # noqa: E402
 
 TEAMS = ["billing", "support", "retention", "sales", "wellbeing"]
 TAGS = ["refund", "delivery", "outage", "upgrade", "complaint", "follow-up", "sleep", "work"]
@@ -150,8 +151,8 @@ def build(db: Path, n_sessions: int, n_segments: int, dim: int, frame_sessions: 
                 con.unregister("chunk_df")
             con.register("seg_arrow", seg)
             con.execute("INSERT INTO segments BY NAME SELECT * EXCLUDE (scores, embedding), "
-                        "scores::FLOAT[9] AS scores, embedding::FLOAT[] AS embedding "
-                        "FROM seg_arrow")
+                        "scores::FLOAT[9] AS scores, embedding::FLOAT[] AS embedding, "
+                        f"{key_sql()} AS segment_key FROM seg_arrow")
             con.unregister("seg_arrow")
             if lo < frame_sessions:
                 fr = frames_table(sessions, channels[channels.session_id.isin(

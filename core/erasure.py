@@ -156,11 +156,15 @@ def _has_table(con: Connection, name: str) -> bool:
 
 # -- carrying out -----------------------------------------------------------------------------
 def after_rows_erased(db: Path, session_ids: list[str], segment_ids: list[str]) -> None:
-    """The hook for indexes derived from the store and kept beside it (the ANN index file):
-    called after an erasure's rows are gone, and again when a journal is resumed, so it must be
-    idempotent. The in-memory search index of the dashboard needs nothing here: it drops
-    sessions that are no longer stored on its next refresh."""
-    return None
+    """The indexes derived from the store and kept beside it forget the erased rows: the ANN
+    index files (core.segment_index), so an erased segment never comes back as a neighbour.
+    Called after an erasure's rows are gone, and again when a journal is resumed: removing keys
+    no longer held does nothing, so it is idempotent. Should it fail, the index no longer
+    matches the store and is rebuilt before any search uses it."""
+    if segment_ids:
+        from core import segment_index
+        from core.vector_keys import keys_for
+        segment_index.forget(Store(db), keys_for(segment_ids))
 
 
 # Tests set this to crash between steps; production never does.

@@ -178,4 +178,39 @@ CREATE INDEX notes_session ON notes(session_id);
 ALTER TABLE runs ADD COLUMN status VARCHAR;
 ALTER TABLE sessions ADD COLUMN flags VARCHAR[];
 """),
+    # Each segment's 64-bit key (core/vector_keys.py), the id of its row in the ANN index beside
+    # the store (core/segment_index.py): stored so that a filter's keys and the store's
+    # fingerprint are a column read, not an md5 of every segment id per query.
+    ("0008_segment_keys", """
+ALTER TABLE segments ADD COLUMN segment_key UBIGINT;
+UPDATE segments SET segment_key = ('0x' || md5(segment_id)[1:16])::UBIGINT;
+"""),
+    # Recurring patterns among moments (core/pattern_runs.py, `emoscope patterns`): the latest
+    # run's clusters, and each segment's pattern and place on the map; `run_id` says which
+    # run made them.
+    ("0009_patterns", """
+CREATE TABLE patterns (
+    run_id VARCHAR NOT NULL,
+    pattern INTEGER NOT NULL,
+    model VARCHAR NOT NULL,
+    dim INTEGER NOT NULL,
+    k INTEGER NOT NULL,
+    size BIGINT NOT NULL,
+    seed INTEGER,
+    silhouette JSON,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (run_id, pattern)
+);
+CREATE TABLE segment_patterns (
+    run_id VARCHAR NOT NULL,
+    segment_id VARCHAR NOT NULL,
+    session_id VARCHAR NOT NULL,
+    pattern INTEGER NOT NULL,
+    similarity FLOAT,
+    representative INTEGER,
+    x FLOAT,
+    y FLOAT
+);
+CREATE INDEX segment_patterns_session ON segment_patterns(session_id);
+"""),
 ]

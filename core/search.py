@@ -1,4 +1,5 @@
-"""Similar moments: cosine top-k over segment embeddings, with filters on segment metadata.
+"""Exact cosine top-k over an embedding matrix, with filters on segment metadata: the brute-force
+reference that the ANN index (core.vector_index, core.similar) is measured against in bench/.
 
 The index holds every embedding L2-normalised in one float32 matrix, so a query is a single
 matrix-vector product followed by a partial sort; filters are boolean masks over aligned arrays.

@@ -9,6 +9,7 @@ computed in ingest order exactly as saving them one at a time would.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from datetime import timedelta
@@ -25,10 +26,13 @@ from core.rules import Rules
 from core.store import Connection, Store
 from core.times import as_timestamp, utc_now
 from core.types import KnownAudio, SessionResult
+from core.vector_keys import keys_for
+
+log = logging.getLogger("emoscope.store")
 
 FRAME_COLUMNS = ", ".join(LABELS)
 # Deleted child tables first, sessions last.
-SESSION_TABLES = ("alerts", "session_metrics", "frames", "segments", "channels", "sessions")
+SESSION_TABLES = ("segment_patterns", "alerts", "session_metrics", "frames", "segments", "channels", "sessions")
 RUN_STATUSES = ("running", "finished", "interrupted")
 
 InTransaction = Callable[[Connection, str], None]  # (connection, session_id)
@@ -51,6 +55,7 @@ class SessionWriter:
         self.store, self.rules = store, rules
         self.audio_root = audio_root
         self._saved_ok: set[str] = set()  # audio stored ok since the last start_run
+        self.last_index_update: dict | None = None  # what the last save did to the ANN index
 
     # -- runs -----------------------------------------------------------------------------
     def start_run(self, model: str, model_path: str, trained: bool, device: str,
@@ -124,16 +129,33 @@ class SessionWriter:
         results = list(results)
         hooks = list(also) if also is not None else [None] * len(results)
         stored = [False] * len(results)
+        gone: list[str] = []  # segment ids the replaced sessions had
         with self.store.write() as con:
             base = utc_now()
             for lo, hi in _runs_without_repeats([r.session_id for r in results]):
                 stored[lo:hi] = _save_group(con, results[lo:hi], run_id, base, lo, self.rules,
-                                             self.audio_root)
+                                             self.audio_root, gone)
             for result, hook in zip(results, hooks):
                 if hook is not None:
                     hook(con, result.session_id)
         self._saved_ok.update(r.sha256 for r, s in zip(results, stored) if s and r.status == "ok")
+        if any(stored):  # one index update for the whole group
+            self.update_index(sorted({r.session_id for r, s in zip(results, stored) if s}),
+                              keys_for(gone))
         return stored
+
+    def update_index(self, session_ids: list[str], gone_keys: np.ndarray) -> dict | None:
+        """After a commit: the ANN index beside the store takes the saved sessions' rows in
+        place of `gone_keys` (core.segment_index). The rows are stored whatever happens here: a
+        failure leaves the index stale, and a stale index is repaired or rebuilt before use."""
+        from core import segment_index
+        try:
+            self.last_index_update = segment_index.apply(self.store, session_ids, gone_keys)
+        except Exception as e:  # the commit stands; the index catches up on its next check
+            log.warning("the similarity index was not updated (%s); it is rebuilt from the "
+                        "store when next opened", e)
+            self.last_index_update = None
+        return self.last_index_update
 
 
 def _runs_without_repeats(ids: list[str]) -> list[tuple[int, int]]:
@@ -150,7 +172,7 @@ def _runs_without_repeats(ids: list[str]) -> list[tuple[int, int]]:
 
 
 def _save_group(con: Connection, results: list[SessionResult], run_id: str | None,
-                base, first_pos: int, rules: Rules, audio_root) -> list[bool]:
+                base, first_pos: int, rules: Rules, audio_root, gone: list[str]) -> list[bool]:
     # (A failed statement aborts the transaction and Store.write rolls it back; registered
     # tables belong to this connection, which closes then, so none is unregistered on error.)
     con.register("ids_tbl", _ids([r.session_id for r in results]))
@@ -164,6 +186,9 @@ def _save_group(con: Connection, results: list[SessionResult], run_id: str | Non
     if not kept:
         return keep
     con.register("del_tbl", _ids([r.session_id for _, r in kept]))
+    gone += [row[0] for row in con.execute(  # their rows in the ANN index go too
+        "SELECT segment_id FROM segments WHERE session_id IN (SELECT session_id FROM del_tbl)"
+    ).fetchall()]
     for table in SESSION_TABLES:
         con.execute(f"DELETE FROM {table} WHERE session_id IN (SELECT session_id FROM del_tbl)")
     con.unregister("del_tbl")
@@ -247,6 +272,7 @@ def _segment_table(results: list[SessionResult]) -> pa.Table:
         "clip_ratio": pa.array([s.clip_ratio for _, s in segs], pa.float64()),
         "flags": pa.array([list(s.flags) for _, s in segs], pa.list_(pa.string())),
         "fallback_action": pa.array([s.fallback_action for _, s in segs], pa.string()),
+        "segment_key": pa.array(keys_for(s.segment_id for _, s in segs), pa.uint64()),
     })
 
 

@@ -26,6 +26,7 @@ PAGES = [("overview.py", "Overview", ":material/dashboard:"),
          ("person.py", "Person", ":material/person:"),
          ("alerts.py", "Volatility & alerts", ":material/notifications:"),
          ("similar.py", "Similar moments", ":material/join_inner:"),
+         ("patterns.py", "Patterns", ":material/bubble_chart:"),
          ("reports.py", "Reports", ":material/download:")]
 UPLOAD = ("upload.py", "Upload", ":material/upload:")  # supervisors and admins
 ADMIN = ("admin.py", "Audit & erasure", ":material/shield_person:")  # admins

@@ -110,7 +110,30 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
         "session_table": ids(r.session_table()),
         "agent_scorecards": set(range(int(r.agent_scorecards().calls.sum()))),
         "journey": ids(r.journey("c-shared", RULES)),
+        "segment_space": {(r.segment_space(seg) or {}).get("session_id")} - {None},
+        "segment_keys": _sessions_of_keys(r, np.concatenate(
+            [r.segment_keys(m, d) for m, d in _spaces(r)] or [np.zeros(0, np.uint64)])),
+        "segments_by_key": ids(r.segments_by_key(_all_keys(r))),
+        "pattern_segments": ids(r.pattern_segments()),
     }
+
+
+def _spaces(r: Reader) -> list[tuple[str, int]]:
+    """Every (model, dim) of the store, read unscoped, to ask the scoped reader about."""
+    rows = r.store.query("SELECT DISTINCT coalesce(r.model, '') AS m, len(g.embedding) AS d "
+                         "FROM segments g JOIN sessions s USING (session_id) LEFT JOIN runs r "
+                         "USING (run_id) WHERE g.embedding IS NOT NULL")
+    return list(zip(rows.m, rows.d))
+
+
+def _all_keys(r: Reader) -> list[int]:
+    return [int(k) for k in r.store.query("SELECT segment_key FROM segments").segment_key]
+
+
+def _sessions_of_keys(r: Reader, keys) -> set:
+    rows = r.store.query("SELECT segment_key, session_id FROM segments")
+    by_key = dict(zip(rows.segment_key.astype("uint64"), rows.session_id))
+    return {by_key[k] for k in np.asarray(keys, np.uint64)}
 
 
 def _job_of(r: Reader, sid: str) -> str | None:
@@ -119,7 +142,8 @@ def _job_of(r: Reader, sid: str) -> str | None:
     return None if rows.empty else rows.job_id[0]
 
 
-NOT_SESSION_READS = {"tables", "runs"}  # the schema, and ingest runs (no session data)
+# The schema, ingest runs and the pattern list (sizes over the store): no session data.
+NOT_SESSION_READS = {"tables", "runs", "patterns"}
 
 
 def test_every_public_read_is_checked_here(scoped):

@@ -102,7 +102,10 @@ def bearer(credential: str) -> dict:
 
 
 def seg_of(db: Path, sid: str) -> str:
-    return Store(db).query("SELECT segment_id FROM segments WHERE session_id = ? "
+    """The session's first segment whose embedding points somewhere (an all-zero one is like
+    nothing, so it has no neighbours)."""
+    return Store(db).query("SELECT segment_id FROM segments WHERE session_id = ? AND "
+                           "list_max(list_transform(embedding, lambda x: abs(x))) > 0 "
                            "ORDER BY start_s LIMIT 1", [sid]).segment_id[0]
 
 

@@ -20,7 +20,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
 PAGES = ["Overview", "Session", "Agents", "Person", "Volatility & alerts", "Similar moments",
-         "Reports"]
+         "Patterns", "Reports"]
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 
@@ -69,6 +69,10 @@ def drive(base_url: str, out: Path) -> dict:
             seen["errors"][name] = page.locator(ERRORS).count()
             slug = re.sub(r"[^a-z]+", "_", name.lower()).strip("_")
             page.screenshot(path=str(out / f"{slug}.png"), full_page=True)
+            if name == "Patterns":
+                # The week-by-week chart and the WebGL map of moments both drew.
+                seen["pattern_charts"] = page.locator(".js-plotly-plot").count()
+                seen["pattern_gl"] = page.locator(".js-plotly-plot canvas").count()
             if name == "Overview":
                 # The first row of the sessions table (its selection cell) opens that session.
                 box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
@@ -108,9 +112,16 @@ def drive(base_url: str, out: Path) -> dict:
 
 
 @pytest.mark.browser
-def test_every_page_in_chromium(ingested_db):
+def test_every_page_in_chromium(ingested_db, tmp_path):
+    import shutil
+
+    from core import pattern_runs
+    from core.store import Store
+    db = tmp_path / "emoscope.duckdb"  # a copy: the patterns written here stay here
+    shutil.copy(ingested_db, db)
+    pattern_runs.compute(Store(db), k=3)
     port = free_port()
-    proc = serve(ingested_db, port)
+    proc = serve(db, port)
     try:
         seen = drive(f"http://127.0.0.1:{port}", ARTIFACTS)
     finally:
@@ -120,9 +131,9 @@ def test_every_page_in_chromium(ingested_db):
         except subprocess.TimeoutExpired:
             proc.kill()
     assert seen["pages"] == {p: p for p in PAGES}
+    assert seen["pattern_charts"] >= 2 and seen["pattern_gl"] >= 1
     from core.access import operator
     from core.queries import Reader
-    from core.store import Store
     ids = set(Reader(Store(ingested_db), operator()).session_rows().session_id)
     assert seen["row_opened"].split("session=")[-1].split("&")[0] in ids
     assert seen["call_opened"].split("session=")[-1].split("&")[0] in ids
@@ -135,7 +146,7 @@ def test_every_page_in_chromium(ingested_db):
     assert start > 0
     assert abs(seen["audio_t"] - int(start)) < 1.0, (seen["audio_t"], start)
     for name in ("overview", "session", "session_clicked", "agents", "person",
-                 "volatility_alerts", "similar_moments", "reports"):
+                 "volatility_alerts", "similar_moments", "patterns", "reports"):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000
 
 

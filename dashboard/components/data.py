@@ -9,7 +9,6 @@ opened per read by `Store` (read-only, retried while a writer holds the lock) an
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -240,46 +239,83 @@ def session_ids(k: Key) -> frozenset[str]:
     return frozenset(reader(k).session_rows().session_id)
 
 
-@st.cache_resource(show_spinner=False)
-def _index_holder(path: str) -> dict:
-    return {"lock": threading.Lock(), "version": None, "index": None, "stamps": {}}
+# -- similar moments and patterns: the ANN index beside the store (core.similar) ---------------
+@st.cache_data(show_spinner=False, max_entries=16)
+def similar_space(k: Key) -> tuple[str, int, int] | None:
+    """(model, dim, segments) of the largest embedding space of the store, or None."""
+    from core import segment_index
+    found = segment_index.spaces(reader(k).store)
+    return (found[0].model, found[0].dim, found[0].n) if found else None
 
 
-def _shared_index(version: tuple, path: str):
-    """The normalised embedding matrix of every session, shared by all users and kept up to date
-    in place; never handed to a page (search_index gives each viewer their View of it).
-
-    After an ingest only the new or re-ingested sessions are read (reading all 500,000
-    embeddings again takes tens of seconds); a resource, not data, because cache_data would
-    copy hundreds of MB on every hit.
-    """
-    from core import search
-    h = _index_holder(path)
-    with h["lock"]:
-        if h["version"] == version and h["index"] is not None:
-            return h["index"]
-        # The one read made for no particular viewer: it builds a cache, never shown whole.
-        r = Reader(Store(path, retry_s=10.0), operator())
-        stamps = r.ingest_stamps()
-        index = None
-        if h["index"] is not None:
-            index = search.updated(h["index"], h["stamps"], stamps, lambda ids, dim: (
-                r.embedding_matrix(SessionFilter(session_ids=tuple(ids)), dim)))
-        if index is None:
-            with st.spinner("Loading embeddings…"):
-                meta, matrix, dropped = r.embedding_matrix()
-                index = search.build_index(matrix, meta, dropped)
-        h.update(version=version, index=index, stamps=stamps)
-        return index
+@st.cache_data(show_spinner=False, max_entries=64)
+def segment_info(k: Key, segment_id: str) -> dict | None:
+    """A segment the viewer may see, with its index space and key; None otherwise."""
+    return reader(k).segment_space(segment_id)
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
-def search_index(k: Key):
-    """What this viewer may search: the shared index masked to the sessions in their scope."""
-    from core import search
-    index = _shared_index(k.version, k.path)
-    allowed = None if k.viewer.scope.everything else session_ids(k)
-    return search.view(index, allowed)
+@st.cache_data(show_spinner="Searching…", max_entries=64)
+def similar(k: Key, segment_id: str, n: int, speakers: tuple, labels: tuple, teams: tuple,
+            since, until, other_sessions: bool):
+    """core.similar.similar_to through the viewer's Reader (the index is opened once per
+    process and checked against the store on each new DB version)."""
+    from core.similar import similar_to
+    return similar_to(reader(k), segment_id, n, list(speakers), list(labels), list(teams),
+                      since, until, other_sessions)
+
+
+def similar_to_vector(k: Key, model: str, dim: int, vector, n: int, speakers: tuple,
+                      labels: tuple, teams: tuple, since, until):
+    """Neighbours of an uploaded clip's embedding (not cached: each clip is new)."""
+    from core.similar import neighbours
+    return neighbours(reader(k), model, dim, vector, n, list(speakers), list(labels),
+                      list(teams), since, until)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def similar_map(k: Key, model: str, dim: int, n: int = 3000) -> pd.DataFrame:
+    """A seeded sample of at most n segments the viewer may see (with a non-zero embedding),
+    placed by a 2-D PCA of their stored vectors: x, y, label, segment_id, speaker. Its first
+    segment is the Similar page's default query."""
+    import numpy as np
+
+    from core import search, segment_index
+    from core.similar import index_for
+    r = reader(k)
+    keys = r.segment_keys(model, dim)
+    if len(keys) > n:
+        keys = np.sort(np.random.default_rng(0).choice(keys, n, replace=False))
+    ix = index_for(r.store, segment_index.Space(model, dim))
+    keys = keys[ix.contains(keys)]
+    vecs = ix.vectors(keys)
+    moving = np.abs(vecs).sum(axis=1) > 0  # a zero embedding has no place (and no neighbours)
+    keys, vecs = keys[moving], vecs[moving]
+    _, xy = search.pca_2d(vecs, n)
+    m = r.segments_by_key(keys).set_index("segment_key").reindex(keys)
+    return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": m.label.to_numpy(),
+                         "segment_id": m.segment_id.to_numpy(), "speaker": m.speaker.to_numpy()})
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def patterns(k: Key) -> pd.DataFrame:
+    return reader(k).patterns()
+
+
+@st.cache_resource(show_spinner="Reading the patterns…", max_entries=4)
+def pattern_segments(k: Key) -> pd.DataFrame:
+    """Every segment of the latest pattern run the viewer may see (no embeddings)."""
+    return reader(k).pattern_segments()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def pattern_map(k: Key, n: int = 20_000) -> pd.DataFrame:
+    """A seeded sample of at most n of them, for the map."""
+    return reader(k).pattern_segments(sample=n)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def pattern_representatives(k: Key) -> pd.DataFrame:
+    return reader(k).pattern_segments(representatives=True)
 
 
 # -- the supervisor's, the analyst's and the alert views --------------------------------------

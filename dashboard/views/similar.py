@@ -1,15 +1,16 @@
 """Similar moments: pick a stored segment or upload a clip, get the most similar segments across
-the store (cosine over embeddings), filtered, playable and linked to their sessions."""
+the store (cosine over embeddings, through the ANN index beside it: core.similar), filtered,
+playable and linked to their sessions."""
 from __future__ import annotations
 
 import html
 import tempfile
+import time
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import search
 from core.labels import LABELS
 from dashboard.components import charts, data, nav, player, ui
 
@@ -60,8 +61,8 @@ def embed_upload(upload, k) -> np.ndarray | None:
     return emb
 
 
-def query_vector(index: search.View, k) -> tuple[np.ndarray | None, str | None, str | None]:
-    """(vector, segment id or None, its session id or None)."""
+def query_vector(k, space) -> tuple[np.ndarray | None, dict | None]:
+    """(the clip's vector, None) for an upload, or (None, the stored segment) to search like."""
     how = st.radio("Find moments like", ["a stored segment", "an uploaded clip"],
                    horizontal=True, key="sim_how")
     if how == "an uploaded clip":
@@ -69,49 +70,48 @@ def query_vector(index: search.View, k) -> tuple[np.ndarray | None, str | None, 
                               type=["wav", "mp3", "flac", "ogg", "opus", "m4a", "webm", "aac"])
         if up is None:
             st.info("Upload a clip to search with it.")
-            return None, None, None
-        return embed_upload(up, k), None, None
+            return None, None
+        return embed_upload(up, k), None
     default = nav.similar_query()
     sid = nav.last_session()
     if not default and sid:
         seg = data.session_segments(k, sid)
         if len(seg):
             default = seg.sort_values("confidence", ascending=False).segment_id.iloc[0]
-    if not default and index.size:
-        default = index.meta.segment_id.iloc[0]
+    if not default:
+        sample = data.similar_map(k, space[0], space[1])
+        default = sample.segment_id.iloc[0] if len(sample) else ""
     seg_id = st.text_input("Segment id", value=default, key="sim_segment",
                            help="From a session page (the segment at the cursor) or any export")
-    row = index.row_of(seg_id.strip())
-    if row is None:
+    m = data.segment_info(k, seg_id.strip())
+    if m is None:
         st.warning(f"No segment {ui.md(seg_id)} among the sessions you may see.")
-        return None, None, None
-    m = index.meta.iloc[row]
-    st.caption(f"Query: **{ui.label(m.label)}** ({m.confidence:.2f}), {ui.md(m.speaker)}, "
-               f"{ui.fmt_time(m.start_s)}–{ui.fmt_time(m.end_s)} of session {m.session_id}")
-    return index.vectors[row], m.segment_id, m.session_id
+        return None, None
+    st.caption(f"Query: **{ui.label(m['label'])}** ({m['confidence']:.2f}), "
+               f"{ui.md(m['speaker'])}, {ui.fmt_time(m['start_s'])}–{ui.fmt_time(m['end_s'])} "
+               f"of session {m['session_id']}")
+    return None, m
 
 
-def filters(index: search.View) -> dict:
-    meta = index.meta
+def filters(k) -> dict:
+    opts = data.summary_options(k)
     c = st.columns([1, 1, 1, 2, 1, 1])
-    speakers = c[0].multiselect("Speaker role", sorted(meta.speaker.dropna().unique()),
-                                key="sim_role")
-    seen = set(meta.label.unique())  # vectorised: 500,000 labels
-    present = [x for x in LABELS if x in seen]
-    labels = c[1].multiselect("Label", present, format_func=ui.label, key="sim_label")
-    teams = c[2].multiselect("Team", sorted(meta.team.dropna().unique()), key="sim_team")
-    when = meta["when"].dropna()
+    speakers = c[0].multiselect("Speaker role", opts["roles"], key="sim_role")
+    labels = c[1].multiselect("Label", LABELS, format_func=ui.label, key="sim_label")
+    teams = c[2].multiselect("Team", opts["teams"], key="sim_team")
     since = until = None
-    if len(when):
-        lo, hi = when.min().date(), when.max().date()
+    if opts["dates"]:
+        lo, hi = opts["dates"]
         rng = c[3].date_input("Dates", value=(lo, hi), min_value=lo, max_value=hi,
                               key=f"sim_dates_{lo}_{hi}")
-        if isinstance(rng, (tuple, list)) and len(rng) == 2:
-            since, until = pd.Timestamp(rng[0]), pd.Timestamp(rng[1]) + pd.Timedelta(days=1)
-    k = c[4].number_input("How many", 1, 50, 10, key="sim_k")
+        # The whole range is no filter: the index then answers without an allowed set.
+        if isinstance(rng, (tuple, list)) and len(rng) == 2 and tuple(rng) != (lo, hi):
+            since = pd.Timestamp(rng[0]).strftime("%Y-%m-%d")
+            until = (pd.Timestamp(rng[1]) + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    n = c[4].number_input("How many", 1, 50, 10, key="sim_k")
     exclude = c[5].checkbox("Exclude same session", value=True, key="sim_exclude")
-    return dict(speakers=speakers, labels=labels, teams=teams, since=since, until=until,
-                k=int(k), exclude=exclude)
+    return dict(speakers=tuple(speakers), labels=tuple(labels), teams=tuple(teams),
+                since=since, until=until, n=int(n), exclude=exclude)
 
 
 def results(k, hits: pd.DataFrame, summary: pd.DataFrame) -> None:
@@ -131,45 +131,44 @@ def results(k, hits: pd.DataFrame, summary: pd.DataFrame) -> None:
             nav.open_session(h.session_id, float(h.start_s), h.segment_id)
 
 
-@st.cache_data(show_spinner=False, max_entries=2)
-def projection(k) -> pd.DataFrame:
-    index = data.search_index(k)
-    rows, xy = search.pca_2d(index.vectors)
-    m = index.meta.iloc[rows]
-    return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": m.label.to_numpy(),
-                         "hover": [html.escape(f"{g} · {sp}") for g, sp in
-                                   zip(m.segment_id, m.speaker)]})
-
-
 def main() -> None:
     if not ui.page("Similar moments"):
         return
     k = data.state()
-    index = data.search_index(k)
-    if index.size == 0:
+    space = data.similar_space(k)
+    if space is None:
         st.info("No stored segment has an embedding yet.")
         return
-    if index.dropped:
-        st.caption(f"{index.dropped} segments from a model with another embedding size are "
-                   "left out of the search.")
-    vec, seg_id, sid = query_vector(index, k)
-    f = filters(index)
-    if vec is not None:
-        mask = search.mask_for(index, f["speakers"], f["labels"], f["teams"], f["since"],
-                               f["until"], exclude_session=sid if f["exclude"] else None,
-                               exclude_segment=seg_id)
-        try:
-            hits = search.top_k(index, vec, f["k"], mask)
-        except ValueError as e:
-            st.error(str(e))
-            hits = None
-        if hits is not None:
-            st.subheader(f"Top {len(hits)}")
-            results(k, hits, data.session_summary(k))
+    model, dim, _ = space
+    vec, seg = query_vector(k, space)
+    f = filters(k)
+    hits = None
+    t0 = time.perf_counter()
+    try:
+        if seg is not None:
+            found = data.similar(k, seg["segment_id"], f["n"], f["speakers"], f["labels"],
+                                 f["teams"], f["since"], f["until"], f["exclude"])
+            hits, searched, method = found.hits, found.searched, found.method
+        elif vec is not None:
+            # The clip was embedded by the newest session's model: search that model's index.
+            hits, searched, method = data.similar_to_vector(
+                k, data.latest_model(k)[0], int(np.size(vec)), vec, f["n"], f["speakers"], f["labels"], f["teams"],
+                f["since"], f["until"])
+    except ValueError as e:  # e.g. a clip of another embedding size
+        st.error(str(e))
+        hits = None
+    if hits is not None:
+        st.subheader(f"Top {len(hits)}")
+        how = {"exact": "scored exactly", "ann": "through the index",
+               "ann-filtered": "through the index, filtered"}.get(method, method)
+        st.caption(f"Among {searched:,} segments you may see that pass the filters; "
+                   f"{how}, {1000 * (time.perf_counter() - t0):.0f} ms.")
+        results(k, hits, data.session_summary(k))
     st.subheader("Map of segment embeddings")
-    proj = projection(k)
-    st.caption(f"PCA of {len(proj):,} of {index.size:,} segments, coloured by label.")
-    st.plotly_chart(charts.scatter_map(proj[["x", "y"]].to_numpy(), proj.label, proj.hover,
+    proj = data.similar_map(k, model, dim)
+    st.caption(f"PCA of a sample of {len(proj):,} segments, coloured by label.")
+    hover = [html.escape(f"{g} · {sp}") for g, sp in zip(proj.segment_id, proj.speaker)]
+    st.plotly_chart(charts.scatter_map(proj[["x", "y"]].to_numpy(), proj.label, hover,
                                        ui.lang()), key="sim_map")
 
 
