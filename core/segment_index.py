@@ -118,8 +118,9 @@ def for_search(store: Store, space: Space, wait_s: float = 30.0) -> vx.VectorInd
             fp, stamp = state(con, space)
         try:
             return vx.VectorIndex.open(path_of(store, space), space.model, space.dim, fp, stamp)
-        except vx.IndexUnusable as e:
-            log.warning("%s", e)
+        except vx.IndexUnusable as e:  # a first search on a new store meets no index: no alarm
+            log.log(logging.INFO if isinstance(e, vx.IndexMissing) else logging.WARNING,
+                    "%s; rebuilding it from the store", e)
         try:
             return rebuild(store, space)
         except RuntimeError:  # a writer is changing it right now: open what it saves
@@ -135,7 +136,7 @@ def _open_writable(store: Store, space: Space) -> vx.VectorIndex:
     except vx.IndexMissing:
         return vx.VectorIndex.create(path, space.model, space.dim)
     except vx.IndexUnusable as e:
-        log.warning("%s", e)
+        log.warning("%s; rebuilding it from the store", e)
         vx.build(path, space.model, space.dim, []).close()  # replaced below by a full repair
         return vx.VectorIndex.open(path, space.model, space.dim, writable=True)
 

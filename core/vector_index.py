@@ -57,7 +57,7 @@ class IndexUnusable(Exception):
     reason = "unusable"
 
     def __init__(self, path: Path, detail: str):
-        super().__init__(f"{path}: {self.reason} index ({detail}); rebuild it")
+        super().__init__(f"{path}: {self.reason} index ({detail})")
         self.path, self.detail = path, detail
 
 
