@@ -244,7 +244,11 @@ def model_actors(device: str) -> tuple[int, dict]:
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if device.startswith("cuda") or (device == "auto" and gpus):
         return max(1, gpus), {"num_gpus": 1}
-    return 1, {"num_cpus": 1}
+    # On CPU the one actor stays (softly) on the driver's node, so the cores of the other
+    # nodes are left to prepare tasks.
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    here = ray.get_runtime_context().get_node_id()
+    return 1, {"num_cpus": 1, "scheduling_strategy": NodeAffinitySchedulingStrategy(here, True)}
 
 
 def run_shards(files: list[Path], meta_for, shards: str | Path, model: str, device: str,
