@@ -47,6 +47,21 @@ def import_shards(writer: SessionWriter, where: str | Path, force: bool = False,
     stored = {} if force else writer.audio_status()
     out = Imported()
     progress("start", {"files": len(heads), "executor": "import", "workers": 1})
+    try:
+        _import(writer, fs, root, heads, stored, force, out, progress)
+    except KeyboardInterrupt:
+        if out.run_id is not None:  # what was committed stays; the run says it was cut short
+            writer.finish_run(out.run_id, len(out.ok), len(out.failed), len(out.skipped),
+                              out.audio_s, "interrupted")
+        raise
+    if out.run_id is not None:
+        writer.finish_run(out.run_id, len(out.ok), len(out.failed), len(out.skipped),
+                          out.audio_s)
+    out.wall_s = time.perf_counter() - started
+    return out
+
+
+def _import(writer, fs, root, heads, stored, force, out: Imported, progress) -> None:
     group: list[tuple[SessionResult, str | None]] = []
     seen: set[str] = set()
     for head in heads:
@@ -66,11 +81,6 @@ def import_shards(writer: SessionWriter, where: str | Path, force: bool = False,
             group = []
     if group:
         _save(writer, root, group, out, progress)
-    if out.run_id is not None:
-        writer.finish_run(out.run_id, len(out.ok), len(out.failed), len(out.skipped),
-                          out.audio_s)
-    out.wall_s = time.perf_counter() - started
-    return out
 
 
 def _save(writer: SessionWriter, root: str, group: list, out: Imported, progress) -> None:

@@ -140,3 +140,25 @@ def test_a_killed_prepare_process_is_retried_and_a_restart_redoes_only_missing_s
     segs = Store(tmp_path / "half.duckdb").query(
         "SELECT count(*) AS n, count(DISTINCT segment_id) AS d FROM segments")
     assert segs.n[0] == segs.d[0] > 0
+
+
+def test_cli_ray_ingest_leaves_shards_with_no_import_then_imports(shards, mixed, tmp_path):
+    """Over a staging folder already whole nothing is analysed again: --no-import leaves the
+    store alone; without it the shards go in at the end."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    folder, _ = shards
+    db = tmp_path / "cli.duckdb"
+    args = ["ingest", str(mixed), "--executor", "ray", "--model", "tiny-random", "--device",
+            "cpu", "--db", str(db), "--shards", str(folder)]
+    left = CliRunner().invoke(app, [*args, "--no-import"])
+    assert left.exit_code == 0, left.output
+    assert "0 written, 7 already there" in left.output and not db.exists()
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 1, done.output  # three broken files, each a failed row
+    assert "imported 6 sessions" in done.output
+    stored = Store(db).query("SELECT status, count(*) AS n FROM sessions GROUP BY status")
+    assert dict(zip(stored.status, stored.n)) == {"ok": 3, "failed": 3}
+    usage = CliRunner().invoke(app, ["ingest", str(mixed), "--no-import", "--db", str(db)])
+    assert usage.exit_code == 2 and "go with --executor ray" in usage.output
