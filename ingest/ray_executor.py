@@ -16,6 +16,7 @@ Paths are made absolute here, on the driver: workers on other machines read the 
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import time
@@ -261,6 +262,9 @@ def run_shards(files: list[Path], meta_for, shards: str | Path, model: str, devi
 
     progress = progress or (lambda event, info: None)
     started = time.perf_counter()
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the caller's progress hook shows the files
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     shards = os.fspath(shards)
     fs, root = open_folder(shards)
     if "://" not in shards:

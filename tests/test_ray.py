@@ -21,7 +21,7 @@ BROKEN = {"empty.wav", "text.mp3", "silent.wav"}
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray = pytest.importorskip("ray")
+    import ray
     from ingest.ray_executor import connect
     ray.shutdown()
     # Workers import the tests' own prepare tasks too, and build tiny-random in the same cache.

@@ -6,13 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,69 +17,14 @@ from core.store import Store
 from tests.audio_gen import silence, write
 
 ROOT = Path(__file__).resolve().parent.parent
-RAY = Path(sys.executable).with_name("ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def session_members(sids: set[int]) -> list[int]:
-    """Processes whose session is one of `sids` (what our `ray start`s left running)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[3]) in sids:
-                out.append(int(entry.name))
-    return out
-
-
-def stop(sids: set[int]) -> None:
-    for sig, wait in ((signal.SIGTERM, 8.0), (signal.SIGKILL, 3.0)):
-        for pid in session_members(sids):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        while session_members(sids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    assert not session_members(sids), "the test cluster did not stop"
 
 
 @pytest.fixture
 def two_nodes():
-    pytest.importorskip("ray")
-    tmp = Path(tempfile.mkdtemp(prefix="emo-ray-", dir="/tmp"))  # short: Ray's socket paths
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    sids: set[int] = set()
-
-    def start(*args: str) -> None:
-        p = subprocess.Popen([str(RAY), "start", "--disable-usage-stats", *args], env=env,
-                             start_new_session=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-        sids.add(p.pid)  # its own session: every process it starts stays in it
-        out, _ = p.communicate(timeout=120)
-        assert p.returncode == 0, out[-2000:]
-
-    try:
-        start("--head", f"--port={port}", "--num-cpus=2", f"--temp-dir={tmp / 'head'}",
-              "--include-dashboard=false", f"--dashboard-port={free_port()}",
-              f"--ray-client-server-port={free_port()}",
-              f"--dashboard-agent-listen-port={free_port()}")
-        start(f"--address=127.0.0.1:{port}", "--num-cpus=1", f"--temp-dir={tmp / 'second'}",
-              f"--dashboard-agent-listen-port={free_port()}")
-        yield f"127.0.0.1:{port}", env
-    finally:
-        stop(sids)
+    from tests.ray_cluster import LocalCluster
+    with LocalCluster(head_cpus=2) as cluster:  # stopped on the way out, whatever happened
+        cluster.add_node(cpus=1)
+        yield cluster.address, cluster.env
 
 
 def test_ingest_through_a_two_node_cluster_runs_tasks_on_both(two_nodes, tmp_path, speech,
