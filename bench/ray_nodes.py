@@ -30,6 +30,7 @@ def bench_ingest():
     """bench/ingest.py (its corpus), loaded by path: its name is the `ingest` package's."""
     spec = importlib.util.spec_from_file_location("bench_ingest", ROOT / "bench" / "ingest.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_ingest"] = mod  # its corpus writers are pickled by this name
     spec.loader.exec_module(mod)
     return mod
 

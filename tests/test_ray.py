@@ -162,3 +162,44 @@ def test_cli_ray_ingest_leaves_shards_with_no_import_then_imports(shards, mixed,
     assert dict(zip(stored.status, stored.n)) == {"ok": 3, "failed": 3}
     usage = CliRunner().invoke(app, ["ingest", str(mixed), "--no-import", "--db", str(db)])
     assert usage.exit_code == 2 and "go with --executor ray" in usage.output
+
+
+def test_a_model_failure_fails_only_the_files_whose_segments_failed(ray_local, model, speech,
+                                                                    tmp_path, monkeypatch):
+    """Two files share one model call; the model fails on one file's segments: that file is a
+    failed shard with the reason, the other is analysed."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    import ingest.assemble as assemble
+    from core.shards import done_keys, open_folder, read_heads
+    from core.types import SessionMeta
+    from ingest.options import IngestOptions
+    from ingest.ray_executor import Job, Model, assemble_group, prepare_rows
+    real = assemble.run_model
+
+    def run_model(lm, waves, opts, **kw):
+        if any(w.mean() > 0.2 for w in waves):  # b.wav's speech sits on a DC offset
+            raise RuntimeError("CUDA error: an illegal memory access")
+        return real(lm, waves, opts, **kw)
+
+    monkeypatch.setattr(assemble, "run_model", run_model)
+    d = tmp_path / "in"
+    d.mkdir()
+    write(d / "a.wav", np.concatenate([speech * 0.5, silence(0.3)]))
+    write(d / "b.wav", np.concatenate([speech * 0.5, silence(0.3)]) + 0.4)
+    files = tuple((str(d / n), f"k{n[0]}", SessionMeta()) for n in ("a.wav", "b.wav"))
+    job = Job(str(tmp_path / "shards"), IngestOptions(), files, "r")
+    prepared = pa.concat_tables([prepare_rows(pa.table({"file": [i]}), job) for i in (0, 1)])
+    actor = Model.__new__(Model)  # the actor's state without Ray starting one
+    actor.lm, actor.opts, actor.node = model, job.opts, "n"
+    out = actor(prepared)
+    kinds = set(zip(out["file"].to_pylist(), out["kind"].to_pylist()))
+    assert {(0, "segment"), (1, "error")} <= kinds and (0, "error") not in kinds
+    for i in (0, 1):
+        assemble_group(out.filter(pc.equal(out["file"], i)), job)
+    fs, root = open_folder(job.shards)
+    heads = {h.key: h for h in read_heads(fs, root, done_keys(fs, root))}
+    assert heads["ka"].status == "ok" and heads["ka"].result.sha256
+    assert heads["kb"].status == "failed"
+    assert heads["kb"].result.error == "model failed: CUDA error: an illegal memory access"
