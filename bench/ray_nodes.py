@@ -36,12 +36,13 @@ def bench_ingest():
 
 
 def ray_run(address: str, env: dict, files, shards: Path, model: str):
+    # The cluster's token, before Ray is imported (it reads its auth settings once).
+    os.environ.update({k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")})
     import ray
 
     from ingest.options import IngestOptions
     from ingest.pipeline import meta_lookup
     from ingest.ray_executor import connect, run_shards
-    os.environ.update({k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")})
     connect(address)
     try:
         info = {"model": model, "model_path": "", "trained": False, "device": "cpu",

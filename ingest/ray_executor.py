@@ -16,10 +16,12 @@ Paths are made absolute here, on the driver: workers on other machines read the 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,8 +36,8 @@ from ingest.options import IngestOptions
 from ingest.prepare import Part, Prepared, PrepareTask
 
 SEGMENTS_PER_CALL = 64  # segments handed to a model actor at once (the engine batches them)
-# A prepare task whose process dies is run again (its own retries: also what keeps Ray Data
-# from fusing prepare into the model actors, so prepare stays on CPU tasks of its own).
+# A prepare task whose process dies is run again (asked through ray_remote_args_fn, which
+# also keeps Ray Data from fusing prepare into the model actors: prepare stays CPU tasks).
 PREPARE_RETRIES = 3
 
 # One row per segment, and one per file (its summary), from prepare to the model.
@@ -247,9 +249,17 @@ def model_actors(device: str) -> tuple[int, dict]:
         return max(1, gpus), {"num_gpus": 1}
     # On CPU the one actor stays (softly) on the driver's node, so the cores of the other
     # nodes are left to prepare tasks.
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     here = ray.get_runtime_context().get_node_id()
-    return 1, {"num_cpus": 1, "scheduling_strategy": NodeAffinitySchedulingStrategy(here, True)}
+    return 1, {"num_cpus": 1, "ray_remote_args_fn": functools.partial(_near, here)}
+
+
+def _near(node: str) -> dict:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=True)}
+
+
+def _retried() -> dict:
+    return {"max_retries": PREPARE_RETRIES}
 
 
 def run_shards(files: list[Path], meta_for, shards: str | Path, model: str, device: str,
@@ -281,16 +291,11 @@ def run_shards(files: list[Path], meta_for, shards: str | Path, model: str, devi
         return report
     job = Job(shards, opts, tuple(entries), run)
     n_actors, holds = model_actors(device)
-    ds = ray.data.from_items([{"file": i} for i in todo], override_num_blocks=len(todo))
-    ds = ds.map_batches(prepare_rows, fn_kwargs={"job": job, "task": task, "skip": skip},
-                        batch_size=1, batch_format="pyarrow", num_cpus=1,
-                        max_retries=PREPARE_RETRIES)
-    ds = ds.map_batches(Model, fn_constructor_kwargs={"model": model, "device": device,
-                                                      "opts": opts},
-                        batch_size=segments_per_call, batch_format="pyarrow",
-                        concurrency=n_actors, **holds)
-    ds = ds.groupby("file", num_partitions=max(1, min(len(todo), 2 * _cpus()))).map_groups(assemble_group, fn_kwargs={"job": job},
-                                       batch_format="pyarrow", num_cpus=0.5)
+    with warnings.catch_warnings():
+        # ray_remote_args_fn (task retries, the CPU actor's node) is deprecated from Ray 2.64,
+        # which pyproject excludes; the warning would only reach the command's user.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = _pipeline(job, todo, model, device, task, skip, segments_per_call)
     for row in ds.iter_rows():
         path = entries[row["file"]][0]
         report.written.append((path, row["status"], row["error"], row["note"], row["node"]))
@@ -299,6 +304,24 @@ def run_shards(files: list[Path], meta_for, shards: str | Path, model: str, devi
                           "note": row["note"], "audio_s": row["audio_s"]})
     report.wall_s = time.perf_counter() - started
     return report
+
+
+def _pipeline(job: Job, todo: list[int], model: str, device: str, task, skip,
+              segments_per_call: int):
+    import ray.data
+    n_actors, holds = model_actors(device)
+    ds = ray.data.from_items([{"file": i} for i in todo], override_num_blocks=len(todo))
+    ds = ds.map_batches(prepare_rows, fn_kwargs={"job": job, "task": task, "skip": skip},
+                        batch_size=1, batch_format="pyarrow", num_cpus=1,
+                        ray_remote_args_fn=_retried)
+    ds = ds.map_batches(Model, fn_constructor_kwargs={"model": model, "device": device,
+                                                      "opts": job.opts},
+                        batch_size=segments_per_call, batch_format="pyarrow",
+                        compute=ray.data.ActorPoolStrategy(size=n_actors), **holds)
+    # A few partitions, not Ray's default 200: groups are small (one file each).
+    parts = max(1, min(len(todo), 2 * _cpus()))
+    return ds.groupby("file", num_partitions=parts).map_groups(
+        assemble_group, fn_kwargs={"job": job}, batch_format="pyarrow", num_cpus=0.5)
 
 
 def _cpus() -> int:

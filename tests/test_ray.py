@@ -25,11 +25,17 @@ def ray_local():
     from ingest.ray_executor import connect
     ray.shutdown()
     # Workers import the tests' own prepare tasks too, and build tiny-random in the same cache.
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    connect("local", num_cpus=2)
-    yield ray
-    ray.shutdown()
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), before) if p)
+    try:
+        connect("local", num_cpus=2)
+        yield ray
+    finally:
+        ray.shutdown()
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ def two_nodes():
         yield cluster.address, cluster.env
 
 
+@pytest.mark.ray_cluster
 def test_ingest_through_a_two_node_cluster_runs_tasks_on_both(two_nodes, tmp_path, speech,
                                                               call_audio):
     import pyarrow.parquet as pq
