@@ -30,7 +30,8 @@ import numpy as np
 import pyarrow as pa
 
 from core.errors import first_line
-from core.shards import done_keys, open_folder, shard_key, write_run, write_shard
+from core.shards import (done_keys, open_folder, read_run, shard_key, write_run,
+                         write_shard)
 from core.types import SessionMeta, SessionResult, session_id_for
 from ingest.options import IngestOptions
 from ingest.prepare import Part, Prepared, PrepareTask
@@ -282,15 +283,16 @@ def run_shards(files: list[Path], meta_for, shards: str | Path, model: str, devi
     have = set() if force else done_keys(fs, root)
     entries = [(os.path.abspath(p), shard_key(p), meta_for(p)) for p in files]
     todo = [i for i, (_, key, _) in enumerate(entries) if key not in have]
-    run = f"{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
-    write_run(shards, {**model_info, "options": opts.to_dict()})
+    # A restart continues the folder's run: import orders shards by run, then by the file's
+    # place in the input, so files redone later still go in where a local run has them.
+    run = read_run(fs, root).get("run") or f"{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
+    write_run(shards, {**model_info, "options": opts.to_dict(), "run": run})
     report = RayRun(files=len(files), done_before=len(files) - len(todo))
     progress("start", {"files": len(todo), "executor": "ray", "workers": _cpus()})
     if not todo:
         report.wall_s = time.perf_counter() - started
         return report
     job = Job(shards, opts, tuple(entries), run)
-    n_actors, holds = model_actors(device)
     with warnings.catch_warnings():
         # ray_remote_args_fn (task retries, the CPU actor's node) is deprecated from Ray 2.64,
         # which pyproject excludes; the warning would only reach the command's user.

@@ -141,6 +141,12 @@ def test_a_killed_prepare_process_is_retried_and_a_restart_redoes_only_missing_s
     assert run.done_before == 5
     assert sorted(Path(p).name for p, *_ in run.written) == sorted(redo)
     assert all(status == "ok" for _, status, *_ in run.written)
+    # The restart continued the folder's run, so the redone files keep their place in it.
+    from core.shards import done_keys, open_folder, read_heads
+    heads = read_heads(*open_folder(half), done_keys(*open_folder(half)))
+    assert len({h.info["run"] for h in heads}) == 1
+    assert [Path(h.result.source_path).name for h in heads] == sorted(
+        p.name for p in mixed.iterdir())
     imported(half, tmp_path / "half.duckdb")
     assert differences(local_store[0], Store(tmp_path / "half.duckdb")) == []
     segs = Store(tmp_path / "half.duckdb").query(
