@@ -23,7 +23,16 @@ def ingest(
     engine: str = typer.Option("engine", help="engine (batched) or reference (FunASR's loop)."),
     roles: Optional[str] = typer.Option(None, help="Stereo speaker roles, e.g. 'customer,agent'."),
     executor: str = typer.Option("streaming", help="streaming (prepare processes, batches "
-                                                   "across files) or serial (one file at a time)."),
+                                                   "across files), serial (one file at a time) "
+                                                   "or ray (a Ray cluster, Parquet shards)."),
+    address: Optional[str] = typer.Option(None, help="--executor ray: auto (this machine's "
+                                                     "cluster), ray://host:10001 or local "
+                                                     "(default: local)."),
+    shards: Optional[str] = typer.Option(None, help="--executor ray: staging folder or URL for "
+                                                    "the shards (default: DB.shards beside the "
+                                                    "database)."),
+    no_import: bool = typer.Option(False, "--no-import", help="--executor ray: leave the shards "
+                                                              "for `emoscope import`."),
     workers: Optional[int] = typer.Option(None, help="Prepare processes (default: cores - 1)."),
     batch_seconds: Optional[float] = typer.Option(
         None, help="Padded audio-seconds per model batch (default: per device)."),
@@ -37,8 +46,10 @@ def ingest(
 
     if engine not in ("engine", "reference"):
         fail_usage(f"--engine must be engine or reference, not {engine!r}")
-    if executor not in EXECUTORS:
-        fail_usage(f"--executor must be {' or '.join(EXECUTORS)}, not {executor!r}")
+    if executor not in (*EXECUTORS, "ray"):
+        fail_usage(f"--executor must be {', '.join(EXECUTORS)} or ray, not {executor!r}")
+    if executor != "ray" and (address or shards or no_import):
+        fail_usage("--address, --shards and --no-import go with --executor ray")
     if workers is not None and workers < 1:
         fail_usage("--workers must be at least 1")
     if batch_seconds is not None and batch_seconds <= 0:
@@ -58,6 +69,11 @@ def ingest(
         if len(pair) != 2 or not all(pair):
             fail_usage("--roles takes two names, e.g. customer,agent")
         opts = IngestOptions(engine=engine, batch_seconds=batch_seconds, stereo_roles=pair)
+    if executor == "ray":
+        from cli.cluster import ingest_on_ray
+        ingest_on_ray(targets, metadata, db, model, device, opts, force, address, shards,
+                      not no_import)
+        return
     writer = writer_for(db)
     lm = load_model(model, device, warm=engine == "engine")
     note_untrained(lm)

@@ -106,6 +106,15 @@ class SessionWriter:
             rows = con.execute("SELECT DISTINCT sha256 FROM sessions WHERE status = 'ok'").fetchall()
         return KnownAudio([r[0] for r in rows] + list(self._saved_ok))
 
+    def audio_status(self) -> dict[str, str]:
+        """Every stored audio hash with its best status ('ok' over 'failed'), at once."""
+        if not self.store.exists():
+            return {}
+        with self.store.write() as con:
+            rows = con.execute("SELECT sha256, bool_or(status = 'ok') FROM sessions "
+                               "GROUP BY sha256").fetchall()
+        return {sha: "ok" if good else "failed" for sha, good in rows}
+
     # -- sessions -------------------------------------------------------------------------
     def save(self, result: SessionResult, run_id: str | None,
              also: InTransaction | None = None) -> bool:
@@ -194,14 +203,13 @@ def _save_group(con: Connection, results: list[SessionResult], run_id: str | Non
     con.unregister("del_tbl")
     _insert(con, "sessions", _session_table(kept, run_id, base, audio_root))
     ok = [r for _, r in kept if r.status == "ok"]
-    channels = [c for r in ok for c in _channel_rows(r)]
-    if channels:
-        _insert(con, "channels", pa.Table.from_pylist(channels, schema=_CHANNEL_SCHEMA))
+    if any(r.channels for r in ok):
+        _insert(con, "channels", channel_table(ok))
     if any(r.segments for r in ok):
-        _insert(con, "segments", _segment_table(ok), casts={
+        _insert(con, "segments", segment_table(ok), casts={
             "scores": "FLOAT[9]", "embedding": "FLOAT[]"})
     if any(r.curves for r in ok):
-        _insert(con, "frames", _frame_table(ok))
+        _insert(con, "frames", frame_table(ok))
     derived.write_sessions(con, [r.session_id for r in ok], rules)
     return keep
 
@@ -245,13 +253,16 @@ def _session_table(kept: list[tuple[int, SessionResult]], run_id, base,
     return pa.Table.from_pylist(rows, schema=_SESSION_SCHEMA)
 
 
-def _channel_rows(r: SessionResult) -> list[dict]:
-    return [{"session_id": r.session_id, "channel": c.channel, "speaker": c.speaker,
-             "duration_s": c.duration_s, "rms": c.rms, "clip_ratio": c.clip_ratio,
-             "speech_s": c.speech_s, "flags": list(c.flags)} for c in r.channels]
+def channel_table(results: list[SessionResult]) -> pa.Table:
+    """Every channel's quality row of the group (the same table Parquet shards hold)."""
+    return pa.Table.from_pylist([
+        {"session_id": r.session_id, "channel": c.channel, "speaker": c.speaker,
+         "duration_s": c.duration_s, "rms": c.rms, "clip_ratio": c.clip_ratio,
+         "speech_s": c.speech_s, "flags": list(c.flags)}
+        for r in results for c in r.channels], schema=_CHANNEL_SCHEMA)
 
 
-def _segment_table(results: list[SessionResult]) -> pa.Table:
+def segment_table(results: list[SessionResult]) -> pa.Table:
     """Every segment of the group; scores and embeddings as fixed-size float32 lists built
     from one numpy block each, not from Python lists of floats."""
     segs = [(r.session_id, s) for r in results for s in r.segments]
@@ -276,7 +287,7 @@ def _segment_table(results: list[SessionResult]) -> pa.Table:
     })
 
 
-def _frame_table(results: list[SessionResult]) -> pa.Table:
+def frame_table(results: list[SessionResult]) -> pa.Table:
     curves = [(r.session_id, c) for r in results for c in r.curves]
     probs = np.concatenate([c.probs for _, c in curves]).astype(np.float32, copy=False)
     cols = {

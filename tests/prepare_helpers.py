@@ -33,3 +33,21 @@ def heavy_modules(*_):
     from ingest.vad import speech_spans
     speech_spans(np.zeros(16_000, np.float32) + 0.01, IngestOptions())  # VAD loaded and run
     yield sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "funasr", "streamlit"))
+
+
+@dataclass(frozen=True)
+class DiesOnce(PrepareTask):
+    """Prepares as usual, except that the first process to prepare a file whose name holds
+    `marker` is killed after its first part (a flag file, created once, says it happened)."""
+    marker: str = "dies"
+    flag: str = ""
+
+    def __call__(self, path: Path, meta: SessionMeta):
+        for item in prepare_stream(path, meta, self.opts, self.skip):
+            yield item
+            if self.marker in Path(path).name and isinstance(item, Part):
+                try:
+                    os.close(os.open(self.flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    continue
+                os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,113 @@
+"""Benchmark: `emoscope import` of Parquet shards into DuckDB, against the same sessions saved
+straight from memory by the writer (what the local executors' store stage does).
+
+    python bench/import.py                      # 1,000 sessions, 24 segments each, dim 1024
+    python bench/import.py --sessions 5000 --dim 768
+
+It makes N synthetic sessions (calls with two channels, diaries with one; 20-s to 3-min long;
+segments with random scores and embeddings; curves every 0.1 s), writes each as a shard
+(core/shards.py, not timed), then into two fresh stores: one through `import_shards` (reading
+the shards), one through `SessionWriter.save_many` in groups of 64 from memory — analytics
+written in both. It prints sessions/s and rows/s (session, channel, segment and frame rows)
+for each; the last line is `ratio: X.XX` (import ÷ direct throughput). Asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.rules import load_rules  # noqa: E402
+from core.sessions import SessionWriter  # noqa: E402
+from core.shard_import import GROUP, import_shards  # noqa: E402
+from core.shards import write_shard  # noqa: E402
+from core.labels import LABELS  # noqa: E402
+from core.store import Store  # noqa: E402
+from core.types import (ChannelQuality, Curve, Segment, SessionMeta,  # noqa: E402
+                        SessionResult, segment_id_for, session_id_for)
+
+
+def synthetic(k: int, n_seg: int, dim: int, rng: np.random.Generator) -> SessionResult:
+    sha = f"{k:064x}"
+    sid = session_id_for(sha)
+    diary = k % 5 == 4
+    roles = ("speaker",) if diary else ("agent", "customer")
+    duration = float(rng.uniform(20, 180))
+    meta = SessionMeta(agent_id=None if diary else f"a-{k % 60:03d}",
+                       customer_id=f"c-{k * 7919 % 4000:04d}",
+                       team="wellbeing" if diary else "support",
+                       recorded_at=f"2026-11-{1 + k % 28:02d}T10:00:00", tags=("synthetic",))
+    segs, curves = [], []
+    for ch, role in enumerate(roles):
+        starts = np.sort(rng.uniform(0, duration - 2, n_seg // len(roles)))
+        for n, s in enumerate(starts):
+            scores = rng.dirichlet(np.ones(9)).astype(np.float32)
+            top = int(scores.argmax())
+            segs.append(Segment(segment_id_for(sid, ch, n), ch, role, round(float(s), 3),
+                                round(float(s) + 1.5, 3), LABELS[top], float(scores[top]),
+                                scores, rng.standard_normal(dim).astype(np.float32), 0.05,
+                                0.0, (), None))
+        t = np.arange(0, duration, 0.1)
+        curves.append(Curve(ch, role, t, rng.dirichlet(np.ones(9), len(t)).astype(np.float32)))
+    channels = tuple(ChannelQuality(ch, r, duration, 0.05, 0.0, duration / 2, ())
+                     for ch, r in enumerate(roles))
+    return SessionResult(sid, f"/synthetic/{sid}.wav", f"{sid}.wav", sha, duration,
+                         len(roles), meta, channels, tuple(segs), tuple(curves),
+                         codec="pcm_s16le", sample_rate=16000)
+
+
+def rows_of(r: SessionResult) -> int:
+    return 1 + len(r.channels) + len(r.segments) + sum(len(c.t_s) for c in r.curves)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sessions", type=int, default=1000)
+    ap.add_argument("--segments", type=int, default=24, help="per session")
+    ap.add_argument("--dim", type=int, default=1024, help="embedding size (large: 1024)")
+    ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temp dir)")
+    a = ap.parse_args()
+    work = a.out or Path(tempfile.mkdtemp(prefix="emoscope-import-"))
+    rng = np.random.default_rng(0)
+    results = [synthetic(k, a.segments, a.dim, rng) for k in range(a.sessions)]
+    rows = sum(rows_of(r) for r in results)
+    shards = work / "shards"
+    t = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda kr: write_shard(shards, f"{kr[0]:08d}", kr[1],
+                                             {"run": "bench", "position": kr[0]}),
+                      enumerate(results)))
+    wrote = time.perf_counter() - t
+    size = sum(f.stat().st_size for f in shards.rglob("*.parquet")) / 2**20
+    print(f"{a.sessions} sessions · {rows:,} rows · shards {size:.0f} MiB written in "
+          f"{wrote:.1f} s")
+    rules = load_rules(None)
+
+    t = time.perf_counter()
+    done = import_shards(SessionWriter(Store(work / "import.duckdb"), rules), shards)
+    imp = time.perf_counter() - t
+    assert len(done.ok) == a.sessions and done.rows == rows
+
+    writer = SessionWriter(Store(work / "direct.duckdb"), rules)
+    writer.store.migrate()
+    t = time.perf_counter()
+    run = writer.start_run("synthetic", "", False, "cpu", "engine", {})
+    for lo in range(0, len(results), GROUP):
+        writer.save_many(results[lo:lo + GROUP], run)
+    direct = time.perf_counter() - t
+
+    for name, secs in (("import (shards)", imp), ("direct (memory)", direct)):
+        print(f"{name:16s} {secs:7.1f} s · {a.sessions / secs:7.1f} sessions/s · "
+              f"{rows / secs:10,.0f} rows/s")
+    print(f"ratio: {direct / imp:.2f}")
+
+
+if __name__ == "__main__":
+    main()
