@@ -77,6 +77,15 @@ def write(path: Path, samples: np.ndarray, fmt: str = "pcm16.wav") -> Path:
     return path
 
 
+def copy_and_broken(folder: Path, original: str) -> None:
+    """A second copy of `original` and the broken files every mixed folder holds: empty,
+    text named as audio, and silence."""
+    (folder / "diary-9-copy.wav").write_bytes((folder / original).read_bytes())
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "text.mp3").write_text("not audio\n" * 40)
+    write(folder / "silent.wav", silence(2.0))
+
+
 def conversation(agent_lines: list[str], customer_lines: list[str], gap_s: float = 0.6,
                  customer_voice: str = "en-us+f3") -> np.ndarray:
     """A stereo call: agent on channel 0, customer on channel 1, taking turns."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from core.store import Store
-from tests.audio_gen import silence, write
+from tests.audio_gen import copy_and_broken, silence, write
 from tests.store_compare import differences
 from tests.store_fixtures import writer_for
 
@@ -46,10 +46,7 @@ def mixed(tmp_path_factory, speech, call_audio):
     write(d / "diary-1-dies.mp3", np.concatenate([speech * 0.7, silence(0.3), speech[:32_000]]),
           "mp3")
     write(d / "call.wav", call_audio)
-    (d / "diary-9-copy.wav").write_bytes((d / "diary-0.pcm16.wav").read_bytes())
-    (d / "empty.wav").write_bytes(b"")
-    (d / "text.mp3").write_text("not audio\n" * 40)
-    write(d / "silent.wav", silence(2.0))
+    copy_and_broken(d, "diary-0.pcm16.wav")
     return d
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from core.audio import SAMPLE_RATE
 from core.store import Store
-from tests.audio_gen import silence, write
+from tests.audio_gen import copy_and_broken, silence, write
 from tests.store_compare import differences
 from tests.store_fixtures import writer_for
 
@@ -32,10 +32,7 @@ def mixed(tmp_path_factory, speech, call_audio):
         write(d / f"diary-{i}.{fmt}", np.concatenate([speech * (0.4 + 0.1 * i), silence(0.4),
                                                       speech[: 16_000 * (i + 1)]]), fmt)
     write(d / "call.wav", call_audio)
-    (d / "diary-9-copy.wav").write_bytes((d / "diary-0.pcm16.wav").read_bytes())
-    (d / "empty.wav").write_bytes(b"")
-    (d / "text.mp3").write_text("not audio\n" * 40)
-    write(d / "silent.wav", silence(2.0))
+    copy_and_broken(d, "diary-0.pcm16.wav")
     return d
 
 

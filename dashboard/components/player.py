@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.queries import AudioUnavailable
-from dashboard.components import auth, data, ui
+from dashboard.components import auth, data, nav, ui
 
 # Containers browsers play as they are; anything else is decoded and sent as WAV.
 PLAYABLE = {".wav", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".flac", ".webm", ".aac", ".mp4"}
@@ -34,3 +34,14 @@ def play(k: data.Key, session_id: str, start_s: float = 0.0, end_s: float | None
         from core.audio import SAMPLE_RATE, decode
         where.audio(decode(path).samples.mean(axis=0), sample_rate=SAMPLE_RATE, **kw)
     return True
+
+
+def moment(k: data.Key, m, cols, key: str, note: str) -> None:
+    """One moment in a list (a similar one, a pattern's representative): what it sounded like
+    and who spoke, `note` under it, its player, and Open for the session at that moment.
+    `m` has label, confidence, speaker, start_s, end_s, session_id and segment_id."""
+    cols[0].markdown(f"**{ui.label(m.label)}** ({m.confidence:.2f}) · {ui.md(m.speaker)} · "
+                     f"{ui.fmt_time(m.start_s)}–{ui.fmt_time(m.end_s)}  \n{note}")
+    play(k, m.session_id, m.start_s, m.end_s, where=cols[1])
+    if cols[2].button("Open", key=key, help="Open the session at this moment"):
+        nav.open_session(m.session_id, float(m.start_s), m.segment_id)

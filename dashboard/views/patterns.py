@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import patterns as core_patterns
-from dashboard.components import data, nav, player, ui
+from dashboard.components import data, player, ui
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
@@ -99,14 +99,8 @@ def representatives(k, p: int) -> None:
         st.caption("None of this pattern's representative moments is in your scope.")
         return
     for i, r in enumerate(reps.itertuples(index=False)):
-        c = st.columns([3, 3, 1])
-        c[0].markdown(f"**{ui.label(r.label)}** ({r.confidence:.2f}) · {ui.md(r.speaker)} · "
-                      f"{ui.fmt_time(r.start_s)}–{ui.fmt_time(r.end_s)}  \n"
+        player.moment(k, r, st.columns([3, 3, 1]), f"pat_open_{i}",
                       f"similarity to the pattern {r.similarity:.2f} · `{r.segment_id}`")
-        player.play(k, r.session_id, r.start_s, r.end_s, where=c[1])
-        if c[2].button("Open", key=f"pat_open_{i}", help="Open the session at this moment"):
-            nav.open_session(r.session_id, float(r.start_s), r.segment_id)
-
 
 def main() -> None:
     if not ui.page("Patterns"):

@@ -122,14 +122,9 @@ def results(k, hits: pd.DataFrame, summary: pd.DataFrame) -> None:
     for i, h in enumerate(hits.itertuples(index=False)):
         c = st.columns([1, 3, 3, 1])
         c[0].metric("Similarity", f"{h.similarity:.3f}")
-        c[1].markdown(f"**{ui.label(h.label)}** ({h.confidence:.2f}) · {ui.md(h.speaker)} · "
-                      f"{ui.fmt_time(h.start_s)}–{ui.fmt_time(h.end_s)}  \n"
+        player.moment(k, h, c[1:], f"sim_open_{i}",
                       f"{ui.md(info.file_name.get(h.session_id, h.session_id))} · "
                       f"`{h.segment_id}`")
-        player.play(k, h.session_id, h.start_s, h.end_s, where=c[2])
-        if c[3].button("Open", key=f"sim_open_{i}", help="Open the session at this moment"):
-            nav.open_session(h.session_id, float(h.start_s), h.segment_id)
-
 
 def main() -> None:
     if not ui.page("Similar moments"):
