@@ -102,6 +102,12 @@ def demo(
         report = ingest_paths(list(metadata), writer, lm, IngestOptions(), metadata,
                               progress=bar.hook)
     print_summary(report)
+    from core import pattern_runs
+    try:  # so the Patterns page has something to show from the start
+        run = pattern_runs.compute(writer.store)
+        typer.secho(f"patterns: {run.k} among {run.segments:,} moments", err=True)
+    except ValueError as e:
+        typer.secho(f"patterns: none ({e})", fg="yellow", err=True)
     if no_dashboard:
         raise typer.Exit(report.exit_code)
     with worker_beside(db, lm.name):  # uploads from the dashboard get ingested

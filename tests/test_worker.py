@@ -244,6 +244,27 @@ def test_demo_runs_a_worker_beside_the_dashboard_and_stops_it(tmp_path):
     assert proc.returncode is not None
 
 
+def test_demo_ingests_the_bundled_sessions_with_their_metadata_and_patterns(tmp_path):
+    """`make demo` without the dashboard: every bundled session stored with its manifest row,
+    and the Patterns page's rows made."""
+    db = tmp_path / "demo.duckdb"
+    res = CliRunner().invoke(app, ["demo", "--no-dashboard", "--db", str(db),
+                                   "--model", "tiny-random"])
+    assert res.exit_code == 0, res.output
+    assert "ok 11 · failed 0" in res.output and "patterns:" in res.output
+    with Store(db).read() as con:
+        teams = dict(con.execute("SELECT team, count(*) FROM sessions WHERE status = 'ok' "
+                                 "GROUP BY team").fetchall())
+        import csv
+        with open(ROOT / "data" / "demo" / "manifest.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert teams == {t: sum(r["team"] == t for r in rows) for t in {r["team"] for r in rows}}
+        assert con.execute("SELECT count(*) FROM patterns").fetchone()[0] >= 2
+        stored = con.execute("SELECT count(*) FROM segment_patterns").fetchone()[0]
+        assert stored == con.execute("SELECT count(*) FROM segments "
+                                     "WHERE embedding IS NOT NULL").fetchone()[0]
+
+
 def test_no_code_path_hands_anything_to_a_shell():
     """Uploaded files are data: nothing in the app runs a shell or executes a file."""
     import re
