@@ -24,7 +24,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,23 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SR = 16_000
-SENTENCES = [
-    "I have been waiting for my refund for three weeks now and nobody calls me back.",
-    "Thank you so much, that is exactly what I needed to hear today.",
-    "Could you please check the status of my order, the number is four five two one.",
-    "This is the third time I am calling about the same problem, I am really upset.",
-    "Good morning, how can I help you with your account?",
-    "Oh no, I am afraid the parcel was lost somewhere between the depot and my house.",
-    "Let me transfer you to my colleague who handles billing questions.",
-    "Honestly I do not know what to say, it just keeps happening again and again.",
-    "That is wonderful news, please tell the team I said thank you.",
-    "I understand your frustration and I will do my best to solve it right away.",
-    "Wait, what do you mean the contract was cancelled last month?",
-    "We are sorry for the inconvenience, a replacement will be shipped tomorrow morning.",
-]
-VOICES = [("en-us", 50, 160), ("en-gb", 40, 150), ("en-us+f3", 70, 185), ("en-us+m3", 35, 140),
-          ("en-gb+f2", 60, 170)]
+from bench.speech import SR, espeak_pieces  # noqa: E402
 
 
 def speech_pool(path: str | None = None) -> np.ndarray:
@@ -60,17 +43,9 @@ def speech_pool(path: str | None = None) -> np.ndarray:
             return np.load(path).astype(np.float32).reshape(-1)
         from core.audio import decode
         return decode(path).samples.mean(axis=0).astype(np.float32)
-    from core.audio import decode
-
-    parts, rng = [], np.random.default_rng(0)
-    with tempfile.TemporaryDirectory() as d:
-        for i, text in enumerate(SENTENCES):
-            for j, (voice, pitch, speed) in enumerate(VOICES):
-                wav = Path(d) / f"{i}-{j}.wav"
-                subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed),
-                                "-w", str(wav), text], check=True, capture_output=True)
-                x = decode(wav).samples.mean(axis=0)
-                parts += [x * rng.uniform(0.3, 1.0), np.zeros(int(rng.uniform(0.1, 0.6) * SR))]
+    rng = np.random.default_rng(0)
+    parts = [y for x in espeak_pieces()
+             for y in (x * rng.uniform(0.3, 1.0), np.zeros(int(rng.uniform(0.1, 0.6) * SR)))]
     return np.concatenate(parts).astype(np.float32)
 
 
