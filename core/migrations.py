@@ -213,4 +213,44 @@ CREATE TABLE segment_patterns (
 );
 CREATE INDEX segment_patterns_session ON segment_patterns(session_id);
 """),
+    # What was said (core/transcripts.py): utterances per speaker channel from a speech-to-text
+    # backend, their words with times where the backend gives them, the non-speech sounds it
+    # heard, and which backend each run used (`runs.asr`, beside its emotion model).
+    # `utterances.emotion` is the backend's own emotion tag (SenseVoice), a second opinion.
+    ("0010_transcripts", """
+CREATE TABLE utterances (
+    utterance_id VARCHAR PRIMARY KEY,
+    session_id VARCHAR NOT NULL,
+    channel INTEGER NOT NULL,
+    speaker VARCHAR NOT NULL,
+    start_s DOUBLE NOT NULL,
+    end_s DOUBLE NOT NULL,
+    text VARCHAR NOT NULL,
+    language VARCHAR,
+    confidence DOUBLE,
+    asr_model VARCHAR,
+    emotion VARCHAR
+);
+CREATE INDEX utterances_session ON utterances(session_id);
+CREATE TABLE words (
+    utterance_id VARCHAR NOT NULL,
+    session_id VARCHAR NOT NULL,
+    n INTEGER NOT NULL,
+    word VARCHAR NOT NULL,
+    start_s DOUBLE,
+    end_s DOUBLE,
+    confidence DOUBLE
+);
+CREATE INDEX words_session ON words(session_id);
+CREATE TABLE audio_events (
+    session_id VARCHAR NOT NULL,
+    channel INTEGER NOT NULL,
+    start_s DOUBLE NOT NULL,
+    end_s DOUBLE NOT NULL,
+    event VARCHAR NOT NULL,
+    source VARCHAR
+);
+CREATE INDEX audio_events_session ON audio_events(session_id);
+ALTER TABLE runs ADD COLUMN asr VARCHAR;
+"""),
 ]

@@ -114,7 +114,7 @@ class Reader:
         cond, params = self._in(EVERY_INCL_FAILED)
         with self.store.read() as con:
             out = {t: con.execute(f"SELECT count(*) FROM {t} WHERE {cond}", params).fetchone()[0]
-                   for t in ("sessions", "segments", "frames", "channels")}
+                   for t in ("sessions", "segments", "frames", "channels", "utterances")}
             out["runs"] = con.execute("SELECT count(*) FROM runs").fetchone()[0]
         return out
 
@@ -257,6 +257,47 @@ class Reader:
         cond, params = self._in(SessionFilter.of(session_id))
         return self._query(f"SELECT * FROM frames WHERE session_id = ? AND {cond} "
                            "ORDER BY channel, t_s", [session_id, *params])
+
+    # -- what was said (core/transcripts.py) ----------------------------------------------------
+    def utterances(self, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """Utterances of the sessions `f` covers, in time order within each session: who said
+        what, when, in which language, by which backend (`emotion`: the backend's own tag)."""
+        cond, params = self._in(f)
+        return self._query(
+            "SELECT utterance_id, session_id, channel, speaker, start_s, end_s, text, language, "
+            f"confidence, asr_model, emotion FROM utterances WHERE {cond} "
+            "ORDER BY session_id, start_s, channel", params)
+
+    def transcript(self, session_id: str) -> pd.DataFrame:
+        """One session's utterances, each with the emotion2vec label of the segment that
+        overlaps it most (`label`, `label_confidence`; None where no segment overlaps)."""
+        cond, params = self._in(SessionFilter.of(session_id))
+        return self._query(
+            "WITH u AS (SELECT * FROM utterances WHERE session_id = ? AND " + cond + "), "
+            "o AS (SELECT u.utterance_id, g.label, g.confidence, "
+            "  least(u.end_s, g.end_s) - greatest(u.start_s, g.start_s) AS overlap "
+            "  FROM u JOIN segments g ON g.session_id = u.session_id "
+            "  AND g.channel = u.channel AND g.start_s < u.end_s AND g.end_s > u.start_s), "
+            "best AS (SELECT utterance_id, arg_max(label, overlap) AS label, "
+            "  arg_max(confidence, overlap) AS label_confidence FROM o GROUP BY 1) "
+            "SELECT u.utterance_id, u.session_id, u.channel, u.speaker, u.start_s, u.end_s, "
+            "u.text, u.language, u.confidence, u.asr_model, u.emotion, best.label, "
+            "best.label_confidence FROM u LEFT JOIN best USING (utterance_id) "
+            "ORDER BY u.start_s, u.channel", [session_id, *params])
+
+    def words(self, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """Words with their times, of the sessions `f` covers, in utterance order."""
+        cond, params = self._in(f)
+        return self._query(
+            "SELECT utterance_id, session_id, n, word, start_s, end_s, confidence FROM words "
+            f"WHERE {cond} ORDER BY session_id, utterance_id, n", params)
+
+    def audio_events(self, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """Non-speech sounds the backend heard (laughter, crying...), in time order."""
+        cond, params = self._in(f)
+        return self._query(
+            "SELECT session_id, channel, start_s, end_s, event, source FROM audio_events "
+            f"WHERE {cond} ORDER BY session_id, start_s, channel", params)
 
     def channels(self, session_id: str) -> pd.DataFrame:
         cond, params = self._in(SessionFilter.of(session_id))

@@ -25,6 +25,7 @@ from core.names import shown
 from core.rules import Rules
 from core.store import Connection, Store
 from core.times import as_timestamp, utc_now
+from core.transcripts import event_table, utterance_table, word_table
 from core.types import KnownAudio, SessionResult
 from core.vector_keys import keys_for
 
@@ -32,7 +33,8 @@ log = logging.getLogger("emoscope.store")
 
 FRAME_COLUMNS = ", ".join(LABELS)
 # Deleted child tables first, sessions last.
-SESSION_TABLES = ("segment_patterns", "alerts", "session_metrics", "frames", "segments", "channels", "sessions")
+SESSION_TABLES = ("segment_patterns", "alerts", "session_metrics", "audio_events", "words",
+                  "utterances", "frames", "segments", "channels", "sessions")
 RUN_STATUSES = ("running", "finished", "interrupted")
 
 InTransaction = Callable[[Connection, str], None]  # (connection, session_id)
@@ -59,14 +61,17 @@ class SessionWriter:
 
     # -- runs -----------------------------------------------------------------------------
     def start_run(self, model: str, model_path: str, trained: bool, device: str,
-                  engine: str, options: dict) -> str:
+                  engine: str, options: dict, asr: str | None = None) -> str:
+        """A run's record: its emotion model and, `asr`, its speech-to-text backend (None when
+        the run transcribed nothing)."""
         run_id = f"r{utc_now():%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
         self._saved_ok = set()
         with self.store.write() as con:
             con.execute("INSERT INTO runs (run_id, model, model_path, trained, device, engine, "
-                        "options, started_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+                        "options, started_at, status, asr) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
                         [run_id, model, shown(model_path), trained, device, engine,
-                         json.dumps(options, sort_keys=True, default=str), utc_now()])
+                         json.dumps(options, sort_keys=True, default=str), utc_now(), asr])
         return run_id
 
     def finish_run(self, run_id: str, n_ok: int, n_failed: int, n_skipped: int,
@@ -210,6 +215,12 @@ def _save_group(con: Connection, results: list[SessionResult], run_id: str | Non
             "scores": "FLOAT[9]", "embedding": "FLOAT[]"})
     if any(r.curves for r in ok):
         _insert(con, "frames", frame_table(ok))
+    if any(r.utterances for r in ok):
+        _insert(con, "utterances", utterance_table(ok))
+        if any(u.words for r in ok for u in r.utterances):
+            _insert(con, "words", word_table(ok))
+    if any(r.audio_events for r in ok):
+        _insert(con, "audio_events", event_table(ok))
     derived.write_sessions(con, [r.session_id for r in ok], rules)
     return keep
 

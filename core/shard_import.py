@@ -91,7 +91,8 @@ def _save(writer: SessionWriter, root: str, group: list, out: Imported, progress
         out.run_id = writer.start_run(
             run.get("model", "unknown"), run.get("model_path", ""), bool(run.get("trained")),
             run.get("device", "unknown"), run.get("engine", "engine"),
-            {**run.get("options", {}), "executor": "ray", "imported_from": root})
+            {**run.get("options", {}), "executor": "ray", "imported_from": root},
+            asr=run.get("asr"))
     saved = dict.fromkeys(range(len(storable)), False)
     if storable:
         saved = dict(enumerate(writer.save_many(storable, out.run_id)))

@@ -1,11 +1,12 @@
 """Parquet shards: analysed recordings as files, written by many machines, imported by one.
 
-A shard is one input file's answer, four Parquet files under a staging folder or object-store
+A shard is one input file's answer, up to seven Parquet files under a staging folder or object-store
 URL (anything `pyarrow.fs` opens: a path, file://, s3://, gs://):
 
     <root>/channels/<key>.parquet   channel quality rows        (the store's `channels`)
     <root>/segments/<key>.parquet   segments, scores, embedding (the store's `segments`)
     <root>/frames/<key>.parquet     the emotion curves          (the store's `frames`)
+    <root>/utterances/<key>.parquet what was said; words/ and audio_events/ beside it
     <root>/sessions/<key>.parquet   the session row, written LAST: its presence marks the
                                     shard whole; its metadata says where it came from
     <root>/run.json                 the model and options every shard was made with
@@ -34,9 +35,11 @@ import pyarrow.parquet as pq
 from core.labels import LABELS
 from core.names import shown
 from core.sessions import channel_table, frame_table, segment_table
+from core.transcripts import event_table, events_of, utterance_table, utterances_of, word_table
 from core.types import ChannelQuality, Curve, Segment, SessionMeta, SessionResult
 
-TABLES = ("channels", "segments", "frames", "sessions")  # sessions last: the shard is whole
+# sessions last: the shard is whole
+TABLES = ("channels", "segments", "frames", "utterances", "words", "audio_events", "sessions")
 RUN_FILE = "run.json"
 META_KEY = b"emoscope"  # the sessions file's metadata: JSON of where the shard came from
 
@@ -109,6 +112,9 @@ def write_shard(where: str | Path, key: str, result: SessionResult, info: dict,
         "channels": channel_table(ok) if ok and result.channels else None,
         "segments": segment_table(ok) if ok and result.segments else None,
         "frames": frame_table(ok) if ok and result.curves else None,
+        "utterances": utterance_table(ok) if ok and result.utterances else None,
+        "words": word_table(ok) if ok and any(u.words for u in result.utterances) else None,
+        "audio_events": event_table(ok) if ok and result.audio_events else None,
     }
     for table, data in pieces.items():
         path = f"{root}/{table}/{key}.parquet"
@@ -180,7 +186,7 @@ def _result_of(row: dict) -> SessionResult:
 
 
 def read_whole(fs: pafs.FileSystem, root: str, head: Shard) -> SessionResult:
-    """The shard's SessionResult with its channels, segments and curves."""
+    """The shard's SessionResult with its channels, segments, curves and transcript."""
     r = head.result
     if head.status != "ok":
         return r
@@ -193,7 +199,11 @@ def read_whole(fs: pafs.FileSystem, root: str, head: Shard) -> SessionResult:
     speakers = {c.channel: c.speaker for c in quality}
     return SessionResult(r.session_id, r.source_path, r.file_name, r.sha256, r.duration_s,
                          r.n_channels, r.meta, quality, _segments(segments),
-                         _curves(frames, speakers), status=r.status, error=r.error,
+                         _curves(frames, speakers),
+                         utterances_of(_read(fs, root, "utterances", head.key),
+                                       _read(fs, root, "words", head.key)),
+                         events_of(_read(fs, root, "audio_events", head.key)),
+                         status=r.status, error=r.error,
                          codec=r.codec, sample_rate=r.sample_rate, flags=r.flags)
 
 

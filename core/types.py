@@ -56,6 +56,43 @@ class Curve:
 
 
 @dataclass(frozen=True)
+class Word:
+    """One recognised word with its times (backends that give word times)."""
+    word: str
+    start_s: float
+    end_s: float
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """What one speaker said in one stretch of speech, as a speech-to-text backend heard it.
+    `emotion` is the backend's own emotion tag where it has one (SenseVoice): a second opinion
+    beside emotion2vec's segments, never used in their place."""
+    utterance_id: str
+    channel: int
+    speaker: str
+    start_s: float
+    end_s: float
+    text: str
+    language: str | None = None
+    confidence: float | None = None
+    asr_model: str | None = None
+    emotion: str | None = None
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class AudioEvent:
+    """A non-speech sound a backend heard (laughter, crying, coughing, music...)."""
+    channel: int
+    start_s: float
+    end_s: float
+    event: str
+    source: str  # which backend said so
+
+
+@dataclass(frozen=True)
 class SessionResult:
     session_id: str
     source_path: str
@@ -67,6 +104,8 @@ class SessionResult:
     channels: tuple[ChannelQuality, ...] = ()
     segments: tuple[Segment, ...] = ()
     curves: tuple[Curve, ...] = ()
+    utterances: tuple[Utterance, ...] = ()
+    audio_events: tuple[AudioEvent, ...] = ()
     status: str = "ok"
     error: str | None = None
     codec: str | None = None
@@ -109,3 +148,7 @@ def session_id_for(sha256: str) -> str:
 
 def segment_id_for(session_id: str, channel: int, n: int) -> str:
     return f"{session_id}-c{channel}-{n:05d}"
+
+
+def utterance_id_for(session_id: str, channel: int, n: int) -> str:
+    return f"{session_id}-c{channel}-u{n:05d}"

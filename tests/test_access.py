@@ -115,6 +115,8 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
             [r.segment_keys(m, d) for m, d in _spaces(r)] or [np.zeros(0, np.uint64)])),
         "segments_by_key": ids(r.segments_by_key(_all_keys(r))),
         "pattern_segments": ids(r.pattern_segments()),
+        "utterances": ids(r.utterances()), "transcript": ids(r.transcript(sid)),
+        "words": ids(r.words()), "audio_events": ids(r.audio_events()),
     }
 
 
