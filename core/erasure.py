@@ -157,10 +157,15 @@ def _has_table(con: Connection, name: str) -> bool:
 # -- carrying out -----------------------------------------------------------------------------
 def after_rows_erased(db: Path, session_ids: list[str], segment_ids: list[str]) -> None:
     """The indexes derived from the store and kept beside it forget the erased rows: the ANN
-    index files (core.segment_index), so an erased segment never comes back as a neighbour.
+    index files (core.segment_index), so an erased segment never comes back as a neighbour, and
+    the word index (core.word_index), so an erased sentence is never found again.
     Called after an erasure's rows are gone, and again when a journal is resumed: removing keys
     no longer held does nothing, so it is idempotent. Should it fail, the index no longer
     matches the store and is rebuilt before any search uses it."""
+    if session_ids:  # the transcripts' word index: merged and vacuumed, no erased word left
+        from core import word_index
+        if word_index.path_of(db).is_file():
+            word_index.sync(Store(db), erased=True)
     if segment_ids:
         from core import segment_index
         from core.vector_keys import keys_for

@@ -156,6 +156,7 @@ class SessionWriter:
         if any(stored):  # one index update for the whole group
             self.update_index(sorted({r.session_id for r, s in zip(results, stored) if s}),
                               keys_for(gone))
+            self.update_words()
         return stored
 
     def update_index(self, session_ids: list[str], gone_keys: np.ndarray) -> dict | None:
@@ -170,6 +171,19 @@ class SessionWriter:
                         "store when next opened", e)
             self.last_index_update = None
         return self.last_index_update
+
+    def update_words(self) -> None:
+        """After a commit: the word index beside the store (core.word_index) takes the saved
+        transcripts. As with the ANN index, a failure leaves it stale, and a stale one is
+        synced from the store before any search uses it."""
+        from core import word_index
+        try:
+            word_index.sync(self.store)
+        except word_index.NoTranscripts:
+            pass
+        except Exception as e:  # the commit stands
+            log.warning("the word index was not updated (%s); it is synced from the store "
+                        "before the next search", e)
 
 
 def _runs_without_repeats(ids: list[str]) -> list[tuple[int, int]]:

@@ -10,7 +10,7 @@ import numpy as np
 from core.access import EVERYTHING, Scope, Viewer
 from core.sessions import SessionWriter
 from core.store import Store
-from core.types import Curve, SessionResult
+from core.types import Curve, SessionResult, Utterance, utterance_id_for
 from tests.audio_gen import silence, write
 from tests.store_fixtures import RULES
 from tests.test_analytics_store import call
@@ -47,6 +47,28 @@ ANALYST = Viewer("ana@example.com", frozenset({"analyst"}), Scope(tags=frozenset
 ADMIN = Viewer("boss@example.com", frozenset({"admin"}), EVERYTHING)
 
 
+# What the customer says in each of a call's five turns (segments neutral, angry, neutral,
+# angry, sad), and the agent's reply after each: word search finds them within a scope.
+CUSTOMER_LINES = ["hello I was charged twice this month", "I want a refund right now",
+                  "the payment went out on the first", "this is the third time I am calling",
+                  "fine I will wait for the refund"]
+AGENT_LINES = ["let me check your billing history", "I can refund the duplicate payment",
+               "I see both payments here", "I am sorry about that", "thank you for waiting"]
+
+
+def transcript(session_id: str, team: str) -> tuple[Utterance, ...]:
+    """The call's turns as utterances; team B's customer also asks to cancel."""
+    out = []
+    for i, (said, reply) in enumerate(zip(CUSTOMER_LINES, AGENT_LINES)):
+        if team == "B" and i == 3:
+            said = "please cancel my account"
+        out.append(Utterance(utterance_id_for(session_id, 1, i), 1, "customer", 10.0 * i + 0.5,
+                             10.0 * i + 5.5, said, "en", 0.9, "test"))
+        out.append(Utterance(utterance_id_for(session_id, 0, i), 0, "agent", 10.0 * i + 6.2,
+                             10.0 * i + 8.8, reply, "en", 0.9, "test"))
+    return tuple(out)
+
+
 def results(archive: Path) -> list[SessionResult]:
     out = []
     archive.mkdir(parents=True, exist_ok=True)
@@ -56,6 +78,7 @@ def results(archive: Path) -> list[SessionResult]:
         curve = Curve(1, "customer", np.arange(20) * 0.5, np.full((20, 9), 1 / 9, np.float32))
         out.append(dataclasses.replace(
             r, source_path=str(audio), file_name=f"{team}-{k}.wav", curves=(curve,),
+            utterances=transcript(r.session_id, team),
             meta=dataclasses.replace(r.meta, team=team, tags=tags, customer_id=customer)))
     return out
 

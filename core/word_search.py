@@ -1,0 +1,244 @@
+"""Search by words across calls: what was said, with who said it, how it sounded, and when.
+
+The query language (`parse`):
+    refund                      the word (any case, accents ignored)
+    refund credit               both words in one utterance
+    "cancel my account"         the phrase, its words in that order
+    refund OR credit            either; OR binds tighter than the implicit AND:
+                                `charged twice OR double` = charged AND (twice OR double)
+    refund*                     words starting with refund (refunds, refunded)
+Filters (`Filters`): speaker role, emotion (any segment overlapping the utterance on its
+channel has it), team, agent, person, dates.
+
+How it runs: the words, role and emotion go to the full-text index (core.word_index), which
+walks its matches newest first; the sessions a match may come from are decided in SQL by
+`Reader._sessions_where` (the reader's scope, team, agent, person, dates) and handed to the
+index as the only ones it may return; then the hits are read back from DuckDB through the
+same scope (text, times, the dominant emotion), so nothing stale, erased or out of scope
+leaves this module even if the index lags.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from core import word_index
+from core.labels import LABELS
+from core.queries import Reader, SessionFilter
+from core.store import Store
+from core.times import as_timestamp
+
+MAX_QUERY = 200  # characters
+MAX_TERMS = 16
+MAX_LIMIT = 200
+HIT_COLUMNS = ["utterance_id", "session_id", "channel", "speaker", "start_s", "end_s", "text",
+               "label", "confidence", "labels", "when", "team", "agent_id", "file_name"]
+_TOKEN = re.compile(r'"([^"]*)"?|(\S+)')
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class QueryError(ValueError):
+    """A query that cannot be searched; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class Term:
+    words: tuple[str, ...]  # one word, or a phrase's words in order
+    prefix: bool = False
+
+    def fts(self) -> str:
+        quoted = '"' + " ".join(self.words).replace('"', '""') + '"'
+        return quoted + (" *" if self.prefix else "")
+
+    def __str__(self) -> str:
+        s = " ".join(self.words)
+        return (f'"{s}"' if len(self.words) > 1 else s) + ("*" if self.prefix else "")
+
+
+@dataclass(frozen=True)
+class Query:
+    """All of `groups` must match; within a group, any of its terms."""
+    groups: tuple[tuple[Term, ...], ...]
+
+    def fts(self) -> str:
+        """The FTS5 MATCH expression: every term a quoted string, so no word of the user's
+        is ever read as FTS5 syntax (a column filter, NEAR, a bare operator)."""
+        return " AND ".join("(" + " OR ".join(t.fts() for t in g) + ")" for g in self.groups)
+
+    @property
+    def n_terms(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+    def __str__(self) -> str:
+        return " ".join(" OR ".join(str(t) for t in g) for g in self.groups)
+
+
+def parse(text: str) -> Query:
+    """The query language in the module's note; QueryError for an empty or oversized one."""
+    text = (text or "").strip()
+    if len(text) > MAX_QUERY:
+        raise QueryError(f"a query of at most {MAX_QUERY} characters, not {len(text)}")
+    groups: list[list[Term]] = []
+    join_next = False
+    for m in _TOKEN.finditer(text):
+        phrase, bare = m.group(1), m.group(2)
+        if bare == "OR":
+            join_next = bool(groups)
+            continue
+        raw = phrase if phrase is not None else bare
+        prefix = phrase is None and raw.endswith("*")
+        words = tuple(w.lower() for w in _WORD.findall(raw))
+        if not words:
+            continue  # punctuation alone, or an empty phrase
+        term = Term(words, prefix and len(words) == 1)
+        if join_next:
+            groups[-1].append(term)
+        else:
+            groups.append([term])
+        join_next = False
+    if not groups:
+        raise QueryError("give at least one word to search for")
+    q = Query(tuple(tuple(g) for g in groups))
+    if q.n_terms > MAX_TERMS:
+        raise QueryError(f"at most {MAX_TERMS} words or phrases, not {q.n_terms}")
+    return q
+
+
+def audit_target(q: Query) -> str:
+    """How a search is named in the audit: a hash of the normalised query, never its words
+    (what was searched for can be personal). An auditor who suspects a query hashes it."""
+    return "words sha256:" + hashlib.sha256(str(q).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Filters:
+    roles: tuple[str, ...] = ()
+    emotions: tuple[str, ...] = ()
+    teams: tuple[str, ...] = ()
+    agent: str | None = None
+    person: str | None = None
+    since: str | None = None  # a day or time; `until` exclusive
+    until: str | None = None
+
+    def check(self) -> None:
+        bad = sorted(set(self.emotions) - set(LABELS))
+        if bad:
+            raise QueryError(f"unknown emotion {', '.join(bad)}: one of {', '.join(LABELS)}")
+        for name, v in (("since", self.since), ("until", self.until)):
+            if v is not None and as_timestamp(v) is None:
+                raise QueryError(f"{name}: a date like 2026-11-02, not {str(v)[:40]!r}")
+
+    def names(self) -> list[str]:
+        """Which filters were given (their names only: values such as a person's id are
+        not written to the audit)."""
+        return [k for k, v in self.__dict__.items() if v]
+
+    @property
+    def narrows_sessions(self) -> bool:
+        return bool(self.teams or self.agent or self.person or self.since or self.until)
+
+
+@dataclass(frozen=True)
+class Found:
+    hits: pd.DataFrame  # HIT_COLUMNS, newest session first, then by time in the session
+    more: bool  # more matches than `limit` exist
+    seconds: float = 0.0
+    query: str = ""
+    sessions: list[str] = field(default_factory=list)
+
+
+# -- the index, checked against the store once per commit --------------------------------------
+_lock = threading.Lock()
+_checked: dict[str, tuple] = {}  # db → the store version whose fingerprint matched the index
+
+
+def _version(store: Store) -> tuple:
+    out = []
+    for p in (store.path, store.path.with_name(store.path.name + ".wal")):
+        try:
+            s = os.stat(p)
+            out += [s.st_mtime_ns, s.st_size]
+        except FileNotFoundError:
+            out += [0, 0]
+    return tuple(out)
+
+
+def ready_index(store: Store) -> None:
+    """Make sure the index matches the store before it is searched: compared once per store
+    version (a commit moves it), synced from the store when missing, stale or corrupt."""
+    key, version = str(store.path.resolve()), _version(store)
+    with _lock:
+        if _checked.get(key) == version and word_index.path_of(store.path).is_file():
+            return
+        state = word_index.store_state(store)
+        if word_index.recorded_fingerprint(store.path) != word_index.fingerprint(state):
+            word_index.sync(store)
+        _checked[key] = version
+
+
+def _match(store: Store, q: Query, f: Filters, allowed: list[str] | None,
+           limit: int) -> list[str]:
+    """Utterance ids, newest first, from the index (its role, emotion and date filters, and
+    the allowed sessions when given)."""
+    where, params = ["fts MATCH ?"], [q.fts()]
+    for op, v in ((">=", f.since), ("<", f.until)):
+        ts = as_timestamp(v)
+        if ts is not None:
+            where.append(f"fts.rowid {op} ?")
+            params.append(word_index.rowid_of_time(ts))
+    if f.roles:
+        where.append(f"u.role IN ({', '.join('?' * len(f.roles))})")
+        params += list(f.roles)
+    if f.emotions:
+        where.append("(u.emo & ?) != 0")
+        params.append(word_index.mask_of(f.emotions))
+    con = word_index.connect(store.path)
+    try:
+        if allowed is not None:
+            con.execute("CREATE TEMP TABLE allowed (session_id TEXT PRIMARY KEY) WITHOUT ROWID")
+            con.executemany("INSERT OR IGNORE INTO allowed VALUES (?)", [(s,) for s in allowed])
+            where.append("u.session_id IN (SELECT session_id FROM temp.allowed)")
+        rows = con.execute(
+            "SELECT u.utterance_id FROM fts JOIN utt u ON u.rowid = fts.rowid "
+            f"WHERE {' AND '.join(where)} ORDER BY fts.rowid DESC LIMIT ?",
+            [*params, int(limit)]).fetchall()
+    finally:
+        con.close()
+    return [r[0] for r in rows]
+
+
+def search(reader: Reader, text: str | Query, filters: Filters = Filters(),
+           limit: int = 50) -> Found:
+    """The newest `limit` utterances matching `text` that the reader may see and the filters
+    admit (QueryError for a bad query or filter; word_index.NoTranscripts for a store without
+    transcripts)."""
+    t0 = time.perf_counter()
+    q = text if isinstance(text, Query) else parse(text)
+    filters.check()
+    limit = max(1, min(int(limit), MAX_LIMIT))
+    store = reader.store
+    ready_index(store)
+    sf = SessionFilter(agent=filters.agent, person=filters.person, since=filters.since,
+                       until=filters.until)
+    allowed = None
+    if filters.narrows_sessions or not reader.viewer.scope.everything:
+        allowed = reader.session_id_list(sf, filters.teams)
+    ids = [] if allowed == [] else _match(store, q, filters, allowed, limit + 1)
+    hits = reader.utterance_hits(ids[:limit], sf)
+    # The read-back is the truth: a row the index still names but the store no longer has (or
+    # that a newer commit moved out of the filters) is left out.
+    if filters.teams:
+        hits = hits[hits.team.isin(filters.teams)]
+    if filters.roles:
+        hits = hits[hits.speaker.isin(filters.roles)]
+    if filters.emotions:
+        hits = hits[[bool(set(x) & set(filters.emotions)) for x in hits.labels]]
+    hits = hits.reset_index(drop=True)
+    return Found(hits, len(ids) > limit, time.perf_counter() - t0, str(q),
+                 sorted(set(hits.session_id)))
