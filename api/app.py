@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api import predict, reports, sessions, stream, uploads
+from api import predict, reports, search, sessions, stream, uploads
 from api.auth import Gate
 from api.batcher import Overloaded, TimedOut
 from api.limits import BodyLimit
@@ -37,7 +37,7 @@ DESCRIPTION = """Speech emotion (emotion2vec+, 9 labels) for clips and live conv
 * Stored sessions, each read through the caller's scope and recorded in the audit:
   `POST /v1/sessions` (upload → job), `GET /v1/jobs/{id}`, `GET /v1/sessions`,
   `GET /v1/sessions/{id}`, `GET /v1/sessions/{id}/audio`, `GET /v1/segments/{id}/similar`,
-  `GET /v1/reports`.
+  `GET /v1/search` (moments by what was said), `GET /v1/reports`.
 
 Authentication: `Authorization: Bearer <API key or OIDC token>`. Until an identity provider or
 an API key is configured, the API serves loopback clients only, without credentials."""
@@ -108,7 +108,7 @@ def create_app(settings: Settings = Settings(), runtime: Runtime | None = None) 
               403: {"model": Problem, "description": "Not allowed for this caller"},
               422: {"model": Problem, "description": "Invalid parameters"}}
     for router, tag in ((uploads.router, "sessions"), (sessions.router, "sessions"),
-                        (reports.router, "reports")):
+                        (reports.router, "reports"), (search.router, "search")):
         app.include_router(router, prefix="/v1", tags=[tag], dependencies=guarded,
                            responses=errors)
 

@@ -136,6 +136,32 @@ class SimilarAnswer(BaseModel):
     similar: list[SimilarHit]
 
 
+class SearchHit(BaseModel):
+    """One moment: an utterance whose words matched, in a session the caller may see."""
+    utterance_id: str
+    session_id: str = Field(description="GET /v1/sessions/{it}; play from start_s with "
+                                         "GET /v1/sessions/{it}/audio.")
+    channel: int | None = None
+    speaker: str | None = Field(None, description="The speaker's role: customer, agent, speaker.")
+    start_s: float | None = None
+    end_s: float | None = None
+    text: str = Field(description="What was said, as the speech-to-text backend heard it.")
+    label: str | None = Field(None, description="Emotion of the segment overlapping it most.")
+    confidence: float | None = None
+    labels: list[str] = Field(description="Emotions of every segment overlapping it.")
+    when: str | None = Field(None, description="The session's date (recorded, else ingested).")
+    team: str | None = None
+    agent_id: str | None = None
+    file_name: str | None = None
+
+
+class SearchAnswer(BaseModel):
+    model_config = _STRICT
+    query: str = Field(description="The query as understood: its terms, OR groups, phrases.")
+    hits: list[SearchHit] = Field(description="Newest session first, then in the order spoken.")
+    more: bool = Field(description="More moments match than `limit`.")
+
+
 class JobAnswer(BaseModel):
     job_id: str
     status: Literal["queued", "running", "done", "failed"]

@@ -1,4 +1,4 @@
-"""The audit: who viewed, played, exported, uploaded or erased what, and who signed in.
+"""The audit: who viewed, played, searched, exported, uploaded or erased what, and who signed in.
 
 Readers (the dashboard, the API) never write to the database — DuckDB admits one writing
 process, the worker — so an act is first appended as one JSON line to a spool file beside the
@@ -26,7 +26,7 @@ from core.store import Connection, Store
 from core.times import as_timestamp, utc_now
 
 ACTIONS = ("sign-in", "view", "play", "export", "upload", "erase", "erase-request", "denied",
-           "api-key")
+           "api-key", "search")
 SPOOL = "audit.jsonl"
 COLUMNS = ["audit_id", "at", "who", "roles", "action", "target", "detail"]
 

@@ -149,8 +149,9 @@ class Found:
     hits: pd.DataFrame  # HIT_COLUMNS, newest session first, then by time in the session
     more: bool  # more matches than `limit` exist
     seconds: float = 0.0
-    query: str = ""
+    query: str = ""  # the query as understood (core.word_search.Query's text)
     sessions: list[str] = field(default_factory=list)
+    terms: int = 0
 
 
 # -- the index, checked against the store once per commit --------------------------------------
@@ -213,6 +214,30 @@ def _match(store: Store, q: Query, f: Filters, allowed: list[str] | None,
     return [r[0] for r in rows]
 
 
+def audit_detail(found: Found, filters: Filters) -> dict:
+    """What the audit keeps of a search: how many terms, which filters (names only), and the
+    sessions whose words were shown."""
+    return {"terms": found.terms, "filters": filters.names(),
+            "hits": len(found.hits), "sessions": found.sessions}
+
+
+def hit_record(row: dict) -> dict:
+    """One hit as JSON-ready values (the CLI's --json and the API)."""
+    out = {}
+    for c in HIT_COLUMNS:
+        v = row.get(c)
+        if c == "labels":
+            v = [str(x) for x in (v if v is not None else [])]
+        elif isinstance(v, pd.Timestamp):
+            v = None if pd.isna(v) else v.isoformat()
+        elif v is not None and not isinstance(v, str) and pd.isna(v):
+            v = None
+        elif hasattr(v, "item"):
+            v = v.item()
+        out[c] = v
+    return out
+
+
 def search(reader: Reader, text: str | Query, filters: Filters = Filters(),
            limit: int = 50) -> Found:
     """The newest `limit` utterances matching `text` that the reader may see and the filters
@@ -241,4 +266,4 @@ def search(reader: Reader, text: str | Query, filters: Filters = Filters(),
         hits = hits[[bool(set(x) & set(filters.emotions)) for x in hits.labels]]
     hits = hits.reset_index(drop=True)
     return Found(hits, len(ids) > limit, time.perf_counter() - t0, str(q),
-                 sorted(set(hits.session_id)))
+                 sorted(set(hits.session_id)), q.n_terms)

@@ -117,6 +117,8 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
         "pattern_segments": ids(r.pattern_segments()),
         "utterances": ids(r.utterances()), "transcript": ids(r.transcript(sid)),
         "words": ids(r.words()), "audio_events": ids(r.audio_events()),
+        "session_id_list": set(r.session_id_list()),
+        "utterance_hits": ids(r.utterance_hits(_all_utterances(r))),
     }
 
 
@@ -130,6 +132,10 @@ def _spaces(r: Reader) -> list[tuple[str, int]]:
 
 def _all_keys(r: Reader) -> list[int]:
     return [int(k) for k in r.store.query("SELECT segment_key FROM segments").segment_key]
+
+
+def _all_utterances(r: Reader) -> list[str]:
+    return list(r.store.query("SELECT utterance_id FROM utterances").utterance_id)
 
 
 def _sessions_of_keys(r: Reader, keys) -> set:
