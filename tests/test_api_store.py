@@ -338,3 +338,33 @@ def test_the_settings_file_cannot_hold_api_keys(tmp_path):
                    'role = "admin"\n')
     with pytest.raises(SettingsError, match="emoscope apikey create"):
         load_settings(bad)
+
+
+def test_search_finds_a_phrase_only_in_the_callers_sessions_and_audits_it(site):
+    c, teams = site.client, site.teams
+    got = {}
+    for name in ("lead-a", "lead-b"):
+        r = c.get("/v1/search", headers=bearer(site.keys[name]),
+                  params={"q": '"want a refund"', "role": "customer"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["query"] == '"want a refund"' and not body["more"]
+        got[name] = {h["session_id"] for h in body["hits"]}
+        assert {h["text"] for h in body["hits"]} == {"I want a refund right now"}
+    assert got == {"lead-a": set(teams["A"]), "lead-b": set(teams["B"])}
+    a = bearer(site.keys["lead-a"])
+    # a filter naming another team finds nothing rather than widening the scope
+    assert c.get("/v1/search", headers=a, params={"q": "cancel", "team": "B"}).json()["hits"] == []
+    hit = c.get("/v1/search", headers=bearer(site.keys["boss"]),
+                params={"q": "cancel", "emotion": "angry", "since": "2026-11-01"}).json()["hits"]
+    assert {h["session_id"] for h in hit} == set(teams["B"]) and hit[0]["label"] == "angry"
+    for params, says in [({"q": "x", "emotion": "furious"}, "emotion"),
+                         ({"q": '"" !'}, "at least one word"), ({"q": "x", "since": "soon"},
+                                                               "since")]:
+        r = c.get("/v1/search", headers=a, params=params)
+        assert r.status_code == 422 and says in r.json()["detail"], r.text
+    rows = [r for r in AuditLog.beside(site.db).spooled()
+            if r["action"] == "search" and r["detail"].get("via") == "api"]
+    mine = [r for r in rows if r["detail"]["sessions"]
+            and set(r["detail"]["sessions"]) <= set(teams["A"])]
+    assert mine and all("refund" not in json.dumps(r) for r in rows)
