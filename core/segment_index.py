@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core import index_compact
+from core import index_files as files
 from core import vector_index as vx
 from core.store import Connection, Store
 from core.vector_keys import Fingerprint, key_sql
@@ -97,34 +99,56 @@ def _store_keys(con: Connection, space: Space) -> np.ndarray:
 def rebuild(store: Store, space: Space, params: vx.Params = vx.Params()) -> vx.VectorIndex:
     """The space's index built afresh from the store; returned opened read-only.
 
-    Rows are read first (float16: 2 GiB at 1M × 1024) and the connection closed, so the slow
-    part — building the graph — holds no connection that would keep the writer out."""
-    with store.read() as con:
-        fp, stamp = state(con, space)
-        batches = list(_rows(con, space))
-    ix = vx.build(path_of(store, space), space.model, space.dim, batches, params=params,
-                  stamp=stamp)
+    The writer lock is taken first (RuntimeError while another writer holds it), then rows are
+    read (float16: 2 GiB at 1M × 1024) and the connection closed, so the slow part — building
+    the graph — holds no connection that would keep the store's writer out."""
+    path = path_of(store, space)
+    w = vx.VectorIndex.create(path, space.model, space.dim, params)
+    try:
+        with store.read() as con:
+            fp, stamp = state(con, space)
+            batches = list(_rows(con, space))
+        for keys, vecs in batches:
+            w.add(keys, vecs)
+        del batches
+        w.save(stamp=stamp)
+    finally:
+        w.close()
+    ix = vx.VectorIndex.open(path, space.model, space.dim)
     if ix.fingerprint() != fp:  # e.g. two segment ids sharing a key: say so, never hide it
         log.warning("%s: the index holds %d rows, the store %d", ix.path, len(ix), fp.count)
     return ix
 
 
-def for_search(store: Store, space: Space, wait_s: float = 30.0) -> vx.VectorIndex:
-    """The space's index, memory-mapped, equal to the store: opened when it passes every
-    check, rebuilt from the store when it is missing, stale, corrupt or of another model."""
-    deadline = time.monotonic() + wait_s
+def for_search(store: Store, space: Space, wait_s: float = 30.0,
+               previous: vx.VectorIndex | None = None, stale_wait_s: float = 2.0
+               ) -> vx.VectorIndex:
+    """The space's index, memory-mapped, equal to the store: opened (or `previous` refreshed,
+    reusing its mapped base) when it passes every check, rebuilt from the store when it is
+    missing, corrupt or of another model, or stale (a writer saves its delta just after its
+    commit: a reader in between waits up to `stale_wait_s` for it rather than rebuild)."""
+    start = time.monotonic()
     while True:
         with store.read() as con:
             fp, stamp = state(con, space)
         try:
+            if previous is not None:
+                return previous.refreshed(fp, stamp)
             return vx.VectorIndex.open(path_of(store, space), space.model, space.dim, fp, stamp)
+        except vx.IndexStale as e:
+            waited = time.monotonic() - start
+            if waited < 0.2 or waited < stale_wait_s and files.writing(path_of(store, space)):
+                time.sleep(0.05)
+                continue
+            log.warning("%s; rebuilding it from the store", e)
         except vx.IndexUnusable as e:  # a first search on a new store meets no index: no alarm
             log.log(logging.INFO if isinstance(e, vx.IndexMissing) else logging.WARNING,
                     "%s; rebuilding it from the store", e)
+        previous = None
         try:
             return rebuild(store, space)
         except RuntimeError:  # a writer is changing it right now: open what it saves
-            if time.monotonic() > deadline:
+            if time.monotonic() - start > wait_s:
                 raise
             time.sleep(0.1)
 
@@ -137,8 +161,7 @@ def _open_writable(store: Store, space: Space) -> vx.VectorIndex:
         return vx.VectorIndex.create(path, space.model, space.dim)
     except vx.IndexUnusable as e:
         log.warning("%s; rebuilding it from the store", e)
-        vx.build(path, space.model, space.dim, []).close()  # replaced below by a full repair
-        return vx.VectorIndex.open(path, space.model, space.dim, writable=True)
+        return vx.VectorIndex.create(path, space.model, space.dim)  # filled by the repair
 
 
 def apply(store: Store, session_ids: list[str], gone_keys: np.ndarray) -> dict:
@@ -177,8 +200,11 @@ def forget(store: Store, segment_keys: np.ndarray) -> int:
     with store.read() as con:
         for space in _saved_spaces(folder):
             with _open_writable(store, space) as w:
-                removed += w.remove(np.asarray(segment_keys, dtype=np.uint64))
+                held = w.remove(np.asarray(segment_keys, dtype=np.uint64))
+                removed += held
                 _check_and_save(con, space, w, out)
+            if held:  # tombstones hide the rows; a compaction takes them out of the files
+                index_compact.compact(path_of(store, space), wait=True)
     return removed
 
 
@@ -213,7 +239,7 @@ def _check_and_save(con: Connection, space: Space, w: vx.VectorIndex, out: dict)
         missing, extra = w.diff(_store_keys(con, space))
         if len(missing) + len(extra) > REPAIR_SHARE * max(fp.count, 1000):
             out["rebuilt"] += 1
-            w.remove(w.keys())
+            w.reset()  # a fresh base, built here: rows that many are no delta
             missing = None
         else:
             w.remove(extra)
@@ -224,3 +250,5 @@ def _check_and_save(con: Connection, space: Space, w: vx.VectorIndex, out: dict)
             for keys, vecs in _rows(con, space, where, params):
                 w.add(keys, vecs)
     w.save(stamp=stamp)
+    if w.delta_rows >= w.params.compact_rows:
+        index_compact.compact_soon(w.path)

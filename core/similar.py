@@ -54,7 +54,7 @@ def index_for(store: Store, space: segment_index.Space):
         got = _open.get(path)
         if got is not None and got[0] == version:
             return got[1]
-        ix = segment_index.for_search(store, space)
+        ix = segment_index.for_search(store, space, previous=got[1] if got else None)
         _open[path] = (version, ix)
         return ix
 

@@ -1,218 +1,96 @@
-"""Approximate nearest neighbours over segment embeddings: an index file beside the store.
+"""Approximate nearest neighbours over segment embeddings: an index beside the store.
 
 DuckDB stays the source of truth; this index is derived, rebuildable and never trusted when it
 does not match the store. One index per (model, embedding dimension), in a folder beside the
-database (`index_path`). Each saved generation is three files plus a manifest:
+database (`index_path`; files in core.index_files, search in core.index_search).
 
-    <stem>.json                 manifest: model, dim, count, key fingerprint, file sizes+digests
-    <stem>.<gen>.usearch        HNSW graph over int8 copies of the vectors (usearch, cosine)
-    <stem>.<gen>.keys.npy       the keys, sorted (uint64)
-    <stem>.<gen>.vecs.npy       the L2-normalised vectors as float16, rows aligned with keys
+Generations: a large *base* (an HNSW graph over int8 copies of the vectors, plus the float16
+vectors and their sorted keys) and small *deltas*, one appended by each save: the rows added
+since, and tombstones — keys whose earlier rows no longer count (removed, or replaced by the
+delta's own row). A save writes only its delta and a new manifest, so a commit's index work
+does not grow with the store. Trailing deltas of like size are merged as they are written
+(a binary counter: few deltas, each row rewritten a few times). When the deltas pass
+`Params.compact_rows`, core.index_compact folds them into a new base off the write path, and
+readers switch to it when they next refresh.
 
-Why usearch: both usearch and faiss-cpu were tried on this machine (50k × 1024, cosine, M=16):
-build and query speed and recall were alike, but usearch removes keys natively (faiss's HNSW
-cannot, so every erasure would be a tombstone until a rebuild), takes our 64-bit keys as they
-are, and views its whole file memory-mapped, graph included (faiss reads the graph into RAM and
-aborts the process when a mapped index is modified). Its Python binding has no filtered search,
-so filters are handled here (see `VectorIndex.search`).
-
-Why a float16 matrix next to the int8 graph: usearch hands back stored vectors one small array
-per key (~8 µs each), too slow for exact search over a selective filter (10k rows), and
-int8 distances cost ~5 points of recall@10. The key-sorted float16 matrix gives exact scores in
-bulk: ANN candidates are re-ranked with it, and selective filters are answered exactly from it.
-int8 halves the graph's file and speeds up both building and traversal.
-
-Keys are core.vector_keys' 64-bit hashes of segment ids, which DuckDB computes too, so the
-store asks SQL for the keys a filter admits, and for the fingerprint of the rows it holds.
-
-Writers and readers: `open()` maps the files read-only; a writer opens with writable=True, which
-loads the graph into RAM (a mapped usearch index must never be modified), applies add/remove,
-and `save()` writes a new generation's files, then swaps the manifest by rename. Readers keep
-their old mappings valid (the old files are unlinked, not overwritten) and pick up the new
-generation with `refreshed()`.
+Writers and readers: `open()` maps the files read-only; a writer (writable=True) holds the
+writer lock and keeps its changes in memory until `save()`. `create()` (and `reset()`) start a
+*fresh* writer whose rows go into a new graph in RAM, saved as a new base. Readers keep their
+old mappings valid (files are unlinked, never overwritten) and pick up new generations with
+`refreshed()`, which reuses the base it has mapped when only deltas changed.
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
-import os
-import re
 import secrets
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from core import index_files as files
+from core.index_files import (IndexCorrupt, IndexMissing, IndexOtherModel,  # noqa: F401
+                              IndexStale, IndexUnusable, IndexWrongDim, index_path,
+                              base_fp, live_deltas, load_base, load_delta, new_graph)
+from core.index_search import Allowed, Hits, Params, Searching, member, normalised  # noqa: F401
 from core.vector_keys import Fingerprint
 
-FORMAT = 1
+FORMAT = files.FORMAT
 _FREE_KEY = (1 << 64) - 1  # usearch reserves the all-ones key for empty slots
+_digest = files.digest
+_member = member
+_NOKEYS = np.zeros(0, np.uint64)
 
 
-class IndexUnusable(Exception):
-    """The index file cannot be trusted for this store; rebuild it. `reason` says why."""
-    reason = "unusable"
-
-    def __init__(self, path: Path, detail: str):
-        super().__init__(f"{path}: {self.reason} index ({detail})")
-        self.path, self.detail = path, detail
+def _minus(a: Fingerprint, b: Fingerprint) -> Fingerprint:
+    return Fingerprint(a.count - b.count, (a.key_sum - b.key_sum) % (1 << 64),
+                       a.key_xor ^ b.key_xor)
 
 
-class IndexMissing(IndexUnusable):
-    reason = "missing"
+def _plus(a: Fingerprint, b: Fingerprint) -> Fingerprint:
+    return Fingerprint(a.count + b.count, (a.key_sum + b.key_sum) % (1 << 64),
+                       a.key_xor ^ b.key_xor)
 
 
-class IndexStale(IndexUnusable):
-    reason = "stale"
-
-
-class IndexOtherModel(IndexUnusable):
-    reason = "other model"
-
-
-class IndexWrongDim(IndexUnusable):
-    reason = "wrong dim"
-
-
-class IndexCorrupt(IndexUnusable):
-    reason = "corrupt"
-
-
-@dataclass(frozen=True)
-class Params:
-    """HNSW settings, chosen on 1M × 1024 clustered vectors (bench/similarity.py): recall@10
-    there is bounded by the graph walk, not by int8 (rerank 3 or 10 gave the same), rising
-    0.88 → 0.92 → 0.94 → 0.95 with ef_search 256 → 512 → 1024 → 1536 while p50 stayed under
-    4 ms; ef_add 128 lifts recall at a given ef_search (0.88 vs 0.81 at 64) but doubles the
-    build. Search settings can be changed on an open index with tune()."""
-    connectivity: int = 16       # graph degree M
-    expansion_add: int = 64      # ef at construction
-    expansion_search: int = 1536  # ef when querying: recall@10 0.95 at 1M, p50 ~3 ms
-    rerank: int = 3              # candidates fetched per wanted hit, re-scored exactly
-    exact_limit: int = 20_000    # allowed sets up to this size are searched exactly
-    max_candidates: int = 8192   # oversampled ANN gives up past this and goes exact
-
-
-@dataclass(frozen=True)
-class Hits:
-    keys: np.ndarray        # uint64, best first
-    similarity: np.ndarray  # float32 cosine, descending
-    method: str             # "ann", "ann-filtered" or "exact"
-
-    def __len__(self) -> int:
-        return int(self.keys.size)
-
-
-@dataclass
-class Allowed:
-    """A filter's admitted keys, sorted and unique; build once and reuse across queries."""
-    keys: np.ndarray = field(repr=False)
-
-    @classmethod
-    def of(cls, keys) -> "Allowed":
-        if isinstance(keys, Allowed):
-            return keys
-        k = np.asarray(keys, dtype=np.uint64).ravel()
-        if k.size > 1 and not np.all(k[1:] > k[:-1]):
-            k = np.unique(k)
-        return cls(k)
-
-    def __len__(self) -> int:
-        return int(self.keys.size)
-
-    def contains(self, keys: np.ndarray) -> np.ndarray:
-        return _member(self.keys, keys)
-
-
-def index_path(db_path: str | Path, model: str, dim: int) -> Path:
-    """The manifest path of the index for (model, dim) beside the database file."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(str(model)).name).strip("-")[:40] or "model"
-    tag = hashlib.sha1(str(model).encode()).hexdigest()[:8]
-    return Path(f"{db_path}.ann") / f"{slug}-{tag}-{int(dim)}.json"
-
-
-def normalised(vectors, dim: int, what: str = "vectors") -> np.ndarray:
-    """(n, dim) float32 rows of unit length; zero rows stay zero; clear errors otherwise."""
-    v = np.array(vectors, dtype=np.float32, copy=True, ndmin=2)
-    if v.ndim != 2 or v.shape[1] != dim:
-        got = v.shape[-1] if v.ndim >= 1 else 0
-        raise ValueError(f"{what} have {got} dimensions but the index holds {dim}-dimensional "
-                         "embeddings; they must come from the same model")
-    if not np.isfinite(v).all():
-        raise ValueError(f"{what} contain NaN or infinite values")
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    np.divide(v, norms, out=v, where=norms > 0)
-    return v
-
-
-def _member(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Which of `keys` are in the sorted array `sorted_keys`."""
-    keys = np.asarray(keys, dtype=np.uint64)
-    if sorted_keys.size == 0:
-        return np.zeros(keys.shape, bool)
-    pos = np.searchsorted(sorted_keys, keys)
-    pos[pos == sorted_keys.size] = 0
-    return sorted_keys[pos] == keys
-
-
-def _digest(path: Path) -> str:
-    """blake2b of the head, the tail and 32 spaced 4 KiB blocks: catches truncation and garbage
-    without reading gigabytes at open time (the size is checked separately)."""
-    size = path.stat().st_size
-    h = hashlib.blake2b(str(size).encode(), digest_size=16)
-    with open(path, "rb") as f:
-        spots = [0, max(0, size - 65536)] + [size * i // 33 for i in range(1, 33)]
-        for pos, n in zip(spots, [65536, 65536] + [4096] * 32):
-            f.seek(pos)
-            h.update(f.read(n))
-    return h.hexdigest()
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-class VectorIndex:
+class VectorIndex(Searching):
     """One (model, dim) index: open/create, add/remove/save (writers), search (everyone)."""
 
-    def __init__(self, path: Path, manifest: dict, graph, keys: np.ndarray, vecs: np.ndarray,
-                 writable: bool, lock_file=None):
+    def __init__(self, path: Path, manifest: dict, base, writable: bool, lock_file=None,
+                 deltas=None):
         self.path, self.manifest = Path(path), manifest
         self.model, self.dim = manifest["model"], int(manifest["dim"])
         self.params = Params(**manifest["params"])
-        self._graph, self._keys, self._vecs = graph, keys, vecs
+        self._graph, self._keys, self._vecs = base
         self.writable, self._lock_file = writable, lock_file
         self._mutex = threading.Lock()  # one usearch call at a time per index
-        # A writer's changes since the last save: keys whose saved row no longer counts, and
-        # new rows in chunks (a key re-added replaces its earlier row).
-        self._dead = np.zeros(0, np.uint64)
-        self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
-        self._pending = np.zeros(0, np.uint64)  # sorted keys of the new rows
+        self._graph_holds_new = False   # True while building a fresh base (create, reset)
+        tomb, dk, dv = deltas if deltas is not None else (
+            _NOKEYS, _NOKEYS, np.zeros((0, self.dim), np.float16))
+        # Base rows that no longer count, and the rows held outside the base (the deltas'
+        # live rows, then this writer's new ones) in chunks, merged lazily by key.
+        base = np.asarray(self._keys)
+        self._dead = base[member(tomb, base)] if tomb.size else _NOKEYS
+        self._chunks: list[tuple[np.ndarray, np.ndarray]] = [(dk, dv)] if dk.size else []
+        self._pending = dk
+        # This writer's changes since its last save: tombstones and keys of new rows.
+        self._tomb, self._added = _NOKEYS, _NOKEYS
 
     # ---- opening -----------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, model: str, dim: int,
                params: Params = Params()) -> "VectorIndex":
-        """An empty writable index; nothing is written until save()."""
-        from usearch.index import Index
+        """An empty writable index; nothing is written until save(), which writes a base."""
         if int(dim) <= 0:
             raise ValueError(f"embedding dimension must be positive, not {dim}")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = _writer_lock(path)
-        graph = Index(ndim=int(dim), metric="cos", dtype="i8", connectivity=params.connectivity,
-                      expansion_add=params.expansion_add,
-                      expansion_search=params.expansion_search)
+        lock = files.writer_lock(path)
         manifest = {"format": FORMAT, "model": str(model), "dim": int(dim), "count": 0,
-                    "generation": 0, "params": params.__dict__.copy()}
-        return cls(path, manifest, graph, np.zeros(0, np.uint64),
-                   np.zeros((0, int(dim)), np.float16), True, lock)
+                    "generation": 0, "params": params.__dict__.copy(), "deltas": []}
+        ix = cls(path, manifest, (new_graph(dim, params, True), _NOKEYS,
+                                  np.zeros((0, int(dim)), np.float16)), True, lock)
+        ix._graph_holds_new = True
+        return ix
 
     @classmethod
     def open(cls, path: str | Path, model: str, dim: int, expected: Fingerprint | None = None,
@@ -221,78 +99,61 @@ class VectorIndex:
 
         Raises an IndexUnusable subclass — IndexMissing, IndexOtherModel, IndexWrongDim,
         IndexCorrupt, IndexStale (fingerprint or stamp differs) — and never returns an index
-        that fails a check. Read-only opens are memory-mapped; writable ones load the graph.
+        that fails a check. The base is memory-mapped; deltas are read into memory.
         """
         path = Path(path)
-        lock = _writer_lock(path) if writable else None
+        lock = files.writer_lock(path) if writable else None
         try:
-            for attempt in range(3):
+            for attempt in range(5):
                 try:
-                    return cls._open_once(path, model, int(dim), expected, stamp, writable, lock)
+                    ix = cls._open_once(path, model, int(dim), writable, lock)
+                    break
                 except FileNotFoundError:
                     # A writer swapped generations between our manifest read and file open.
-                    if attempt == 2 or not path.exists():
+                    if attempt == 4 or not path.exists():
                         raise IndexMissing(path, "no manifest") from None
+            ix._check(expected, stamp)
+            return ix
         except BaseException:
             if lock is not None:
                 lock.close()
             raise
 
-    @classmethod
-    def _open_once(cls, path, model, dim, expected, stamp, writable, lock):
-        from usearch.index import Index
+    @staticmethod
+    def _manifest(path: Path, model: str, dim: int) -> dict:
         try:
-            manifest = json.loads(path.read_text())
-            files, count = manifest["files"], int(manifest["count"])
-            names = [files[k]["name"] for k in ("graph", "keys", "vecs")]
+            manifest = files.read_manifest(path)
+            [manifest["files"][k]["name"] for k in ("graph", "keys", "vecs")]
+            int(manifest["count"])
             Params(**manifest["params"])
+            [(d["lo"], d["hi"], d["files"]) for d in manifest.get("deltas", [])]
         except FileNotFoundError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise IndexCorrupt(path, f"unreadable manifest: {e}") from None
-        if manifest.get("format") != FORMAT:
+        if manifest.get("format") not in files.FORMATS:
             raise IndexCorrupt(path, f"manifest format {manifest.get('format')!r}")
         if manifest["model"] != str(model):
             raise IndexOtherModel(path, f"built for {manifest['model']!r}, not {model!r}")
         if int(manifest["dim"]) != dim:
             raise IndexWrongDim(path, f"{manifest['dim']}-d vectors, not {dim}-d")
-        paths = [path.parent / n for n in names]
-        for p, k in zip(paths, ("graph", "keys", "vecs")):
-            if not p.exists():
-                raise FileNotFoundError(p)
-            if p.stat().st_size != files[k]["size"] or _digest(p) != files[k]["digest"]:
-                raise IndexCorrupt(path, f"{p.name} does not match its manifest entry")
-        try:
-            keys = np.load(paths[1], mmap_mode="r")
-            vecs = np.load(paths[2], mmap_mode="r")
-            meta = Index.metadata(str(paths[0]))
-        except Exception as e:  # usearch and numpy raise various types on garbage
-            raise IndexCorrupt(path, f"unreadable files: {e}") from None
-        if (keys.dtype != np.uint64 or keys.shape != (count,) or vecs.dtype != np.float16
-                or vecs.shape != (count, dim) or meta is None
-                or int(meta["dimensions"]) != dim or int(meta["count_present"]) != count):
-            raise IndexCorrupt(path, "file shapes disagree with the manifest")
-        held = Fingerprint.of(keys)
-        if held != Fingerprint(count, int(manifest["key_sum"]), int(manifest["key_xor"])):
-            raise IndexCorrupt(path, "its keys do not match the manifest's fingerprint")
+        return manifest
+
+    @classmethod
+    def _open_once(cls, path, model, dim, writable, lock, base=None):
+        manifest = cls._manifest(path, model, dim)
+        if base is None:
+            base = load_base(path, manifest, dim, in_ram=False)
+        return cls(path, manifest, base, writable, lock, live_deltas(path, manifest, dim))
+
+    def _check(self, expected: Fingerprint | None, stamp: str | None) -> None:
+        held = self.fingerprint()
         if expected is not None and held != expected:
-            raise IndexStale(path, f"it holds {held.count} rows, the store {expected.count}"
+            raise IndexStale(self.path, f"it holds {held.count} rows, the store {expected.count}"
                              if held.count != expected.count
                              else "its rows differ from the store's")
-        if stamp is not None and manifest.get("stamp") != stamp:
-            raise IndexStale(path, f"stamp {manifest.get('stamp')!r}, store {stamp!r}")
-        p = Params(**manifest["params"])
-        graph = Index(ndim=dim, metric="cos", dtype="i8", connectivity=p.connectivity,
-                      expansion_add=p.expansion_add, expansion_search=p.expansion_search,
-                      enable_key_lookups=writable)
-        try:
-            # Loading copies the graph into RAM (writers); viewing maps it (readers).
-            (graph.load if writable else graph.view)(str(paths[0]))
-        except Exception as e:
-            raise IndexCorrupt(path, f"{paths[0].name}: {e}") from None
-        if len(graph) != count:
-            raise IndexCorrupt(path, f"graph holds {len(graph)} vectors, manifest {count}")
-        return cls(path, manifest, graph, keys, vecs, writable, lock)
+        if stamp is not None and self.manifest.get("stamp") != stamp:
+            raise IndexStale(self.path, f"stamp {self.manifest.get('stamp')!r}, store {stamp!r}")
 
     def tune(self, **changes) -> "VectorIndex":
         """Change search settings of this open index (expansion_search, rerank, exact_limit,
@@ -306,13 +167,25 @@ class VectorIndex:
 
     def refreshed(self, expected: Fingerprint | None = None,
                   stamp: str | None = None) -> "VectorIndex":
-        """This index, or the newer generation a writer has saved since it was opened."""
+        """This index, or the newer generation saved since it was opened; the mapped base is
+        reused when only deltas changed (a commit), so a refresh costs the deltas' size."""
         try:
-            gen = json.loads(self.path.read_text()).get("generation")
+            m = files.read_manifest(self.path)
         except (OSError, ValueError):
-            gen = None
-        if gen == self.manifest.get("generation") or self.writable:
+            m = {}
+        if self.writable or (m.get("generation") == self.generation
+                             and m.get("files") == self.manifest.get("files")):
+            self._check(expected, stamp)
             return self
+        if m.get("files") == self.manifest.get("files"):
+            try:
+                ix = VectorIndex._open_once(self.path, self.model, self.dim, False, None,
+                                            (self._graph, self._keys, self._vecs))
+                ix.params = self.params
+                ix._check(expected, stamp)
+                return ix
+            except FileNotFoundError:
+                pass  # a compaction swapped the base meanwhile: open it afresh
         return VectorIndex.open(self.path, self.model, self.dim, expected, stamp)
 
     def close(self) -> None:
@@ -334,16 +207,25 @@ class VectorIndex:
     def generation(self) -> int:
         return int(self.manifest.get("generation", 0))
 
+    @property
+    def delta_rows(self) -> int:
+        """Rows and tombstones held outside the base: what a compaction would fold in."""
+        return int(self._pending.size + self._dead.size)
+
     def keys(self) -> np.ndarray:
         """Every key held, sorted (uint64)."""
         if not self._dead.size and not self._pending.size:
             return np.asarray(self._keys)
         old = np.asarray(self._keys)
-        old = old[~_member(self._dead, old)] if self._dead.size else old
+        old = old[~member(self._dead, old)] if self._dead.size else old
         return np.union1d(old, self._pending).astype(np.uint64)
 
     def fingerprint(self) -> Fingerprint:
-        return Fingerprint.of(self.keys())
+        """Of every key held; from the base's recorded fingerprint, so it costs the deltas."""
+        if self._graph_holds_new:
+            return Fingerprint.of(self.keys())
+        base = base_fp(self.manifest)
+        return _plus(_minus(base, Fingerprint.of(self._dead)), Fingerprint.of(self._pending))
 
     def diff(self, store_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(keys the store has and the index lacks, keys the index has and the store lacks):
@@ -353,7 +235,7 @@ class VectorIndex:
 
     def contains(self, keys) -> np.ndarray:
         keys = np.asarray(keys, dtype=np.uint64).ravel()
-        return self._locate(keys)[0] | _member(self._pending, keys)
+        return self._locate(keys)[0] | member(self._pending, keys)
 
     def vectors(self, keys) -> np.ndarray:
         """The stored (unit, float16-rounded) vectors of `keys` as float32; KeyError if absent."""
@@ -366,35 +248,35 @@ class VectorIndex:
         return out
 
     def saved_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """(keys, float16 unit vectors) of the saved generation, key-sorted and memory-mapped:
-        what core.patterns.find_patterns clusters without a float32 copy of every embedding."""
-        if self._dead.size or self._pending.size:
-            raise RuntimeError("save() before reading every vector")
-        return self._keys, self._vecs
+        """(keys, float16 unit vectors) of every row, key-sorted: memory-mapped when the base
+        holds them all (what core.patterns.find_patterns clusters without a float32 copy),
+        gathered into memory while deltas exist."""
+        if not self._dead.size and not self._pending.size:
+            return self._keys, self._vecs
+        keys = self.keys()
+        return keys, self._fetch(keys)[1]
 
     def iter_vectors(self, chunk: int = 65536):
-        """(keys, float32 vectors) in chunks of the saved rows — for clustering every moment."""
-        if self._dead.size or self._pending.size:
-            raise RuntimeError("save() before reading every vector")
-        for lo in range(0, self._keys.size, chunk):
-            yield (np.asarray(self._keys[lo:lo + chunk]),
-                   np.asarray(self._vecs[lo:lo + chunk], dtype=np.float32))
+        """(keys, float32 vectors) in chunks of every row — for clustering every moment."""
+        keys = self.keys()
+        for lo in range(0, keys.size, chunk):
+            yield keys[lo:lo + chunk], self._fetch(keys[lo:lo + chunk])[1].astype(np.float32)
 
     def _locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found, row) of keys among the saved rows that still count."""
+        """(found, row) of keys among the base rows that still count."""
         if self._keys.size == 0:
             return np.zeros(keys.shape, bool), np.zeros(keys.shape, np.int64)
         rows = np.searchsorted(self._keys, keys)
         rows[rows == self._keys.size] = 0
         found = np.asarray(self._keys[rows]) == keys
         if self._dead.size:
-            found &= ~_member(self._dead, keys)
+            found &= ~member(self._dead, keys)
         return found, rows
 
     def _fetch(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found, float16 vectors of the found keys in their order): new rows, then saved."""
+        """(found, float16 vectors of the found keys in their order): deltas, then base."""
         found, rows = self._locate(keys)
-        new = _member(self._pending, keys) if self._pending.size else np.zeros(keys.shape, bool)
+        new = member(self._pending, keys) if self._pending.size else np.zeros(keys.shape, bool)
         r = rows[found]
         if r.size < 2 or np.all(r[1:] >= r[:-1]):
             saved = np.asarray(self._vecs[r])  # one in-order gather (filters come sorted)
@@ -413,10 +295,11 @@ class VectorIndex:
         return hit, out
 
     def _new_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """The new rows as one key-sorted (keys, float16 vectors) pair."""
+        """The rows outside the base as one key-sorted (keys, float16 vectors) pair."""
         if len(self._chunks) != 1 or not np.array_equal(self._chunks[0][0], self._pending):
-            keys = np.concatenate([c[0] for c in self._chunks])
-            vecs = np.concatenate([c[1] for c in self._chunks])
+            keys = np.concatenate([c[0] for c in self._chunks] or [_NOKEYS])
+            vecs = np.concatenate([c[1] for c in self._chunks]
+                                  or [np.zeros((0, self.dim), np.float16)])
             order = np.argsort(keys, kind="stable")
             self._chunks = [(keys[order], vecs[order])]
         return self._chunks[0]
@@ -444,9 +327,13 @@ class VectorIndex:
                              "indexed")
         with self._mutex:
             self._drop(keys)
-            self._graph.add(keys, v, threads=0)
+            # A delta's row supersedes any earlier row of its key: its key is a tombstone too.
+            self._tomb = np.union1d(self._tomb, keys)
+            if self._graph_holds_new:
+                self._graph.add(keys, v, threads=0)
             self._chunks.append((keys, v.astype(np.float16)))
             self._pending = np.sort(np.concatenate([self._pending, keys]))
+            self._added = np.union1d(self._added, keys)
         return int(keys.size)
 
     def remove(self, keys) -> int:
@@ -454,69 +341,65 @@ class VectorIndex:
         self._require_writable()
         keys = np.unique(np.asarray(keys, dtype=np.uint64).ravel())
         with self._mutex:
-            return self._drop(keys)
+            held = self._drop(keys)
+            self._tomb = np.union1d(self._tomb, keys[held])
+            return int(held.sum())
 
-    def _drop(self, keys: np.ndarray) -> int:
+    def _drop(self, keys: np.ndarray) -> np.ndarray:
         held = self.contains(keys)
-        if held.any():
+        if self._graph_holds_new and held.any():
             self._graph.remove(keys[held])
         found, _ = self._locate(keys)
         self._dead = np.union1d(self._dead, keys[found]).astype(np.uint64)
-        if self._pending.size and _member(self._pending, keys).any():
+        if self._pending.size and member(self._pending, keys).any():
             gone = np.sort(keys)
-            self._chunks = [(ck[~_member(gone, ck)], cv[~_member(gone, ck)])
+            self._chunks = [(ck[~member(gone, ck)], cv[~member(gone, ck)])
                             for ck, cv in self._chunks]
-            self._pending = self._pending[~_member(gone, self._pending)]
-        return int(held.sum())
+            self._pending = self._pending[~member(gone, self._pending)]
+            self._added = self._added[~member(gone, self._added)]
+        return held
+
+    def reset(self) -> None:
+        """Hold nothing, and write the next save() as a fresh base (a rebuild from the store
+        keeps its writer lock through this)."""
+        self._require_writable()
+        with self._mutex:
+            self.manifest = dict(self.manifest, count=0, key_sum=0, key_xor=0, deltas=[])
+            self._graph = new_graph(self.dim, self.params, True)
+            self._keys, self._vecs = _NOKEYS, np.zeros((0, self.dim), np.float16)
+            self._dead, self._chunks, self._pending = _NOKEYS, [], _NOKEYS
+            self._tomb, self._added = _NOKEYS, _NOKEYS
+            self._graph_holds_new = True
 
     def save(self, stamp: str | None = None) -> None:
-        """Write a new generation and swap the manifest atomically (files first, then rename).
+        """Publish this writer's changes: a delta generation (or a fresh base after create or
+        reset), then a new manifest renamed over the old one.
 
         `stamp` is recorded for open(stamp=...) to compare, e.g. the store's latest ingest time,
         so a re-ingest that kept the same segment ids but was never applied is caught."""
+        from core import index_compact
         self._require_writable()
-        with self._mutex:
-            gen = self.generation + 1
-            stem = self.path.stem
-            tag = f"{gen}-{secrets.token_hex(3)}"
-            names = {k: f"{stem}.{tag}.{ext}" for k, ext in
-                     (("graph", "usearch"), ("keys", "keys.npy"), ("vecs", "vecs.npy"))}
-            folder = self.path.parent
-            keys, vecs = self._merged(folder / names["keys"], folder / names["vecs"])
-            self._graph.save(str(folder / names["graph"]))
-            files = {}
-            for k, name in names.items():
-                p = folder / name
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
-                files[k] = {"name": name, "size": p.stat().st_size, "digest": _digest(p)}
-            fp = Fingerprint.of(keys)
-            manifest = dict(self.manifest, generation=gen, count=fp.count, key_sum=fp.key_sum,
-                            key_xor=fp.key_xor, files=files,
-                            stamp=stamp if stamp is not None else self.manifest.get("stamp"))
-            tmp = self.path.with_name(f".{self.path.name}.{tag}.tmp")
-            _fsync_write(tmp, json.dumps(manifest, indent=1).encode())
-            os.replace(tmp, self.path)
-            dfd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-            self.manifest, self._keys, self._vecs = manifest, keys, vecs
-            self._dead = np.zeros(0, np.uint64)
-            self._chunks, self._pending = [], np.zeros(0, np.uint64)
-            # Older generations go; readers that map them keep them alive until they let go.
-            keep = set(names.values()) | {self.path.name}
-            for p in folder.glob(f"{stem}.*"):
-                if p.name not in keep and p.name != f"{stem}.lock":
-                    p.unlink(missing_ok=True)
-            for p in folder.glob(f".{self.path.name}.*.tmp"):
-                p.unlink(missing_ok=True)
+        with self._mutex, files.swapping(self.path):
+            stamp = stamp if stamp is not None else self.manifest.get("stamp")
+            if self._graph_holds_new:
+                m = index_compact.write_base(self, stamp)
+                base = None
+            else:
+                m = index_compact.write_delta(self, stamp)
+                base = (self._graph, self._keys, self._vecs) \
+                    if m["files"] == self.manifest["files"] else None
+            files.publish(self.path, m, secrets.token_hex(3))
+            files.sweep(self.path, m)
+            fresh = VectorIndex._open_once(self.path, self.model, self.dim, True, None, base)
+        params, lock = self.params, self._lock_file
+        self.__dict__.update(fresh.__dict__)
+        self.params, self._lock_file = params, lock
 
     def _merged(self, keys_path: Path, vecs_path: Path) -> tuple[np.ndarray, np.ndarray]:
-        """Saved rows that still count plus new rows, sorted by key, written as .npy files."""
+        """Base rows that still count plus the rows outside it, sorted by key, written as .npy
+        files (a new base's keys and vectors)."""
         old = np.asarray(self._keys)
-        keep = ~_member(self._dead, old) if self._dead.size else np.ones(old.size, bool)
+        keep = ~member(self._dead, old) if self._dead.size else np.ones(old.size, bool)
         # New rows are read from their chunks in place: no extra copy of a large build.
         chunks = [c for c in self._chunks if c[0].size]
         bounds = np.cumsum([0] + [c[0].size for c in chunks])
@@ -544,95 +427,7 @@ class VectorIndex:
             out[lo:lo + idx.size] = block
         out.flush()
         del out
-        with open(keys_path, "rb") as f:
-            os.fsync(f.fileno())
         return np.load(keys_path, mmap_mode="r"), np.load(vecs_path, mmap_mode="r")
-
-    # ---- searching ---------------------------------------------------------------------
-    def search(self, query, k: int = 10, allowed=None, exclude=None) -> Hits:
-        """The k held rows most similar to `query` (cosine), best first.
-
-        allowed: None (every row) or the keys a filter admits (array or a reusable Allowed).
-        Up to `Params.exact_limit` admitted rows are scored exactly from the float16 matrix;
-        broader filters take oversampled ANN candidates and keep the admitted ones, widening
-        the net (×4 per round) and finally scoring every admitted row exactly, so k hits come
-        back whenever k admitted rows are held. exclude: keys never returned (the query's own).
-        """
-        q = normalised(query, self.dim, "the query").ravel()
-        if not q.any():
-            raise ValueError("the query vector is all zeros")
-        bar = Allowed.of(exclude if exclude is not None else np.zeros(0, np.uint64))
-        if k <= 0 or len(self) == 0:
-            return _empty()
-        if allowed is None:
-            return self._ann(q, k, None, bar)
-        allowed = Allowed.of(allowed)
-        if len(allowed) <= self.params.exact_limit:
-            return self._exact(q, k, allowed.keys, bar)
-        return self._ann(q, k, allowed, bar)
-
-    def _ann(self, q: np.ndarray, k: int, allowed: Allowed | None, bar: Allowed) -> Hits:
-        n = len(self)
-        share = 1.0 if allowed is None else len(allowed) / n
-        want = (k * self.params.rerank + len(bar)) / max(share, 1e-9)
-        count = min(n, max(k, int(np.ceil(want))))
-        method = "ann" if allowed is None else "ann-filtered"
-        while True:
-            with self._mutex:
-                cand = np.asarray(self._graph.search(q, count).keys, dtype=np.uint64)
-            ok = ~bar.contains(cand)
-            if allowed is not None:
-                ok &= allowed.contains(cand)
-            # With k admitted candidates, the best k of them are the best k admitted rows among
-            # all that the graph ranked above its last candidate.
-            hits = self._score(q, k, cand[ok], method)
-            if len(hits) >= k:
-                return hits
-            if count >= min(n, self.params.max_candidates):
-                break
-            count = min(n, self.params.max_candidates, count * 4)
-        pool = allowed.keys if allowed is not None else self.keys()
-        return self._exact(q, k, pool, bar)
-
-    def _exact(self, q: np.ndarray, k: int, pool: np.ndarray, bar: Allowed) -> Hits:
-        if len(bar):
-            pool = pool[~bar.contains(pool)]
-        best_k, best_s = np.zeros(0, np.uint64), np.zeros(0, np.float32)
-        step = 32768
-        for lo in range(0, pool.size, step):
-            hits = self._score(q, k, pool[lo:lo + step], "exact")
-            best_k = np.concatenate([best_k, hits.keys])
-            best_s = np.concatenate([best_s, hits.similarity])
-        top = np.argsort(-best_s, kind="stable")[:k]
-        return Hits(best_k[top], best_s[top], "exact")
-
-    def _score(self, q: np.ndarray, k: int, cand: np.ndarray, method: str) -> Hits:
-        from usearch.index import search as brute_force
-        found, vecs = self._fetch(cand)
-        cand = cand[found]
-        if cand.size == 0:
-            return Hits(cand, np.zeros(0, np.float32), method)
-        # SimSIMD's float16 kernels: numpy would first convert to float32, 5x slower.
-        m = brute_force(vecs, q, min(k, cand.size), "cos", exact=True,
-                        threads=1 if cand.size < 100_000 else 0)
-        sims = np.clip(1.0 - np.asarray(m.distances, np.float32), -1.0, 1.0)
-        return Hits(cand[np.asarray(m.keys, np.int64)], sims, method)
-
-
-def _empty() -> Hits:
-    return Hits(np.zeros(0, np.uint64), np.zeros(0, np.float32), "exact")
-
-
-def _writer_lock(path: Path):
-    """One writer per index: an exclusive, non-blocking lock on <stem>.lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path.with_name(f"{path.stem}.lock"), "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise RuntimeError(f"{path}: another writer has this index open") from None
-    return f
 
 
 def build(path: str | Path, model: str, dim: int, batches: Iterable[tuple], *,

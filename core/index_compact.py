@@ -1,0 +1,173 @@
+"""Writing an ANN index's generations (core.vector_index): a delta per save, a base per
+compaction or rebuild.
+
+A save appends one delta: the rows its writer added and its tombstones. Trailing deltas are
+merged while the one before is no larger than the one being written (a binary counter), so a
+store holds O(log n) deltas and a commit rewrites a few small files, never the base.
+
+A compaction folds every delta into a new base off the write path: it loads the base's graph
+into memory, drops the tombstoned rows, adds the deltas' rows, and writes the new files under
+hidden names. Then, holding the swap lock for a moment, it renames them into place and
+publishes a manifest of the new base plus the deltas written since it began (their tombstones
+cover every key they wrote, so they apply to the new base unchanged). A compaction killed at
+any point leaves the published manifest and its files intact; its hidden files are cleared by
+the next one. If the base changed meanwhile (a rebuild), its work is thrown away.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core import index_files as files
+from core.index_search import member
+from core.vector_keys import Fingerprint
+
+log = logging.getLogger("emoscope.index")
+MAX_DELTAS = 24
+EXT = {"graph": "usearch", "keys": "keys.npy", "vecs": "vecs.npy"}
+_running: dict[str, threading.Thread] = {}
+_guard = threading.Lock()
+stats = {"compactions": 0, "seconds": 0.0, "aborted": 0}  # this process's, for benchmarks
+
+
+def _tag(gen: int) -> str:
+    return f"{gen}-{secrets.token_hex(3)}"
+
+
+def write_base(ix, stamp) -> dict:
+    """Write `ix` (a fresh writer: every row in its in-memory graph) as a new base."""
+    gen = ix.generation + 1
+    folder, stem, tag = ix.path.parent, ix.path.stem, _tag(gen)
+    paths = {k: folder / f"{stem}.{tag}.{ext}" for k, ext in EXT.items()}
+    keys, _ = ix._merged(paths["keys"], paths["vecs"])
+    ix._graph.save(str(paths["graph"]))
+    fp = Fingerprint.of(keys)
+    return dict(ix.manifest, format=files.FORMAT, generation=gen, count=fp.count,
+                key_sum=fp.key_sum, key_xor=fp.key_xor, stamp=stamp, base_generation=gen,
+                deltas=[], files={k: files.entry(p) for k, p in paths.items()})
+
+
+def _size(d: dict) -> int:
+    return int(d["count"]) + int(d["tombs"])
+
+
+def write_delta(ix, stamp) -> dict:
+    """The manifest after appending `ix`'s unsaved changes as a delta to the published one
+    (re-read here, under the swap lock: a compaction may have replaced the base)."""
+    from core.index_files import load_delta
+    try:
+        m = files.read_manifest(ix.path)
+    except (OSError, ValueError):
+        m = ix.manifest
+    gen = int(m.get("generation", 0)) + 1
+    if not ix._added.size and not ix._tomb.size:
+        return dict(m, generation=gen, stamp=stamp)
+    keys, tomb = ix._added, ix._tomb
+    vecs = ix._fetch(keys)[1]
+    new = {"lo": gen, "hi": gen, "count": int(keys.size), "tombs": int(tomb.size)}
+    deltas = list(m.get("deltas", []))
+    while deltas and (_size(deltas[-1]) <= _size(new) or len(deltas) >= MAX_DELTAS):
+        prev = deltas.pop()
+        pk, pv, pt = load_delta(ix.path, prev, ix.dim)
+        keep = ~member(tomb, pk)
+        keys = np.concatenate([pk[keep], keys])
+        vecs = np.concatenate([pv[keep], vecs])
+        order = np.argsort(keys, kind="stable")
+        keys, vecs, tomb = keys[order], vecs[order], np.union1d(pt, tomb)
+        new = {"lo": prev["lo"], "hi": gen, "count": int(keys.size), "tombs": int(tomb.size)}
+    folder, stem, tag = ix.path.parent, ix.path.stem, _tag(gen)
+    new["files"] = {k: files.save_npy(folder / f"{stem}.{tag}.d.{k}.npy", a)
+                    for k, a in (("keys", keys), ("vecs", vecs), ("tomb", tomb))}
+    return dict(m, format=files.FORMAT, generation=gen, stamp=stamp, deltas=deltas + [new])
+
+
+def compact(path: str | Path, wait: bool = False) -> dict | None:
+    """Fold the deltas into a new base. Returns what it did, or None when there was nothing to
+    fold, another compaction holds the index (unless `wait`), or a rebuild overtook it."""
+    from core.vector_index import VectorIndex
+    from core.index_files import new_graph
+    path = Path(path)
+    try:
+        lock = files.writer_lock(path, "compact.lock", wait=wait)
+    except RuntimeError:
+        return None
+    t0 = time.perf_counter()
+    folder, stem, tag = path.parent, path.stem, secrets.token_hex(3)
+    try:
+        for p in folder.glob(f".{stem}.part-*"):  # left by a compaction that was killed
+            p.unlink(missing_ok=True)
+        m0 = files.read_manifest(path)
+        ix = VectorIndex.open(path, m0["model"], int(m0["dim"]))
+        m0 = ix.manifest
+        if not m0.get("deltas"):
+            return None
+        graph = new_graph(ix.dim, ix.params, True)
+        graph.load(str(folder / m0["files"]["graph"]["name"]))
+        if ix._dead.size:
+            graph.remove(ix._dead)
+        pk, pv = ix._new_rows()
+        if pk.size:
+            graph.add(pk, pv.astype(np.float32), threads=0)
+        parts = {k: folder / f".{stem}.part-{tag}.{ext}" for k, ext in EXT.items()}
+        keys, _ = ix._merged(parts["keys"], parts["vecs"])
+        graph.save(str(parts["graph"]))
+        del graph
+        fp = Fingerprint.of(keys)
+        with files.swapping(path):
+            m = files.read_manifest(path)
+            if m.get("files") != m0["files"]:
+                stats["aborted"] += 1
+                return None
+            done = {}
+            for k, p in parts.items():
+                final = folder / f"{stem}.c{m0['generation']}-{tag}.{EXT[k]}"
+                e = files.entry(p)
+                p.rename(final)
+                done[k] = dict(e, name=final.name)
+            g = int(m0["generation"])
+            new = dict(m, generation=int(m["generation"]) + 1, count=fp.count,
+                       key_sum=fp.key_sum, key_xor=fp.key_xor, files=done, base_generation=g,
+                       deltas=[d for d in m.get("deltas", []) if int(d["hi"]) > g])
+            files.publish(path, new, tag)
+            files.sweep(path, new)
+        seconds = time.perf_counter() - t0
+        stats["compactions"] += 1
+        stats["seconds"] += seconds
+        log.info("%s: compacted %d delta rows into a base of %d in %.1f s", path,
+                 ix.delta_rows, fp.count, seconds)
+        return {"rows": fp.count, "folded": ix.delta_rows, "seconds": seconds}
+    finally:
+        for p in folder.glob(f".{stem}.part-{tag}.*"):
+            p.unlink(missing_ok=True)
+        lock.close()
+
+
+def compact_soon(path: str | Path) -> threading.Thread | None:
+    """Start a compaction of `path` in a background thread unless one is running here."""
+    key = str(path)
+    with _guard:
+        t = _running.get(key)
+        if t is not None and t.is_alive():
+            return None
+
+        def run():
+            try:
+                compact(path)
+            except Exception:  # the deltas stay searchable; the next trigger tries again
+                log.exception("%s: compaction failed", path)
+
+        t = threading.Thread(target=run, name=f"compact {Path(path).name}", daemon=True)
+        _running[key] = t
+        t.start()
+        return t
+
+
+def wait_all(timeout: float | None = None) -> None:
+    """Wait for this process's background compactions (benchmarks, tests, shutdown)."""
+    for t in list(_running.values()):
+        t.join(timeout)
