@@ -328,7 +328,8 @@ class LiveStream:
                     "segment_id": x.segment_id, "channel": x.channel, "speaker": x.speaker,
                     "start_s": x.start_s, "end_s": x.end_s,
                     **judge(x.scores, self.rules, self.lang), "flags": list(x.flags),
-                    "rolling_volatility": None if np.isnan(v) else round(float(v), 4)})
+                    "rolling_volatility": None if np.isnan(v) else round(float(v), 4),
+                    **{k: _plain(val) for k, val in x.values.items()}})  # analysers' columns
             sid = result.session_id
             m = session_metrics(sid, seg, chans, duration, self.rules)
             alerts = [{k: a[k] for k in ("speaker", "rule", "t_s", "severity", "detail",
@@ -339,7 +340,9 @@ class LiveStream:
                     "neg_share", "trend", "low_conf_share", "unreliable", "unreliable_cause")
             metrics = [{k: _plain(row[k]) for k in keep} for row in m.to_dict("records")]
         return {"type": "final", "stream_id": self.id, "duration_s": round(duration, 3),
-                "utterances": utterances, "metrics": metrics, "alerts": alerts}
+                "utterances": utterances, "metrics": metrics, "alerts": alerts,
+                "analyses": {k: [{c: _plain(v) for c, v in row.items()} for row in rows]
+                             for k, rows in result.analyses.items()}}
 
 
 _SEGMENT_COLUMNS = ("segment_id", "channel", "speaker", "start_s", "end_s", "label",

@@ -115,6 +115,8 @@ class SessionDetail(BaseModel):
     metrics: list[dict] = Field(description="Per speaker and `all`: docs/metrics.md.")
     alerts: list[dict]
     notes: list[dict]
+    analyses: dict[str, list[dict]] = Field({}, description="Rows of each analyser's own table "
+                                            "(core.analysers), e.g. utterances and words.")
 
 
 class SimilarHit(BaseModel):

@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse
 
 from api.context import DAY, Caller, caller, day, records
 from api.schemas import SessionDetail, SessionPage, SimilarAnswer
-from core import aggregates, notes
+from core import aggregates, analysers, notes
 from core.alerts import ALERT_COLUMNS
 from core.labels import LABELS
 from core.metrics import METRIC_COLUMNS
@@ -90,7 +90,8 @@ def list_sessions(
 
 
 def _segments(df: pd.DataFrame) -> list[dict]:
-    out = records(df, SEGMENT_COLUMNS)
+    out = records(df, SEGMENT_COLUMNS + [c.name for c in analysers.segment_columns()
+                                         if c.name in df.columns])
     for s in out:
         s["scores"] = dict(zip(LABELS, s["scores"])) if s.get("scores") else None
     return out
@@ -132,6 +133,8 @@ def get_session(session_id: str = SessionId, c: Caller = Depends(caller),
         "alerts": records(r.alerts(one), [c_ for c_ in ALERT_COLUMNS if c_ != "session_id"]),
         "notes": records(r.notes_with_pending(notes.spool_dir(c.settings.db), one),
                          drop=("session_id",)),
+        "analyses": {t.name: records(r.analysis_rows(session_id, t.name))
+                     for t in analysers.tables()},
     }
     c.record("view", session_id)
     return answer

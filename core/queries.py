@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import aggregates, notes, rejudge, scorecards
+from core import aggregates, analysers, notes, rejudge, scorecards
 from core.access import Viewer
 from core.labels import NEGATIVE
 from core.metrics import ALL
@@ -303,6 +303,14 @@ class Reader:
         cond, params = self._in(SessionFilter.of(session_id))
         return self._query(f"SELECT * FROM channels WHERE session_id = ? AND {cond} "
                            "ORDER BY channel", [session_id, *params])
+
+    def analysis_rows(self, session_id: str, table: str) -> pd.DataFrame:
+        """One session's rows of an analyser's table (core.analysers), in order."""
+        if table not in {t.name for t in analysers.tables()}:
+            raise ValueError(f"no analyser table {table!r}")
+        cond, params = self._in(SessionFilter.of(session_id))
+        return self._query(f"SELECT * EXCLUDE (session_id, n) FROM {table} WHERE session_id = ? "
+                           f"AND {cond} ORDER BY n", [session_id, *params])
 
     def segment(self, segment_id: str) -> pd.DataFrame:
         cond, params = self._in(EVERY)

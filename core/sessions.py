@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from core import derived
+from core import analysers, derived
 from core.labels import LABELS
 from core.names import shown
 from core.rules import Rules
@@ -35,6 +35,14 @@ FRAME_COLUMNS = ", ".join(LABELS)
 # Deleted child tables first, sessions last.
 SESSION_TABLES = ("segment_patterns", "alerts", "session_metrics", "audio_events", "words",
                   "utterances", "frames", "segments", "channels", "sessions")
+
+
+def session_tables() -> list[str]:
+    """Every table holding a session's rows: the analysers' tables (core.analysers), then
+    SESSION_TABLES — what a re-save replaces and an erasure deletes."""
+    return [t.name for t in analysers.tables()] + list(SESSION_TABLES)
+
+
 RUN_STATUSES = ("running", "finished", "interrupted")
 
 InTransaction = Callable[[Connection, str], None]  # (connection, session_id)
@@ -217,7 +225,7 @@ def _save_group(con: Connection, results: list[SessionResult], run_id: str | Non
     gone += [row[0] for row in con.execute(  # their rows in the ANN index go too
         "SELECT segment_id FROM segments WHERE session_id IN (SELECT session_id FROM del_tbl)"
     ).fetchall()]
-    for table in SESSION_TABLES:
+    for table in session_tables():
         con.execute(f"DELETE FROM {table} WHERE session_id IN (SELECT session_id FROM del_tbl)")
     con.unregister("del_tbl")
     _insert(con, "sessions", _session_table(kept, run_id, base, audio_root))
@@ -235,6 +243,9 @@ def _save_group(con: Connection, results: list[SessionResult], run_id: str | Non
             _insert(con, "words", word_table(ok))
     if any(r.audio_events for r in ok):
         _insert(con, "audio_events", event_table(ok))
+    for t in analysers.tables():
+        if any(r.analyses.get(t.name) for r in ok):
+            _insert(con, t.name, analysis_table(ok, t))
     derived.write_sessions(con, [r.session_id for r in ok], rules)
     return keep
 
@@ -309,7 +320,18 @@ def segment_table(results: list[SessionResult]) -> pa.Table:
         "flags": pa.array([list(s.flags) for _, s in segs], pa.list_(pa.string())),
         "fallback_action": pa.array([s.fallback_action for _, s in segs], pa.string()),
         "segment_key": pa.array(keys_for(s.segment_id for _, s in segs), pa.uint64()),
+        **{c.name: pa.array([s.values.get(c.name) for _, s in segs], c.arrow)
+           for c in analysers.segment_columns()},
     })
+
+
+def analysis_table(results: list[SessionResult], t: analysers.Table) -> pa.Table:
+    """An analyser table's rows of the group, numbered per session (n)."""
+    rows = []
+    for r in results:
+        for n, row in enumerate(r.analyses.get(t.name, ())):
+            rows.append({**row, "session_id": r.session_id, "n": n})
+    return pa.Table.from_pylist(rows, schema=analysers.table_schema(t))
 
 
 def frame_table(results: list[SessionResult]) -> pa.Table:
@@ -327,7 +349,7 @@ def frame_table(results: list[SessionResult]) -> pa.Table:
 
 def delete_session(con: Connection, session_id: str) -> None:
     """Every row of one session, on the caller's transaction."""
-    for table in SESSION_TABLES:
+    for table in session_tables():
         con.execute(f"DELETE FROM {table} WHERE session_id = ?", [session_id])
 
 

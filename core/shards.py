@@ -7,6 +7,8 @@ URL (anything `pyarrow.fs` opens: a path, file://, s3://, gs://):
     <root>/segments/<key>.parquet   segments, scores, embedding (the store's `segments`)
     <root>/frames/<key>.parquet     the emotion curves          (the store's `frames`)
     <root>/utterances/<key>.parquet what was said; words/ and audio_events/ beside it
+    <root>/<table>/<key>.parquet    each analyser table's rows  (core.analysers; their
+                                    segment columns ride in the segments file)
     <root>/sessions/<key>.parquet   the session row, written LAST: its presence marks the
                                     shard whole; its metadata says where it came from
     <root>/run.json                 the model and options every shard was made with
@@ -34,12 +36,18 @@ import pyarrow.parquet as pq
 
 from core.labels import LABELS
 from core.names import shown
-from core.sessions import channel_table, frame_table, segment_table
+from core import analysers
+from core.sessions import analysis_table, channel_table, frame_table, segment_table
 from core.transcripts import event_table, events_of, utterance_table, utterances_of, word_table
 from core.types import ChannelQuality, Curve, Segment, SessionMeta, SessionResult
 
 # sessions last: the shard is whole
 TABLES = ("channels", "segments", "frames", "utterances", "words", "audio_events", "sessions")
+
+
+def tables() -> list[str]:
+    """The shard's files in the order written: analysers' tables before sessions."""
+    return [*TABLES[:-1], *(t.name for t in analysers.tables()), TABLES[-1]]
 RUN_FILE = "run.json"
 META_KEY = b"emoscope"  # the sessions file's metadata: JSON of where the shard came from
 
@@ -105,7 +113,7 @@ def write_shard(where: str | Path, key: str, result: SessionResult, info: dict,
     shard says so, so a rerun does not analyse it again). `info` (position in the run, which
     nodes ran it) goes into the sessions file's metadata."""
     fs, root = open_folder(where)
-    for table in TABLES:
+    for table in tables():
         fs.create_dir(f"{root}/{table}", recursive=True)
     ok = [result] if result.status == "ok" and not skipped else []
     pieces = {
@@ -115,6 +123,8 @@ def write_shard(where: str | Path, key: str, result: SessionResult, info: dict,
         "utterances": utterance_table(ok) if ok and result.utterances else None,
         "words": word_table(ok) if ok and any(u.words for u in result.utterances) else None,
         "audio_events": event_table(ok) if ok and result.audio_events else None,
+        **{t.name: analysis_table(ok, t) if ok and result.analyses.get(t.name) else None
+           for t in analysers.tables()},
     }
     for table, data in pieces.items():
         path = f"{root}/{table}/{key}.parquet"
@@ -197,6 +207,12 @@ def read_whole(fs: pafs.FileSystem, root: str, head: Shard) -> SessionResult:
                                    c["clip_ratio"], c["speech_s"], tuple(c["flags"] or ()))
                     for c in (channels.to_pylist() if channels is not None else []))
     speakers = {c.channel: c.speaker for c in quality}
+    analyses = {}
+    for t in analysers.tables():
+        rows = _read(fs, root, t.name, head.key)
+        if rows is not None and rows.num_rows:
+            analyses[t.name] = [{k: v for k, v in row.items() if k not in ("session_id", "n")}
+                                for row in rows.sort_by("n").to_pylist()]
     return SessionResult(r.session_id, r.source_path, r.file_name, r.sha256, r.duration_s,
                          r.n_channels, r.meta, quality, _segments(segments),
                          _curves(frames, speakers),
@@ -204,7 +220,8 @@ def read_whole(fs: pafs.FileSystem, root: str, head: Shard) -> SessionResult:
                                        _read(fs, root, "words", head.key)),
                          events_of(_read(fs, root, "audio_events", head.key)),
                          status=r.status, error=r.error,
-                         codec=r.codec, sample_rate=r.sample_rate, flags=r.flags)
+                         codec=r.codec, sample_rate=r.sample_rate, flags=r.flags,
+                         analyses=analyses)
 
 
 def _read(fs, root: str, table: str, key: str) -> pa.Table | None:
@@ -222,11 +239,13 @@ def _segments(t: pa.Table | None) -> tuple[Segment, ...]:
         return ()
     scores, emb = _matrix(t["scores"]), _matrix(t["embedding"])
     cols = {n: t[n].to_pylist() for n in t.column_names if n not in ("scores", "embedding")}
+    extra = [c.name for c in analysers.segment_columns() if c.name in cols]
     return tuple(
         Segment(cols["segment_id"][i], cols["channel"][i], cols["speaker"][i],
                 cols["start_s"][i], cols["end_s"][i], cols["label"][i], cols["confidence"][i],
                 scores[i], emb[i], cols["rms"][i], cols["clip_ratio"][i],
-                tuple(cols["flags"][i] or ()), cols["fallback_action"][i])
+                tuple(cols["flags"][i] or ()), cols["fallback_action"][i],
+                {n: cols[n][i] for n in extra})
         for i in range(t.num_rows))
 
 

@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 import duckdb
 import pandas as pd
 
+from core import analysers
 from core.migrations import MIGRATIONS
 from core.private import private_dir, tighten
 from core.times import utc_now
@@ -179,7 +180,8 @@ class Store:
             con.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                         "(name VARCHAR PRIMARY KEY, applied_at TIMESTAMP)")
             done = {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()}
-            for name, sql in MIGRATIONS:
+            # Core's, then those of the analysers registered in this process.
+            for name, sql in [*MIGRATIONS, *analysers.migrations()]:
                 if name in done:
                     continue
                 con.execute(sql)

@@ -44,6 +44,7 @@ class Segment:
     clip_ratio: float
     flags: tuple[str, ...]
     fallback_action: str | None
+    values: dict = field(default_factory=dict)  # analysers' columns (core.analysers)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class SessionResult:
     codec: str | None = None
     sample_rate: int | None = None
     flags: tuple[str, ...] = ()  # "truncated": decoding stopped before the end of the file
+    # Analysers' own tables: name → rows (segment_id, channel, then the table's columns)
+    analyses: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict, compare=False)
 
     @classmethod

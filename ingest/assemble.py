@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from core import analysers
+from core.audio import SAMPLE_RATE
 from core.curves import pool
 from core.labels import LABELS
 from core.metrics import fallback_action
@@ -83,21 +85,40 @@ class CpuShare:
 class Analysed:
     """One part after the model: its segments (speaker and id given at assembly) and curves."""
     segments: list[tuple]  # (channel, start_s, end_s, label, confidence, scores, embedding,
-    #                         rms, clip ratio, flags, fallback action)
+    #                         rms, clip ratio, flags, fallback action, analysers' Found)
     curves: dict[int, list[tuple[np.ndarray, np.ndarray]]]  # channel → [(t_s, probs)]
 
 
-def analysed(part: Part, outputs: list[Output], opts: IngestOptions) -> Analysed:
+def analysed(part: Part, outputs: list[Output], opts: IngestOptions,
+             waves: list[np.ndarray] | None = None) -> Analysed:
+    """The part's segment rows and curves from the model's outputs, and what every registered
+    analyser after the model (core.analysers) finds in the segments' samples: `waves`, else
+    the part's own (still held)."""
     segments, curves = [], {}
-    for (ch, s, e), (level, clipped, flags), out in zip(part.spans, part.quality, outputs):
+    found = _analyse(part, outputs, waves)
+    for (ch, s, e), (level, clipped, flags), out, more in zip(part.spans, part.quality, outputs,
+                                                             found):
         top = int(np.argmax(out.scores))
         label, conf = LABELS[top], float(out.scores[top])
         segments.append((ch, round(part.offset_s + s, 3), round(part.offset_s + e, 3), label,
                          conf, out.scores, out.embedding, level, clipped, flags,
-                         fallback_action(label, conf, opts.low_confidence)))
+                         fallback_action(label, conf, opts.low_confidence), more))
         curves.setdefault(ch, []).append(pool(out.frame_logits, part.offset_s + s,
                                               opts.curve_hop_s, opts.curve_window_s))
     return Analysed(segments, curves)
+
+
+def _analyse(part: Part, outputs: list[Output], waves) -> list[analysers.Found]:
+    if not analysers.segment_columns() and not analysers.tables():
+        return [analysers.Found() for _ in outputs]
+    if waves is None:
+        if part.audio is None:
+            raise RuntimeError("analysers need the part's samples: run them before release()")
+        waves = part.waves
+    spans = [analysers.Span(ch, part.offset_s + s, part.offset_s + e, w, SAMPLE_RATE,
+                            {"emotion": out})
+             for (ch, s, e), w, out in zip(part.spans, waves, outputs)]
+    return analysers.run(spans)
 
 
 def assemble(prep: Prepared, parts: list[Analysed]) -> SessionResult:
@@ -107,12 +128,19 @@ def assemble(prep: Prepared, parts: list[Analysed]) -> SessionResult:
     sid = session_id_for(prep.sha256)
     segments, per_channel = [], {}
     counters: dict[int, int] = {}
+    rows: dict[str, list[dict]] = {}
     for a in parts:
-        for ch, start, end, label, conf, scores, emb, level, clipped, flags, action in a.segments:
+        for (ch, start, end, label, conf, scores, emb, level, clipped, flags, action,
+             found) in a.segments:
             n = counters.get(ch, 0)
             counters[ch] = n + 1
-            segments.append(Segment(segment_id_for(sid, ch, n), ch, prep.roles[ch], start, end,
-                                    label, conf, scores, emb, level, clipped, flags, action))
+            seg_id = segment_id_for(sid, ch, n)
+            segments.append(Segment(seg_id, ch, prep.roles[ch], start, end, label, conf,
+                                    scores, emb, level, clipped, flags, action,
+                                    dict(found.values)))
+            for table, found_rows in found.rows.items():
+                rows.setdefault(table, []).extend(
+                    {"segment_id": seg_id, "channel": ch, **r} for r in found_rows)
         for ch, pieces in a.curves.items():
             per_channel.setdefault(ch, []).extend(pieces)
     curves = tuple(
@@ -121,4 +149,5 @@ def assemble(prep: Prepared, parts: list[Analysed]) -> SessionResult:
         for ch, pieces in sorted(per_channel.items()))
     return SessionResult(sid, str(prep.path), prep.path.name, prep.sha256, prep.duration_s,
                          len(prep.roles), prep.meta, prep.channels, tuple(segments), curves,
-                         codec=prep.codec, sample_rate=prep.rate, flags=prep.flags)
+                         codec=prep.codec, sample_rate=prep.rate, flags=prep.flags,
+                         analyses=rows)

@@ -81,10 +81,10 @@ def process_file(path: Path, meta: SessionMeta, lm: LoadedModel, opts: IngestOpt
                 continue
             finally:
                 model_s += time.perf_counter() - t
-            item.release()
             if outputs is not None:
                 outputs.extend(outs)
             parts.append(analysed(item, outs, opts))
+            item.release()
     except Exception as e:  # noqa: BLE001 — one file's surprise never stops the batch
         failed = Prepared(Path(path), "", meta).fail(f"internal error: {type(e).__name__}: "
                                                      f"{first_line(e)}")

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from core import analysers
 from core.errors import first_line
 from core.shards import (done_keys, open_folder, read_run, shard_key, write_run,
                          write_shard)
@@ -71,6 +72,7 @@ class Job:
     opts: IngestOptions
     files: tuple  # (path, key, meta) per file, by position
     run: str
+    analysers: tuple = ((), {})  # core.analysers.state() of the driver: modules, configs
 
 
 # -- prepare: CPU tasks ---------------------------------------------------------------------
@@ -121,8 +123,10 @@ class Model:
     files), the engine cutting them into batches at the audio-seconds budget. A model failure
     fails only the files whose segments failed."""
 
-    def __init__(self, model: str, device: str, opts: IngestOptions):
+    def __init__(self, model: str, device: str, opts: IngestOptions,
+                 held: tuple = ((), {})):
         from ingest.model import load
+        analysers.restore(*held)  # this process holds the driver's analysers
         self.lm = load(model, device)
         self.opts = opts
         self.node = _node()
@@ -160,13 +164,23 @@ class Model:
         from ingest.assemble import analysed, run_model
         waves = [np.frombuffer(r["wave"], np.float32) for r in segs]
         outputs = run_model(self.lm, waves, self.opts) if waves else []
-        done = []
-        for r, o in zip(segs, outputs):
-            part = Part(r["offset_s"], [(r["channel"], r["start_s"], r["end_s"])],
-                        [(r["rms"], r["clip"], tuple(r["flags"] or ()))], None,
-                        np.zeros(2, np.int64))
-            a = analysed(part, [o], self.opts)
-            done.append((a.segments[0], a.curves))
+        done: list = [None] * len(segs)
+        # The analysers see each file's part's segments of this call together.
+        groups: dict[tuple, list[int]] = {}
+        for n, r in enumerate(segs):
+            groups.setdefault((r["file"], r["part"]), []).append(n)
+        for idx in groups.values():
+            rs = [segs[n] for n in idx]
+            part = Part(rs[0]["offset_s"], [(r["channel"], r["start_s"], r["end_s"]) for r in rs],
+                        [(r["rms"], r["clip"], tuple(r["flags"] or ())) for r in rs], None,
+                        np.zeros(len(rs) + 1, np.int64))
+            a = analysed(part, [outputs[n] for n in idx], self.opts, [waves[n] for n in idx])
+            at: dict[int, int] = {}  # channel → its next curve piece (pieces in span order)
+            for j, n in enumerate(idx):
+                ch = part.spans[j][0]
+                k = at.get(ch, 0)
+                at[ch] = k + 1
+                done[n] = (a.segments[j], {ch: [a.curves[ch][k]]})
         return done
 
 
@@ -174,6 +188,7 @@ class Model:
 def assemble_group(group: pa.Table, job: Job) -> pa.Table:
     """One file's rows (its summary, its analysed segments) → its shard, written."""
     from ingest.assemble import Analysed, assemble
+    analysers.restore(*job.analysers)  # the shard holds their columns and tables
     rows = group.to_pylist()
     i = rows[0]["file"]
     path, key, meta = job.files[i]
@@ -292,7 +307,7 @@ def run_shards(files: list[Path], meta_for, shards: str | Path, model: str, devi
     if not todo:
         report.wall_s = time.perf_counter() - started
         return report
-    job = Job(shards, opts, tuple(entries), run)
+    job = Job(shards, opts, tuple(entries), run, analysers.state())
     with warnings.catch_warnings():
         # ray_remote_args_fn (task retries, the CPU actor's node) is deprecated from Ray 2.64,
         # which pyproject excludes; the warning would only reach the command's user.
@@ -317,7 +332,8 @@ def _pipeline(job: Job, todo: list[int], model: str, device: str, task, skip,
                         batch_size=1, batch_format="pyarrow", num_cpus=1,
                         ray_remote_args_fn=_retried)
     ds = ds.map_batches(Model, fn_constructor_kwargs={"model": model, "device": device,
-                                                      "opts": job.opts},
+                                                      "opts": job.opts,
+                                                      "held": job.analysers},
                         batch_size=segments_per_call, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=n_actors), **holds)
     # A few partitions, not Ray's default 200: groups are small (one file each).

@@ -51,7 +51,18 @@ def mixed(tmp_path_factory, speech, call_audio):
 
 
 @pytest.fixture(scope="module")
-def local_store(mixed, model, tmp_path_factory):
+def loudness():
+    """The toy analyser of tests/test_analysers.py, registered in this process for the runs
+    of this module (the Ray workers learn it from the run)."""
+    from core import analysers
+    from tests import loudness_analyser
+    analysers.register_analyser(loudness_analyser.Loudness)
+    yield
+    analysers.unregister("loudness")
+
+
+@pytest.fixture(scope="module")
+def local_store(mixed, model, tmp_path_factory, loudness):
     """The reference: the mixed folder through the local (streaming) executor."""
     from ingest.pipeline import ingest_paths
     db = tmp_path_factory.mktemp("local") / "local.duckdb"
@@ -70,7 +81,7 @@ def shards_of(folder: Path, shards: Path, **kw):
 
 
 @pytest.fixture(scope="module")
-def shards(ray_local, mixed, tmp_path_factory):
+def shards(ray_local, mixed, tmp_path_factory, loudness):
     out = tmp_path_factory.mktemp("shards") / "staging"
     return out, shards_of(mixed, out)
 
@@ -212,3 +223,14 @@ def test_a_model_failure_fails_only_the_files_whose_segments_failed(ray_local, m
     assert heads["ka"].status == "ok" and heads["ka"].result.sha256
     assert heads["kb"].status == "failed"
     assert heads["kb"].result.error == "model failed: CUDA error: an illegal memory access"
+
+
+
+def test_a_registered_analyser_reaches_shards_and_import(shards, tmp_path):
+    """The toy analyser (registered in the driver only): the Ray workers imported its module,
+    its column and table travelled in the shards, and `emoscope import` stored them (and the
+    local run's equal values: test_ray_and_local_store_the_same_rows)."""
+    from tests.test_analysers import check_loudness, stored
+    folder, _ = shards
+    imported(folder, tmp_path / "ray.duckdb")
+    check_loudness(*stored(tmp_path / "ray.duckdb"))
