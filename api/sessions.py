@@ -133,8 +133,8 @@ def get_session(session_id: str = SessionId, c: Caller = Depends(caller),
         "alerts": records(r.alerts(one), [c_ for c_ in ALERT_COLUMNS if c_ != "session_id"]),
         "notes": records(r.notes_with_pending(notes.spool_dir(c.settings.db), one),
                          drop=("session_id",)),
-        "analyses": {t.name: records(r.analysis_rows(session_id, t.name))
-                     for t in analysers.tables()},
+        "analyses": {t.name: records(r.analysis_rows(session_id, t.name),
+                                     drop=("session_id",)) for t in analysers.tables()},
     }
     c.record("view", session_id)
     return answer

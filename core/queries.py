@@ -309,7 +309,7 @@ class Reader:
         if table not in {t.name for t in analysers.tables()}:
             raise ValueError(f"no analyser table {table!r}")
         cond, params = self._in(SessionFilter.of(session_id))
-        return self._query(f"SELECT * EXCLUDE (session_id, n) FROM {table} WHERE session_id = ? "
+        return self._query(f"SELECT * EXCLUDE (n) FROM {table} WHERE session_id = ? "
                            f"AND {cond} ORDER BY n", [session_id, *params])
 
     def segment(self, segment_id: str) -> pd.DataFrame:

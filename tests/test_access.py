@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from core import notes, reports, search
+from core import analysers, notes, reports, search
 from core.access import (NOTHING, AccessConfig, AccessError, Scope, Viewer, hash_api_key,
                          operator)
 from core.queries import AudioUnavailable, Reader, SessionFilter
@@ -119,6 +119,8 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
         "words": ids(r.words()), "audio_events": ids(r.audio_events()),
         "session_id_list": set(r.session_id_list()),
         "utterance_hits": ids(r.utterance_hits(_all_utterances(r))),
+        "analysis_rows": set().union(*(ids(r.analysis_rows(sid, t.name))
+                                       for t in analysers.tables())),
     }
 
 
