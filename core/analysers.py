@@ -70,9 +70,12 @@ class Span:
 
 @dataclass
 class Found:
-    """An analyser's answer for one span: column values, and rows of its tables."""
+    """An analyser's answer for one span: column values, rows of its tables, and anything
+    else its `finish` turns into the session's own fields (`more`)."""
     values: dict[str, Any] = field(default_factory=dict)
     rows: dict[str, list[dict]] = field(default_factory=dict)  # table name → rows
+    more: Any = None
+    by: dict[str, "Found"] = field(default_factory=dict)  # merged: each analyser's own answer
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,15 @@ class Analyser:
 
     def analyse(self, spans: list[Span]) -> list[Found]:
         raise NotImplementedError
+
+    @classmethod
+    def finish(cls, result, answers: list) -> Any:
+        """At assembly, once per session: `result` (a SessionResult with its segments) and
+        `answers`, (Segment, this analyser's Found) in segment order → the SessionResult,
+        e.g. with `dataclasses.replace(result, utterances=...)` for what core stores in typed
+        tables of its own (utterances, words, audio events). Runs where the session is
+        assembled (on Ray, not where `analyse` ran): no `load()`, no instance state."""
+        return result
 
 
 _REGISTRY: dict[str, type[Analyser]] = {}
@@ -238,6 +250,7 @@ def run(spans: list[Span]) -> list[Found]:
         own = {t.name for t in cls.tables}
         for span, found, into in zip(spans, answers, merged):
             span.found[cls.name] = found
+            into.by[cls.name] = found
             into.values.update(found.values)
             for table, rows in found.rows.items():
                 if table not in own:
@@ -245,6 +258,16 @@ def run(spans: list[Span]) -> list[Found]:
                                      "a table of its own")
                 into.rows.setdefault(table, []).extend(rows)
     return merged
+
+
+def finish(result, answers: list) -> Any:
+    """Every analyser's `finish` over an assembled session; `answers`: (Segment, merged
+    Found) per segment."""
+    for cls in _REGISTRY.values():
+        if cls.model_stage or cls.finish.__func__ is Analyser.finish.__func__:
+            continue
+        result = cls.finish(result, [(seg, f.by.get(cls.name)) for seg, f in answers])
+    return result
 
 
 @register_analyser

@@ -129,6 +129,7 @@ def assemble(prep: Prepared, parts: list[Analysed]) -> SessionResult:
     segments, per_channel = [], {}
     counters: dict[int, int] = {}
     rows: dict[str, list[dict]] = {}
+    founds = []
     for a in parts:
         for (ch, start, end, label, conf, scores, emb, level, clipped, flags, action,
              found) in a.segments:
@@ -138,6 +139,7 @@ def assemble(prep: Prepared, parts: list[Analysed]) -> SessionResult:
             segments.append(Segment(seg_id, ch, prep.roles[ch], start, end, label, conf,
                                     scores, emb, level, clipped, flags, action,
                                     dict(found.values)))
+            founds.append(found)
             for table, found_rows in found.rows.items():
                 rows.setdefault(table, []).extend(
                     {"segment_id": seg_id, "channel": ch, **r} for r in found_rows)
@@ -147,7 +149,8 @@ def assemble(prep: Prepared, parts: list[Analysed]) -> SessionResult:
         Curve(ch, prep.roles[ch], np.concatenate([t for t, _ in pieces]),
               np.concatenate([p for _, p in pieces]))
         for ch, pieces in sorted(per_channel.items()))
-    return SessionResult(sid, str(prep.path), prep.path.name, prep.sha256, prep.duration_s,
-                         len(prep.roles), prep.meta, prep.channels, tuple(segments), curves,
-                         codec=prep.codec, sample_rate=prep.rate, flags=prep.flags,
-                         analyses=rows)
+    result = SessionResult(sid, str(prep.path), prep.path.name, prep.sha256, prep.duration_s,
+                           len(prep.roles), prep.meta, prep.channels, tuple(segments), curves,
+                           codec=prep.codec, sample_rate=prep.rate, flags=prep.flags,
+                           analyses=rows)
+    return analysers.finish(result, list(zip(segments, founds)))

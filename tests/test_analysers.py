@@ -86,3 +86,45 @@ def test_a_registered_analyser_reaches_the_live_stream(loudness, model):
     assert said and all(isinstance(u["loudness_db"], float) for u in said)
     assert [p["segment_id"] for p in final["analyses"]["loudness_peaks"]] == \
         sorted(u["segment_id"] for u in said)
+
+
+def test_an_analyser_fills_the_sessions_typed_tables_through_finish(model, speech, tmp_path):
+    """A speech-to-text analyser's shape: `analyse` answers per segment (`more`), `finish`
+    turns the answers into the session's utterances with their words, the writer stores them
+    and Reader.transcript reads them back."""
+    from dataclasses import replace
+
+    from core.analysers import Analyser, Found
+    from core.types import SessionMeta, Utterance, Word, utterance_id_for
+    from ingest.options import IngestOptions
+    from ingest.pipeline import process_file
+    from tests.audio_gen import write
+
+    class Counter(Analyser):
+        name = "counter"
+
+        def analyse(self, spans):
+            return [Found(more=f"{len(s.wave)} samples") for s in spans]
+
+        @classmethod
+        def finish(cls, result, answers):
+            said = tuple(
+                Utterance(utterance_id_for(result.session_id, seg.channel, n), seg.channel,
+                          seg.speaker, seg.start_s, seg.end_s, found.more, "en", 1.0,
+                          "counter", words=(Word(found.more.split()[0], seg.start_s,
+                                                 seg.end_s),))
+                for n, (seg, found) in enumerate(answers))
+            return replace(result, utterances=said)
+
+    analysers.register_analyser(Counter)
+    try:
+        path = write(tmp_path / "a.wav", np.concatenate([speech * 0.5, silence(0.3)]))
+        result = process_file(path, SessionMeta(), model, IngestOptions()).result
+        writer_for(tmp_path / "t.duckdb").store.migrate()
+        writer_for(tmp_path / "t.duckdb").save(result, None)
+    finally:
+        analysers.unregister("counter")
+    assert result.segments and len(result.utterances) == len(result.segments)
+    said = Reader(Store(tmp_path / "t.duckdb"), operator()).transcript(result.session_id)
+    lengths = [round((s.end_s - s.start_s) * 16_000) for s in result.segments]
+    assert [int(t.split()[0]) for t in said.text] == pytest.approx(lengths, abs=2)
