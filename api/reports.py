@@ -49,6 +49,6 @@ def get_report(
     name, data = report.files[format]
     c.record("export", f"{len(report.session_ids)} sessions", {
         "formats": [format], "delivered": name, "scope": report.scope,
-        "sessions": list(report.session_ids)})
+        "sessions": list(report.session_ids), "filters": audiences})
     return Response(data, media_type=MIME[format],
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -61,7 +61,7 @@ def _import(writer, where: str, force: bool) -> None:
 
     with CliProgress() as bar:
         done = import_shards(writer, where, force, progress=bar.hook)
-    report = Report(done.ok, done.failed, done.skipped, done.flagged, done.audio_s, done.wall_s,
+    report = Report(done.ok, done.failed + done.refused, done.skipped, done.flagged, done.audio_s, done.wall_s,
                     timings={"decode": 0.0, "vad": 0.0, "model": 0.0, "store": done.wall_s},
                     executor="import")
     print_summary(report)

@@ -87,7 +87,7 @@ def export(
     try:  # recorded before anything is written: erasure finds these files through it
         AuditLog.beside(db).record(viewer, "export", f"{len(report.session_ids)} sessions", {
             "formats": formats_built, "files": [str(p) for p in paths], "scope": report.scope,
-            "sessions": list(report.session_ids),
+            "sessions": list(report.session_ids), "filters": audiences,
             "by": None if as_ is None else operator().who})
     except AuditError as e:
         typer.secho(f"error: {e}; nothing was exported", fg="red", err=True)

@@ -45,12 +45,14 @@ def worker(
     archive: bool = typer.Option(True, "--archive/--delete",
                                  help="Keep finished files in archive/ or delete them."),
     poll: float = typer.Option(1.0, help="Seconds between looks at the inbox."),
-    settle: float = typer.Option(2.0, help="Seconds a copied-in file must stay unchanged."),
+    settle: float = typer.Option(5.0, help="Seconds a copied-in file must stay unchanged "
+                                           "(uploads, and files with a NAME.copied marker, "
+                                           "are taken at once)."),
     max_attempts: int = typer.Option(3, help="Tries per file before it is failed."),
 ) -> None:
     """Ingest every file placed in the inbox, one at a time, as the single database writer."""
     from core.inbox import InboxError
-    from ingest.worker import Worker, default_config, stop_on_sigterm
+    from ingest.worker import Worker, WorkerBusy, default_config, stop_on_sigterm
 
     from cli.common import load_settings_or_exit
     try:
@@ -68,6 +70,9 @@ def worker(
     stop_on_sigterm()
     try:
         counts = w.run(once=once)
+    except WorkerBusy as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(1)
     except KeyboardInterrupt:
         counts = w.counts
     typer.secho(f"worker: {counts['done']} done, {counts['failed']} failed", err=True)

@@ -8,12 +8,22 @@ the spool aside, waits for appends already under way (each holds a shared lock o
 while it writes), inserts the rows by their id (so a fold cut short and redone adds nothing
 twice) and deletes the file. Appending never touches the database, so it never blocks the
 writer; reading the audit reads the table and whatever is still in the spool.
+
+What a record keeps (docs/audit.md): who acted, when, with which roles, the act, and what it
+touched — session ids, counts, formats, job ids. Personal identifiers in it (customer, person
+and agent ids given as filters or audiences, search text) are kept only as keyed pseudonyms
+(core.keyed: an HMAC with the store's secret), and where such a value also appears inside a
+name (a report called `person-c-1042_…pdf`, a scope line) it is replaced there too. Export
+paths stay in clear because erasure deletes those files through them. When a subject is
+erased, `forget_subject` rewrites every earlier record that names it: its sessions, uploads,
+report names and paths become pseudonyms.
 """
 from __future__ import annotations
 
 import fcntl
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.access import Viewer
+from core.keyed import is_pseudonym, pseudonym, secret
 from core.private import private_dir
 from core.store import Connection, Store
 from core.times import as_timestamp, utc_now
@@ -29,6 +40,11 @@ ACTIONS = ("sign-in", "view", "play", "export", "upload", "erase", "erase-reques
            "api-key", "search")
 SPOOL = "audit.jsonl"
 COLUMNS = ["audit_id", "at", "who", "roles", "action", "target", "detail"]
+# Detail keys whose values are personal identifiers, and those holding free text (searches):
+# both kept only as pseudonyms. Paths under KEEP_PATHS stay until their subject is erased.
+IDENTIFIERS = ("person", "customer", "customer_id", "agent", "agent_id")
+TEXTS = ("q", "text", "query", "search")
+KEEP_PATHS = ("files",)
 
 
 class AuditError(Exception):
@@ -50,6 +66,108 @@ def entry(who: Viewer | str, action: str, target: str | None = None,
             "roles": ",".join(sorted(viewer.roles)) if viewer else "",
             "action": action, "target": None if target is None else str(target)[:500],
             "detail": detail or {}}
+
+
+def _around(value: str) -> re.Pattern:
+    """`value` where it stands as a whole word (c-1042 in person-c-1042_x.pdf, not c-10420)."""
+    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])")
+
+
+def _slug(value: str) -> str:  # how core.reports names a file after a key
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-._")[:60]
+
+
+def _replacing(values: dict[str, str]):
+    """A function replacing each of `values` (clear → pseudonym) inside a string."""
+    pats = []
+    for clear, pseudo in values.items():
+        for form in {clear, _slug(clear)}:
+            if len(form) >= 2:
+                pats.append((_around(form), pseudo))
+
+    def sub(text: str) -> str:
+        for pat, pseudo in pats:
+            text = pat.sub(pseudo, text)
+        return text
+    return sub
+
+
+def _walk(obj, fn, name: str | None = None):
+    """`fn(name, string)` applied to every string of a JSON-like value; `name` is the key it
+    sits under (a list's items inherit their list's key)."""
+    if isinstance(obj, dict):
+        return {k: _walk(v, fn, k) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_walk(v, fn, name) for v in obj]
+    return fn(name, obj) if isinstance(obj, str) else obj
+
+
+def minimise(row: dict, key: bytes) -> dict:
+    """The record with its personal identifiers and search text as keyed pseudonyms, also
+    where they appear inside other strings of it (report names, scope lines, the target)."""
+    found: dict[str, str] = {}
+
+    def names(name, text):
+        if is_pseudonym(text) or not text.strip():
+            return text
+        if name in IDENTIFIERS:
+            found[text.strip()] = pseudonym(key, text)
+            return found[text.strip()]
+        if name in TEXTS:
+            return pseudonym(key, text, text=True)
+        return text
+    detail = _walk(row.get("detail") or {}, names)
+    if found:
+        sub = _replacing(found)
+        detail = _walk(detail, lambda name, text: text if name in KEEP_PATHS + IDENTIFIERS
+                       else sub(text))
+        if row.get("target"):
+            row = {**row, "target": sub(row["target"])}
+    return {**row, "detail": detail}
+
+
+def forget_subject(con: Connection, key: bytes, values: list[str], session_ids: list[str],
+                   job_ids: list[str], files: list[str]) -> int:
+    """Rewrite the earlier audit records that name an erased subject, on the erasure's own
+    transaction: its ids (`values`, in clear or inside names), its sessions, its uploads (the
+    records of its jobs) and the paths of its deleted files become pseudonyms. Returns how
+    many records were rewritten."""
+    values = [v for v in values if v]
+    clear = {v: pseudonym(key, v) for v in values}
+    sub = _replacing(clear)
+    sessions, jobs, gone = set(session_ids), set(job_ids), set(files)
+    cond = ["list_contains(?, target)",
+            "list_has_any(?, json_extract_string(detail, '$.sessions[*]'))",
+            "list_contains(?, json_extract_string(detail, '$.job_id'))",
+            "list_has_any(?, json_extract_string(detail, '$.files[*]'))"]
+    params: list = [list(sessions), list(sessions), list(jobs), list(gone)]
+    for form in {f for v in values for f in (v, _slug(v)) if len(f) >= 2}:
+        cond.append("(contains(target, ?) OR contains(CAST(detail AS VARCHAR), ?))")
+        params += [form, form]
+    rows = con.execute(f"SELECT audit_id, action, target, detail FROM audit "
+                       f"WHERE {' OR '.join(cond)}", params).fetchall()
+    changed = []
+    for audit_id, action, target, detail in rows:
+        try:
+            d = json.loads(detail) if isinstance(detail, str) else (detail or {})
+        except ValueError:
+            d = {}
+        upload = action == "upload" and d.get("job_id") in jobs
+
+        def one(name, text):
+            if text in sessions or (name in KEEP_PATHS and text in gone) or \
+                    (upload and name == "original_name") or name == "delivered":
+                return pseudonym(key, text)
+            return sub(text)
+        new_target = target
+        if target is not None:
+            new_target = pseudonym(key, target) if target in sessions or upload else sub(target)
+        new_detail = _walk(d, one)
+        if (new_target, new_detail) != (target, d):
+            changed.append([new_target, json.dumps(new_detail, ensure_ascii=False), audit_id])
+    if changed:
+        con.executemany("UPDATE audit SET target = ?, detail = ? WHERE audit_id = ?", changed)
+    return len(changed)
 
 
 def insert(con: Connection, rows: list[dict]) -> None:
@@ -77,10 +195,12 @@ class AuditLog:
     # -- appending (any process) --------------------------------------------------------------
     def record(self, who: Viewer | str, action: str, target: str | None = None,
                detail: dict | None = None) -> dict:
-        """Append one act, durably; AuditError when it cannot be written."""
+        """Append one act, durably, its identifiers as pseudonyms (`minimise`); AuditError
+        when it cannot be written."""
         row = entry(who, action, target, detail)
-        data = (json.dumps(row, ensure_ascii=False) + "\n").encode()
         try:
+            row = minimise(row, secret(self.folder))
+            data = (json.dumps(row, ensure_ascii=False) + "\n").encode()
             private_dir(self.folder)
             for _ in range(100):
                 fd = os.open(self.spool, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -97,9 +217,9 @@ class AuditLog:
                     return row
                 finally:
                     os.close(fd)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: the store's secret is damaged
             raise AuditError(f"the audit log at {self.folder} cannot be written "
-                             f"({e.strerror or e})") from e
+                             f"({getattr(e, 'strerror', None) or e})") from e
         raise AuditError(f"the audit log at {self.folder} kept moving; try again")
 
     # -- folding (the writer) ------------------------------------------------------------------

@@ -1,8 +1,17 @@
 """The inbox folder: files waiting for the worker, under generated names.
 
 A user's file name is data, never a path: uploads are stored as `u<time>-<random>.<ext>` with
-the original name (cleaned for display) in a `<stem>.json` sidecar. Both are written to a
-dot-named temporary file and renamed into place, so the worker never sees half a file.
+the original name (cleaned for display) in a `<name>.meta.json` sidecar (the whole name plus a
+suffix, so no upload — `x.json` included — can be its own sidecar). Both are written to a
+dot-named temporary file and renamed into place, so the worker never sees half a file; the
+sidecar says so (`whole`), and the worker takes such a file at once.
+
+Every other entry is the worker's too: dot-files and files in sub-folders are taken like the
+rest, links and other non-files become named failures, and what the product itself leaves
+behind (an upload's temporary, a sidecar whose recording never came) is skipped while it may
+still be in flight and named as a failure once it is a day old. Files copied in by hand are
+taken once unchanged for the worker's settle time, or at once when a finished-copy marker
+`<name>.copied` stands beside them.
 """
 from __future__ import annotations
 
@@ -18,7 +27,10 @@ from typing import BinaryIO, Iterable
 from core.names import is_text
 from core.private import private_dir
 
-SIDECAR = ".json"
+SIDECAR = ".meta.json"  # appended to the whole name: `u1.wav` → `u1.wav.meta.json`
+COPIED = ".copied"  # `x.wav.copied`, empty: x.wav is whole, take it now
+PART = ".part"  # the product's own temporaries (dot-named, ending .part)
+STALE_S = 86_400.0  # a temporary or lone sidecar this old is a leftover, named as a failure
 _SAFE_EXT = re.compile(r"^\.[a-z0-9]{1,8}$")
 _MAX_NAME = 120
 _JOB_ID = re.compile(r"^j\d{14}-[0-9a-f]{8}$")  # core.jobs.new_job_id
@@ -63,6 +75,17 @@ def display_name(name: str) -> str:
     if len(name) > _MAX_NAME:
         name = name[:_MAX_NAME - 1] + "…"
     return name or "unnamed"
+
+
+def sidecar_of(audio: str | Path) -> Path:
+    """Where the metadata of inbox file `audio` is kept."""
+    audio = Path(audio)
+    return audio.with_name(audio.name + SIDECAR)
+
+
+def marker_of(audio: str | Path) -> Path:
+    audio = Path(audio)
+    return audio.with_name(audio.name + COPIED)
 
 
 def new_name(original: str) -> str:
@@ -131,8 +154,10 @@ def put(inbox: str | Path, original_name: str, source: BinaryIO | bytes | Iterab
         raise InboxError(f"larger than the {max_bytes / 1e6:.0f} MB limit")
     name = new_name(original_name)
     target = inbox / name
-    sidecar = target.with_suffix(SIDECAR)
-    body = {"original_name": display_name(original_name), "metadata": clean_metadata(metadata or {})}
+    sidecar = sidecar_of(target)
+    # `whole`: the recording appears by a rename, complete, so the worker need not wait.
+    body = {"original_name": display_name(original_name), "whole": True,
+            "metadata": clean_metadata(metadata or {})}
     if job_id is not None:
         body["job_id"] = job_id
     _atomic_write(sidecar, [json.dumps(body, ensure_ascii=False).encode()])
@@ -146,8 +171,8 @@ def put(inbox: str | Path, original_name: str, source: BinaryIO | bytes | Iterab
 
 def read_sidecar(audio: Path) -> tuple[str | None, dict, str | None]:
     """(original name, metadata, problem) from the sidecar next to `audio`, if there is one."""
-    sidecar = audio.with_suffix(SIDECAR)
-    if audio.suffix == SIDECAR or not sidecar.is_file() or sidecar.is_symlink():
+    sidecar = sidecar_of(audio)
+    if not sidecar.is_file() or sidecar.is_symlink():
         return None, {}, None
     try:
         body = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -183,14 +208,24 @@ def entry(inbox: str | Path, key: str) -> Path:
     return Path(inbox) / name_of(key)
 
 
+def _sidecar_body(audio: Path) -> dict:
+    try:
+        body = json.loads(sidecar_of(audio).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def requested_job_id(audio: Path) -> str | None:
     """The job id the uploader chose in the sidecar (`put(..., job_id=)`), when well-formed."""
-    try:
-        body = json.loads(audio.with_suffix(SIDECAR).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    job_id = body.get("job_id") if isinstance(body, dict) else None
+    job_id = _sidecar_body(audio).get("job_id")
     return job_id if isinstance(job_id, str) and _JOB_ID.match(job_id) else None
+
+
+def known_whole(audio: Path) -> bool:
+    """The file is complete: `put` renamed it into place (its sidecar says so), or whoever
+    copied it in left a finished-copy marker beside it."""
+    return marker_of(audio).is_file() or _sidecar_body(audio).get("whole") is True
 
 
 def find_waiting(inbox: str | Path, job_id: str) -> tuple[Path, str | None, dict] | None:
@@ -203,24 +238,49 @@ def find_waiting(inbox: str | Path, job_id: str) -> tuple[Path, str | None, dict
     return None
 
 
-def waiting(inbox: str | Path) -> list[Path]:
-    """Audio files in the inbox (not sidecars, temporaries or links), oldest first."""
+def waiting(inbox: str | Path, skip: Iterable[str | Path] = ()) -> list[Path]:
+    """Every entry of the inbox and its sub-folders that is the worker's to take, oldest
+    first: recordings, dot-files, links and other non-files (the worker names those as
+    failures) — all but sidecars, markers and the product's own files while in flight.
+    `skip`: folders inside it that are not (the archive, when it lies within)."""
     inbox = Path(inbox)
     if not inbox.is_dir():
         return []
+    skip = {Path(s).resolve() for s in skip}
+    now = datetime.now().timestamp()
     out = []
-    for entry in os.scandir(inbox):
-        if entry.name.startswith(".") or entry.name.endswith(SIDECAR):
-            continue
-        if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
-            continue  # a link could point anywhere; only plain files are taken
-        out.append(Path(entry.path))
-    return sorted(out, key=lambda p: (_mtime(p), p.name))
+    for folder, dirs, files in os.walk(inbox):  # links to folders are not followed
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if (here / d).resolve() not in skip]
+        names = set(files)
+        links = [d for d in dirs if (here / d).is_symlink()]  # listed, never entered
+        for name in files + links:
+            if _ours(name, names, here, now):
+                continue
+            out.append(here / name)
+    return sorted(out, key=lambda p: (_mtime(p), str(p)))
+
+
+def _ours(name: str, names: set[str], here: Path, now: float) -> bool:
+    """A file the product keeps beside recordings, not an entry of its own: a sidecar or
+    marker whose recording is there, the worker's heartbeat, an upload's temporary — the
+    last two kinds only while fresh (a leftover is named, never silently kept)."""
+    if name == HEARTBEAT or name.startswith(HEARTBEAT + "."):
+        return True
+    for suffix in (SIDECAR, COPIED):
+        if name.endswith(suffix) and name[:-len(suffix)] in names:
+            return True
+    if (name.startswith(".") and name.endswith(PART)) or name.endswith(SIDECAR):
+        try:
+            return now - os.lstat(here / name).st_mtime < STALE_S
+        except OSError:
+            return True
+    return False
 
 
 def _mtime(p: Path) -> int:
     try:
-        return p.stat().st_mtime_ns
+        return p.lstat().st_mtime_ns
     except OSError:
         return 0
 

@@ -113,6 +113,7 @@ def compact(path: str | Path, wait: bool = False) -> dict | None:
         pk, pv = ix._new_rows()
         if pk.size:
             graph.add(pk, pv.astype(np.float32), threads=0)
+        files.scrub_free_slots(graph, ix.dim)  # no removed (erased) vector stays in the file
         parts = {k: folder / f".{stem}.part-{tag}.{ext}" for k, ext in EXT.items()}
         keys, _ = ix._merged(parts["keys"], parts["vecs"])
         graph.save(str(parts["graph"]))

@@ -252,3 +252,19 @@ def live_deltas(path: Path, manifest: dict, dim: int):
     vecs = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float16)
     order = np.argsort(keys, kind="stable")
     return tomb, keys[order], vecs[order]
+
+
+def scrub_free_slots(graph, dim: int) -> int:
+    """Overwrite the vectors of a graph's removed rows before it is saved.
+
+    usearch's remove only marks a slot free: the removed row's int8 vector stays in the saved
+    graph file until the slot is reused. After an erasure that is a copy of erased data, so
+    every free slot is filled with a constant vector under a reserved key (adds reuse free
+    slots first), then freed again. Returns how many slots were overwritten."""
+    free = int(graph.stats.nodes) - len(graph)
+    if free <= 0:
+        return 0
+    filler = ((1 << 64) - 2 - np.arange(free, dtype=np.uint64)).astype(np.uint64)
+    graph.add(filler, np.full((free, dim), 1e-3, np.float32), threads=0)
+    graph.remove(filler)
+    return free

@@ -142,6 +142,13 @@ class JobQueue:
                         "error = 'worker stopped; queued again', updated_at = ? "
                         "WHERE job_id = ? AND status = 'running'", [utc_now(), job_id])
 
+    def hand_back(self, job_id: str) -> None:
+        """The job's file changed after it was taken (still being copied in): the job goes, so
+        the file is taken afresh once it has settled (an upload keeps the id it was promised,
+        which its sidecar names)."""
+        with self.store.write() as con:
+            con.execute("DELETE FROM jobs WHERE job_id = ? AND status = 'running'", [job_id])
+
     def table(self, limit: int = 500) -> pd.DataFrame:
         """Newest jobs first, for display; read-only, so it never blocks the worker for long."""
         return self.store.query(

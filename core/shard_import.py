@@ -4,7 +4,9 @@ Shards go in in run order (each run's files as they were given), in groups of wh
 through `SessionWriter.save_many` — one transaction per group, the analytics written with the
 sessions exactly as ingest writes them. Idempotent by SHA-256: audio already stored (ok, or
 failed with nothing better to replace it) is left as it is, so importing a folder twice
-changes nothing — not even the runs table; `force` replaces what is stored.
+changes nothing — not even the runs table; `force` replaces what is stored. A shard of a
+session or recording erased from this store (core.erasure's erased list, keyed pseudonyms) is
+refused, `force` or not: an erasure is not undone by importing an old copy.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from core.erasure import erased
+from core.keyed import pseudonym, secret
 from core.sessions import SessionWriter
 from core.shards import done_keys, open_folder, read_heads, read_run, read_whole
 from core.types import SessionResult
@@ -26,6 +30,7 @@ class Imported:
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already stored (or a copy of stored audio)
     flagged: list[tuple[str, str]] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # erased here before
     rows: int = 0  # session, channel, segment and frame rows written
     audio_s: float = 0.0
     wall_s: float = 0.0
@@ -46,6 +51,17 @@ def import_shards(writer: SessionWriter, where: str | Path, force: bool = False,
     writer.store.migrate()
     stored = {} if force else writer.audio_status()
     out = Imported()
+    gone = erased(writer.store.path)
+    if gone:
+        key = secret(writer.store.path)
+        kept = []
+        for head in heads:
+            r = head.result
+            if {pseudonym(key, r.session_id), pseudonym(key, r.sha256 or "")} & gone:
+                out.refused.append((r.source_path, "erased from this store; not imported"))
+            else:
+                kept.append(head)
+        heads = kept
     progress("start", {"files": len(heads), "executor": "import", "workers": 1})
     try:
         _import(writer, fs, root, heads, stored, force, out, progress)

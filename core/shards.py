@@ -163,6 +163,29 @@ def done_keys(fs: pafs.FileSystem, root: str) -> set[str]:
             if i.type == pafs.FileType.File and i.path.endswith(".parquet")}
 
 
+def matching(where: str | Path, session_ids: set[str], audio: set[str],
+             customer: str | None = None, before=None) -> list[Path]:
+    """The files of every whole shard in local folder `where` holding one of these sessions or
+    recordings (SHA-256), this customer's, or (retention) recorded before `before`: what an
+    erasure deletes, so `emoscope import` cannot bring them back."""
+    root = Path(where)
+    out: list[Path] = []
+    for f in sorted((root / "sessions").glob("*.parquet")):
+        try:
+            row = pq.read_table(f, columns=["session_id", "sha256", "customer_id",
+                                            "recorded_at"]).to_pylist()[0]
+        except (OSError, ValueError, IndexError, pa.ArrowException):
+            continue  # not a shard of ours; left alone
+        old = before is not None and row["recorded_at"] and \
+            str(row["recorded_at"]) < before.isoformat()
+        if row["session_id"] in session_ids or row["sha256"] in audio or old or \
+                (customer is not None and row["customer_id"] == customer):
+            key = f.name[:-len(".parquet")]
+            out += [root / table / f"{key}.parquet" for table in TABLES
+                    if (root / table / f"{key}.parquet").exists()]
+    return out
+
+
 @dataclass
 class Shard:
     key: str

@@ -17,6 +17,7 @@ import fcntl
 import os
 import random
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -153,6 +154,56 @@ class Store:
                 os.close(gate)  # releases the gate
         if created:
             tighten(self.path)
+
+    def compact(self) -> dict:
+        """Copy the database into a fresh file and put it in place of this one.
+
+        DuckDB does not clear what it frees: a deleted row's values stay in the file's free
+        blocks (CHECKPOINT and VACUUM reuse them, never wipe them), where `grep -a` finds them.
+        Erasure therefore ends here: the fresh file holds only live rows (COPY FROM DATABASE
+        keeps the schema, keys and indexes), written beside the old one, flushed, and renamed
+        over it while the writer's gate keeps new readers out; readers already inside finish on
+        the old file, which is gone once they close. Returns the sizes and seconds it took."""
+        started = time.perf_counter()
+        before = self.path.stat().st_size
+        fresh = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.compact")
+        wait = _Wait(self)
+        gate = self._gate_fd(create=True)
+        try:
+            if gate is not None:
+                self._take(gate, fcntl.LOCK_EX, wait)
+            con = self._connect(read_only=False, wait=wait, gated=gate is not None)
+            try:
+                con.execute("CHECKPOINT")
+                name = con.execute("SELECT current_database()").fetchone()[0]
+                target = str(fresh).replace("'", "''")
+                con.execute(f"ATTACH '{target}' AS compact_target")
+                con.execute(f'COPY FROM DATABASE "{name}" TO compact_target')
+                con.execute("DETACH compact_target")
+            except BaseException:
+                for f in (fresh, fresh.with_name(fresh.name + ".wal")):
+                    f.unlink(missing_ok=True)
+                raise
+            finally:
+                con.close()
+            fd = os.open(fresh, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            tighten(fresh)
+            os.replace(fresh, self.path)
+            self.path.with_name(self.path.name + ".wal").unlink(missing_ok=True)
+            folder = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        finally:
+            if gate is not None:
+                os.close(gate)
+        return {"bytes_before": before, "bytes_after": self.path.stat().st_size,
+                "seconds": time.perf_counter() - started}
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -6,13 +6,24 @@ read-only connections get in between. A session's rows and its job's `done` shar
 transaction; a job interrupted by a crash is queued again on restart, and one that has taken
 the worker down `max_attempts` times is failed, so nothing loops and nothing stays `running`.
 A database locked by another process is waited out, however long (and said so in the log);
-an inbox entry of any name — bytes that are not UTF-8 included — becomes a job like any other.
+an inbox entry of any name — bytes that are not UTF-8 included, dot-files, files in
+sub-folders — becomes a job like any other, and a link or other non-file a named failure.
+
+A file copied in is taken once it has stayed unchanged for `settle_s` (or at once when it is
+known whole: an upload, or a finished-copy marker); one that changes after it was taken —
+its size or modification time differs from the job's, checked before its rows are written and
+again inside their transaction — is handed back to the inbox, never stored short. One worker
+runs per store: `run` holds `<db>.worker.lock`, and a second worker stops with a one-line
+message naming the first.
 """
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
+import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +32,8 @@ from typing import Callable
 from core import erasure, notes
 from core.audit import AuditLog
 from core.errors import first_line
-from core.inbox import (SIDECAR, beat, check_inside, data_dir_of, entry, key_of, name_of,
-                        read_sidecar, requested_job_id, safe_ext, waiting)
+from core.inbox import (beat, check_inside, data_dir_of, entry, key_of, known_whole, marker_of,
+                        name_of, read_sidecar, requested_job_id, safe_ext, sidecar_of, waiting)
 from core.private import private_dir, tighten
 from core.settings import Retention
 from core.jobs import Job, JobQueue
@@ -37,13 +48,44 @@ from ingest.pipeline import process_file
 log = logging.getLogger("emoscope.worker")
 
 
+class WorkerBusy(RuntimeError):
+    """Another worker already processes this store; the message is one line naming it."""
+
+
+class FileChanged(Exception):
+    """The job's file changed after it was taken (still being copied in): not stored."""
+
+
+def lock_path(db: Path) -> Path:
+    db = Path(db).resolve()
+    return db.with_name(db.name + ".worker.lock")
+
+
+def hold_worker_lock(db: Path) -> int:
+    """The store's worker lock (an open descriptor, held until closed), or WorkerBusy."""
+    path = lock_path(db)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        finally:
+            os.close(fd)
+        raise WorkerBusy(f"another worker (pid {pid}) is already processing {Path(db)}; "
+                         "one worker per store — stop it first, or let it do the work") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     inbox: Path
     archive: Path | None  # finished files go here; None deletes them
     failed: Path  # files that failed are kept here for a look, out of the inbox
     poll_s: float = 1.0
-    settle_s: float = 2.0  # a file copied in must be this long unchanged before it is taken
+    settle_s: float = 5.0  # a file copied in must be this long unchanged before it is taken
     max_attempts: int = 3
     retention: Retention = Retention()  # [retention] of emoscope.toml, applied periodically
     housekeeping_s: float = 2.0  # how often the audit spool and erasure requests are handled
@@ -98,7 +140,15 @@ class Worker:
         self._tidy_finished()
 
     def run(self, once: bool = False, stop: Callable[[], bool] = lambda: False) -> dict:
-        """Poll the inbox and process jobs; with `once`, stop when nothing is left to do."""
+        """Poll the inbox and process jobs; with `once`, stop when nothing is left to do.
+        WorkerBusy when another worker already runs on this store."""
+        lock = hold_worker_lock(self.store.path)
+        try:
+            return self._loop(once, stop)
+        finally:
+            os.close(lock)
+
+    def _loop(self, once: bool, stop: Callable[[], bool]) -> dict:
         self.start()
         last_beat = 0.0
         try:
@@ -155,24 +205,33 @@ class Worker:
                 self.echo(f"retention postponed: {first_line(e)}")
 
     # -- inbox → jobs -----------------------------------------------------------------------
+    def _key(self, path: Path) -> str:
+        """The jobs table's name for an inbox entry: its path below the inbox."""
+        return key_of(os.path.relpath(path, self.cfg.inbox))
+
+    def _waiting(self) -> list[Path]:
+        return waiting(self.cfg.inbox, [f for f in (self.cfg.archive, self.cfg.failed) if f])
+
     def scan(self) -> int:
         """Turn settled inbox files into queued jobs; returns how many were added."""
-        files = waiting(self.cfg.inbox)
+        files = self._waiting()
         self.unsettled = 0
         if not files:
             return 0
-        known = self.jobs.latest_by_file([key_of(p.name) for p in files])
+        known = self.jobs.latest_by_file([self._key(p) for p in files])
         added = 0
         now_ns = time.time_ns()
         for path in files:
             try:
-                st = path.stat()
+                st = path.lstat()
             except OSError:
                 continue  # gone between the listing and now
             sig = (st.st_size, st.st_mtime_ns)
-            key = key_of(path.name)
-            settled = (self._seen.get(key) == sig
-                       and now_ns - st.st_mtime_ns >= self.cfg.settle_s * 1e9)
+            key = self._key(path)
+            plain = stat.S_ISREG(st.st_mode)
+            settled = not plain or known_whole(path) or (
+                self._seen.get(key) == sig
+                and now_ns - st.st_mtime_ns >= self.cfg.settle_s * 1e9)
             self._seen[key] = sig
             job = known.get(key)
             if job is not None and job.status in ("queued", "running"):
@@ -184,21 +243,25 @@ class Worker:
                 self.unsettled += 1
                 continue
             original, meta, problem = read_sidecar(path)
+            if not plain:
+                problem = ("a link, not a file: only plain files are taken" if
+                           stat.S_ISLNK(st.st_mode) else "not a plain file (a folder, pipe or "
+                           "device): only plain files are taken")
             if problem:
                 meta = {"_problem": problem}
             if original is None and key != path.name:
-                original = shown(path.name)  # the bytes stay on disk; the name is shown escaped
+                original = shown(key)  # the bytes stay on disk; the name is shown escaped
             self.jobs.add(key, original, st.st_size, st.st_mtime_ns, meta, requested_job_id(path))
             added += 1
         return added
 
     def _tidy_finished(self) -> None:
-        files = waiting(self.cfg.inbox)
-        known = self.jobs.latest_by_file([key_of(p.name) for p in files]) if files else {}
+        files = self._waiting()
+        known = self.jobs.latest_by_file([self._key(p) for p in files]) if files else {}
         for path in files:
-            job = known.get(key_of(path.name))
+            job = known.get(self._key(path))
             try:
-                st = path.stat()
+                st = path.lstat()
             except OSError:
                 continue
             if job and job.status in ("done", "failed") and \
@@ -217,6 +280,11 @@ class Worker:
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see stop_on_sigterm): not the file's fault
             self.jobs.release(job.job_id)
             raise
+        except FileChanged as e:  # still being copied in: back to the inbox, nothing stored
+            self.jobs.hand_back(job.job_id)
+            self._seen.pop(job.file_name, None)
+            self.echo(f"requeued {name}: {e}; taken again once it stops changing")
+            return True
         except (StoreBusy, MemoryError, OSError) as e:
             # Transient: a locked database, memory pressure, a full disk. Bounded retries.
             reason = f"{type(e).__name__}: {str(e)[:200]}"
@@ -241,8 +309,10 @@ class Worker:
             reason = "file disappeared from the inbox before it was processed"
             self.jobs.fail(job.job_id, reason)
             return "failed", reason
+        self._unchanged(job, path)
         done = process_file(path, metadata_to_meta(job.metadata), self.lm, self.opts,
                             skip=self.writer.already_stored)
+        self._unchanged(job, path)
         if done.result is None:
             sid = session_id_for(done.prep.sha256)
             self.jobs.done(job.job_id, sid, "already stored (same audio)")
@@ -256,7 +326,7 @@ class Worker:
         kept = self._destination(job, result.status == "ok") or path
         result = dataclasses.replace(result, source_path=str(kept),
                                      file_name=job.original_name or shown(job.file_name))
-        if result.status != "ok":
+        if result.status != "ok":  # a half-copied file may fail: checked above, not failed
             self.writer.save(result, self._run())
             self.jobs.fail(job.job_id, result.error or "failed", result.session_id)
             return "failed", result.error
@@ -264,9 +334,21 @@ class Worker:
         self.counts["audio_s"] += result.duration_s
         return "done", "; ".join(done.prep.notes) or None
 
+    def _unchanged(self, job: Job, path: Path) -> None:
+        """FileChanged when the file is no longer what the job took (size, modification time)."""
+        try:
+            st = path.stat()
+        except OSError:
+            return  # gone: process_file says so
+        if (st.st_size, st.st_mtime_ns) != (job.size_bytes, job.mtime_ns):
+            raise FileChanged(f"it changed while being analysed ({job.size_bytes:,} → "
+                              f"{st.st_size:,} bytes)")
+
     def _mark_done(self, job: Job):
-        """The job's `done`, in its session's transaction: a crash leaves both or neither."""
+        """The job's `done`, in its session's transaction: a crash leaves both or neither —
+        and neither when the file changed meanwhile (the last look before the commit)."""
         def hook(con, session_id: str) -> None:
+            self._unchanged(job, entry(self.cfg.inbox, job.file_name))
             JobQueue.done_in(con, job.job_id, session_id)
             if self.before_commit is not None:
                 self.before_commit(job)
@@ -276,10 +358,10 @@ class Worker:
     def _put_away(self, job: Job) -> None:
         """Move a finished job's file (and sidecar) out of the inbox, under the job's id."""
         src = entry(self.cfg.inbox, job.file_name)
-        side = src.with_suffix(SIDECAR) if src.suffix != SIDECAR else None
+        marker_of(src).unlink(missing_ok=True)
         dest = self._destination(job, job.status != "failed")
-        for f, target in ((src, dest), (side, dest and dest.with_suffix(SIDECAR))):
-            if f is None or not (f.is_file() or f.is_symlink()):
+        for f, target in ((src, dest), (sidecar_of(src), dest and sidecar_of(dest))):
+            if not (f.exists() or f.is_symlink()):
                 continue
             try:
                 if target is None:

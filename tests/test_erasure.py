@@ -14,6 +14,7 @@ from cli.main import app
 from core import audit, erasure, inbox, notes
 from core.access import operator
 from core.jobs import JobQueue
+from core.keyed import pseudonym, secret
 from core.queries import Reader
 from core.settings import Retention
 from core.store import Store
@@ -69,7 +70,7 @@ def test_forget_a_customer_removes_rows_recordings_jobs_and_exports(site):
     for path in shared.source_path:
         assert not os.path.exists(path)
     assert not (site["data"] / "failed" / f"{site['job']}.wav").exists()
-    assert not site["waiting"].exists() and not site["waiting"].with_suffix(".json").exists()
+    assert not site["waiting"].exists() and not inbox.sidecar_of(site["waiting"]).exists()
     assert site["other"].exists()  # someone else's upload stays
     holding, not_holding = site["exports"]
     assert len(holding) == len(not_holding) == 2
@@ -77,9 +78,10 @@ def test_forget_a_customer_removes_rows_recordings_jobs_and_exports(site):
     assert Store(db).query("SELECT count(*) n FROM jobs").n[0] == 0
     assert not list((site["data"] / "erasures").glob("*.json"))
     rows = audit.read(Store(db), audit.AuditLog.beside(db), ADMIN, action="erase")
-    assert len(rows) == 1 and rows.target[0].startswith("customer sha256:")
+    key = secret(db)
+    assert len(rows) == 1 and rows.target[0] == f"customer {pseudonym(key, 'c-shared')}"
     assert "c-shared" not in rows.target[0] + rows.detail[0]
-    assert set(json.loads(rows.detail[0])["sessions"]) == set(ids)
+    assert set(json.loads(rows.detail[0])["sessions"]) == {pseudonym(key, s) for s in ids}
 
 
 def test_forget_one_session(site):

@@ -62,7 +62,9 @@ def test_hostile_names_become_safe_files_inside_the_inbox(env, tmp_path, speech)
     box = env / "inbox"
     new = {p for p in tmp_path.rglob("*")} - before
     spool = env / "audit"  # each upload is audited, before the file is taken
-    assert all(inbox.inside(p, box) or inbox.inside(p, spool) for p in new), \
+    keys = env / "access"  # the store's secret, made for the audit's pseudonyms
+    assert all(inbox.inside(p, box) or inbox.inside(p, spool) or inbox.inside(p, keys)
+               for p in new), \
         sorted(map(str, new))  # nothing escaped
     acts = [json.loads(x) for x in (spool / "audit.jsonl").read_text().splitlines()]
     assert [a["action"] for a in acts] == ["upload"] * len(HOSTILE)
@@ -71,13 +73,13 @@ def test_hostile_names_become_safe_files_inside_the_inbox(env, tmp_path, speech)
     assert len(audio) == len(HOSTILE) and len({p.name for p in audio}) == len(HOSTILE)
     for p in audio:
         assert SAFE.match(p.name), p.name
-        side = json.loads(p.with_suffix(".json").read_text())
+        side = json.loads(inbox.sidecar_of(p).read_text())
         assert "/" not in side["original_name"] and "\\" not in side["original_name"]
         assert "\x00" not in side["original_name"] and len(side["original_name"]) <= 120
         assert side["metadata"] == {"agent_id": "a-ana", "team": "support",
                                     "recorded_at": "2026-11-03T14:05",
                                     "tags": ["vip", "refund"]}
-    originals = sorted(json.loads(p.with_suffix(".json").read_text())["original_name"]
+    originals = sorted(json.loads(inbox.sidecar_of(p).read_text())["original_name"]
                        for p in audio)
     assert "x.wav" in originals and "evil.wav" in originals and "passwd" in originals
     assert originals.count("same.wav") == 2
@@ -177,7 +179,7 @@ def test_upload_through_the_browser_lands_safely_in_the_inbox(env, tmp_path, spe
     audio = inbox.waiting(env / "inbox")
     assert len(audio) == 2 and all(SAFE.match(p.name) for p in audio)
     assert all(p.read_bytes() == wav for p in audio)
-    sides = [json.loads(p.with_suffix(".json").read_text()) for p in audio]
+    sides = [json.loads(inbox.sidecar_of(p).read_text()) for p in audio]
     assert sorted(s["original_name"] for s in sides) == ["$(touch pwned); call.wav", "call.wav"]
     assert all(s["metadata"] == {"agent_id": "a-ana"} for s in sides)
     assert not list(tmp_path.rglob("pwned"))

@@ -369,3 +369,23 @@ def test_index_paths_are_per_model_and_dim(tmp_path):
     assert a != vx.index_path(tmp_path / "s.duckdb", MODEL, 768)
     assert a != vx.index_path(tmp_path / "s.duckdb", "/models/emotion2vec_plus_large", 1024)
     assert "/" not in a.name
+
+
+def test_an_erased_vector_leaves_the_saved_graph_file(tmp_path):
+    """usearch's remove only frees a slot: compaction overwrites free slots before it saves,
+    so no file of the index holds a byte of an erased vector (issue 23: erasure reaches the
+    similarity index)."""
+    from core import index_compact
+    ix, X, keys, _ = small_index(tmp_path, n=300)
+    gone = keys[:5]
+    stored = [np.asarray(ix._graph.get(int(k), dtype=np.int8)).tobytes() for k in gone]
+    ix.close()
+    w = vx.VectorIndex.open(ix.path, MODEL, 32, expected=vk.Fingerprint.of(keys), writable=True)
+    assert w.remove(gone) == 5
+    w.save()
+    w.close()
+    assert index_compact.compact(ix.path, wait=True) is not None
+    files = [f for f in ix.path.parent.iterdir() if f.is_file()]
+    assert not any(v in f.read_bytes() for v in stored for f in files)
+    r = vx.VectorIndex.open(ix.path, MODEL, 32, expected=vk.Fingerprint.of(keys[5:]))
+    assert len(r) == 295 and not set(r.search(X[0], 10).keys.tolist()) & set(gone.tolist())

@@ -57,8 +57,8 @@ def erase_form() -> None:
     if not value.strip() or not sure:
         st.warning("Give an id and tick the box.")
         return
-    if not auth.record("erase-request", f"{kind} {erasure.hashed(value.strip())}"
-                       if kind != "session" else value.strip(), {"kind": kind}):
+    # The id goes in as a detail the audit keeps only as a pseudonym (core.audit.minimise).
+    if not auth.record("erase-request", kind, {"kind": kind, kind: value.strip()}):
         return
     erasure.request(data.db_path(), kind, value.strip(), auth.current())
     st.success("Requested. The worker carries it out within seconds (or run `emoscope forget` "

@@ -101,7 +101,8 @@ def main() -> None:
         # Audited before anything is built; nothing is built when the audit cannot be written.
         if not auth.record("export", f"{len(rows)} sessions",
                            {"sessions": rows.session_id.tolist(),
-                            "scope": reports.scope_line(spec, len(rows), rows["when"])}):
+                            "scope": reports.scope_line(spec, len(rows), rows["when"]),
+                            "filters": {spec.kind: spec.key} if spec.key else {}}):
             return
         with st.spinner("Building…"):
             report = reports.build(data.reader(k), spec, data.rules(), data.notes_spool())
