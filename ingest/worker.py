@@ -250,7 +250,8 @@ class Worker:
             if problem:
                 meta = {"_problem": problem}
             if original is None and key != path.name:
-                original = shown(key)  # the bytes stay on disk; the name is shown escaped
+                # The bytes stay on disk; the name (below the inbox) is shown escaped.
+                original = shown(os.path.relpath(path, self.cfg.inbox))
             self.jobs.add(key, original, st.st_size, st.st_mtime_ns, meta, requested_job_id(path))
             added += 1
         return added
