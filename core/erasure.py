@@ -304,8 +304,12 @@ def compact_if_due(store: Store) -> dict | None:
     due = journal_dir(store.path) / COMPACT_DUE
     if not due.exists():
         return None
-    out = store.compact() if store.exists() else None
-    due.unlink(missing_ok=True)
+    if not store.exists():
+        due.unlink(missing_ok=True)
+        return None
+    out = store.compact()
+    if out is not None:  # None: another process wrote meanwhile; the next round compacts
+        due.unlink(missing_ok=True)
     return out
 
 

@@ -155,18 +155,58 @@ class Store:
         if created:
             tighten(self.path)
 
-    def compact(self) -> dict:
+    def compact(self) -> dict | None:
         """Copy the database into a fresh file and put it in place of this one.
 
         DuckDB does not clear what it frees: a deleted row's values stay in the file's free
         blocks (CHECKPOINT and VACUUM reuse them, never wipe them), where `grep -a` finds them.
         Erasure therefore ends here: the fresh file holds only live rows (COPY FROM DATABASE
-        keeps the schema, keys and indexes), written beside the old one, flushed, and renamed
-        over it while the writer's gate keeps new readers out; readers already inside finish on
-        the old file, which is gone once they close. Returns the sizes and seconds it took."""
+        keeps the schema, keys and indexes). The copy is made from a read-only connection, so
+        readers go on meanwhile; then, under the writer's gate and lock, the file is checked
+        unchanged since and renamed over (readers already inside finish on the old file, gone
+        once they close). Returns the sizes and seconds it took, or None when another process
+        wrote meanwhile (the copy is dropped: compact again)."""
         started = time.perf_counter()
-        before = self.path.stat().st_size
+        with self._exclusive() as con:  # the WAL into the file, so the file alone is the store
+            con.execute("CHECKPOINT")
+        before = self._signature()
         fresh = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.compact")
+        try:
+            with self.read() as con:
+                name = con.execute("SELECT current_database()").fetchone()[0]
+                target = str(fresh).replace("'", "''")
+                con.execute(f"ATTACH '{target}' AS compact_target (READ_ONLY false)")
+                con.execute(f'COPY FROM DATABASE "{name}" TO compact_target')
+                con.execute("DETACH compact_target")
+            fd = os.open(fresh, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            tighten(fresh)
+            with self._exclusive():
+                if self._signature() != before:
+                    return None
+                os.replace(fresh, self.path)
+                folder = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(folder)
+                finally:
+                    os.close(folder)
+        finally:
+            for f in (fresh, fresh.with_name(fresh.name + ".wal")):
+                f.unlink(missing_ok=True)
+        return {"bytes_before": before[0], "bytes_after": self.path.stat().st_size,
+                "seconds": time.perf_counter() - started}
+
+    def _signature(self) -> tuple:
+        st = self.path.stat()
+        wal = self.path.with_name(self.path.name + ".wal")
+        return st.st_size, st.st_mtime_ns, st.st_ino, wal.exists() and wal.stat().st_size
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[Connection]:
+        """The writer's gate and a read-write connection outside any transaction."""
         wait = _Wait(self)
         gate = self._gate_fd(create=True)
         try:
@@ -174,36 +214,12 @@ class Store:
                 self._take(gate, fcntl.LOCK_EX, wait)
             con = self._connect(read_only=False, wait=wait, gated=gate is not None)
             try:
-                con.execute("CHECKPOINT")
-                name = con.execute("SELECT current_database()").fetchone()[0]
-                target = str(fresh).replace("'", "''")
-                con.execute(f"ATTACH '{target}' AS compact_target")
-                con.execute(f'COPY FROM DATABASE "{name}" TO compact_target')
-                con.execute("DETACH compact_target")
-            except BaseException:
-                for f in (fresh, fresh.with_name(fresh.name + ".wal")):
-                    f.unlink(missing_ok=True)
-                raise
+                yield con
             finally:
                 con.close()
-            fd = os.open(fresh, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            tighten(fresh)
-            os.replace(fresh, self.path)
-            self.path.with_name(self.path.name + ".wal").unlink(missing_ok=True)
-            folder = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
         finally:
             if gate is not None:
                 os.close(gate)
-        return {"bytes_before": before, "bytes_after": self.path.stat().st_size,
-                "seconds": time.perf_counter() - started}
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
