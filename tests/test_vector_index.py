@@ -376,10 +376,13 @@ def test_an_erased_vector_leaves_the_saved_graph_file(tmp_path):
     so no file of the index holds a byte of an erased vector (issue 23: erasure reaches the
     similarity index)."""
     from core import index_compact
+    from usearch.index import Index
     ix, X, keys, _ = small_index(tmp_path, n=300)
-    gone = keys[:5]
-    stored = [np.asarray(ix._graph.get(int(k), dtype=np.int8)).tobytes() for k in gone]
     ix.close()
+    gone = keys[:5]
+    graph = Index.restore(str(next(ix.path.parent.glob("*.usearch"))))
+    stored = [np.asarray(graph.get(int(k), dtype=np.int8)).tobytes() for k in gone]
+    assert all(len(v) == 32 and v in graph.save() for v in stored)  # as the file holds them
     w = vx.VectorIndex.open(ix.path, MODEL, 32, expected=vk.Fingerprint.of(keys), writable=True)
     assert w.remove(gone) == 5
     w.save()
