@@ -10,6 +10,7 @@ from api.context import DAY, Caller, caller, day
 from api.schemas import SearchAnswer
 from core import word_index
 from core import word_search as ws
+from core.keyed import secret
 from core.labels import LABELS
 
 router = APIRouter()
@@ -51,7 +52,7 @@ def search(
         except word_index.NoTranscripts:
             found = None
     hits = [] if found is None else [ws.hit_record(h) for h in found.hits.to_dict("records")]
-    c.record("search", ws.audit_target(query), {
+    c.record("search", ws.audit_target(query, secret(c.settings.db)), {
         "terms": query.n_terms, "filters": filters.names(), "hits": len(hits),
         "sessions": sorted({h["session_id"] for h in hits})})
     return {"query": str(query), "hits": hits, "more": bool(found and found.more)}

@@ -40,6 +40,7 @@ def search(
     from core import word_search as ws
     from core.access import operator
     from core.audit import AuditError, AuditLog
+    from core.keyed import secret
     from core.queries import Reader
     from core.store import Store
 
@@ -56,7 +57,7 @@ def search(
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1)
     try:  # recorded before anything is shown
-        AuditLog.beside(db).record(viewer, "search", ws.audit_target(q),
+        AuditLog.beside(db).record(viewer, "search", ws.audit_target(q, secret(db)),
                                    ws.audit_detail(found, filters) |
                                    {"by": None if as_ is None else operator().who})
     except AuditError as e:

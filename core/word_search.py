@@ -19,7 +19,6 @@ leaves this module even if the index lags.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from core import word_index
+from core.keyed import pseudonym
 from core.labels import LABELS
 from core.queries import Reader, SessionFilter
 from core.store import Store
@@ -110,10 +110,12 @@ def parse(text: str) -> Query:
     return q
 
 
-def audit_target(q: Query) -> str:
-    """How a search is named in the audit: a hash of the normalised query, never its words
-    (what was searched for can be personal). An auditor who suspects a query hashes it."""
-    return "words sha256:" + hashlib.sha256(str(q).encode()).hexdigest()[:16]
+def audit_target(q: Query, key: bytes) -> str:
+    """How a search is named in the audit: a keyed pseudonym of the normalised query
+    (core.keyed, with the store's secret), never its words — what was searched for can be
+    personal, and a bare hash of a short query is reversed by trying the likely ones. An
+    auditor who suspects a query computes its pseudonym with the same secret."""
+    return "words " + pseudonym(key, str(q), text=True)
 
 
 @dataclass(frozen=True)
