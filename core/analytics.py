@@ -77,8 +77,13 @@ class Reference:
 
     def add(self, metrics) -> None:
         """Metric rows (a DataFrame or a list of dicts) of one or more sessions."""
-        recs = metrics.to_dict("records") if isinstance(metrics, pd.DataFrame) else metrics
-        for sp, vol in ((r["speaker"], r["volatility"]) for r in recs):
+        if isinstance(metrics, pd.DataFrame):  # column-wise: a store's worth of rows is large
+            vol = pd.to_numeric(metrics["volatility"], errors="coerce")
+            keep = metrics[(metrics["speaker"] != ALL) & vol.notna()]
+            for sp, v in zip(keep["speaker"].tolist(), vol[keep.index].astype(float).tolist()):
+                self.values[sp].append(v)
+            return
+        for sp, vol in ((r["speaker"], r["volatility"]) for r in metrics):
             if sp != ALL and vol is not None and not pd.isna(vol):
                 self.values[sp].append(float(vol))
 

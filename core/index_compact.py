@@ -81,8 +81,8 @@ def write_delta(ix, stamp) -> dict:
         keys, vecs, tomb = keys[order], vecs[order], np.union1d(pt, tomb)
         new = {"lo": prev["lo"], "hi": gen, "count": int(keys.size), "tombs": int(tomb.size)}
     folder, stem, tag = ix.path.parent, ix.path.stem, _tag(gen)
-    new["files"] = {k: files.save_npy(folder / f"{stem}.{tag}.d.{k}.npy", a)
-                    for k, a in (("keys", keys), ("vecs", vecs), ("tomb", tomb))}
+    new["files"] = {"delta": files.save_npz(folder / f"{stem}.{tag}.d.npz", keys=keys,
+                                            vecs=vecs, tomb=tomb)}
     return dict(m, format=files.FORMAT, generation=gen, stamp=stamp, deltas=deltas + [new])
 
 

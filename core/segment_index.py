@@ -64,6 +64,16 @@ def _dim(con: Connection, model: str) -> int:
                            [model]).fetchall()[0][0])
 
 
+_dims: dict[tuple[str, str], int] = {}  # (store, model) → embedding size, fixed once stored
+
+
+def _dim_of(store: Store, con: Connection, model: str) -> int:
+    key = (str(store.path.resolve()), model)
+    if key not in _dims:
+        _dims[key] = _dim(con, model)
+    return _dims[key]
+
+
 def path_of(store: Store, space: Space) -> Path:
     return vx.index_path(store.path.resolve(), space.model, space.dim)
 
@@ -174,7 +184,7 @@ def apply(store: Store, session_ids: list[str], gone_keys: np.ndarray) -> dict:
     gone_keys = np.unique(np.asarray(gone_keys, dtype=np.uint64))
     folder = Path(f"{store.path.resolve()}.ann")
     with store.read() as con:  # one connection for all of it: each open costs ~20 ms
-        touched = {Space(m, _dim(con, m)) for (m,) in con.execute(
+        touched = {Space(m, _dim_of(store, con, m)) for (m,) in con.execute(
             f"SELECT DISTINCT coalesce(r.model, '') {SPACE_ROWS} "
             "AND list_contains(?, g.session_id)", [list(session_ids)]).fetchall()}
         # Other spaces only when they hold a row being replaced (a re-ingest by another model).
