@@ -190,11 +190,13 @@ def reads(db: str, dim: int, n: int, seconds: float | None) -> tuple[mp.Event, l
     return stop, procs, q
 
 
-def collect(stop, procs, q) -> np.ndarray:
-    stop.set()
+def collect(stop, procs, q, idle: bool = False) -> np.ndarray:
+    if not idle:
+        stop.set()
     lat = []
     for _ in procs:
         lat += q.get()
+    stop.set()
     for p in procs:
         p.join()
     return np.array(lat)
@@ -262,7 +264,7 @@ def main() -> None:
 
     db = str(store.path)
     stop, procs, q = reads(db, a.dim, a.readers, 1.0)
-    idle = collect(stop, procs, q)
+    idle = collect(stop, procs, q, idle=True)
     print(f"reads idle ({a.readers} readers): {pct(idle)}")
     stop, procs, q = reads(db, a.dim, a.readers, None)
     t0 = time.perf_counter()

@@ -106,6 +106,28 @@ class JobQueue:
                 [now, now]).fetchone()
         return Job.from_row(row) if row else None
 
+    def claim_many(self, n: int) -> list[Job]:
+        """Up to `n` of the oldest queued jobs, now running, oldest first."""
+        now = utc_now()
+        with self.store.write() as con:
+            ids = [r[0] for r in con.execute(
+                "SELECT job_id FROM jobs WHERE status = 'queued' ORDER BY created_at, job_id "
+                "LIMIT ?", [int(n)]).fetchall()]
+            rows = con.execute(
+                f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, "
+                f"updated_at = ? WHERE list_contains(?, job_id) RETURNING {_COLUMNS}",
+                [now, now, ids]).fetchall() if ids else []
+        jobs = {j.job_id: j for j in map(Job.from_row, rows)}
+        return [jobs[i] for i in ids if i in jobs]
+
+    @staticmethod
+    def fail_in(con, job_id: str, reason: str, session_id: str | None = None) -> None:
+        """Mark failed on a connection the caller holds, inside the caller's transaction."""
+        now = utc_now()
+        con.execute("UPDATE jobs SET status = 'failed', error = ?, session_id = ?, "
+                    "finished_at = ?, updated_at = ? WHERE job_id = ?",
+                    [reason, session_id, now, now, job_id])
+
     @staticmethod
     def done_in(con, job_id: str, session_id: str | None, note: str | None = None) -> None:
         """Mark done on a connection the caller holds, inside the caller's transaction."""

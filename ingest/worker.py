@@ -1,8 +1,10 @@
-"""The single writer: turns files in the inbox into jobs and ingests them one at a time.
+"""The single writer: turns files in the inbox into jobs and ingests them in batches.
 
 DuckDB allows one writing process, so uploads and copies only drop files into the inbox and
 this loop does all the writing, each step in its own short transaction so the dashboard's
-read-only connections get in between. A session's rows and its job's `done` share one
+read-only connections get in between. The jobs waiting are taken together (up to `batch`):
+each is analysed alone, then all are stored in one commit; should that commit fail, each is
+stored alone, so a failure stays with its job. A session's rows and its job's `done` share one
 transaction; a job interrupted by a crash is queued again on restart, and one that has taken
 the worker down `max_attempts` times is failed, so nothing loops and nothing stays `running`.
 A database locked by another process is waited out, however long (and said so in the log);
@@ -40,7 +42,7 @@ from core.jobs import Job, JobQueue
 from core.names import shown
 from core.sessions import SessionWriter
 from core.store import StoreBusy
-from core.types import SessionMeta, session_id_for
+from core.types import SessionMeta, SessionResult, session_id_for
 from ingest.model import LoadedModel
 from ingest.options import IngestOptions
 from ingest.pipeline import process_file
@@ -89,6 +91,9 @@ class WorkerConfig:
     max_attempts: int = 3
     retention: Retention = Retention()  # [retention] of emoscope.toml, applied periodically
     housekeeping_s: float = 2.0  # how often the audit spool and erasure requests are handled
+    # Jobs taken together: each through the model on its own, then stored in one commit with
+    # one index update (a commit's fixed cost — connections, checkpoint, index — is shared).
+    batch: int = 16
 
 
 def default_config(db: Path, inbox: Path | None = None, delete: bool = False,
@@ -271,37 +276,87 @@ class Worker:
 
     # -- one job ----------------------------------------------------------------------------
     def step(self) -> bool:
-        """Process the oldest queued job; False when there was none."""
-        job = self.jobs.claim()
-        if job is None:
+        """Process the queued jobs, up to `batch` of them, oldest first: each analysed on its
+        own, then their sessions stored in one commit; each job still fails alone. False when
+        there was none."""
+        jobs = self.jobs.claim_many(max(1, self.cfg.batch))
+        if not jobs:
             return False
-        name = job.original_name or shown(job.file_name)
+        ended: list[tuple[Job, str, str | None]] = []
+        ready: list[tuple[Job, SessionResult, str | None]] = []
         try:
-            status, detail = self._process(job)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see stop_on_sigterm): not the file's fault
-            self.jobs.release(job.job_id)
+            for job in jobs:
+                out = self._attempt(job, lambda job=job: self._process(job))
+                if isinstance(out[1], SessionResult):
+                    ready.append(out)
+                else:
+                    ended.append(out)
+            ended += self._store(ready)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is not finished is handed back
+            over = {j.job_id for j, _, _ in ended}
+            for job in jobs:
+                if job.job_id not in over:
+                    self.jobs.release(job.job_id)
+            raise
+        for job, status, detail in ended:
+            if status in ("done", "failed"):
+                self._put_away(self.jobs.get(job.job_id) or job)
+                self.counts[status] += 1
+            name = job.original_name or shown(job.file_name)
+            self.echo(f"{status:6} {name}" + (f": {detail}" if detail else ""))
+        self._finish_run()
+        return True
+
+    def _attempt(self, job: Job, work: Callable[[], tuple]) -> tuple:
+        """(job, status or result, detail) of `work`, an error ending (or retrying) this job
+        only: transient ones (a locked database, memory, a full disk) a bounded number of
+        times, anything else at once, so one bad file never stops the worker."""
+        try:
+            first, detail = work()
+            return job, first, detail
+        except KeyboardInterrupt:
             raise
         except FileChanged as e:  # still being copied in: back to the inbox, nothing stored
             self.jobs.hand_back(job.job_id)
             self._seen.pop(job.file_name, None)
-            self.echo(f"requeued {name}: {e}; taken again once it stops changing")
-            return True
+            return job, "requeued", f"{e}; taken again once it stops changing"
         except (StoreBusy, MemoryError, OSError) as e:
-            # Transient: a locked database, memory pressure, a full disk. Bounded retries.
             reason = f"{type(e).__name__}: {str(e)[:200]}"
-            status, detail = self.jobs.retry_or_fail(job.job_id, reason), reason
-        except Exception as e:  # one bad file must never stop the worker
+            return job, self.jobs.retry_or_fail(job.job_id, reason), reason
+        except Exception as e:
             reason = f"internal error: {type(e).__name__}: {first_line(e)}"
             self.jobs.fail(job.job_id, reason)
-            status, detail = "failed", reason
-        if status in ("done", "failed"):
-            self._put_away(self.jobs.get(job.job_id) or job)
-            self.counts[status] += 1
-        self._finish_run()
-        self.echo(f"{status:6} {name}" + (f": {detail}" if detail else ""))
-        return True
+            return job, "failed", reason
 
-    def _process(self, job: Job) -> tuple[str, str | None]:
+    def _store(self, ready: list[tuple[Job, SessionResult, str | None]]) -> list[tuple]:
+        """Store analysed sessions, each with its job's outcome in the same transaction: all in
+        one commit, or, should that fail, one by one so the failure stays with its own job."""
+        if len(ready) > 1:
+            try:
+                self.writer.save_many([r for _, r, _ in ready], self._run(),
+                                      [self._outcome(j, r) for j, r, _ in ready])
+                return [self._stored(j, r, d) for j, r, d in ready]
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # noqa: BLE001 - retried one by one just below
+                log.info("a batch of %d sessions did not commit (%s); storing them one by "
+                         "one", len(ready), first_line(e))
+        out = []
+        for job, result, detail in ready:
+            def one(job=job, result=result, detail=detail):
+                self.writer.save(result, self._run(), also=self._outcome(job, result))
+                return self._stored(job, result, detail)[1:]
+            out.append(self._attempt(job, one))
+        return out
+
+    def _stored(self, job: Job, result: SessionResult, detail: str | None) -> tuple:
+        if result.status != "ok":
+            return job, "failed", result.error
+        self.counts["audio_s"] += result.duration_s
+        return job, "done", detail
+
+    def _process(self, job: Job) -> tuple:
+        """(status, detail) of a job ended here, or (result, detail) of one to store."""
         if "_problem" in job.metadata:
             self.jobs.fail(job.job_id, job.metadata["_problem"])
             return "failed", job.metadata["_problem"]
@@ -327,13 +382,14 @@ class Worker:
         kept = self._destination(job, result.status == "ok") or path
         result = dataclasses.replace(result, source_path=str(kept),
                                      file_name=job.original_name or shown(job.file_name))
-        if result.status != "ok":  # a half-copied file may fail: checked above, not failed
-            self.writer.save(result, self._run())
-            self.jobs.fail(job.job_id, result.error or "failed", result.session_id)
-            return "failed", result.error
-        self.writer.save(result, self._run(), also=self._mark_done(job))
-        self.counts["audio_s"] += result.duration_s
-        return "done", "; ".join(done.prep.notes) or None
+        return result, "; ".join(done.prep.notes) or None
+
+    def _outcome(self, job: Job, result: SessionResult):
+        """The job's end, in its session's transaction: done for a stored session, failed
+        for a failed one (stored too, so the dashboard shows why)."""
+        if result.status == "ok":
+            return self._mark_done(job)
+        return lambda con, sid: JobQueue.fail_in(con, job.job_id, result.error or "failed", sid)
 
     def _unchanged(self, job: Job, path: Path) -> None:
         """FileChanged when the file is no longer what the job took (size, modification time)."""

@@ -166,7 +166,7 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(tmp_path, model,
     inbox.mkdir()
     write(inbox / "flaky.wav", speech)
     write(inbox / "hopeless.wav", speech * 0.5)
-    w = make_worker(db, model, max_attempts=3)
+    w = make_worker(db, model, max_attempts=3, batch=1)  # one job per commit: save() each
     calls = {"flaky.wav": 0, "hopeless.wav": 0}
     real_save = w.writer.save
 
@@ -311,3 +311,50 @@ def test_stopping_the_worker_mid_job_hands_the_job_back_without_counting_a_try(
     make_worker(db, model).run(once=True)
     job = jobs_of(db).iloc[0]
     assert (job.status, job.attempts) == ("done", 1)
+
+
+def test_waiting_jobs_are_stored_in_one_commit_and_each_still_fails_alone(tmp_path, model,
+                                                                         speech, monkeypatch):
+    db = tmp_path / "emoscope.duckdb"
+    box = tmp_path / "inbox"
+    box.mkdir()
+    short = speech[:32_000]  # 2 s each: the model's time is not what this is about
+    for name, gain in (("a.wav", 1.0), ("b.wav", 0.5), ("c.wav", 0.7)):
+        write(box / name, short * gain)
+    (box / "corrupt.mp3").write_bytes(np.random.default_rng(3).bytes(20_000))
+    w = make_worker(db, model)
+    commits = []
+    real_save_many = w.writer.save_many
+
+    def save_many(results, *a, **kw):
+        commits.append(sorted(r.file_name for r in results))
+        return real_save_many(results, *a, **kw)
+    monkeypatch.setattr(w.writer, "save_many", save_many)
+
+    def refuse(job):  # b's session cannot be stored (its transaction fails)
+        if job.file_name == "b.wav":
+            raise ValueError("b cannot be stored")
+    w.before_commit = refuse
+    w.start()
+    assert w.scan() == 4
+    assert w.step() and not w.step()  # every waiting job in one step
+    jobs = jobs_of(db).set_index("file_name")
+    assert jobs.status.to_dict() == {"a.wav": "done", "b.wav": "failed", "c.wav": "done",
+                                     "corrupt.mp3": "failed"}
+    assert "b cannot be stored" in jobs.loc["b.wav"].error
+    assert (jobs.attempts == 1).all()
+    # One commit was tried for all four (a failed analysis is stored too, to show why); it
+    # failed on b, so each was stored alone: the others are, b left nothing behind.
+    assert commits[0] == ["a.wav", "b.wav", "c.wav", "corrupt.mp3"]
+    stored = Store(db).query("SELECT file_name FROM sessions ORDER BY file_name").file_name
+    assert stored.tolist() == ["a.wav", "c.wav", "corrupt.mp3"]
+    # Without a failure the batch is one transaction: ingest times one microsecond apart.
+    w.before_commit = None
+    for name, gain in (("d.wav", 0.6), ("e.wav", 0.8)):
+        write(box / name, short * gain)
+    assert w.scan() == 2 and w.step()
+    assert commits[-1] == ["d.wav", "e.wav"]
+    t = Store(db).query("SELECT ingested_at FROM sessions WHERE file_name IN ('d.wav', "
+                        "'e.wav') ORDER BY ingested_at").ingested_at
+    assert (t.iloc[1] - t.iloc[0]).total_seconds() == pytest.approx(1e-6)
+    assert set(jobs_of(db).status) == {"done", "failed"} and len(jobs_of(db)) == 6
