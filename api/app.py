@@ -19,7 +19,7 @@ from api.limits import BodyLimit
 from api.references import References
 from api.runtime import Runtime, load_runtime
 from api.schemas import Health, Problem
-from api.security import require_identity
+from api.security import DeniedAudit, HostCheck, audit_denied, require_identity
 from api.settings import Settings
 from core.store import StoreBusy
 
@@ -40,7 +40,10 @@ DESCRIPTION = """Speech emotion (emotion2vec+, 9 labels) for clips and live conv
   `GET /v1/search` (moments by what was said), `GET /v1/reports`.
 
 Authentication: `Authorization: Bearer <API key or OIDC token>`. Until an identity provider or
-an API key is configured, the API serves loopback clients only, without credentials."""
+an API key is configured, the API serves loopback clients only, without credentials; once one
+has been, a missing, empty or broken keys file (or the last key revoked) closes it (401) rather
+than opening it. The API answers to loopback host names only (plus `[server] allowed_hosts` once
+authentication is configured) and refuses state-changing requests from other sites' pages."""
 
 
 def create_app(settings: Settings = Settings(), runtime: Runtime | None = None) -> FastAPI:
@@ -65,13 +68,16 @@ def create_app(settings: Settings = Settings(), runtime: Runtime | None = None) 
                   responses={400: {"model": Problem, "description": "Malformed request body"}})
     app.state.settings = settings
     app.state.runtime = None
-    app.state.gate = Gate(settings.rules, settings.db)  # a broken emoscope.toml stops here
+    # A broken emoscope.toml stops here; broken later, the gate closes.
+    app.state.gate = Gate(settings.rules, settings.db, settings.open_loopback)
+    app.state.denied = DeniedAudit(settings.db)
     app.state.references = References(settings.db, settings.reference_refresh_s)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
                        shown=f"{settings.max_upload_mb:g} MiB", routes={
                            ("POST", "/v1/sessions"): (
                                settings.max_session_bytes + MULTIPART_OVERHEAD,
                                f"{settings.max_session_mb:g} MiB")})
+    app.add_middleware(HostCheck)  # outermost: a foreign Host or Origin gets nothing further
 
     health = APIRouter(prefix="/v1/health", tags=["health"])
 
@@ -85,6 +91,9 @@ def create_app(settings: Settings = Settings(), runtime: Runtime | None = None) 
                 responses={503: {"model": Health, "description": "Not ready"}})
     async def ready(request: Request):
         rt: Runtime | None = request.app.state.runtime
+        closed = request.app.state.gate.closed_because
+        if closed:  # the process is up, and nobody can be let in: say why
+            return JSONResponse({"status": "closed", "detail": closed}, 503)
         if rt is None:
             return JSONResponse({"status": "starting", "detail": "loading the model"}, 503)
         b = rt.batcher
@@ -114,6 +123,8 @@ def create_app(settings: Settings = Settings(), runtime: Runtime | None = None) 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code in (401, 403, 404):
+            await run_in_threadpool(audit_denied, request, exc.status_code, str(exc.detail))
         if exc.status_code == 405:  # Allow names every method of the path, not one route's
             methods = set()
             for route in request.app.router.routes:

@@ -10,7 +10,13 @@ expired. Its claims then map to a viewer exactly as the dashboard's sign-in does
 (`AccessConfig.viewer_for_claims`).
 
 `Gate` holds the settings and re-reads them (emoscope.toml and the keys file) when either
-changes, so an edited grant or a revoked key applies at the next request.
+changes, so an edited grant or a revoked key applies at the next request. It never opens by
+accident: once a key or an identity provider has been configured for a store (remembered
+beside it, core.apikeys.configured), a keys file or settings file that is missing, empty or
+broken, or the last key revoked, leaves the API **closed** (every request 401, an error in the
+log, /v1/health/ready 503 saying why), never open. Open loopback mode without credentials is
+the default only for a store that never had authentication, or when asked for explicitly
+(`emoscope serve --open-loopback`).
 """
 from __future__ import annotations
 
@@ -143,13 +149,16 @@ class Gate:
     """Who may call: the settings (re-read when emoscope.toml or the keys file changes) and the
     identity providers they name."""
 
-    def __init__(self, config: str | Path | None, db: str | Path):
+    def __init__(self, config: str | Path | None, db: str | Path, open_loopback: bool = False):
         self.config = config_path(config)
         self.db = Path(db)
+        self.open_loopback = open_loopback  # asked for explicitly: no credentials on loopback
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
         self.settings: Settings = None  # type: ignore[assignment]
         self.providers: tuple[Provider, ...] = ()
+        self.broken: str | None = None  # why the settings cannot be used now (→ closed)
+        self._was_required = False
         self.refresh()
 
     def _current_stamp(self) -> tuple:
@@ -173,22 +182,55 @@ class Gate:
             except SettingsError as e:
                 if self.settings is None:
                     raise
-                log.error("settings not reloaded, keeping the previous ones: %s", e)
-                self._stamp = stamp
+                # Closed, not the previous settings: they may have been open.
+                log.error("authentication closed, every request is refused until this is "
+                          "fixed: %s", e)
+                self.broken, self._stamp = str(e), stamp
                 return self.settings
             old = {(p.metadata_url, p.client_id, p.audiences): p for p in self.providers}
             fresh = providers_of(s.auth, s.api_audiences)
             # Providers that did not change keep their cached keys.
             self.providers = tuple(old.get((p.metadata_url, p.client_id, p.audiences), p)
                                    for p in fresh)
-            self.settings, self._stamp = s, stamp
+            self.settings, self._stamp, self.broken = s, stamp, None
+            if self.providers or s.access.api_keys:
+                self._was_required = True
+                apikeys.mark_configured(self.db)
+            elif self._was_required or apikeys.configured(self.db):
+                log.error("authentication closed: %s", self._closed_reason())
         return self.settings
+
+    def _closed_reason(self) -> str:
+        return ("authentication was configured for this store, and now no API key or identity "
+                f"provider is (see {apikeys.keys_file(self.db)} and [auth] in emoscope.toml), "
+                "so the API is closed; create a key (`emoscope apikey create`), or serve this "
+                "machine without credentials with `emoscope serve --open-loopback`")
+
+    @property
+    def mode(self) -> str:
+        """"credentials" (every caller needs them), "open" (loopback callers need none) or
+        "closed" (nobody is let in: see `closed_because`)."""
+        s = self.refresh()
+        if self.broken:
+            return "closed"
+        if self.providers or s.access.api_keys:
+            return "credentials"
+        if self.open_loopback or not (self._was_required or apikeys.configured(self.db)):
+            return "open"
+        return "closed"
+
+    @property
+    def closed_because(self) -> str | None:
+        if self.mode != "closed":
+            return None
+        if self.broken:
+            return f"the settings cannot be read, so the API is closed: {self.broken}"
+        return self._closed_reason()
 
     @property
     def required(self) -> bool:
-        """Credentials are needed once an identity provider or any API key is configured."""
-        s = self.refresh()
-        return bool(self.providers or s.access.api_keys)
+        """Credentials are needed (or nobody gets in) unless the API is in open loopback mode."""
+        return self.mode != "open"
 
     def viewer(self, token: str) -> tuple[Viewer, str]:
         """(viewer, method) for a bearer token or API key; Unauthenticated when it is none."""

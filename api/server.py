@@ -33,7 +33,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | Path = DEFAULT_DB
                         f"known: {', '.join(sorted(known))}")
     settings = Settings(host=host, port=port, db=Path(db), model=model, device=device,
                         **options)
-    check_bind(host, Gate(settings.rules, settings.db).required)
+    check_bind(host, Gate(settings.rules, settings.db, settings.open_loopback).required)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
                 ws_max_size=max(settings.max_chunk_bytes * 2, 1 << 16),

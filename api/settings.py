@@ -29,6 +29,9 @@ class Settings:
     # emoscope.toml: the rules and the settings ([access], [auth], [api], [storage]).
     # None → $EMOSCOPE_CONFIG, $EMOSCOPE_RULES, ./emoscope.toml, defaults.
     rules: str | None = None
+    # Serve loopback clients without credentials even though authentication was configured for
+    # this store once (its keys since revoked or removed): only when asked for explicitly.
+    open_loopback: bool = False
 
     # Micro-batching: requests that arrive within max_wait_ms of the first one waiting, up to
     # batch_seconds of audio, share one forward pass. batching=False runs each request alone.

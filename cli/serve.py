@@ -148,6 +148,10 @@ def serve(
                                   help="Share forward passes between concurrent requests."),
     inbox: Optional[Path] = typer.Option(None, help="Where uploads queue for the worker; "
                                                     "default: inbox/ next to the database."),
+    open_loopback: bool = typer.Option(
+        False, "--open-loopback", help="Serve loopback clients without credentials although "
+                                       "authentication was configured for this store once (its "
+                                       "keys since revoked); without it such a server is closed."),
 ) -> None:
     """Serve the HTTP and streaming API (FastAPI): predict, stream, sessions, jobs, reports;
     OpenAPI at /docs."""
@@ -157,15 +161,16 @@ def serve(
     from core.settings import SettingsError
 
     try:
-        gate = Gate(None, db)
+        gate = Gate(None, db, open_loopback)
         check_bind(host, gate.required)
     except (BindRefused, SettingsError) as e:
         fail_usage(str(e))
     lm = load_model(model, device)  # a model that cannot load stops here, in one sentence
     note_untrained(lm)
-    how = ("credentials required" if gate.required else
-           "no authentication configured: loopback clients only")
+    how = {"credentials": "credentials required",
+           "open": "no authentication configured: loopback clients only, without credentials",
+           "closed": f"CLOSED: {gate.closed_because}"}[gate.mode]
     typer.secho(f"Emoscope API on http://{host}:{port}/docs (model {lm.name} on {lm.device}; "
                 f"{how})", err=True)
     run(host=host, port=port, db=db, model=model, device=device, batching=batching,
-        inbox=inbox)
+        inbox=inbox, open_loopback=open_loopback)

@@ -25,6 +25,9 @@ from core.times import utc_now
 
 PREFIX = "emo_"  # tells a key from an OIDC token (a JWT) in an Authorization header
 FILE = Path("access") / "api_keys.json"
+# Written the first time authentication is configured for a store and never removed by a
+# command: a keys file that is later missing, empty or broken then means closed, not open.
+CONFIGURED = Path("access") / "configured"
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
@@ -54,14 +57,36 @@ def load(db: str | Path | None) -> list[dict]:
     return keys
 
 
-def stamp(db: str | Path | None) -> int:
-    """Changes whenever the keys file does (0: no file)."""
+def stamp(db: str | Path | None) -> tuple:
+    """Changes whenever the keys file does, even twice within one clock tick (it is replaced,
+    never rewritten in place); () when there is no file."""
     if db is None:
-        return 0
+        return ()
     try:
-        return keys_file(db).stat().st_mtime_ns
+        st = keys_file(db).stat()
     except OSError:
-        return 0
+        return ()
+    return st.st_mtime_ns, st.st_ino, st.st_size
+
+
+def configured(db: str | Path | None) -> bool:
+    """Whether authentication was ever configured for this store (a key created, or the API
+    served with an identity provider)."""
+    if db is None:
+        return False
+    home = data_dir_of(db)
+    return (home / CONFIGURED).exists() or (home / FILE).exists()
+
+
+def mark_configured(db: str | Path | None) -> None:
+    if db is None or not data_dir_of(db).is_dir() or (data_dir_of(db) / CONFIGURED).exists():
+        return
+    try:
+        write_atomic(private_dir(keys_file(db).parent) / CONFIGURED.name,
+                     b"authentication has been configured for this store; without a usable key "
+                     b"or identity provider the API stays closed\n")
+    except OSError:  # a read-only data folder: the running API still remembers
+        pass
 
 
 @contextmanager
@@ -106,6 +131,7 @@ def create(db: str | Path, name: str, role: str, teams=(), programmes=(),
         if any(k.get("name") == name for k in keys):
             raise ApiKeyError(f"a key named {name} exists; revoke it first or choose another name")
         _save(db, [*keys, entry])
+    mark_configured(db)
     return key
 
 

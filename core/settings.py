@@ -1,5 +1,5 @@
-"""The operational sections of emoscope.toml: [access], [auth], [api], [retention], [storage];
-and the API keys, which live beside the database (core.apikeys), not in this file.
+"""The operational sections of emoscope.toml: [access], [auth], [api], [server], [retention],
+[storage]; and the API keys, which live beside the database (core.apikeys), not in this file.
 
 The same file holds the analytics rules (core.rules reads those). It is found as the rules
 are: an explicit path, else $EMOSCOPE_CONFIG, else $EMOSCOPE_RULES, else ./emoscope.toml.
@@ -64,6 +64,9 @@ class Settings:
     source: Path | None
     # [api] audience: what an OIDC token's `aud` may name besides the [auth] client_id
     api_audiences: tuple[str, ...] = ()
+    # [server] allowed_hosts: names besides loopback ones that the API and the dashboard answer
+    # to (Host, Origin), honoured only once authentication is configured (core.hosts)
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def sign_in(self) -> bool:
@@ -103,5 +106,10 @@ def load_settings(path: str | Path | None = None, db: str | Path | None = None) 
     audience = (audience,) if isinstance(audience, str) else audience
     if not isinstance(audience, (list, tuple)) or not all(isinstance(a, str) for a in audience):
         raise SettingsError(f"{where}: [api] audience is a string or a list of strings")
+    hosts = (raw.get("server") or {}).get("allowed_hosts", ())
+    hosts = (hosts,) if isinstance(hosts, str) else hosts
+    if not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) and h.strip()
+                                                       for h in hosts):
+        raise SettingsError(f"{where}: [server] allowed_hosts is a list of host names")
     return Settings(access, auth, retention, Path(root).resolve() if root else None,
-                    config_path(path), tuple(audience))
+                    config_path(path), tuple(audience), tuple(h.strip() for h in hosts))

@@ -22,3 +22,9 @@ def wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float = 60) -> sub
     proc.kill()
     out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
     raise RuntimeError(f"{url} did not come up:\n{out[-2000:]}")
+
+
+# The API answers to loopback names only (core.hosts): Starlette's test client says
+# "testserver" unless told otherwise.
+LOCAL = "http://localhost"
+WS_LOCAL = "ws://localhost"  # and its WebSocket client, whatever base_url says

@@ -20,6 +20,7 @@ from api.settings import Settings
 from core.audio import decode
 from core.rules import load_rules
 from tests.audio_gen import write
+from tests.serving import LOCAL, WS_LOCAL
 
 LOOPBACK = ("127.0.0.1", 40000)
 SETTINGS = Settings(model="tiny-random", device="cpu", max_upload_mb=2.0, max_clip_s=30.0)
@@ -27,7 +28,7 @@ SETTINGS = Settings(model="tiny-random", device="cpu", max_upload_mb=2.0, max_cl
 
 @pytest.fixture(scope="module")
 def client(model):
-    with TestClient(create_app(SETTINGS), client=LOOPBACK) as c:
+    with TestClient(create_app(SETTINGS), client=LOOPBACK, base_url=LOCAL) as c:
         yield c
 
 
@@ -144,12 +145,13 @@ def test_hostile_filename_is_not_echoed_raw(client):
 
 
 def test_only_loopback_clients_and_loopback_binding(model):
-    with TestClient(create_app(SETTINGS), client=("203.0.113.7", 5000)) as remote:
+    with TestClient(create_app(SETTINGS), client=("203.0.113.7", 5000),
+                    base_url=LOCAL) as remote:
         assert remote.get("/v1/health/live").status_code == 200
         r = post(remote, b"x", name="a.wav")
         assert r.status_code == 403 and "loopback" in r.json()["detail"]
         with pytest.raises(WebSocketDisconnect) as refused:
-            with remote.websocket_connect("/v1/stream"):
+            with remote.websocket_connect(WS_LOCAL + "/v1/stream"):
                 pass
         assert refused.value.code == 1008
     for host in ("127.0.0.1", "::1", "localhost"):
@@ -182,7 +184,8 @@ def test_full_queue_is_503_with_retry_after(model, clips):
     rt = Runtime(settings, model, rules, IngestOptions(),
                  Batcher(held, batch_seconds=30, max_wait_ms=0, max_queue=1, timeout_s=30))
     codes = []
-    with TestClient(create_app(settings, runtime=rt), client=LOOPBACK) as c:
+    with TestClient(create_app(settings, runtime=rt), client=LOOPBACK,
+                    base_url=LOCAL) as c:
         first = threading.Thread(target=lambda: codes.append(post(c, clips["mono"]).status_code))
         first.start()
         while rt.batcher.stats.requests == 0 and rt.batcher._running_s == 0:
@@ -209,13 +212,16 @@ from hypothesis import HealthCheck, settings as hyp_settings  # noqa: E402
 
 def _as_admin(app, key: str):
     """The generated requests come from schemathesis' in-process client: present them as
-    another machine's admin (an API key), so they reach every endpoint and its store."""
+    another machine's admin (an API key), so they reach every endpoint and its store; by a
+    loopback name (the API answers to no other without [server] allowed_hosts)."""
     auth = (b"authorization", f"Bearer {key}".encode())
 
     async def wrapped(scope, receive, send):
         if scope["type"] in ("http", "websocket"):
-            headers = [h for h in scope.get("headers", []) if h[0] != b"authorization"]
-            scope = dict(scope, client=("203.0.113.5", 5000), headers=[*headers, auth])
+            headers = [h for h in scope.get("headers", []) if h[0] not in (b"authorization",
+                                                                            b"host")]
+            scope = dict(scope, client=("203.0.113.5", 5000),
+                         headers=[*headers, auth, (b"host", b"localhost")])
         await app(scope, receive, send)
     return wrapped
 

@@ -34,6 +34,7 @@ from core.settings import load_settings
 from core.store import Store
 from tests import scope_fixtures
 from tests.audio_gen import silence, speak, write
+from tests.serving import LOCAL, WS_LOCAL
 from tests.scope_fixtures import ADMIN, SUP_A
 
 REMOTE = ("203.0.113.9", 5000)  # another machine: allowed in, once authentication is on
@@ -92,7 +93,7 @@ server_metadata_url = "{idp.url}/.well-known/openid-configuration"
                       ("ana", "analyst", [], ["wellbeing"]), ("boss", "admin", [], [])]}
     settings = Settings(model="tiny-random", device="cpu", db=db, rules=str(config))
     api = create_app(settings)
-    with TestClient(api, client=REMOTE) as client:
+    with TestClient(api, client=REMOTE, base_url=LOCAL) as client:
         yield SimpleNamespace(client=client, db=db, teams=teams, keys=keys, config=config,
                               app=api)
 
@@ -121,7 +122,7 @@ def test_no_bad_or_revoked_credentials_get_401(site, idp):
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", path
         assert "credentials required" in r.json()["detail"]
     with pytest.raises(WebSocketDisconnect) as refused:
-        with c.websocket_connect("/v1/stream"):
+        with c.websocket_connect(WS_LOCAL + "/v1/stream"):
             pass
     assert refused.value.code == 1008
     forger = RSAKey.generate_key(2048, parameters={"kid": "k1"})
@@ -144,7 +145,7 @@ def test_no_bad_or_revoked_credentials_get_401(site, idp):
     apikeys.revoke(site.db, "temp")
     assert c.get("/v1/sessions", headers={"X-API-Key": temp}).status_code == 401
     # With authentication on, loopback callers need credentials too.
-    local = TestClient(site.app, client=("127.0.0.1", 40000))  # no second lifespan
+    local = TestClient(site.app, client=("127.0.0.1", 40000), base_url=LOCAL)  # no lifespan
     assert local.get("/v1/sessions").status_code == 401
 
 
@@ -230,10 +231,12 @@ def test_every_act_is_audited_first_and_refused_when_it_cannot_be(site):
     c.get(f"/v1/sessions/{a}", headers=h)
     c.get(f"/v1/sessions/{a}/audio", headers=h)
     c.get("/v1/reports", headers=h, params={"format": "json"})
-    c.get(f"/v1/sessions/{site.teams['B'][0]}", headers=h)  # refused: not an act on B
+    c.get(f"/v1/sessions/{site.teams['B'][0]}", headers=h)  # refused: a denied attempt
     new = [r for r in log.spooled() if r["audit_id"] not in before]
     assert [(r["action"], r["who"]) for r in new] == [
-        ("view", "api-key:lead-a"), ("play", "api-key:lead-a"), ("export", "api-key:lead-a")]
+        ("view", "api-key:lead-a"), ("play", "api-key:lead-a"), ("export", "api-key:lead-a"),
+        ("denied", "api-key:lead-a")]
+    assert new[3]["detail"]["status"] == 404
     assert new[0]["target"] == new[1]["target"] == a
     assert set(new[2]["detail"]["sessions"]) == set(site.teams["A"])
     # No audit, no data: the audit folder replaced by a file.
@@ -275,7 +278,8 @@ def test_uploads_and_a_stored_stream_become_sessions_through_the_worker(site, tm
     assert c.get(f"/v1/jobs/{up['job_id']}", headers=lead_b).status_code == 404
 
     pcm = (np.clip(speech[::-1], -1, 1) * 32767).astype("<i2")  # not the uploaded audio
-    with c.websocket_connect("/v1/stream?role=customer&store=true&agent=a-zoe",
+    with c.websocket_connect(WS_LOCAL +
+                             "/v1/stream?role=customer&store=true&agent=a-zoe",
                              headers=lead_a) as ws:
         ready = ws.receive_json()
         assert ready.get("store") == {"requested": True, "available": True}, ready

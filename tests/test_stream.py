@@ -18,6 +18,7 @@ from core.types import SessionMeta
 from ingest.options import IngestOptions
 from ingest.pipeline import process_file
 from tests.audio_gen import silence, speak, write
+from tests.serving import LOCAL, WS_LOCAL
 
 SR = 16_000
 # A tiny reference so the volatility rule (95th percentile of earlier values, at least 20 of
@@ -28,7 +29,7 @@ SETTINGS = Settings(model="tiny-random", device="cpu",
 
 @pytest.fixture(scope="module")
 def client(model):
-    with TestClient(create_app(SETTINGS), client=("127.0.0.1", 40001)) as c:
+    with TestClient(create_app(SETTINGS), client=("127.0.0.1", 40001), base_url=LOCAL) as c:
         yield c
 
 
@@ -75,7 +76,7 @@ def replay(ws, chunks, pace_s: float | None):
 def test_live_stream_in_real_time_matches_offline_analysis(client, live_pcm, model, tmp_path):
     step = SR // 10  # 100 ms chunks, as a telephony feed sends them
     chunks = [live_pcm[i:i + step].tobytes() for i in range(0, live_pcm.size, step)]
-    with client.websocket_connect("/v1/stream?role=customer&lang=zh") as ws:
+    with client.websocket_connect(f"{WS_LOCAL}/v1/stream?role=customer&lang=zh") as ws:
         ready = ws.receive_json()
         assert ready["type"] == "ready" and ready["channels"] == [{"channel": 0,
                                                                     "speaker": "customer"}]
@@ -144,7 +145,7 @@ def _opus_packets(x: np.ndarray) -> list[bytes]:
 
 def test_opus_stream_finds_the_same_utterances(client, live_pcm, model, tmp_path):
     packets = _opus_packets(live_pcm)
-    with client.websocket_connect("/v1/stream?encoding=opus&role=customer") as ws:
+    with client.websocket_connect(f"{WS_LOCAL}/v1/stream?encoding=opus&role=customer") as ws:
         assert ws.receive_json()["type"] == "ready"
         msgs, _ = replay(ws, packets, pace_s=None)  # as fast as it goes
     final = msgs[-1]
@@ -157,13 +158,13 @@ def test_opus_stream_finds_the_same_utterances(client, live_pcm, model, tmp_path
 
 
 def test_bad_requests_get_a_reason(client):
-    with client.websocket_connect("/v1/stream?encoding=mp3") as ws:
+    with client.websocket_connect(f"{WS_LOCAL}/v1/stream?encoding=mp3") as ws:
         err = ws.receive_json()
         assert err["type"] == "error" and "encoding" in err["message"]
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
         assert closed.value.code == 1008
-    with client.websocket_connect("/v1/stream") as ws:
+    with client.websocket_connect(WS_LOCAL + "/v1/stream") as ws:
         assert ws.receive_json()["type"] == "ready"
         ws.send_text("hello")
         assert ws.receive_json()["code"] == "bad_message"  # not fatal
