@@ -13,6 +13,7 @@ from fastapi import Depends, HTTPException, Request
 
 from api.security import Identity, require_identity
 from api.settings import Settings
+from core.access import AccessConfig
 from core.audit import AuditError, AuditLog
 from core.inbox import check_inside, data_dir_of
 from core.queries import Reader
@@ -26,6 +27,7 @@ class Caller:
     identity: Identity
     settings: Settings
     audio_root: Path | None
+    access: AccessConfig | None = None  # [access] of emoscope.toml: who may use which tags
 
     @property
     def viewer(self):
@@ -59,8 +61,8 @@ class Caller:
 
 
 def caller(request: Request, identity: Identity = Depends(require_identity)) -> Caller:
-    gate = request.app.state.gate
-    return Caller(identity, request.app.state.settings, gate.refresh().audio_root)
+    now = request.app.state.gate.refresh()
+    return Caller(identity, request.app.state.settings, now.audio_root, now.access)
 
 
 # -- parameters ------------------------------------------------------------------------------------

@@ -168,7 +168,8 @@ class Connection:
         rt, meta = self.rt, dict(self.p["metadata"])
         meta.update(team=self.team, roles=list(self.p["roles"]),
                     recorded_at=self.started.isoformat(timespec="seconds"))
-        c = Caller(self.identity, rt.settings, self.ws.app.state.gate.refresh().audio_root)
+        now = self.ws.app.state.gate.refresh()
+        c = Caller(self.identity, rt.settings, now.audio_root, now.access)
         try:
             job_id = await run_in_threadpool(
                 queue_recording, c, f"{self.live.id}.wav", self.live.wav(),

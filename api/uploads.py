@@ -57,7 +57,11 @@ def upload_team(viewer: Viewer, team: str | None) -> str | None:
 def queue_recording(c: Caller, name: str, source, metadata: dict,
                     max_bytes: int | None) -> str:
     """Audit the upload, then put the recording and its sidecar in the inbox; the job id.
-    Refused (413/422/503/507) when it cannot be queued; nothing is left half-written."""
+    Refused (403/413/422/503/507) when it cannot be queued; nothing is left half-written."""
+    refused = c.access.tags_refused(c.viewer, metadata.get("tags") or ()) if c.access else []
+    if refused:
+        raise Refused(403, f"tags: {', '.join(refused)} files a recording into a programme "
+                           "you do not follow; only its own people and admins use it")
     job_id = new_job_id()
     c.record("upload", inbox.display_name(name),
              {"job_id": job_id, **{k: metadata[k] for k in ("team", "agent_id")

@@ -139,8 +139,11 @@ class AccessConfig:
 
     def viewer_for_claims(self, claims: Mapping) -> Viewer:
         """The viewer an OIDC identity (its ID-token claims, as st.user gives them) maps to:
-        the union of every grant whose group is among its groups or whose e-mail is its own."""
+        the union of every grant whose group is among its groups or whose e-mail is its own.
+        An e-mail grant needs `email_verified: true`: many providers let a user type any
+        address into their profile, so an unverified one proves nothing."""
         email = str(claims.get("email") or "").strip().lower()
+        verified = claims.get("email_verified") is True
         who = email or str(claims.get("sub") or "")
         groups = claims.get(self.groups_claim) or ()
         if isinstance(groups, str):
@@ -149,14 +152,26 @@ class AccessConfig:
         roles, scope = set(), NOTHING
         for g in self.grants:
             if (g.group is not None and g.group in groups) or \
-                    (g.email is not None and email and g.email.lower() == email):
+                    (g.email is not None and email and verified and g.email.lower() == email):
                 roles.add(g.role)
                 scope = scope | self._scope_of(g.role, g.teams, g.programmes)
         return Viewer(who or "unknown", frozenset(roles), scope, str(claims.get("name") or ""))
 
     def viewer_for_email(self, email: str) -> Viewer:
-        """The viewer for an e-mail alone (its e-mail grants; no groups): `emoscope export --as`."""
-        return self.viewer_for_claims({"email": email})
+        """The viewer for an e-mail alone (its e-mail grants; no groups): `emoscope export --as`,
+        where the operator vouches for the address."""
+        return self.viewer_for_claims({"email": email, "email_verified": True})
+
+    def tags_refused(self, viewer: Viewer, tags: Iterable[str]) -> list[str]:
+        """The tags among `tags` that this viewer may not put on an upload: a tag that a
+        programme follows (`diary` for the wellbeing programme) files the recording into that
+        programme's analysts' scope, so only those who see that tag themselves, and admins,
+        may use it. A supervisor of a call team cannot file a call as a diary."""
+        if viewer.scope.everything:
+            return []
+        followed = set().union(*(p.tags for p in self.programmes.values())) \
+            if self.programmes else set()
+        return [t for t in dict.fromkeys(tags) if t in followed and t not in viewer.scope.tags]
 
     def viewer_for_api_key(self, key: str) -> Viewer | None:
         """The viewer an API key stands for, or None; keys are compared by hash, in constant time."""

@@ -213,13 +213,19 @@ class Reader:
         if job_id is not None:
             cond += " AND j.job_id = ?"
             params.append(job_id)
+        # A job's session is shown only when the viewer may see that session too: the same
+        # audio uploaded by another team is "done" here, without its session id or the
+        # worker's "already stored", which would tell this team about the other's recording.
+        seen, seen_params = self._sessions_where(EVERY_INCL_FAILED, "s")
         return self._query(
-            "SELECT job_id, original_name, file_name, status, error, session_id, attempts, "
+            "SELECT job_id, original_name, file_name, status, CASE WHEN j.session_id IS NULL "
+            "OR v.seen IS NOT NULL THEN j.error END AS error, v.seen AS session_id, attempts, "
             "size_bytes, created_at, started_at, finished_at FROM (SELECT *, "
             "json_extract_string(metadata, '$.team') AS team, "
             "coalesce(CAST(json_extract(metadata, '$.tags') AS VARCHAR[]), []) AS tags "
-            f"FROM jobs) j WHERE {cond} ORDER BY created_at DESC, job_id DESC LIMIT ?",
-            [*params, int(limit)])
+            f"FROM jobs) j LEFT JOIN (SELECT s.session_id AS seen FROM sessions s WHERE {seen}) "
+            f"v ON v.seen = j.session_id WHERE {cond} ORDER BY created_at DESC, job_id DESC "
+            "LIMIT ?", [*seen_params, *params, int(limit)])
 
     def job(self, job_id: str) -> dict | None:
         """One job of the queue, when the viewer's scope covers its upload; else None (as for

@@ -33,6 +33,10 @@ ADMIN = ("admin.py", "Audit & erasure", ":material/shield_person:")  # admins
 
 private_umask()  # uploads and anything else this process writes: 0600 / 0700
 st.set_page_config(page_title="Emoscope", page_icon="🎧", layout="wide")
+refused = auth.host_refusal()  # before anything else: a foreign Host gets one sentence
+if refused:
+    st.error(f"Nothing is shown here: {refused}. Open the dashboard at its own address.")
+    st.stop()
 try:
     viewer = auth.resolve()
 except SettingsError as e:  # fail closed: a broken [access] grants nothing

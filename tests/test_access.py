@@ -39,15 +39,28 @@ def test_claims_map_to_roles_and_scopes():
     cfg = access()
     lead = cfg.viewer_for_claims({"email": "Lead@Example.com", "groups": ["leads-a", "x"]})
     assert lead.roles == {"supervisor"} and lead.scope == Scope(teams=frozenset({"A"}))
-    ana = cfg.viewer_for_claims({"email": "ana@example.com", "groups": []})
+    ana = cfg.viewer_for_claims({"email": "ana@example.com", "email_verified": True,
+                                 "groups": []})
     assert ana.roles == {"analyst"} and ana.scope.tags == {"wellbeing"} and not ana.scope.teams
     boss = cfg.viewer_for_claims({"sub": "u1", "groups": "emoscope-admins"})
     assert boss.is_admin and boss.scope.everything and boss.who == "u1"
-    both = cfg.viewer_for_claims({"email": "ana@example.com", "groups": ["leads-a"]})
+    both = cfg.viewer_for_claims({"email": "ana@example.com", "email_verified": True,
+                                  "groups": ["leads-a"]})
     assert both.roles == {"analyst", "supervisor"}
     assert both.scope == Scope(teams=frozenset({"A"}), tags=frozenset({"wellbeing"}))
     stranger = cfg.viewer_for_claims({"email": "eve@example.com", "groups": ["leads-b"]})
     assert stranger.roles == frozenset() and stranger.scope == NOTHING
+
+
+def test_an_email_grant_needs_a_verified_email():
+    """Issue 23 item 7: an e-mail grant accepted `email_verified: false` (anyone who can type
+    the address into a provider profile)."""
+    cfg = access()
+    for claims in ({"email": "ana@example.com", "email_verified": False},
+                   {"email": "ana@example.com"}, {"email": "ana@example.com",
+                                                  "email_verified": "true"}):
+        assert cfg.viewer_for_claims(claims).roles == frozenset(), claims
+    assert cfg.viewer_for_email("ana@example.com").roles == {"analyst"}  # the CLI's --as
 
 
 def test_api_keys_are_matched_by_hash_only():

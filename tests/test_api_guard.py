@@ -26,6 +26,13 @@ def store(tmp_path_factory):
     return db, folder / "emoscope.toml"
 
 
+@pytest.fixture(scope="module")
+def keys(store):
+    db = store[0]
+    return {"lead-a": apikeys.create(db, "lead-a", "supervisor", ["A"]),
+            "boss": apikeys.create(db, "boss", "admin")}
+
+
 def app_for(db, config, **kw):
     return create_app(Settings(model="tiny-random", device="cpu", db=db, rules=str(config), **kw))
 
@@ -127,10 +134,10 @@ def test_other_sites_pages_cannot_upload_or_stream(store, tmp_path):
     assert c.post("/v1/sessions", files=form).status_code == 202
 
 
-def test_denied_attempts_are_audited(store):
+def test_denied_attempts_are_audited(store, keys):
     """Issue 23 item 7: 401, 403 and 404 were never audited."""
     db, config = store
-    key = apikeys.create(db, "lead-a", "supervisor", ["A"])
+    key = keys["lead-a"]
     c = TestClient(app_for(db, config), client=("203.0.113.4", 5000), base_url=LOCAL)
     log = AuditLog.beside(db)
     before = {r["audit_id"] for r in log.spooled()}
@@ -149,3 +156,43 @@ def test_denied_attempts_are_audited(store):
         ("denied", "unauthenticated", 400)]
     assert denied[0]["detail"]["client"] == "203.0.113.4"
     assert "emo_guess" not in str(denied)  # a guessed key is not written down
+
+
+WAV = {"audio": ("x.wav", b"RIFF" + bytes(64), "audio/wav")}
+
+
+def test_only_a_programmes_own_people_file_into_its_tag(store, keys):
+    """Issue 23 item 7: a supervisor could tag an upload `diary` (here the programme's tag is
+    `wellbeing`) and so put it in the wellbeing analysts' scope."""
+    db, config = store
+    c = TestClient(app_for(db, config), client=ON_LOOPBACK, base_url=LOCAL)
+    lead, boss = {"X-API-Key": keys["lead-a"]}, {"X-API-Key": keys["boss"]}
+    inbox = db.parent / "inbox"
+    before = set(inbox.iterdir()) if inbox.exists() else set()
+    r = c.post("/v1/sessions", headers=lead, data={"tags": "north, wellbeing"}, files=WAV)
+    assert r.status_code == 403 and "wellbeing" in r.json()["detail"], r.text
+    assert (set(inbox.iterdir()) if inbox.exists() else set()) == before
+    assert c.post("/v1/sessions", headers=lead, data={"tags": "north"}, files=WAV
+                  ).status_code == 202
+    assert c.post("/v1/sessions", headers=boss, data={"tags": "wellbeing"}, files=WAV
+                  ).status_code == 202
+
+
+def test_a_copy_of_another_teams_recording_reveals_nothing_of_it(store, keys):
+    """Issue 23 item 7: uploading a copy of team B's recording told team A its session id
+    ("already stored")."""
+    from core.jobs import JobQueue
+    from core.store import Store
+    db, config = store
+    b_session = Store(db).query("SELECT session_id FROM sessions WHERE team = 'B' LIMIT 1"
+                                ).session_id[0]
+    jobs = JobQueue(Store(db))
+    job = jobs.add("copy.wav", "copy.wav", metadata={"team": "A"})
+    jobs.done(job, b_session, "already stored (same audio)")  # what the worker records
+    c = TestClient(app_for(db, config), client=ON_LOOPBACK, base_url=LOCAL)
+    r = c.get(f"/v1/jobs/{job}", headers={"X-API-Key": keys["lead-a"]})
+    assert r.status_code == 200 and r.json()["status"] == "done"
+    assert r.json()["session_id"] is None and b_session not in r.text
+    assert "already" not in r.text
+    seen = c.get(f"/v1/jobs/{job}", headers={"X-API-Key": keys["boss"]}).json()
+    assert seen["session_id"] == b_session  # an admin sees where it went

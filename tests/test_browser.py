@@ -51,12 +51,23 @@ def settle(page, timeout_ms: int = 30000) -> None:
 
 
 def drive(base_url: str, out: Path) -> dict:
-    """Open every page from the sidebar, click the timeline; returns what it saw."""
+    """Open every page from the sidebar, click the timeline; returns what it saw. First, the
+    same server under a foreign name resolved to this machine (DNS rebinding)."""
     from playwright.sync_api import sync_playwright
     out.mkdir(parents=True, exist_ok=True)
     seen: dict = {"pages": {}, "errors": {}}
+    port = base_url.rsplit(":", 1)[1]
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            *CHROMIUM_ARGS, "--host-resolver-rules=MAP evil.example 127.0.0.1"])
+        rebound = browser.new_page()
+        rebound.goto(f"http://evil.example:{port}/", wait_until="domcontentloaded")
+        rebound.wait_for_selector('[data-testid="stAlertContentError"]', timeout=30000)
+        settle(rebound)
+        seen["rebound"] = rebound.locator("body").inner_text()
+        seen["rebound_nav"] = rebound.locator('[data-testid="stSidebarNav"]').count()
+        rebound.screenshot(path=str(out / "rebound_host.png"))
+        rebound.close()
         page = browser.new_page(viewport={"width": 1440, "height": 2200})
         page.goto(base_url, wait_until="domcontentloaded")
         page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=30000)
@@ -131,6 +142,9 @@ def test_every_page_in_chromium(ingested_db, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
     assert seen["pages"] == {p: p for p in PAGES}
+    # Issue 23 item 3: under a foreign Host the dashboard showed "Signed in as this machine".
+    assert "Nothing is shown here" in seen["rebound"] and "evil.example" in seen["rebound"]
+    assert seen["rebound_nav"] == 0 and "Signed in" not in seen["rebound"]
     assert seen["pattern_charts"] >= 2 and seen["pattern_gl"] >= 1
     from core.access import operator
     from core.queries import Reader

@@ -17,7 +17,8 @@ AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret":
         "client_id": "emoscope", "client_secret": "s",
         "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration"}
 LEAD_A = {"is_logged_in": True, "email": "lead-a@example.com", "groups": ["leads-a"]}
-ANALYST = {"is_logged_in": True, "email": "ana@example.com", "groups": []}
+ANALYST = {"is_logged_in": True, "email": "ana@example.com", "email_verified": True,
+           "groups": []}
 ADMIN = {"is_logged_in": True, "email": "boss@example.com", "groups": ["emoscope-admins"]}
 
 

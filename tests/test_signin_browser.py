@@ -59,7 +59,8 @@ def site(tmp_path_factory):
     db, teams = build(folder)
     users = [User(sub="lead", claims={"email": "lead-a@example.com", "name": "Lead A",
                                       "groups": ["leads-a"]}),
-             User(sub="ana", claims={"email": "ana@example.com", "name": "Ana", "groups": []})]
+             User(sub="ana", claims={"email": "ana@example.com", "email_verified": True,
+                                     "name": "Ana", "groups": []})]
     port = free_port()
     with run_server_in_thread(port=0, user_claims=users) as idp:
         cfg = folder / "emoscope.toml"

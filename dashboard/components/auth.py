@@ -50,6 +50,31 @@ def provider() -> str | None:
     return named[0] if len(named) == 1 and "client_id" not in section else None
 
 
+def host_refusal() -> str | None:
+    """Why this browser's request must get nothing, or None: the Host (and Origin) it came
+    with must be a loopback name, or one of [server] allowed_hosts when sign-in is configured
+    (core.hosts). A page under another name resolved to this machine (DNS rebinding) would
+    otherwise be served as this machine's operator. Streamlit has no such check of its own; the
+    headers are those of the browser's WebSocket to this server."""
+    from core import hosts
+    try:
+        headers = st.context.headers
+        host, origin = headers.get("Host"), headers.get("Origin")
+    except Exception:  # noqa: BLE001 — no server behind this run (a bare script run)
+        return None
+    if not headers:  # no request at all (AppTest); a browser's WebSocket always has a Host
+        return None
+    try:
+        allowed = data.settings().allowed_hosts if sign_in_configured() else ()
+    except Exception:  # noqa: BLE001 — broken settings allow no extra name
+        allowed = ()
+    if not hosts.host_allowed(host, allowed):
+        return hosts.refusal(host)
+    if not hosts.origin_allowed(origin, allowed):
+        return hosts.refusal(origin)
+    return None
+
+
 def resolve() -> Viewer | None:
     """The viewer for this browser session, or None when they must sign in first (the caller
     then shows only the sign-in page)."""

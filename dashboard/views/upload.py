@@ -67,6 +67,11 @@ def save_uploads(files, meta: dict, box: Path) -> list[tuple[str, str]]:
     """Each file into the inbox; returns what to tell the user, as (kind, text)."""
     max_bytes = limit_mb() * 1024 * 1024
     saved, said = 0, []
+    refused = data.settings().access.tags_refused(auth.current(), meta.get("tags") or ())
+    if refused:  # the same rule as the API's (core.access.AccessConfig.tags_refused)
+        return [("error", f"Not queued: the tag {ui.md(', '.join(refused))} files a recording "
+                          "into a programme you do not follow; only its own people and admins "
+                          "use it.")]
     for f in files:
         shown = ui.md(inbox.display_name(f.name))
         if not auth.record("upload", inbox.display_name(f.name),
