@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from api.batcher import Batcher
 from api.settings import Settings
@@ -23,6 +24,7 @@ class Runtime:
     opts: IngestOptions
     batcher: Batcher
     streams: int = 0
+    streams_by: Counter = field(default_factory=Counter)  # open streams per caller
     state: str = "ready"  # ready → draining at shutdown
 
 

@@ -50,6 +50,8 @@ class Settings:
     tick_s: float = 0.5  # one update message per tick
     stream_context_s: float = 1.5  # audio before the new part that the live curve sees
     max_streams: int = 16
+    max_streams_per_caller: int = 8  # one key (or identity) never holds every slot
+    stream_idle_s: float = 30.0  # a stream that sends no audio this long is closed
     max_stream_s: float = 3600.0  # audio per stream; the whole stream is kept for the final pass
     max_chunk_bytes: int = 256 * 1024  # one WebSocket message of audio
     # Earlier sessions' volatility per speaker role, for the volatility_percentile rule while

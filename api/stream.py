@@ -11,7 +11,8 @@ Protocol (docs/api.md has the full message shapes):
     server → {"type": "final", ...}, then closes with 1000
 
 Errors are {"type": "error", "code": ..., "message": ...}; fatal ones are followed by a close
-(1008 bad request, 1009 chunk too large, 1013 too many streams, 1011 internal error).
+(1008 bad request or no audio for `stream_idle_s`, 30 s; 1009 chunk too large; 1013 too many
+streams, on the server or for this caller, `max_streams_per_caller`, 8; 1011 internal error).
 
 `store=true` (or "store": true in "end") keeps the conversation: the API does not write the
 database (the worker is its single writer), so the stream's audio goes into the worker's inbox
@@ -191,12 +192,21 @@ class Connection:
     async def _receive(self) -> bool | None:
         """Audio until "end" (→ whether storing was asked) or a disconnect (→ None)."""
         s = self.rt.settings
+        loop = asyncio.get_running_loop()
+        last_audio = loop.time()
         while True:
-            msg = await self.ws.receive()
+            try:  # a slot held without audio is a slot others cannot have
+                msg = await asyncio.wait_for(self.ws.receive(),
+                                             max(0.0, last_audio + s.stream_idle_s - loop.time()))
+            except asyncio.TimeoutError:
+                await self.error("idle", f"no audio for {s.stream_idle_s:g} s; closing the stream")
+                await self.ws.close(1008)
+                return None
             if msg["type"] == "websocket.disconnect":
                 return None
             data, text = msg.get("bytes"), msg.get("text")
             if data is not None:
+                last_audio = loop.time()
                 if len(data) > s.max_chunk_bytes:
                     await self.error("chunk_too_large", f"an audio message of {len(data)} bytes; "
                                      f"at most {s.max_chunk_bytes} (send smaller chunks)")
@@ -285,7 +295,15 @@ async def stream(ws: WebSocket, identity: Identity = Depends(require_identity)) 
                             "try again later"})
         await ws.close(1013)
         return
+    who = identity.subject
+    if rt.streams_by[who] >= rt.settings.max_streams_per_caller:
+        await ws.send_json({"type": "error", "code": "quota", "message":
+                            f"{who} has {rt.streams_by[who]} streams open, the most one caller "
+                            "may; end one first"})
+        await ws.close(1013)
+        return
     rt.streams += 1
+    rt.streams_by[who] += 1
     try:
         await Connection(ws, rt, params, identity).run()
     except WebSocketDisconnect:
@@ -300,3 +318,6 @@ async def stream(ws: WebSocket, identity: Identity = Depends(require_identity)) 
             pass
     finally:
         rt.streams -= 1
+        rt.streams_by[who] -= 1
+        if rt.streams_by[who] <= 0:
+            del rt.streams_by[who]

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import secrets as token
+import signal
 import subprocess
 import sys
 import tomllib
@@ -153,7 +154,30 @@ def run_dashboard(db: Path, port: int = 8501, host: str | None = None) -> int:
     else:
         print(f"Emoscope dashboard on http://{bound}:{port} (database {db}). No sign-in is "
               "configured, so it serves this machine only (127.0.0.1).", file=sys.stderr)
+    return run_child(cmd, env)
+
+
+def run_child(cmd: list[str], env: dict) -> int:
+    """Run Streamlit as a child until it exits. SIGTERM or SIGHUP to this process (a service
+    manager stopping it, a closed terminal) stops the child too, instead of leaving it serving
+    with nobody to stop it; Ctrl-C reaches both through the terminal."""
+    proc = subprocess.Popen(cmd, env=env)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return subprocess.call(cmd, env=env)
+        return proc.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -223,3 +223,42 @@ def test_admin_sees_the_audit_and_files_an_erasure_request(env):
     body = json.loads(requests[0].read_text())
     assert body["who"] == "boss@example.com" and body["kind"] == "customer"
     requests[0].unlink()
+
+
+def test_sigterm_to_the_launcher_stops_its_streamlit_child(tmp_path):
+    """Issue 23 item 7: SIGTERM to `emoscope dashboard` left Streamlit serving. The launcher
+    runs a stand-in child here (a sleeping Python that writes its pid), not Streamlit: what is
+    under test is the launcher's handling of the signal."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    pid_file = tmp_path / "child.pid"
+    child = ["import os, time", f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))",
+             "time.sleep(120)"]
+    script = ("import sys; from dashboard import launch; "
+              f"launch.run_child([sys.executable, '-c', {'; '.join(child)!r}], None)")
+    launcher = subprocess.Popen([sys.executable, "-c", script],
+                                cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.monotonic() + 20
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and launcher.poll() is None
+        time.sleep(0.05)
+    pid = int(pid_file.read_text())
+    launcher.send_signal(signal.SIGTERM)
+    assert launcher.wait(15) == 0
+
+    def alive() -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+        except OSError:
+            return False
+    deadline = time.monotonic() + 10
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert not alive(), "the Streamlit child is still running"
+    finally:
+        if alive():
+            os.kill(pid, signal.SIGKILL)
