@@ -25,6 +25,7 @@ stream is filed under one of their teams (`team=`).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
 import re
@@ -274,6 +275,20 @@ class Connection:
         raise Overloaded("the model stayed too busy to finish the stream", 5)
 
 
+LONG_STREAM_S = 60.0  # after a stream this long, freed memory is handed back to the system
+
+
+def give_back_memory() -> None:
+    """Hand freed heap back to the system. A long stream's buffers and the model's passes
+    over it are allocated in glibc's arenas from many threads; freed, they stayed in the
+    process (RSS +1 GB after a one-hour stream) because glibc returns arena memory only when
+    asked. Not glibc (musl, macOS): nothing to do."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @router.websocket("/stream")
 async def stream(ws: WebSocket, identity: Identity = Depends(require_identity)) -> None:
     rt: Runtime | None = ws.app.state.runtime
@@ -304,8 +319,14 @@ async def stream(ws: WebSocket, identity: Identity = Depends(require_identity)) 
         return
     rt.streams += 1
     rt.streams_by[who] += 1
+    heard_s = 0.0
     try:
-        await Connection(ws, rt, params, identity).run()
+        conn = Connection(ws, rt, params, identity)
+        try:
+            await conn.run()
+        finally:
+            heard_s = conn.live.duration_s
+            del conn  # its buffers (an hour of audio is 230 MB a channel) go now
     except WebSocketDisconnect:
         pass
     except Exception as e:  # noqa: BLE001 — tell the client, keep serving the others
@@ -317,6 +338,8 @@ async def stream(ws: WebSocket, identity: Identity = Depends(require_identity)) 
         except Exception:  # noqa: BLE001 — the socket is already gone
             pass
     finally:
+        if heard_s >= LONG_STREAM_S:
+            await run_in_threadpool(give_back_memory)
         rt.streams -= 1
         rt.streams_by[who] -= 1
         if rt.streams_by[who] <= 0:

@@ -46,8 +46,7 @@ if viewer is None:
     st.navigation([st.Page(auth.sign_in_page, title="Sign in", default=True)],
                   position="hidden").run()
     st.stop()
-if auth.sign_in_configured() and \
-        not auth.record_once("sign-in", viewer.who, {"roles": sorted(viewer.roles)}):
+if auth.sign_in_configured() and not auth.record_sign_in(viewer):
     st.stop()  # an act that cannot be audited does not happen: here, the whole visit
 if not viewer.roles:
     st.navigation([st.Page(auth.no_role_page, title="No access", default=True)],

@@ -63,6 +63,17 @@ def test_an_email_grant_needs_a_verified_email():
     assert cfg.viewer_for_email("ana@example.com").roles == {"analyst"}  # the CLI's --as
 
 
+def test_a_programmes_tag_is_for_its_own_people():
+    """Issue 23 item 7: a supervisor could tag an upload with a programme's tag (`diary`) and
+    file it into the analysts' scope. The rule the API and the Upload page both apply."""
+    cfg = access()
+    lead = cfg.viewer_for_claims({"groups": ["leads-a"]})
+    ana = cfg.viewer_for_claims({"email": "ana@example.com", "email_verified": True})
+    boss = cfg.viewer_for_claims({"groups": ["emoscope-admins"]})
+    assert cfg.tags_refused(lead, ["north", "wellbeing"]) == ["wellbeing"]
+    assert cfg.tags_refused(ana, ["wellbeing"]) == [] and cfg.tags_refused(boss, ["wellbeing"]) == []
+
+
 def test_api_keys_are_matched_by_hash_only():
     cfg = AccessConfig.from_dict({"api_keys": [
         {"name": "crm", "sha256": hash_api_key("s3cret"), "role": "supervisor",

@@ -205,6 +205,25 @@ def test_an_analyst_sees_only_their_programme_and_cannot_upload(env):
         at.switch_page("views/upload.py").run()
 
 
+def test_a_sign_in_is_recorded_once_not_at_every_page_load(env):
+    """Issue 23 item 7: the dashboard recorded a sign-in at every page load (each one a new
+    Streamlit session). Two loads of one sign-in (the same ID-token claims) → one record; a new
+    sign-in (a new token) → a second."""
+    db, teams = env
+    token = {"iss": "https://idp.example", "sub": "u-lead", "iat": 1_800_000_000,
+             "nonce": "n-1"}
+
+    def sign_ins() -> int:
+        return sum(r["action"] == "sign-in" and r["who"] == "lead-a@example.com"
+                   for r in spool(db))
+    before = sign_ins()
+    as_user(LEAD_A | token)
+    as_user(LEAD_A | token, "session")
+    assert sign_ins() == before + 1
+    as_user(LEAD_A | token | {"iat": 1_800_000_900, "nonce": "n-2"})
+    assert sign_ins() == before + 2
+
+
 def test_admin_sees_the_audit_and_files_an_erasure_request(env):
     db, teams = env
     as_user(LEAD_A, "session")  # something to audit

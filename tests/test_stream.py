@@ -173,3 +173,80 @@ def test_bad_requests_get_a_reason(client):
         while (m := ws.receive_json())["type"] != "final":
             pass
         assert m["utterances"] == [] and m["alerts"] == []
+
+
+# -- limits: slots per caller, idle streams, memory after long streams ------------------------
+@pytest.fixture
+def tight(model):
+    """A server of 4 stream slots, one per caller, closing streams after 0.3 s without audio."""
+    from api.batcher import Batcher
+    from api.runtime import Runtime, engine_run
+    from ingest.options import IngestOptions
+    settings = Settings(model="tiny-random", device="cpu", max_streams=4,
+                        max_streams_per_caller=1, stream_idle_s=0.3,
+                        volatility_reference={"customer": (0.0,) * 20})
+    rt = Runtime(settings, model, load_rules(), IngestOptions(),
+                 Batcher(engine_run(model, None), batch_seconds=30, max_wait_ms=0,
+                         max_queue=8, timeout_s=30))
+    with TestClient(create_app(settings, runtime=rt), client=("127.0.0.1", 40002),
+                    base_url=LOCAL) as c:
+        yield c, rt
+
+
+def test_one_caller_cannot_hold_every_slot_and_silent_streams_end(tight):
+    """Issue 23 item 7: one key could hold all 16 stream slots, sending no audio, for ever."""
+    c, rt = tight
+    with c.websocket_connect(f"{WS_LOCAL}/v1/stream") as first:
+        assert first.receive_json()["type"] == "ready"
+        with c.websocket_connect(f"{WS_LOCAL}/v1/stream") as second:
+            refused = second.receive_json()
+            with pytest.raises(WebSocketDisconnect) as closed:
+                second.receive_json()
+        assert refused["code"] == "quota" and closed.value.code == 1013
+        t0 = time.monotonic()
+        while (msg := first.receive_json())["type"] != "error":
+            assert msg["type"] == "update"  # updates go on while it waits
+        assert msg["code"] == "idle" and time.monotonic() - t0 < 5
+        with pytest.raises(WebSocketDisconnect) as closed:
+            first.receive_json()
+        assert closed.value.code == 1008
+    while rt.streams:
+        time.sleep(0.01)
+    assert not rt.streams_by  # the slot is free again
+
+
+def test_memory_is_handed_back_after_a_long_stream(tight, monkeypatch):
+    """Issue 23 item 7: RSS stayed +1 GB after a one-hour stream (glibc keeps freed arena
+    memory until malloc_trim). Here: the stream's buffers are gone as soon as it ends (no
+    reference cycle keeps them for the garbage collector), and memory is handed back after a
+    stream of at least LONG_STREAM_S. bench/stream_memory.py measures the RSS."""
+    import gc
+    import weakref
+
+    import api.live
+    import api.stream
+    c, rt = tight
+    made, calls = [], []
+    real_init = api.live.LiveStream.__init__
+
+    def tracked(self, *a, **kw):
+        real_init(self, *a, **kw)
+        made.append(weakref.ref(self))
+    monkeypatch.setattr(api.live.LiveStream, "__init__", tracked)
+    monkeypatch.setattr(api.stream, "give_back_memory", lambda: calls.append(1))
+    chunk = bytes(SR * 2 * 4)  # 4 s of digital silence: the VAD has nothing to do
+    gc.disable()
+    try:
+        with c.websocket_connect(f"{WS_LOCAL}/v1/stream?role=customer") as ws:
+            ws.receive_json()
+            for _ in range(int(api.stream.LONG_STREAM_S // 4) + 1):
+                ws.send_bytes(chunk)
+            ws.send_text('{"type": "end"}')
+            while ws.receive_json()["type"] != "final":
+                pass
+        while rt.streams:
+            time.sleep(0.01)
+        assert made and made[0]() is None
+    finally:
+        gc.enable()
+    assert calls == [1]

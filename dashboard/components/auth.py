@@ -8,8 +8,10 @@ it, the dashboard serves the machine's own operator, and only on a loopback addr
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
+import threading
 
 import streamlit as st
 
@@ -157,6 +159,57 @@ def record(action: str, target: str | None = None, detail: dict | None = None) -
     except AuditError as e:
         st.error(f"Not done: {e}.")
         return False
+
+
+class _SignIns:
+    """The sign-ins already recorded by this server process (keys, not identities)."""
+
+    def __init__(self, most: int = 100_000):
+        self.seen: dict[str, None] = {}
+        self.most = most
+        self.lock = threading.Lock()
+
+    def first(self, key: str) -> bool:
+        with self.lock:
+            return key not in self.seen
+
+    def add(self, key: str) -> None:
+        with self.lock:
+            self.seen[key] = None
+            while len(self.seen) > self.most:  # the oldest go first
+                self.seen.pop(next(iter(self.seen)))
+
+
+@st.cache_resource(show_spinner=False)
+def _sign_ins() -> _SignIns:
+    return _SignIns()
+
+
+def sign_in_key() -> str | None:
+    """What tells one sign-in from the next: the ID token's issuer, subject, issue time and
+    nonce. Every page load of a browser signed in once carries the same (Streamlit keeps the
+    token's claims in its cookie); signing in again makes a new one. None without them."""
+    claims = st.user.to_dict()
+    if not (claims.get("iat") or claims.get("nonce")):
+        return None
+    parts = [str(claims.get(k) or "") for k in ("iss", "sub", "email", "iat", "nonce")]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def record_sign_in(viewer: Viewer) -> bool:
+    """Record a sign-in once per sign-in, not on every page load (each is a new Streamlit
+    session); False when it cannot be recorded (then nothing is shown)."""
+    detail = {"roles": sorted(viewer.roles)}
+    key = sign_in_key()
+    if key is None:  # no token claims to tell sign-ins apart: once per Streamlit session
+        return record_once("sign-in", viewer.who, detail)
+    seen = _sign_ins()
+    if not seen.first(key):
+        return True
+    if record("sign-in", viewer.who, detail):
+        seen.add(key)
+        return True
+    return False
 
 
 def record_once(action: str, target: str | None = None, detail: dict | None = None) -> bool:
