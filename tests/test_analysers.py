@@ -18,6 +18,7 @@ from core.queries import Reader
 from core.store import Store
 from tests.audio_gen import silence, speak
 from tests.store_fixtures import writer_for
+from tests.serving import LOCAL, WS_LOCAL
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_a_registered_analyser_is_stored_by_ingest_and_served_by_the_api(loud_db
     segs, peaks = stored(loud_db)
     check_loudness(segs, peaks)
     with TestClient(create_app(Settings(db=loud_db, model="tiny-random", device="cpu")),
-                    client=("127.0.0.1", 40002)) as c:
+                    client=("127.0.0.1", 40002), base_url=LOCAL) as c:
         sid = segs.session_id.iloc[0]
         got = c.get(f"/v1/sessions/{sid}", params={"curves": False}).json()
     mine = segs[segs.session_id == sid].sort_values(["start_s", "channel"])
@@ -74,8 +75,8 @@ def test_a_registered_analyser_reaches_the_live_stream(loudness, model):
                                    speak("Please fix it now."), silence(0.4)]), -1, 1)
            * 32767).astype("<i2")
     with TestClient(create_app(Settings(model="tiny-random", device="cpu")),
-                    client=("127.0.0.1", 40003)) as c, \
-            c.websocket_connect("/v1/stream?role=customer") as ws:
+                    client=("127.0.0.1", 40003), base_url=LOCAL) as c, \
+            c.websocket_connect(f"{WS_LOCAL}/v1/stream?role=customer") as ws:
         ws.receive_json()
         for i in range(0, pcm.size, 8000):
             ws.send_bytes(pcm[i:i + 8000].tobytes())
