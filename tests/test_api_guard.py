@@ -40,8 +40,9 @@ def app_for(db, config, **kw):
 def test_a_store_that_had_keys_stays_closed_when_they_go(tmp_path, caplog):
     """Issue 23 item 2: revoking the last key, deleting, emptying or corrupting the keys file
     used to turn authentication off (200 with every team to anyone on loopback)."""
-    db, teams = scope_fixtures.build(tmp_path)
+    db = tmp_path / "emoscope.duckdb"  # no store needed: the gate answers first
     config = tmp_path / "emoscope.toml"
+    config.write_text(scope_fixtures.CONFIG)
     fresh = TestClient(app_for(tmp_path / "never" / "x.duckdb", config), client=ON_LOOPBACK,
                        base_url=LOCAL)
     assert fresh.get("/v1/sessions").status_code == 200  # never configured: open loopback
