@@ -7,18 +7,19 @@ import json
 import os
 import time
 
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from core import audit, erasure, inbox, notes
+from core import audit, erasure, inbox, notes, shards
 from core.access import operator
 from core.jobs import JobQueue
 from core.keyed import pseudonym, secret
 from core.queries import Reader
 from core.settings import Retention
 from core.store import Store
-from tests.scope_fixtures import ADMIN, build
+from tests.scope_fixtures import ADMIN, build, results
 
 TABLES = ("sessions", "segments", "frames", "channels", "session_metrics", "alerts")
 
@@ -139,6 +140,9 @@ def test_the_worker_carries_out_requests_and_retention(site, model):
         os.utime(f, (time.time() - 40 * 86400,) * 2)
     # Sessions recorded in November 2026 (the fixture's dates) are kept 30 days from "now".
     days = (time.time() - time.mktime((2026, 11, 5, 0, 0, 0, 0, 0, -1))) / 86400
+    staging = db.with_name(db.name + ".shards")  # Ray shards of every session: retention too
+    for i, r in enumerate(results(data / "shard-audio")):
+        shards.write_shard(staging, f"k{i:02d}", r, {"run": "r1", "position": i})
     cfg = default_config(db, retention=Retention(audio_days=30, data_days=days))
     w = Worker(writer_for(db), model, cfg, echo=lambda line: None)
     w.start()
@@ -149,6 +153,8 @@ def test_the_worker_carries_out_requests_and_retention(site, model):
     left = Reader(Store(db), operator()).session_rows()
     # Team A's calls (2-4 Nov) are past it; team B's (5-6 Nov) are not.
     assert set(left.session_id) == set(teams["B"])
+    assert {r["session_id"] for f in (staging / "sessions").glob("*.parquet")
+            for r in pq.read_table(f).to_pylist()} == set(teams["B"])
     rows = audit.read(Store(db), audit.AuditLog.beside(db), ADMIN, action="erase")
     assert {"session", "retention", "audio"} <= {json.loads(d)["kind"] for d in rows.detail}
     assert "boss@example.com" in set(rows.who) and "retention" in set(rows.who)

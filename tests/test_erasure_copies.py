@@ -87,3 +87,4 @@ def test_audit_names_people_by_a_keyed_pseudonym_not_a_guessable_hash(tmp_path):
     for n in range(10_000):
         digest = hashlib.sha256(f"c-{n:04d}".encode()).hexdigest()
         assert digest[:16] not in text and digest[:24] not in text
+
