@@ -516,27 +516,18 @@ class Reader:
                 f"SELECT s.session_id FROM sessions s WHERE {cond}", params).fetchall()]
 
     def utterance_hits(self, utterance_ids, f: SessionFilter = EVERY) -> pd.DataFrame:
-        """These utterances, of sessions the reader may see that `f` admits: text, times,
-        speaker, the emotion of the segment overlapping them most (label, confidence) and of
-        all that overlap (labels), with their session's team, agent, file and date; newest
+        """These utterances (at most a page of them: looked up by key), of sessions the reader
+        may see that `f` admits, with their session's team, agent, file and date; newest
         session first, then in the order spoken."""
+        ids = list(utterance_ids)[:1000]
         cond, params = self._sessions_where(f)
+        keys = ", ".join("?" * len(ids)) or "NULL"  # constants: the primary key's index answers
         return self._query(
-            "WITH u AS (SELECT u.*, s.team, s.agent_id, s.file_name, "
-            f"{SESSION_DATE.format(a='s')} AS \"when\" FROM utterances u JOIN sessions s "
-            f"USING (session_id) WHERE list_contains(?, u.utterance_id) AND {cond}), "
-            "o AS (SELECT u.utterance_id, g.label, g.confidence, "
-            "least(g.end_s, u.end_s) - greatest(g.start_s, u.start_s) AS overlap FROM u "
-            "JOIN segments g ON g.session_id = u.session_id AND g.channel = u.channel "
-            "AND g.start_s < u.end_s AND g.end_s > u.start_s), "
-            "e AS (SELECT utterance_id, arg_max(label, overlap) AS label, "
-            "arg_max(confidence, overlap) AS confidence, "
-            "list_sort(list_distinct(list(label))) AS labels FROM o GROUP BY 1) "
             "SELECT u.utterance_id, u.session_id, u.channel, u.speaker, u.start_s, u.end_s, "
-            "u.text, e.label, e.confidence, coalesce(e.labels, []) AS labels, u.\"when\", "
-            "u.team, u.agent_id, u.file_name FROM u LEFT JOIN e USING (utterance_id) "
-            "ORDER BY u.\"when\" DESC, u.session_id, u.start_s, u.channel",
-            [list(utterance_ids), *params])
+            f"u.text, {SESSION_DATE.format(a='s')} AS \"when\", s.team, s.agent_id, "
+            f"s.file_name FROM utterances u JOIN sessions s USING (session_id) "
+            f"WHERE u.utterance_id IN ({keys}) AND {cond} "
+            "ORDER BY \"when\" DESC, u.session_id, u.start_s, u.channel", [*ids, *params])
 
     # -- roll-ups (core.aggregates over the rows above) -------------------------------------
     def aggregates(self, by: str = "agent", period: str = "week", speaker: str = ALL,

@@ -34,13 +34,14 @@ from core.store import Store
 
 log = logging.getLogger("emoscope.words")
 
-VERSION = "1"  # the layout below; another value is rebuilt
+VERSION = "2"  # the layout below; another value is rebuilt
 SHIFT = 20  # rowid = (session date in epoch seconds) << SHIFT | n
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 CREATE TABLE IF NOT EXISTS sessions (session_id TEXT PRIMARY KEY, stamp TEXT, n INTEGER);
 CREATE TABLE IF NOT EXISTS utt (rowid INTEGER PRIMARY KEY, utterance_id TEXT NOT NULL,
-                                session_id TEXT NOT NULL, role TEXT, emo INTEGER NOT NULL);
+                                session_id TEXT NOT NULL, role TEXT, emo INTEGER NOT NULL,
+                                label TEXT, confidence REAL);
 CREATE INDEX IF NOT EXISTS utt_session ON utt (session_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5 (text,
     tokenize = 'unicode61 remove_diacritics 2');
@@ -51,15 +52,26 @@ STATE_SQL = ("SELECT u.session_id, s.ingested_at::VARCHAR AS stamp, count(*) AS 
              "GROUP BY ALL ORDER BY 1")
 LABEL_LIST = "[" + ", ".join(f"'{x}'" for x in LABELS) + "]"
 ROWS_SQL = (
-    "SELECT u.utterance_id, u.session_id, any_value(u.speaker) AS role, "
-    "any_value(u.text) AS text, any_value(u.start_s) AS start_s, "
-    "epoch(any_value(coalesce(s.recorded_at, s.ingested_at)))::BIGINT AS t, "
-    f"coalesce(bit_or((1 << (list_position({LABEL_LIST}, g.label) - 1))::INTEGER), 0) AS emo "
-    "FROM utterances u JOIN sessions s USING (session_id) "
-    "LEFT JOIN segments g ON g.session_id = u.session_id AND g.channel = u.channel "
-    "AND g.start_s < u.end_s AND g.end_s > u.start_s "
-    "WHERE s.status = 'ok' AND list_contains(?, u.session_id) "
-    "GROUP BY u.utterance_id, u.session_id ORDER BY t, u.session_id, start_s")
+    "WITH o AS (SELECT u.utterance_id, g.label, g.confidence, "
+    "least(g.end_s, u.end_s) - greatest(g.start_s, u.start_s) AS overlap "
+    "FROM utterances u JOIN segments g ON g.session_id = u.session_id "
+    "AND g.channel = u.channel AND g.start_s < u.end_s AND g.end_s > u.start_s {where_u}), "
+    "e AS (SELECT utterance_id, arg_max(label, overlap) AS label, "
+    "arg_max(confidence, overlap) AS confidence, "
+    f"bit_or((1 << (list_position({LABEL_LIST}, label) - 1))::INTEGER) AS emo "
+    "FROM o GROUP BY 1) "
+    "SELECT u.utterance_id, u.session_id, u.speaker, u.text, "
+    "epoch(coalesce(s.recorded_at, s.ingested_at))::BIGINT AS t, coalesce(e.emo, 0), "
+    "e.label, e.confidence FROM utterances u JOIN sessions s USING (session_id) "
+    "LEFT JOIN e USING (utterance_id) WHERE s.status = 'ok' {where_u} "
+    # Allocated in this order, walked backwards: newest session first, then (same second) by
+    # session id, each session's utterances in the order spoken — the read-back's order.
+    "ORDER BY t, u.session_id DESC, u.start_s DESC, u.channel DESC")
+# The fingerprint readers compare before searching: cheap (one pass, no grouping), and moved
+# by any session added, removed or re-ingested and by any change in its number of utterances.
+FINGERPRINT_SQL = ("SELECT count(*)::VARCHAR || ':' || coalesce(sum(hash(s.session_id, "
+                   "s.ingested_at)::HUGEINT), 0)::VARCHAR FROM utterances u "
+                   "JOIN sessions s USING (session_id) WHERE s.status = 'ok'")
 REBUILD_SHARE = 0.5  # past this share of sessions differing, start from an empty index
 
 
@@ -93,25 +105,33 @@ def rowid_of_time(ts) -> int:
 
 
 # -- the store's state ------------------------------------------------------------------------
-def store_state(store: Store) -> dict[str, tuple[str, int]]:
-    """session_id → (ingest stamp, number of utterances) of every ok session with utterances;
-    NoTranscripts when the store has no utterances table."""
+def store_state(store: Store) -> tuple[dict[str, tuple[str, int]], str]:
+    """(session_id → (ingest stamp, number of utterances) of every ok session with
+    utterances, the fingerprint of them), read in one transaction; NoTranscripts when the store
+    has no utterances table."""
     with store.read() as con:
         has = con.execute("SELECT count(*) FROM information_schema.tables "
                           "WHERE table_name = 'utterances'").fetchone()[0]
         if not has:
             raise NoTranscripts(f"{store.path} keeps no transcripts (ingest with --asr to "
                                 "store what was said)")
+        con.execute("BEGIN TRANSACTION")
         rows = con.execute(STATE_SQL).fetchall()
-    return {sid: (stamp, int(n)) for sid, stamp, n in rows}
+        fp = str(con.execute(FINGERPRINT_SQL).fetchone()[0])
+        con.execute("COMMIT")
+    return {sid: (stamp, int(n)) for sid, stamp, n in rows}, fp
 
 
-def fingerprint(state: dict[str, tuple[str, int]]) -> str:
-    h = hashlib.sha256()
-    for sid in sorted(state):
-        stamp, n = state[sid]
-        h.update(f"{sid}\x1f{stamp}\x1f{n}\x1e".encode())
-    return h.hexdigest()
+def fingerprint(store: Store) -> str:
+    """The store's fingerprint of its transcripts (FINGERPRINT_SQL): what a reader compares
+    with the one the index was synced to."""
+    with store.read() as con:
+        has = con.execute("SELECT count(*) FROM information_schema.tables "
+                          "WHERE table_name = 'utterances'").fetchone()[0]
+        if not has:
+            raise NoTranscripts(f"{store.path} keeps no transcripts (ingest with --asr to "
+                                "store what was said)")
+        return str(con.execute(FINGERPRINT_SQL).fetchone()[0])
 
 
 # -- the index file ---------------------------------------------------------------------------
@@ -170,7 +190,7 @@ def sync(store: Store, erased: bool = False) -> Synced:
     `erased`, also merge the FTS segments and vacuum so deleted words leave the file."""
     t0 = time.perf_counter()
     out = Synced()
-    state = store_state(store)
+    state, fp = store_state(store)
     db = store.path
     with _updating(db):
         try:
@@ -200,7 +220,6 @@ def sync(store: Store, erased: bool = False) -> Synced:
                 con.execute("DELETE FROM sessions WHERE session_id = ?", [sid])
             out.removed = len([s for s in stale if s not in state])
             out.added = _add(con, store, fresh, state)
-            fp = fingerprint(state)
             con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                             [("version", VERSION), ("fingerprint", fp)])
             con.execute("COMMIT")
@@ -219,25 +238,35 @@ def sync(store: Store, erased: bool = False) -> Synced:
 
 def _add(con: sqlite3.Connection, store: Store, session_ids: list[str],
          state: dict[str, tuple[str, int]], batch: int = 2000) -> int:
-    """Insert these sessions' utterances (read from the store in batches of sessions)."""
+    """Insert these sessions' utterances, read from the store in batches of sessions (all of
+    them in one streamed read when the index starts empty)."""
     next_free: dict[int, int] = {}
-    for lo in range(0, len(session_ids), batch):
-        part = session_ids[lo:lo + batch]
-        with store.read() as dcon:
-            rows = dcon.execute(ROWS_SQL, [part]).fetchall()
+
+    def insert(rows) -> None:
         utt, fts = [], []
-        for utterance_id, sid, role, text, _, t, emo in rows:
+        for utterance_id, sid, role, text, t, emo, label, confidence in rows:
             base = int(t) << SHIFT
             if base not in next_free:
                 top = con.execute("SELECT max(rowid) FROM utt WHERE rowid >= ? AND rowid < ?",
                                   [base, base + (1 << SHIFT)]).fetchone()[0]
                 next_free[base] = base if top is None else top + 1
-            rowid = next_free[base]
+            utt.append((next_free[base], utterance_id, sid, role, int(emo), label, confidence))
+            fts.append((next_free[base], text or ""))
             next_free[base] += 1
-            utt.append((rowid, utterance_id, sid, role, int(emo)))
-            fts.append((rowid, text or ""))
-        con.executemany("INSERT INTO utt VALUES (?, ?, ?, ?, ?)", utt)
+        con.executemany("INSERT INTO utt VALUES (?, ?, ?, ?, ?, ?, ?)", utt)
         con.executemany("INSERT INTO fts(rowid, text) VALUES (?, ?)", fts)
-        con.executemany("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)",
-                        [(s, *state[s]) for s in part])
+
+    if session_ids and len(session_ids) == len(state):
+        with store.read() as dcon:
+            reader = dcon.sql(ROWS_SQL.format(where_u="")).to_arrow_reader(50_000)
+            for rb in reader:
+                insert(zip(*(rb.column(i).to_pylist() for i in range(rb.num_columns))))
+    else:
+        for lo in range(0, len(session_ids), batch):
+            part = session_ids[lo:lo + batch]
+            with store.read() as dcon:
+                where = "AND list_contains($ids, u.session_id)"
+                insert(dcon.execute(ROWS_SQL.format(where_u=where), {"ids": part}).fetchall())
+    con.executemany("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)",
+                    [(s, *state[s]) for s in session_ids])
     return len(session_ids)

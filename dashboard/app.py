@@ -25,6 +25,7 @@ PAGES = [("overview.py", "Overview", ":material/dashboard:"),
          ("agents.py", "Agents", ":material/support_agent:"),
          ("person.py", "Person", ":material/person:"),
          ("alerts.py", "Volatility & alerts", ":material/notifications:"),
+         ("search.py", "Search", ":material/search:"),
          ("similar.py", "Similar moments", ":material/join_inner:"),
          ("patterns.py", "Patterns", ":material/bubble_chart:"),
          ("reports.py", "Reports", ":material/download:")]

@@ -15,7 +15,7 @@ from core.queries import Reader
 from core.store import Store
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
-PAGES = ["overview", "session", "agents", "person", "alerts", "similar", "reports"]
+PAGES = ["overview", "session", "agents", "person", "alerts", "search", "similar", "reports"]
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_page_renders_with_untrained_banner(db, page):
     at = open_page(page)
     clean(at)
     assert at.title[0].value in ("Overview", "Session", "Agents", "Person",
-                                 "Volatility & alerts", "Similar moments", "Reports")
+                                 "Volatility & alerts", "Search", "Similar moments", "Reports")
     assert any("Untrained model" in w.value and "tiny-random" in w.value for w in at.warning)
 
 
@@ -244,3 +244,42 @@ def test_overview_filters_survive_a_visit_to_another_page(db):
     assert at.multiselect(key="ov_team").value == ["support"]
     assert at.text_input(key="ov_text").value == "call"
     assert metric(at, "Sessions") == "1"
+
+
+@pytest.fixture(scope="module")
+def words_db(tmp_path_factory) -> Path:
+    """Calls of two teams and a diary, with what was said (tests/scope_fixtures)."""
+    from tests.scope_fixtures import build
+    return build(tmp_path_factory.mktemp("words-dash"))[0]
+
+
+def test_search_finds_moments_that_play_in_place_and_open_the_session(words_db, monkeypatch):
+    monkeypatch.setenv("EMOSCOPE_DB", str(words_db))
+    at = open_page("search")
+    clean(at)
+    assert any("Type what was said" in i.value for i in at.info)
+    at.text_input(key="ws_q").input('"want a refund"').run()
+    clean(at)
+    said = [m.value for m in at.markdown if "want a refund" in m.value]
+    assert len(said) == 6 and all("angry" in m and "customer" in m for m in said)
+    assert any("6 moments in 6 sessions" in c.value for c in at.caption)
+    assert audio_start(at) == 10  # each moment's player starts where it was said
+    at.multiselect(key="ws_team").set_value(["B"]).run()
+    at.text_input(key="ws_q").input("refund OR cancel").run()
+    at.multiselect(key="ws_role").set_value(["customer"]).run()
+    clean(at)
+    said = [m.value for m in at.markdown if "“" in m.value]
+    assert said and all("B\\-1" in m for m in said)
+    assert any("cancel my account" in m for m in said)
+    first = Store(words_db).query(  # the newest call first
+        "SELECT u.session_id, u.start_s FROM utterances u JOIN sessions s USING (session_id) "
+        "WHERE u.text = 'I want a refund right now' AND s.team = 'B' "
+        "ORDER BY s.recorded_at DESC").iloc[0]
+    at.button(key="ws_open_0").click().run()
+    clean(at)
+    assert at.session_state["session_id"] == first.session_id
+    assert at.session_state["seek"]["t_s"] == pytest.approx(first.start_s)
+    # the query language's mistakes are one line, not a trace
+    bad = open_page("search")
+    bad.text_input(key="ws_q").input('"" !').run()
+    assert [e.value for e in bad.error] == ["give at least one word to search for"]

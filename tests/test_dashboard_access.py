@@ -153,6 +153,24 @@ def test_supervisor_finds_no_similar_moment_in_team_b(env):
     assert not [m for m in at.metric if m.label == "Similarity"]
 
 
+def test_supervisor_finds_words_only_in_team_a_and_the_search_is_audited(env):
+    db, teams = env
+    at = as_user(LEAD_A, "search")
+    at.text_input(key="ws_q").input("refund").run()
+    said = [m.value for m in at.markdown if "“" in m.value]
+    assert said and all("A\\-1" in m for m in said)  # file names A-10.wav ... of team A
+    shown = everything_shown(at)
+    assert not any(s in shown for s in teams["B"] + teams["W"]) and "B\\-1" not in shown
+    assert "'B'" not in str([w.options for w in at.multiselect])
+    at.text_input(key="ws_q").input('"cancel my account"').run()  # said in team B only
+    assert any("Nothing you may see" in i.value for i in at.info)
+    from core.audit import AuditLog
+    rows = [r for r in AuditLog.beside(db).spooled()
+            if r["action"] == "search" and r["who"] == "lead-a@example.com"]
+    assert len(rows) == 2 and set(rows[0]["detail"]["sessions"]) <= set(teams["A"])
+    assert not any(w in json.dumps(rows) for w in ("refund", "cancel"))
+
+
 def test_supervisor_reports_export_only_team_a(env):
     db, teams = env
     at = as_user(LEAD_A, "reports")

@@ -296,6 +296,18 @@ def similar_map(k: Key, model: str, dim: int, n: int = 3000) -> pd.DataFrame:
                          "segment_id": m.segment_id.to_numpy(), "speaker": m.speaker.to_numpy()})
 
 
+# -- search by words: the FTS5 index beside the store (core.word_search) ------------------------
+@st.cache_data(show_spinner="Searching…", max_entries=64)
+def word_search(k: Key, query: str, filters, limit: int):
+    """core.word_search.search through the viewer's Reader; None when the store keeps no
+    transcripts."""
+    from core import word_index, word_search as ws
+    try:
+        return ws.search(reader(k), query, filters, limit)
+    except word_index.NoTranscripts:
+        return None
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def patterns(k: Key) -> pd.DataFrame:
     return reader(k).patterns()
