@@ -199,20 +199,21 @@ def sync(store: Store, erased: bool = False) -> Synced:
             log.warning("%s: %s; rebuilding it from the store", path_of(db), e)
             path_of(db).unlink(missing_ok=True)
             con = connect(db, writable=True)
+        meta = dict(con.execute("SELECT k, v FROM meta").fetchall())
+        held = {sid: (stamp, n) for sid, stamp, n in
+                con.execute("SELECT session_id, stamp, n FROM sessions").fetchall()}
+        stale = sorted(s for s in held if state.get(s) != held[s])
+        # Another layout, or most of it changed: a new file is quicker than deleting rows.
+        out.rebuilt = meta.get("version", VERSION) != VERSION or (
+            len(stale) > REBUILD_SHARE * max(len(held), 1) and len(stale) > 100)
+        if out.rebuilt:
+            con.close()
+            path_of(db).unlink(missing_ok=True)
+            con = connect(db, writable=True)
+            held, stale = {}, []
+        fresh = sorted(s for s in state if held.get(s) != state[s])
         try:
-            meta = dict(con.execute("SELECT k, v FROM meta").fetchall())
-            held = {sid: (stamp, n) for sid, stamp, n in
-                    con.execute("SELECT session_id, stamp, n FROM sessions").fetchall()}
-            if meta.get("version") != VERSION:
-                held = {sid: None for sid in held}  # every row goes; a new layout starts empty
-            stale = sorted(s for s in held if state.get(s) != held[s])
-            fresh = sorted(s for s in state if held.get(s) != state[s])
-            out.rebuilt = len(stale) > REBUILD_SHARE * max(len(held), 1) and len(stale) > 100
             con.execute("BEGIN IMMEDIATE")
-            if out.rebuilt or meta.get("version") != VERSION:
-                for table in ("fts", "utt", "sessions", "meta"):
-                    con.execute(f"DELETE FROM {table}")
-                fresh, stale = sorted(state), []
             for sid in stale:
                 con.execute("DELETE FROM fts WHERE rowid IN "
                             "(SELECT rowid FROM utt WHERE session_id = ?)", [sid])
