@@ -515,19 +515,14 @@ class Reader:
             return [r[0] for r in con.execute(
                 f"SELECT s.session_id FROM sessions s WHERE {cond}", params).fetchall()]
 
-    def utterance_hits(self, utterance_ids, f: SessionFilter = EVERY) -> pd.DataFrame:
-        """These utterances (at most a page of them: looked up by key), of sessions the reader
-        may see that `f` admits, with their session's team, agent, file and date; newest
-        session first, then in the order spoken."""
-        ids = list(utterance_ids)[:1000]
+    def hit_sessions(self, session_ids, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """Of these sessions (those of a page of word-search hits), the ones the reader may see
+        that `f` admits: session_id, date, team, agent and file name."""
         cond, params = self._sessions_where(f)
-        keys = ", ".join("?" * len(ids)) or "NULL"  # constants: the primary key's index answers
         return self._query(
-            "SELECT u.utterance_id, u.session_id, u.channel, u.speaker, u.start_s, u.end_s, "
-            f"u.text, {SESSION_DATE.format(a='s')} AS \"when\", s.team, s.agent_id, "
-            f"s.file_name FROM utterances u JOIN sessions s USING (session_id) "
-            f"WHERE u.utterance_id IN ({keys}) AND {cond} "
-            "ORDER BY \"when\" DESC, u.session_id, u.start_s, u.channel", [*ids, *params])
+            f"SELECT s.session_id, {SESSION_DATE.format(a='s')} AS \"when\", s.team, "
+            f"s.agent_id, s.file_name FROM sessions s WHERE list_contains(?, s.session_id) "
+            f"AND {cond}", [list(session_ids), *params])
 
     # -- roll-ups (core.aggregates over the rows above) -------------------------------------
     def aggregates(self, by: str = "agent", period: str = "week", speaker: str = ALL,

@@ -34,14 +34,15 @@ from core.store import Store
 
 log = logging.getLogger("emoscope.words")
 
-VERSION = "2"  # the layout below; another value is rebuilt
+VERSION = "3"  # the layout below; another value is rebuilt
 SHIFT = 20  # rowid = (session date in epoch seconds) << SHIFT | n
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 CREATE TABLE IF NOT EXISTS sessions (session_id TEXT PRIMARY KEY, stamp TEXT, n INTEGER);
 CREATE TABLE IF NOT EXISTS utt (rowid INTEGER PRIMARY KEY, utterance_id TEXT NOT NULL,
                                 session_id TEXT NOT NULL, role TEXT, emo INTEGER NOT NULL,
-                                label TEXT, confidence REAL);
+                                label TEXT, confidence REAL, channel INTEGER, start_s REAL,
+                                end_s REAL);
 CREATE INDEX IF NOT EXISTS utt_session ON utt (session_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5 (text,
     tokenize = 'unicode61 remove_diacritics 2');
@@ -51,22 +52,20 @@ STATE_SQL = ("SELECT u.session_id, s.ingested_at::VARCHAR AS stamp, count(*) AS 
              "FROM utterances u JOIN sessions s USING (session_id) WHERE s.status = 'ok' "
              "GROUP BY ALL ORDER BY 1")
 LABEL_LIST = "[" + ", ".join(f"'{x}'" for x in LABELS) + "]"
+OVERLAP = "least(g.end_s, u.end_s) - greatest(g.start_s, u.start_s)"
 ROWS_SQL = (
-    "WITH o AS (SELECT u.utterance_id, g.label, g.confidence, "
-    "least(g.end_s, u.end_s) - greatest(g.start_s, u.start_s) AS overlap "
-    "FROM utterances u JOIN segments g ON g.session_id = u.session_id "
-    "AND g.channel = u.channel AND g.start_s < u.end_s AND g.end_s > u.start_s {where_u}), "
-    "e AS (SELECT utterance_id, arg_max(label, overlap) AS label, "
-    "arg_max(confidence, overlap) AS confidence, "
-    f"bit_or((1 << (list_position({LABEL_LIST}, label) - 1))::INTEGER) AS emo "
-    "FROM o GROUP BY 1) "
-    "SELECT u.utterance_id, u.session_id, u.speaker, u.text, "
-    "epoch(coalesce(s.recorded_at, s.ingested_at))::BIGINT AS t, coalesce(e.emo, 0), "
-    "e.label, e.confidence FROM utterances u JOIN sessions s USING (session_id) "
-    "LEFT JOIN e USING (utterance_id) WHERE s.status = 'ok' {where_u} "
+    "SELECT u.utterance_id, any_value(u.session_id) AS session_id, any_value(u.speaker), "
+    "any_value(u.text), epoch(any_value(coalesce(s.recorded_at, s.ingested_at)))::BIGINT AS t, "
+    f"coalesce(bit_or((1 << (list_position({LABEL_LIST}, g.label) - 1))::INTEGER), 0), "
+    f"arg_max(g.label, {OVERLAP}), arg_max(g.confidence, {OVERLAP}), "
+    "any_value(u.channel) AS channel, any_value(u.start_s) AS start_s, any_value(u.end_s) "
+    "FROM utterances u JOIN sessions s USING (session_id) "
+    "LEFT JOIN segments g ON g.session_id = u.session_id AND g.channel = u.channel "
+    "AND g.start_s < u.end_s AND g.end_s > u.start_s "
+    "WHERE s.status = 'ok' {where_u} GROUP BY u.utterance_id "
     # Allocated in this order, walked backwards: newest session first, then (same second) by
     # session id, each session's utterances in the order spoken — the read-back's order.
-    "ORDER BY t, u.session_id DESC, u.start_s DESC, u.channel DESC")
+    "ORDER BY t, session_id DESC, start_s DESC, channel DESC")
 # The fingerprint readers compare before searching: cheap (one pass, no grouping), and moved
 # by any session added, removed or re-ingested and by any change in its number of utterances.
 FINGERPRINT_SQL = ("SELECT count(*)::VARCHAR || ':' || coalesce(sum(hash(s.session_id, "
@@ -245,16 +244,17 @@ def _add(con: sqlite3.Connection, store: Store, session_ids: list[str],
 
     def insert(rows) -> None:
         utt, fts = [], []
-        for utterance_id, sid, role, text, t, emo, label, confidence in rows:
+        for utterance_id, sid, role, text, t, emo, label, confidence, ch, start, end in rows:
             base = int(t) << SHIFT
             if base not in next_free:
                 top = con.execute("SELECT max(rowid) FROM utt WHERE rowid >= ? AND rowid < ?",
                                   [base, base + (1 << SHIFT)]).fetchone()[0]
                 next_free[base] = base if top is None else top + 1
-            utt.append((next_free[base], utterance_id, sid, role, int(emo), label, confidence))
+            utt.append((next_free[base], utterance_id, sid, role, int(emo), label, confidence,
+                        ch, start, end))
             fts.append((next_free[base], text or ""))
             next_free[base] += 1
-        con.executemany("INSERT INTO utt VALUES (?, ?, ?, ?, ?, ?, ?)", utt)
+        con.executemany("INSERT INTO utt VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", utt)
         con.executemany("INSERT INTO fts(rowid, text) VALUES (?, ?)", fts)
 
     if session_ids and len(session_ids) == len(state):

@@ -13,9 +13,10 @@ channel has it), team, agent, person, dates.
 How it runs: the words, role and emotion go to the full-text index (core.word_index), which
 walks its matches newest first; the sessions a match may come from are decided in SQL by
 `Reader._sessions_where` (the reader's scope, team, agent, person, dates) and handed to the
-index as the only ones it may return; then the hits are read back from DuckDB through the
-same scope (text, times, the dominant emotion), so nothing stale, erased or out of scope
-leaves this module even if the index lags.
+index as the only ones it may return; then the hits' sessions are read back from DuckDB
+through the same scope (date, team, agent, file), so nothing erased or out of scope leaves
+this module even if a commit lands between the index's check and the search. The index is
+compared with the store's fingerprint once per store version and synced when it differs.
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ MAX_TERMS = 16
 MAX_LIMIT = 200
 HIT_COLUMNS = ["utterance_id", "session_id", "channel", "speaker", "start_s", "end_s", "text",
                "label", "confidence", "labels", "when", "team", "agent_id", "file_name"]
+MATCH_COLUMNS = ["utterance_id", "session_id", "channel", "speaker", "start_s", "end_s", "text",
+                 "label", "confidence", "emo"]
 _TOKEN = re.compile(r'"([^"]*)"?|(\S+)')
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -210,7 +213,7 @@ def _allowed(reader: Reader, sf: SessionFilter, teams: tuple) -> list[str]:
 
 def _match(store: Store, q: Query, f: Filters, allowed: list[str] | None,
            limit: int) -> list[tuple]:
-    """(utterance_id, emotion mask, label, confidence) of the newest matches, from the index
+    """The newest matches with what the index keeps of them (MATCH_COLUMNS), from the index
     (its role, emotion and date filters, and the allowed sessions when given)."""
     where, params = ["fts MATCH ?"], [q.fts()]
     for op, v in ((">=", f.since), ("<", f.until)):
@@ -234,7 +237,8 @@ def _match(store: Store, q: Query, f: Filters, allowed: list[str] | None,
             con.execute("COMMIT")
             where.append("u.session_id IN (SELECT session_id FROM temp.allowed)")
         return con.execute(
-            "SELECT u.utterance_id, u.emo, u.label, u.confidence FROM fts "
+            "SELECT u.utterance_id, u.session_id, u.channel, u.role, u.start_s, u.end_s, "
+            "fts.text, u.label, u.confidence, u.emo FROM fts "
             f"JOIN utt u ON u.rowid = fts.rowid WHERE {' AND '.join(where)} "
             "ORDER BY fts.rowid DESC LIMIT ?", [*params, int(limit)]).fetchall()
     finally:
@@ -282,18 +286,17 @@ def search(reader: Reader, text: str | Query, filters: Filters = Filters(),
     if filters.narrows_sessions or not reader.viewer.scope.everything:
         allowed = _allowed(reader, sf, filters.teams)
     found = [] if allowed == [] else _match(store, q, filters, allowed, limit + 1)
-    hits = reader.utterance_hits([m[0] for m in found[:limit]], sf)
-    # The read-back is the truth: a row the index still names but the store no longer has (or
-    # that a newer commit moved out of the filters) is left out. The emotions are the index's:
-    # derived from the session's segments, which change only with the session (its stamp).
-    emo = {m[0]: m[1:] for m in found}
-    hits["label"] = [emo[u][1] for u in hits.utterance_id]
-    hits["confidence"] = [emo[u][2] for u in hits.utterance_id]
-    hits["labels"] = [word_index.labels_of(emo[u][0]) for u in hits.utterance_id]
+    hits = pd.DataFrame(found[:limit], columns=MATCH_COLUMNS)
+    hits["labels"] = [word_index.labels_of(m) for m in hits.emo]
+    # The store has the last word on the sessions: a hit whose session is no longer there,
+    # or no longer in the reader's scope and filters (a commit after the index was checked),
+    # is left out; the session's date, team, agent and file come from it.
+    sessions = reader.hit_sessions(sorted(set(hits.session_id)), sf)
+    hits = hits.merge(sessions, on="session_id", how="inner")
     if filters.teams:
         hits = hits[hits.team.isin(filters.teams)]
-    if filters.roles:
-        hits = hits[hits.speaker.isin(filters.roles)]
+    hits = hits.sort_values(["when", "session_id", "start_s", "channel"],
+                            ascending=[False, True, True, True], kind="stable")
     hits = hits[HIT_COLUMNS].reset_index(drop=True)
     return Found(hits, len(found) > limit, time.perf_counter() - t0, str(q),
                  sorted(set(hits.session_id)), q.n_terms)

@@ -142,7 +142,7 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
         "utterances": ids(r.utterances()), "transcript": ids(r.transcript(sid)),
         "words": ids(r.words()), "audio_events": ids(r.audio_events()),
         "session_id_list": set(r.session_id_list()),
-        "utterance_hits": ids(r.utterance_hits(_all_utterances(r))),
+        "hit_sessions": ids(r.hit_sessions(_all_sessions(r))),
         "analysis_rows": set().union(*(ids(r.analysis_rows(sid, t.name))
                                        for t in analysers.tables())),
     }
@@ -160,8 +160,8 @@ def _all_keys(r: Reader) -> list[int]:
     return [int(k) for k in r.store.query("SELECT segment_key FROM segments").segment_key]
 
 
-def _all_utterances(r: Reader) -> list[str]:
-    return list(r.store.query("SELECT utterance_id FROM utterances").utterance_id)
+def _all_sessions(r: Reader) -> list[str]:
+    return list(r.store.query("SELECT session_id FROM sessions").session_id)
 
 
 def _sessions_of_keys(r: Reader, keys) -> set:

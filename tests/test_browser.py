@@ -19,8 +19,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
-PAGES = ["Overview", "Session", "Agents", "Person", "Volatility & alerts", "Similar moments",
-         "Patterns", "Reports"]
+PAGES = ["Overview", "Session", "Agents", "Person", "Volatility & alerts", "Search",
+         "Similar moments", "Patterns", "Reports"]
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 
@@ -80,6 +80,13 @@ def drive(base_url: str, out: Path) -> dict:
             seen["errors"][name] = page.locator(ERRORS).count()
             slug = re.sub(r"[^a-z]+", "_", name.lower()).strip("_")
             page.screenshot(path=str(out / f"{slug}.png"), full_page=True)
+            if name == "Search":
+                # A query typed and sent: the page answers without an error element.
+                page.get_by_label("Words said").fill("refund")
+                page.keyboard.press("Enter")
+                settle(page)
+                seen["errors"]["Search (a query)"] = page.locator(ERRORS).count()
+                page.screenshot(path=str(out / "search_query.png"), full_page=True)
             if name == "Patterns":
                 # The week-by-week chart and the WebGL map of moments both drew.
                 seen["pattern_charts"] = page.locator(".js-plotly-plot").count()
@@ -160,7 +167,8 @@ def test_every_page_in_chromium(ingested_db, tmp_path):
     assert start > 0
     assert abs(seen["audio_t"] - int(start)) < 1.0, (seen["audio_t"], start)
     for name in ("overview", "session", "session_clicked", "agents", "person",
-                 "volatility_alerts", "similar_moments", "patterns", "reports"):
+                 "volatility_alerts", "search", "search_query", "similar_moments", "patterns",
+                 "reports"):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000
 
 
