@@ -504,25 +504,17 @@ class Reader:
         return self._query(sql, params)
 
     # -- search by words (core.word_search) ---------------------------------------------------
-    def session_id_list(self, f: SessionFilter = EVERY, teams=None) -> list[str]:
-        """Ids of the sessions the reader may see that `f` (and any of `teams`) admits: the
-        only sessions a word search may return rows of."""
+    def search_sessions(self, f: SessionFilter = EVERY, teams=None) -> pd.DataFrame:
+        """The sessions the reader may see that `f` (and any of `teams`) admits — the only ones
+        a word search may return moments of — with what a hit shows of its session: date,
+        team, agent, file name."""
         cond, params = self._sessions_where(f)
         if teams:
             cond += " AND list_contains(?::VARCHAR[], s.team)"
             params.append(list(teams))
-        with self.store.read() as con:
-            return [r[0] for r in con.execute(
-                f"SELECT s.session_id FROM sessions s WHERE {cond}", params).fetchall()]
-
-    def hit_sessions(self, session_ids, f: SessionFilter = EVERY) -> pd.DataFrame:
-        """Of these sessions (those of a page of word-search hits), the ones the reader may see
-        that `f` admits: session_id, date, team, agent and file name."""
-        cond, params = self._sessions_where(f)
         return self._query(
             f"SELECT s.session_id, {SESSION_DATE.format(a='s')} AS \"when\", s.team, "
-            f"s.agent_id, s.file_name FROM sessions s WHERE list_contains(?, s.session_id) "
-            f"AND {cond}", [list(session_ids), *params])
+            f"s.agent_id, s.file_name FROM sessions s WHERE {cond}", params)
 
     # -- roll-ups (core.aggregates over the rows above) -------------------------------------
     def aggregates(self, by: str = "agent", period: str = "week", speaker: str = ALL,

@@ -13,10 +13,10 @@ channel has it), team, agent, person, dates.
 How it runs: the words, role and emotion go to the full-text index (core.word_index), which
 walks its matches newest first; the sessions a match may come from are decided in SQL by
 `Reader._sessions_where` (the reader's scope, team, agent, person, dates) and handed to the
-index as the only ones it may return; then the hits' sessions are read back from DuckDB
-through the same scope (date, team, agent, file), so nothing erased or out of scope leaves
-this module even if a commit lands between the index's check and the search. The index is
-compared with the store's fingerprint once per store version and synced when it differs.
+index as the only ones it may return, and a hit shows its session's date, team, agent and
+file from that same read. That read, and the index's comparison with the store's fingerprint
+(synced when it differs), are made once per store version (a commit moves it), so an erased
+session or a changed scope shows at the next search.
 """
 from __future__ import annotations
 
@@ -188,26 +188,27 @@ def ready_index(store: Store) -> None:
         _checked[key] = version
 
 
-_ALLOWED_KEPT = 32
-_allowed_lists: OrderedDict = OrderedDict()  # (db, version, scope, filter, teams) → session ids
+_KEPT = 32
+_sessions_kept: OrderedDict = OrderedDict()  # (db, version, scope, filter, teams) → sessions
 
 
-def _allowed(reader: Reader, sf: SessionFilter, teams: tuple) -> list[str]:
-    """The sessions the reader's scope and the filters admit (Reader.session_id_list), kept
-    per store version: they change only with a commit, and a search then pays one read less
-    (a connection costs ~10 ms on an idle machine, ~100 ms on a busy one)."""
+def _sessions(reader: Reader, sf: SessionFilter, teams: tuple) -> pd.DataFrame:
+    """The sessions the reader's scope and the filters admit, with what a hit shows of them
+    (Reader.search_sessions), indexed by session id and kept per store version: they change
+    only with a commit (as the dashboard's cached reads), so a search between commits opens
+    no store connection (~10 ms on an idle machine, ~60 ms on a busy one)."""
     key = (str(reader.store.path.resolve()), _version(reader.store), reader.viewer.scope, sf,
            tuple(sorted(teams)))
     with _lock:
-        got = _allowed_lists.get(key)
+        got = _sessions_kept.get(key)
         if got is not None:
-            _allowed_lists.move_to_end(key)
+            _sessions_kept.move_to_end(key)
             return got
-    got = reader.session_id_list(sf, teams)
+    got = reader.search_sessions(sf, teams).set_index("session_id")
     with _lock:
-        _allowed_lists[key] = got
-        while len(_allowed_lists) > _ALLOWED_KEPT:
-            _allowed_lists.popitem(last=False)
+        _sessions_kept[key] = got
+        while len(_sessions_kept) > _KEPT:
+            _sessions_kept.popitem(last=False)
     return got
 
 
@@ -282,19 +283,16 @@ def search(reader: Reader, text: str | Query, filters: Filters = Filters(),
     ready_index(store)
     sf = SessionFilter(agent=filters.agent, person=filters.person, since=filters.since,
                        until=filters.until)
-    allowed = None
-    if filters.narrows_sessions or not reader.viewer.scope.everything:
-        allowed = _allowed(reader, sf, filters.teams)
+    sessions = _sessions(reader, sf, filters.teams)
+    # The index may match only in these sessions (all of them: no need to say so).
+    allowed = None if reader.viewer.scope.everything and not filters.narrows_sessions \
+        else list(sessions.index)
     found = [] if allowed == [] else _match(store, q, filters, allowed, limit + 1)
     hits = pd.DataFrame(found[:limit], columns=MATCH_COLUMNS)
     hits["labels"] = [word_index.labels_of(m) for m in hits.emo]
-    # The store has the last word on the sessions: a hit whose session is no longer there,
-    # or no longer in the reader's scope and filters (a commit after the index was checked),
-    # is left out; the session's date, team, agent and file come from it.
-    sessions = reader.hit_sessions(sorted(set(hits.session_id)), sf)
-    hits = hits.merge(sessions, on="session_id", how="inner")
-    if filters.teams:
-        hits = hits[hits.team.isin(filters.teams)]
+    # A hit of a session the store no longer has (an index that lags a commit) is left out.
+    hits = hits.merge(sessions, left_on="session_id", right_index=True, how="inner")
+    hits = hits.reset_index(drop=True)
     hits = hits.sort_values(["when", "session_id", "start_s", "channel"],
                             ascending=[False, True, True, True], kind="stable")
     hits = hits[HIT_COLUMNS].reset_index(drop=True)

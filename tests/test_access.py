@@ -141,10 +141,14 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
         "pattern_segments": ids(r.pattern_segments()),
         "utterances": ids(r.utterances()), "transcript": ids(r.transcript(sid)),
         "words": ids(r.words()), "audio_events": ids(r.audio_events()),
+<<<<<<< HEAD
         "session_id_list": set(r.session_id_list()),
         "hit_sessions": ids(r.hit_sessions(_all_sessions(r))),
         "analysis_rows": set().union(*(ids(r.analysis_rows(sid, t.name))
                                        for t in analysers.tables())),
+=======
+        "search_sessions": ids(r.search_sessions()),
+>>>>>>> bbb686f (Word search keeps the admitted sessions with what a hit shows of them per store version, so a search between commits opens no store connection)
     }
 
 
@@ -158,10 +162,6 @@ def _spaces(r: Reader) -> list[tuple[str, int]]:
 
 def _all_keys(r: Reader) -> list[int]:
     return [int(k) for k in r.store.query("SELECT segment_key FROM segments").segment_key]
-
-
-def _all_sessions(r: Reader) -> list[str]:
-    return list(r.store.query("SELECT session_id FROM sessions").session_id)
 
 
 def _sessions_of_keys(r: Reader, keys) -> set:

@@ -82,7 +82,7 @@ def drive(base_url: str, out: Path) -> dict:
             page.screenshot(path=str(out / f"{slug}.png"), full_page=True)
             if name == "Search":
                 # A query typed and sent: the page answers without an error element.
-                page.get_by_label("Words said").fill("refund")
+                page.locator('input[aria-label="Words said"]').fill("refund")
                 page.keyboard.press("Enter")
                 settle(page)
                 seen["errors"]["Search (a query)"] = page.locator(ERRORS).count()
