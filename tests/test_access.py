@@ -141,14 +141,9 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
         "pattern_segments": ids(r.pattern_segments()),
         "utterances": ids(r.utterances()), "transcript": ids(r.transcript(sid)),
         "words": ids(r.words()), "audio_events": ids(r.audio_events()),
-<<<<<<< HEAD
-        "session_id_list": set(r.session_id_list()),
-        "hit_sessions": ids(r.hit_sessions(_all_sessions(r))),
+        "search_sessions": ids(r.search_sessions()),
         "analysis_rows": set().union(*(ids(r.analysis_rows(sid, t.name))
                                        for t in analysers.tables())),
-=======
-        "search_sessions": ids(r.search_sessions()),
->>>>>>> bbb686f (Word search keeps the admitted sessions with what a hit shows of them per store version, so a search between commits opens no store connection)
     }
 
 

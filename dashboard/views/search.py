@@ -1,15 +1,15 @@
 """Search: moments across calls found by what was said (core.word_search), with who said it,
 how it sounded and when — filtered by role, emotion, team, agent, person and dates, within the
 viewer's scope. Each moment plays in place and opens its session at that time; each search
-is recorded in the audit (a hash of the query, never its words) before results show."""
+is recorded in the audit (a keyed pseudonym of the query, never its words) before results
+show."""
 from __future__ import annotations
-
-import hashlib
 
 import pandas as pd
 import streamlit as st
 
 from core import word_search as ws
+from core.keyed import pseudonym, secret
 from core.labels import LABELS
 from dashboard.components import auth, data, nav, player, ui
 
@@ -41,8 +41,9 @@ def filters(k) -> tuple[ws.Filters, int]:
 def audited(q: ws.Query, f: ws.Filters, found: ws.Found) -> bool:
     """Record the search once per browser session and (query, filters); False when the audit
     cannot be written (then nothing is shown)."""
-    digest = hashlib.sha256(repr(f).encode()).hexdigest()[:8]
-    return auth.record_once("search", f"{ws.audit_target(q)} {digest}",
+    key = secret(data.db_path())
+    # The filters are part of what is recorded once (a person's id among them: keyed too).
+    return auth.record_once("search", f"{ws.audit_target(q, key)} {pseudonym(key, repr(f))}",
                             ws.audit_detail(found, f))
 
 
