@@ -13,8 +13,10 @@ index that disagrees is repaired from the store (small differences) or rebuilt. 
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,8 +132,31 @@ def rebuild(store: Store, space: Space, params: vx.Params = vx.Params()) -> vx.V
     return ix
 
 
+@contextmanager
+def committing(store: Store):
+    """Held by the writer from before its commit until the index has taken it, so a reader
+    that meets the index one commit behind the store waits for it instead of rebuilding."""
+    folder = Path(f"{store.path.resolve()}.ann")
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "commit.lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        yield
+
+
+def _commit_under_way(store: Store) -> bool:
+    lock = Path(f"{store.path.resolve()}.ann") / "commit.lock"
+    try:
+        with open(lock, "r") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+
+
 def for_search(store: Store, space: Space, wait_s: float = 30.0,
-               previous: vx.VectorIndex | None = None, stale_wait_s: float = 2.0
+               previous: vx.VectorIndex | None = None, stale_wait_s: float = 60.0
                ) -> vx.VectorIndex:
     """The space's index, memory-mapped, equal to the store: opened (or `previous` refreshed,
     reusing its mapped base) when it passes every check, rebuilt from the store when it is
@@ -147,7 +172,8 @@ def for_search(store: Store, space: Space, wait_s: float = 30.0,
             return vx.VectorIndex.open(path_of(store, space), space.model, space.dim, fp, stamp)
         except vx.IndexStale as e:
             waited = time.monotonic() - start
-            if waited < 0.2 or waited < stale_wait_s and files.writing(path_of(store, space)):
+            if waited < 0.2 or waited < stale_wait_s and (
+                    files.writing(path_of(store, space)) or _commit_under_way(store)):
                 time.sleep(0.05)
                 continue
             log.warning("%s; rebuilding it from the store", e)

@@ -152,6 +152,11 @@ class SessionWriter:
         hooks = list(also) if also is not None else [None] * len(results)
         stored = [False] * len(results)
         gone: list[str] = []  # segment ids the replaced sessions had
+        from core import segment_index
+        with segment_index.committing(self.store):  # readers wait for the index to catch up
+            return self._save_many(results, run_id, hooks, stored, gone)
+
+    def _save_many(self, results, run_id, hooks, stored, gone) -> list[bool]:
         with self.store.write() as con:
             base = utc_now()
             for lo, hi in _runs_without_repeats([r.session_id for r in results]):

@@ -216,3 +216,35 @@ def test_a_compaction_killed_midway_loses_nothing(tmp_path, stage):
     m = index_files.read_manifest(path)
     assert {p.name for p in path.parent.glob(f"{path.stem}.*")
             if not p.name.endswith("lock")} == index_files.referenced(m) | {path.name}
+
+
+def test_a_reader_between_a_commit_and_its_delta_waits_instead_of_rebuilding(tmp_path,
+                                                                             monkeypatch):
+    store = Store(tmp_path / "s.duckdb")
+    store.migrate()
+    w = writer_for(store.path, RULES)
+    run = w.start_run("tiny-random", "", False, "cpu", "engine", {})
+    for r in vf.sessions()[:2]:
+        w.save(r, run)
+    space = segment_index.spaces(store)[0]
+    late = vf.sessions()[2]
+    # The store commits a session; its writer has not yet appended the index's delta.
+    with monkeypatch.context() as m:
+        m.setattr(w, "update_index", lambda *a: None)
+        w.save(late, run)
+    held = segment_index.committing(store)
+    held.__enter__()
+    waits, real_sleep = [], time.sleep
+
+    def sleep(s):  # the reader waits, past its 0.2 s of grace; then the writer's delta lands
+        waits.append(s)
+        real_sleep(0.03)
+        if len(waits) == 12:
+            segment_index.apply(store, [late.session_id], np.zeros(0, np.uint64))
+            held.__exit__(None, None, None)
+    monkeypatch.setattr(segment_index.time, "sleep", sleep)
+    monkeypatch.setattr(segment_index, "rebuild", lambda *a: pytest.fail("rebuilt"))
+    ix = segment_index.for_search(store, space)
+    assert len(waits) == 12
+    assert ix.contains([vk.key_of(s.segment_id) for s in late.segments]).all()
+    assert_index_equals_store(store)
