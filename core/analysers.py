@@ -267,7 +267,9 @@ def finish(result, answers: list) -> Any:
         if cls.model_stage or cls.finish.__func__ is Analyser.finish.__func__:
             continue
         result = cls.finish(result, [(seg, f.by.get(cls.name)) for seg, f in answers])
-    return result
+    # Where transcripts enter a session: nothing said is kept before it is redacted.
+    from core.redaction import redact_result
+    return redact_result(result)
 
 
 @register_analyser

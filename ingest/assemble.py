@@ -109,7 +109,7 @@ def analysed(part: Part, outputs: list[Output], opts: IngestOptions,
 
 
 def _analyse(part: Part, outputs: list[Output], waves) -> list[analysers.Found]:
-    if not analysers.segment_columns() and not analysers.tables():
+    if not any(not a.model_stage for a in analysers.registered()):
         return [analysers.Found() for _ in outputs]
     if waves is None:
         if part.audio is None:
