@@ -32,7 +32,8 @@ from api.answers import curve, judge
 from api.batcher import Overloaded, TimedOut
 from api.stream_audio import wav_chunks
 from core import quality
-from core.alerts import session_alerts, streaks
+from core.alerts import session_alerts, store_relative
+from core.analytics import judge_live
 from core.audio import SAMPLE_RATE
 from core.labels import LABELS
 from core.metrics import fallback_action, rolling_volatility, segment_updates, session_metrics
@@ -218,47 +219,37 @@ class LiveStream:
                                                    self.rules.confidence_threshold)}
 
     # -- live alert rules ----------------------------------------------------------------------
-    def _alert(self, ch: Channel, rule, t_s: float, detail: str, emotion: str | None) -> dict:
-        return {"speaker": ch.speaker, "channel": ch.index, "rule": rule.rule,
-                "t_s": round(float(t_s), 3), "severity": rule.severity, "detail": detail,
-                "emotion": emotion,
-                "suggested_response": self.rules.response(emotion, self.lang)}
-
     def _alerts(self, ch: Channel, done: list[Span]) -> list[dict]:
-        """Streak rules over the speaker's closed utterances and the volatility rule against
-        the reference, each alert sent once. Rules over the whole session (last quarter,
-        ends worse, unreliable) are judged in the final message."""
-        labels = [LABELS[int(np.argmax(ch.outputs[sp].scores))] for sp in done]
-        out = []
-        for rule in self.rules.alerts:
-            if not rule.watches(ch.speaker):
-                continue
-            if rule.kind == "streak":
-                for i, n in streaks(labels, rule.labels):
-                    key = (rule.rule, i)
-                    if n >= rule.min_count and key not in ch.alerted:
-                        ch.alerted.add(key)
-                        run = labels[i:i + n]
-                        emotion = max(rule.labels, key=lambda x: (run.count(x), -LABELS.index(x)))
-                        out.append(self._alert(
-                            ch, rule, done[i][0], f"{'/'.join(rule.labels)} in {n} consecutive "
-                            f"utterances from {done[i][0]:.1f} s", emotion))
-            elif rule.kind == "volatility_percentile" and ch.volatility is not None:
-                ref = self.reference.get(ch.speaker, ())
-                if len(ref) < rule.min_reference:
-                    continue
-                limit = float(np.percentile(np.asarray(ref, float), rule.percentile))
-                above = ch.volatility > limit
-                key = (rule.rule, "above")
-                if above and key not in ch.alerted:
-                    ch.alerted.add(key)
-                    out.append(self._alert(
-                        ch, rule, done[-1][0], f"rolling volatility {ch.volatility:.3f} over "
-                        f"the last {min(len(done), self.rules.window)} utterances crossed the "
-                        f"{rule.percentile:g}th percentile {limit:.3f} of {len(ref)} earlier "
-                        f"{ch.speaker} values", labels[-1]))
-                elif not above:
-                    ch.alerted.discard(key)  # back under: the next crossing alerts again
+        """Core's live judgement (core.analytics.judge_live: the kinds registered `live`, and
+        the volatility rule against the reference) over the speaker's closed utterances, each
+        alert sent once; a store-relative rule alerts again only after falling back under.
+        Rules over the whole session are judged in the final message."""
+        seg = pd.DataFrame({
+            "segment_id": [f"u{i:05d}" for i in range(len(done))], "channel": ch.index,
+            "speaker": ch.speaker, "start_s": [s for s, _ in done],
+            "end_s": [e for _, e in done],
+            "label": [LABELS[int(np.argmax(ch.outputs[sp].scores))] for sp in done],
+            "confidence": [float(np.max(ch.outputs[sp].scores)) for sp in done],
+            "scores": [ch.outputs[sp].scores for sp in done],
+            "embedding": [ch.outputs[sp].embedding for sp in done]})
+        reference = {ch.speaker: list(self.reference.get(ch.speaker, ()))}
+        relative = set(store_relative())
+        kinds = {r.rule: r.kind for r in self.rules.alerts}
+        out, above = [], set()
+        for a in judge_live(self.id, seg, done[-1][1], self.rules, reference):
+            rel = kinds.get(a["rule"]) in relative
+            key = (a["rule"], "above") if rel else (a["rule"], round(a["t_s"], 3))
+            above.add(key)
+            if key not in ch.alerted:
+                ch.alerted.add(key)
+                out.append({"speaker": ch.speaker, "channel": ch.index, "rule": a["rule"],
+                            "t_s": round(float(a["t_s"]), 3), "severity": a["severity"],
+                            "detail": a["detail"], "emotion": a["emotion"],
+                            "suggested_response": self.rules.response(a["emotion"],
+                                                                      self.lang)})
+        for r in self.rules.alerts:  # back under: the next crossing alerts again
+            if r.kind in relative and (r.rule, "above") not in above:
+                ch.alerted.discard((r.rule, "above"))
         return out
 
     # -- the end ---------------------------------------------------------------------------------

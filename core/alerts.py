@@ -4,6 +4,9 @@ Each alert names the emotion behind it and the suggested response for that emoti
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -117,21 +120,60 @@ def _streak_check(sid, sp, part, m, rule, rules, duration_s) -> list[dict]:
     return _streak(sid, sp, part, rule, rules)
 
 
-# Alert kind → check over one speaker of one session: (session_id, speaker, that speaker's
-# segments, their metric row, the rule, all rules, session duration) → alert rows.
-# volatility_percentile also needs earlier sessions, so volatility_alerts handles it.
-SESSION_CHECKS = {
-    "streak": _streak_check,
-    "last_quarter_share": _last_quarter_share,
-    "session_share": _session_share,
-    "ends_worse": _ends_worse,
-    "unreliable": _unreliable,
-}
-STORE_RELATIVE = ("volatility_percentile",)
+# A check over one speaker of one session: (session_id, speaker, that speaker's segments,
+# their metric row, the rule, all rules, session duration) → alert rows (built with _alert).
+Check = Callable[..., list[dict]]
 
 
-def session_alerts(sid: str, seg, metrics, duration_s: float, rules: Rules) -> list[dict]:
-    """Every rule that needs only this session (all kinds in SESSION_CHECKS).
+@dataclass(frozen=True)
+class AlertKind:
+    name: str
+    check: Check | None  # None: store-relative (earlier sessions' values: volatility_alerts)
+    live: bool = False  # judged on a live stream as utterances close, over those so far;
+    #                     otherwise only over the whole session (its final message)
+    needs_labels: bool = False  # a rule of this kind must name `labels`
+
+
+# The one registry of alert kinds: rules files are checked against it, ingest, recompute and
+# the what-if view judge through it (core.analytics.judge), and so does the live stream
+# (core.analytics.judge_live).
+ALERT_KINDS: dict[str, AlertKind] = {}
+
+
+def register_alert_kind(name: str, *, live: bool = False, needs_labels: bool = False):
+    """Decorator for a check: `name` becomes a kind `[[alerts]]` rules may use."""
+    def add(check: Check | None) -> Check | None:
+        ALERT_KINDS[name] = AlertKind(name, check, live, needs_labels)
+        return check
+    return add
+
+
+def unregister_alert_kind(name: str) -> None:
+    ALERT_KINDS.pop(name, None)
+
+
+register_alert_kind("streak", live=True, needs_labels=True)(_streak_check)
+register_alert_kind("last_quarter_share", needs_labels=True)(_last_quarter_share)
+register_alert_kind("session_share")(_session_share)
+register_alert_kind("ends_worse")(_ends_worse)
+register_alert_kind("unreliable")(_unreliable)
+register_alert_kind("volatility_percentile", live=True)(None)
+
+
+def session_checks() -> dict[str, Check]:
+    """Kinds judged from the session alone."""
+    return {k.name: k.check for k in ALERT_KINDS.values() if k.check is not None}
+
+
+def store_relative() -> tuple[str, ...]:
+    """Kinds judged against earlier sessions (volatility_alerts)."""
+    return tuple(k.name for k in ALERT_KINDS.values() if k.check is None)
+
+
+def session_alerts(sid: str, seg, metrics, duration_s: float, rules: Rules,
+                   live_only: bool = False) -> list[dict]:
+    """Every rule that needs only this session (the kinds with a check); `live_only`: only
+    the kinds a live stream judges as it goes.
 
     `metrics`: metric rows (dicts, or a DataFrame of METRIC_COLUMNS) of this session.
     """
@@ -143,7 +185,8 @@ def session_alerts(sid: str, seg, metrics, duration_s: float, rules: Rules) -> l
             continue
         part = q.take(np.flatnonzero(q.speaker == sp))
         for rule in rules.alerts:
-            check = SESSION_CHECKS.get(rule.kind)
+            kind = ALERT_KINDS.get(rule.kind)
+            check = kind.check if kind is not None and (kind.live or not live_only) else None
             if check is not None and rule.watches(sp):
                 rows += check(sid, sp, part, m, rule, rules, duration_s)
     return rows
@@ -159,7 +202,7 @@ def volatility_alerts(sid: str, seg, metrics, rolling: np.ndarray,
     q = as_seq(seg)
     rolling = np.asarray(rolling, float)
     rows: list[dict] = []
-    for rule in (r for r in rules.alerts if r.kind in STORE_RELATIVE):
+    for rule in (r for r in rules.alerts if r.kind in store_relative()):
         for m in _records(metrics):
             sp, vol = m["speaker"], m["volatility"]
             if sp == ALL or not rule.watches(sp) or not _present(vol):

@@ -69,6 +69,25 @@ def judge(session_id: str, q: Seq, rows: list[dict], rolling, duration_s: float,
     return sorted(alerts, key=lambda r: (r["t_s"], r["speaker"], r["rule"]))
 
 
+def judge_live(session_id: str, seg, duration_s: float, rules: Rules,
+               reference: dict[str, list[float]] | None = None) -> list[dict]:
+    """What a live stream may alert on before it ends, over the utterances closed so far
+    (`seg`, shaped like `segments`): the kinds registered `live` with a check (streaks...),
+    and the store-relative kinds against `reference` with each speaker's current rolling
+    volatility (over its last `window` utterances) as its volatility. The kinds that need the
+    whole session are judged when it ends, by `judge`."""
+    q = as_seq(seg)
+    parts = speaker_parts(q, rules.window)
+    rows = metric_rows(session_id, q, [], duration_s, rules, parts)
+    now = {sp: p["roll"][-1] for sp, p in parts.items() if len(p["roll"])}
+    current = [{**r, "volatility": now.get(r["speaker"], float("nan"))} for r in rows]
+    updates = segment_updates(q, rules.window, rules.confidence_threshold, parts)
+    alerts = session_alerts(session_id, q, rows, duration_s, rules, live_only=True) + \
+        volatility_alerts(session_id, q, current, updates.rolling_volatility.to_numpy(),
+                          reference or {}, rules)
+    return sorted(alerts, key=lambda r: (r["t_s"], r["speaker"], r["rule"]))
+
+
 class Reference:
     """Per-role volatility of the sessions processed so far, in ingest order."""
 

@@ -13,8 +13,6 @@ from core.labels import LABELS
 
 DEFAULT_RULES = Path(__file__).with_name("default_rules.toml")
 USER_RULES = "emoscope.toml"
-KINDS = ("streak", "last_quarter_share", "session_share", "volatility_percentile", "ends_worse",
-         "unreliable")
 # The one threshold of each kind that the dashboard's what-if sliders move (None: set-level).
 TUNABLE = {"streak": "min_count", "last_quarter_share": "min_share",
            "session_share": "min_share", "volatility_percentile": "percentile",
@@ -136,16 +134,17 @@ def _alert(raw: dict, where: str) -> AlertRule:
         raise RulesError(f"{where}: unknown key(s) {', '.join(sorted(extra))} in an alert rule")
     if "rule" not in raw or "kind" not in raw:
         raise RulesError(f"{where}: every alert rule needs `rule` (a name) and `kind`")
-    if raw["kind"] not in KINDS:
+    from core.alerts import ALERT_KINDS  # the registry of kinds (core.alerts imports us)
+    if raw["kind"] not in ALERT_KINDS:
         raise RulesError(f"{where}: alert {raw['rule']!r} has kind {raw['kind']!r}; "
-                         f"use one of {', '.join(KINDS)}")
+                         f"use one of {', '.join(ALERT_KINDS)}")
     if raw.get("severity", "medium") not in SEVERITIES:
         raise RulesError(f"{where}: alert {raw['rule']!r} has severity {raw['severity']!r}; "
                          f"use one of {', '.join(SEVERITIES)}")
     bad = [x for x in raw.get("labels", ()) if x not in LABELS]
     if bad:
         raise RulesError(f"{where}: alert {raw['rule']!r} names unknown label(s) {bad}")
-    if raw["kind"] in ("streak", "last_quarter_share") and not raw.get("labels"):
+    if ALERT_KINDS[raw["kind"]].needs_labels and not raw.get("labels"):
         raise RulesError(f"{where}: alert {raw['rule']!r} needs `labels`")
     vals = dict(raw)
     for key in ("speakers", "labels"):

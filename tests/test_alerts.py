@@ -132,7 +132,15 @@ def test_alerts_come_in_time_order():
     assert set(a.alerts.rule) == {"angry_streak", "negative_last_quarter", "ends_worse"}
 
 
-def test_every_rule_kind_has_one_check():
-    from core.alerts import SESSION_CHECKS, STORE_RELATIVE
-    from core.rules import KINDS
-    assert sorted([*SESSION_CHECKS, *STORE_RELATIVE]) == sorted(KINDS)
+def test_every_rule_kind_has_one_check_and_the_rules_file_knows_the_registry():
+    from core.alerts import ALERT_KINDS, register_alert_kind, session_checks, store_relative
+    from core.rules import RulesError, _alert
+    assert sorted([*session_checks(), *store_relative()]) == sorted(ALERT_KINDS)
+    assert set(store_relative()) == {"volatility_percentile"}
+    with pytest.raises(RulesError, match="has kind 'spoke'"):
+        _alert({"rule": "r", "kind": "spoke"}, "x.toml")
+    register_alert_kind("spoke")(lambda *a: [])
+    try:
+        assert _alert({"rule": "r", "kind": "spoke"}, "x.toml").kind == "spoke"
+    finally:
+        ALERT_KINDS.pop("spoke")

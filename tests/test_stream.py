@@ -250,3 +250,31 @@ def test_memory_is_handed_back_after_a_long_stream(tight, monkeypatch):
     finally:
         gc.enable()
     assert calls == [1]
+
+
+def test_a_registered_alert_kind_fires_on_the_live_stream(model, live_pcm, tmp_path):
+    """A kind added to core's registry (core.alerts.register_alert_kind), used by a rule in
+    emoscope.toml, fires in an update message as soon as an utterance closes."""
+    from core.alerts import _alert, register_alert_kind, unregister_alert_kind
+
+    @register_alert_kind("spoke", live=True)
+    def spoke(sid, sp, part, m, rule, rules, duration_s):
+        return [_alert(sid, sp, rule, part.start[0], f"{sp} spoke", part.label[0], rules)] \
+            if len(part) else []
+
+    rules = tmp_path / "emoscope.toml"
+    rules.write_text('[[alerts]]\nrule = "first_words"\nkind = "spoke"\nseverity = "low"\n')
+    try:
+        with TestClient(create_app(Settings(model="tiny-random", device="cpu", tick_s=0.05,
+                                            rules=str(rules))),
+                        client=("127.0.0.1", 40004), base_url=LOCAL) as c, \
+                c.websocket_connect(f"{WS_LOCAL}/v1/stream?role=customer") as ws:
+            ws.receive_json()
+            msgs, _ = replay(ws, [live_pcm[i:i + 8000].tobytes()
+                                  for i in range(0, live_pcm.size, 8000)], pace_s=0.05)
+    finally:
+        unregister_alert_kind("spoke")
+    live = [a for m in msgs if m["type"] == "update" for a in m["alerts"]]
+    assert [(a["rule"], a["detail"], a["severity"]) for a in live] == \
+        [("first_words", "customer spoke", "low")]
+    assert [a["rule"] for a in msgs[-1]["alerts"]] == ["first_words"]  # and in the final one
