@@ -12,14 +12,15 @@ import pandas as pd
 
 from core.labels import LABELS, NEGATIVE
 from core.metrics import ALL, as_seq, low_confidence, quarter_masks
-from core.rules import AlertRule, Rules
+# Rules and rule objects (core.rules) arrive as arguments: core.rules checks a rules file's
+# kinds against ALERT_KINDS here, so this module does not import it back.
 
 ALERT_COLUMNS = ["session_id", "speaker", "rule", "t_s", "severity", "detail", "emotion",
                  "suggested_response", "suggested_response_zh"]
 
 
-def _alert(sid: str, speaker: str, rule: AlertRule, t_s: float, detail: str,
-           emotion: str | None, rules: Rules) -> dict:
+def _alert(sid: str, speaker: str, rule, t_s: float, detail: str, emotion: str | None,
+           rules) -> dict:
     return {"session_id": sid, "speaker": speaker, "rule": rule.rule, "t_s": float(t_s),
             "severity": rule.severity, "detail": detail, "emotion": emotion,
             "suggested_response": rules.response(emotion, "en"),
@@ -170,7 +171,7 @@ def store_relative() -> tuple[str, ...]:
     return tuple(k.name for k in ALERT_KINDS.values() if k.check is None)
 
 
-def session_alerts(sid: str, seg, metrics, duration_s: float, rules: Rules,
+def session_alerts(sid: str, seg, metrics, duration_s: float, rules,
                    live_only: bool = False) -> list[dict]:
     """Every rule that needs only this session (the kinds with a check); `live_only`: only
     the kinds a live stream judges as it goes.
@@ -193,7 +194,7 @@ def session_alerts(sid: str, seg, metrics, duration_s: float, rules: Rules,
 
 
 def volatility_alerts(sid: str, seg, metrics, rolling: np.ndarray,
-                      reference: dict[str, list[float]], rules: Rules) -> list[dict]:
+                      reference: dict[str, list[float]], rules) -> list[dict]:
     """volatility_percentile rules against `reference`: earlier sessions' volatility by role.
 
     `rolling`: the rolling volatility of each segment of `as_seq(seg)`, in that order.

@@ -134,7 +134,7 @@ def _alert(raw: dict, where: str) -> AlertRule:
         raise RulesError(f"{where}: unknown key(s) {', '.join(sorted(extra))} in an alert rule")
     if "rule" not in raw or "kind" not in raw:
         raise RulesError(f"{where}: every alert rule needs `rule` (a name) and `kind`")
-    from core.alerts import ALERT_KINDS  # the registry of kinds (core.alerts imports us)
+    from core.alerts import ALERT_KINDS  # the one registry of kinds
     if raw["kind"] not in ALERT_KINDS:
         raise RulesError(f"{where}: alert {raw['rule']!r} has kind {raw['kind']!r}; "
                          f"use one of {', '.join(ALERT_KINDS)}")
