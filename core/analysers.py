@@ -268,8 +268,10 @@ def finish(result, answers: list) -> Any:
             continue
         result = cls.finish(result, [(seg, f.by.get(cls.name)) for seg, f in answers])
     # Where transcripts enter a session: nothing said is kept before it is redacted.
+    # Sentiment is judged on the text as stored, after redaction.
     from core.redaction import redact_result
-    return redact_result(result)
+    from core.sentiment import score_result
+    return score_result(redact_result(result))
 
 
 @register_analyser

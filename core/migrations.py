@@ -253,4 +253,10 @@ CREATE TABLE audio_events (
 CREATE INDEX audio_events_session ON audio_events(session_id);
 ALTER TABLE runs ADD COLUMN asr VARCHAR;
 """),
+    # What the words say, per utterance (core/sentiment.py): [-1, 1] on the redacted text, and
+    # which analysis gave it ("vader" for English, "snownlp" for Chinese); NULL with no words.
+    ("0011_utterance_sentiment", """
+ALTER TABLE utterances ADD COLUMN sentiment DOUBLE;
+ALTER TABLE utterances ADD COLUMN sentiment_source VARCHAR;
+"""),
 ]

@@ -271,7 +271,8 @@ class Reader:
         cond, params = self._in(f)
         return self._query(
             "SELECT utterance_id, session_id, channel, speaker, start_s, end_s, text, language, "
-            f"confidence, asr_model, emotion FROM utterances WHERE {cond} "
+            f"confidence, asr_model, emotion, sentiment, sentiment_source FROM utterances "
+            f"WHERE {cond} "
             "ORDER BY session_id, start_s, channel", params)
 
     def transcript(self, session_id: str) -> pd.DataFrame:
@@ -287,7 +288,8 @@ class Reader:
             "best AS (SELECT utterance_id, arg_max(label, overlap) AS label, "
             "  arg_max(confidence, overlap) AS label_confidence FROM o GROUP BY 1) "
             "SELECT u.utterance_id, u.session_id, u.channel, u.speaker, u.start_s, u.end_s, "
-            "u.text, u.language, u.confidence, u.asr_model, u.emotion, best.label, "
+            "u.text, u.language, u.confidence, u.asr_model, u.emotion, u.sentiment, "
+            "u.sentiment_source, best.label, "
             "best.label_confidence FROM u LEFT JOIN best USING (utterance_id) "
             "ORDER BY u.start_s, u.channel", [session_id, *params])
 

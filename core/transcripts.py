@@ -12,6 +12,7 @@ UTTERANCE_SCHEMA = pa.schema([
     ("speaker", pa.string()), ("start_s", pa.float64()), ("end_s", pa.float64()),
     ("text", pa.string()), ("language", pa.string()), ("confidence", pa.float64()),
     ("asr_model", pa.string()), ("emotion", pa.string()),
+    ("sentiment", pa.float64()), ("sentiment_source", pa.string()),
 ])
 WORD_SCHEMA = pa.schema([
     ("utterance_id", pa.string()), ("session_id", pa.string()), ("n", pa.int32()),
@@ -29,7 +30,8 @@ def utterance_table(results: list[SessionResult]) -> pa.Table:
         {"utterance_id": u.utterance_id, "session_id": r.session_id, "channel": u.channel,
          "speaker": u.speaker, "start_s": u.start_s, "end_s": u.end_s, "text": u.text,
          "language": u.language, "confidence": u.confidence, "asr_model": u.asr_model,
-         "emotion": u.emotion}
+         "emotion": u.emotion, "sentiment": u.sentiment,
+         "sentiment_source": u.sentiment_source}
         for r in results for u in r.utterances], schema=UTTERANCE_SCHEMA)
 
 
@@ -60,7 +62,8 @@ def utterances_of(utts: pa.Table | None, words: pa.Table | None) -> tuple[Uttera
         Utterance(u["utterance_id"], u["channel"], u["speaker"], u["start_s"], u["end_s"],
                   u["text"], u["language"], u["confidence"], u["asr_model"], u["emotion"],
                   tuple(w for _, w in sorted(by_utt.get(u["utterance_id"], []),
-                                             key=lambda nw: nw[0])))
+                                             key=lambda nw: nw[0])),
+                  u.get("sentiment"), u.get("sentiment_source"))  # older shards lack them
         for u in utts.to_pylist())
 
 

@@ -81,6 +81,9 @@ class Utterance:
     asr_model: str | None = None
     emotion: str | None = None
     words: tuple[Word, ...] = ()
+    # What the words say (core/sentiment): [-1, 1] on the redacted text, and "vader" or "snownlp"
+    sentiment: float | None = None
+    sentiment_source: str | None = None
 
 
 @dataclass(frozen=True)
