@@ -19,6 +19,7 @@ Placeholders hold no digits or number words, so redacting twice changes nothing.
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 from dataclasses import dataclass, replace
@@ -148,10 +149,13 @@ def redact_pieces(pieces: list[str], cfg: RedactionConfig | None = None) -> list
     joined = " ".join(pieces)
     cuts: list[list[tuple[int, int, str]]] = [[] for _ in pieces]
     for s, e, kind in spans(joined, cfg):
-        for i, (p, at) in enumerate(zip(pieces, starts)):
-            lo, hi = max(s, at), min(e, at + len(p))
+        i = bisect.bisect_right(starts, s) - 1  # the pieces it touches, from the first on
+        while i < len(pieces) and starts[i] < e:
+            at = starts[i]
+            lo, hi = max(s, at), min(e, at + len(pieces[i]))
             if lo < hi:
                 cuts[i].append((lo - at, hi - at, kind))
+            i += 1
     out = []
     for p, cs in zip(pieces, cuts):
         for lo, hi, kind in reversed(cs):
