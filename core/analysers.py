@@ -206,6 +206,18 @@ def configure(configs: dict[str, dict]) -> None:
         _INSTANCES.pop(name, None)
 
 
+def from_config(section: dict) -> None:
+    """[analysers] of emoscope.toml: `modules = ["pkg.module", ...]` to import, and one
+    `[analysers.NAME]` table of config fields per analyser."""
+    if not isinstance(section, dict):
+        raise ValueError("[analysers] must be a table")
+    names = section.get("modules", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError("[analysers] modules is a list of module names")
+    use(names)
+    configure({k: v for k, v in section.items() if isinstance(v, dict)})
+
+
 def state() -> tuple[list[str], dict[str, dict]]:
     """What another process needs to hold the same analysers: `restore(*state())` there."""
     return modules(), {k: dict(v) for k, v in _CONFIG.items()}

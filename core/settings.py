@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import apikeys
+from core import analysers, apikeys
 from core.access import AccessConfig, AccessError
 
 CONFIG_NAME = "emoscope.toml"
@@ -111,5 +111,9 @@ def load_settings(path: str | Path | None = None, db: str | Path | None = None) 
     if not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) and h.strip()
                                                        for h in hosts):
         raise SettingsError(f"{where}: [server] allowed_hosts is a list of host names")
+    try:  # every process reading the settings (CLI, worker, API, dashboard) holds the analysers
+        analysers.from_config(raw.get("analysers") or {})
+    except ValueError as e:
+        raise SettingsError(f"{where}: {e}") from None
     return Settings(access, auth, retention, Path(root).resolve() if root else None,
                     config_path(path), tuple(audience), tuple(h.strip() for h in hosts))

@@ -129,3 +129,23 @@ def test_an_analyser_fills_the_sessions_typed_tables_through_finish(model, speec
     said = Reader(Store(tmp_path / "t.duckdb"), operator()).transcript(result.session_id)
     lengths = [round((s.end_s - s.start_s) * 16_000) for s in result.segments]
     assert [int(t.split()[0]) for t in said.text] == pytest.approx(lengths, abs=2)
+
+
+def test_emoscope_toml_names_the_analyser_modules_and_their_settings(loudness, tmp_path):
+    from core.settings import SettingsError, load_settings
+    conf = tmp_path / "emoscope.toml"
+    conf.write_text('[analysers]\nmodules = ["tests.loudness_analyser"]\n'
+                    '[analysers.loudness]\nfloor_db = -90.0\n')
+    try:
+        load_settings(conf)
+        assert "tests.loudness_analyser" in analysers.modules()
+        assert analysers.instance("loudness").config.floor_db == -90.0
+        conf.write_text('[analysers.loudness]\nceiling = 1\n')
+        load_settings(conf)
+        with pytest.raises(ValueError, match=r"\[analysers.loudness\] has unknown setting"):
+            analysers.instance("loudness")
+    finally:
+        analysers.configure({"loudness": {}})
+    conf.write_text('[analysers]\nmodules = ["no.such.module"]\n')
+    with pytest.raises(SettingsError, match="no.such.module"):
+        load_settings(conf)
