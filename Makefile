@@ -6,11 +6,12 @@ export EMOSCOPE_CACHE ?= $(CURDIR)/.cache/emoscope
 
 .PHONY: setup sysdeps test test-gpu demo demo-data bench bench-api bench-dashboard bench-readers clean
 
-# System tools: espeak-ng/sox make speech for fixtures and demo audio, chromium for the
+# System tools: espeak-ng/flite/sox make speech for fixtures and demo audio (flite: speech
+# pocketsphinx recognises), chromium for the
 # browser test. Installed only when missing, and only where apt is usable.
 sysdeps:
 	@missing=""; \
-	for t in espeak-ng:espeak-ng sox:sox ffmpeg:ffmpeg chromium:chromium; do \
+	for t in espeak-ng:espeak-ng flite:flite sox:sox ffmpeg:ffmpeg chromium:chromium; do \
 	  cmd=$${t%%:*}; pkg=$${t##*:}; command -v $$cmd >/dev/null || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -1,4 +1,4 @@
-"""Audio made on the fly for tests: espeak-ng speech and any codec PyAV can write."""
+"""Audio made on the fly for tests: espeak-ng and flite speech and any codec PyAV can write."""
 from __future__ import annotations
 
 import subprocess
@@ -40,6 +40,25 @@ def speak(text: str, voice: str = "en-us", pitch: int = 50, speed: int = 160,
             parts = [f.to_ndarray().reshape(-1) for fr in c.decode(audio=0)
                      for f in res.resample(fr)]
             parts += [f.to_ndarray().reshape(-1) for f in res.resample(None)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def flite(text: str, voice: str = "slt") -> np.ndarray:
+    """flite speech (slt, rms, awb: 16 kHz voices; kal: 8 kHz) as 16 kHz float32 mono:
+    speech pocketsphinx recognises, so transcripts can be checked word for word."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "s.wav"
+        subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(out)], check=True,
+                       capture_output=True)
+        return _read_mono(out)
+
+
+def _read_mono(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        res = av.AudioResampler(format="flt", layout="mono", rate=SR)
+        parts = [f.to_ndarray().reshape(-1) for fr in c.decode(audio=0)
+                 for f in res.resample(fr)]
+        parts += [f.to_ndarray().reshape(-1) for f in res.resample(None)]
     return np.concatenate(parts).astype(np.float32)
 
 
