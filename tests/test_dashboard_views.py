@@ -253,3 +253,20 @@ def test_an_alert_opens_on_the_alerting_speakers_segment(env):
                    seek={"session_id": a.session_id, "t_s": float(a.t_s), "segment_id": None})
     cursor = next(m.value for m in at.markdown if m.value.startswith("**") and " · " in m.value)
     assert cursor.startswith("**customer**"), cursor
+
+
+def test_the_session_page_reads_as_a_conversation(env):
+    """Each line of the transcript with its emotion, turns per speaker, and a click on a line's
+    time moves the player (and the highlight) there."""
+    reader = Reader(Store(env), operator())
+    sid = reader.utterances().session_id.iloc[0]
+    lines = reader.transcript(sid)
+    at = open_page("session", session_id=sid)
+    said = [m.value for m in at.markdown if "thank you for calling" in m.value]
+    assert said and said[0].startswith(":"), said  # the line, after its emotion badge
+    assert len([c for c in at.chat_message]) >= 2  # agent and customer turns
+    third = lines.iloc[2]
+    at.button(key=f"line_{sid}_2").click().run()
+    assert at.session_state["seek"]["t_s"] == pytest.approx(third.start_s)
+    marked = [m.value for m in at.markdown if ":orange-background[" in m.value]
+    assert len(marked) == 1 and third.text.split()[0] in marked[0]

@@ -57,7 +57,9 @@ def test_a_backend_that_cannot_load_says_why_in_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.delenv("EMOSCOPE_SENSEVOICE", raising=False)
     for spec, says in (("sensevoice", "not on this machine"), ("nonsense", "unknown"),
-                       (f"sensevoice:{tmp_path / 'nope'}", "not a directory")):
+                       (f"sensevoice:{tmp_path / 'nope'}", "not a directory"),
+                       # faster-whisper is an optional extra, and no Whisper weights are here
+                       (f"whisper:{tmp_path / 'nope'}", "whisper")):
         with pytest.raises(stt.AsrUnavailable) as e:
             stt.load(spec)
         assert says in str(e.value) and "\n" not in str(e.value)

@@ -13,7 +13,7 @@ from core.rules import load_rules
 from core.sessions import SessionWriter
 from core.store import Store
 from core.types import (ChannelQuality, Curve, Segment, SessionMeta, SessionResult,
-                        segment_id_for, session_id_for)
+                        Utterance, Word, segment_id_for, session_id_for, utterance_id_for)
 from tests.analytics_fixtures import onehot
 
 # The packaged rules with smaller references, so the volatility rule fires within 40 sessions.
@@ -73,6 +73,29 @@ severity = "low"
 
 AGENTS = {"a-ana": "billing", "a-ben": "support", "a-cy": "support", "a-dai": "billing"}
 CUSTOMER_MOODS = ["neutral", "neutral", "happy", "angry", "sad", "angry", "neutral", "fearful"]
+# What the calls say: a line per segment, in turn (no randomness, so the rest stays as it was).
+AGENT_LINES = ["thank you for calling how can i help", "let me check that for you",
+               "i am sorry to hear that", "the refund will arrive in five days",
+               "is there anything else i can do"]
+CUSTOMER_LINES = ["my bill is wrong again", "i want a refund for the double charge",
+                  "this is the third time i am calling", "that is fine thank you",
+                  "i want to cancel my account right now", "nobody called me back"]
+
+
+def transcript(sid: str, segs: list[Segment]) -> tuple[Utterance, ...]:
+    """One utterance per segment, its words spread evenly over it."""
+    out, n = [], {}
+    for s in segs:
+        lines = AGENT_LINES if s.speaker == "agent" else CUSTOMER_LINES
+        k = n[s.channel] = n.get(s.channel, -1) + 1
+        text = lines[k % len(lines)]
+        ws = text.split()
+        step = (s.end_s - s.start_s) / len(ws)
+        out.append(Utterance(utterance_id_for(sid, s.channel, k), s.channel, s.speaker,
+                             s.start_s, s.end_s, text, "en", 0.9, "pocketsphinx:en-us", None,
+                             tuple(Word(w, s.start_s + i * step, s.start_s + (i + 1) * step, 0.9)
+                                   for i, w in enumerate(ws))))
+    return tuple(out)
 
 
 def _segment(sid, ch, n, speaker, start, end, label, conf, emb) -> Segment:
@@ -115,7 +138,7 @@ def call(k: int, rng: np.random.Generator) -> SessionResult:
                   np.full((len(np.arange(0, dur, 0.5)), len(LABELS)), 1 / len(LABELS),
                           np.float32))
     return SessionResult(sid, f"/nowhere/call{k:02d}.wav", f"call{k:02d}.wav", sha, dur, 2, meta,
-                         chans, tuple(segs), (curve,))
+                         chans, tuple(segs), (curve,), transcript(sid, segs))
 
 
 def diary(k: int, person: str, day: int, rng: np.random.Generator, mood: str) -> SessionResult:

@@ -179,6 +179,21 @@ def session_segments(k: Key, session_id: str) -> pd.DataFrame:
     return reader(k).segments(session_id)
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def session_transcript(k: Key, session_id: str) -> pd.DataFrame:
+    """What was said, line by line, each with the emotion of the segment it lies in."""
+    if "utterances" not in tables(k.version, k.path):
+        return pd.DataFrame()
+    return reader(k).transcript(session_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def session_events(k: Key, session_id: str) -> pd.DataFrame:
+    if "audio_events" not in tables(k.version, k.path):
+        return pd.DataFrame()
+    return reader(k).audio_events(SessionFilter.of(session_id))
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def session_frames(k: Key, session_id: str) -> pd.DataFrame:
     return reader(k).frames(session_id)

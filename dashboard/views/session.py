@@ -1,5 +1,6 @@
-"""Session: metadata, the per-speaker timeline with a seeking audio player, the segment under
-the cursor, the segment table, trend, volatility, alerts and an export of this session."""
+"""Session: metadata, the per-speaker timeline with a seeking audio player, what was said as a
+conversation (each line with its emotion, a click plays from there), the segment under the
+cursor, the segment table, trend, volatility, alerts and an export of this session."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -76,6 +77,65 @@ def play(k, sid: str, t: float) -> None:
         within = f" (the moment is at {ui.fmt_time(t)})" if t - int(t) >= 0.05 else ""
         st.caption(f"Player starts at {ui.fmt_time(int(t))}{within}. "
                    "Click the timeline to move it.")
+
+
+AVATARS = {"agent": "🎧", "customer": "👤", "speaker": "🗣️"}
+# Streamlit's markdown colours, nearest to each emotion's chart colour.
+TINTS = {"angry": "red", "disgusted": "orange", "fearful": "violet", "happy": "green",
+         "neutral": "gray", "other": "gray", "sad": "blue", "surprised": "orange",
+         "unknown": "gray"}
+
+
+def line_at(lines: pd.DataFrame, t: float) -> int | None:
+    """The line under the cursor: the one being said at `t`, else the last one begun."""
+    if lines.empty:
+        return None
+    inside = lines.index[(lines.start_s <= t + 1e-6) & (lines.end_s >= t - 1e-6)]
+    if len(inside):
+        return int(inside[0])
+    begun = lines.index[lines.start_s <= t + 1e-6]
+    return int(begun[-1]) if len(begun) else None
+
+
+def _badge(label) -> str:
+    return f":{TINTS.get(label, 'gray')}[{ui.label(label)}]" if isinstance(label, str) else ""
+
+
+def transcript(sid: str, lines: pd.DataFrame, events: pd.DataFrame, t: float) -> None:
+    """What was said, as turns: consecutive lines of one speaker under one avatar, each with
+    how it sounded (emotion2vec's label of its segment; the speech-to-text model's own emotion
+    beside it when it has one), a time that plays from there, the line at the cursor marked."""
+    if lines.empty:
+        st.caption("No transcript: this session was analysed without speech-to-text "
+                   "(ingest with `--asr pocketsphinx` or `--asr sensevoice`).")
+        return
+    lines = lines.reset_index(drop=True)
+    here = line_at(lines, t)
+    box = st.container(height=min(480, 90 + 46 * len(lines)), key=f"transcript_{sid}")
+    turn, msg = None, None
+    for i, u in lines.iterrows():
+        if u.speaker != turn:
+            turn = u.speaker
+            msg = box.chat_message(str(u.speaker), avatar=AVATARS.get(u.speaker, "🗣️"))
+        c = msg.columns([1, 6], vertical_alignment="center")
+        if c[0].button(ui.fmt_time(u.start_s), key=f"line_{sid}_{i}",
+                       type="primary" if i == here else "tertiary",
+                       help=f"Play from here ({u.speaker})"):
+            nav.seek(sid, float(u.start_s))
+            st.rerun()
+        said = ui.md(u.text)
+        said = f":orange-background[{said}]" if i == here else said
+        own = u.get("emotion")
+        second = f" · _{ui.md(u.asr_model.split(':')[0])}: {ui.label(own)}_" \
+            if isinstance(own, str) and own else ""
+        c[1].markdown(f"{_badge(u.label)} {said}{second}")
+    if not events.empty:
+        st.caption("Also heard: " + ", ".join(
+            f"{ui.md(e.event)} at {ui.fmt_time(e.start_s)}" for e in events.itertuples()))
+    model = lines.asr_model.dropna()
+    if len(model):
+        st.caption(f"Transcribed by {ui.md(model.iloc[0])}. The line at the player's start is "
+                   "highlighted; click a time to play from there.")
 
 
 def _text(v) -> str:
@@ -242,8 +302,10 @@ def main() -> None:
     left, right = st.columns([3, 2])
     with left:
         play(k, sid, t)
-        st.subheader("Segments")
-        segment_table(sid, seg)
+        st.subheader("What was said")
+        transcript(sid, data.session_transcript(k, sid), data.session_events(k, sid), t)
+        with st.expander("Segments (table)"):
+            segment_table(sid, seg)
     with right:
         st.subheader("At the cursor")
         segment_detail(segment_at(seg, t, nav.seek_segment(sid)))
