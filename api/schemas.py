@@ -117,6 +117,15 @@ class SessionDetail(BaseModel):
     notes: list[dict]
     analyses: dict[str, list[dict]] = Field({}, description="Rows of each analyser's own table "
                                             "(core.analysers), e.g. utterances and words.")
+    transcript: list[dict] = Field(
+        default_factory=list,
+        description="What was said, in time order: per utterance its id, channel, speaker, "
+                    "start_s, end_s, text, language, confidence, asr_model, the emotion2vec "
+                    "label of the segment it lies in (label, label_confidence), the speech-to-"
+                    "text model's own emotion where it has one, and its words with times.")
+    audio_events: list[dict] = Field(
+        default_factory=list,
+        description="Non-speech sounds the speech-to-text model heard (laughter, crying...).")
 
 
 class SimilarHit(BaseModel):

@@ -136,8 +136,22 @@ def get_session(session_id: str = SessionId, c: Caller = Depends(caller),
         "analyses": {t.name: records(r.analysis_rows(session_id, t.name),
                                      drop=("session_id",)) for t in analysers.tables()},
     }
+    answer["transcript"], answer["audio_events"] = _transcript(r, one)
     c.record("view", session_id)
     return answer
+
+
+def _transcript(r, one: SessionFilter) -> tuple[list[dict], list[dict]]:
+    """Utterances with their words, and the audio events, of one session."""
+    if "utterances" not in r.tables():
+        return [], []
+    words: dict[str, list[dict]] = {}
+    for w in records(r.words(one), drop=("session_id", "n")):
+        words.setdefault(w.pop("utterance_id"), []).append(w)
+    lines = records(r.utterances(one), drop=("session_id",))
+    for u in lines:
+        u["words"] = words.get(u["utterance_id"], [])
+    return lines, records(r.audio_events(one), drop=("session_id",))
 
 
 @router.get("/sessions/{session_id}/audio", responses=NOT_FOUND | {

@@ -267,20 +267,12 @@ class Reader:
     # -- what was said (core/transcripts.py) ----------------------------------------------------
     def utterances(self, f: SessionFilter = EVERY) -> pd.DataFrame:
         """Utterances of the sessions `f` covers, in time order within each session: who said
-        what, when, in which language, by which backend (`emotion`: the backend's own tag)."""
+        what, when, in which language, by which backend (`emotion`: the backend's own tag), and
+        how it sounded: emotion2vec's `label` and `label_confidence` of the segment on its
+        channel that overlaps it most (None where none does)."""
         cond, params = self._in(f)
         return self._query(
-            "SELECT utterance_id, session_id, channel, speaker, start_s, end_s, text, language, "
-            f"confidence, asr_model, emotion, sentiment, sentiment_source FROM utterances "
-            f"WHERE {cond} "
-            "ORDER BY session_id, start_s, channel", params)
-
-    def transcript(self, session_id: str) -> pd.DataFrame:
-        """One session's utterances, each with the emotion2vec label of the segment that
-        overlaps it most (`label`, `label_confidence`; None where no segment overlaps)."""
-        cond, params = self._in(SessionFilter.of(session_id))
-        return self._query(
-            "WITH u AS (SELECT * FROM utterances WHERE session_id = ? AND " + cond + "), "
+            f"WITH u AS (SELECT * FROM utterances WHERE {cond}), "
             "o AS (SELECT u.utterance_id, g.label, g.confidence, "
             "  least(u.end_s, g.end_s) - greatest(u.start_s, g.start_s) AS overlap "
             "  FROM u JOIN segments g ON g.session_id = u.session_id "
@@ -291,7 +283,11 @@ class Reader:
             "u.text, u.language, u.confidence, u.asr_model, u.emotion, u.sentiment, "
             "u.sentiment_source, best.label, "
             "best.label_confidence FROM u LEFT JOIN best USING (utterance_id) "
-            "ORDER BY u.start_s, u.channel", [session_id, *params])
+            "ORDER BY u.session_id, u.start_s, u.channel", params)
+
+    def transcript(self, session_id: str) -> pd.DataFrame:
+        """One session's `utterances`."""
+        return self.utterances(SessionFilter.of(session_id)).reset_index(drop=True)
 
     def words(self, f: SessionFilter = EVERY) -> pd.DataFrame:
         """Words with their times, of the sessions `f` covers, in utterance order."""
@@ -398,8 +394,13 @@ class Reader:
     def export_segments(self, f: SessionFilter) -> pd.DataFrame:
         """Segments with their embeddings, session metadata and model, for exports."""
         cond, params = self._sessions_where(f)
+        # What was said in the segment: the utterances on its channel centred inside it.
+        said = ("(SELECT string_agg(u.text, ' ' ORDER BY u.start_s) FROM utterances u "
+                "WHERE u.session_id = g.session_id AND u.channel = g.channel "
+                "AND (u.start_s + u.end_s) / 2 BETWEEN g.start_s AND g.end_s)"
+                if "utterances" in self.tables() else "NULL::VARCHAR")
         return self._query(
-            "SELECT g.*, s.file_name, s.agent_id, s.customer_id, s.team, "
+            f"SELECT g.*, {said} AS text, s.file_name, s.agent_id, s.customer_id, s.team, "
             f"{SESSION_DATE.format(a='s')} AS \"when\", r.model, r.trained "
             "FROM segments g JOIN sessions s USING (session_id) LEFT JOIN runs r USING (run_id) "
             f"WHERE {cond} ORDER BY g.session_id, g.start_s, g.channel", params)

@@ -16,6 +16,7 @@ from core.labels import NEGATIVE
 SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
 TOP_ALERTS = 15
 MAX_LISTED = 200  # sessions listed in full; the CSV beside the PDF holds every one
+SAID_SESSIONS, SAID_LINES = 3, 40  # transcripts printed: the worst sessions, their first lines
 
 
 @dataclass
@@ -33,6 +34,7 @@ class ReportData:
     journey: pd.DataFrame = field(default_factory=pd.DataFrame)  # aggregates.journey rows
     notes: pd.DataFrame = field(default_factory=pd.DataFrame)  # core.notes.COLUMNS
     mix_limit: float | None = None  # [baseline] mix_distance: where an entry's mix departs
+    transcripts: pd.DataFrame = field(default_factory=pd.DataFrame)  # Reader.utterances rows
 
 
 def kpis(d: ReportData) -> dict[str, str]:
@@ -254,6 +256,29 @@ def _session_list(doc: Doc, t: pd.DataFrame) -> None:
         doc.line(f"{len(t) - MAX_LISTED} more in the sessions CSV.", 8)
 
 
+def _said(doc: Doc, d: ReportData, order: list[str], why: str) -> None:
+    """What was said in a few sessions (`order`, first first): time, speaker, how it sounded
+    and the words, so a reader of the report sees the call, not only its labels."""
+    t = d.transcripts
+    if t.empty:
+        return
+    chosen = [s for s in order if s in set(t.session_id)][:SAID_SESSIONS]
+    if not chosen:
+        return
+    doc.h2("What was said", keep_mm=50)
+    doc.line(why, size=8)
+    names = dict(zip(d.sessions.session_id, d.sessions.file_name)) if len(d.sessions) else {}
+    for sid in chosen:
+        lines = t[t.session_id == sid]
+        doc.line(f"{names.get(sid, sid)} ({sid})", bold=True)
+        rows = [[_clock(u.start_s), _text(u.speaker), _text(u.label), _text(u.text)]
+                for u in lines.head(SAID_LINES).itertuples()]
+        doc.table(["At", "Speaker", "Sounded", "Said"], rows, (14, 20, 20, 132))
+        if len(lines) > SAID_LINES:
+            doc.line(f"... {len(lines) - SAID_LINES} more lines in the JSON and CSV exports.",
+                     size=7)
+
+
 def calls_pdf(d: ReportData) -> bytes:
     doc = Doc()
     _header(doc, d)
@@ -268,6 +293,10 @@ def calls_pdf(d: ReportData) -> bytes:
         doc.image(charts.mix_by_day(d.segments))
     _alerts(doc, d)
     if len(d.table):
+        worst = d.table.sort_values("alerts", ascending=False, kind="stable") \
+            if "alerts" in d.table else d.table
+        _said(doc, d, list(worst.session_id), "The sessions with the most alerts; each line "
+              "with the emotion of the speech it was said in.")
         _session_list(doc, d.table)
     return doc.bytes()
 
@@ -305,6 +334,10 @@ def person_pdf(d: ReportData) -> bytes:
                     _num(r.volatility, ".3f"), _num(r.mix_distance), r.status,
                     str(int(counts.get(r.session_id, 0)))] for _, r in j.iterrows()],
                   (28, 52, 18, 20, 20, 34, 14))
+    latest = d.sessions.sort_values("when", ascending=False).session_id.tolist() \
+        if len(d.sessions) else []
+    _said(doc, d, latest, "The latest entries, in the person's words; each line with the "
+          "emotion of the speech it was said in.")
     doc.h2("Notes")
     if len(d.notes):
         names = j.set_index("session_id").file_name.to_dict() if "file_name" in j else {}

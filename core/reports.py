@@ -1,7 +1,8 @@
 """Exports of stored sessions, the same from the Reports page and `emoscope export`: a report
 per audience (a team, an agent, a person, or any selection of sessions) as a PDF
 (core.report_pdf), a per-session summary CSV, and the segments as CSV, Parquet, NPY
-(embeddings with ids) and predict-format JSON, every file named after what it holds."""
+(embeddings with ids) and predict-format JSON — each segment with what was said in it (`text`)
+where the session was transcribed — every file named after what it holds."""
 from __future__ import annotations
 
 import io
@@ -84,7 +85,9 @@ def predict_records(segments: pd.DataFrame) -> list[dict]:
             "model": getattr(r, "model", None) if isinstance(getattr(r, "model", None), str)
             else None,
             "trained": bool(r.trained) if getattr(r, "trained", None) is not None
-            and not pd.isna(r.trained) else None})
+            and not pd.isna(r.trained) else None,
+            # what was said in the segment, where the session was transcribed
+            "text": r.text if isinstance(getattr(r, "text", None), str) else None})
     return out
 
 
@@ -233,6 +236,8 @@ def build(reader: Reader, spec: ReportSpec, rules=None, spool=None,
             models=models, kind="person" if person else "calls", table=table,
             scorecards=pd.DataFrame() if person else _scorecards(reader, spec, table),
             journey=_journey(reader, spec, rules, set(ids)) if person else pd.DataFrame(),
-            notes=notes, mix_limit=rules.baseline_mix_distance if rules else None)
+            notes=notes, mix_limit=rules.baseline_mix_distance if rules else None,
+            transcripts=reader.utterances(within) if "utterances" in reader.tables()
+            else pd.DataFrame())
         out.files["pdf"] = (stem + FILES["pdf"], to_pdf(data))
     return out
