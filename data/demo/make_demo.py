@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Make the bundled demo sessions in this folder: synthetic calls and voice diaries.
 
-Every voice is espeak-ng (no recordings of real people). Each line of a script is spoken
-with its own pitch, speed and loudness, from the speaker's base voice, a mood preset and a
-little seeded jitter, so the audio differs from moment to moment the way the words do.
+Every voice is synthetic (no recordings of real people): flite for English (its voices are
+speech pocketsphinx recognises, so the Session page shows the words that were said),
+espeak-ng for Mandarin. Each line of a script is spoken with its own pitch, speed and
+loudness, from the speaker's base voice, a mood preset and a little seeded jitter, so the
+audio differs from moment to moment the way the words do.
 
 Calls are stereo, one speaker per channel (left = agent, right = customer, except where the
 manifest says otherwise); turns alternate with natural gaps, now and then a short overlap,
@@ -14,10 +16,10 @@ shouting clipped, to show the quality flags.
 Outputs (all beside this script): the audio files, manifest.csv, lines.csv (the transcript
 with times and intended moods) and README.md.
 Deterministic: fixed seed, and files are muxed bit-exact, so a rerun gives identical bytes
-(and so identical session ids) with the same espeak-ng and FFmpeg versions.
+(and so identical session ids) with the same flite, espeak-ng and FFmpeg versions.
 
 Usage: python data/demo/make_demo.py [--out DIR]
-Needs: espeak-ng on PATH, numpy, PyAV (`av`).
+Needs: flite and espeak-ng on PATH, numpy, PyAV (`av`).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import numpy as np
 
 SEED = 20261102
 SR = 22_050  # espeak-ng's native rate; everything is composed here, then resampled on encode
+FLITE_SR = 16_000  # flite's slt, rms and awb voices
 HERE = Path(__file__).resolve().parent
 
 # ---------------------------------------------------------------------------------------------
@@ -44,10 +47,12 @@ HERE = Path(__file__).resolve().parent
 
 @dataclass(frozen=True)
 class Voice:
-    espeak: str  # espeak-ng voice, e.g. "en-us+f3"
+    espeak: str  # espeak-ng voice, e.g. "en-us+f3" (Mandarin)
     pitch: int = 50  # -p, 0..99
     speed: int = 165  # -s, words per minute
     level: float = 0.5  # peak level of a neutral line (0..1 full scale)
+    flite: str | None = None  # flite voice (slt, rms, awb): used instead of espeak-ng
+    f0: float = 0.0  # flite's mean pitch (Hz); a mood's pitch moves it by that many percent
 
 
 @dataclass(frozen=True)
@@ -124,8 +129,8 @@ def S(text, mood="neutral", **kw):
 # Scripts
 # ---------------------------------------------------------------------------------------------
 
-ANA = Voice("en-us+f3", pitch=55, speed=165, level=0.45)
-BEN = Voice("en-us+m3", pitch=42, speed=160, level=0.45)
+ANA = Voice("en-us+f3", pitch=55, speed=165, level=0.45, flite="slt", f0=175)
+BEN = Voice("en-us+m3", pitch=42, speed=160, level=0.45, flite="rms", f0=105)
 # Mandarin: espeak-ng turns characters into tone-numbered pinyin; the plain "cmn" voice then
 # reads that pinyin as English ("ni three"), "cmn-latn-pinyin" reads it as Mandarin.
 ZH = "cmn-latn-pinyin"
@@ -482,25 +487,27 @@ def sessions() -> list[Session]:
     return [
         call("call01_billing_double_charge.wav", "English",
              "Billing dispute: charged twice; refund and goodwill credit",
-             ANA, Voice("en-gb", pitch=40, speed=170), call_billing_double_charge(),
+             ANA, Voice("en-gb", pitch=40, speed=170, flite="awb", f0=110), call_billing_double_charge(),
              "pcm_mulaw", 8000, None,
              m("a-ana", "c-1042", "billing", "2026-11-02T09:42:00", "billing;dispute;refund")),
         call("call02_delivery_delay.mp3", "English",
              "Late delivery: customer shouts and interrupts, calms down once it is fixed "
              "(shouting is clipped)",
-             BEN, Voice("en-us+f4", pitch=60, speed=170, level=0.7), call_delivery_delay(),
+             BEN, Voice("en-us+f4", pitch=60, speed=170, level=0.7, flite="slt", f0=200), call_delivery_delay(),
              "libmp3lame", 16000, 32000,
              m("a-ben", "c-2218", "support", "2026-11-03T14:05:00",
                "support;delivery;escalation"),
              clip=True),
         call("call03_plan_upgrade.opus", "English",
              "Happy loyalty upgrade: new plan and phone",
-             ANA, Voice("en-us+m2", pitch=38, speed=175, level=0.5), call_plan_upgrade(),
+             ANA, Voice("en-us+m2", pitch=38, speed=175, level=0.5, flite="awb",
+                                   f0=100), call_plan_upgrade(),
              "libopus", 16000, 24000,
              m("a-ana", "c-3051", "billing", "2026-11-04T11:20:00", "billing;upgrade;sales")),
         call("call04_router_setup_confused.mp3", "English",
              "Confused elderly customer; patient step-by-step router fix",
-             BEN, Voice("en-gb+f5", pitch=62, speed=150, level=0.45), call_router_confused(),
+             BEN, Voice("en-gb+f5", pitch=62, speed=150, level=0.45, flite="slt",
+                                  f0=190), call_router_confused(),
              "libmp3lame", 16000, 32000,
              m("a-ben", "c-4127", "support", "2026-11-05T17:35:00", "support;onboarding")),
         call("call05_broadband_outage_zh.opus", "Mandarin",
@@ -514,7 +521,7 @@ def sessions() -> list[Session]:
              channels=("customer", "agent")),
         call("call06_refund_followup_quiet.wav", "English",
              "Follow-up on call01's refund, recorded far too quietly (too_quiet flag)",
-             ANA, Voice("en-gb", pitch=40, speed=170), call_refund_followup(),
+             ANA, Voice("en-gb", pitch=40, speed=170, flite="awb", f0=110), call_refund_followup(),
              "pcm_mulaw", 8000, None,
              m("a-ana", "c-1042", "billing", "2026-11-11T15:48:00",
                "billing;refund;follow-up"),
@@ -528,12 +535,12 @@ def sessions() -> list[Session]:
                "billing;roaming;mandarin")),
         diary("diary_p001_2026-11-02.m4a", "English",
               "First entry: tired, flat, a little hope at the end",
-              Voice("en-gb+f3", pitch=52, speed=160, level=0.5), diary_p001_first(),
+              Voice("en-gb+f3", pitch=52, speed=160, level=0.5, flite="slt", f0=165), diary_p001_first(),
               "aac", 16000, 32000,
               m("", "p-001", "wellbeing", "2026-11-02T21:30:00", "diary;sleep")),
         diary("diary_p001_2026-11-06.m4a", "English",
               "Stressed: deadline moved, anger and guilt, then a plan",
-              Voice("en-gb+f3", pitch=52, speed=160, level=0.5), diary_p001_stressed(),
+              Voice("en-gb+f3", pitch=52, speed=160, level=0.5, flite="slt", f0=165), diary_p001_stressed(),
               "aac", 16000, 32000,
               m("", "p-001", "wellbeing", "2026-11-06T23:10:00", "diary;stress;work")),
         diary("diary_p002_2026-11-08_zh.ogg", "Mandarin",
@@ -543,7 +550,7 @@ def sessions() -> list[Session]:
               m("", "p-002", "wellbeing", "2026-11-08T21:05:00", "diary;homesick;mandarin")),
         diary("diary_p001_2026-11-13.m4a", "English",
               "Good week: project shipped, sleeping better, upbeat",
-              Voice("en-gb+f3", pitch=52, speed=160, level=0.5), diary_p001_good_week(),
+              Voice("en-gb+f3", pitch=52, speed=160, level=0.5, flite="slt", f0=165), diary_p001_good_week(),
               "aac", 16000, 32000,
               m("", "p-001", "wellbeing", "2026-11-13T20:45:00", "diary;work;family")),
     ]
@@ -569,10 +576,28 @@ def espeak(text: str, voice: str, pitch: int, speed: int, word_gap: int) -> np.n
     return (x / peak).astype(np.float32)
 
 
+def flite(text: str, voice: str, f0: float, stretch: float) -> np.ndarray:
+    """One line through flite at mean pitch `f0` (Hz), `stretch` times slower, as float32 at
+    SR (from flite's 16 kHz, linearly interpolated), peak-normalised to 1."""
+    cmd = ["flite", "-voice", voice, "--setf", f"int_f0_target_mean={f0:.1f}",
+           "--setf", f"duration_stretch={stretch:.3f}", "-t", text, "-o", "/dev/stdout"]
+    wav = subprocess.run(cmd, capture_output=True, check=True).stdout
+    x, rate = _read_wav(wav)
+    if rate != FLITE_SR:
+        raise RuntimeError(f"flite voice {voice} produced {rate} Hz, expected {FLITE_SR}")
+    x = np.trim_zeros(x)
+    n = int(round(x.size * SR / rate))
+    x = np.interp(np.arange(n) * (rate / SR), np.arange(x.size), x).astype(np.float32)
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak == 0.0:
+        raise RuntimeError(f"flite produced silence for {text!r} ({voice})")
+    return (x / peak).astype(np.float32)
+
+
 def _read_wav(data: bytes) -> tuple[np.ndarray, int]:
     """espeak-ng --stdout writes a streaming WAV (sizes unset): walk the chunks by hand."""
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise RuntimeError("espeak-ng did not write a WAV")
+        raise RuntimeError("the synthesiser did not write a WAV")
     pos, rate = 12, 0
     while pos + 8 <= len(data):
         tag, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
@@ -601,8 +626,13 @@ def render_lines(session: Session, rng: np.random.Generator, pool: ThreadPoolExe
         pitch = int(np.clip(voice.pitch + mood.pitch + rng.integers(-4, 5), 0, 99))
         speed = int(round(voice.speed * mood.speed * rng.uniform(0.94, 1.06)))
         level = voice.level * mood.gain * rng.uniform(0.88, 1.12)
-        jobs.append((line, pool.submit(espeak, line.text, voice.espeak, pitch, speed,
-                                       mood.word_gap), level))
+        if voice.flite:
+            f0 = voice.f0 * (1 + (pitch - voice.pitch) / 100)
+            stretch = voice.speed / speed * (1 + mood.word_gap * 0.04)
+            job = pool.submit(flite, line.text, voice.flite, f0, stretch)
+        else:
+            job = pool.submit(espeak, line.text, voice.espeak, pitch, speed, mood.word_gap)
+        jobs.append((line, job, level))
     return [(line, Rendered(line.text, fut.result(), level)) for line, fut, level in jobs]
 
 
@@ -697,9 +727,11 @@ README_HEAD = """\
 
 Synthetic sessions for trying Emoscope end to end (`make demo`): {n_calls} customer-service
 calls and {n_diaries} wellbeing voice diaries, spread over two weeks of November 2026.
-Every voice is espeak-ng — robotic, but each line has its own pitch, speed and loudness
-following the mood of the words (an upset customer gets louder, higher and faster, then
-settles), so the emotion timelines move.
+Every voice is synthetic: flite (slt, rms, awb) for English — speech pocketsphinx
+recognises, so `emoscope demo` (`--asr pocketsphinx` by default) shows the words on the
+Session page — and espeak-ng for Mandarin. Robotic, but each line has its own pitch, speed
+and loudness following the mood of the words (an upset customer gets louder, higher and
+faster, then settles), so the emotion timelines move.
 
 * **Calls** are stereo, one speaker per channel: left = agent, right = customer, the telephony
   default. `call05` is the exception — its recorder put the customer on the left, so its
@@ -714,8 +746,8 @@ settles), so the emotion timelines move.
 
 `manifest.csv` gives agent, customer (the person's id for diaries), team, time, tags and, only
 where they differ from the defaults, the speaker per channel. `lines.csv` is not read by
-Emoscope: it is the transcript — every line with its channel, speaker, start and end (s), and
-the mood it was voiced with — handy for checking a timeline against what was meant.
+Emoscope: it is the script — every line with its channel, speaker, start and end (s), and
+the mood it was voiced with — what a transcript is checked against (`bench/asr.py`).
 
 | file | kind | language | duration | format | scenario |
 |---|---|---|---|---|---|
@@ -730,10 +762,10 @@ Total size: {size}. Scripts, voices, moods and timing all live in `make_demo.py`
 make demo-data            # or: .venv/bin/python data/demo/make_demo.py
 ```
 
-Needs `espeak-ng` on the PATH, numpy and PyAV. It takes under half a minute and rewrites the
-audio, `manifest.csv`, `lines.csv` and this README. The seed is fixed and the files are written bit-exact, so
-with the same espeak-ng and FFmpeg versions a rerun gives byte-identical files — and so the
-same session ids on re-ingest.
+Needs `flite` and `espeak-ng` on the PATH, numpy and PyAV. It takes under half a minute and
+rewrites the audio, `manifest.csv`, `lines.csv` and this README. The seed is fixed and the
+files are written bit-exact, so with the same flite, espeak-ng and FFmpeg versions a rerun
+gives byte-identical files — and so the same session ids on re-ingest.
 """
 
 FORMAT_NAMES = {"pcm_mulaw": "μ-law WAV", "libmp3lame": "MP3", "libopus": "Opus", "aac": "AAC"}
@@ -779,9 +811,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=HERE, help="folder to write into")
     args = ap.parse_args(argv)
-    if shutil.which("espeak-ng") is None:
-        print("espeak-ng is not on the PATH (apt-get install espeak-ng)", file=sys.stderr)
-        return 1
+    for tool in ("flite", "espeak-ng"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not on the PATH (apt-get install {tool})", file=sys.stderr)
+            return 1
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     done, lines = [], []
