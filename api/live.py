@@ -5,7 +5,9 @@ frame (`ingest.vad.VadStream`, the same numbers and shaping as offline ingest), 
 
 * utterances are the VAD segments that later audio can no longer change ("closed"); each is
   run through the model once, so the last `window` (5) give the speaker's rolling volatility
-  (seed §4.2, `core.metrics.rolling_volatility`) and the streak / volatility alert rules;
+  (seed §4.2, `core.metrics.rolling_volatility`) and the streak / volatility alert rules —
+  and, where the server has a speech-to-text backend (`--asr`), through it once, so each
+  finished utterance comes with its `text`;
 * the curve and the current label come from a short window — the new audio plus
   `context_s` before it — run through the model each tick while someone is speaking;
 * at the end the whole stream is segmented again exactly as `speech_spans` would segment it
@@ -65,6 +67,7 @@ class Channel:
     current: np.ndarray | None = None  # latest scores (window or utterance)
     volatility: float | None = None
     alerted: set = field(default_factory=set)
+    texts: dict = field(default_factory=dict)  # span → what was said (speech-to-text)
 
     def __post_init__(self):
         self.vad = VadStream(self.opts)
@@ -99,8 +102,9 @@ class LiveStream:
     def __init__(self, roles: tuple[str, ...], rules: Rules, opts: IngestOptions, lang: str,
                  context_s: float = 1.5, max_s: float = 3600.0,
                  reference: dict[str, tuple[float, ...]] | None = None,
-                 encoding: str = "pcm16"):
+                 encoding: str = "pcm16", transcriber=None):
         self.id = "live-" + uuid.uuid4().hex[:12]
+        self.transcriber = transcriber  # speech-to-text backend: text of each utterance
         self.encoding = encoding
         self.result: SessionResult | None = None
         self.rules, self.opts, self.lang = rules, opts, lang
@@ -168,6 +172,8 @@ class LiveStream:
                 windows[p.channel.index] = out
             else:
                 p.channel.outputs[what] = out
+        if outs:
+            await self._transcribe([(p.channel, sp) for p in plans for sp in p.new])
         self.seq += 1
         msg = {"type": "update", "seq": self.seq, "t_s": round(self.duration_s, 3),
                "channels": [], "alerts": []}
@@ -213,10 +219,26 @@ class LiveStream:
     def _utterance(self, ch: Channel, sp: Span) -> dict:
         scores = ch.outputs[sp].scores
         top = int(np.argmax(scores))
-        return {"start_s": round(sp[0], 3), "end_s": round(sp[1], 3), "emotion": LABELS[top],
-                "confidence": round(float(scores[top]), 4),
-                "fallback_action": fallback_action(LABELS[top], float(scores[top]),
-                                                   self.rules.confidence_threshold)}
+        out = {"start_s": round(sp[0], 3), "end_s": round(sp[1], 3), "emotion": LABELS[top],
+               "confidence": round(float(scores[top]), 4),
+               "fallback_action": fallback_action(LABELS[top], float(scores[top]),
+                                                  self.rules.confidence_threshold)}
+        if sp in ch.texts:
+            out["text"] = ch.texts[sp].text
+        return out
+
+    async def _transcribe(self, spans: list[tuple[Channel, Span]]) -> None:
+        """What was said in these finished utterances, off the event loop."""
+        todo = [(ch, sp) for ch, sp in spans if sp not in ch.texts]
+        if self.transcriber is None or not todo:
+            return
+        from starlette.concurrency import run_in_threadpool
+
+        from ingest.speech_to_text import transcribe
+        heard = await run_in_threadpool(transcribe, self.transcriber,
+                                        [ch.wave(ch.buf, *sp) for ch, sp in todo])
+        for (ch, sp), h in zip(todo, heard):
+            ch.texts[sp] = h
 
     # -- live alert rules ----------------------------------------------------------------------
     def _alerts(self, ch: Channel, done: list[Span]) -> list[dict]:
@@ -268,6 +290,7 @@ class LiveStream:
         if waves:
             for (ch, sp), out in zip(slots, await submit(waves)):
                 ch.outputs[sp] = out
+        await self._transcribe([(ch, sp) for ch, found in spans for sp in found])
         self.result = self.session(spans)
         return self._summary(self.result)
 
@@ -313,13 +336,17 @@ class LiveStream:
                                   for c in result.channels])
             upd = segment_updates(seg, self.rules.window, self.rules.confidence_threshold)
             roll = dict(zip(upd["segment_id"], upd["rolling_volatility"]))
+            said = {(ch.index, round(sp[0], 3), round(sp[1], 3)): h.text
+                    for ch in self.channels for sp, h in ch.texts.items()}
             for x in sorted(result.segments, key=lambda x: (x.start_s, x.channel)):
                 v = roll[x.segment_id]
+                text = said.get((x.channel, round(x.start_s, 3), round(x.end_s, 3)))
                 utterances.append({
                     "segment_id": x.segment_id, "channel": x.channel, "speaker": x.speaker,
                     "start_s": x.start_s, "end_s": x.end_s,
                     **judge(x.scores, self.rules, self.lang), "flags": list(x.flags),
                     "rolling_volatility": None if np.isnan(v) else round(float(v), 4),
+                    **({"text": text} if text is not None else {}),
                     **{k: _plain(val) for k, val in x.values.items()}})  # analysers' columns
             sid = result.session_id
             m = session_metrics(sid, seg, chans, duration, self.rules)

@@ -23,6 +23,7 @@ from api.runtime import Runtime
 from api.schemas import ChannelsAnswer, PredictAnswer
 from core import quality
 from core.audio import SAMPLE_RATE, AudioError, decode_blocks, default_roles, probe_duration
+from ingest.speech_to_text import transcribe
 
 router = APIRouter()
 
@@ -135,9 +136,15 @@ async def predict(
     roles: str | None = Query(None, max_length=200,
                               description="Speaker per channel, comma-separated "
                                           "(default: speaker; stereo: agent,customer)."),
+    asr: bool = Query(False, description="Add what was said per channel (text, language, "
+                                         "words with times) by the server's speech-to-text "
+                                         "backend (`emoscope serve --asr`)."),
 ) -> dict:
     rt: Runtime = request.app.state.runtime
     s = rt.settings
+    if asr and rt.transcriber is None:
+        raise HTTPException(422, "asr=true: this server transcribes nothing (start it with "
+                                 "--asr pocketsphinx, sensevoice or auto)")
     ctype = (audio.content_type or "").lower()
     if ctype.startswith(NOT_AUDIO):
         raise HTTPException(415, f"{shown_name(audio.filename)}: the part is {ctype}, not audio")
@@ -147,6 +154,7 @@ async def predict(
                                  f"{s.min_clip_s:g} s is needed (too short)")
     x, speakers = channels_of(clip, roles, rt.opts.stereo_roles)
     outs = await rt.batcher.submit(list(x))
+    heard = await run_in_threadpool(transcribe, rt.transcriber, list(x)) if asr else None
     answers = []
     for ch, (wave, out, speaker) in enumerate(zip(x, outs, speakers)):
         a = judge(out.scores, rt.rules, lang)
@@ -157,6 +165,12 @@ async def predict(
                                rt.opts.curve_window_s)
         if embedding:
             a["embedding"] = vector(out.embedding)
+        if heard is not None:
+            h = heard[ch]
+            a.update(text=h.text, language=h.language, asr_model=rt.transcriber.name,
+                     words=[{"word": w.word, "start_s": round(w.start_s, 3),
+                             "end_s": round(w.end_s, 3), "confidence": w.confidence}
+                            for w in h.words])
         answers.append(a)
     common = {"model": rt.lm.name, "trained": rt.lm.trained,
               "duration_s": round(clip.duration_s, 3)}

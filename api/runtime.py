@@ -26,6 +26,7 @@ class Runtime:
     streams: int = 0
     streams_by: Counter = field(default_factory=Counter)  # open streams per caller
     state: str = "ready"  # ready → draining at shutdown
+    transcriber: object = None  # the speech-to-text backend (settings.asr), None for none
 
 
 def engine_run(lm: LoadedModel, batch_seconds: float | None):
@@ -57,4 +58,6 @@ def load_runtime(settings: Settings) -> Runtime:
                       timeout_s=settings.request_timeout_s, enabled=settings.batching)
     log.info("model %s on %s ready (batching %s, budget %g audio-s)", lm.name, lm.device,
              "on" if settings.batching else "off", secs)
-    return Runtime(settings, lm, rules, opts, batcher)
+    from ingest.speech_to_text import load as load_asr
+    transcriber = load_asr(settings.asr)  # loaded now: a backend that cannot load stops start-up
+    return Runtime(settings, lm, rules, opts, batcher, transcriber=transcriber)

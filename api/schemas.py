@@ -37,6 +37,12 @@ class ChannelAnswer(Judgement):
     flags: list[str] = Field(description="Quality flags: too_quiet, clipped, too_short.")
     curve: Curve | None = None
     embedding: list[float] | None = None
+    text: str | None = Field(None, description="asr=true: what was said on the channel.")
+    language: str | None = None
+    words: list[dict] | None = Field(None, description="asr=true: word, start_s, end_s, "
+                                                       "confidence, where the backend gives "
+                                                       "word times.")
+    asr_model: str | None = None
 
 
 class PredictAnswer(ChannelAnswer):

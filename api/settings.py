@@ -41,6 +41,10 @@ class Settings:
     max_queue: int = 64  # requests waiting for the model; more are answered 503
     request_timeout_s: float = 30.0  # waiting for the model, per request
 
+    # Speech-to-text (ingest/speech_to_text.py) for /v1/predict?asr=true and the live
+    # stream's text of each finished utterance: auto, pocketsphinx, sensevoice[:DIR], none.
+    asr: str = "none"
+
     # /v1/predict
     max_upload_mb: float = 20.0  # request body; larger is 413
     min_clip_s: float = 0.5  # shorter is 422 (quality's too_short)

@@ -108,7 +108,7 @@ class Connection:
         s = rt.settings
         self.live = LiveStream(params["roles"], rt.rules, rt.opts, params["lang"],
                                s.stream_context_s, s.max_stream_s, s.volatility_reference,
-                               params["encoding"])
+                               params["encoding"], rt.transcriber)
         self.decode = decoder(params["encoding"], len(params["roles"]))
         self._send_lock = asyncio.Lock()
         self._stop = asyncio.Event()

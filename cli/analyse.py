@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from cli.common import (app, fail_usage, load_model, load_rules_or_exit, note_untrained,
-                        writer_for)
+from cli.common import (app, asr_option, check_asr, fail_usage, load_model,
+                        load_rules_or_exit, note_untrained, writer_for)
 from core.store import DEFAULT_DB
 
 
@@ -36,8 +36,9 @@ def ingest(
     workers: Optional[int] = typer.Option(None, help="Prepare processes (default: cores - 1)."),
     batch_seconds: Optional[float] = typer.Option(
         None, help="Padded audio-seconds per model batch (default: per device)."),
+    asr: str = asr_option(),
 ) -> None:
-    """Analyse recordings and store their emotion timelines."""
+    """Analyse recordings and store their emotion timelines (and, with --asr, what was said)."""
     from core.manifest import ManifestError, read
     from ingest.options import IngestOptions
     from ingest.pipeline import EXECUTORS, ingest_paths
@@ -63,12 +64,14 @@ def ingest(
     targets = list(paths or []) or list(metadata)
     if not targets:
         fail_usage("give audio files or folders (or --manifest CSV)")
-    opts = IngestOptions(engine=engine, batch_seconds=batch_seconds)
+    check_asr(asr)
+    opts = IngestOptions(engine=engine, batch_seconds=batch_seconds, asr=asr)
     if roles:
         pair = tuple(r.strip() for r in roles.split(","))
         if len(pair) != 2 or not all(pair):
             fail_usage("--roles takes two names, e.g. customer,agent")
-        opts = IngestOptions(engine=engine, batch_seconds=batch_seconds, stereo_roles=pair)
+        opts = IngestOptions(engine=engine, batch_seconds=batch_seconds, stereo_roles=pair,
+                             asr=asr)
     if executor == "ray":
         from cli.cluster import ingest_on_ray
         ingest_on_ray(targets, metadata, db, model, device, opts, force, address, shards,

@@ -39,8 +39,9 @@ def ingest_on_ray(targets: list, metadata: dict, db: Path, model: str, device: s
         fail_usage(f"cannot reach the Ray cluster at {address}: {e}")
     n, holds = model_actors(device)
     on = "cuda" if "num_gpus" in holds else "cpu"
+    from ingest.speech_to_text import use
     info = {"model": model, "model_path": target, "trained": trained, "device": on,
-            "engine": opts.engine}
+            "engine": opts.engine, "asr": use(opts.asr)}  # the workers get it with the analysers
     with CliProgress() as bar:
         run = run_shards(files, meta_lookup(metadata), where, model, on, opts, info, force,
                          skip, progress=bar.hook)

@@ -29,6 +29,27 @@ def load_model(model: str, device: str, warm: bool = False):
     return lm
 
 
+def asr_option():
+    """--asr: the speech-to-text backend; $EMOSCOPE_ASR, else auto (SenseVoice where its
+    weights are on disk, else pocketsphinx, else none)."""
+    import os
+    return typer.Option(os.environ.get("EMOSCOPE_ASR", "auto"), "--asr",
+                        help="Speech-to-text: auto, pocketsphinx, sensevoice[:DIR], "
+                             "whisper[:MODEL] or none.")
+
+
+def check_asr(spec: str) -> str | None:
+    """Load the speech-to-text backend now (exit 2, one line, when it cannot be had); its
+    name, or None for none."""
+    from ingest.speech_to_text import AsrUnavailable, use
+    try:
+        name = use(spec)
+    except AsrUnavailable as e:
+        fail_usage(f"--asr {spec}: {e}")
+    typer.secho(f"speech-to-text: {name or 'none'}", err=True)
+    return name
+
+
 def note_untrained(lm) -> None:
     if not lm.trained:
         typer.secho(f"note: {lm.name} is an {UNTRAINED_NOTE}", fg="yellow", err=True)

@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-from cli.common import (UNTRAINED_NOTE, app, fail_usage, load_model, note_untrained,
+from cli.common import (UNTRAINED_NOTE, app, asr_option, check_asr, fail_usage, load_model,
+                        note_untrained,
                         writer_for)
 from core.store import DEFAULT_DB
 
@@ -49,6 +50,7 @@ def worker(
                                            "(uploads, and files with a NAME.copied marker, "
                                            "are taken at once)."),
     max_attempts: int = typer.Option(3, help="Tries per file before it is failed."),
+    asr: str = asr_option(),
 ) -> None:
     """Ingest every file placed in the inbox, one at a time, as the single database writer."""
     from core.inbox import InboxError
@@ -64,8 +66,10 @@ def worker(
     writer = writer_for(db)
     lm = load_model(model, device, warm=True)
     note_untrained(lm)
+    check_asr(asr)
     typer.secho(f"worker: watching {cfg.inbox} → {db}", err=True)
-    w = Worker(writer, lm, cfg,
+    from ingest.options import IngestOptions
+    w = Worker(writer, lm, cfg, IngestOptions(asr=asr),
                echo=lambda line: typer.echo(f"{datetime.now():%H:%M:%S} {line}", err=True))
     stop_on_sigterm()
     try:
@@ -85,8 +89,10 @@ def demo(
                               help="Model; falls back to tiny-random when it cannot load."),
     port: int = typer.Option(8501, help="Dashboard port."),
     no_dashboard: bool = typer.Option(False, help="Only ingest the demo sessions."),
+    asr: str = asr_option(),
 ) -> None:
-    """Ingest the bundled demo sessions, then open the dashboard."""
+    """Ingest the bundled demo sessions (transcribed by --asr: pocketsphinx where nothing
+    better is on disk), then open the dashboard."""
     from core.manifest import read
     from ingest.model import ModelUnavailable, load
     from ingest.options import IngestOptions
@@ -102,9 +108,10 @@ def demo(
     except ModelUnavailable as e:
         typer.secho(f"{e}\nUsing tiny-random instead ({UNTRAINED_NOTE}).", fg="yellow", err=True)
         lm = load("tiny-random", "auto")
+    check_asr(asr)
     metadata = read(manifest)
     with CliProgress() as bar:
-        report = ingest_paths(list(metadata), writer, lm, IngestOptions(), metadata,
+        report = ingest_paths(list(metadata), writer, lm, IngestOptions(asr=asr), metadata,
                               progress=bar.hook)
     print_summary(report)
     from core import pattern_runs
@@ -115,15 +122,16 @@ def demo(
         typer.secho(f"patterns: none ({e})", fg="yellow", err=True)
     if no_dashboard:
         raise typer.Exit(report.exit_code)
-    with worker_beside(db, lm.name):  # uploads from the dashboard get ingested
+    with worker_beside(db, lm.name, asr):  # uploads from the dashboard get ingested
         dashboard(db, port, None)
 
 
 @contextmanager
-def worker_beside(db: Path, model: str):
+def worker_beside(db: Path, model: str, asr: str = "none"):
     """`emoscope worker` as a child process for as long as the block runs."""
     import subprocess
-    cmd = [sys.executable, "-m", "cli.main", "worker", "--db", str(db), "--model", model]
+    cmd = [sys.executable, "-m", "cli.main", "worker", "--db", str(db), "--model", model,
+           "--asr", asr]
     typer.secho(f"worker: {' '.join(cmd[1:])}", err=True)
     proc = subprocess.Popen(cmd)
     try:
@@ -152,6 +160,7 @@ def serve(
         False, "--open-loopback", help="Serve loopback clients without credentials although "
                                        "authentication was configured for this store once (its "
                                        "keys since revoked); without it such a server is closed."),
+    asr: str = asr_option(),
 ) -> None:
     """Serve the HTTP and streaming API (FastAPI): predict, stream, sessions, jobs, reports;
     OpenAPI at /docs."""
@@ -167,10 +176,11 @@ def serve(
         fail_usage(str(e))
     lm = load_model(model, device)  # a model that cannot load stops here, in one sentence
     note_untrained(lm)
+    check_asr(asr)  # /v1/predict?asr=true and the live stream's text use it
     how = {"credentials": "credentials required",
            "open": "no authentication configured: loopback clients only, without credentials",
            "closed": f"CLOSED: {gate.closed_because}"}[gate.mode]
     typer.secho(f"Emoscope API on http://{host}:{port}/docs (model {lm.name} on {lm.device}; "
                 f"{how})", err=True)
     run(host=host, port=port, db=db, model=model, device=device, batching=batching,
-        inbox=inbox, open_loopback=open_loopback)
+        inbox=inbox, open_loopback=open_loopback, asr=asr)

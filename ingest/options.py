@@ -24,6 +24,9 @@ class IngestOptions:
     batch_seconds: float | None = None  # padded audio-seconds per batch; None: sized per device
     # predict: the clip downmixed and analysed as one segment, no speech detection
     whole_clip: bool = False
+    # Speech-to-text (ingest/speech_to_text.py): auto, pocketsphinx, sensevoice[:PATH],
+    # sensevoice-tiny, whisper[:MODEL] or none. The CLI's default is auto.
+    asr: str = "none"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -118,8 +118,10 @@ def ingest_paths(paths: Iterable[str | Path], writer: SessionWriter, lm: LoadedM
     writer.store.retry_s = None
     writer.store.on_wait = lambda s: progress("waiting", {"seconds": s})
     writer.store.migrate()
+    from ingest.speech_to_text import use
+    asr = use(opts.asr)  # every executor's analysers transcribe with it (or not at all)
     run_id = writer.start_run(lm.name, lm.path, lm.trained, lm.device, opts.engine,
-                              {**opts.to_dict(), "executor": executor})
+                              {**opts.to_dict(), "executor": executor}, asr=asr)
     status = "finished"
     try:
         if executor == "serial":

@@ -6,7 +6,9 @@ SenseVoice — its own emotion tag and the sounds it heard. `utterances()` makes
 `Utterance`s of a session from them: one per speech segment, numbered per channel in time
 order, so each transcript line lines up with the emotion of the same stretch.
 
-`--asr NAME` picks one: `pocketsphinx` (its English model ships in its wheel: works anywhere),
+The `asr` analyser (core/analysers) runs the chosen backend on every ingest path and its
+`finish` turns the answers into the session's utterances; `use(NAME)` chooses it for the
+process. `--asr NAME` picks one: `pocketsphinx` (its English model ships in its wheel: works anywhere),
 `sensevoice` (SenseVoiceSmall through FunASR, where its weights are on disk; `sensevoice:PATH`
 for a directory, `sensevoice-tiny` for random weights in tests), `whisper` (faster-whisper,
 an optional extra, `whisper:SIZE_OR_PATH`), `none`, and `auto`: SenseVoice where its weights
@@ -17,12 +19,14 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from core.analysers import Analyser, Found, Span, configure, register_analyser
 from core.types import AudioEvent, Utterance, Word, utterance_id_for
 
 SAMPLE_RATE = 16000
@@ -99,26 +103,91 @@ def utterances(backend: Backend, session_id: str,
                pieces: Sequence[tuple[int, str, float, float, np.ndarray]]
                ) -> tuple[tuple[Utterance, ...], tuple[AudioEvent, ...]]:
     """Utterances and audio events of a session from its speech pieces (channel, speaker,
-    start_s, end_s, samples), numbered per channel in time order. Pieces where nothing was
-    recognised give no utterance (their events are kept)."""
-    # Digital silence is not sent (pocketsphinx would make a word of it).
-    order = sorted((i for i, p in enumerate(pieces) if p[4].size and
-                    float(np.max(np.abs(p[4]))) >= SILENT_PEAK),
-                   key=lambda i: (pieces[i][2], pieces[i][0]))
-    heard = backend.transcribe([pieces[i][4] for i in order]) if order else []
+    start_s, end_s, samples), numbered per channel in time order."""
+    order = sorted(range(len(pieces)), key=lambda i: (pieces[i][2], pieces[i][0]))
+    heard = transcribe(backend, [pieces[i][4] for i in order])
+    return said(session_id, [(*pieces[i][:4], h, backend.name) for i, h in zip(order, heard)])
+
+
+def transcribe(backend: Backend, waves: Sequence[np.ndarray]) -> list[Heard]:
+    """`backend.transcribe`, except that digital silence is not sent (pocketsphinx would make
+    a word of it) and comes back as nothing heard."""
+    live = [i for i, w in enumerate(waves) if w.size and float(np.max(np.abs(w))) >= SILENT_PEAK]
+    if not live:
+        return [Heard("") for _ in waves]
+    with _lock_of(backend):  # a decoder is not shareable between threads (the API's)
+        heard = dict(zip(live, backend.transcribe([waves[i] for i in live])))
+    return [heard.get(i, Heard("")) for i in range(len(waves))]
+
+
+_LOCKS: dict[int, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _lock_of(backend: Backend) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(id(backend), threading.Lock())
+
+
+def said(session_id: str, items: Sequence[tuple[int, str, float, float, Heard, str]]
+         ) -> tuple[tuple[Utterance, ...], tuple[AudioEvent, ...]]:
+    """The session's utterances and audio events from what was heard in each piece (channel,
+    speaker, start_s, end_s, Heard, backend name), pieces in time order. An utterance per
+    piece where words were heard, numbered per channel; events kept either way."""
     utts, events, n = [], [], {}
-    for i, h in zip(order, heard):
-        ch, speaker, start, end, _ = pieces[i]
-        events += [AudioEvent(ch, start, end, e, backend.name) for e in h.events]
+    for ch, speaker, start, end, h, model in items:
+        events += [AudioEvent(ch, start, end, e, model) for e in h.events]
         if not h.text.strip():
             continue
         k = n[ch] = n.get(ch, -1) + 1
         utts.append(Utterance(
             utterance_id_for(session_id, ch, k), ch, speaker, start, end, h.text.strip(),
-            h.language, h.confidence, backend.name, h.emotion,
-            tuple(Word(w.word, start + w.start_s, start + w.end_s, w.confidence)
-                  for w in h.words)))
+            h.language, h.confidence, model, h.emotion,
+            tuple(Word(w.word, round(start + w.start_s, 3), round(start + w.end_s, 3),
+                       w.confidence) for w in h.words)))
     return tuple(utts), tuple(events)
+
+
+# -- the analyser: every executor runs it on the segments' samples ------------------------------
+@dataclass(frozen=True)
+class AsrConfig:
+    backend: str = NONE  # a resolved spec: pocketsphinx, sensevoice[:PATH], whisper[:MODEL], none
+
+
+@register_analyser
+class SpeechToText(Analyser):
+    """What was said in each speech segment, by the configured backend (`use()` sets it).
+    Its answers become the session's utterances, words and audio events at assembly."""
+    name = "asr"
+    Config = AsrConfig
+
+    def load(self) -> None:
+        self.backend = load(self.config.backend)
+
+    def analyse(self, spans: list[Span]) -> list[Found]:
+        if self.backend is None:
+            return [Found() for _ in spans]
+        heard = transcribe(self.backend, [s.wave for s in spans])
+        return [Found(more=(h, self.backend.name)) for h in heard]
+
+    @classmethod
+    def finish(cls, result, answers: list):
+        items = [(seg.channel, seg.speaker, seg.start_s, seg.end_s, *found.more)
+                 for seg, found in answers if found is not None and found.more is not None]
+        if not items:
+            return result
+        items.sort(key=lambda x: (x[2], x[0]))
+        utts, events = said(result.session_id, items)
+        return replace(result, utterances=utts, audio_events=events)
+
+
+def use(spec: str | None) -> str | None:
+    """Make `spec` (`auto`, a backend, `none`) this process's speech-to-text for every ingest
+    path: load it now (AsrUnavailable, one line, when it cannot be had) and configure the
+    analyser; the backend's name, for the run's record, or None."""
+    backend = load(spec)
+    configure({SpeechToText.name: {"backend": resolve(spec)}})
+    return None if backend is None else backend.name
 
 
 # -- pocketsphinx ------------------------------------------------------------------------------

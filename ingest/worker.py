@@ -119,6 +119,8 @@ class Worker:
     def __init__(self, writer: SessionWriter, lm: LoadedModel, config: WorkerConfig,
                  opts: IngestOptions = IngestOptions(), echo: Callable[[str], None] = log.info):
         self.writer, self.lm, self.cfg, self.opts, self.echo = writer, lm, config, opts, echo
+        from ingest.speech_to_text import use
+        self.asr = use(opts.asr)  # every job transcribed with it; None: none
         self.store = writer.store
         # The single writer never gives up on a lock held elsewhere: it waits, and says so.
         self.store.retry_s = None
@@ -439,7 +441,8 @@ class Worker:
         if self.run_id is None:
             self.run_id = self.writer.start_run(self.lm.name, self.lm.path, self.lm.trained,
                                                self.lm.device, self.opts.engine,
-                                               {**self.opts.to_dict(), "source": "worker"})
+                                               {**self.opts.to_dict(), "source": "worker"},
+                                               asr=self.asr)
         return self.run_id
 
     def _finish_run(self, status: str = "running") -> None:

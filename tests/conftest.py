@@ -9,6 +9,8 @@ import pytest
 
 from tests.audio_gen import conversation, silence, speak, write
 
+# Commands run by tests transcribe only when a test asks (--asr): the CLI's default is auto.
+os.environ.setdefault("EMOSCOPE_ASR", "none")
 os.environ.setdefault("EMOSCOPE_CACHE", str(Path(__file__).resolve().parent.parent / ".cache"
                                              / "emoscope"))
 
