@@ -58,3 +58,52 @@ def test_a_backend_that_cannot_load_stops_the_ingest_in_one_line(call, tmp_path)
                                    "--model", "tiny-random", "--asr", "whisper:/nowhere"])
     assert res.exit_code == 2 and "--asr whisper:/nowhere" in res.output
     assert not (tmp_path / "d.duckdb").exists()
+
+
+@pytest.fixture(scope="module")
+def asr_client(model):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import Settings
+    settings = Settings(model="tiny-random", device="cpu", asr="pocketsphinx")
+    with TestClient(create_app(settings), client=("127.0.0.1", 40002)) as c:
+        yield c
+
+
+def test_predict_with_asr_says_what_was_said(asr_client, tmp_path):
+    clip = write(tmp_path / "c.wav", flite(SCRIPT[1][2], "slt"))
+    with open(clip, "rb") as f:
+        got = asr_client.post("/v1/predict", params={"asr": "true"},
+                              files={"audio": ("c.wav", f, "audio/wav")})
+    assert got.status_code == 200, got.text
+    a = got.json()
+    assert word_error_rate(SCRIPT[1][2], a["text"]) <= 0.10, a["text"]
+    assert a["asr_model"] == "pocketsphinx:en-us" and [w["word"] for w in a["words"]] == \
+        a["text"].split()
+    with open(clip, "rb") as f:
+        plain = asr_client.post("/v1/predict", files={"audio": ("c.wav", f, "audio/wav")})
+    assert "text" not in plain.json()
+
+
+def test_the_live_stream_sends_the_text_of_each_finished_utterance(asr_client):
+    import json as _json
+    x = np.concatenate([flite("I want to cancel my account right now.", "slt"),
+                        np.zeros(16000, np.float32),
+                        flite("This is the third time I am calling.", "slt"),
+                        np.zeros(8000, np.float32)])
+    pcm = (np.clip(x, -1, 1) * 32767).astype("<i2")
+    with asr_client.websocket_connect("/v1/stream?role=customer") as ws:
+        assert ws.receive_json()["type"] == "ready"
+        for i in range(0, pcm.size, 16000):
+            ws.send_bytes(pcm[i:i + 16000].tobytes())
+        ws.send_text(_json.dumps({"type": "end"}))
+        msgs = []
+        while not msgs or msgs[-1]["type"] not in ("final", "error"):
+            msgs.append(ws.receive_json())
+    final = msgs[-1]
+    said = " ".join(u["text"] for u in final["utterances"])
+    assert word_error_rate("i want to cancel my account right now this is the third time i "
+                           "am calling", said) <= 0.10, said
+    live = [u for m in msgs if m["type"] == "update" for u in m["channels"][0]["utterances"]]
+    assert all("text" in u for u in live)
