@@ -13,6 +13,7 @@ from core.queries import Reader, SessionFilter
 from core.store import Store
 from ingest.speech_to_text import word_error_rate
 from tests.audio_gen import flite, write
+from tests.serving import LOCAL, WS_LOCAL
 
 # (channel, flite voice, line): the 16 kHz voices slt, rms and awb
 SCRIPT = [(0, "rms", "Good morning, how can I help you today?"),
@@ -67,7 +68,7 @@ def asr_client(model):
     from api.app import create_app
     from api.settings import Settings
     settings = Settings(model="tiny-random", device="cpu", asr="pocketsphinx")
-    with TestClient(create_app(settings), client=("127.0.0.1", 40002)) as c:
+    with TestClient(create_app(settings), client=("127.0.0.1", 40002), base_url=LOCAL) as c:
         yield c
 
 
@@ -93,7 +94,7 @@ def test_the_live_stream_sends_the_text_of_each_finished_utterance(asr_client):
                         flite("This is the third time I am calling.", "slt"),
                         np.zeros(8000, np.float32)])
     pcm = (np.clip(x, -1, 1) * 32767).astype("<i2")
-    with asr_client.websocket_connect("/v1/stream?role=customer") as ws:
+    with asr_client.websocket_connect(f"{WS_LOCAL}/v1/stream?role=customer") as ws:
         assert ws.receive_json()["type"] == "ready"
         for i in range(0, pcm.size, 16000):
             ws.send_bytes(pcm[i:i + 16000].tobytes())

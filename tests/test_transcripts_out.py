@@ -55,7 +55,8 @@ def test_the_api_gives_a_sessions_lines_with_their_words(views_db, model):
     sid = Reader(Store(views_db), operator()).utterances().session_id.iloc[0]
     app = create_app(Settings(model="tiny-random", device="cpu", db=views_db,
                               rules=str(views_db.with_name("emoscope.toml"))))
-    with TestClient(app, client=("127.0.0.1", 40000)) as c:
+    from tests.serving import LOCAL
+    with TestClient(app, client=("127.0.0.1", 40000), base_url=LOCAL) as c:
         got = c.get(f"/v1/sessions/{sid}", params={"curves": False})
     assert got.status_code == 200, got.text
     lines = got.json()["transcript"]
