@@ -70,11 +70,12 @@ def test_a_registered_analyser_is_stored_by_ingest_and_served_by_the_api(loud_db
     assert len(got["analyses"]["loudness_peaks"]) == len(mine)
 
 
-def test_a_registered_analyser_reaches_the_live_stream(loudness, model):
+def test_a_registered_analyser_reaches_the_live_stream(loudness, model, tmp_path):
     pcm = (np.clip(np.concatenate([speak("I need help with my bill."), silence(0.8),
                                    speak("Please fix it now."), silence(0.4)]), -1, 1)
            * 32767).astype("<i2")
-    with TestClient(create_app(Settings(model="tiny-random", device="cpu")),
+    with TestClient(create_app(Settings(model="tiny-random", device="cpu",
+                                        db=tmp_path / "emoscope.duckdb")),
                     client=("127.0.0.1", 40003), base_url=LOCAL) as c, \
             c.websocket_connect(f"{WS_LOCAL}/v1/stream?role=customer") as ws:
         ws.receive_json()

@@ -23,7 +23,10 @@ from tests.audio_gen import write
 from tests.serving import LOCAL, WS_LOCAL
 
 LOOPBACK = ("127.0.0.1", 40000)
-SETTINGS = Settings(model="tiny-random", device="cpu", max_upload_mb=2.0, max_clip_s=30.0)
+# A store folder of its own (refusals are audited beside it), never the repository's data/.
+SCRATCH = Path(tempfile.mkdtemp(prefix="emoscope-api-"))
+SETTINGS = Settings(model="tiny-random", device="cpu", max_upload_mb=2.0, max_clip_s=30.0,
+                    db=SCRATCH / "emoscope.duckdb")
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +181,8 @@ def test_full_queue_is_503_with_retry_after(model, clips):
         gate.wait(20)
         return real(waves)
 
-    settings = Settings(model="tiny-random", device="cpu", max_queue=1, max_wait_ms=0)
+    settings = Settings(model="tiny-random", device="cpu", max_queue=1, max_wait_ms=0,
+                        db=SCRATCH / "emoscope.duckdb")
     rules = load_rules()
     from ingest.options import IngestOptions
     rt = Runtime(settings, model, rules, IngestOptions(),
@@ -250,6 +254,7 @@ schema.app = _as_admin(_contract, _key)
 def _remove_contract_store():
     yield
     shutil.rmtree(CONTRACT_DIR, ignore_errors=True)
+    shutil.rmtree(SCRATCH, ignore_errors=True)
 
 
 @schema.parametrize()

@@ -28,8 +28,10 @@ SETTINGS = Settings(model="tiny-random", device="cpu",
 
 
 @pytest.fixture(scope="module")
-def client(model):
-    with TestClient(create_app(SETTINGS), client=("127.0.0.1", 40001), base_url=LOCAL) as c:
+def client(model, tmp_path_factory):
+    import dataclasses
+    settings = dataclasses.replace(SETTINGS, db=tmp_path_factory.mktemp("stream") / "e.duckdb")
+    with TestClient(create_app(settings), client=("127.0.0.1", 40001), base_url=LOCAL) as c:
         yield c
 
 
@@ -177,14 +179,15 @@ def test_bad_requests_get_a_reason(client):
 
 # -- limits: slots per caller, idle streams, memory after long streams ------------------------
 @pytest.fixture
-def tight(model):
+def tight(model, tmp_path):
     """A server of 4 stream slots, one per caller, closing streams after 0.3 s without audio."""
     from api.batcher import Batcher
     from api.runtime import Runtime, engine_run
     from ingest.options import IngestOptions
     settings = Settings(model="tiny-random", device="cpu", max_streams=4,
                         max_streams_per_caller=1, stream_idle_s=0.3,
-                        volatility_reference={"customer": (0.0,) * 20})
+                        volatility_reference={"customer": (0.0,) * 20},
+                        db=tmp_path / "emoscope.duckdb")
     rt = Runtime(settings, model, load_rules(), IngestOptions(),
                  Batcher(engine_run(model, None), batch_seconds=30, max_wait_ms=0,
                          max_queue=8, timeout_s=30))
