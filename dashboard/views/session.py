@@ -79,7 +79,9 @@ def play(k, sid: str, t: float) -> None:
                    "Click the timeline to move it.")
 
 
-AVATARS = {"agent": "🎧", "customer": "👤", "speaker": "🗣️"}
+# Material icons, not emoji: they render without an emoji font (headless Chromium has none).
+AVATARS = {"agent": ":material/support_agent:", "customer": ":material/person:",
+           "speaker": ":material/record_voice_over:"}
 # Streamlit's markdown colours, nearest to each emotion's chart colour.
 TINTS = {"angry": "red", "disgusted": "orange", "fearful": "violet", "happy": "green",
          "neutral": "gray", "other": "gray", "sad": "blue", "surprised": "orange",
@@ -116,8 +118,9 @@ def transcript(sid: str, lines: pd.DataFrame, events: pd.DataFrame, t: float) ->
     for i, u in lines.iterrows():
         if u.speaker != turn:
             turn = u.speaker
-            msg = box.chat_message(str(u.speaker), avatar=AVATARS.get(u.speaker, "🗣️"))
-        c = msg.columns([1, 6], vertical_alignment="center")
+            msg = box.chat_message(str(u.speaker), avatar=AVATARS.get(
+                u.speaker, ":material/record_voice_over:"))
+        c = msg.columns([1, 4], vertical_alignment="center")
         if c[0].button(ui.fmt_time(u.start_s), key=f"line_{sid}_{i}",
                        type="primary" if i == here else "tertiary",
                        help=f"Play from here ({u.speaker})"):
