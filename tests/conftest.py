@@ -88,3 +88,24 @@ def views_db(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("views")
     build(d / "views.duckdb", d / "emoscope.toml")
     return d / "views.duckdb"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray cluster for the whole run, started by the first test that asks for it and
+    stopped at the end: a head with 2 CPUs and a second node with 1 (`ray start`, token
+    authentication, tests/ray_cluster.py). Drivers join it by address: in-process with
+    `ray_driver` below, or as a subprocess given `cluster.address` and `cluster.env`."""
+    from tests.ray_cluster import LocalCluster
+    with LocalCluster(head_cpus=2) as cluster:  # stopped on the way out, whatever happened
+        cluster.add_node(cpus=1)
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def ray_driver(ray_cluster):
+    """This process as a Ray driver on the shared cluster, for one test module: `ray` itself,
+    connected through the executor's own `connect(address)`."""
+    from tests.ray_cluster import driver_on
+    with driver_on(ray_cluster) as ray:
+        yield ray

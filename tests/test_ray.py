@@ -1,9 +1,9 @@
-"""The Ray executor in local mode (ray.init(num_cpus=2)): the same rows as the local executor
-from a mixed folder with broken files, `emoscope import` idempotent by SHA-256 (and --force
+"""The Ray executor on the test run's Ray cluster (`ray_cluster` in conftest: two local nodes,
+this process a driver joined by address): the same rows as the local executor from a mixed
+folder with broken files, `emoscope import` idempotent by SHA-256 (and --force
 replacing), and a run whose prepare process is killed, restarted over half-done shards."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -15,27 +15,7 @@ from tests.audio_gen import copy_and_broken, silence, write
 from tests.store_compare import differences
 from tests.store_fixtures import writer_for
 
-ROOT = Path(__file__).resolve().parent.parent
 BROKEN = {"empty.wav", "text.mp3", "silent.wav"}
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-    from ingest.ray_executor import connect
-    ray.shutdown()
-    # Workers import the tests' own prepare tasks too, and build tiny-random in the same cache.
-    before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), before) if p)
-    try:
-        connect("local", num_cpus=2)
-        yield ray
-    finally:
-        ray.shutdown()
-        if before is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = before
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +61,7 @@ def shards_of(folder: Path, shards: Path, **kw):
 
 
 @pytest.fixture(scope="module")
-def shards(ray_local, mixed, tmp_path_factory, loudness):
+def shards(ray_driver, mixed, tmp_path_factory, loudness):
     out = tmp_path_factory.mktemp("shards") / "staging"
     return out, shards_of(mixed, out)
 
@@ -184,7 +164,7 @@ def test_cli_ray_ingest_leaves_shards_with_no_import_then_imports(shards, mixed,
     assert usage.exit_code == 2 and "go with --executor ray" in usage.output
 
 
-def test_a_model_failure_fails_only_the_files_whose_segments_failed(ray_local, model, speech,
+def test_a_model_failure_fails_only_the_files_whose_segments_failed(ray_driver, model, speech,
                                                                     tmp_path, monkeypatch):
     """Two files share one model call; the model fails on one file's segments: that file is a
     failed shard with the reason, the other is analysed."""

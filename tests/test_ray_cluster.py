@@ -1,7 +1,8 @@
 """A real two-node Ray cluster on this machine — `ray start --head` and a second node joining it
-with `--num-cpus 1`, each with its own temp dir — and `emoscope ingest --executor ray
---address` through it: shards written on both nodes, imported into the store. The cluster is
-stopped whatever happens (every process of the sessions its `ray start`s opened)."""
+with `--num-cpus 1`, each with its own temp dir: the test run's `ray_cluster` (conftest) — and
+`emoscope ingest --executor ray --address` through it: shards written on both nodes, imported
+into the store. The cluster is stopped at the end of the run whatever happens (every process
+of the sessions its `ray start`s opened)."""
 from __future__ import annotations
 
 import json
@@ -19,20 +20,12 @@ from tests.audio_gen import silence, write
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def two_nodes():
-    from tests.ray_cluster import LocalCluster
-    with LocalCluster(head_cpus=2) as cluster:  # stopped on the way out, whatever happened
-        cluster.add_node(cpus=1)
-        yield cluster.address, cluster.env
-
-
 @pytest.mark.ray_cluster
-def test_ingest_through_a_two_node_cluster_runs_tasks_on_both(two_nodes, tmp_path, speech,
+def test_ingest_through_a_two_node_cluster_runs_tasks_on_both(ray_cluster, tmp_path, speech,
                                                               call_audio):
     import pyarrow.parquet as pq
 
-    address, env = two_nodes
+    address, env = ray_cluster.address, ray_cluster.env
     d = tmp_path / "in"
     d.mkdir()
     for i in range(5):
