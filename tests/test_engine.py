@@ -68,7 +68,10 @@ def test_extractor_windows_match(model, waves, reference, window, extractor):
     ext.window_frames = window  # frames per window of the conv stream
     if extractor == "cudnn":
         ext.head_frames = 0  # as on CUDA: whole windows, no cache-sized sub-windows
-    assert_equivalent(reference, eng.run(waves, frame_feats=True))
+    # One-frame windows cost a step per frame: the six lengths up to 7.3 s (a mixed batch of
+    # 0.3 to 7.3 s, ~770 window edges) show any seam as well as the 20-s one would.
+    n = 6 if window == 1 else len(waves)
+    assert_equivalent(reference[:n], eng.run(waves[:n], frame_feats=True))
 
 
 def test_default_infer_matches_in_any_order_and_batching(model, waves, reference):
