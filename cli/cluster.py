@@ -17,7 +17,7 @@ def default_shards(db: Path) -> Path:
 
 def ingest_on_ray(targets: list, metadata: dict, db: Path, model: str, device: str, opts,
                   force: bool, address: str | None, shards: str | None, then_import: bool):
-    from ingest.model import ModelUnavailable, locate
+    from ingest.model import ModelUnavailable, canonical_name, locate, weights_hash
     from ingest.pipeline import expand, meta_lookup
     from ingest.progress import CliProgress
     from ingest.ray_executor import connect, model_actors, run_shards
@@ -40,8 +40,9 @@ def ingest_on_ray(targets: list, metadata: dict, db: Path, model: str, device: s
     n, holds = model_actors(device)
     on = "cuda" if "num_gpus" in holds else "cpu"
     from ingest.speech_to_text import use
-    info = {"model": model, "model_path": target, "trained": trained, "device": on,
-            "engine": opts.engine, "asr": use(opts.asr)}  # the workers get it with the analysers
+    info = {"model": canonical_name(model, target), "weights": weights_hash(target),
+            "model_path": target, "trained": trained, "device": on, "engine": opts.engine,
+            "asr": use(opts.asr)}  # the workers get it with the analysers
     with CliProgress() as bar:
         run = run_shards(files, meta_lookup(metadata), where, model, on, opts, info, force,
                          skip, progress=bar.hook)

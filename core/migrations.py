@@ -259,4 +259,21 @@ ALTER TABLE runs ADD COLUMN asr VARCHAR;
 ALTER TABLE utterances ADD COLUMN sentiment DOUBLE;
 ALTER TABLE utterances ADD COLUMN sentiment_source VARCHAR;
 """),
+    # One identity per model (core/models.py): the weights' hash beside the name, and runs
+    # stored under a resolved path (the Upload page's old worker command) merged into the name
+    # the same path was stored under, or the name the path stands for.
+    ("0012_model_identity", """
+ALTER TABLE runs ADD COLUMN weights VARCHAR;
+UPDATE runs SET model = 'tiny-random'
+ WHERE model LIKE '%/emotion2vec-tiny-random-%' OR model LIKE 'emotion2vec-tiny-random-%';
+UPDATE runs SET model = 'emotion2vec_plus_large' WHERE model LIKE '%/%emotion2vec_plus_large%';
+UPDATE runs SET model = 'emotion2vec_plus_base' WHERE model LIKE '%/%emotion2vec_plus_base%';
+UPDATE runs SET model = 'emotion2vec_plus_seed' WHERE model LIKE '%/%emotion2vec_plus_seed%';
+UPDATE runs SET model = (SELECT min(o.model) FROM runs o
+                          WHERE o.model_path = runs.model_path AND o.model NOT LIKE '%/%')
+ WHERE model LIKE '%/%' AND EXISTS (SELECT 1 FROM runs o WHERE o.model_path = runs.model_path
+                                     AND o.model NOT LIKE '%/%');
+UPDATE patterns SET model = 'tiny-random'
+ WHERE model LIKE '%/emotion2vec-tiny-random-%' OR model LIKE 'emotion2vec-tiny-random-%';
+"""),
 ]

@@ -130,7 +130,8 @@ class Reader:
         """The models behind the sessions and whether each was trained."""
         cond, params = self._sessions_where(f)
         return self._query(
-            "SELECT r.model, r.trained, count(*) AS sessions FROM sessions s "
+            "SELECT r.model, any_value(r.weights) AS weights, r.trained, count(*) AS sessions "
+            "FROM sessions s "
             f"JOIN runs r USING (run_id) WHERE {cond} GROUP BY ALL ORDER BY sessions DESC",
             params)
 

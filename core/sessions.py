@@ -69,17 +69,25 @@ class SessionWriter:
 
     # -- runs -----------------------------------------------------------------------------
     def start_run(self, model: str, model_path: str, trained: bool, device: str,
-                  engine: str, options: dict, asr: str | None = None) -> str:
+                  engine: str, options: dict, asr: str | None = None,
+                  weights: str = "") -> str:
         """A run's record: its emotion model and, `asr`, its speech-to-text backend (None when
-        the run transcribed nothing)."""
+        the run transcribed nothing). `model` is the model's one name (core.models) and
+        `weights` its weights' hash: weights the store already knows keep the name they were
+        first stored under, so one set of weights is one model however it was given."""
         run_id = f"r{utc_now():%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
         self._saved_ok = set()
         with self.store.write() as con:
+            if weights:
+                known = con.execute("SELECT model FROM runs WHERE weights = ? "
+                                    "ORDER BY started_at LIMIT 1", [weights]).fetchall()
+                model = known[0][0] if known else model
             con.execute("INSERT INTO runs (run_id, model, model_path, trained, device, engine, "
-                        "options, started_at, status, asr) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+                        "options, started_at, status, asr, weights) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
                         [run_id, model, shown(model_path), trained, device, engine,
-                         json.dumps(options, sort_keys=True, default=str), utc_now(), asr])
+                         json.dumps(options, sort_keys=True, default=str), utc_now(), asr,
+                         weights or None])
         return run_id
 
     def finish_run(self, run_id: str, n_ok: int, n_failed: int, n_skipped: int,

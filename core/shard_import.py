@@ -108,7 +108,7 @@ def _save(writer: SessionWriter, root: str, group: list, out: Imported, progress
             run.get("model", "unknown"), run.get("model_path", ""), bool(run.get("trained")),
             run.get("device", "unknown"), run.get("engine", "engine"),
             {**run.get("options", {}), "executor": "ray", "imported_from": root},
-            asr=run.get("asr"))
+            asr=run.get("asr"), weights=run.get("weights", ""))
     saved = dict.fromkeys(range(len(storable)), False)
     if storable:
         saved = dict(enumerate(writer.save_many(storable, out.run_id)))

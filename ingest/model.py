@@ -18,17 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core import models
 from core.errors import first_line
 from core.labels import LABELS, label_of_token
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "emotion2vec_plus_large"
-HUB_IDS = {
-    "emotion2vec_plus_large": ("iic/emotion2vec_plus_large", "emotion2vec/emotion2vec_plus_large"),
-    "emotion2vec_plus_base": ("iic/emotion2vec_plus_base", "emotion2vec/emotion2vec_plus_base"),
-    "emotion2vec_plus_seed": ("iic/emotion2vec_plus_seed", "emotion2vec/emotion2vec_plus_seed"),
-}
+HUB_IDS = models.HUB_IDS
 
 
 class ModelUnavailable(Exception):
@@ -47,12 +44,13 @@ class Output:
 
 @dataclass
 class LoadedModel:
-    name: str
+    name: str  # the model's one name however it was given (core.models.identity)
     path: str
     trained: bool
     device: str
     automodel: object  # funasr.AutoModel
     mask: np.ndarray  # (9,) bool, True where the slot is a real label
+    weights: str = ""  # short hash of model.pt: with `name`, the model's identity
     # Batched engines built for this model (ingest.engine.get_engine), by their options:
     # they hold its device and weight copies, so they live and die with it.
     engines: dict = field(default_factory=dict, repr=False, compare=False)
@@ -107,6 +105,7 @@ def _hub_reachable(host: str = "modelscope.cn", timeout: float = 3.0) -> bool:
 
 def locate(model: str) -> tuple[str, bool]:
     """Resolve --model to (what to hand FunASR, trained?) or raise ModelUnavailable."""
+    model = next((name for name, ids in HUB_IDS.items() if model in ids), model)
     if model == "tiny-random":
         from ingest.tiny import build
         return str(build("tiny")), False
@@ -159,7 +158,25 @@ def load(model: str = DEFAULT_MODEL, device: str = "auto") -> LoadedModel:
         raise ModelUnavailable(f"{model}: tokens.txt holds {labels}, not the nine emotion2vec+ "
                                "labels in their canonical order")
     mask = np.array([not t.startswith("unuse") for t in labels])
-    return LoadedModel(model, target, trained, device, auto, mask)
+    return LoadedModel(canonical_name(model, target), target, trained, device, auto, mask,
+                       weights=weights_hash(target))
+
+
+def canonical_name(given: str, target: str) -> str:
+    """One name for a model however it was given: `tiny-random` or its built directory are
+    both `tiny-random`; a hub name, its hub id or its cached copy are the hub name; any other
+    directory is named by its emoscope.json `name`, else by the directory's own name."""
+    if given == "tiny-random" or given in HUB_IDS:
+        return given
+    for name, ids in HUB_IDS.items():
+        if given in ids:
+            return name
+    return models.name_of_path(target)
+
+
+def weights_hash(target: str) -> str:
+    """The weights' short hash ("" for a hub id not on disk): part of the model's identity."""
+    return models.weights_hash(Path(target) / "model.pt")
 
 
 def head(lm: LoadedModel, feats: torch.Tensor) -> torch.Tensor:

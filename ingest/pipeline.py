@@ -121,7 +121,8 @@ def ingest_paths(paths: Iterable[str | Path], writer: SessionWriter, lm: LoadedM
     from ingest.speech_to_text import use
     asr = use(opts.asr)  # every executor's analysers transcribe with it (or not at all)
     run_id = writer.start_run(lm.name, lm.path, lm.trained, lm.device, opts.engine,
-                              {**opts.to_dict(), "executor": executor}, asr=asr)
+                              {**opts.to_dict(), "executor": executor}, asr=asr,
+                              weights=lm.weights)
     status = "finished"
     try:
         if executor == "serial":

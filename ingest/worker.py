@@ -442,7 +442,7 @@ class Worker:
             self.run_id = self.writer.start_run(self.lm.name, self.lm.path, self.lm.trained,
                                                self.lm.device, self.opts.engine,
                                                {**self.opts.to_dict(), "source": "worker"},
-                                               asr=self.asr)
+                                               asr=self.asr, weights=self.lm.weights)
         return self.run_id
 
     def _finish_run(self, status: str = "running") -> None:

@@ -11,6 +11,7 @@ from typing import Iterator
 import pandas as pd
 import streamlit as st
 
+from core import models
 from core.labels import COLORS, LABELS, display
 from core.store import StoreBusy
 from dashboard.components import data
@@ -75,7 +76,8 @@ def banner() -> None:
     m = data.models(data.state())
     untrained = m[~m.trained.astype(bool)]
     if len(untrained):
-        names = ", ".join(sorted(set(untrained.model)))
+        names = ", ".join(sorted({models.shown(n, w) for n, w in
+                                  zip(untrained.model, untrained.weights.fillna(""))}))
         st.warning(f"**Untrained model.** {int(untrained.sessions.sum()):,} of "
                    f"{int(m.sessions.sum()):,} sessions were analysed by `{names}`, a test model "
                    "with random weights: its emotion labels mean nothing.", icon="⚠️")

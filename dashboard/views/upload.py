@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import inbox
+from core import inbox, models
 from core.store import StoreBusy
 from dashboard.components import auth, data, ui
 from dashboard.launch import upload_limit_mb
@@ -97,7 +97,9 @@ def worker_model() -> str:
     if made_by is None:
         return "emotion2vec_plus_large"
     name, path = made_by
-    return path if path and Path(path).is_dir() else name
+    # The model's name, never its resolved directory: a worker started with the path would
+    # store uploads under a second name and similar moments would not find the stored ones.
+    return models.loadable(name, path)
 
 
 def worker_note(box: Path) -> None:
