@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 
 from api.security import Identity, require_identity
 from api.settings import Settings
@@ -66,7 +66,48 @@ def caller(request: Request, identity: Identity = Depends(require_identity)) -> 
 
 
 # -- parameters ------------------------------------------------------------------------------------
-DAY = r"^\d{4}-\d{2}-\d{2}$"  # the pattern of a day parameter (a string, as the CLI takes it)
+DAY = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"  # a day parameter: a string, as the CLI takes it
+
+
+def day_query(description: str):
+    """A YYYY-MM-DD parameter, published as `format: date` (what `day` accepts, no looser)."""
+    return Query(None, pattern=DAY, description=description, json_schema_extra={"format": "date"})
+
+
+PERIOD_DESCRIPTION = ("latest-week, latest-month (counted back from the newest session in "
+                      "scope), this-week (the calendar week), all; since/until narrow it "
+                      "further. The same words as `emoscope export --period`.")
+
+
+def known_query(request: Request) -> None:
+    """422 for a query parameter the route does not take (a typo such as `teem=` would
+    otherwise answer everything), naming the ones it does."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    names = _query_names(route)
+    unknown = sorted(set(request.query_params) - names)
+    if unknown:
+        raise HTTPException(422, f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+                                 f"{', '.join(repr(u[:40]) for u in unknown[:5])}; "
+                                 f"{request.method} {route.path} takes "
+                                 f"{', '.join(sorted(names)) or 'none'}")
+
+
+_names: dict[int, frozenset] = {}
+
+
+def _query_names(route) -> frozenset:
+    got = _names.get(id(route))
+    if got is None:
+        names, todo = set(), [route.dependant]
+        while todo:  # the route's own parameters and those of its dependencies
+            d = todo.pop()
+            names |= {p.alias or p.name for p in d.query_params}
+            todo += d.dependencies
+        got = _names[id(route)] = frozenset(names)
+    return got
 
 
 def day(value: str | None, name: str) -> str | None:

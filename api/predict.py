@@ -18,6 +18,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from api.context import known_query
 from api.answers import curve, judge, vector
 from api.runtime import Runtime
 from api.schemas import ChannelsAnswer, PredictAnswer
@@ -25,13 +26,14 @@ from core import quality
 from core.audio import SAMPLE_RATE, AudioError, decode_blocks, default_roles, probe_duration
 from ingest.speech_to_text import transcribe
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(known_query)])  # unknown parameters: 422
 
 # Declared part types that cannot be audio. Anything else (audio/*, video/* containers,
 # application/octet-stream, application/ogg, none) is left to the decoder to judge.
 NOT_AUDIO = ("text/", "image/", "application/json", "application/xml", "application/pdf",
               "multipart/", "font/", "model/")
 _ROLE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+ROLES = r"^( *[A-Za-z0-9_.-]{1,32} *(, *[A-Za-z0-9_.-]{1,32} *)*)?$"  # the schema says what _ROLE takes
 
 
 @dataclass
@@ -66,7 +68,7 @@ def require_multipart(request: Request) -> None:
 
 def read_clip(upload, filename: str | None, max_clip_s: float) -> Clip:
     """Decode an upload from a private temp file of its own (unique name, mode 0600, removed
-    when done); 422 with the reason when it is not audio or too long."""
+    when done); 415 with the reason when it is not audio, 422 when too long."""
     name = shown_name(filename)
     limit = int(max_clip_s * SAMPLE_RATE)
     with tempfile.NamedTemporaryFile(prefix="emoscope-upload-",
@@ -85,8 +87,8 @@ def read_clip(upload, filename: str | None, max_clip_s: float) -> Clip:
                 if got > limit:
                     raise HTTPException(422, _too_long(name, None, max_clip_s))
                 blocks.append(block)
-        except AudioError as e:
-            raise HTTPException(422, f"{name}: {e}") from None
+        except AudioError as e:  # the bytes are not audio: an unsupported media type
+            raise HTTPException(415, f"{name}: {e}") from None
     if not blocks:
         raise HTTPException(422, f"{name}: decoded to zero samples")
     return Clip(np.concatenate(blocks, axis=1), name)
@@ -122,18 +124,20 @@ def channels_of(clip: Clip, roles: str | None, stereo_roles) -> tuple[np.ndarray
     dependencies=[Depends(require_multipart)],
     summary="Emotion of one clip (per channel for stereo)",
     responses={413: {"description": "Request body over the size limit"},
-               415: {"description": "Not multipart/form-data, or the part is not audio"},
-               422: {"description": "Not decodable audio, too short, too long, bad parameters"},
+               415: {"description": "Not multipart/form-data, or the part is not decodable "
+                                    "audio"},
+               422: {"description": "Too short, too long, bad parameters"},
                503: {"description": "Model busy or starting; see Retry-After"}})
 async def predict(
     request: Request,
     audio: UploadFile = File(..., description="The clip: any format FFmpeg decodes (WAV, MP3, "
-                                              "FLAC, Ogg/Opus, M4A, ...), mono or stereo."),
+                                              "FLAC, Ogg/Opus, M4A, ...), mono or stereo.",
+                             json_schema_extra={"minLength": 1}),
     granularity: Literal["utterance", "frame"] = Query(
         "utterance", description="`frame` adds the emotion curve (every 0.1 s)."),
     embedding: bool = Query(False, description="Add the utterance embedding vector."),
     lang: Literal["en", "zh"] = Query("en", description="Language of suggested_response."),
-    roles: str | None = Query(None, max_length=200,
+    roles: str | None = Query(None, max_length=200, pattern=ROLES,
                               description="Speaker per channel, comma-separated "
                                           "(default: speaker; stereo: agent,customer)."),
     asr: bool = Query(False, description="Add what was said per channel (text, language, "

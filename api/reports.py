@@ -7,12 +7,15 @@ from typing import Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from api.context import DAY, Caller, caller, day
-from core import notes
+from api.context import PERIOD_DESCRIPTION, Caller, caller, day, day_query, known_query
+from core import notes, periods
+from core.queries import SessionFilter
 from core.reports import MIME, ReportSpec, build
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(known_query)])  # unknown parameters: 422
 FORMATS = ("pdf", "csv", "parquet", "json", "npy", "sessions")
+# One audience per report, in one parameter, so the schema says what the server takes.
+AUDIENCE = r"^(team|agent|person):[^\x00-\x1f]{1,120}$"
 
 
 @router.get("/reports", response_class=Response, summary="A report file (PDF, CSV, ...)",
@@ -26,23 +29,25 @@ def get_report(
     format: Literal[FORMATS] = Query(  # type: ignore[valid-type]
         "pdf", description="pdf; csv (segments); sessions (one row per session, CSV); "
                            "parquet, json (segments); npy (embeddings with segment ids)."),
-    team: str | None = Query(None, max_length=120, description="A team's report."),
-    agent: str | None = Query(None, max_length=120, description="An agent's report."),
-    person: str | None = Query(None, max_length=120, description="A customer's or a diary "
-                                                                 "person's report."),
+    audience: str = Query(None, pattern=AUDIENCE, description="Whose report, one of "
+                          "`team:<team>`, `agent:<agent id>`, `person:<customer or diary "
+                          "person id>`; without it, every session in scope."),
     session: list[str] = Query([], description="Only these sessions (repeatable)."),
-    since: str | None = Query(None, pattern=DAY, description="From this day."),
-    until: str | None = Query(None, pattern=DAY, description="Before this day."),
+    period: Literal[periods.WORDS] = Query("all", description=PERIOD_DESCRIPTION),  # type: ignore
+    since: str = day_query("From this day."),
+    until: str = day_query("Before this day."),
     role: list[str] = Query([], description="Only this speaker role's speech (repeatable)."),
 ) -> Response:
-    audiences = {k: v for k, v in (("team", team), ("agent", agent), ("person", person)) if v}
-    if len(audiences) > 1:
-        raise HTTPException(422, "a report is for one audience: give one of team, agent, person")
-    kind, key = next(iter(audiences.items()), ("sessions", None))
-    spec = ReportSpec(kind, key, day(since, "since"), day(until, "until"),
-                      tuple(session) if session else None, tuple(role))
+    kind, key = audience.split(":", 1) if audience else ("sessions", None)
+    since, until = day(since, "since"), day(until, "until")
+    r = c.reader() if c.has_store() else None
+    if r is not None and period != "all":
+        who = {kind: key} if key else {}
+        since, until = periods.bounds(period, r.newest_day(SessionFilter(**who)), since, until)
+    spec = ReportSpec(kind, key, since, until, tuple(session) if session else None,
+                      tuple(role), period=period if period != "all" else "")
     rt = request.app.state.runtime
-    report = build(c.reader(), spec, rt.rules if rt is not None else None,
+    report = build(r, spec, rt.rules if rt is not None else None,
                    notes.spool_dir(c.settings.db), (format,)) if c.has_store() else None
     if report is None:
         raise HTTPException(404, "no analysed session matches these filters")

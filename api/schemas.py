@@ -98,6 +98,9 @@ class SessionRow(BaseModel):
     talk_s: float | None = None
     negative_share: float | None = None
     dominant: str | None = None
+    model: str | None = Field(None, description="The model that analysed it (core.models).")
+    trained: bool | None = Field(None, description="False for random-weight models: labels "
+                                                   "mean nothing.")
 
 
 class SessionPage(BaseModel):

@@ -6,14 +6,14 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from api.context import DAY, Caller, caller, day
+from api.context import Caller, caller, day, day_query, known_query
 from api.schemas import SearchAnswer
 from core import word_index
 from core import word_search as ws
 from core.keyed import secret
 from core.labels import LABELS
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(known_query)])  # unknown parameters: 422
 
 
 @router.get("/search", response_model=SearchAnswer,
@@ -31,9 +31,8 @@ def search(
     agent: str | None = Query(None, max_length=128, description="Only this agent's calls."),
     person: str | None = Query(None, max_length=128,
                                description="Only this customer's / diary person's sessions."),
-    since: str | None = Query(None, pattern=DAY, description="Sessions on or after this day "
-                                                             "(YYYY-MM-DD)."),
-    until: str | None = Query(None, pattern=DAY, description="Sessions before this day."),
+    since: str = day_query("Sessions on or after this day (YYYY-MM-DD)."),
+    until: str = day_query("Sessions before this day."),
     limit: int = Query(50, ge=1, le=ws.MAX_LIMIT, description="How many moments, newest "
                                                               "first."),
 ) -> dict:

@@ -13,9 +13,9 @@ import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import FileResponse
 
-from api.context import DAY, Caller, caller, day, records
+from api.context import PERIOD_DESCRIPTION, Caller, caller, day, day_query, known_query, records
 from api.schemas import SessionDetail, SessionPage, SimilarAnswer
-from core import aggregates, analysers, notes
+from core import aggregates, analysers, notes, periods
 from core.alerts import ALERT_COLUMNS
 from core.labels import LABELS
 from core.metrics import METRIC_COLUMNS
@@ -23,12 +23,14 @@ from core.queries import AudioUnavailable, SessionFilter
 from core.session_list import ListFilter, apply
 from core.similar import similar_to
 
-router = APIRouter()
+PERIODS = periods.WORDS
+router = APIRouter(dependencies=[Depends(known_query)])  # unknown parameters: 422
 NOT_FOUND = {404: {"description": "No such session (or not one the caller may see)"}}
 
 LIST_COLUMNS = ["session_id", "file_name", "status", "error", "when", "duration_s", "n_channels",
                 "agent_id", "customer_id", "team", "tags", "speakers", "flags", "alerts",
-                "severity", "volatility", "talk_s", "negative_share", "dominant"]
+                "severity", "volatility", "talk_s", "negative_share", "dominant", "model",
+                "trained"]
 SEGMENT_COLUMNS = ["segment_id", "channel", "speaker", "start_s", "end_s", "label", "confidence",
                    "scores", "flags", "fallback_action", "rolling_volatility", "rms", "clip_ratio"]
 HIDDEN = ("source_path", "run_id")  # where the server keeps files is not the caller's business
@@ -43,9 +45,9 @@ def list_sessions(
     team: list[str] = Query([], description="Team (repeatable)."),
     person: list[str] = Query([], description="Customer / diary person id, or an agent's "
                                               "(repeatable)."),
-    since: str | None = Query(None, pattern=DAY, description="Recorded on or after this "
-                                                             "day (YYYY-MM-DD)."),
-    until: str | None = Query(None, pattern=DAY, description="Recorded before this day."),
+    period: Literal[PERIODS] = Query("all", description=PERIOD_DESCRIPTION),  # type: ignore
+    since: str = day_query("Recorded on or after this day (YYYY-MM-DD)."),
+    until: str = day_query("Recorded before this day."),
     role: list[str] = Query([], description="Sessions with this speaker role (repeatable); "
                                             "negative share and dominant emotion then count "
                                             "only that role's speech."),
@@ -66,6 +68,8 @@ def list_sessions(
     if not c.has_store():
         return page
     r = c.reader()
+    if period != "all":
+        since, until = periods.bounds(period, r.newest_day(), since, until)
     f = SessionFilter(since=since, until=until, ok_only=False)
     summary = r.summary(f)
     if role:
@@ -78,9 +82,13 @@ def list_sessions(
         rows = rows.sort_values(["when", "session_id"], ascending=sort == "oldest",
                                 na_position="last")
     part = rows.iloc[offset:offset + limit]
+    made_by = r.runs().set_index("run_id")
+    part = part.assign(model=part.run_id.map(made_by.model),
+                       trained=part.run_id.map(made_by.trained))
     c.record("view", f"{len(part)} of {len(rows)} sessions",
              {"sessions": list(part.session_id), "filters": {
-                 k: v for k, v in (("agent", agent), ("team", team), ("person", person),
+                 k: v for k, v in (("period", period), ("agent", agent), ("team", team),
+                                   ("person", person),
                                    ("since", since), ("until", until),
                                    ("role", role), ("label", label), ("flags", flags), ("q", q),
                                    ("status", status)) if v and v != "all"}})
@@ -182,8 +190,8 @@ def get_similar(
     speaker: list[str] = Query([], description="Only these speaker roles (repeatable)."),
     label: list[str] = Query([], description="Only segments with these labels (repeatable)."),
     team: list[str] = Query([], description="Only these teams (repeatable)."),
-    since: str | None = Query(None, pattern=DAY),
-    until: str | None = Query(None, pattern=DAY, description="Before this day."),
+    since: str = day_query("On or after this day."),
+    until: str = day_query("Before this day."),
     other_sessions: bool = Query(True, description="Leave out the segment's own session."),
 ) -> dict:
     since, until = day(since, "since"), day(until, "until")

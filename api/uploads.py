@@ -14,7 +14,7 @@ import re
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, UploadFile
 from fastapi.responses import JSONResponse
 
-from api.context import Caller, caller, plain
+from api.context import Caller, caller, known_query, plain
 from api.predict import NOT_AUDIO, shown_name
 from api.schemas import JobAnswer
 from core import inbox
@@ -22,8 +22,11 @@ from core.access import Viewer
 from core.jobs import new_job_id
 from core.times import as_timestamp
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(known_query)])  # unknown parameters: 422
 _ROLE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+RECORDED_AT = (r"^([0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+               r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?)?)?$")
+ROLES = r"^( *[A-Za-z0-9_.-]{1,32} *(, *[A-Za-z0-9_.-]{1,32} *){0,7})?$"  # what _ROLE takes, ≤ 8
 JOB_FIELDS = ("job_id", "status", "original_name", "error", "session_id", "attempts",
               "created_at", "started_at", "finished_at")
 
@@ -99,15 +102,17 @@ def metadata_of(agent_id, customer_id, team, recorded_at, tags, roles) -> dict:
                         503: {"description": "The audit cannot be written"}})
 def upload(
     c: Caller = Depends(caller),
-    audio: UploadFile = File(..., description="The recording: any format the worker decodes."),
+    audio: UploadFile = File(..., description="The recording: any format the worker decodes.",
+                             json_schema_extra={"minLength": 1}),
     agent_id: str | None = Form(None, max_length=120),
     customer_id: str | None = Form(None, max_length=120, description="Customer or diary "
                                                                      "person."),
     team: str | None = Form(None, max_length=120, description="Supervisors: one of their "
                                                               "teams (default: their only one)."),
-    recorded_at: str | None = Form(None, max_length=40, description="ISO date or time."),
+    recorded_at: str = Form(None, pattern=RECORDED_AT, description="ISO date or local time: "
+                                                                   "2026-11-02, 2026-11-02T10:30."),
     tags: str | None = Form(None, max_length=400, description="Comma-separated."),
-    roles: str | None = Form(None, max_length=300, description="Speaker per channel, "
+    roles: str | None = Form(None, max_length=300, pattern=ROLES, description="Speaker per channel, "
                                                                "comma-separated (default: mono "
                                                                "speaker; stereo agent,customer)."),
 ):

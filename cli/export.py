@@ -2,7 +2,7 @@
 choices (a team, an agent, a person, or sessions by id and date) and the same file names."""
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Optional
 
@@ -12,15 +12,14 @@ from cli.common import app, fail_usage, load_rules_or_exit, require_db, viewer_a
 from core.store import DEFAULT_DB
 
 EXPORT_FORMATS = ("pdf", "csv", "parquet", "npy", "json")
-THIS_WEEK = "this-week"
 
 
-def _window(since: str | None, until: str | None) -> tuple[str | None, str | None]:
-    """--since this-week: from this week's Monday (and, without --until, to its end)."""
-    if since != THIS_WEEK:
-        return since, until
-    monday = date.today() - timedelta(days=date.today().weekday())
-    return monday.isoformat(), until or (monday + timedelta(days=7)).isoformat()
+def _is_day(value: str) -> bool:
+    try:
+        date.fromisoformat(value)
+        return len(value) == 10
+    except ValueError:
+        return False
 
 
 @app.command()
@@ -32,8 +31,11 @@ def export(
     person: Optional[str] = typer.Option(None, help="A person report: this customer's / "
                                                     "diary person's sessions."),
     session: Optional[list[str]] = typer.Option(None, help="Session id (repeatable)."),
-    since: Optional[str] = typer.Option(None, help="From this date (YYYY-MM-DD, or "
-                                                   "this-week)."),
+    period: str = typer.Option("all", help="latest-week, latest-month (counted back from the "
+                                            "newest session of the report's audience), "
+                                            "this-week (the calendar week) or all; the same "
+                                            "words as the API's `period`."),
+    since: Optional[str] = typer.Option(None, help="From this date (YYYY-MM-DD)."),
     until: Optional[str] = typer.Option(None, help="Before this date (YYYY-MM-DD)."),
     role: Optional[list[str]] = typer.Option(None, help="Only this speaker role's speech "
                                                         "(repeatable): customer, agent, "
@@ -54,7 +56,7 @@ def export(
     from core.access import operator
     from core.audit import AuditError, AuditLog
     from core.private import private_dir
-    from core.queries import Reader
+    from core.queries import EVERY, Reader, SessionFilter
     from core.reports import ReportSpec, build
     from core.store import Store
 
@@ -66,17 +68,31 @@ def export(
     if len(audiences) > 1:
         fail_usage("a report is for one audience: give one of --team, --agent, --person")
     kind, key = next(iter(audiences.items()), ("sessions", None))
-    since, until = _window(since, until)
-    from core.times import as_timestamp
+    from core import periods
+    if since in periods.WORDS:  # the older spelling, --since this-week
+        period, since = since, None
+    if period not in periods.WORDS:
+        fail_usage(f"--period takes {', '.join(periods.WORDS)}, not {period!r}")
     for name, value in (("--since", since), ("--until", until)):
-        if value is not None and as_timestamp(value) is None:
-            fail_usage(f"{name} takes a date like 2026-11-01 (or this-week), not {value!r}")
+        if value is not None and not _is_day(value):
+            fail_usage(f"{name} takes a date like 2026-11-01, not {value!r} (for a period: "
+                       f"--period {'|'.join(periods.WORDS)})")
     require_db(db)
     viewer = viewer_as(as_)
+    reader = Reader(Store(db), viewer)
+    if kind in ("team", "agent"):
+        known = reader.known_values("team" if kind == "team" else "agent_id")
+        if key not in known:
+            fail_usage(f"no {kind} {key!r} among the sessions you may see; known {kind}s: "
+                       f"{', '.join(known) or 'none'}")
+    if period != "all":
+        since, until = periods.bounds(period, reader.newest_day(SessionFilter(**{kind: key})
+                                                                 if key else EVERY),
+                                      since, until)
     spec = ReportSpec(kind, key, since, until, tuple(session) if session else None,
-                      tuple(role or ()))
+                      tuple(role or ()), period="" if period == "all" else period)
     formats_built = [*wanted, "sessions"] if "csv" in wanted else wanted
-    report = build(Reader(Store(db), viewer), spec,
+    report = build(reader, spec,
                    load_rules_or_exit(rules) if kind == "person" else None,
                    notes.spool_dir(db), formats_built)
     if report is None:

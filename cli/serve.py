@@ -144,6 +144,23 @@ def worker_beside(db: Path, model: str, asr: str = "none"):
             proc.kill()
 
 
+def port_taken(host: str, port: int) -> str | None:
+    """Why (host, port) cannot be listened on, or None: bound as uvicorn binds it."""
+    import socket
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        return e.strerror or str(e)
+    for family, kind, proto, _, address in infos[:1]:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(address)
+            except OSError as e:
+                return "the port is already in use" if e.errno == 98 else (e.strerror or str(e))
+    return None
+
+
 @app.command()
 def serve(
     db: Path = typer.Option(DEFAULT_DB, help="DuckDB file (uploads queue beside it)."),
@@ -174,6 +191,9 @@ def serve(
         check_bind(host, gate.required)
     except (BindRefused, SettingsError) as e:
         fail_usage(str(e))
+    taken = port_taken(host, port)  # before the model: loading it takes a while
+    if taken:
+        fail_usage(f"cannot listen on {host}:{port}: {taken}; choose another with --port")
     lm = load_model(model, device)  # a model that cannot load stops here, in one sentence
     note_untrained(lm)
     check_asr(asr)  # /v1/predict?asr=true and the live stream's text use it

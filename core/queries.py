@@ -7,6 +7,7 @@ the rows a reader may see are decided: the viewer's scope becomes SQL there and 
 """
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -125,6 +126,23 @@ class Reader:
         cond, params = self._sessions_where(f)
         return int(self._query(f"SELECT count(*) AS n FROM sessions s WHERE {cond}",
                                params).n.iloc[0])
+
+    def known_values(self, column: str) -> list[str]:
+        """The distinct values of a session column (team, agent_id, customer_id) among the
+        sessions this reader may see, sorted: what a choice offers, what a typo is told."""
+        if column not in ("team", "agent_id", "customer_id"):
+            raise ValueError(f"not a session choice: {column}")
+        cond, params = self._sessions_where(EVERY)
+        return [str(v) for v in self._query(
+            f"SELECT DISTINCT s.{column} AS v FROM sessions s WHERE {cond} AND s.{column} "
+            "IS NOT NULL ORDER BY 1", params).v]
+
+    def newest_day(self, f: SessionFilter = EVERY) -> dt.date | None:
+        """The day of the newest session passing `f`: what "latest week" counts back from."""
+        cond, params = self._sessions_where(f)
+        got = self._query(f"SELECT max({SESSION_DATE.format(a='s')}) AS d FROM sessions s "
+                          f"WHERE {cond}", params).d.iloc[0]
+        return None if pd.isna(got) else pd.Timestamp(got).date()
 
     def models(self, f: SessionFilter = EVERY) -> pd.DataFrame:
         """The models behind the sessions and whether each was trained."""

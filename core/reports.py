@@ -113,6 +113,7 @@ class ReportSpec:
     session_ids: tuple[str, ...] | None = None
     roles: tuple[str, ...] = ()
     choices: str = ""
+    period: str = ""  # the period word chosen (core.periods), when one was: names the files
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -146,10 +147,13 @@ def _days(spec: ReportSpec, when: pd.Series) -> tuple[str, str]:
 
 
 def file_stem(spec: ReportSpec, when: pd.Series) -> str:
-    """`team-support_2026-11-01_2026-11-14` (plus `_customer` when only customers count)."""
+    """`team-support_2026-11-01_2026-11-14` (plus `_customer` when only customers count);
+    `team-support_latest-week_2026-11-08_2026-11-14` when a period was chosen: the days are the
+    period's, not the span of the sessions found."""
     first, last = _days(spec, when)
     who = f"{spec.kind}-{slug(spec.key)}" if spec.kind != "sessions" else "sessions"
-    return "_".join([who, first, last, *map(slug, spec.roles)])
+    return "_".join([who, *([slug(spec.period)] if spec.period else []), first, last,
+                     *map(slug, spec.roles)])
 
 
 def scope_line(spec: ReportSpec, n: int, when: pd.Series) -> str:

@@ -4,6 +4,7 @@ worker stores."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import threading
@@ -211,9 +212,9 @@ def test_a_team_a_supervisor_sees_plays_finds_and_exports_nothing_of_team_b(site
     assert 'filename="sessions_' in r.headers["content-disposition"]
     exported = {row["session_id"] for row in csv.DictReader(io.StringIO(r.text))}
     assert exported == set(teams["A"])
-    for params in ({"team": "B"}, {"session": b}, {"person": "c-b1"}):
+    for params in ({"audience": "team:B"}, {"session": b}, {"audience": "person:c-b1"}):
         assert c.get("/v1/reports", headers=h, params=params).status_code == 404
-    pdf = c.get("/v1/reports", headers=h, params={"team": "A"})
+    pdf = c.get("/v1/reports", headers=h, params={"audience": "team:A"})
     assert pdf.content[:5] == b"%PDF-" and "team-A_" in pdf.headers["content-disposition"]
 
     # The analyst's key reads the diaries only; the admin's everything.
@@ -372,3 +373,33 @@ def test_search_finds_a_phrase_only_in_the_callers_sessions_and_audits_it(site):
     mine = [r for r in rows if r["detail"]["sessions"]
             and set(r["detail"]["sessions"]) <= set(teams["A"])]
     assert mine and all("refund" not in json.dumps(r) for r in rows)
+
+
+def test_parameters_are_as_strict_as_the_schema_and_periods_count_from_the_data(site):
+    """Unknown parameters are refused (a typo never answers everything); the period words
+    are the CLI's; list items say which model analysed them."""
+    c, h = site.client, bearer(site.keys["boss"])
+    every = c.get("/v1/sessions", headers=h, params={"limit": 500}).json()
+    for params in ({"teem": "B"}, {"text": "cancel"}, {"since": "this-week"},
+                   {"since": "0000-00-00"}, {"period": "last-year"}):
+        r = c.get("/v1/sessions", headers=h, params=params)
+        assert r.status_code == 422, (params, r.text)
+    assert "'teem'" in c.get("/v1/sessions", headers=h, params={"teem": "B"}).json()["detail"]
+    assert c.get("/v1/sessions", headers=h, params={"q": "a"}).status_code == 200
+    r = c.get("/v1/reports", headers=h, params={"team": "A"})
+    assert r.status_code == 422 and "audience" in r.json()["detail"]
+
+    item = every["sessions"][0]
+    assert item["model"] == "tiny-random" and item["trained"] is False
+    days = sorted(s["when"][:10] for s in every["sessions"])
+    newest = dt.date.fromisoformat(days[-1])
+    week = c.get("/v1/sessions", headers=h, params={"period": "latest-week",
+                                                    "limit": 500}).json()
+    first = (newest - dt.timedelta(days=6)).isoformat()
+    assert week["total"] == sum(d >= first for d in days) > 0
+    assert c.get("/v1/sessions", headers=h, params={"period": "all"}).json()["total"] \
+        == every["total"]
+    got = c.get("/v1/reports", headers=h, params={"audience": "team:A", "format": "sessions",
+                                                  "period": "latest-month"})
+    assert got.status_code == 200
+    assert "team-A_latest-month_" in got.headers["content-disposition"]

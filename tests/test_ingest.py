@@ -180,7 +180,17 @@ def test_export_writes_every_format(ingested_db, tmp_path):
     assert r.exit_code == 0, r.output
     assert (out / "person-p-001_2026-11-01_2026-11-07.pdf").read_bytes()[:5] == b"%PDF-"
     none = runner.invoke(app, ["export", "--db", str(ingested_db), "--out", str(out),
-                               "--agent", "nobody"])
+                               "--person", "nobody"])
     assert none.exit_code == 1 and "no analysed session" in none.output
+    # A team or agent not in the store (wrong case too) is named with the known ones.
+    for flag, typo, known in (("--team", "Support", "support, wellbeing"),
+                              ("--agent", "A-ANA", "a-ana")):
+        r = runner.invoke(app, ["export", "--db", str(ingested_db), "--out", str(out), flag, typo])
+        assert r.exit_code == 2 and typo in r.output and f"known {flag[2:]}s: {known}" in r.output
+    # A period word, counted back from the audience's newest session, names the files.
+    r = runner.invoke(app, ["export", "--db", str(ingested_db), "--out", str(out), "--team",
+                            "support", "--period", "latest-week", "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    assert (out / "team-support_latest-week_2026-10-27_2026-11-02_sessions.csv").exists()
     for bad in (["--format", "docx"], ["--team", "t", "--agent", "a"], ["--since", "soon"]):
         assert runner.invoke(app, ["export", "--db", str(ingested_db), *bad]).exit_code == 2
