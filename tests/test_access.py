@@ -144,6 +144,10 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
         "search_sessions": ids(r.search_sessions()),
         "analysis_rows": set().union(*(ids(r.analysis_rows(sid, t.name))
                                        for t in analysers.tables())),
+        "known_values": ids(r.store.query(  # the sessions of the teams it names: its scope's
+            "SELECT session_id FROM sessions WHERE list_contains(?, team)",
+            [r.known_values("team")])),
+        "newest_day": {r.newest_day()} - {None},
     }
 
 
