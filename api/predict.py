@@ -77,7 +77,9 @@ def read_clip(upload, filename: str | None, max_clip_s: float) -> Clip:
         shutil.copyfileobj(upload, tmp, 1 << 20)
         tmp.flush()
         path = Path(tmp.name)
-        stated = probe_duration(path) if path.stat().st_size else None
+        if not path.stat().st_size:  # what the schema refuses (minLength 1): bad input
+            raise HTTPException(422, f"{name}: empty file (0 bytes)")
+        stated = probe_duration(path)
         if stated is not None and stated > max_clip_s + 1.0:
             raise HTTPException(422, _too_long(name, stated, max_clip_s))
         blocks, got = [], 0
