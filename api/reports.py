@@ -54,6 +54,7 @@ def get_report(
     name, data = report.files[format]
     c.record("export", f"{len(report.session_ids)} sessions", {
         "formats": [format], "delivered": name, "scope": report.scope,
-        "sessions": list(report.session_ids), "filters": audiences})
+        "sessions": list(report.session_ids),
+        "filters": {k: v for k, v in ((kind, key), ("period", period)) if v and v != "all"}})
     return Response(data, media_type=MIME[format],
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
