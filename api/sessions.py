@@ -73,7 +73,7 @@ def list_sessions(
     f = SessionFilter(since=since, until=until, ok_only=False)
     summary = r.summary(f)
     if role:
-        summary = aggregates.restrict_to_roles(summary, r.label_seconds(f), role)
+        summary = aggregates.restrict_to_roles(summary, r.label_seconds(f), role, r.alerts(f))
     rows = apply(summary, ListFilter(agents=agent, teams=team, people=person, roles=role,
                                      dominant=label, flags=flags, text=q))
     if status != "all":

@@ -12,6 +12,8 @@ import pandas as pd
 from core.labels import LABELS, NEGATIVE
 from core.metrics import ALL, tv_distance
 
+SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
+
 GROUPS = {"agent": "agent_id", "team": "team", "customer": "customer_id"}
 PERIODS = ("day", "week")
 AGG_COLUMNS = ["key", "period_start", "sessions", "talk_s", "negative_share",
@@ -195,11 +197,21 @@ def for_roles(mix: pd.DataFrame, roles) -> pd.DataFrame:
     return mix[mix.speaker.isin(list(roles))] if roles else mix
 
 
+def alerts_of_roles(alerts: pd.DataFrame, roles) -> pd.DataFrame:
+    """The alerts a speaker-role filter keeps: those raised on the speech of these roles (an
+    alert on the whole conversation, speaker `all`, belongs to no one role). Every page,
+    export and API route filters alerts by role through this."""
+    if not roles or alerts is None or not len(alerts):
+        return alerts
+    return alerts[alerts.speaker.isin(list(roles))]
+
+
 def restrict_to_roles(summary: pd.DataFrame, label_seconds: pd.DataFrame,
-                      roles) -> pd.DataFrame:
-    """Summary rows (Reader.summary) whose talk time, negative share and dominant label count
-    only the speech of these roles: with a role chosen, every figure built from segments
-    follows it. Unchanged when no role is given."""
+                      roles, alerts: pd.DataFrame) -> pd.DataFrame:
+    """Summary rows (Reader.summary) whose talk time, negative share, dominant label, alerts,
+    worst severity and alert flags count only the speech of these roles: with a role chosen,
+    every figure follows it, as on the Alerts page and in reports (`alerts`: Reader.alerts
+    of the same sessions). Unchanged when no role is given."""
     if not roles:
         return summary
     mix = for_roles(label_seconds, roles).groupby(["session_id", "label"], as_index=False) \
@@ -213,7 +225,18 @@ def restrict_to_roles(summary: pd.DataFrame, label_seconds: pd.DataFrame,
     out["negative_share"] = (out.session_id.map(neg).fillna(0.0)
                              / out.talk_s.where(out.talk_s > 0)).astype(float)
     out["dominant"] = out.session_id.map(dom)
-    return out
+    kept = alerts_of_roles(alerts, roles)
+    rank = kept.severity.map(SEVERITY_RANK).groupby(kept.session_id).max()
+    rules = kept.groupby("session_id").rule.agg(lambda r: set(r))
+    out["alerts"] = out.session_id.map(kept.groupby("session_id").size()).fillna(0).astype(int)
+    out["severity_rank"] = out.session_id.map(rank).fillna(0).astype(int)
+    out["severity"] = out.severity_rank.map({v: k for k, v in SEVERITY_RANK.items()}).fillna("")
+    quality = out.quality_flags if "quality_flags" in out else [[]] * len(out)
+    out["flags"] = [sorted(set(q) | rules.get(sid, set()))
+                    for sid, q in zip(out.session_id, quality)]
+    return out.sort_values(["severity_rank", "alerts", "negative_share", "when"],
+                           ascending=[False, False, False, False],
+                           na_position="last").reset_index(drop=True)
 
 
 def negative_share_of(mix: pd.DataFrame) -> float | None:

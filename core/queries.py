@@ -200,7 +200,7 @@ class Reader:
             "SELECT s.session_id, s.file_name, s.source_path, s.status, s.error, s.duration_s, "
             "s.n_channels, s.agent_id, s.customer_id, s.team, coalesce(s.tags, []) AS tags, "
             f"{SESSION_DATE.format(a='s')} AS \"when\", s.run_id, "
-            "coalesce(ch.speakers, []) AS speakers, "
+            "coalesce(ch.speakers, []) AS speakers, coalesce(ch.qflags, []) AS quality_flags, "
             "list_sort(list_distinct(list_concat(coalesce(ch.qflags, []), "
             "  coalesce(al.alert_rules, [])))) AS flags, "
             "coalesce(al.n_alerts, 0)::INTEGER AS alerts, "

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from core import scorecards
+from core import aggregates, scorecards
 from core.labels import LABELS
 from core.queries import Reader, SessionFilter
 from core.report_pdf import ReportData, kpis, model_lines, to_pdf  # noqa: F401 (re-exported)
@@ -173,6 +173,7 @@ class Report:
     scope: str
     session_ids: tuple[str, ...]
     n_segments: int
+    n_alerts: int = 0  # alerts in the report (of the chosen roles' speech, when roles are set)
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # format → (name, data)
 
 
@@ -211,6 +212,10 @@ def build(reader: Reader, spec: ReportSpec, rules=None, spool=None,
     stored to a person's report."""
     f = spec.filter()
     sessions = reader.sessions(f)
+    if spec.roles and len(sessions):  # the role filter's one meaning: sessions with the role
+        speakers = reader.summary(f).set_index("session_id").speakers
+        sessions = sessions[[bool(set(speakers.get(s, ())) & set(spec.roles))
+                             for s in sessions.session_id]]
     if sessions.empty:
         return None
     ids = tuple(sessions.session_id)
@@ -220,7 +225,8 @@ def build(reader: Reader, spec: ReportSpec, rules=None, spool=None,
     segs = reader.export_segments(within)
     if spec.roles:
         segs = segs[segs.speaker.isin(spec.roles)].reset_index(drop=True)
-    out = Report(stem, scope, ids, len(segs))
+    alerts = aggregates.alerts_of_roles(reader.alerts(within), spec.roles)
+    out = Report(stem, scope, ids, len(segs), n_alerts=len(alerts))
     table = reader.session_table(within)
     writers = {"sessions": lambda: sessions_csv(table), "csv": lambda: to_csv(segs),
                "parquet": lambda: to_parquet(segs), "npy": lambda: to_npy(segs),
@@ -236,7 +242,7 @@ def build(reader: Reader, spec: ReportSpec, rules=None, spool=None,
                  else reader.notes(within).assign(pending=False)) if person else pd.DataFrame()
         data = ReportData(
             title=f"Emoscope report: {spec.title}", scope=scope, sessions=sessions,
-            segments=segs.drop(columns=["embedding"]), alerts=reader.alerts(within),
+            segments=segs.drop(columns=["embedding"]), alerts=alerts,
             models=models, kind="person" if person else "calls", table=table,
             scorecards=pd.DataFrame() if person else _scorecards(reader, spec, table),
             journey=_journey(reader, spec, rules, set(ids)) if person else pd.DataFrame(),

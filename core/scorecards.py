@@ -81,7 +81,9 @@ def _team(values: pd.Series):
 def agent_scorecards(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per agent over `session_rows` (their calls in the window), with each figure's
     difference from the median of the agents of the same team (`<figure>_vs_team`)."""
-    calls = rows[rows.agent_id.notna()]
+    # A call has an agent's voice on it: a mono recording that names an agent (a note, a
+    # diary-style upload) is not one of their calls.
+    calls = rows[rows.agent_id.notna() & rows.agent_talk_s.notna()]
     if calls.empty:
         return pd.DataFrame(columns=SCORE_COLUMNS)
     out = []

@@ -46,8 +46,8 @@ def scorecard(card: pd.DataFrame) -> None:
         v = view[f"{c}_vs_team"] if delta else view[c]
         view[c] = v * 100 if c in SHARES else v  # shares read as percentages
     pct = "%+.0f pt" if delta else "%.0f%%"
-    col = lambda label, fmt: st.column_config.NumberColumn(label, format=fmt,  # noqa: E731
-                                                           width="small")
+    col = lambda label, fmt, help=None: st.column_config.NumberColumn(  # noqa: E731
+        label, format=fmt, width="small", help=help)
     ev = st.dataframe(
         view, hide_index=True, width="stretch", on_select="rerun",
         selection_mode="single-row", key="ag_table",
@@ -62,7 +62,10 @@ def scorecard(card: pd.DataFrame) -> None:
             "cust_neg_last": col("Cust. neg. last ¼", pct),
             "cust_neg_change": col("Change (pt)", "%+.0f"),
             "high": col("High", "%d"), "medium": col("Medium", "%d"), "low": col("Low", "%d"),
-            "interruptions_per_call": col("Interr. / call", "%+.1f" if delta else "%.1f"),
+            "interruptions_per_call": col(
+                "Agent interr. / call", "%+.1f" if delta else "%.1f",
+                "Times per call the agent started speaking before the customer had finished "
+                "(the customer's interruptions of the agent are not counted here)."),
             "overlap_per_call": col("Overlap / call (s)", "%+.1f" if delta else "%.1f"),
             "mean_volatility": col("Volatility", "%+.3f" if delta else "%.3f")})
     rows = ev.selection.rows if ev is not None else []

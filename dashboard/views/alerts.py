@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from core import aggregates
 from dashboard.components import data, filters, nav, ui, whatif
 
 
@@ -47,8 +48,7 @@ def alert_list(k, f, roles: list[str]) -> None:
                 f"{stale:,} sessions were stored under other rules than emoscope.toml holds "
                 "now; these alerts are judged with the file (run `emoscope recompute` to "
                 "store them). ")
-    if roles and len(found):
-        found = found[found.speaker.isin(roles)]
+    found = aggregates.alerts_of_roles(found, roles)
     c = st.columns([1, 1, 3])
     sev = c[0].multiselect("Severity", ["high", "medium", "low"], key="al_sev")
     rule = c[1].multiselect("Rule", sorted(set(found.rule)) if len(found) else [],

@@ -69,11 +69,11 @@ def main() -> None:
         f = filters.widgets(summary, data.summary_options(k), key="ov")
     # With a speaker role chosen, every figure built from segments counts only that role.
     rows = filters.apply(aggregates.restrict_to_roles(summary, data.label_seconds(k),
-                                                      f.roles), f)
+                                                      f.roles, data.alerts(k)), f)
     kpis(rows)
     if f.roles:
-        st.caption(f"Negative share, the emotion mix and the table count only the speech of: "
-                   f"{', '.join(f.roles)}.")
+        st.caption(f"Negative share, alerts, the emotion mix and the table count only the "
+                   f"speech of: {', '.join(f.roles)}.")
     left, right = st.columns([3, 1])
     period = right.radio("Emotion mix by", ["day", "week"], horizontal=True, key="ov_period")
     mix = aggregates.mix_over_time(data.mix_table(k), rows, len(summary), period, f.roles)
