@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -59,9 +60,9 @@ def values(arr) -> list:
 
 
 def caption_count(at: AppTest) -> tuple[int, int]:
-    cap = next(c.value for c in at.caption if " alerts in " in c.value)
-    words = cap.replace(",", "").split()
-    return int(words[0]), int(words[3])
+    cap = next(c.value for c in at.caption if re.match(r"[\d,]+ alerts? in ", c.value))
+    got = re.match(r"([\d,]+) alerts? in ([\d,]+) sessions?", cap)
+    return int(got[1].replace(",", "")), int(got[2].replace(",", ""))
 
 
 # -- alerts: one source of truth ---------------------------------------------------------------
@@ -118,15 +119,18 @@ def test_alert_sliders_and_filters(env):
     at.multiselect(key="al_role").set_value(["agent"]).run()
     assert caption_count(at)[0] == int((stored.speaker == "agent").sum()) > 0
     at.multiselect(key="al_role").set_value([])
-    at.button_group(key="al_period").set_value("This week").run()
+    # "Latest week" counts back from the newest session, not from today: never empty here.
+    at.button_group(key="al_period").set_value("Latest week").run()
     clean(at)
-    monday = pd.Timestamp(dt.date.today() - dt.timedelta(days=dt.date.today().weekday()))
-    when = pd.to_datetime(stored.recorded_at.fillna(stored.ingested_at))
-    week = int(((when >= monday) & (when < monday + pd.Timedelta(days=7))).sum())
-    if week:
-        assert caption_count(at)[0] == week
-    else:
-        assert any("No alert in this window" in i.value for i in at.info)
+    newest = reader.newest_day()
+    when = pd.to_datetime(stored.recorded_at.fillna(stored.ingested_at)).dt.date
+    week = int((when >= newest - dt.timedelta(days=6)).sum())
+    assert caption_count(at)[0] == week > 0
+    # ... and the choice follows the user to the Agents page and the Overview.
+    at.switch_page("views/agents.py").run()
+    assert at.button_group(key="ag_period").value == "Latest week"
+    at.switch_page("views/overview.py").run()
+    assert at.button_group(key="ov_period").value == "Latest week"
 
 
 # -- the Agents page ---------------------------------------------------------------------------
@@ -167,6 +171,19 @@ def test_person_page_journey_and_notes(env, tmp_path):
     hi = values(band["error_y"]["array"])
     assert hi == pytest.approx((j.neg_share_hi - j.baseline_neg_share).fillna(0).tolist())
     assert metric(at, "Entries") == "7"
+    # the person's alerts: as many as their report counts, entry by entry in the table
+    stored = reader.alerts()
+    mine = stored[stored.session_id.isin(j.session_id)]
+    assert metric(at, "Alerts") == str(len(mine)) != "0"
+    table = at.dataframe[0].value
+    assert int(table.alerts.sum()) == len(mine)
+    # the Reports page's "A person" lists the same people, starting with the one followed
+    rp = open_page("person", person="p-002")
+    rp.switch_page("views/reports.py").run()
+    rp.button_group(key="rp_kind").set_value("person").run()
+    assert rp.selectbox(key="rp_person").value == "p-002"
+    assert rp.selectbox(key="rp_person").options == ["p-001", "p-002"] + sorted(
+        set(reader.person_sessions().query("role == 'customer'").person))
     # a note: shown at once, pending, and in the spool, not in the database
     spool = notes.spool_dir(env)
     try:

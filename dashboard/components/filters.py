@@ -9,7 +9,8 @@ import streamlit as st
 
 from core.queries import SessionFilter as CoreFilter
 from core.session_list import ListFilter, apply  # noqa: F401 (the pages call filters.apply)
-from dashboard.components import ui
+from core import periods
+from dashboard.components import nav, ui
 
 
 # The filter and its function live in core, shared with the API's session list.
@@ -36,6 +37,7 @@ def widgets(summary: pd.DataFrame, options: dict, key: str = "f") -> SessionFilt
     `options` is data.summary_options: the choices, computed once per DB version."""
     f = SessionFilter()
     lo, hi = options["dates"] or (dt.date.today(), dt.date.today())
+    p_since, p_until = period(key, options["dates"])
     c = st.columns([2, 1, 1, 1])
     # Keyed by the span of the data: when new sessions extend it, the range resets to all of it
     # instead of silently hiding them.
@@ -49,6 +51,9 @@ def widgets(summary: pd.DataFrame, options: dict, key: str = "f") -> SessionFilt
         f.since, f.until = rng
         if (f.since, f.until) == (lo, hi):
             f.since = f.until = None  # the whole span: no need to compare 10,000 dates
+    # The period and the dates both apply: the later start, the earlier end.
+    f.since = max((d for d in (f.since, p_since) if d), default=None)
+    f.until = min((d for d in (f.until, p_until) if d), default=None)
     boxes = [(c[1], "agents", "Agent", "agent", None), (c[2], "teams", "Team", "team", None),
              (c[3], "people", "Customer / person", "person", None)]
     c = st.columns([1, 1, 1, 2])
@@ -68,41 +73,47 @@ def widgets(summary: pd.DataFrame, options: dict, key: str = "f") -> SessionFilt
     return f
 
 
-PERIODS = ["All dates", "This week", "Last 7 days", "Custom"]
+# The period words of core.periods, as the pages show them; the "latest" ones count back from
+# the newest session the viewer may see, so a store of last month's calls is never empty.
+PERIODS = [periods.LABELS[w] for w in ("latest-week", "latest-month", "all")] + ["Custom"]
+WORD_OF = {label: word for word, label in periods.LABELS.items()}
+DEFAULT_PERIOD = periods.LABELS["all"]
 
 
-def period_bounds(choice: str, today: dt.date, custom=None) -> tuple[dt.date | None,
-                                                                     dt.date | None]:
-    """(first day, last day) of a period preset, both inclusive; None: unbounded.
-
-    "This week" is the ISO week (Monday to Sunday) holding `today`."""
-    if choice == "This week":
-        monday = today - dt.timedelta(days=today.weekday())
-        return monday, monday + dt.timedelta(days=6)
-    if choice == "Last 7 days":
-        return today - dt.timedelta(days=6), today
-    if choice == "Custom" and isinstance(custom, (tuple, list)) and len(custom) == 2:
-        return custom[0], custom[1]
-    return None, None
+def period_bounds(choice: str, newest: dt.date | None, custom=None
+                  ) -> tuple[dt.date | None, dt.date | None]:
+    """(first day, last day) of a period preset, both inclusive; None: unbounded. "Latest
+    week" and "Latest month" end on `newest`, the day of the newest session in scope."""
+    if choice == "Custom":
+        if isinstance(custom, (tuple, list)) and len(custom) == 2:
+            return custom[0], custom[1]
+        return None, None
+    return periods.window(WORD_OF.get(choice, "all"), newest)
 
 
 def period(key: str, span: tuple[dt.date, dt.date] | None, col=None) -> tuple:
-    """A period picker (all, this week, last 7 days, a custom range) that keeps its value
-    across pages; returns (since, until) inclusive dates or None."""
+    """A period picker (latest week, latest month, all, a custom range) on every page with
+    dates; the choice travels with the user from page to page (nav.period_choice). Returns
+    (since, until) inclusive dates or None."""
     col = col or st
-    k = _sticky(f"{key}_period")
-    st.session_state.setdefault(k, PERIODS[0])
-    choice = col.segmented_control("Period", PERIODS, key=k) or PERIODS[0]
-    _keep(k, choice)
+    k = f"{key}_period"
+    if st.session_state.get(k) != nav.period_choice(DEFAULT_PERIOD):
+        st.session_state[k] = nav.period_choice(DEFAULT_PERIOD)
+    choice = col.segmented_control(
+        "Period", PERIODS, key=k, on_change=lambda: nav.keep_period(
+            st.session_state.get(k) or DEFAULT_PERIOD),
+        help="Latest week / month: the 7 / 30 days up to the newest session you may see "
+             "(not up to today). The choice follows you to the other pages.") \
+        or DEFAULT_PERIOD
     custom = None
     if choice == "Custom":
         lo, hi = span or (dt.date.today(), dt.date.today())
-        rk = _sticky(f"{key}_range")
+        rk = f"{key}_range"
         if rk not in st.session_state:
-            st.session_state[rk] = (lo, hi)
+            st.session_state[rk] = nav.period_range() or (lo, hi)
         custom = col.date_input("From – to", key=rk)
-        _keep(rk, tuple(custom) if isinstance(custom, (tuple, list)) else None)
-    return period_bounds(choice, dt.date.today(), custom)
+        nav.keep_period_range(tuple(custom) if isinstance(custom, (tuple, list)) else None)
+    return period_bounds(choice, span[1] if span else None, custom)
 
 
 def session_filter(since: dt.date | None, until: dt.date | None, agent=None, team=None,
@@ -130,3 +141,32 @@ def pick_many(col, label: str, options: list[str], key: str) -> list[str]:
     value = col.multiselect(label, options, key=k)
     _keep(k, value)
     return value
+
+
+def empty_reason(span: tuple[dt.date, dt.date] | None) -> str:
+    """What a page says when its period and filters leave no session: why, and what to do."""
+    if not span:
+        return "No analysed session is in your scope yet."
+    return (f"No session in this period passes these filters. The sessions you may see run "
+            f"from {span[0]:%Y-%m-%d} to {span[1]:%Y-%m-%d}: choose another period (“Latest "
+            "week” ends on the newest one) or clear a filter.")
+
+
+PERSON_ROLES = ("speaker", "customer")  # a diary's one voice, a caller: the Person page's people
+
+
+def persons(ps: pd.DataFrame) -> list[str]:
+    """The people the Person page follows and a person report is about (person_sessions rows
+    of a diary's voice or a customer, never an agent), diaries first: one list for both."""
+    ps = ps[ps.role.isin(PERSON_ROLES)] if len(ps) else ps
+    if ps.empty:
+        return []
+    diary = set(ps[ps.role == "speaker"].person)
+    return sorted(set(ps.person), key=lambda x: (x not in diary, x))
+
+
+def period_word() -> str:
+    """The period chosen, as core.periods names it in file names ("" for all dates or a
+    custom range, whose days the name carries anyway)."""
+    word = WORD_OF.get(nav.period_choice(DEFAULT_PERIOD), "")
+    return word if word in periods.DAYS else ""

@@ -15,6 +15,8 @@ LANG_KEY = "lang"  # the language toggle widget
 LANG_VALUE = "lang_value"  # the language itself: a widget's state does not survive a page change
 LANG_PARAM = "lang"  # ... and in the URL, so a reload keeps it too
 PERSON_KEY = "person"  # the person the Person page follows
+PERIOD_KEY = "period"  # the period chosen on any page with dates: every such page starts there
+PERIOD_RANGE = "period_range"  # ... and its custom range
 
 VIEWS = "views"  # the folder of page files (not "pages/": Streamlit would auto-discover it)
 SESSION_PAGE = f"{VIEWS}/session.py"
@@ -113,3 +115,20 @@ def keep_lang_in_url() -> None:
         st.query_params[LANG_PARAM] = lang
     elif lang == "en" and LANG_PARAM in st.query_params:
         del st.query_params[LANG_PARAM]
+
+
+# -- the period: one choice for every page with dates ---------------------------------------------
+def period_choice(default: str) -> str:
+    return st.session_state.get(PERIOD_KEY, default)
+
+
+def keep_period(choice: str) -> None:
+    st.session_state[PERIOD_KEY] = choice
+
+
+def period_range():
+    return st.session_state.get(PERIOD_RANGE)
+
+
+def keep_period_range(value) -> None:
+    st.session_state[PERIOD_RANGE] = value

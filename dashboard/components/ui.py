@@ -134,6 +134,11 @@ def fmt_clock(t) -> str:
     return f"{int(t // 60)}:{t % 60:04.1f}"
 
 
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """`1 call`, `2 calls`, `1 diary entry`, `3 diary entries` (thousands separated)."""
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
 def blank(df: pd.DataFrame, cols=None) -> pd.DataFrame:
     """Text columns with missing values shown as empty cells instead of the word "None"."""
     out = df.copy()

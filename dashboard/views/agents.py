@@ -93,7 +93,7 @@ def calls(k, f, agent: str) -> None:
         st.info(f"No calls of {ui.md(agent)} in this window.")
         return
     rows = scorecards.worst_first(rows)
-    st.caption(f"{len(rows)} calls of **{ui.md(agent)}**, worst first (worst alert, number of alerts, "
+    st.caption(f"{ui.plural(len(rows), 'call')} of **{ui.md(agent)}**, worst first (worst alert, number of alerts, "
                "the customer's last-quarter negative share). Select a call to open it at its "
                "first alert.")
     view = rows.assign(first_alert=rows.first_alert_t_s.map(ui.fmt_clock),
@@ -140,11 +140,11 @@ def main() -> None:
     f = filters.session_filter(since, until, team=team)
     card = data.agent_scorecards(k, f)
     if card.empty:
-        st.info("No calls with an agent in this window. Agents come from the manifest's "
-                "`agent_id` (or the Upload page's Agent field).")
+        st.info(filters.empty_reason(data.summary_options(k)["dates"]) + " Agents come from "
+                "the manifest's `agent_id` (or the Upload page's Agent field).")
         return
-    st.caption(f"{len(card)} agents, {int(card.calls.sum())} calls. Each figure beside the "
-               "median of the agents of the same team (± team); click an agent, in the chart "
+    st.caption(f"{ui.plural(len(card), 'agent')}, {ui.plural(int(card.calls.sum()), 'call')}. "
+               "Each figure beside the median of the agents of the same team (± team); click an agent, in the chart "
                "or the table, to list their calls.")
     chart(card)
     scorecard(card)

@@ -11,6 +11,7 @@ import plotly.express as px
 import streamlit as st
 
 from core import aggregates
+from core.scorecards import SEVERITY_RANK
 from dashboard.components import data, filters, nav, ui, whatif
 
 
@@ -57,9 +58,17 @@ def alert_list(k, f, roles: list[str]) -> None:
         found = found[found.severity.isin(sev)]
     if rule:
         found = found[found.rule.isin(rule)]
+    if len(found):  # the most severe first, then the newest
+        found = found.assign(
+            _rank=found.severity.map(SEVERITY_RANK).fillna(0),
+            _when=pd.to_datetime(found.recorded_at.fillna(found.ingested_at))).sort_values(
+            ["_rank", "_when", "session_id", "t_s"], ascending=[False, False, True, True],
+            kind="stable").drop(columns=["_rank", "_when"])
+    n_sessions = found.session_id.nunique() if len(found) else 0
     st.caption(
-        f"{len(found):,} alerts in {found.session_id.nunique() if len(found) else 0:,} "
-        f"sessions. {said}Select a row to open the session where the speaker's alert starts.")
+        f"{ui.plural(len(found), 'alert')} in {ui.plural(n_sessions, 'session')}, the most "
+        f"severe first. {said}Select a row to open the session where the speaker's alert "
+        "starts.")
     if found.empty:
         st.info("No alert in this window at these thresholds.")
         return
@@ -175,10 +184,13 @@ def main() -> None:
                 f"`emoscope recompute --db {k.path}` (or re-ingest with this version).")
         return
     f, roles = window(k)
+    inside = set(data.session_table(k, f).session_id)
+    if not inside:  # say why: nothing in the window, not "no alert" or "too few segments"
+        st.info(filters.empty_reason(data.summary_options(k)["dates"]))
+        return
     st.subheader("Alerts")
     alert_list(k, f, roles)
     st.subheader("Volatility")
-    inside = set(data.session_table(k, f).session_id)
     volatility(metrics[metrics.session_id.isin(inside)], k)
 
 

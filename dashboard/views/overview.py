@@ -23,7 +23,9 @@ def kpis(rows) -> None:
                 help="Sessions with at least one alert")
 
 
-def table(rows) -> None:
+def table(rows, first_alert) -> None:
+    """The sessions; a selected row opens its session at its first alert (`first_alert`:
+    session → seconds), else at the start."""
     names = {x: ui.label(x) for x in LABELS}  # one lookup of the language, not one per row
     ok = rows.status == "ok"
     # A file that could not be analysed says so in its own column, with the reason.
@@ -57,7 +59,8 @@ def table(rows) -> None:
             "tags": st.column_config.ListColumn("Tags", width="medium")})
     picked = ev.selection.rows if ev is not None else []
     if picked:
-        nav.open_session(view.iloc[picked[0]].session_id)
+        sid = view.iloc[picked[0]].session_id
+        nav.open_session(sid, first_alert.get(sid))
 
 
 def main() -> None:
@@ -75,7 +78,7 @@ def main() -> None:
         st.caption(f"Negative share, alerts, the emotion mix and the table count only the "
                    f"speech of: {', '.join(f.roles)}.")
     left, right = st.columns([3, 1])
-    period = right.radio("Emotion mix by", ["day", "week"], horizontal=True, key="ov_period")
+    period = right.radio("Emotion mix by", ["day", "week"], horizontal=True, key="ov_mix_by")
     mix = aggregates.mix_over_time(data.mix_table(k), rows, len(summary), period, f.roles)
     with left:
         st.subheader("Emotion mix over time")
@@ -87,7 +90,9 @@ def main() -> None:
     if rows.empty:
         st.info("No session matches these filters. Clear some of them to see more.")
         return
-    table(rows)
+    alerts = aggregates.alerts_of_roles(data.alerts(k), f.roles)
+    first = alerts.groupby("session_id").t_s.min().to_dict() if len(alerts) else {}
+    table(rows, first)
 
 
 with ui.guard():

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard.components import charts, data, nav, notes, ui
+from dashboard.components import charts, data, filters, nav, notes, ui
 
 ROLE_NAMES = {"speaker": "diary entries", "customer": "calls as a customer"}
+ONE = {"speaker": "diary entry", "customer": "call as a customer"}
 
 
 def choose_person(ps: pd.DataFrame) -> tuple[str | None, str | None]:
@@ -16,13 +17,13 @@ def choose_person(ps: pd.DataFrame) -> tuple[str | None, str | None]:
     if ps.empty:
         return None, None
     n = ps.groupby(["person", "role"]).session_id.nunique().unstack(fill_value=0)
-    diary = n.get("speaker", pd.Series(0, index=n.index))
-    people = sorted(n.index, key=lambda x: (-int(diary.get(x, 0) > 0), x))  # diaries first
+    people = filters.persons(ps)  # diaries first; the Reports page offers the same list
     wanted = nav.wanted_person()
     pick = st.selectbox(
         "Person", people, index=people.index(wanted) if wanted in people else 0,
         format_func=lambda x: f"{x} · " + ", ".join(
-            f"{int(n.loc[x, r])} {ROLE_NAMES[r]}" for r in n.columns if n.loc[x, r] > 0))
+            ui.plural(int(n.loc[x, r]), ONE[r], ROLE_NAMES[r]) for r in n.columns
+            if n.loc[x, r] > 0))
     nav.remember_person(pick)
     roles = [r for r in ROLE_NAMES if r in n.columns and n.loc[pick, r] > 0]
     role = roles[0] if len(roles) == 1 else st.radio(
@@ -30,26 +31,33 @@ def choose_person(ps: pd.DataFrame) -> tuple[str | None, str | None]:
     return pick, role
 
 
-def kpis(j: pd.DataFrame) -> None:
+def kpis(j: pd.DataFrame, alerts: pd.DataFrame) -> None:
     last = j.iloc[-1]
-    c = st.columns(4)
+    c = st.columns(5)
     c[0].metric("Entries", f"{len(j)}")
     c[1].metric("Outside their baseline", f"{int(j.departs.sum())}")
     c[2].metric("Latest entry", last.status)
+    by_sev = alerts.severity.value_counts() if len(alerts) else pd.Series(dtype=int)
+    c[3].metric("Alerts", f"{len(alerts)}", help="Alerts raised in these entries (as in the "
+                "person's report): " + (", ".join(f"{int(by_sev[s])} {s}" for s in
+                                                  ("high", "medium", "low") if s in by_sev)
+                                        or "none"))
     base = last.get("baseline_neg_share")
-    c[3].metric("Usual negative share", "—" if base is None or pd.isna(base)
+    c[4].metric("Usual negative share", "—" if base is None or pd.isna(base)
                 else f"{base:.0%} ± {last.baseline_neg_share_sd or 0:.0%}",
                 help="Mean ± sd of the entries before the latest one")
 
 
-def entries(j: pd.DataFrame, note_counts: pd.Series) -> None:
+def entries(j: pd.DataFrame, note_counts: pd.Series, alerts: pd.DataFrame) -> None:
+    n_alerts = alerts.session_id.value_counts() if len(alerts) else pd.Series(dtype=int)
     view = j.assign(notes=j.session_id.map(note_counts).fillna(0).astype(int),
+                    alerts=j.session_id.map(n_alerts).fillna(0).astype(int),
                     when=pd.to_datetime(j["when"]),
                     mix_distance=[f"{d:.2f}" if pd.notna(d) else "—" for d in
                                   pd.to_numeric(j.mix_distance, errors="coerce")])
     ev = st.dataframe(
         ui.blank(view[["when", "file_name", "neg_share", "volatility", "mix_distance",
-                       "status", "notes", "session_id"]]),
+                       "status", "alerts", "notes", "session_id"]]),
         hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
         key="pe_entries", column_config={
             "when": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
@@ -57,7 +65,8 @@ def entries(j: pd.DataFrame, note_counts: pd.Series) -> None:
             "neg_share": st.column_config.NumberColumn("Negative", format="percent"),
             "volatility": st.column_config.NumberColumn("Volatility", format="%.3f"),
             "mix_distance": st.column_config.TextColumn("Mix distance"),
-            "status": "Against baseline", "notes": "Notes", "session_id": "Session"})
+            "status": "Against baseline", "alerts": "Alerts", "notes": "Notes",
+            "session_id": "Session"})
     rows = ev.selection.rows if ev is not None else []
     if rows:
         nav.open_session(j.iloc[rows[0]].session_id)
@@ -77,7 +86,9 @@ def main() -> None:
     if j.empty:
         st.info(f"{ui.md(person)} has no analysed entries.")
         return
-    kpis(j)
+    alerts = data.alerts(k)
+    alerts = alerts[alerts.session_id.isin(j.session_id)] if len(alerts) else alerts
+    kpis(j, alerts)
     rules = data.rules()
     z = rules.baseline_volatility_z if rules else 2.0
     mix_limit = rules.baseline_mix_distance if rules else None
@@ -95,7 +106,7 @@ def main() -> None:
         nav.open_session(j.iloc[row].session_id)
     found = notes.for_sessions(k, j.session_id)
     st.subheader("Entries")
-    entries(j, found.session_id.value_counts() if len(found) else pd.Series(dtype=int))
+    entries(j, found.session_id.value_counts() if len(found) else pd.Series(dtype=int), alerts)
     st.subheader("Notes")
     names = dict(zip(j.session_id, [f"{pd.Timestamp(w):%Y-%m-%d} {f}" for w, f in
                                     zip(j["when"], j.file_name)]))

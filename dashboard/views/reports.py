@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core import reports
-from dashboard.components import auth, data, filters, ui
+from dashboard.components import auth, data, filters, nav, ui
 
 BUILT_KEY = "report_files"
 MAX_SESSIONS = 2000  # a report beyond this is a batch job (`emoscope export`), not a click
@@ -23,16 +23,24 @@ def _iso(day: dt.date | None, plus: int = 0) -> str | None:
     return (day + dt.timedelta(days=plus)).isoformat() if day else None
 
 
-def audience_spec(kind: str, opts: dict) -> reports.ReportSpec | None:
-    choices = {"team": opts["teams"], "agent": opts["agents"], "person": opts["people"]}[kind]
+def audience_spec(k, kind: str, opts: dict) -> reports.ReportSpec | None:
+    # A person is whom the Person page follows (a diary's voice or a customer, never an
+    # agent), in its order; the one it follows now is the default.
+    choices = {"team": opts["teams"], "agent": opts["agents"],
+               "person": filters.persons(data.person_sessions(k)) if kind == "person"
+               else []}[kind]
     if not choices:
         st.info(f"No session names a {kind} yet.")
         return None
     c = st.columns([1, 3])
+    if kind == "person" and st.session_state.get("rp_person") not in choices:
+        wanted = nav.wanted_person()
+        st.session_state["rp_person"] = wanted if wanted in choices else choices[0]
     key = c[0].selectbox(kind.capitalize(), choices, key=f"rp_{kind}")
     since, until = filters.period("rp", opts["dates"], c[1])
     roles = filters.pick_many(st, "Only the speech of (optional)", opts["roles"], "rp_roles")
-    return reports.ReportSpec(kind, key, _iso(since), _iso(until, 1), roles=tuple(roles))
+    return reports.ReportSpec(kind, key, _iso(since), _iso(until, 1), roles=tuple(roles),
+                              period=filters.period_word())
 
 
 def selection_spec(summary: pd.DataFrame, opts: dict) -> reports.ReportSpec:
@@ -52,7 +60,8 @@ def selection_spec(summary: pd.DataFrame, opts: dict) -> reports.ReportSpec:
         parts.append(f"{len(pick)} chosen sessions")
     rows = rows[rows.status == "ok"]
     return reports.ReportSpec("sessions", None, _iso(f.since), _iso(f.until, 1),
-                              tuple(rows.session_id), tuple(f.roles), "; ".join(parts))
+                              tuple(rows.session_id), tuple(f.roles), "; ".join(parts),
+                              period=filters.period_word())
 
 
 def included(k, spec: reports.ReportSpec) -> pd.DataFrame:
@@ -73,12 +82,12 @@ def main() -> None:
                                 key="rp_kind") or "sessions"
     with st.expander("Which sessions", expanded=True):
         spec = selection_spec(summary, opts) if kind == "sessions" \
-            else audience_spec(kind, opts)
+            else audience_spec(k, kind, opts)
     if spec is None:
         return
     rows = included(k, spec)
     if rows.empty:
-        st.info("No analysed session matches; widen the filters.")
+        st.info(filters.empty_reason(opts["dates"]))
         return
     if len(rows) > MAX_SESSIONS:
         st.warning(f"{len(rows):,} sessions is more than one report holds here "
