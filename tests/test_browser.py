@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 PAGES = ["Overview", "Session", "Agents", "Person", "Volatility & alerts", "Search",
          "Similar moments", "Patterns", "Reports"]
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+EMPTY = re.compile("No session in this period|no analysed session", re.I)
+
+
+def period_button(page, label: str):
+    return page.locator('[data-testid="stButtonGroup"] button', has_text=label).first
 
 
 def free_port() -> int:
@@ -55,7 +61,7 @@ def drive(base_url: str, out: Path) -> dict:
     same server under a foreign name resolved to this machine (DNS rebinding)."""
     from playwright.sync_api import sync_playwright
     out.mkdir(parents=True, exist_ok=True)
-    seen: dict = {"pages": {}, "errors": {}}
+    seen: dict = {"pages": {}, "errors": {}, "empty": {}}
     port = base_url.rsplit(":", 1)[1]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
@@ -78,6 +84,7 @@ def drive(base_url: str, out: Path) -> dict:
             settle(page)
             seen["pages"][name] = page.locator("h1").first.inner_text()
             seen["errors"][name] = page.locator(ERRORS).count()
+            seen["empty"][name] = page.get_by_text(EMPTY).count()
             slug = re.sub(r"[^a-z]+", "_", name.lower()).strip("_")
             page.screenshot(path=str(out / f"{slug}.png"), full_page=True)
             if name == "Search":
@@ -87,6 +94,20 @@ def drive(base_url: str, out: Path) -> dict:
                 settle(page)
                 seen["errors"]["Search (a query)"] = page.locator(ERRORS).count()
                 page.screenshot(path=str(out / "search_query.png"), full_page=True)
+            if name == "Person":  # the supervisor's question: this person's alerts, at once
+                seen["person_alerts"] = page.locator('[data-testid="stMetric"]',
+                                                     has_text="Alerts").count()
+            if name == "Volatility & alerts":
+                # The latest week of the data, one click; the choice then travels (Reports).
+                period_button(page, "Latest week").click()
+                settle(page)
+                seen["week_caption"] = page.get_by_text(re.compile(r"alerts? in \d")).first \
+                    .inner_text()
+                seen["empty"]["Alerts, latest week"] = page.get_by_text(EMPTY).count()
+            if name == "Reports":
+                # The period chosen on the Alerts page: the report covers the latest 7 days.
+                seen["carried"] = page.get_by_text(re.compile(
+                    r"\d{4}-\d\d-\d\d to \d{4}-\d\d-\d\d")).first.inner_text()
             if name == "Patterns":
                 # The week-by-week chart and the WebGL map of moments both drew.
                 seen["pattern_charts"] = page.locator(".js-plotly-plot").count()
@@ -98,6 +119,7 @@ def drive(base_url: str, out: Path) -> dict:
                 page.wait_for_selector('h1:has-text("Session")', timeout=30000)
                 settle(page)
                 seen["row_opened"] = page.url
+                seen["row_start"] = page.get_by_text(re.compile(r"Player starts at")).inner_text()
             if name == "Agents":
                 # One click on a call (the second table: the agent's calls) opens it.
                 box = page.locator('[data-testid="stDataFrame"]').nth(1).bounding_box()
@@ -159,7 +181,21 @@ def test_every_page_in_chromium(ingested_db, tmp_path):
     assert seen["row_opened"].split("session=")[-1].split("&")[0] in ids
     assert seen["call_opened"].split("session=")[-1].split("&")[0] in ids
     assert all(n == 0 for n in seen["errors"].values()), seen["errors"]
-    assert seen["before"] == "Player starts at 0:00.0. Click the timeline to move it."
+    # An Overview row opens its session at its first alert (the Session page then shows it).
+    opened = seen["row_opened"].split("session=")[-1].split("&")[0]
+    alerts = Reader(Store(ingested_db), operator()).alerts()
+    first = alerts[alerts.session_id == opened].t_s.min() if len(alerts) else float("nan")
+    whole = 0 if first != first else int(first)  # the player seeks to whole seconds
+    at = f"{whole // 60}:{whole % 60:04.1f}"
+    assert seen["row_start"].startswith(f"Player starts at {at}"), (seen["row_start"], at)
+    assert seen["before"].startswith("Player starts at ")
+    # The users' questions: a person's alerts, the latest week of data (never empty), the
+    # period carried to the next page; no page empty on the default period.
+    assert seen["person_alerts"] == 1
+    assert not seen["week_caption"].startswith("0 alerts"), seen["week_caption"]
+    first_day, last_day = re.findall(r"\d{4}-\d\d-\d\d", seen["carried"])[:2]
+    assert (date.fromisoformat(last_day) - date.fromisoformat(first_day)).days == 6
+    assert all(n == 0 for n in seen["empty"].values()), seen["empty"]
     assert seen["after"] != seen["before"]
     # The caption says where the player starts; the <audio> element itself sits there.
     shown = re.search(r"at (\d+):(\d+\.\d)", seen["after"])
