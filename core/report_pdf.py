@@ -4,6 +4,7 @@ them out, with charts from core.report_charts."""
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,6 +85,28 @@ def _num(v, fmt: str = ".2f") -> str:
 
 def _text(v) -> str:
     return "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
+
+
+def wrapped_name(name: str, width: int = 20) -> str:
+    """A file name broken into lines of at most `width` characters after its separators
+    (`_`, `-`, `.`, space), so a narrow table column wraps it between words, not inside
+    one; a piece longer than a line is cut at the width."""
+    parts = re.findall(r"[^_\-. ]*[_\-. ]?", name)
+    lines, line = [], ""
+    for part in filter(None, parts):
+        while len(part) > width:
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(part[:width])
+            part = part[width:]
+        if len(line) + len(part) > width and line:
+            lines.append(line)
+            line = ""
+        line += part
+    if line:
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _day(v) -> str:
@@ -181,7 +204,8 @@ def _alerts(doc: Doc, d: ReportData) -> None:
     names = d.sessions.set_index("session_id").file_name.to_dict() if len(d.sessions) else {}
     resp = top.suggested_response if "suggested_response" in top else [None] * len(top)
     doc.table(["Session", "At", "Speaker", "Severity", "What", "Suggested response"],
-              [[_text(names.get(a.session_id, a.session_id)), _clock(a.t_s), a.speaker,
+              [[wrapped_name(_text(names.get(a.session_id, a.session_id))), _clock(a.t_s),
+                a.speaker,
                 a.severity, f"{a.rule}: {a.detail}", _text(r)]
                for a, r in zip(top.itertuples(index=False), resp)],
               (32, 11, 15, 15, 66, 47))

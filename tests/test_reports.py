@@ -112,3 +112,13 @@ def test_reports_are_named_after_what_they_hold(views_db):
         reports.ReportSpec("person", "p/1"), pd.Series(pd.to_datetime(["2026-11-03"]))) == \
         "person-p-1_2026-11-03_2026-11-03"
     assert reports.build(reader, reports.ReportSpec("team", "nobody"), rules) is None
+
+
+def test_long_file_names_wrap_between_words_in_the_pdf_tables():
+    from core.report_pdf import wrapped_name
+    name = "call06_refund_followup_quiet_and_a_very_long_customer_name.wav"
+    lines = wrapped_name(name).split("\n")
+    assert "".join(lines) == name and len(lines) > 1
+    assert all(len(x) <= 20 for x in lines)
+    assert all(x[-1] in "_-. " for x in lines[:-1])  # each break after a separator
+    assert wrapped_name("short.wav") == "short.wav"

@@ -100,7 +100,8 @@ def representatives(k, p: int) -> None:
         return
     for i, r in enumerate(reps.itertuples(index=False)):
         player.moment(k, r, st.columns([3, 3, 1]), f"pat_open_{i}",
-                      f"similarity to the pattern {r.similarity:.2f} · `{r.segment_id}`")
+                      f"#{int(r.representative)} closest · cosine to the pattern's centre "
+                      f"{r.similarity:.3f} · `{r.segment_id}`")
 
 def main() -> None:
     if not ui.page("Patterns"):
