@@ -148,6 +148,13 @@ def status_panel(box: Path) -> None:
         st.info("Nothing uploaded yet.")
         return
     counts = rows.status.value_counts()
+    # A job that finished changes what the page's banner and counts say: run the whole page
+    # again (the fragment alone would leave the banner as it was).
+    finished = int(counts.get("done", 0)) + int(counts.get("failed", 0))
+    seen = st.session_state.get("up_finished_seen")
+    st.session_state["up_finished_seen"] = finished
+    if seen is not None and finished != seen:
+        st.rerun()
     cols = st.columns(5)
     for col, status in zip(cols, ["waiting", "queued", "running", "done", "failed"]):
         col.metric(status, int(counts.get(status, 0)))
