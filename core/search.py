@@ -156,6 +156,21 @@ def top_k(index: Index | View, query: np.ndarray, k: int = 10,
     return out.reset_index(drop=True)
 
 
+def pca_basis(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, the 2 principal axes) of the rows of `x`: what places any other vector on the
+    same map (`(v - mean) @ axes.T`)."""
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) == 0:
+        d = x.shape[1] if x.ndim == 2 else 0
+        return np.zeros(d), np.zeros((2, d))
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    axes = vt[:2]
+    if len(axes) < 2:
+        axes = np.pad(axes, ((0, 2 - len(axes)), (0, 0)))
+    return mean, axes
+
+
 def pca_2d(matrix, n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """2-D PCA coordinates of a seeded random sample of at most n rows: (row indices, (n, 2))."""
     rows = np.arange(len(matrix))

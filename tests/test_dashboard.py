@@ -173,6 +173,12 @@ def test_similar_moments_from_a_segment(db):
                          [q_session]).n.iloc[0]
     assert len(sims) == min(10, others) > 0
     assert sims == sorted(sims, reverse=True)
+    # opened directly, it offers moments to start from; the map marks the query and results
+    assert at.selectbox(key="sim_pick").value == query
+    spec = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    marked = {t.get("name"): len(t["x"]) if isinstance(t["x"], list) else None
+              for t in spec["data"] if t.get("name") in ("query", "results")}
+    assert set(marked) == {"query", "results"}, marked
     at.checkbox(key="sim_exclude").uncheck().run()
     at.multiselect(key="sim_role").set_value(["customer"]).run()
     clean(at)

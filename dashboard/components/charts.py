@@ -170,7 +170,14 @@ def label_pie(mix_seconds: pd.Series, lang: str = "en") -> go.Figure:
     return fig
 
 
-def scatter_map(coords: np.ndarray, labels, hover, lang: str = "en") -> go.Figure:
+MARKS = {"query": dict(symbol="x", size=14, color="black"),
+         "results": dict(symbol="circle-open", size=12, color="black",
+                         line=dict(width=2, color="black"))}
+
+
+def scatter_map(coords: np.ndarray, labels, hover, lang: str = "en", marks=()) -> go.Figure:
+    """The map of moments coloured by label; `marks`: (name, (n, 2) places) drawn on top
+    (the Similar page's query and results)."""
     fig = go.Figure()
     labels = np.asarray(labels)
     hover = np.asarray(hover)
@@ -182,6 +189,11 @@ def scatter_map(coords: np.ndarray, labels, hover, lang: str = "en") -> go.Figur
                                    name=display(lab, lang), text=hover[sel],
                                    marker=dict(color=COLORS[lab], size=5, opacity=0.75),
                                    hovertemplate="%{text}<extra></extra>"))
+    for name, xy in marks:
+        xy = np.atleast_2d(np.asarray(xy, dtype=float))
+        if xy.size:
+            fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name=name,
+                                     marker=MARKS.get(name, {}), hoverinfo="name"))
     fig.update_layout(height=420, margin=dict(l=10, r=10, t=10, b=10),
                       xaxis_title="PC 1", yaxis_title="PC 2")
     return fig

@@ -288,10 +288,11 @@ def similar_to_vector(k: Key, model: str, dim: int, vector, n: int, speakers: tu
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def similar_map(k: Key, model: str, dim: int, n: int = 3000) -> pd.DataFrame:
+def similar_map(k: Key, model: str, dim: int, n: int = 3000) -> tuple[pd.DataFrame, tuple]:
     """A seeded sample of at most n segments the viewer may see (with a non-zero embedding),
-    placed by a 2-D PCA of their stored vectors: x, y, label, segment_id, speaker. Its first
-    segment is the Similar page's default query."""
+    placed by a 2-D PCA of their stored vectors (x, y, label, segment_id, speaker,
+    confidence, session_id, start_s), and the PCA's (mean, axes) that place any other
+    vector on the same map. Its most confident moments are the Similar page's choices."""
     import numpy as np
 
     from core import search, segment_index
@@ -305,10 +306,31 @@ def similar_map(k: Key, model: str, dim: int, n: int = 3000) -> pd.DataFrame:
     vecs = ix.vectors(keys)
     moving = np.abs(vecs).sum(axis=1) > 0  # a zero embedding has no place (and no neighbours)
     keys, vecs = keys[moving], vecs[moving]
-    _, xy = search.pca_2d(vecs, n)
+    mean, axes = search.pca_basis(vecs)
+    xy = (vecs - mean) @ axes.T if len(vecs) else np.zeros((0, 2))
     m = r.segments_by_key(keys).set_index("segment_key").reindex(keys)
-    return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": m.label.to_numpy(),
-                         "segment_id": m.segment_id.to_numpy(), "speaker": m.speaker.to_numpy()})
+    out = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": m.label.to_numpy(),
+                        "segment_id": m.segment_id.to_numpy(), "speaker": m.speaker.to_numpy(),
+                        "confidence": m.confidence.to_numpy(),
+                        "session_id": m.session_id.to_numpy(), "start_s": m.start_s.to_numpy()})
+    return out, (mean, axes)  # the basis places the query and the results on the same map
+
+
+def map_places(k: Key, model: str, dim: int, basis, segment_ids) -> "np.ndarray":
+    """(n, 2) places on the Similar page's map of these segments (of the viewer's scope:
+    the caller passes ids it was given by a scoped search)."""
+    import numpy as np
+
+    from core import segment_index
+    from core.similar import index_for
+    from core.vector_keys import key_of
+    ix = index_for(reader(k).store, segment_index.Space(model, dim))
+    keys = np.array([key_of(s) for s in segment_ids], np.uint64)
+    keys = keys[ix.contains(keys)] if len(keys) else keys
+    if not len(keys):
+        return np.zeros((0, 2))
+    mean, axes = basis
+    return (ix.vectors(keys) - mean) @ axes.T
 
 
 # -- search by words: the FTS5 index beside the store (core.word_search) ------------------------

@@ -79,10 +79,19 @@ def query_vector(k, space) -> tuple[np.ndarray | None, dict | None]:
         if len(seg):
             default = seg.sort_values("confidence", ascending=False).segment_id.iloc[0]
     if not default:
-        sample = data.similar_map(k, space[0], space[1])
-        default = sample.segment_id.iloc[0] if len(sample) else ""
-    seg_id = st.text_input("Segment id", value=default, key="sim_segment",
-                           help="From a session page (the segment at the cursor) or any export")
+        # Opened directly: a choice of moments (the most confident of the map's sample), not
+        # an id to paste.
+        sample = data.similar_map(k, space[0], space[1])[0]
+        top = sample.sort_values("confidence", ascending=False, kind="stable").head(30)
+        names = dict(zip(top.segment_id, [
+            f"{ui.label(r.label)} ({r.confidence:.2f}) · {r.speaker} at "
+            f"{ui.fmt_time(r.start_s)} · session {r.session_id}"
+            for r in top.itertuples(index=False)]))
+        default = st.selectbox("A moment to start from", list(names), format_func=names.get,
+                               key="sim_pick") if names else ""
+    seg_id = st.text_input("Segment id", value=default or "", key="sim_segment",
+                           help="Set by the choice above, by Find similar on a session page "
+                                "(the segment at the cursor), or pasted from any export")
     m = data.segment_info(k, seg_id.strip())
     if m is None:
         st.warning(f"No segment {ui.md(seg_id)} among the sessions you may see.")
@@ -160,11 +169,20 @@ def main() -> None:
                    f"{how}, {1000 * (time.perf_counter() - t0):.0f} ms.")
         results(k, hits, data.session_summary(k))
     st.subheader("Map of segment embeddings")
-    proj = data.similar_map(k, model, dim)
-    st.caption(f"PCA of a sample of {len(proj):,} segments, coloured by label.")
+    proj, basis = data.similar_map(k, model, dim)
+    marks = []
+    if vec is not None:  # the clip: the same unit-length placement as the stored vectors
+        v = np.asarray(vec, np.float64)
+        marks.append(("query", (v / (np.linalg.norm(v) or 1.0) - basis[0]) @ basis[1].T))
+    elif seg is not None:
+        marks.append(("query", data.map_places(k, model, dim, basis, [seg["segment_id"]])))
+    if hits is not None and len(hits):
+        marks.append(("results", data.map_places(k, model, dim, basis, list(hits.segment_id))))
+    st.caption(f"PCA of a sample of {len(proj):,} segments, coloured by label; the query is "
+               "the black cross, the results the black rings.")
     hover = [html.escape(f"{g} · {sp}") for g, sp in zip(proj.segment_id, proj.speaker)]
     st.plotly_chart(charts.scatter_map(proj[["x", "y"]].to_numpy(), proj.label, hover,
-                                       ui.lang()), key="sim_map")
+                                       ui.lang(), marks), key="sim_map")
 
 
 with ui.guard():
