@@ -62,7 +62,7 @@ def test_patterns_page_before_and_after_a_run(patterns_db):
     top = labels.value_counts(normalize=True)
     mix = next(m.value for m in at.markdown if m.value.startswith("**Label mix:**"))
     assert f"{top.iloc[0]:.0%}" in mix
-    reps = [m.value for m in at.markdown if "similarity to the pattern" in m.value]
+    reps = [m.value for m in at.markdown if "cosine to the pattern's centre" in m.value]
     assert len(reps) == 5
     assert {b.key for b in at.button} >= {f"pat_open_{i}" for i in range(5)}
     charts = [c for c in at.get("plotly_chart")]

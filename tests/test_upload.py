@@ -87,6 +87,7 @@ def test_hostile_names_become_safe_files_inside_the_inbox(env, tmp_path, speech)
     # Before any worker has run, the page lists them as waiting and says how to start one.
     table = at.dataframe[0].value
     assert (table.status == "⏳ waiting for the worker").sum() == len(HOSTILE)
+    assert not table.isna().any().any()  # empty cells, never the word "None"
     hint = next(w.value for w in at.warning if "emoscope worker" in w.value)
     assert "--model emotion2vec_plus_large" in hint and "--model tiny-random" in hint
     # The metadata stays for the next batch; only the chosen files are cleared.

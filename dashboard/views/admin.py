@@ -20,7 +20,8 @@ def audit_table() -> None:
                       None if action == "all" else action)
     st.caption(f"{len(rows):,} records, newest first (acts not yet folded into the database by "
                "the worker are included).")
-    st.dataframe(rows[["at", "who", "roles", "action", "target", "detail"]], hide_index=True,
+    st.dataframe(ui.blank(rows[["at", "who", "roles", "action", "target", "detail"]]),
+                 hide_index=True,
                  key="ad_table", column_config={
                      "at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm:ss")})
 

@@ -33,7 +33,7 @@ def overview(summary: pd.DataFrame) -> int | None:
         "Sessions": summary.sessions,
         "Last seen": pd.to_datetime(summary.last_seen).dt.date,
     })
-    st.dataframe(rows, hide_index=True, width="stretch", column_config={
+    st.dataframe(ui.blank(rows), hide_index=True, width="stretch", column_config={
         "Share": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=100),
         "Of it": st.column_config.NumberColumn(format="%.2f")})
     choices = summary.pattern.tolist()

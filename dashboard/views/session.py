@@ -209,7 +209,7 @@ def trend(metrics: pd.DataFrame) -> None:
         return
     view = m[["speaker", "neg_first", "neg_last", "neg_delta", "trend", "volatility",
               "score_volatility", "talk_s"]]
-    st.dataframe(view, hide_index=True, column_config={
+    st.dataframe(ui.blank(view), hide_index=True, column_config={
         "neg_first": st.column_config.NumberColumn("Negative, first quarter", format="%.2f"),
         "neg_last": st.column_config.NumberColumn("Negative, last quarter", format="%.2f"),
         "neg_delta": st.column_config.NumberColumn("Change", format="%+.2f"),
@@ -231,7 +231,7 @@ def conversation(metrics: pd.DataFrame) -> None:
         "Overlap (s)": shown(metrics.overlap_s, ".1f"),
         "Silence (s)": shown(metrics.silence_s, ".1f"),
         "Longest gap (s)": shown(metrics.longest_silence_s, ".1f")})
-    st.dataframe(view, hide_index=True, width="stretch")
+    st.dataframe(ui.blank(view), hide_index=True, width="stretch")
 
 
 def alerts_list(sid: str, al: pd.DataFrame, rule_set: str | None) -> None:

@@ -167,7 +167,7 @@ def status_panel(box: Path) -> None:
         "queued at": rows.get("created_at"),
         "finished at": rows.get("finished_at"),
     })
-    st.dataframe(show, hide_index=True, width="stretch", key="up_jobs")
+    st.dataframe(ui.blank(show), hide_index=True, width="stretch", key="up_jobs")
     st.caption(f"Updated {time.strftime('%H:%M:%S')}; refreshes every 2 s.")
 
 
