@@ -16,6 +16,7 @@ from core.access import operator
 from core.queries import Reader, SessionFilter
 from core.session_list import ListFilter, apply
 from core.store import Store
+from tests.serving import LOCAL
 
 FILTERS = [{}, {"team": "billing"}, {"agent": "a-cy"}, {"person": "c-004"},
            {"role": "agent"}, {"role": "customer"}, {"role": "speaker"},
@@ -30,7 +31,8 @@ def site(views_db, tmp_path_factory, model):
     shutil.copy(views_db.with_name("emoscope.toml"), d / "emoscope.toml")
     settings = Settings(model="tiny-random", device="cpu", db=db,
                         rules=str(d / "emoscope.toml"))
-    with TestClient(create_app(settings), client=("127.0.0.1", 40000)) as client:
+    with TestClient(create_app(settings), client=("127.0.0.1", 40000),
+                    base_url=LOCAL) as client:
         yield Reader(Store(db), operator()), client
 
 
