@@ -126,6 +126,7 @@ def channels_of(clip: Clip, roles: str | None, stereo_roles) -> tuple[np.ndarray
     dependencies=[Depends(require_multipart)],
     summary="Emotion of one clip (per channel for stereo)",
     responses={413: {"description": "Request body over the size limit"},
+               409: {"description": "asr=true on a server that transcribes nothing"},
                415: {"description": "Not multipart/form-data, or the part is not decodable "
                                     "audio"},
                422: {"description": "Too short, too long, bad parameters"},
@@ -149,7 +150,8 @@ async def predict(
     rt: Runtime = request.app.state.runtime
     s = rt.settings
     if asr and rt.transcriber is None:
-        raise HTTPException(422, "asr=true: this server transcribes nothing (start it with "
+        # The request is well formed; this server's configuration cannot answer it: 409.
+        raise HTTPException(409, "asr=true: this server transcribes nothing (start it with "
                                  "--asr pocketsphinx, sensevoice or auto)")
     ctype = (audio.content_type or "").lower()
     if ctype.startswith(NOT_AUDIO):
