@@ -35,7 +35,10 @@ from tests.store_fixtures import writer_for
 from ingest.worker import Worker, default_config
 
 db, marker, where, nth = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-w = Worker(writer_for(db), load("tiny-random", "cpu"), default_config(db, poll_s=0.05, settle_s=0),
+# batch=1: one job per commit, so the first kill finds the first file committed and the second
+# mid-analysis (the batched commit's own failure isolation is tests/test_worker.py's).
+w = Worker(writer_for(db), load("tiny-random", "cpu"),
+           default_config(db, poll_s=0.05, settle_s=0, batch=1),
            echo=lambda line: print(line, flush=True))
 seen = {"analysis": 0, "commit": 0}
 
