@@ -9,7 +9,6 @@ exactly; broad ones go through the graph with oversampling (core.vector_index.se
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import pandas as pd
 from core import segment_index
 from core.queries import Reader, SessionFilter
 from core.search import META_COLUMNS
-from core.store import Store
+from core.store import Store, file_version
 
 
 @dataclass(frozen=True)
@@ -35,14 +34,7 @@ _open: dict[str, tuple[tuple, object]] = {}  # index path → (store version, Ve
 
 
 def _version(store: Store) -> tuple:
-    out = []
-    for p in (store.path, store.path.with_name(store.path.name + ".wal")):
-        try:
-            s = os.stat(p)
-            out += [s.st_mtime_ns, s.st_size]
-        except FileNotFoundError:
-            out += [0, 0]
-    return tuple(out)
+    return file_version(store.path)
 
 
 def index_for(store: Store, space: segment_index.Space):

@@ -34,6 +34,20 @@ DEFAULT_DB = Path("data/emoscope.duckdb")
 Connection = duckdb.DuckDBPyConnection
 
 
+def file_version(path: Path) -> tuple:
+    """Changes whenever a writer commits or the file is replaced (a compaction renames a fresh
+    copy over it): the file's and its write-ahead log's inode, time and size. What every cache
+    of a reading (dashboard reads, the word and similarity indexes' checks) is keyed by."""
+    out: list[int] = []
+    for p in (path, path.with_name(path.name + ".wal")):
+        try:
+            st = os.stat(p)
+            out += [st.st_ino, st.st_mtime_ns, st.st_size]
+        except FileNotFoundError:
+            out += [0, 0, 0]
+    return tuple(out)
+
+
 class StoreBusy(Exception):
     """The database stayed locked by another process for the whole retry window."""
 

@@ -20,7 +20,6 @@ session or a changed scope shows at the next search.
 """
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -33,7 +32,7 @@ from core import word_index
 from core.keyed import pseudonym
 from core.labels import LABELS
 from core.queries import Reader, SessionFilter
-from core.store import Store
+from core.store import Store, file_version
 from core.times import as_timestamp
 
 MAX_QUERY = 200  # characters
@@ -166,14 +165,7 @@ _checked: dict[str, tuple] = {}  # db → the store version whose fingerprint ma
 
 
 def _version(store: Store) -> tuple:
-    out = []
-    for p in (store.path, store.path.with_name(store.path.name + ".wal")):
-        try:
-            s = os.stat(p)
-            out += [s.st_mtime_ns, s.st_size]
-        except FileNotFoundError:
-            out += [0, 0]
-    return tuple(out)
+    return file_version(store.path)
 
 
 def ready_index(store: Store) -> None:

@@ -4,6 +4,8 @@ searches return only what the reader's scope and the filters admit; pattern runs
 with their run id; the CLI rebuilds and clusters."""
 from __future__ import annotations
 
+import shutil
+
 import dataclasses
 
 import numpy as np
@@ -46,10 +48,9 @@ def assert_index_equals_store(store: Store) -> vx.VectorIndex:
     return ix
 
 
-@pytest.fixture()
-def small(tmp_path):
+def _build_small(folder):
     """A store of the first 12 sessions of the views fixture, saved one by one."""
-    store = Store(tmp_path / "s.duckdb")
+    store = Store(folder / "s.duckdb")
     store.migrate()
     w = writer_for(store.path, RULES)
     run = w.start_run("tiny-random", "", False, "cpu", "engine", {})
@@ -59,8 +60,31 @@ def small(tmp_path):
     return store, w, run, results
 
 
-def test_each_commit_extends_the_index_in_place(small):
-    store, w, run, results = small
+@pytest.fixture()
+def small_fresh(tmp_path):
+    return _build_small(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def _small_template(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("small_template")
+    _, _, run, results = _build_small(folder)
+    return folder, run, results
+
+
+@pytest.fixture()
+def small(tmp_path, _small_template):
+    """The same store copied file for file (the database and everything beside it), so each
+    test changes its own copy without saving twelve sessions again."""
+    folder, run, results = _small_template
+    copy = tmp_path / "small"
+    shutil.copytree(folder, copy)
+    store = Store(copy / "s.duckdb")
+    return store, writer_for(store.path, RULES), run, results
+
+
+def test_each_commit_extends_the_index_in_place(small_fresh):
+    store, w, run, results = small_fresh
     assert w.last_index_update["added"] == len(results[-1].segments)
     assert w.last_index_update["repaired"] == 0 and w.last_index_update["rebuilt"] == 0
     before = assert_index_equals_store(store)

@@ -22,7 +22,7 @@ from core.labels import LABELS
 from core.queries import EVERY, Reader, SessionFilter
 from core.rules import USER_RULES, Rules, RulesError, load_rules
 from core.settings import Settings, config_path, load_settings
-from core.store import DEFAULT_DB, Store
+from core.store import DEFAULT_DB, Store, file_version
 
 
 def db_path() -> Path:
@@ -31,15 +31,7 @@ def db_path() -> Path:
 
 def db_version(path: Path | None = None) -> tuple:
     """Changes whenever a writer commits: the file or its write-ahead log moves."""
-    path = path or db_path()
-    out = []
-    for p in (path, path.with_name(path.name + ".wal")):
-        try:
-            s = p.stat()
-            out += [s.st_mtime_ns, s.st_size]
-        except FileNotFoundError:
-            out += [0, 0]
-    return tuple(out)
+    return file_version(path or db_path())
 
 
 class Key(NamedTuple):
