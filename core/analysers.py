@@ -104,7 +104,9 @@ class Analyser:
         """Load models or other heavy things (once per process, before the first call)."""
 
     def analyse(self, spans: list[Span]) -> list[Found]:
-        raise NotImplementedError
+        """One Found per Span. Every registered analyser defines it, except the emotion model
+        (`model_stage`), which run_model and the batcher call directly."""
+        raise NotImplementedError(f"{type(self).__name__} must define analyse()")
 
     @classmethod
     def finish(cls, result, answers: list) -> Any:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import calendar
 import fcntl
-import hashlib
 import logging
 import sqlite3
 import time
@@ -104,16 +103,20 @@ def rowid_of_time(ts) -> int:
 
 
 # -- the store's state ------------------------------------------------------------------------
+def _require_transcripts(con, store: Store) -> None:
+    has = con.execute("SELECT count(*) FROM information_schema.tables "
+                      "WHERE table_name = 'utterances'").fetchone()[0]
+    if not has:
+        raise NoTranscripts(f"{store.path} keeps no transcripts (ingest with --asr to store "
+                            "what was said)")
+
+
 def store_state(store: Store) -> tuple[dict[str, tuple[str, int]], str]:
     """(session_id → (ingest stamp, number of utterances) of every ok session with
     utterances, the fingerprint of them), read in one transaction; NoTranscripts when the store
     has no utterances table."""
     with store.read() as con:
-        has = con.execute("SELECT count(*) FROM information_schema.tables "
-                          "WHERE table_name = 'utterances'").fetchone()[0]
-        if not has:
-            raise NoTranscripts(f"{store.path} keeps no transcripts (ingest with --asr to "
-                                "store what was said)")
+        _require_transcripts(con, store)
         con.execute("BEGIN TRANSACTION")
         rows = con.execute(STATE_SQL).fetchall()
         fp = str(con.execute(FINGERPRINT_SQL).fetchone()[0])
@@ -125,11 +128,7 @@ def fingerprint(store: Store) -> str:
     """The store's fingerprint of its transcripts (FINGERPRINT_SQL): what a reader compares
     with the one the index was synced to."""
     with store.read() as con:
-        has = con.execute("SELECT count(*) FROM information_schema.tables "
-                          "WHERE table_name = 'utterances'").fetchone()[0]
-        if not has:
-            raise NoTranscripts(f"{store.path} keeps no transcripts (ingest with --asr to "
-                                "store what was said)")
+        _require_transcripts(con, store)
         return str(con.execute(FINGERPRINT_SQL).fetchone()[0])
 
 
