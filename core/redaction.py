@@ -24,6 +24,8 @@ import functools
 import re
 from dataclasses import dataclass, replace
 
+from core.config_file import config_path, read_config
+
 PLACEHOLDERS = ("[card]", "[phone]", "[email]", "[number]", "[term]")
 
 _SPOKEN = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4",
@@ -61,13 +63,11 @@ class RedactionConfig:
 
 @functools.lru_cache(maxsize=8)
 def _config_at(path) -> RedactionConfig:
-    from core.settings import read_config
     return RedactionConfig.from_toml(read_config(path).get("redaction", {}))
 
 
 def config() -> RedactionConfig:
     """This process's redaction settings, from the emoscope.toml core.settings finds."""
-    from core.settings import config_path
     return _config_at(config_path())
 
 

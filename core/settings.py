@@ -8,39 +8,13 @@ absolute path, so where a process was started never changes what it enforces.
 """
 from __future__ import annotations
 
-import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from core import analysers, apikeys
 from core.access import AccessConfig, AccessError
 
-CONFIG_NAME = "emoscope.toml"
-
-
-class SettingsError(ValueError):
-    """emoscope.toml cannot be read or has a bad setting; the message says which."""
-
-
-def config_path(path: str | Path | None = None) -> Path | None:
-    chosen = path or os.environ.get("EMOSCOPE_CONFIG") or os.environ.get("EMOSCOPE_RULES")
-    if chosen:
-        return Path(chosen).resolve()
-    return Path(CONFIG_NAME).resolve() if Path(CONFIG_NAME).is_file() else None
-
-
-def read_config(path: str | Path | None = None) -> dict:
-    p = config_path(path)
-    if p is None:
-        return {}
-    try:
-        with open(p, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise SettingsError(f"settings file not found: {p}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise SettingsError(f"{p} is not valid TOML: {e}") from None
+from core.config_file import CONFIG_NAME, SettingsError, config_path, read_config  # noqa: F401
 
 
 @dataclass(frozen=True)

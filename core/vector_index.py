@@ -30,6 +30,7 @@ from typing import Iterable
 import numpy as np
 
 from core import index_files as files
+from core import index_generations
 from core.index_files import (IndexCorrupt, IndexMissing, IndexOtherModel,  # noqa: F401
                               IndexStale, IndexUnusable, IndexWrongDim, index_path,
                               base_fp, live_deltas, load_base, load_delta, new_graph)
@@ -377,15 +378,14 @@ class VectorIndex(Searching):
 
         `stamp` is recorded for open(stamp=...) to compare, e.g. the store's latest ingest time,
         so a re-ingest that kept the same segment ids but was never applied is caught."""
-        from core import index_compact
         self._require_writable()
         with self._mutex, files.swapping(self.path):
             stamp = stamp if stamp is not None else self.manifest.get("stamp")
             if self._graph_holds_new:
-                m = index_compact.write_base(self, stamp)
+                m = index_generations.write_base(self, stamp)
                 base = None
             else:
-                m = index_compact.write_delta(self, stamp)
+                m = index_generations.write_delta(self, stamp)
                 base = (self._graph, self._keys, self._vecs) \
                     if m["files"] == self.manifest["files"] else None
             files.publish(self.path, m, secrets.token_hex(3))

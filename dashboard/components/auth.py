@@ -17,7 +17,8 @@ import streamlit as st
 
 from core.access import EVERYTHING, Viewer, operator
 from core.audit import AuditError, AuditLog
-from dashboard.components import data
+from dashboard.components import context
+from dashboard.components.markdown import md
 
 VIEWER_KEY = "_viewer"
 AUDITED_KEY = "_audited"  # acts already recorded in this browser session
@@ -67,7 +68,7 @@ def host_refusal() -> str | None:
     if not headers:  # no request at all (AppTest); a browser's WebSocket always has a Host
         return None
     try:
-        allowed = data.settings().allowed_hosts if sign_in_configured() else ()
+        allowed = context.settings().allowed_hosts if sign_in_configured() else ()
     except Exception:  # noqa: BLE001 — broken settings allow no extra name
         allowed = ()
     if not hosts.host_allowed(host, allowed):
@@ -88,7 +89,7 @@ def resolve() -> Viewer | None:
     elif not st.user.is_logged_in:
         return None
     else:
-        viewer = data.settings().access.viewer_for_claims(st.user.to_dict())
+        viewer = context.settings().access.viewer_for_claims(st.user.to_dict())
     st.session_state[VIEWER_KEY] = viewer
     return viewer
 
@@ -141,13 +142,12 @@ def sidebar() -> None:
 
 
 def ui_escape(text: str) -> str:
-    from dashboard.components.ui import md
     return md(text)
 
 
 # -- the audit ----------------------------------------------------------------------------------
 def log() -> AuditLog:
-    return AuditLog.beside(data.db_path())
+    return AuditLog.beside(context.db_path())
 
 
 def record(action: str, target: str | None = None, detail: dict | None = None) -> bool:

@@ -15,18 +15,14 @@ from typing import NamedTuple
 import pandas as pd
 import streamlit as st
 
-from core import aggregates, apikeys
+from core import aggregates
 from core import notes as core_notes
 from core.access import Viewer, operator
 from core.labels import LABELS
 from core.queries import EVERY, Reader, SessionFilter
 from core.rules import USER_RULES, Rules, RulesError, load_rules
-from core.settings import Settings, config_path, load_settings
-from core.store import DEFAULT_DB, Store, file_version
-
-
-def db_path() -> Path:
-    return Path(os.environ.get("EMOSCOPE_DB", str(DEFAULT_DB)))
+from core.store import Store, file_version
+from dashboard.components.context import db_path, settings  # noqa: F401  (pages call data.*)
 
 
 def db_version(path: Path | None = None) -> tuple:
@@ -43,24 +39,6 @@ class Key(NamedTuple):
 
 def store() -> Store:
     return Store(db_path(), retry_s=10.0)
-
-
-def settings() -> Settings:
-    """[access], [retention], [storage] of emoscope.toml (the launcher passes its path) and the
-    API keys beside the database; read again when either changes, so edited grants apply at
-    each user's next page load."""
-    path = config_path()
-    try:
-        stamp = path.stat().st_mtime_ns if path else 0
-    except OSError:
-        stamp = 0
-    db = db_path()
-    return _settings(str(path) if path else "", stamp, str(db), apikeys.stamp(db))
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _settings(path: str, stamp: int, db: str, keys_stamp: int) -> Settings:
-    return load_settings(path or None, db)
 
 
 def reader(k: Key) -> Reader:

@@ -3,8 +3,6 @@ banner, the empty state, and a guard that turns failures into one readable sente
 from __future__ import annotations
 
 import logging
-import re
-import string
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -15,26 +13,13 @@ from core import models
 from core.labels import COLORS, LABELS, display
 from core.store import StoreBusy
 from dashboard.components import data
+from dashboard.components.markdown import md  # noqa: F401  (pages call ui.md)
 from dashboard.components import nav
 from dashboard.components.nav import LANG_KEY, LANG_VALUE
 
 log = logging.getLogger("emoscope.dashboard")
 
 
-_PUNCT = re.compile("([" + re.escape(string.punctuation) + "])")
-
-
-def md(text) -> str:
-    """User-supplied text (file names, agents, tags, notes, errors) made inert in markdown:
-    every ASCII punctuation mark backslash-escaped (CommonMark allows it for each), so no link,
-    image, HTML, emphasis, LaTeX, emoji or colour directive can be built from it; line breaks
-    become spaces so it cannot start a block of its own; and nothing in it is auto-linked."""
-    text = "" if text is None else str(text)
-    out = _PUNCT.sub(r"\\\1", " ".join(text.splitlines()))
-    # Bare URLs, www. names and e-mail addresses are linked after escapes are undone: an
-    # invisible word joiner after each ':' and before each '@' and '.' keeps them plain text.
-    return out.replace("\\:", "\\:\u2060").replace("\\@", "\u2060\\@") \
-        .replace("\\.", "\u2060\\.")
 
 
 def lang() -> str:
