@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -42,8 +43,16 @@ def page() -> AppTest:
 def submit(at: AppTest, files, **fields) -> AppTest:
     at.file_uploader(key=f"up_files_{at.session_state['up_batch']}").set_value(files)
     for key, value in fields.items():
+        if key in ("up_agent", "up_team"):  # a choice: a known value, else "Other…" and a name
+            box = at.selectbox(key=key)
+            if value not in box.options:
+                box.set_value("Other…").run()
+                key = f"{key}_new"
+            else:
+                box.set_value(value)
+                continue
         at.text_input(key=key).set_value(value)
-    at.button[0].click()
+    at.button(key="up_submit").click()
     at.run()
     assert not at.exception, at.exception
     return at
@@ -91,7 +100,7 @@ def test_hostile_names_become_safe_files_inside_the_inbox(env, tmp_path, speech)
     hint = next(w.value for w in at.warning if "emoscope worker" in w.value)
     assert "--model emotion2vec_plus_large" in hint and "--model tiny-random" in hint
     # The metadata stays for the next batch; only the chosen files are cleared.
-    assert at.text_input(key="up_agent").value == "a-ana"
+    assert at.text_input(key="up_agent_new").value == "a-ana"
     assert not at.file_uploader(key="up_files_1").value
 
 
@@ -116,6 +125,26 @@ def test_the_page_shows_queued_done_and_failed_with_the_reason(env, tmp_path, sp
     assert "not a recognised audio file" in table.loc["notes.wav", "reason"]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["done"] == "1" and metrics["failed"] == "1" and metrics["waiting"] == "0"
+
+
+def test_team_and_agent_are_chosen_from_the_known_ones_or_entered_new(env, views_db):
+    """Issue 24: team and agent were free text, so "Support" and "support" became two teams.
+    The choices offer the stored ones; "Other…" opens a box for a new name."""
+    db = env / "emoscope.duckdb"
+    shutil.copy(views_db, db)  # a copy: the upload writes its inbox and audit beside the store
+    at = page()
+    assert at.selectbox(key="up_team").options == ["(none)", "billing", "support", "wellbeing",
+                                                   "Other…"]
+    assert at.selectbox(key="up_agent").options == ["(none)", "a-ana", "a-ben", "a-cy", "a-dai",
+                                                    "Other…"]
+    assert "up_agent_new" not in [t.key for t in at.text_input]  # shown only after "Other…"
+    at = submit(at, [("a.wav", b"RIFF" * 9, "audio/wav")], up_team="support", up_agent="a-eve")
+    at = submit(at, [("b.wav", b"RIFF" * 9, "audio/wav")], up_agent="a-ben")
+    metas = {json.loads(inbox.sidecar_of(p).read_text())["original_name"]:
+             json.loads(inbox.sidecar_of(p).read_text())["metadata"]
+             for p in inbox.waiting(env / "inbox")}
+    assert metas["a.wav"] == {"team": "support", "agent_id": "a-eve"}
+    assert metas["b.wav"] == {"team": "support", "agent_id": "a-ben"}
 
 
 def test_files_over_the_size_limit_are_refused(env, monkeypatch):
@@ -166,7 +195,9 @@ def test_upload_through_the_browser_lands_safely_in_the_inbox(env, tmp_path, spe
                 {"name": "$(touch pwned); call.wav", "mimeType": "audio/wav", "buffer": wav},
                 {"name": "call.wav", "mimeType": "audio/wav", "buffer": wav}])
             page.wait_for_selector('text="call.wav"', timeout=30000)
-            page.get_by_label("Agent").fill("a-ana")
+            page.get_by_label("Agent").click()  # the choice; a new agent is under "Other…"
+            page.get_by_role("option", name="Other…").click()
+            page.get_by_label("New agent").fill("a-ana")
             page.get_by_role("button", name="Queue for analysis").click()
             page.wait_for_selector('text="2 files queued for analysis."', timeout=30000)
             settle(page)

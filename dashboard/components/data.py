@@ -93,6 +93,12 @@ def n_sessions(k: Key) -> int:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
+def known_values(k: Key, column: str) -> list[str]:
+    """The teams, agents or customers among the sessions this viewer may see."""
+    return reader(k).known_values(column)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
 def models(k: Key) -> pd.DataFrame:
     return reader(k).models()
 

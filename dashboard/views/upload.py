@@ -36,13 +36,30 @@ def inbox_dir() -> Path:
     return inbox.check_inside(chosen, home, "inbox") if chosen else home / "inbox"
 
 
+NONE, OTHER = "(none)", "Other…"
+
+
+def known(column: str) -> list[str]:
+    """The values of a session column this viewer's stored sessions hold (none before the first)."""
+    return data.known_values(data.state(), column) if data.ready() else []
+
+
+def choice(where, label: str, key: str, values: list[str]) -> str:
+    """One of the known values, or a new one typed after choosing "Other…": a choice keeps
+    spellings apart from typos ("Support" beside "support") while still allowing a new name."""
+    picked = where.selectbox(label, [NONE, *values, OTHER], key=key)
+    if picked == OTHER:
+        return where.text_input(f"New {label.lower()}", key=f"{key}_new", max_chars=120)
+    return "" if picked == NONE else picked
+
+
 def metadata_form() -> dict:
     c1, c2, c3 = st.columns(3)
-    agent = c1.text_input("Agent", key="up_agent", max_chars=120)
+    agent = choice(c1, "Agent", "up_agent", known("agent_id"))
     person = c2.text_input("Customer / person", key="up_person", max_chars=120)
     viewer = auth.current()
     if viewer.scope.everything:
-        team = c3.text_input("Team", key="up_team", max_chars=120)
+        team = choice(c3, "Team", "up_team", known("team"))
     else:  # a supervisor files recordings under one of their own teams only
         team = c3.selectbox("Team", sorted(viewer.scope.teams), key="up_team") or ""
     c4, c5, c6, c7 = st.columns([1, 1, 2, 2])
@@ -183,11 +200,12 @@ def main() -> None:
     # The metadata stays for the next batch (often the same agent or person); only the chosen
     # files are cleared, by giving the uploader a new key.
     n = st.session_state.setdefault("up_batch", 0)
-    with st.form("upload", clear_on_submit=False):
-        files = st.file_uploader("Recordings", accept_multiple_files=True, key=f"up_files_{n}",
-                                 max_upload_size=limit_mb())
-        meta = metadata_form()
-        submitted = st.form_submit_button("Queue for analysis", type="primary")
+    # No st.form: choosing "Other…" must show its text box at once, which a form would hold
+    # back until submitted.
+    files = st.file_uploader("Recordings", accept_multiple_files=True, key=f"up_files_{n}",
+                             max_upload_size=limit_mb())
+    meta = metadata_form()
+    submitted = st.button("Queue for analysis", type="primary", key="up_submit")
     if submitted:
         if files:
             st.session_state[FLASH_KEY] = save_uploads(files, meta, box)
