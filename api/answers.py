@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core import fusion
 from core.curves import pool
 from core.labels import LABELS
 from core.metrics import REQUEST_CLARIFICATION, fallback_action
@@ -11,21 +12,27 @@ from core.rules import Rules
 LANGS = ("en", "zh")
 
 
-def suggested_response(label: str, fallback: str | None, rules: Rules, lang: str) -> str | None:
-    """Seed §4.1 reply for the emotion; §4.3's "could you say it again" when the answer is too
+def suggested_response(label: str, fallback: str | None, rules: Rules, lang: str,
+                       fused: str | None = None) -> str | None:
+    """Seed §4.1 reply for the fused state (core/fusion: its own where voice and words
+    disagree, else the emotion's); §4.3's "could you say it again" when the answer is too
     uncertain to act on (the rules give other/unknown that reply)."""
-    return rules.response("unknown" if fallback == REQUEST_CLARIFICATION else label, lang)
+    if fallback == REQUEST_CLARIFICATION:
+        return rules.response("unknown", lang)
+    return rules.fused_response(fused, label, lang)
 
 
-def judge(scores: np.ndarray, rules: Rules, lang: str) -> dict:
-    """emotion, confidence, scores, fallback_action, suggested_response for one score vector."""
+def judge(scores: np.ndarray, rules: Rules, lang: str, sentiment: float | None = None) -> dict:
+    """emotion, confidence, scores, fallback_action, fused state and suggested_response for
+    one score vector (and the words' sentiment, where the clip's words are known)."""
     top = int(np.argmax(scores))
     label, conf = LABELS[top], float(scores[top])
     fallback = fallback_action(label, conf, rules.confidence_threshold)
+    fused = fusion.fuse(sentiment, fusion.voice_label(scores, rules), rules)
     return {"emotion": label, "confidence": round(conf, 4),
             "scores": {lab: round(float(s), 4) for lab, s in zip(LABELS, scores)},
-            "fallback_action": fallback,
-            "suggested_response": suggested_response(label, fallback, rules, lang)}
+            "fallback_action": fallback, "fused": fused,
+            "suggested_response": suggested_response(label, fallback, rules, lang, fused)}
 
 
 def curve(frame_logits: np.ndarray, start_s: float, hop_s: float, window_s: float,

@@ -33,12 +33,12 @@ import pandas as pd
 from api.answers import curve, judge
 from api.batcher import Overloaded, TimedOut
 from api.stream_audio import wav_chunks
-from core import quality
+from core import quality, sentiment
 from core.alerts import session_alerts, store_relative
 from core.analytics import judge_live
 from core.audio import SAMPLE_RATE
 from core.labels import LABELS
-from core.metrics import fallback_action, rolling_volatility, segment_updates, session_metrics
+from core.metrics import rolling_volatility, segment_updates, session_metrics
 from core.rules import Rules
 from core.types import ChannelQuality, SessionMeta, SessionResult
 from ingest.options import IngestOptions
@@ -217,14 +217,16 @@ class LiveStream:
                                   "suggested_response")}
 
     def _utterance(self, ch: Channel, sp: Span) -> dict:
-        scores = ch.outputs[sp].scores
-        top = int(np.argmax(scores))
-        out = {"start_s": round(sp[0], 3), "end_s": round(sp[1], 3), "emotion": LABELS[top],
-               "confidence": round(float(scores[top]), 4),
-               "fallback_action": fallback_action(LABELS[top], float(scores[top]),
-                                                  self.rules.confidence_threshold)}
-        if sp in ch.texts:
-            out["text"] = ch.texts[sp].text
+        """A finished utterance: how it sounded, what was said (with a backend), and the two
+        fused (core/fusion) into a state that picks the suggested response."""
+        heard = ch.texts.get(sp)
+        words = sentiment.score(heard.text, heard.language) if heard else (None, None)
+        j = judge(ch.outputs[sp].scores, self.rules, self.lang, words[0])
+        out = {"start_s": round(sp[0], 3), "end_s": round(sp[1], 3),
+               **{k: j[k] for k in ("emotion", "confidence", "fallback_action", "fused",
+                                    "suggested_response")}}
+        if heard is not None:
+            out.update(text=heard.text, sentiment=words[0])
         return out
 
     async def _transcribe(self, spans: list[tuple[Channel, Span]]) -> None:
@@ -336,17 +338,19 @@ class LiveStream:
                                   for c in result.channels])
             upd = segment_updates(seg, self.rules.window, self.rules.confidence_threshold)
             roll = dict(zip(upd["segment_id"], upd["rolling_volatility"]))
-            said = {(ch.index, round(sp[0], 3), round(sp[1], 3)): h.text
+            said = {(ch.index, round(sp[0], 3), round(sp[1], 3)): h
                     for ch in self.channels for sp, h in ch.texts.items()}
             for x in sorted(result.segments, key=lambda x: (x.start_s, x.channel)):
                 v = roll[x.segment_id]
-                text = said.get((x.channel, round(x.start_s, 3), round(x.end_s, 3)))
+                h = said.get((x.channel, round(x.start_s, 3), round(x.end_s, 3)))
+                words = sentiment.score(h.text, h.language) if h else (None, None)
                 utterances.append({
                     "segment_id": x.segment_id, "channel": x.channel, "speaker": x.speaker,
                     "start_s": x.start_s, "end_s": x.end_s,
-                    **judge(x.scores, self.rules, self.lang), "flags": list(x.flags),
+                    **judge(x.scores, self.rules, self.lang, words[0]),
+                    "flags": list(x.flags),
                     "rolling_volatility": None if np.isnan(v) else round(float(v), 4),
-                    **({"text": text} if text is not None else {}),
+                    **({"text": h.text, "sentiment": words[0]} if h is not None else {}),
                     **{k: _plain(val) for k, val in x.values.items()}})  # analysers' columns
             sid = result.session_id
             m = session_metrics(sid, seg, chans, duration, self.rules)

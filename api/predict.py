@@ -22,7 +22,7 @@ from api.context import known_query
 from api.answers import curve, judge, vector
 from api.runtime import Runtime
 from api.schemas import ChannelsAnswer, PredictAnswer
-from core import quality
+from core import quality, sentiment
 from core.audio import SAMPLE_RATE, AudioError, decode_blocks, default_roles, probe_duration
 from ingest.speech_to_text import transcribe
 
@@ -165,7 +165,8 @@ async def predict(
     heard = await run_in_threadpool(transcribe, rt.transcriber, list(x)) if asr else None
     answers = []
     for ch, (wave, out, speaker) in enumerate(zip(x, outs, speakers)):
-        a = judge(out.scores, rt.rules, lang)
+        words = sentiment.score(heard[ch].text, heard[ch].language) if heard else (None, None)
+        a = judge(out.scores, rt.rules, lang, words[0])
         level, clipped, flags = quality.measure(wave, SAMPLE_RATE)
         a.update(channel=ch, speaker=speaker, flags=list(flags))
         if granularity == "frame":
@@ -176,6 +177,7 @@ async def predict(
         if heard is not None:
             h = heard[ch]
             a.update(text=h.text, language=h.language, asr_model=rt.transcriber.name,
+                     sentiment=words[0], sentiment_source=words[1],
                      words=[{"word": w.word, "start_s": round(w.start_s, 3),
                              "end_s": round(w.end_s, 3), "confidence": w.confidence}
                             for w in h.words])

@@ -27,8 +27,9 @@ class Judgement(BaseModel):
         description="request_clarification when the label is other/unknown or the confidence "
                     "is under the threshold in emoscope.toml (seed §4.3).")
     suggested_response: str | None = Field(
-        description="The reply strategy for this emotion (seed §4.1), or the request to "
-                    "repeat when fallback_action is set; from emoscope.toml.")
+        description="The reply strategy for the fused state (seed §4.1: the emotion's, or "
+                    "the disagreement's own), or the request to repeat when fallback_action "
+                    "is set; from emoscope.toml.")
 
 
 class ChannelAnswer(Judgement):
@@ -43,6 +44,13 @@ class ChannelAnswer(Judgement):
                                                        "confidence, where the backend gives "
                                                        "word times.")
     asr_model: str | None = None
+    sentiment: float | None = Field(None, description="asr=true: what the words say, in "
+                                                      "[-1, 1] (VADER or SnowNLP).")
+    sentiment_source: str | None = None
+    fused: str | None = Field(
+        None, description="Voice and words together (docs/metrics.md, Fusion): "
+                          "masked_frustration, suppressed_distress, negative, positive, "
+                          "neutral, mixed or unclear; from the voice alone without asr=true.")
 
 
 class PredictAnswer(ChannelAnswer):

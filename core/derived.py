@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from core import fusion
 from core.alerts import ALERT_COLUMNS
 from core.analytics import Reference, analyze_rows
 from core.metrics import METRIC_COLUMNS
@@ -19,6 +20,14 @@ from core.store import Connection, Store
 
 SEGMENT_COLUMNS = ("segment_id, session_id, channel, speaker, start_s, end_s, label, "
                    "confidence, scores, embedding, flags")
+UTTERANCE_COLUMNS = ("utterance_id, session_id, channel, speaker, start_s, end_s, text, "
+                     "sentiment")
+
+
+def _utterances(con: Connection) -> pd.DataFrame:
+    """The utterances of the sessions in `ids_df`, sorted by session."""
+    return con.execute(f"SELECT {UTTERANCE_COLUMNS} FROM utterances WHERE session_id IN "
+                       "(SELECT session_id FROM ids_df) ORDER BY session_id, start_s").df()
 
 
 def write_sessions(con: Connection, session_ids: list[str], rules: Rules) -> None:
@@ -51,30 +60,44 @@ def write_sessions(con: Connection, session_ids: list[str], rules: Rules) -> Non
     ch = con.execute("SELECT session_id, channel, speaker, flags FROM channels WHERE "
                      "session_id IN (SELECT session_id FROM ids_df) "
                      "ORDER BY session_id, channel").df()
+    utt = _utterances(con)
     con.unregister("ids_df")
-    _analyse_in_order(con, sessions, seg, ch, rules, Reference.from_rows(ref))
+    _analyse_in_order(con, sessions, seg, ch, utt, rules, Reference.from_rows(ref))
 
 
 def _analyse_in_order(con: Connection, sessions: pd.DataFrame, seg: pd.DataFrame,
-                      ch: pd.DataFrame, rules: Rules, ref: Reference) -> int:
+                      ch: pd.DataFrame, utt: pd.DataFrame, rules: Rules, ref: Reference) -> int:
     """Analyse `sessions` (session_id, duration_s, team, tags; in ingest order) from their
-    segment and channel rows (sorted by session), each under its rule set, growing `ref` as
-    it goes; write the rows. Returns the number of alerts."""
+    segment, channel and utterance rows (sorted by session), each under its rule set, growing
+    `ref` as it goes; write the rows. Returns the number of alerts."""
     seg_at, ch_at = _row_ranges(seg.session_id), _row_ranges(ch.session_id)
-    metrics, updates, alerts = [], [], []
+    utt_at = _row_ranges(utt.session_id)
+    metrics, updates, alerts, fused = [], [], [], []
     for sid, dur, team, tags in zip(sessions.session_id, sessions.duration_s, sessions.team,
                                     sessions.tags):
+        judged_by = rules.for_session(team, tags)
+        s_seg = seg.iloc[slice(*seg_at.get(sid, (0, 0)))]
         rows, upd, al = analyze_rows(
-            sid, seg.iloc[slice(*seg_at.get(sid, (0, 0)))],
-            ch.iloc[slice(*ch_at.get(sid, (0, 0)))], dur, rules.for_session(team, tags),
-            ref.values)
+            sid, s_seg, ch.iloc[slice(*ch_at.get(sid, (0, 0)))], dur, judged_by, ref.values)
         ref.add(rows)
         metrics += rows
         updates.append(upd)
         alerts += al
+        if sid in utt_at:
+            fused.append(fusion.session_fusion(utt.iloc[slice(*utt_at[sid])], s_seg, judged_by))
     _write(con, sessions.session_id.tolist(), pd.DataFrame(metrics, columns=METRIC_COLUMNS),
            pd.DataFrame(alerts, columns=ALERT_COLUMNS), pd.concat(updates, ignore_index=True))
+    if fused:
+        _write_fused(con, pd.concat(fused, ignore_index=True))
     return len(alerts)
+
+
+def _write_fused(con: Connection, fused: pd.DataFrame) -> None:
+    con.register("fused_df", fused.astype({"turn": "int32"}))
+    con.execute("UPDATE utterances SET voice = f.voice, fused = f.fused, turn = f.turn, "
+                "turn_fused = f.turn_fused FROM fused_df f "
+                "WHERE utterances.utterance_id = f.utterance_id")
+    con.unregister("fused_df")
 
 
 def _write(con: Connection, session_ids: list[str], metrics: pd.DataFrame,
@@ -100,7 +123,8 @@ def _write(con: Connection, session_ids: list[str], metrics: pd.DataFrame,
 
 
 def recompute(store: Store, rules: Rules, progress=None, chunk: int = 250) -> dict:
-    """Rebuild session_metrics, alerts and per-segment values for every ok session.
+    """Rebuild session_metrics, alerts, per-segment values and the utterances' fused states
+    for every ok session.
 
     Sessions are processed in ingest order so the store-relative rules see the same earlier
     sessions they saw at ingest; one transaction, so readers never see half of it.
@@ -126,8 +150,9 @@ def recompute(store: Store, rules: Rules, progress=None, chunk: int = 250) -> di
             ch = con.execute("SELECT session_id, channel, speaker, flags FROM channels "
                              "WHERE session_id IN (SELECT session_id FROM ids_df) "
                              "ORDER BY session_id, channel").df()
+            utt = _utterances(con)
             con.unregister("ids_df")
-            n_alerts += _analyse_in_order(con, part, seg, ch, rules, ref)
+            n_alerts += _analyse_in_order(con, part, seg, ch, utt, rules, ref)
             if progress is not None:
                 progress(min(lo + chunk, total), total)
     return {"sessions": total, "alerts": n_alerts, "rules": rules.full_digest,

@@ -276,4 +276,13 @@ UPDATE runs SET model = (SELECT min(o.model) FROM runs o
 UPDATE patterns SET model = 'tiny-random'
  WHERE model LIKE '%/emotion2vec-tiny-random-%' OR model LIKE 'emotion2vec-tiny-random-%';
 """),
+    # Voice and words together (core/fusion.py), derived like the metrics and rebuilt by
+    # `emoscope recompute`: the voice label read over each utterance, its fused state, its turn
+    # (a run of one speaker's utterances) and the turn's fused state.
+    ("0013_fused_states", """
+ALTER TABLE utterances ADD COLUMN voice VARCHAR;
+ALTER TABLE utterances ADD COLUMN fused VARCHAR;
+ALTER TABLE utterances ADD COLUMN turn INTEGER;
+ALTER TABLE utterances ADD COLUMN turn_fused VARCHAR;
+"""),
 ]

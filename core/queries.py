@@ -288,7 +288,9 @@ class Reader:
         """Utterances of the sessions `f` covers, in time order within each session: who said
         what, when, in which language, by which backend (`emotion`: the backend's own tag), and
         how it sounded: emotion2vec's `label` and `label_confidence` of the segment on its
-        channel that overlaps it most (None where none does)."""
+        channel that overlaps it most (None where none does); and voice and words together
+        (core/fusion): `voice` (the overlapping segments' scores read as one label), `fused`,
+        its `turn` and the turn's `turn_fused`."""
         cond, params = self._in(f)
         return self._query(
             f"WITH u AS (SELECT * FROM utterances WHERE {cond}), "
@@ -300,8 +302,8 @@ class Reader:
             "  arg_max(confidence, overlap) AS label_confidence FROM o GROUP BY 1) "
             "SELECT u.utterance_id, u.session_id, u.channel, u.speaker, u.start_s, u.end_s, "
             "u.text, u.language, u.confidence, u.asr_model, u.emotion, u.sentiment, "
-            "u.sentiment_source, best.label, "
-            "best.label_confidence FROM u LEFT JOIN best USING (utterance_id) "
+            "u.sentiment_source, best.label, best.label_confidence, u.voice, u.fused, u.turn, "
+            "u.turn_fused FROM u LEFT JOIN best USING (utterance_id) "
             "ORDER BY u.session_id, u.start_s, u.channel", params)
 
     def transcript(self, session_id: str) -> pd.DataFrame:

@@ -9,6 +9,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from core.fusion import DISAGREEMENTS
 from core.labels import LABELS
 
 DEFAULT_RULES = Path(__file__).with_name("default_rules.toml")
@@ -19,7 +20,7 @@ TUNABLE = {"streak": "min_count", "last_quarter_share": "min_share",
            "ends_worse": None, "unreliable": None}
 DEFAULT_SET = "default"
 # Settings a rule set may override; [baseline] is read per person, so it stays file-wide.
-SET_TABLES = ("low_confidence", "volatility", "trend", "alerts", "responses")
+SET_TABLES = ("low_confidence", "volatility", "trend", "fusion", "alerts", "responses")
 SEVERITIES = ("low", "medium", "high")
 
 
@@ -54,6 +55,11 @@ class Rules:
     baseline_min_sessions: int = 3
     baseline_mix_distance: float = 0.3
     baseline_volatility_z: float = 2.0
+    # [fusion] (core/fusion): when the words count as positive / negative, and how sure the
+    # voice's top label must be to be read at all
+    fusion_positive_words: float = 0.3
+    fusion_negative_words: float = -0.3
+    fusion_voice_confidence: float = 0.4
     alerts: tuple[AlertRule, ...] = ()
     responses_en: dict = field(default_factory=dict, compare=False, hash=False)
     responses_zh: dict = field(default_factory=dict, compare=False, hash=False)
@@ -104,6 +110,13 @@ class Rules:
     def response(self, label: str | None, lang: str = "en") -> str | None:
         table = self.responses_zh if lang == "zh" else self.responses_en
         return table.get(label) if label else None
+
+    def fused_response(self, fused: str | None, label: str | None, lang: str = "en"
+                       ) -> str | None:
+        """The reply for a fused state (core/fusion): its own entry where the rules give one
+        (masked_frustration, suppressed_distress), else the voice's emotion's."""
+        own = self.response(fused, lang) if fused in DISAGREEMENTS else None
+        return own or self.response(label, lang)
 
 
 def _read(path: Path) -> dict:
@@ -156,8 +169,8 @@ def _alert(raw: dict, where: str) -> AlertRule:
 def _build(data: dict, where: str, source: str, name: str = DEFAULT_SET,
            teams=(), tags=()) -> Rules:
     try:
-        lc, vol, tr, bl = (data.get(k, {}) for k in
-                           ("low_confidence", "volatility", "trend", "baseline"))
+        lc, vol, tr, bl, fu = (data.get(k, {}) for k in
+                               ("low_confidence", "volatility", "trend", "baseline", "fusion"))
         rules = Rules(
             confidence_threshold=float(lc["threshold"]),
             unreliable_share=float(lc["unreliable_share"]),
@@ -166,6 +179,9 @@ def _build(data: dict, where: str, source: str, name: str = DEFAULT_SET,
             baseline_min_sessions=int(bl["min_sessions"]),
             baseline_mix_distance=float(bl["mix_distance"]),
             baseline_volatility_z=float(bl["volatility_z"]),
+            fusion_positive_words=float(fu.get("positive_words", 0.3)),
+            fusion_negative_words=float(fu.get("negative_words", -0.3)),
+            fusion_voice_confidence=float(fu.get("voice_confidence", 0.4)),
             alerts=tuple(_alert(a, where) for a in data.get("alerts", [])),
             responses_en=dict(data.get("responses", {}).get("en", {})),
             responses_zh=dict(data.get("responses", {}).get("zh", {})),
@@ -176,6 +192,8 @@ def _build(data: dict, where: str, source: str, name: str = DEFAULT_SET,
         raise RulesError(f"{where}: bad or missing setting ({e})") from None
     if rules.window < 2:
         raise RulesError(f"{where}: [volatility] window must be at least 2")
+    if not -1 <= rules.fusion_negative_words < rules.fusion_positive_words <= 1:
+        raise RulesError(f"{where}: [fusion] needs -1 <= negative_words < positive_words <= 1")
     names = [a.rule for a in rules.alerts]
     if len(names) != len(set(names)):
         raise RulesError(f"{where}: alert rule names must be unique")

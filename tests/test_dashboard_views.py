@@ -273,14 +273,23 @@ def test_an_alert_opens_on_the_alerting_speakers_segment(env):
 
 
 def test_the_session_page_reads_as_a_conversation(env):
-    """Each line of the transcript with its emotion, turns per speaker, and a click on a line's
-    time moves the player (and the highlight) there."""
+    """Each line of the transcript with its emotion, what its words say and the two fused
+    (a disagreement with its own suggested response), turns per speaker, and a click on a
+    line's time moves the player (and the highlight) there."""
     reader = Reader(Store(env), operator())
-    sid = reader.utterances().session_id.iloc[0]
+    utts = reader.utterances()
+    masked = utts[utts.fused == "masked_frustration"].iloc[0]
+    sid = masked.session_id
     lines = reader.transcript(sid)
     at = open_page("session", session_id=sid)
     said = [m.value for m in at.markdown if "thank you for calling" in m.value]
     assert said and said[0].startswith(":"), said  # the line, after its emotion badge
+    line = next(m.value for m in at.markdown if masked.text in m.value)
+    assert f"words {masked.sentiment:+.2f}" in line and \
+        ":red-badge[masked frustration]" in line, line
+    from dashboard.components.markdown import md
+    reply = load_rules(env.with_name("emoscope.toml")).responses_en["masked_frustration"]
+    assert any(md(reply) in c.value for c in at.caption)  # as the page escapes it
     assert len([c for c in at.chat_message]) >= 2  # agent and customer turns
     third = lines.iloc[2]
     at.button(key=f"line_{sid}_2").click().run()

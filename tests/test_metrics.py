@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from core import metrics as M
+from core.fusion import DISAGREEMENTS
 from core.labels import LABELS
 from core.rules import RulesError, load_rules
 from tests.analytics_fixtures import channels, segments
@@ -210,7 +211,9 @@ def test_repo_rules_file_matches_packaged_defaults():
     shipped, repo = RULES, load_rules(root / "emoscope.toml")
     assert repo == shipped and repo.digest == shipped.digest
     assert repo.responses_zh == shipped.responses_zh
-    assert set(shipped.responses_en) == set(LABELS) == set(shipped.responses_zh)
+    # a reply per emotion, and per disagreement of voice and words (core/fusion)
+    assert set(shipped.responses_en) == set(LABELS) | set(DISAGREEMENTS) == \
+        set(shipped.responses_zh)
     assert shipped.confidence_threshold == 0.4 and shipped.window == 5
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core import sentiment
 from core.labels import LABELS
 from core.rules import load_rules
 from core.sessions import SessionWriter
@@ -94,7 +95,7 @@ def transcript(sid: str, segs: list[Segment]) -> tuple[Utterance, ...]:
         out.append(Utterance(utterance_id_for(sid, s.channel, k), s.channel, s.speaker,
                              s.start_s, s.end_s, text, "en", 0.9, "pocketsphinx:en-us", None,
                              tuple(Word(w, s.start_s + i * step, s.start_s + (i + 1) * step, 0.9)
-                                   for i, w in enumerate(ws))))
+                                   for i, w in enumerate(ws)), *sentiment.score(text, "en")))
     return tuple(out)
 
 

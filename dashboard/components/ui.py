@@ -9,7 +9,7 @@ from typing import Iterator
 import pandas as pd
 import streamlit as st
 
-from core import models
+from core import fusion, models
 from core.labels import COLORS, LABELS, display
 from core.store import StoreBusy
 from dashboard.components import data
@@ -28,6 +28,13 @@ def lang() -> str:
 
 def label(name: str) -> str:
     return display(name, lang())
+
+
+def fused(state) -> str:
+    """A fused state (core/fusion) as a coloured badge in the label language; "" for none."""
+    if not isinstance(state, str) or state not in fusion.STATES:
+        return ""
+    return f":{fusion.TINTS[state]}-badge[{fusion.display(state, lang())}]"
 
 
 def color_map() -> dict[str, str]:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import reports
+from core import fusion, reports
 from core.labels import NEGATIVE
 from dashboard.components import auth, charts, data, nav, notes, player, ui
 
@@ -103,10 +103,18 @@ def _badge(label) -> str:
     return f":{TINTS.get(label, 'gray')}[{ui.label(label)}]" if isinstance(label, str) else ""
 
 
-def transcript(sid: str, lines: pd.DataFrame, events: pd.DataFrame, t: float) -> None:
-    """What was said, as turns: consecutive lines of one speaker under one avatar, each with
-    how it sounded (emotion2vec's label of its segment; the speech-to-text model's own emotion
-    beside it when it has one), a time that plays from there, the line at the cursor marked."""
+def _words(v) -> str:
+    """The words' sentiment (core/sentiment) as a signed figure; "" where there is none."""
+    return f" · words {float(v):+.2f}" if isinstance(v, (int, float)) and pd.notna(v) else ""
+
+
+def transcript(sid: str, lines: pd.DataFrame, events: pd.DataFrame, t: float,
+               rules=None) -> None:
+    """What was said, as turns: consecutive lines of one speaker under one avatar (the turn's
+    fused state above them), each with how it sounded (emotion2vec's label of its segment;
+    the speech-to-text model's own emotion beside it when it has one), what the words say,
+    the two fused (core/fusion) and, where they disagree, the suggested response; a time that
+    plays from there, the line at the cursor marked."""
     if lines.empty:
         st.caption("No transcript: this session was analysed without speech-to-text "
                    "(ingest with `--asr pocketsphinx` or `--asr sensevoice`).")
@@ -120,6 +128,8 @@ def transcript(sid: str, lines: pd.DataFrame, events: pd.DataFrame, t: float) ->
             turn = u.speaker
             msg = box.chat_message(str(u.speaker), avatar=AVATARS.get(
                 u.speaker, ":material/record_voice_over:"))
+            if ui.fused(u.get("turn_fused")):
+                msg.caption(f"Turn: {ui.fused(u.get('turn_fused'))}")
         c = msg.columns([1, 4], vertical_alignment="center")
         if c[0].button(ui.fmt_time(u.start_s), key=f"line_{sid}_{i}",
                        type="primary" if i == here else "tertiary",
@@ -131,13 +141,22 @@ def transcript(sid: str, lines: pd.DataFrame, events: pd.DataFrame, t: float) ->
         own = u.get("emotion")
         second = f" · _{ui.md(u.asr_model.split(':')[0])}: {ui.label(own)}_" \
             if isinstance(own, str) and own else ""
-        c[1].markdown(f"{_badge(u.label)} {said}{second}")
+        fused = u.get("fused")
+        c[1].markdown(f"{_badge(u.label)} {said}{second}{_words(u.get('sentiment'))} "
+                      f"{ui.fused(fused)}")
+        reply = rules.response(fused, ui.lang()) if rules is not None and \
+            fused in fusion.DISAGREEMENTS else None
+        if reply:  # the disagreements have replies of their own
+            c[1].caption(f"Suggested response: “{ui.md(reply)}”")
     if not events.empty:
         st.caption("Also heard: " + ", ".join(
             f"{ui.md(e.event)} at {ui.fmt_time(e.start_s)}" for e in events.itertuples()))
     model = lines.asr_model.dropna()
     if len(model):
-        st.caption(f"Transcribed by {ui.md(model.iloc[0])}. The line at the player's start is "
+        st.caption(f"Transcribed by {ui.md(model.iloc[0])}. Each line: how it sounded, what "
+                   "it said, what the words say (sentiment, -1 to +1) and the two together "
+                   "(fused state; masked frustration: positive words, angry voice; suppressed "
+                   "distress: negative words, flat voice). The line at the player's start is "
                    "highlighted; click a time to play from there.")
 
 
@@ -306,7 +325,9 @@ def main() -> None:
     with left:
         play(k, sid, t)
         st.subheader("What was said")
-        transcript(sid, data.session_transcript(k, sid), data.session_events(k, sid), t)
+        rules = data.rules()
+        transcript(sid, data.session_transcript(k, sid), data.session_events(k, sid), t,
+                   rules.for_session(row.team, row.tags) if rules is not None else None)
         with st.expander("Segments (table)"):
             segment_table(sid, seg)
     with right:
