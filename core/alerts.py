@@ -12,6 +12,7 @@ import pandas as pd
 
 from core.labels import LABELS, NEGATIVE
 from core.metrics import ALL, as_seq, low_confidence, quarter_masks
+from core.prosody import semitones, speaker_raised
 # Rules and rule objects (core.rules) arrive as arguments: core.rules checks a rules file's
 # kinds against ALERT_KINDS here, so this module does not import it back.
 
@@ -121,6 +122,31 @@ def _streak_check(sid, sp, part, m, rule, rules, duration_s) -> list[dict]:
     return _streak(sid, sp, part, rule, rules)
 
 
+def _raised_voice(sid, sp, part, m, rule, rules, duration_s) -> list[dict]:
+    """Runs of at least `min_count` consecutive segments where the speaker's voice is raised
+    (core.prosody: pitch and loudness both well above their own median in the session)."""
+    raised, p_med, l_med = speaker_raised(part.pitch, part.loudness, rule.pitch_semitones,
+                                          rule.loudness_db)
+    out = []
+    for i, n in streaks(raised.tolist(), {True}):
+        if n < rule.min_count:
+            continue
+        run = slice(i, i + n)
+        up = float(np.max(semitones(part.pitch[run], p_med)))
+        louder = float(np.max(part.loudness[run] - l_med))
+        labels = part.label[run].tolist()
+        emotion = max(dict.fromkeys(labels), key=lambda lab: (labels.count(lab),
+                                                              -LABELS.index(lab)))
+        out.append(_alert(sid, sp, rule, part.start[i],
+                          f"raised voice in {n} segment(s) from {part.start[i]:.1f} s to "
+                          f"{part.end[i + n - 1]:.1f} s: pitch up to {up:+.1f} semitones and "
+                          f"loudness up to {louder:+.1f} dB over the {sp}'s median "
+                          f"({p_med:.0f} Hz, {l_med:.1f} dBFS); thresholds "
+                          f"{rule.pitch_semitones:g} semitones and {rule.loudness_db:g} dB",
+                          emotion, rules))
+    return out
+
+
 # A check over one speaker of one session: (session_id, speaker, that speaker's segments,
 # their metric row, the rule, all rules, session duration) → alert rows (built with _alert).
 Check = Callable[..., list[dict]]
@@ -159,6 +185,7 @@ register_alert_kind("session_share")(_session_share)
 register_alert_kind("ends_worse")(_ends_worse)
 register_alert_kind("unreliable")(_unreliable)
 register_alert_kind("volatility_percentile", live=True)(None)
+register_alert_kind("raised_voice", live=True)(_raised_voice)
 
 
 def session_checks() -> dict[str, Check]:

@@ -19,7 +19,7 @@ from core.rules import Rules
 from core.store import Connection, Store
 
 SEGMENT_COLUMNS = ("segment_id, session_id, channel, speaker, start_s, end_s, label, "
-                   "confidence, scores, embedding, flags")
+                   "confidence, scores, embedding, flags, pitch_hz, loudness_dbfs")
 UTTERANCE_COLUMNS = ("utterance_id, session_id, channel, speaker, start_s, end_s, text, "
                      "sentiment")
 

@@ -177,6 +177,14 @@ class Seq:
     scores: np.ndarray  # (n, 9)
     emb: np.ndarray | None  # (n, D); None when any segment lacks an embedding
     flags: list
+    # How it sounded (core/prosody.py): NaN where not measured
+    pitch: np.ndarray | None = None  # Hz
+    loudness: np.ndarray | None = None  # dBFS
+
+    def __post_init__(self):
+        for f in ("pitch", "loudness"):
+            if getattr(self, f) is None:
+                object.__setattr__(self, f, np.full(len(self.start), np.nan))
 
     def __len__(self) -> int:
         return len(self.start)
@@ -185,7 +193,8 @@ class Seq:
         idx = np.asarray(idx, dtype=int)
         return Seq(*(getattr(self, f)[idx] for f in _ARRAYS),
                    emb=None if self.emb is None else self.emb[idx],
-                   flags=[self.flags[i] for i in idx])
+                   flags=[self.flags[i] for i in idx], pitch=self.pitch[idx],
+                   loudness=self.loudness[idx])
 
 
 _ARRAYS = ("segment_id", "channel", "speaker", "start", "end", "label", "label_idx",
@@ -217,6 +226,8 @@ def as_seq(seg, presorted: bool = False) -> Seq:
         if all(v is not None and len(v) > 0 for v in vals):
             emb = np.stack(vals.tolist()).astype(np.float64)
     flags = seg["flags"].to_numpy(object)[idx].tolist() if "flags" in seg else [None] * n
+    measured = {c: pd.to_numeric(seg[c], errors="coerce").to_numpy(float)[idx] if c in seg
+                else np.full(n, np.nan) for c in ("pitch_hz", "loudness_dbfs")}
     return Seq(
         segment_id=sid.astype(object)[idx], channel=channel[idx],
         speaker=col["speaker"].astype(object)[idx], start=start[idx],
@@ -225,7 +236,7 @@ def as_seq(seg, presorted: bool = False) -> Seq:
         confidence=col["confidence"].astype(float)[idx],
         scores=np.stack(col["scores"][idx].tolist()).astype(np.float64) if n and has_scores
         else np.zeros((n, len(LABELS))),
-        emb=emb, flags=flags)
+        emb=emb, flags=flags, pitch=measured["pitch_hz"], loudness=measured["loudness_dbfs"])
 
 
 def order(seg: pd.DataFrame) -> pd.DataFrame:

@@ -285,4 +285,15 @@ ALTER TABLE utterances ADD COLUMN fused VARCHAR;
 ALTER TABLE utterances ADD COLUMN turn INTEGER;
 ALTER TABLE utterances ADD COLUMN turn_fused VARCHAR;
 """),
+    # How each segment sounded besides its emotion (core/prosody.py; measured by the prosody
+    # analyser, ingest/prosody.py): median pitch, RMS level, words a second, and two curves of
+    # one float32 every 0.1 s from the segment's start. Core's own columns, because the
+    # raised_voice alert rule reads them whether or not this process measures anything.
+    ("0014_prosody", """
+ALTER TABLE segments ADD COLUMN pitch_hz DOUBLE;
+ALTER TABLE segments ADD COLUMN loudness_dbfs DOUBLE;
+ALTER TABLE segments ADD COLUMN rate_wps DOUBLE;
+ALTER TABLE segments ADD COLUMN pitch_curve FLOAT[];
+ALTER TABLE segments ADD COLUMN loudness_curve FLOAT[];
+"""),
 ]

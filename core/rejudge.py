@@ -20,9 +20,10 @@ from core.rules import Rules
 
 META = ["agent_id", "customer_id", "team", "recorded_at", "ingested_at", "file_name"]
 SEGMENT_COLUMNS = ["segment_id", "session_id", "channel", "speaker", "start_s", "end_s", "label",
-                   "confidence", "flags", "rolling_volatility"]
+                   "confidence", "flags", "rolling_volatility", "pitch_hz", "loudness_dbfs"]
 NO_SEGMENTS = pd.DataFrame({c: pd.Series(dtype=float if c in ("start_s", "end_s", "confidence",
-                                                                "rolling_volatility") else object)
+                                                                "rolling_volatility", "pitch_hz",
+                                                                "loudness_dbfs") else object)
                             for c in SEGMENT_COLUMNS})
 
 

@@ -17,11 +17,14 @@ USER_RULES = "emoscope.toml"
 # The one threshold of each kind that the dashboard's what-if sliders move (None: set-level).
 TUNABLE = {"streak": "min_count", "last_quarter_share": "min_share",
            "session_share": "min_share", "volatility_percentile": "percentile",
-           "ends_worse": None, "unreliable": None}
+           "ends_worse": None, "unreliable": None, "raised_voice": "pitch_semitones"}
 DEFAULT_SET = "default"
 # Settings a rule set may override; [baseline] is read per person, so it stays file-wide.
 SET_TABLES = ("low_confidence", "volatility", "trend", "fusion", "alerts", "responses")
 SEVERITIES = ("low", "medium", "high")
+
+
+LATER_FIELDS = ("pitch_semitones", "loudness_db")
 
 
 class RulesError(ValueError):
@@ -39,9 +42,15 @@ class AlertRule:
     min_share: float = 0.5
     percentile: float = 95.0
     min_reference: int = 20
+    # raised_voice (core/prosody.py): how far above the speaker's own median in the session
+    pitch_semitones: float = 3.0
+    loudness_db: float = 6.0
 
     def watches(self, speaker: str) -> bool:
         return "*" in self.speakers or speaker in self.speakers
+
+
+_RULE_DEFAULTS = {f.name: f.default for f in fields(AlertRule)}
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,10 @@ class Rules:
         if self.name == DEFAULT_SET and not self.teams and not self.tags:
             for k in ("name", "teams", "tags"):  # a file without sets keeps its old digest
                 payload.pop(k)
-        payload["alerts"] = [a.__dict__ for a in self.alerts]
+        # Fields added to AlertRule later count only where set: older files keep their digest.
+        payload["alerts"] = [{k: v for k, v in a.__dict__.items()
+                              if k not in LATER_FIELDS or v != _RULE_DEFAULTS[k]}
+                             for a in self.alerts]
         text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -21,6 +21,8 @@ from core.labels import LABELS
 from core.metrics import fallback_action
 from core.types import Curve, Segment, SessionResult, segment_id_for, session_id_for
 from ingest.model import LoadedModel, Output
+# Registered wherever segments are analysed (serial, streaming, Ray, the live stream's end).
+from ingest import prosody as _prosody  # noqa: F401
 from ingest.options import IngestOptions
 from ingest.prepare import Part, Prepared
 

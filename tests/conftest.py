@@ -13,6 +13,12 @@ from tests.audio_gen import conversation, silence, speak, write
 os.environ.setdefault("EMOSCOPE_ASR", "none")
 os.environ.setdefault("EMOSCOPE_CACHE", str(Path(__file__).resolve().parent.parent / ".cache"
                                              / "emoscope"))
+# Likewise prosody (ingest/prosody.py): measured only where a test turns it on, so the suite's
+# many ingesting processes do not each load librosa's kernels (2-4 s a process here). Where a
+# test does, numba's compiled kernels come from one cache for every process of the run (and of
+# later runs): the compile (about 40 s on this machine) is paid once, not per process.
+os.environ.setdefault("EMOSCOPE_PROSODY", "off")
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(os.environ["EMOSCOPE_CACHE"]) / "numba"))
 
 
 @pytest.fixture(scope="session")

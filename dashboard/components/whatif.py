@@ -14,7 +14,8 @@ from core.rules import TUNABLE, Rules, tuned
 # parameter → (what the slider says, lowest, highest, step)
 SLIDERS = {"min_count": ("consecutive segments", 2, 12, 1),
            "min_share": ("share at least", 0.05, 1.0, 0.05),
-           "percentile": ("above percentile", 50.0, 99.0, 1.0)}
+           "percentile": ("above percentile", 50.0, 99.0, 1.0),
+           "pitch_semitones": ("pitch above own median, semitones", 1.0, 12.0, 0.5)}
 
 
 def _slider(col, label: str, value, lo, hi, step, key: str):
