@@ -68,6 +68,7 @@ class Channel:
     volatility: float | None = None
     alerted: set = field(default_factory=set)
     texts: dict = field(default_factory=dict)  # span → what was said (speech-to-text)
+    prosody: dict = field(default_factory=dict)  # span → pitch and loudness (ingest/prosody)
 
     def __post_init__(self):
         self.vad = VadStream(self.opts)
@@ -174,6 +175,7 @@ class LiveStream:
                 p.channel.outputs[what] = out
         if outs:
             await self._transcribe([(p.channel, sp) for p in plans for sp in p.new])
+            await self._measure([(p.channel, sp) for p in plans for sp in p.new])
         self.seq += 1
         msg = {"type": "update", "seq": self.seq, "t_s": round(self.duration_s, 3),
                "channels": [], "alerts": []}
@@ -242,6 +244,20 @@ class LiveStream:
         for (ch, sp), h in zip(todo, heard):
             ch.texts[sp] = h
 
+    async def _measure(self, spans: list[tuple[Channel, Span]]) -> None:
+        """Pitch and loudness of these finished utterances (the raised_voice rule reads them),
+        off the event loop; nothing where the server does not measure prosody."""
+        todo = [(ch, sp) for ch, sp in spans if sp not in ch.prosody]
+        if not todo:
+            return
+        from starlette.concurrency import run_in_threadpool
+
+        from ingest.prosody import measure_many
+        found = await run_in_threadpool(measure_many, [ch.wave(ch.buf, *sp) for ch, sp in todo],
+                                        SAMPLE_RATE)
+        for (ch, sp), v in zip(todo, found or [{}] * len(todo)):
+            ch.prosody[sp] = v
+
     # -- live alert rules ----------------------------------------------------------------------
     def _alerts(self, ch: Channel, done: list[Span]) -> list[dict]:
         """Core's live judgement (core.analytics.judge_live: the kinds registered `live`, and
@@ -255,7 +271,9 @@ class LiveStream:
             "label": [LABELS[int(np.argmax(ch.outputs[sp].scores))] for sp in done],
             "confidence": [float(np.max(ch.outputs[sp].scores)) for sp in done],
             "scores": [ch.outputs[sp].scores for sp in done],
-            "embedding": [ch.outputs[sp].embedding for sp in done]})
+            "embedding": [ch.outputs[sp].embedding for sp in done],
+            **{c: [ch.prosody.get(sp, {}).get(c) for sp in done]
+               for c in ("pitch_hz", "loudness_dbfs")}})
         reference = {ch.speaker: list(self.reference.get(ch.speaker, ()))}
         relative = set(store_relative())
         kinds = {r.rule: r.kind for r in self.rules.alerts}

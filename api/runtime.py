@@ -60,4 +60,6 @@ def load_runtime(settings: Settings) -> Runtime:
              "on" if settings.batching else "off", secs)
     from ingest.speech_to_text import load as load_asr
     transcriber = load_asr(settings.asr)  # loaded now: a backend that cannot load stops start-up
+    from ingest.prosody import use as use_prosody
+    use_prosody()  # librosa's kernels loaded now, not while the first live stream waits
     return Runtime(settings, lm, rules, opts, batcher, transcriber=transcriber)

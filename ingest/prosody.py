@@ -81,18 +81,22 @@ def measure(wave: np.ndarray, rate: int, fmin: float = 65.0, fmax: float = 600.0
     level = 10 * np.log10(power) if power > 0 else FLOOR_DB
     hop = max(1, round(HOP_S * rate))
     frame = int(2 ** np.ceil(np.log2(FRAME_S * rate)))
-    # Frames centred at (k + 0.5) * HOP_S, where the emotion curves put their points.
-    y = x[hop // 2:]
-    if y.size < 2:
+    # Whole frames only (no padding to dip the level at the edges), centred at
+    # (k + 0.5) * HOP_S, where the emotion curves put their points.
+    y = x[max(0, hop // 2 - frame // 2):]
+    if y.size < frame:
         return {"pitch_hz": None, "loudness_dbfs": round(max(level, FLOOR_DB), 3),
                 "pitch_curve": [], "loudness_curve": []}
     f0 = lr.yin(y, fmin=fmin, fmax=fmax, sr=rate, frame_length=frame, hop_length=hop,
-                center=True)
-    rms = lr.feature.rms(y=y, frame_length=frame, hop_length=hop, center=True)[0]
-    zcr = lr.feature.zero_crossing_rate(y, frame_length=frame, hop_length=hop, center=True)[0]
+                center=False)
+    rms = lr.feature.rms(y=y, frame_length=frame, hop_length=hop, center=False)[0]
+    zcr = lr.feature.zero_crossing_rate(y, frame_length=frame, hop_length=hop, center=False)[0]
     db = 20 * np.log10(np.maximum(rms, 10 ** (FLOOR_DB / 20)))
     voiced = ((db >= max(VOICED_MIN_DB, db.max() - VOICED_RANGE_DB)) & (zcr < VOICED_MAX_ZCR)
               & (f0 > fmin * 1.01) & (f0 < fmax * 0.99))  # at a bound: no period was found
+    if voiced.sum() >= 2:  # an octave or more off the segment's median: a YIN octave error
+        off = np.abs(np.log2(f0 / np.median(f0[voiced])))
+        voiced &= off < 0.9
     pitch = np.where(voiced, f0, 0.0).astype(np.float32)
     return {"pitch_hz": round(float(np.median(f0[voiced])), 3) if voiced.sum() >= 2 else None,
             "loudness_dbfs": round(max(level, FLOOR_DB), 3),
@@ -152,3 +156,13 @@ def use(enabled: bool | None = None) -> bool:
     if enabled is not None:
         configure({Prosody.name: {**state()[1].get(Prosody.name, {}), "enabled": bool(enabled)}})
     return instance(Prosody.name).on
+
+
+def measure_many(waves, rate: int) -> list[dict] | None:
+    """`measure` each wave with this process's settings; None where prosody is off (the live
+    stream's closed utterances, for the raised_voice rule as the call goes)."""
+    from core.analysers import instance
+    a = instance(Prosody.name)
+    if not a.on:
+        return None
+    return [measure(w, rate, a.config.fmin, a.config.fmax) for w in waves]

@@ -48,9 +48,22 @@ def timeline(frames: pd.DataFrame, segments: pd.DataFrame, lang: str = "en",
                     if len(segments) else pd.Series(dtype=str))
     if not speakers:
         speakers = ["speaker"]
-    fig = make_subplots(rows=len(speakers), cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        subplot_titles=[s.capitalize() for s in speakers])
-    for row, sp in enumerate(speakers, start=1):
+    voice = prosody_curves(segments)
+    # Each speaker's lane of emotions, and under it (where prosody was measured) their voice.
+    lanes = [(sp, kind) for sp in speakers
+             for kind in ("emotion", "voice") if kind == "emotion" or len(voice)]
+    heights = [EMOTION_LANE if kind == "emotion" else VOICE_LANE for _, kind in lanes]
+    fig = make_subplots(rows=len(lanes), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        row_heights=heights,
+                        specs=[[{"secondary_y": kind == "voice"}] for _, kind in lanes],
+                        subplot_titles=[sp.capitalize() if kind == "emotion"
+                                        else f"{sp.capitalize()}: pitch and loudness"
+                                        for sp, kind in lanes])
+    for row, (sp, kind) in enumerate(lanes, start=1):
+        if kind == "voice":
+            chans = [c for c, s in chan_speaker.items() if s == sp]
+            _voice_lane(fig, voice[voice.channel.isin(chans)], row, first=row == 2)
+            continue
         chans = [c for c, s in chan_speaker.items() if s == sp]
         fr = _gaps(_thin(frames[frames.channel.isin(chans)].sort_values("t_s"))) \
             if len(frames) else frames
@@ -95,16 +108,55 @@ def timeline(frames: pd.DataFrame, segments: pd.DataFrame, lang: str = "en",
                          tickvals=[0, 0.5, 1], title_text="p")
     if marker_t is not None:
         fig.add_vline(x=float(marker_t), line=dict(color="#222", width=1.5, dash="dot"))
-    fig.update_xaxes(title_text="seconds", row=len(speakers), col=1)
+    fig.update_xaxes(title_text="seconds", row=len(lanes), col=1)
     if duration_s:
         fig.update_xaxes(range=[0, float(duration_s)])
-    fig.update_layout(height=230 * len(speakers) + 110, margin=dict(l=10, r=10, t=80, b=10),
+    total = sum(heights)
+    fig.update_layout(height=total + 110, margin=dict(l=10, r=10, t=80, b=10),
                       modebar=dict(orientation="v"),  # kept clear of the legend
                       barmode="overlay", bargap=0, hovermode="closest", clickmode="event+select",
                       # above the first lane's title, whatever the number of lanes
                       legend=dict(orientation="h", yanchor="bottom", x=0,
-                                  y=1 + 45 / (230 * len(speakers))))
+                                  y=1 + 45 / total))
     return fig
+
+
+EMOTION_LANE, VOICE_LANE = 230, 130  # pixels
+PITCH_COLOR, LOUDNESS_COLOR = "#1f3b73", "#b8860b"
+
+
+def prosody_curves(segments: pd.DataFrame) -> pd.DataFrame:
+    """The segments' pitch and loudness curves (core.prosody.curves), unvoiced pitch as gaps."""
+    from core.prosody import curves
+    out = curves(segments)
+    if len(out):
+        out["pitch_hz"] = out.pitch_hz.where(out.pitch_hz > 0)
+    return out
+
+
+def _voice_lane(fig: go.Figure, v: pd.DataFrame, row: int, first: bool) -> None:
+    """Pitch (Hz, left axis) and loudness (dBFS, right axis) under a speaker's emotions; a
+    click on either seeks there, as on the emotion curves."""
+    v = _gaps(_thin(v.sort_values("t_s"))) if len(v) else v
+    if len(v):
+        seek = np.stack([v.t_s.to_numpy(), np.full(len(v), -1.0)], axis=1)
+        fig.add_trace(go.Scatter(
+            x=v.t_s, y=v.pitch_hz, mode="lines+markers", name="pitch (Hz)",
+            legendgroup="pitch", showlegend=first, connectgaps=False, customdata=seek,
+            line=dict(color=PITCH_COLOR, width=1.4), marker=dict(size=3, color=PITCH_COLOR),
+            hovertemplate="pitch %{y:.0f} Hz at %{x:.1f} s<extra></extra>", **KEEP_LOOK),
+            row=row, col=1, secondary_y=False)
+        fig.add_trace(go.Scatter(
+            x=v.t_s, y=v.loudness_dbfs, mode="lines", name="loudness (dBFS)",
+            legendgroup="loudness", showlegend=first, connectgaps=False, customdata=seek,
+            line=dict(color=LOUDNESS_COLOR, width=1.2, dash="dot"),
+            hovertemplate="loudness %{y:.1f} dBFS at %{x:.1f} s<extra></extra>", **KEEP_LOOK),
+            row=row, col=1, secondary_y=True)
+    fig.update_yaxes(title_text="Hz", row=row, col=1, secondary_y=False)
+    top = float(np.nanmax(v.loudness_dbfs)) if len(v) and v.loudness_dbfs.notna().any() else 0.0
+    # The speech's own 40 dB: a pause's floor would squeeze it flat.
+    fig.update_yaxes(title_text="dBFS", row=row, col=1, secondary_y=True, showgrid=False,
+                     range=[top - 40, top + 2])
 
 
 def clicked(point: dict) -> tuple[float, int]:
