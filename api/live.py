@@ -350,7 +350,8 @@ class LiveStream:
         duration = result.duration_s
         utterances, metrics, alerts = [], [], []
         if result.segments:
-            seg = pd.DataFrame([{f: getattr(x, f) for f in _SEGMENT_COLUMNS}
+            seg = pd.DataFrame([{**{f: getattr(x, f) for f in _SEGMENT_COLUMNS},
+                                 **{c: x.values.get(c) for c in ("pitch_hz", "loudness_dbfs")}}
                                 for x in result.segments])
             chans = pd.DataFrame([{"speaker": c.speaker, "flags": c.flags}
                                   for c in result.channels])
