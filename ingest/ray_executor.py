@@ -249,8 +249,10 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     kw = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    cache = os.environ.get("EMOSCOPE_CACHE")
-    env = {"env_vars": {"EMOSCOPE_CACHE": cache}} if cache else None
+    # The workers find the model cache, and measure prosody (ingest/prosody.py), as here.
+    given = {k: os.environ[k] for k in ("EMOSCOPE_CACHE", "EMOSCOPE_PROSODY", "NUMBA_CACHE_DIR")
+             if os.environ.get(k)}
+    env = {"env_vars": given} if given else None
     if address in (None, "local"):
         ray.init(num_cpus=num_cpus, runtime_env=env, **kw)
     else:
