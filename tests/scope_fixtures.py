@@ -2,9 +2,13 @@
 worker's archive, and an emoscope.toml that grants each kind of user its part."""
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import shutil
+import tempfile
 from pathlib import Path
 
+import duckdb
 import numpy as np
 
 from core.access import EVERYTHING, Scope, Viewer
@@ -83,8 +87,7 @@ def results(archive: Path) -> list[SessionResult]:
     return out
 
 
-def build(folder: Path) -> tuple[Path, dict[str, list[str]]]:
-    """(database path, {team: its session ids}); the config is written beside it."""
+def _fresh(folder: Path) -> tuple[Path, dict[str, list[str]]]:
     db = folder / "emoscope.duckdb"
     store = Store(db)
     store.migrate()
@@ -96,3 +99,36 @@ def build(folder: Path) -> tuple[Path, dict[str, list[str]]]:
         teams.setdefault(r.meta.team, []).append(r.session_id)
     (folder / "emoscope.toml").write_text(CONFIG)
     return db, teams
+
+
+_template: tuple[Path, dict[str, list[str]]] | None = None
+
+
+def build(folder: Path) -> tuple[Path, dict[str, list[str]]]:
+    """(database path, {team: its session ids}); the config is written beside it.
+
+    Written once per test process and copied: eight test files build it, some per test. The
+    recordings' paths are the only place the folder is named inside the store."""
+    global _template
+    if _template is None:
+        _template = _fresh(Path(tempfile.mkdtemp(prefix="emoscope-scope-")) / "data")
+        atexit.register(shutil.rmtree, _template[0].parent.parent, True)
+    relocate(_template[0].parent, folder)
+    return folder / _template[0].name, {team: list(ids) for team, ids in _template[1].items()}
+
+
+def relocate(template: Path, folder: Path) -> None:
+    """Copy a store's folder and rename the folder wherever it is written down: the store's
+    text columns (recordings' paths) and the JSON beside it (the audit spool's export paths)."""
+    shutil.copytree(template, folder, dirs_exist_ok=True)
+    old, new = str(template), str(folder)
+    with duckdb.connect(str(folder / "emoscope.duckdb")) as con:
+        for table, column in con.execute(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE data_type = 'VARCHAR'").fetchall():
+            con.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                        f'WHERE contains("{column}", ?)', [old, new, old])
+    for f in folder.rglob("*.json*"):
+        text = f.read_text()
+        if old in text:
+            f.write_text(text.replace(old, new))

@@ -19,38 +19,52 @@ from core.keyed import pseudonym, secret
 from core.queries import Reader
 from core.settings import Retention
 from core.store import Store
-from tests.scope_fixtures import ADMIN, build, results
+from tests.scope_fixtures import ADMIN, build, relocate, results
 
 TABLES = ("sessions", "segments", "frames", "channels", "session_metrics", "alerts")
 
 
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    db, teams = build(tmp_path / "data")
+@pytest.fixture(scope="module")
+def site_template(tmp_path_factory):
+    """The store, worker folders and exports, set up once; each test gets a copy (`site`)."""
+    db, teams = build(tmp_path_factory.mktemp("erasure") / "data")
     data = db.parent
-    monkeypatch.setenv("EMOSCOPE_CONFIG", str(data / "emoscope.toml"))
     store = Store(db)
-    shared = store.query("SELECT session_id, source_path FROM sessions "
-                         "WHERE customer_id = 'c-shared' ORDER BY session_id")
-    jobs = JobQueue(store)
     # One of the customer's sessions came through the worker: its job, and a copy it failed.
+    jobs = JobQueue(store)
+    shared = store.query("SELECT session_id FROM sessions WHERE customer_id = 'c-shared' "
+                         "ORDER BY session_id").session_id
     job = jobs.add("u1.wav", "call.wav", 1, 1, {"customer_id": "c-shared", "team": "A"})
-    jobs.done(job, shared.session_id[0])
+    jobs.done(job, shared[0])
     (data / "failed").mkdir()
     (data / "failed" / f"{job}.wav").write_bytes(b"RIFF")
     # A new call of the same customer still waiting in the inbox, and one of someone else.
-    waiting = inbox.put(data / "inbox", "next.wav", b"RIFF", {"customer_id": "c-shared"})
-    other = inbox.put(data / "inbox", "other.wav", b"RIFF", {"customer_id": "c-a1"})
+    waiting = [inbox.put(data / "inbox", "next.wav", b"RIFF", {"customer_id": "c-shared"}).name,
+               inbox.put(data / "inbox", "other.wav", b"RIFF", {"customer_id": "c-a1"}).name]
     # An export that holds the customer's sessions, and one that does not.
-    exports = []
     for name, extra in (("all", []), ("one", ["--person", "c-a1"])):
-        out = data / "exports" / name
-        res = CliRunner().invoke(app, ["export", "--db", str(db), "--out", str(out),
-                                       "--format", "csv", *extra])
+        res = CliRunner().invoke(app, ["export", "--db", str(db), "--out",
+                                       str(data / "exports" / name), "--format", "csv", *extra])
         assert res.exit_code == 0, res.output
-        exports.append(sorted(out.glob("*.csv")))  # the per-session and the segment CSV
-    return {"db": db, "data": data, "teams": teams, "shared": shared, "job": job,
-            "waiting": waiting, "other": other, "exports": exports}
+    return data, teams, job, waiting
+
+
+@pytest.fixture
+def site(site_template, tmp_path, monkeypatch):
+    template, teams, job, names = site_template
+    data = tmp_path / "data"
+    relocate(template, data)
+    db = data / "emoscope.duckdb"
+    monkeypatch.setenv("EMOSCOPE_CONFIG", str(data / "emoscope.toml"))
+    shared = Store(db).query("SELECT session_id, source_path FROM sessions "
+                             "WHERE customer_id = 'c-shared' ORDER BY session_id")
+    waiting, other = (data / "inbox" / n for n in names)
+    assert waiting.exists() and other.exists()
+    exports = [sorted((data / "exports" / name).glob("*.csv")) for name in ("all", "one")]
+    assert all(exports)  # the per-session and the segment CSV of each
+    return {"db": db, "data": data, "teams": {t: list(v) for t, v in teams.items()},
+            "shared": shared, "job": job, "waiting": waiting, "other": other,
+            "exports": exports}
 
 
 def counts(db, sessions) -> dict[str, int]:
