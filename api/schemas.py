@@ -126,7 +126,9 @@ class SessionDetail(BaseModel):
     channels: list[dict]
     segments: list[dict] = Field(description="Per segment: times, speaker, label, confidence, "
                                              "9 scores, flags, fallback_action, rolling "
-                                             "volatility.")
+                                             "volatility, and how it sounded: pitch_hz, "
+                                             "loudness_dbfs, rate_wps, pitch_curve and "
+                                             "loudness_curve (one value per 0.1 s).")
     curves: list[dict] | None = Field(description="Per channel: t_s and 9 probabilities per "
                                                   "point, in the order of `labels`.")
     metrics: list[dict] = Field(description="Per speaker and `all`: docs/metrics.md.")

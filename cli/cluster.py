@@ -58,6 +58,7 @@ def ingest_on_ray(targets: list, metadata: dict, db: Path, model: str, device: s
 
 def _import(writer, where: str, force: bool) -> None:
     from core.shard_import import import_shards
+    from ingest import prosody  # noqa: F401  (its columns are read from the shards and stored)
     from ingest.progress import CliProgress, print_summary
     from ingest.report import Report
 
