@@ -19,6 +19,7 @@ says why it is on by default (`[analysers.prosody] enabled = false` turns it off
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ VOICED_RANGE_DB = 25.0  # a voiced frame is within this of the segment's loudest
 VOICED_MIN_DB = -50.0  # ... and above this level ...
 VOICED_MAX_ZCR = 0.2  # ... with fewer zero crossings per sample than fricatives have
 OFF = ("off", "0", "false", "no")
+HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,9 @@ def speaking_rate(found_asr: Found | None, start_s: float, end_s: float) -> floa
     if found_asr is None or found_asr.more is None or end_s <= start_s:
         return None
     heard = found_asr.more[0]
-    n = len(heard.words) or len(words_of(heard.text))
+    # Chinese is written without spaces: each Han character is one spoken syllable, counted
+    # as a word (the usual rate for Chinese speech, characters a second).
+    n = len(heard.words) or len(words_of(heard.text)) + len(HAN.findall(heard.text))
     return round(n / (end_s - start_s), 3) if n else None
 
 

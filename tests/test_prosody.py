@@ -44,6 +44,7 @@ def test_speaking_rate_is_the_words_heard_a_second():
     said = Found(more=(Heard("i want to cancel my account"), "pocketsphinx"))
     assert speaking_rate(said, 10.0, 13.0) == 2.0
     assert speaking_rate(Found(more=(Heard(""), "pocketsphinx")), 0.0, 2.0) is None
+    assert speaking_rate(Found(more=(Heard("我要退款", "zh"), "sensevoice")), 0.0, 2.0) == 2.0
     assert speaking_rate(Found(), 0.0, 2.0) is None  # no speech-to-text: no rate
     assert speaking_rate(None, 0.0, 2.0) is None
 
