@@ -107,7 +107,7 @@ def rising() -> np.ndarray:
 
 def test_stored_prosody_judges_alerts_again_and_the_timeline_draws_it_under_the_emotions(
         tmp_path):
-    """A session saved with the analyser's columns: read back in scope, its raised_voice alert
+    """A session saved with the analyser's columns (through a shard): read back in scope, its raised_voice alert
     judged again from the stored rows (the what-if view), its curves under the emotions."""
     from core.access import operator
     from core.queries import Reader
@@ -124,6 +124,11 @@ def test_stored_prosody_judges_alerts_again_and_the_timeline_draws_it_under_the_
         for x, p, db in zip(r.segments, pitch, level))
     r = dataclasses.replace(r, segments=segs, duration_s=12.0, channels=(
         dataclasses.replace(r.channels[0], speaker="customer"),))
+    # through a Ray shard first (Parquet), as `ingest --executor ray` then `emoscope import`
+    from core.shards import open_folder, read_heads, read_whole, write_shard
+    write_shard(tmp_path / "shards", "k1", r, {})
+    fs, root = open_folder(tmp_path / "shards")
+    r = read_whole(fs, root, read_heads(fs, root, ["k1"])[0])
     writer = writer_for(tmp_path / "e.duckdb")
     writer.store.migrate()
     writer.save(r, None)
