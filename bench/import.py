@@ -1,20 +1,26 @@
-"""Benchmark: `emoscope import` of Parquet shards into DuckDB, against the same sessions saved
-straight from memory by the writer (what the local executors' store stage does).
+"""Benchmark: the writer. `emoscope import` of Parquet shards into DuckDB, the same sessions
+saved straight from memory by the writer (what the local executors' store stage does), and
+the same again through the writer as it was before its vectorised group path
+(bench/writer_before.py), all in one run.
 
     python bench/import.py                      # 1,000 sessions, 24 segments each, dim 1024
     python bench/import.py --sessions 5000 --dim 768
 
 It makes N synthetic sessions (calls with two channels, diaries with one; 20-s to 3-min long;
 segments with random scores and embeddings; curves every 0.1 s), writes each as a shard
-(core/shards.py, not timed), then into two fresh stores: one through `import_shards` (reading
-the shards), one through `SessionWriter.save_many` in groups of 64 from memory — analytics
-written in both. It prints sessions/s and rows/s (session, channel, segment and frame rows)
-for each; the last line is `ratio: X.XX` (import ÷ direct throughput). Asserts nothing.
+(core/shards.py, not timed), then into fresh stores: one through `import_shards` (reading
+the shards), one through `SessionWriter.save_many` in groups of GROUP from memory, one through
+the writer before — analytics, the similarity index and the word index kept in all. It
+prints sessions/s and rows/s (session, channel, segment and frame rows) and the CPU seconds
+of this process for each (on a shared machine the CPU time says what the work costs, the
+wall time what it took), and checks that the stores hold the same rows. The last line is
+`ratio: X.XX`: the writer's throughput from memory ÷ the writer before's.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import tempfile
 import time
@@ -25,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import writer_before  # noqa: E402
 from core.rules import load_rules  # noqa: E402
 from core.sessions import SessionWriter  # noqa: E402
 from core.shard_import import GROUP, import_shards  # noqa: E402
@@ -91,23 +98,51 @@ def main() -> None:
           f"{wrote:.1f} s")
     rules = load_rules(None)
 
-    t = time.perf_counter()
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    t, cpu = time.perf_counter(), time.process_time()
     done = import_shards(SessionWriter(Store(work / "import.duckdb"), rules), shards)
-    imp = time.perf_counter() - t
+    timed = {"import (shards)": (time.perf_counter() - t, time.process_time() - cpu)}
     assert len(done.ok) == a.sessions and done.rows == rows
 
-    writer = SessionWriter(Store(work / "direct.duckdb"), rules)
-    writer.store.migrate()
-    t = time.perf_counter()
-    run = writer.start_run("synthetic", "", False, "cpu", "engine", {})
-    for lo in range(0, len(results), GROUP):
-        writer.save_many(results[lo:lo + GROUP], run)
-    direct = time.perf_counter() - t
+    def direct(name: str) -> None:
+        writer = SessionWriter(Store(work / f"{name}.duckdb"), rules)
+        writer.store.migrate()
+        t, cpu = time.perf_counter(), time.process_time()
+        run = writer.start_run("synthetic", "", False, "cpu", "engine", {})
+        for lo in range(0, len(results), GROUP):
+            writer.save_many(results[lo:lo + GROUP], run)
+        timed[f"{name} (memory)"] = (time.perf_counter() - t, time.process_time() - cpu)
 
-    for name, secs in (("import (shards)", imp), ("direct (memory)", direct)):
+    direct("direct")
+    with writer_before.installed():
+        direct("before")
+    for name, (secs, cpu) in timed.items():
         print(f"{name:16s} {secs:7.1f} s · {a.sessions / secs:7.1f} sessions/s · "
-              f"{rows / secs:10,.0f} rows/s")
-    print(f"ratio: {direct / imp:.2f}")
+              f"{rows / secs:10,.0f} rows/s · CPU {cpu:6.1f} s")
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
+    differ = _differences(work / "direct.duckdb", work / "before.duckdb")
+    print("both writers' stores hold the same rows, value for value" if not differ else
+          f"the writers' stores differ in: {', '.join(differ)}")
+    print(f"ratio: {timed['before (memory)'][0] / timed['direct (memory)'][0]:.2f}")
+
+
+def _differences(a: Path, b: Path) -> list[str]:
+    """Tables whose rows differ between two stores (ingest times and runs left out)."""
+    out = []
+    with Store(a).read() as con:
+        con.execute(f"ATTACH '{b}' AS other (READ_ONLY)")
+        tables = [t for (t,) in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = "
+            "current_database() AND table_schema = 'main'").fetchall()]
+        for t in sorted(set(tables) - {"runs", "schema_migrations"}):
+            cols = "* EXCLUDE (ingested_at, run_id)" if t == "sessions" else "*"
+            n = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM main.{t} EXCEPT ALL "
+                            f"SELECT {cols} FROM other.{t}) UNION ALL SELECT count(*) FROM "
+                            f"(SELECT {cols} FROM other.{t} EXCEPT ALL SELECT {cols} FROM "
+                            f"main.{t})").fetchall()
+            if any(x for (x,) in n):
+                out.append(t)
+    return out
 
 
 if __name__ == "__main__":

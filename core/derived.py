@@ -1,6 +1,8 @@
-"""Analytics rows derived from stored segments: session_metrics, alerts and per-segment
-rolling volatility and fallback action. Written with each group of sessions (SessionWriter
-calls `write_sessions` inside the group's transaction) and rebuilt whole by `recompute`.
+"""Analytics rows derived from segments: session_metrics, alerts and per-segment rolling
+volatility and fallback action. Computed for each group of sessions the writer saves, from
+memory, before anything is inserted (`analyse`: SessionWriter puts the per-segment values on
+the segments it inserts, then calls `insert` for the rest, in the group's transaction), and
+rebuilt whole by `recompute` from the stored segments.
 
 The computation lives in core.analytics; this module only moves rows in and out of SQL.
 """
@@ -10,13 +12,15 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from core import fusion
 from core.alerts import ALERT_COLUMNS
-from core.analytics import Reference, analyze_rows
+from core.analytics import (GroupAnalysis, GroupSegments, GroupSession, Reference,
+                            analyze_group, analyze_rows)
 from core.metrics import METRIC_COLUMNS
 from core.rules import Rules
-from core.store import Connection, Store
+from core.store import Connection, Store, arrow_of
 
 SEGMENT_COLUMNS = ("segment_id, session_id, channel, speaker, start_s, end_s, label, "
                    "confidence, scores, embedding, flags, pitch_hz, loudness_dbfs")
@@ -30,39 +34,61 @@ def _utterances(con: Connection) -> pd.DataFrame:
                        "(SELECT session_id FROM ids_df) ORDER BY session_id, start_s").df()
 
 
-def write_sessions(con: Connection, session_ids: list[str], rules: Rules) -> None:
-    """Analytics for sessions just stored, on the caller's connection and transaction.
+def analyse(con: Connection, sessions: list[GroupSession], seg: GroupSegments,
+            first_at) -> GroupAnalysis:
+    """Analytics of sessions about to be stored, in ingest order, on the caller's transaction.
 
-    `session_ids` are in ingest order (their `ingested_at` increases along the list). The
-    volatility reference of each is every ok session ingested before it — those stored
-    earlier plus the ones before it in the list — so the rows equal those of saving the
-    sessions one at a time, and those `recompute` builds.
-    """
-    if not session_ids:
-        return
-    con.register("ids_df", pd.DataFrame({"session_id": pd.Series(session_ids, dtype=object),
-                                         "pos": np.arange(len(session_ids))}))
-    sessions = con.execute(
-        "SELECT s.session_id, s.duration_s, s.ingested_at, s.team, s.tags FROM sessions s "
-        "JOIN ids_df i USING (session_id) WHERE s.status = 'ok' ORDER BY i.pos").df()
-    if sessions.empty:
-        con.unregister("ids_df")
-        return
-    first = sessions.iloc[0]
-    ref = con.execute(
-        "SELECT m.speaker, m.volatility FROM session_metrics m JOIN sessions s "
-        "USING (session_id) WHERE s.status = 'ok' AND m.volatility IS NOT NULL "
-        "AND (s.ingested_at < ? OR (s.ingested_at = ? AND s.session_id < ?)) "
-        "AND s.session_id NOT IN (SELECT session_id FROM ids_df)",
-        [first.ingested_at, first.ingested_at, first.session_id]).df()
-    seg = con.execute(f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE session_id IN "
-                      "(SELECT session_id FROM ids_df) ORDER BY session_id").df()
-    ch = con.execute("SELECT session_id, channel, speaker, flags FROM channels WHERE "
-                     "session_id IN (SELECT session_id FROM ids_df) "
-                     "ORDER BY session_id, channel").df()
-    utt = _utterances(con)
-    con.unregister("ids_df")
-    _analyse_in_order(con, sessions, seg, ch, utt, rules, Reference.from_rows(ref))
+    `first_at`: the ingest time the first of them will be stored with. The volatility
+    reference of each is every ok session ingested before it — those stored before (read
+    here, before the group's rows go in) plus the ones before it in the list — so the rows
+    equal those of saving the sessions one at a time, and those `recompute` builds."""
+    ref = Reference()
+    if sessions:
+        ref.add(con.execute(
+            "SELECT m.speaker, m.volatility FROM session_metrics m JOIN sessions s "
+            "USING (session_id) WHERE s.status = 'ok' AND m.volatility IS NOT NULL "
+            "AND (s.ingested_at < ? OR (s.ingested_at = ? AND s.session_id < ?))",
+            [first_at, first_at, sessions[0].session_id]).df())
+    analysis = analyze_group(sessions, seg, ref)
+    fused = [fusion.session_fusion(_utterance_frame(s), _segment_frame(seg, i), s.rules)
+             for i, s in enumerate(sessions) if s.utterances]
+    analysis.fused = pd.concat(fused, ignore_index=True) if fused else None
+    return analysis
+
+
+def _utterance_frame(s: GroupSession) -> pd.DataFrame:
+    """A session's utterances as fusion reads them from the store."""
+    u = s.utterances
+    return pd.DataFrame({
+        "utterance_id": [x.utterance_id for x in u], "channel": [x.channel for x in u],
+        "speaker": [x.speaker for x in u],
+        "start_s": np.array([x.start_s for x in u], dtype=float),
+        "end_s": np.array([x.end_s for x in u], dtype=float),
+        "sentiment": pd.Series([x.sentiment for x in u], dtype=float)})
+
+
+def _segment_frame(seg: GroupSegments, i: int) -> pd.DataFrame:
+    lo, hi = int(seg.bounds[i]), int(seg.bounds[i + 1])
+    return pd.DataFrame({"channel": seg.channel[lo:hi], "start_s": seg.start[lo:hi],
+                         "end_s": seg.end[lo:hi], "scores": list(seg.scores[lo:hi])})
+
+
+def insert(con: Connection, analysis: GroupAnalysis) -> None:
+    """The metric and alert rows of `analyse`, one bulk insert each (their sessions' old rows
+    are already gone: the writer deletes a replaced session whole)."""
+    for table, rows, cols in (("session_metrics", analysis.metrics, METRIC_COLUMNS),
+                              ("alerts", analysis.alerts, ALERT_COLUMNS)):
+        if not rows:
+            continue
+        # The table's own Arrow types (a column another migration adds included), NaN as
+        # NULL as a pandas frame would give it.
+        types = arrow_of(con.sql(f"SELECT {', '.join(cols)} FROM {table} LIMIT 0")).schema
+        data = pa.table({c: pa.array([r[c] for r in rows], types.field(c).type,
+                                     from_pandas=True) for c in cols})
+        names = ", ".join(cols)
+        con.register("derived_tbl", data)
+        con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM derived_tbl")
+        con.unregister("derived_tbl")
 
 
 def _analyse_in_order(con: Connection, sessions: pd.DataFrame, seg: pd.DataFrame,

@@ -18,8 +18,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 
 from core import analysers, derived
+from core.analytics import GroupSegments, GroupSession
 from core.labels import LABELS
 from core.names import shown
 from core.rules import Rules
@@ -177,7 +179,8 @@ class SessionWriter:
         if any(stored):  # one index update for the whole group
             self.update_index(sorted({r.session_id for r, s in zip(results, stored) if s}),
                               keys_for(gone))
-            self.update_words()
+            if _words_changed([r for r, s in zip(results, stored) if s], gone):
+                self.update_words()
         return stored
 
     def update_index(self, session_ids: list[str], gone_keys: np.ndarray) -> dict | None:
@@ -207,6 +210,14 @@ class SessionWriter:
                         "before the next search", e)
 
 
+def _words_changed(saved: list[SessionResult], gone: list[str]) -> bool:
+    """Whether a commit can have changed the transcripts the word index holds: it stored
+    some, or replaced sessions that had speech (transcripts come from segments). Otherwise
+    the index is as equal to the store as it was, and its sync (a read of every session's
+    transcript state) is skipped; a stale index is synced before any search anyway."""
+    return bool(gone) or any(r.utterances for r in saved)
+
+
 def _runs_without_repeats(ids: list[str]) -> list[tuple[int, int]]:
     """Consecutive (lo, hi) slices in which no session id appears twice."""
     out, lo, seen = [], 0, set()
@@ -222,36 +233,52 @@ def _runs_without_repeats(ids: list[str]) -> list[tuple[int, int]]:
 
 def _save_group(con: Connection, results: list[SessionResult], run_id: str | None,
                 base, first_pos: int, rules: Rules, audio_root, gone: list[str]) -> list[bool]:
+    """One group (no session twice) in bulk: one query for what is stored under its ids, the
+    analytics of its ok sessions computed from memory in one pass (core.analytics
+    .analyze_group), then one Arrow insert per table — the segments already carrying their
+    rolling volatility and fallback action."""
     # (A failed statement aborts the transaction and Store.write rolls it back; registered
     # tables belong to this connection, which closes then, so none is unregistered on error.)
     con.register("ids_tbl", _ids([r.session_id for r in results]))
-    ok_before = {row[0] for row in con.execute(
-        "SELECT session_id FROM sessions WHERE status = 'ok' AND session_id IN "
-        "(SELECT session_id FROM ids_tbl)").fetchall()}
+    stored = dict(con.execute("SELECT session_id, status FROM sessions WHERE session_id IN "
+                              "(SELECT session_id FROM ids_tbl)").fetchall())
     con.unregister("ids_tbl")
     # A failed result never replaces a stored ok session.
-    keep = [r.status == "ok" or r.session_id not in ok_before for r in results]
+    keep = [r.status == "ok" or stored.get(r.session_id) != "ok" for r in results]
     kept = [(first_pos + i, r) for i, (r, k) in enumerate(zip(results, keep)) if k]
     if not kept:
         return keep
-    con.register("del_tbl", _ids([r.session_id for _, r in kept]))
-    gone += [row[0] for row in con.execute(  # their rows in the ANN index go too
-        "SELECT segment_id FROM segments WHERE session_id IN (SELECT session_id FROM del_tbl)"
-    ).fetchall()]
-    for table in session_tables():
-        con.execute(f"DELETE FROM {table} WHERE session_id IN (SELECT session_id FROM del_tbl)")
-    con.unregister("del_tbl")
-    _insert(con, "sessions", _session_table(kept, run_id, base, audio_root))
+    # Rows go only with their session's row (every writer and erasure keeps it so): sessions
+    # never stored have nothing to delete, and a new group scans no table for them.
+    replaced = [r.session_id for _, r in kept if r.session_id in stored]
+    if replaced:
+        con.register("del_tbl", _ids(replaced))
+        gone += [row[0] for row in con.execute(  # their rows in the ANN index go too
+            "SELECT segment_id FROM segments WHERE session_id IN "
+            "(SELECT session_id FROM del_tbl)").fetchall()]
+        for table in session_tables():
+            con.execute(f"DELETE FROM {table} WHERE session_id IN "
+                        "(SELECT session_id FROM del_tbl)")
+        con.unregister("del_tbl")
     ok = [r for _, r in kept if r.status == "ok"]
+    first_ok = next((pos for pos, r in kept if r.status == "ok"), 0)
+    blocks = segment_blocks(ok) if any(r.segments for r in ok) else ([], None, None)
+    analysis = derived.analyse(con, [_group_session(r, rules) for r in ok],
+                               _group_segments(ok, *blocks),
+                               base + timedelta(microseconds=first_ok))
+    _insert(con, "sessions", _session_table(kept, run_id, base, audio_root))
     if any(r.channels for r in ok):
         _insert(con, "channels", channel_table(ok))
-    if any(r.segments for r in ok):
-        _insert(con, "segments", segment_table(ok), casts={
-            "scores": "FLOAT[9]", "embedding": "FLOAT[]"})
+    if blocks[0]:
+        _insert(con, "segments", segment_arrow(*blocks, {
+            "rolling_volatility": pa.array(analysis.rolling_volatility, pa.float64(),
+                                           from_pandas=True),
+            "fallback_action": pa.array(analysis.fallback_action, pa.string())}),
+            casts={"scores": "FLOAT[9]", "embedding": "FLOAT[]"})
     if any(r.curves for r in ok):
         _insert(con, "frames", frame_table(ok))
     if any(r.utterances for r in ok):
-        _insert(con, "utterances", utterance_table(ok))
+        _insert(con, "utterances", _with_fused(utterance_table(ok), analysis.fused))
         if any(u.words for r in ok for u in r.utterances):
             _insert(con, "words", word_table(ok))
     if any(r.audio_events for r in ok):
@@ -259,8 +286,61 @@ def _save_group(con: Connection, results: list[SessionResult], run_id: str | Non
     for t in analysers.tables():
         if any(r.analyses.get(t.name) for r in ok):
             _insert(con, t.name, analysis_table(ok, t))
-    derived.write_sessions(con, [r.session_id for r in ok], rules)
+    derived.insert(con, analysis)
     return keep
+
+
+def _group_session(r: SessionResult, rules: Rules) -> GroupSession:
+    return GroupSession(r.session_id, r.duration_s, rules.for_session(r.meta.team, r.meta.tags),
+                        [(c.speaker, tuple(c.flags)) for c in
+                         sorted(r.channels, key=lambda c: c.channel)], r.utterances)
+
+
+def _group_segments(results: list[SessionResult], segs: list, scores, emb) -> GroupSegments:
+    """The analytics' view of `segment_blocks`: arrays, widened from float32 as a read of the
+    store would give them."""
+    n = len(segs)
+    counts = [len(r.segments) for r in results]
+    has_emb = emb is not None and emb.ndim == 2 and emb.shape[1] > 0
+    obj = (lambda values: np.array(values, dtype=object) if values else np.zeros(0, object))
+    return GroupSegments(
+        segment_id=obj([s.segment_id for _, s in segs]),
+        channel=np.array([s.channel for _, s in segs], dtype=int),
+        speaker=obj([s.speaker for _, s in segs]),
+        start=np.array([s.start_s for _, s in segs], dtype=float),
+        end=np.array([s.end_s for _, s in segs], dtype=float),
+        label=obj([s.label for _, s in segs]),
+        confidence=np.array([s.confidence for _, s in segs], dtype=float),
+        scores=scores.astype(np.float64) if n else np.zeros((0, len(LABELS))),
+        emb=emb.astype(np.float64) if n and has_emb else None,
+        has_emb=np.full(len(results), has_emb),
+        flags=[list(s.flags) for _, s in segs],
+        bounds=np.concatenate([[0], np.cumsum(counts)]).astype(int),
+        pitch=_measured(segs, "pitch_hz"), loudness=_measured(segs, "loudness_dbfs"))
+
+
+def _measured(segs: list, name: str) -> np.ndarray:
+    """An analyser's numeric segment column as the store will hold it (through its Arrow
+    type), NaN where it is missing; all NaN when no analyser declares it."""
+    col = next((c for c in analysers.segment_columns() if c.name == name), None)
+    if col is None or not segs:
+        return np.full(len(segs), np.nan)
+    values = pa.array([s.values.get(name) for _, s in segs], col.arrow)
+    return pa.compute.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _with_fused(utts: pa.Table, fused) -> pa.Table:
+    """The utterances with their fused states (core.fusion, computed with the analytics)."""
+    if fused is None or not len(fused):
+        return utts
+    at = dict(zip(fused.utterance_id.tolist(), range(len(fused))))
+    pos = [at.get(u) for u in utts["utterance_id"].to_pylist()]
+    for col, kind in (("voice", pa.string()), ("fused", pa.string()), ("turn", pa.int32()),
+                      ("turn_fused", pa.string())):
+        values = fused[col].tolist()
+        utts = utts.append_column(col, pa.array([None if p is None else values[p] for p in pos],
+                                                kind, from_pandas=True))
+    return utts
 
 
 def _ids(ids: list[str]) -> pa.Table:
@@ -314,10 +394,23 @@ def channel_table(results: list[SessionResult]) -> pa.Table:
 def segment_table(results: list[SessionResult]) -> pa.Table:
     """Every segment of the group; scores and embeddings as fixed-size float32 lists built
     from one numpy block each, not from Python lists of floats."""
+    return segment_arrow(*segment_blocks(results))
+
+
+def segment_blocks(results: list[SessionResult]) -> tuple[list, np.ndarray, np.ndarray]:
+    """(session id, segment) pairs of the group with their scores and embeddings stacked as
+    float32, as the store holds them."""
     segs = [(r.session_id, s) for r in results for s in r.segments]
     scores = np.stack([s.scores for _, s in segs]).astype(np.float32, copy=False)
     emb = np.stack([s.embedding for _, s in segs]).astype(np.float32, copy=False)
-    return pa.table({
+    return segs, scores, emb
+
+
+def segment_arrow(segs: list, scores: np.ndarray, emb: np.ndarray,
+                  derived_values: dict | None = None) -> pa.Table:
+    """The segments table of `segment_blocks`; `derived_values` (rolling_volatility and
+    fallback_action as computed by the analytics) in place of the segments' own."""
+    cols = {
         "segment_id": [s.segment_id for _, s in segs],
         "session_id": [sid for sid, _ in segs],
         "channel": pa.array([s.channel for _, s in segs], pa.int32()),
@@ -335,7 +428,9 @@ def segment_table(results: list[SessionResult]) -> pa.Table:
         "segment_key": pa.array(keys_for(s.segment_id for _, s in segs), pa.uint64()),
         **{c.name: pa.array([s.values.get(c.name) for _, s in segs], c.arrow)
            for c in analysers.segment_columns()},
-    })
+    }
+    cols.update(derived_values or {})
+    return pa.table(cols)
 
 
 def analysis_table(results: list[SessionResult], t: analysers.Table) -> pa.Table:

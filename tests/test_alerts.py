@@ -107,7 +107,7 @@ def test_reference_collects_per_role_volatility():
                     ("agent", 2, 3, "happy", 0.9, [0])])  # agent has one segment: no volatility
     ref = Reference()
     ref.add(analyze("s1", seg, CALL_CHANNELS, 3.0, RULES).metrics)
-    assert dict(ref.values) == {"customer": [3.0]}
+    assert {sp: v.tolist() for sp, v in ref.values.items()} == {"customer": [3.0]}
 
 
 def test_custom_rules_file(tmp_path):
