@@ -11,8 +11,10 @@ quality does not change what a commit costs). At each size, --commits sessions a
 saved one per commit by the SessionWriter, as the worker does, each timed in three parts:
 DB (the transaction: rows in, old rows out, commit), analytics (core.derived inside it) and
 index (core.segment_index.apply after it: a delta generation, checked against the store).
+Analytics is core.derived's part: the group's metrics and alerts computed from memory, and
+their rows inserted.
 
-Soak (at the largest size): --soak commits while --readers processes do what a dashboard
+Soak (at --soak-at, default the largest size): --soak commits while --readers processes do what a dashboard
 page does in a loop (the session list, a session's segments, a similar-moments search) and
 record each read's latency; reads are also timed with no writer (idle). It reports read p50
 and p95 idle and under load, the WAL and database file size over time, and the index's
@@ -135,15 +137,16 @@ class Timed:
 
     def __init__(self):
         self.analytics = 0.0
-        inner = derived.write_sessions
+        for name in ("analyse", "insert"):  # the group's analytics, then their rows in
+            inner = getattr(derived, name)
 
-        def timed(*a, **k):
-            t = time.perf_counter()
-            try:
-                return inner(*a, **k)
-            finally:
-                self.analytics += time.perf_counter() - t
-        derived.write_sessions = timed
+            def timed(*a, inner=inner, **k):
+                t = time.perf_counter()
+                try:
+                    return inner(*a, **k)
+                finally:
+                    self.analytics += time.perf_counter() - t
+            setattr(derived, name, timed)
 
     def commit(self, w: SessionWriter, r: SessionResult, run: str) -> dict:
         self.analytics = 0.0
@@ -219,6 +222,44 @@ def index_state(store: Store) -> dict:
             "compactions": index_compact.stats["compactions"]}
 
 
+def soak(a, store: Store, w: SessionWriter, timed: "Timed", rng, k: int) -> int:
+    """--soak commits of one session each with --readers dashboard-like readers; returns the
+    next session number."""
+    run = w.start_run(MODEL, "", False, "cpu", "engine", {"soak": True})
+    db = str(store.path)
+    stop, procs, q = reads(db, a.dim, a.readers, 1.0)
+    idle = collect(stop, procs, q, idle=True)
+    print(f"reads idle ({a.readers} readers): {pct(idle)}")
+    stop, procs, q = reads(db, a.dim, a.readers, None)
+    t0 = time.perf_counter()
+    soaked, sizes = [], []
+    for i in range(a.soak):
+        soaked.append(timed.commit(w, session(k, a.segments, a.dim, rng), run))
+        k += 1
+        if i % max(1, a.soak // 10) == 0 or i == a.soak - 1:
+            size, wal = files_of(store)
+            st = index_state(store)
+            sizes.append((i, size, wal, st))
+            print(f"  soak commit {i + 1:>5}: db {size / 2**20:,.0f} MiB · wal "
+                  f"{wal / 2**20:.1f} MiB · index generation {st['generation']}, "
+                  f"{st['deltas']} deltas ({st['delta_rows']:,} rows), compactions so far "
+                  f"{st['compactions']} · load {os.getloadavg()[0]:.1f}", flush=True)
+    loaded = collect(stop, procs, q)
+    took = time.perf_counter() - t0
+    index_compact.wait_all(600)
+    tot = np.array([c["total"] for c in soaked])
+    print(f"soak: {a.soak} commits in {took:.0f} s · commit p50 {np.median(tot) * 1e3:.0f} ms "
+          f"· p95 {np.percentile(tot, 95) * 1e3:.0f} ms · index p95 "
+          f"{np.percentile([c['index'] for c in soaked], 95) * 1e3:.0f} ms")
+    print(f"reads under the soak ({a.readers} readers): {pct(loaded)}")
+    print(f"compactions: {index_compact.stats['compactions']} "
+          f"({index_compact.stats['seconds']:.0f} s in all, off the write path)")
+    (Path(store.path).parent / "store_scale_soak.json").write_text(json.dumps(
+        {"files": sizes, "idle": idle.tolist(), "loaded": loaded.tolist(),
+         "commits": soaked}, default=str))
+    return k
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
@@ -228,6 +269,8 @@ def main() -> None:
     ap.add_argument("--commits", type=int, default=20, help="timed commits at each size")
     ap.add_argument("--soak", type=int, default=2000, help="commits of the soak")
     ap.add_argument("--readers", type=int, default=4)
+    ap.add_argument("--soak-at", type=int, default=None,
+                    help="run the soak at this size (one of --sizes; default the largest)")
     ap.add_argument("--ef-add", type=int, default=16, help="graph build effort of the base")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
@@ -262,38 +305,10 @@ def main() -> None:
               f"{med['db'] * 1e3:.0f} + analytics {med['analytics'] * 1e3:.0f} + index "
               f"{med['index'] * 1e3:.0f} ms", flush=True)
 
-    db = str(store.path)
-    stop, procs, q = reads(db, a.dim, a.readers, 1.0)
-    idle = collect(stop, procs, q, idle=True)
-    print(f"reads idle ({a.readers} readers): {pct(idle)}")
-    stop, procs, q = reads(db, a.dim, a.readers, None)
-    t0 = time.perf_counter()
-    soak, sizes = [], []
-    for i in range(a.soak):
-        soak.append(timed.commit(w, session(k, a.segments, a.dim, rng), run))
-        k += 1
-        if i % max(1, a.soak // 10) == 0 or i == a.soak - 1:
-            size, wal = files_of(store)
-            st = index_state(store)
-            sizes.append((i, size, wal, st))
-            print(f"  soak commit {i + 1:>5}: db {size / 2**20:,.0f} MiB · wal "
-                  f"{wal / 2**20:.1f} MiB · index generation {st['generation']}, "
-                  f"{st['deltas']} deltas ({st['delta_rows']:,} rows), compactions so far "
-                  f"{st['compactions']}", flush=True)
-    loaded = collect(stop, procs, q)
-    took = time.perf_counter() - t0
-    index_compact.wait_all(600)
-    tot = np.array([c["total"] for c in soak])
-    print(f"soak: {a.soak} commits in {took:.0f} s · commit p50 {np.median(tot) * 1e3:.0f} ms "
-          f"· p95 {np.percentile(tot, 95) * 1e3:.0f} ms · index p95 "
-          f"{np.percentile([c['index'] for c in soak], 95) * 1e3:.0f} ms")
-    print(f"reads under the soak ({a.readers} readers): {pct(loaded)}")
-    print(f"compactions: {index_compact.stats['compactions']} "
-          f"({index_compact.stats['seconds']:.0f} s in all, off the write path)")
+        if size == (a.soak_at or a.sizes[-1]):
+            k = soak(a, store, w, timed, rng, k)
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
-    (work / "store_scale.json").write_text(json.dumps(
-        {"table": table, "files": sizes, "idle": idle.tolist(), "loaded": loaded.tolist()},
-        default=str))
+    (work / "store_scale.json").write_text(json.dumps({"table": table}, default=str))
     print(f"ratio: {table[-1][1]['total'] / table[0][1]['total']:.2f}")
 
 
