@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+import ingest.prosody  # noqa: F401 - registers pitch_hz and loudness_dbfs on segments
 from bench import writer_before
 from core.labels import LABELS
 from core.rules import load_rules
@@ -56,9 +57,12 @@ def _session(k: int, rng, kind: str = "call", status: str = "ok") -> SessionResu
             if segs and rng.random() < 0.1:  # touching the one before
                 s = segs[-1].end_s
             flags = ("too_quiet",) if rng.random() < 0.2 else ()
+            sounded = {} if rng.random() < 0.1 else {  # how it sounded, or unmeasured
+                "pitch_hz": float(rng.uniform(90, 400)), "loudness_dbfs": float(rng.uniform(
+                    -45, -5)), "rate_wps": float(rng.uniform(1, 4))}
             segs.append(Segment(segment_id_for(sid, ch, n), ch, role, float(s),
                                 float(s) + length, LABELS[top], float(scores[top]), scores,
-                                rng.standard_normal(DIM), 0.05, 0.0, flags, None))
+                                rng.standard_normal(DIM), 0.05, 0.0, flags, None, sounded))
     if kind == "tie" and len(segs) > 1:  # two channels starting at the same moment
         a = segs[0]
         segs[-1] = replace(segs[-1], start_s=a.start_s, end_s=a.start_s + 2.0)
@@ -67,8 +71,10 @@ def _session(k: int, rng, kind: str = "call", status: str = "ok") -> SessionResu
     channels = tuple(ChannelQuality(ch, r, duration, 0.05, 0.0, duration / 2,
                                     ("clipped",) if k % 4 == 0 else ())
                      for ch, r in enumerate(roles))
-    utterances = (Utterance(f"{sid}-c0-u00000", 0, roles[0], 0.0, 2.0, "hello"),) \
-        if kind == "diary" else ()
+    utterances = tuple(  # what was said, with its sentiment (or none): the fused states
+        Utterance(f"{sid}-c{s.channel}-u{n:05d}", s.channel, s.speaker, s.start_s, s.end_s + 0.3,
+                  "words", sentiment=None if n % 4 == 3 else float(rng.uniform(-1, 1)))
+        for n, s in enumerate(segs) if kind in ("call", "diary") and n % 2 == 0)
     return SessionResult(sid, f"/x/{sid}.wav", f"{sid}.wav", sha, duration, len(roles), meta,
                          channels, tuple(segs), curves, utterances, codec="pcm_s16le",
                          sample_rate=16000)
@@ -141,7 +147,10 @@ def test_the_vectorised_writer_stores_what_the_old_one_stored(tmp_path, monkeypa
                "other alerts": len(alerts) - alerts.count("'volatility_p95'"),
                "unreliable": sum("True" in r for r in metrics),
                "diary set": sum("'diaries'" in r for r in metrics),
-               "utterances": len(new["utterances"]), "frames": len(new["frames"])}
+               "utterances": len(new["utterances"]), "frames": len(new["frames"]),
+               "raised voice": alerts.count("'raised_voice'"),
+               "fused": sum("'masked_frustration'" in r or "'negative'" in r
+                            for r in new["utterances"])}
     assert all(v > 0 for v in covered.values()), covered
     assert covered["sessions"] == 33
 
@@ -153,6 +162,7 @@ def test_no_write_ahead_log_is_left_behind_a_writer(tmp_path, monkeypatch, group
     the commit was small (one session: written to the WAL, then checkpointed) or large."""
     rng = np.random.default_rng(1)
     monkeypatch.setattr(SessionWriter, "update_index", lambda *a: None)
+    monkeypatch.setattr(SessionWriter, "update_words", lambda *a: None)
     store = Store(tmp_path / "s.duckdb")
     store.migrate()
     w = SessionWriter(store, _rules())
