@@ -28,8 +28,10 @@ MIME = {"pdf": "application/pdf", "sessions": "text/csv", "csv": "text/csv",
 
 
 def _flat(df: pd.DataFrame) -> pd.DataFrame:
-    """Scores as nine columns, lists as ';'-joined text, no embedding: one cell, one value."""
-    out = df.drop(columns=[c for c in ("embedding", "scores") if c in df]).copy()
+    """Scores as nine columns, lists as ';'-joined text, no embedding and no prosody curves
+    (the Parquet export keeps those): one cell, one value."""
+    out = df.drop(columns=[c for c in ("embedding", "scores", "pitch_curve", "loudness_curve")
+                           if c in df]).copy()
     if "scores" in df and len(df):
         scores = np.stack([np.asarray(s, float) for s in df.scores])
         for i, lab in enumerate(LABELS):
@@ -44,11 +46,12 @@ def to_csv(segments: pd.DataFrame) -> bytes:
 
 
 def to_parquet(segments: pd.DataFrame) -> bytes:
-    """Lossless: scores and embeddings stay list columns."""
+    """Lossless: scores, embeddings and prosody curves stay list columns."""
     df = segments.copy()
-    for col in ("scores", "embedding", "flags"):
+    for col in ("scores", "embedding", "flags", "pitch_curve", "loudness_curve"):
         if col in df:
-            df[col] = [None if v is None else list(v) for v in df[col]]
+            df[col] = [list(v) if isinstance(v, (list, tuple, np.ndarray)) else None
+                       for v in df[col]]
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     return buf.getvalue()

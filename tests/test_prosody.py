@@ -140,6 +140,16 @@ def test_stored_prosody_judges_alerts_again_and_the_timeline_draws_it_under_the_
     assert stored[stored.rule == "raised_voice"].t_s.tolist() == [10.0]
     judged = reader.judged_alerts(RULES)
     assert judged[judged.rule == "raised_voice"].t_s.tolist() == [10.0]
+    # exports: the CSV one value a cell (no curves), the Parquet lossless
+    import io
+
+    from core import reports
+    from core.queries import SessionFilter
+    out = reader.export_segments(SessionFilter.of(r.session_id))
+    csv = pd.read_csv(io.BytesIO(reports.to_csv(out)))
+    assert csv.pitch_hz.tolist() == pitch and "pitch_curve" not in csv
+    back = pd.read_parquet(io.BytesIO(reports.to_parquet(out)))
+    assert list(back.loudness_curve.iloc[5]) == [-20.0, -50.0, -20.0]
     fig = charts.timeline(reader.frames(r.session_id), seg, duration_s=12.0)
     pitch_line = [t for t in fig.data if t.name == "pitch (Hz)"]
     assert len(pitch_line) == 1
