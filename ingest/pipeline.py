@@ -118,8 +118,10 @@ def ingest_paths(paths: Iterable[str | Path], writer: SessionWriter, lm: LoadedM
     writer.store.retry_s = None
     writer.store.on_wait = lambda s: progress("waiting", {"seconds": s})
     writer.store.migrate()
+    from ingest.prosody import use as use_prosody
     from ingest.speech_to_text import use
     asr = use(opts.asr)  # every executor's analysers transcribe with it (or not at all)
+    use_prosody()  # librosa's kernels loaded before the first file, not inside its timing
     run_id = writer.start_run(lm.name, lm.path, lm.trained, lm.device, opts.engine,
                               {**opts.to_dict(), "executor": executor}, asr=asr,
                               weights=lm.weights)

@@ -10,11 +10,12 @@ they are replaced and erased with it and travel in the shards' segments table.
 Cost. Pitch is `librosa.yin` at that coarse hop (a frame of 64 ms every 100 ms), not pyin: pyin
 decodes voicing with a Viterbi pass that costs far more and the 0.1 s curves do not need it;
 voicing here is a level and zero-crossing gate. librosa's numba kernels compile the first time
-a process imports them (measured 40 s cold on the shared 2-core machine); numba's on-disk cache
-is put under the Emoscope cache (`$EMOSCOPE_CACHE/numba`, or NUMBA_CACHE_DIR where set), so the
-compile happens once per machine and a process then pays only the imports (about 2-4 s here).
-`bench/prosody.py` measures the cost per audio hour beside the emotion model's; docs/metrics.md
-says why it is on by default (`[analysers.prosody] enabled = false` turns it off).
+a process imports them (measured 40-70 s cold on the shared, loaded 2-core machine); numba's
+on-disk cache is put under the Emoscope cache (`$EMOSCOPE_CACHE/numba`, or NUMBA_CACHE_DIR
+where set), so the compile happens once per machine and a process then pays only the imports
+(about 2-7 s here). `bench/prosody.py` measures the cost per audio hour beside the emotion
+model's; docs/metrics.md says why it is on by default (`[analysers.prosody] enabled = false`
+turns it off).
 """
 from __future__ import annotations
 

@@ -119,8 +119,10 @@ class Worker:
     def __init__(self, writer: SessionWriter, lm: LoadedModel, config: WorkerConfig,
                  opts: IngestOptions = IngestOptions(), echo: Callable[[str], None] = log.info):
         self.writer, self.lm, self.cfg, self.opts, self.echo = writer, lm, config, opts, echo
+        from ingest.prosody import use as use_prosody
         from ingest.speech_to_text import use
         self.asr = use(opts.asr)  # every job transcribed with it; None: none
+        use_prosody()  # librosa's kernels loaded once, before the first job
         self.store = writer.store
         # The single writer never gives up on a lock held elsewhere: it waits, and says so.
         self.store.retry_s = None

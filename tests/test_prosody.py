@@ -107,8 +107,9 @@ def rising() -> np.ndarray:
 
 def test_stored_prosody_judges_alerts_again_and_the_timeline_draws_it_under_the_emotions(
         tmp_path):
-    """A session saved with the analyser's columns (through a shard): read back in scope, its raised_voice alert
-    judged again from the stored rows (the what-if view), its curves under the emotions."""
+    """A session saved with the analyser's columns (through a shard): read back in scope, its
+    raised_voice alert judged again from the stored rows (the what-if view), its exports, and
+    its curves under the emotions."""
     from core.access import operator
     from core.queries import Reader
     from core.store import Store
