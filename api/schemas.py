@@ -35,7 +35,8 @@ class Judgement(BaseModel):
 class ChannelAnswer(Judgement):
     channel: int
     speaker: str
-    flags: list[str] = Field(description="Quality flags: too_quiet, clipped, too_short.")
+    flags: list[str] = Field(description="Quality flags: too_quiet, clipped, too_short "
+                                         "(narrowband is judged on stored sessions).")
     curve: Curve | None = None
     embedding: list[float] | None = None
     text: str | None = Field(None, description="asr=true: what was said on the channel.")
@@ -99,7 +100,8 @@ class SessionRow(BaseModel):
     team: str | None = None
     tags: list[str] = []
     speakers: list[str] = []
-    flags: list[str] = Field([], description="Quality flags and the rules that alerted.")
+    flags: list[str] = Field([], description="Quality flags (too_quiet, clipped, too_short, "
+                                             "narrowband) and the rules that alerted.")
     alerts: int = 0
     severity: str | None = None
     volatility: float | None = None
@@ -145,6 +147,10 @@ class SessionDetail(BaseModel):
     audio_events: list[dict] = Field(
         default_factory=list,
         description="Non-speech sounds the speech-to-text model heard (laughter, crying...).")
+    caveats: list[str] = Field(
+        default_factory=list,
+        description="What the labels' reader must know, e.g. that the audio is narrowband "
+                    "(telephone band), where the model is known to be less reliable.")
 
 
 class SimilarHit(BaseModel):

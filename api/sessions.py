@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse
 
 from api.context import PERIOD_DESCRIPTION, Caller, caller, day, day_query, known_query, records
 from api.schemas import SessionDetail, SessionPage, SimilarAnswer
-from core import aggregates, analysers, notes, periods
+from core import aggregates, analysers, notes, periods, quality
 from core.alerts import ALERT_COLUMNS
 from core.labels import LABELS
 from core.metrics import METRIC_COLUMNS
@@ -54,6 +54,9 @@ def list_sessions(
     label: list[str] = Query([], description="Dominant emotion (repeatable)."),
     flags: list[str] = Query([], description="Any of these quality or alert flags "
                                              "(repeatable), e.g. too_quiet, angry_streak."),
+    band: Literal["all", "narrowband", "wideband"] = Query(
+        "all", description="narrowband: telephone-band audio (nothing above 4 kHz), where the "
+                           "model is known to be less reliable; wideband: the rest."),
     q: str = Query("", max_length=200, description="Text in the id, file, agent, customer, "
                                                    "team or tags."),
     status: Literal["all", "ok", "failed"] = Query("all"),
@@ -75,7 +78,8 @@ def list_sessions(
     if role:
         summary = aggregates.restrict_to_roles(summary, r.label_seconds(f), role, r.alerts(f))
     rows = apply(summary, ListFilter(agents=agent, teams=team, people=person, roles=role,
-                                     dominant=label, flags=flags, text=q))
+                                     dominant=label, flags=flags, text=q,
+                                     band="" if band == "all" else band))
     if status != "all":
         rows = rows[rows.status == status]
     if sort != "severity":
@@ -91,6 +95,7 @@ def list_sessions(
                                    ("person", person),
                                    ("since", since), ("until", until),
                                    ("role", role), ("label", label), ("flags", flags), ("q", q),
+                                   ("band", band),
                                    ("status", status)) if v and v != "all"}})
     more = offset + len(part) < len(rows)
     return page | {"total": len(rows), "next_offset": offset + len(part) if more else None,
@@ -145,6 +150,8 @@ def get_session(session_id: str = SessionId, c: Caller = Depends(caller),
                                      drop=("session_id",)) for t in analysers.tables()},
     }
     answer["transcript"], answer["audio_events"] = _transcript(r, one)
+    answer["caveats"] = quality.caveats({f for fl in channels.get("flags", []) for f in
+                                         (fl if fl is not None else ())})
     c.record("view", session_id)
     return answer
 

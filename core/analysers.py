@@ -37,6 +37,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
+from core import quality
+
 # Every analyser table has these before its own columns; the writer fills them.
 KEY_COLUMNS = (("session_id", "VARCHAR"), ("segment_id", "VARCHAR"), ("channel", "INTEGER"),
                ("n", "INTEGER"))
@@ -298,3 +300,44 @@ class Emotion(Analyser):
                Column("confidence", "DOUBLE", pa.float64()),
                Column("scores", "FLOAT[9]", pa.list_(pa.float32(), 9)),
                Column("embedding", "FLOAT[]", pa.list_(pa.float32())))
+
+
+@register_analyser
+class Bandwidth(Analyser):
+    """Effective bandwidth of each segment's speech (core/quality), and the `narrowband` flag on
+    the channels whose pooled speech (or whose source rate, 8 kHz or below) is band-limited, and
+    on their segments: the model is known to be less reliable on telephone audio."""
+    name = "bandwidth"
+    columns = (Column("bandwidth_hz", "DOUBLE", pa.float64()),)
+    migrations = (("bandwidth_0001", "ALTER TABLE segments ADD COLUMN bandwidth_hz DOUBLE;"),)
+
+    def analyse(self, spans: list[Span]) -> list[Found]:
+        out = []
+        for s in spans:
+            bands = quality.band_energy(s.wave, s.rate)
+            out.append(Found(values={"bandwidth_hz": quality.effective_bandwidth(bands)},
+                             more=bands.tolist()))
+        return out
+
+    @classmethod
+    def finish(cls, result, answers: list) -> Any:
+        from dataclasses import replace
+        pooled: dict[int, np.ndarray] = {}
+        for seg, found in answers:
+            if found is not None and found.more:
+                e = np.asarray(found.more, dtype=np.float64)
+                pooled[seg.channel] = pooled.get(seg.channel, 0) + e
+        # A channel without speech is judged by the session's speech: one recording chain.
+        whole = sum(pooled.values()) if pooled else None
+        narrow = {c.channel for c in result.channels
+                  if quality.is_narrowband(result.sample_rate, quality.effective_bandwidth(
+                      pooled.get(c.channel, whole)) if pooled else None)}
+        if not narrow:
+            return result
+        mark = lambda flags: tuple(flags) + (("narrowband",) if "narrowband" not in flags else ())
+        return replace(
+            result,
+            channels=tuple(replace(c, flags=mark(c.flags)) if c.channel in narrow else c
+                           for c in result.channels),
+            segments=tuple(replace(s, flags=mark(s.flags)) if s.channel in narrow else s
+                           for s in result.segments))

@@ -16,7 +16,8 @@ ALL = "all"  # the speaker value of the whole-session row in session_metrics
 REQUEST_CLARIFICATION = "request_clarification"
 _NEG_IDX = [LABELS.index(x) for x in NEGATIVE]
 _EPS = 1e-9  # thresholds are inclusive; shields "0.7 - 0.5 >= 0.2" from rounding
-CAUSES = {"too_quiet": "too quiet", "clipped": "clipped", "too_short": "too short"}
+CAUSES = {"too_quiet": "too quiet", "clipped": "clipped", "too_short": "too short",
+          "narrowband": "telephone-band audio (nothing above 4 kHz)"}
 
 METRIC_COLUMNS = [
     "session_id", "speaker", "n_segments", "talk_s", "turns", "interruptions", "overlap_s",

@@ -13,6 +13,7 @@ import pandas as pd
 
 from core import report_charts as charts
 from core.labels import NEGATIVE
+from core.quality import NARROWBAND_CAVEAT
 
 SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
 TOP_ALERTS = 15
@@ -36,6 +37,7 @@ class ReportData:
     notes: pd.DataFrame = field(default_factory=pd.DataFrame)  # core.notes.COLUMNS
     mix_limit: float | None = None  # [baseline] mix_distance: where an entry's mix departs
     transcripts: pd.DataFrame = field(default_factory=pd.DataFrame)  # Reader.utterances rows
+    narrowband: int = 0  # sessions of telephone-band audio (core/quality)
 
 
 def kpis(d: ReportData) -> dict[str, str]:
@@ -191,6 +193,9 @@ def _header(doc: Doc, d: ReportData) -> None:
     doc.line(line, 10, bold=True)
     if warning:
         doc.line(warning, 9, red=True)
+    if d.narrowband:
+        doc.line(f"{d.narrowband} of {len(d.sessions)} sessions are narrowband. "
+                 + NARROWBAND_CAVEAT, 9, red=True)
 
 
 def _alerts(doc: Doc, d: ReportData) -> None:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from core import aggregates, scorecards
 from core.labels import LABELS
+from core.quality import has_flag
 from core.queries import Reader, SessionFilter
 from core.report_pdf import ReportData, kpis, model_lines, to_pdf  # noqa: F401 (re-exported)
 
@@ -251,6 +252,8 @@ def build(reader: Reader, spec: ReportSpec, rules=None, spool=None,
             journey=_journey(reader, spec, rules, set(ids)) if person else pd.DataFrame(),
             notes=notes, mix_limit=rules.baseline_mix_distance if rules else None,
             transcripts=reader.utterances(within) if "utterances" in reader.tables()
-            else pd.DataFrame())
+            else pd.DataFrame(),
+            narrowband=int(segs[segs["flags"].map(lambda f: has_flag(f, "narrowband"))]
+                           .session_id.nunique()) if len(segs) else 0)
         out.files["pdf"] = (stem + FILES["pdf"], to_pdf(data))
     return out

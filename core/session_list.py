@@ -8,6 +8,15 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 
+BANDS = ("narrowband", "wideband")
+
+
+def band_of(summary: pd.DataFrame) -> pd.Series:
+    """"narrowband" or "wideband" per session row, from its channels' quality flags."""
+    return summary["quality_flags"].map(
+        lambda v: "narrowband" if "narrowband" in list(v) else "wideband")
+
+
 @dataclass
 class ListFilter:
     since: dt.date | None = None
@@ -19,6 +28,7 @@ class ListFilter:
     dominant: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)  # any of these quality or alert flags
     text: str = ""  # in the session id, file name, agent, customer, team or tags
+    band: str = ""  # "narrowband" (telephone-band audio, core/quality), "wideband", or either
 
 
 def apply(summary: pd.DataFrame, f: ListFilter) -> pd.DataFrame:
@@ -38,6 +48,10 @@ def apply(summary: pd.DataFrame, f: ListFilter) -> pd.DataFrame:
         if wanted:
             w = set(wanted)
             keep &= summary[col].map(lambda v: bool(w & set(v)))
+    if f.band:
+        if f.band not in BANDS:
+            raise ValueError(f"band is one of {', '.join(BANDS)}, not {f.band!r}")
+        keep &= band_of(summary) == f.band
     text = f.text.strip().lower()
     if text:
         hay = (summary.session_id.fillna("") + " " + summary.file_name.fillna("") + " "

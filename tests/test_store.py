@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core import analysers
 from core.labels import LABELS
 from core.migrations import MIGRATIONS
 from core.access import operator
@@ -39,7 +40,7 @@ def make_result(sha="ab" * 32, n_segments=3, status="ok") -> SessionResult:
 
 def test_round_trip(tmp_path):
     store = Store(tmp_path / "db.duckdb")
-    assert store.migrate() == [name for name, _ in MIGRATIONS]
+    assert store.migrate() == [name for name, _ in [*MIGRATIONS, *analysers.migrations()]]
     assert store.migrate() == []  # applied once
     reader = Reader(store, operator())
     r = make_result()

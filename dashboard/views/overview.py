@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import aggregates
+from core import aggregates, quality, session_list
 from core.labels import LABELS, NEGATIVE
 from dashboard.components import charts, data, filters, nav, ui
 
@@ -21,6 +21,31 @@ def kpis(rows) -> None:
                 help="Share of speech time labelled " + ", ".join(map(ui.label, NEGATIVE)))
     c[3].metric("Flagged sessions", f"{int((rows.alerts > 0).sum()):,}",
                 help="Sessions with at least one alert")
+
+
+def by_band(rows) -> None:
+    """The KPIs split by audio band: the model is known to be less reliable on narrowband."""
+    ok = rows[rows.status == "ok"]
+    if ok.empty:
+        return
+    band = session_list.band_of(ok)
+    out = []
+    for name in session_list.BANDS:
+        part = ok[band == name]
+        talk = part.talk_s.sum()
+        out.append({"band": name, "sessions": len(part),
+                    "hours": part.duration_s.sum() / 3600,
+                    "negative_share": (part.negative_share.fillna(0) * part.talk_s).sum() / talk
+                    if talk > 0 else None,
+                    "flagged": int((part.alerts > 0).sum())})
+    st.dataframe(out, hide_index=True, key="ov_bands", column_config={
+        "band": st.column_config.TextColumn("Audio band"),
+        "sessions": st.column_config.NumberColumn("Sessions"),
+        "hours": st.column_config.NumberColumn("Audio hours", format="%.2f"),
+        "negative_share": st.column_config.NumberColumn("Negative share", format="percent"),
+        "flagged": st.column_config.NumberColumn("Flagged sessions")})
+    if (band == "narrowband").any():
+        st.caption(quality.NARROWBAND_CAVEAT)
 
 
 def table(rows, first_alert) -> None:
@@ -74,6 +99,8 @@ def main() -> None:
     rows = filters.apply(aggregates.restrict_to_roles(summary, data.label_seconds(k),
                                                       f.roles, data.alerts(k)), f)
     kpis(rows)
+    with st.expander("Narrowband and wideband audio"):
+        by_band(rows)
     if f.roles:
         st.caption(f"Negative share, alerts, the emotion mix and the table count only the "
                    f"speech of: {', '.join(f.roles)}.")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import fusion, reports
+from core import fusion, quality, reports
 from core.labels import NEGATIVE
 from dashboard.components import auth, charts, data, nav, notes, player, ui
 
@@ -170,6 +170,8 @@ def header(row: pd.Series, seg: pd.DataFrame, metrics: pd.DataFrame, n_alerts: i
             "Customer / person": _text(row.customer_id), "Team": _text(row.team),
             "Tags": ", ".join(row.tags) or "-", "Session": row.session_id}
     st.caption(" · ".join(f"**{k}** {ui.md(v)}" for k, v in meta.items()))
+    for caveat in quality.caveats(row.get("quality_flags")):
+        st.warning(caveat, icon="📞")
     talk = float((seg.end_s - seg.start_s).sum()) if len(seg) else 0.0
     neg = float((seg.end_s - seg.start_s)[seg.label.isin(NEGATIVE)].sum()) if len(seg) else 0.0
     vol = metrics[metrics.speaker == "all"].volatility if len(metrics) else pd.Series(dtype=float)
