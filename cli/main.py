@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from cli import admin, analyse, cluster, export, index, search, serve  # noqa: F401 — each module registers its commands
+from cli import admin, analyse, cluster, export, head, index, search, serve  # noqa: F401 — each module registers its commands
 from cli.common import app
 from core.private import private_umask
 

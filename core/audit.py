@@ -37,7 +37,7 @@ from core.store import Connection, Store
 from core.times import as_timestamp, utc_now
 
 ACTIONS = ("sign-in", "view", "play", "export", "upload", "erase", "erase-request", "denied",
-           "api-key", "search")
+           "api-key", "search", "label", "head")
 SPOOL = "audit.jsonl"
 COLUMNS = ["audit_id", "at", "who", "roles", "action", "target", "detail"]
 # Detail keys whose values are personal identifiers, and those holding free text (searches):

@@ -158,31 +158,37 @@ def recompute(store: Store, rules: Rules, progress=None, chunk: int = 250) -> di
     """
     store.migrate()
     t0 = time.perf_counter()
-    n_alerts = 0
     with store.write() as con:
-        sessions = con.execute("SELECT session_id, duration_s, team, tags FROM sessions "
-                               "WHERE status = 'ok' ORDER BY ingested_at, session_id").df()
-        con.execute("DELETE FROM session_metrics")
-        con.execute("DELETE FROM alerts")
-        con.execute("UPDATE segments SET rolling_volatility = NULL")
-        ref = Reference()
-        total = len(sessions)
-        for lo in range(0, total, chunk):
-            part = sessions.iloc[lo:lo + chunk]
-            con.register("ids_df", part[["session_id"]])
-            seg = con.execute(f"SELECT {SEGMENT_COLUMNS} FROM segments "
-                              "WHERE session_id IN (SELECT session_id FROM ids_df) "
-                              "ORDER BY session_id").df()
-            ch = con.execute("SELECT session_id, channel, speaker, flags FROM channels "
-                             "WHERE session_id IN (SELECT session_id FROM ids_df) "
-                             "ORDER BY session_id, channel").df()
-            utt = _utterances(con)
-            con.unregister("ids_df")
-            n_alerts += _analyse_in_order(con, part, seg, ch, utt, rules, ref)
-            if progress is not None:
-                progress(min(lo + chunk, total), total)
-    return {"sessions": total, "alerts": n_alerts, "rules": rules.full_digest,
-            "seconds": time.perf_counter() - t0}
+        out = recompute_in(con, rules, progress, chunk)
+    return out | {"seconds": time.perf_counter() - t0}
+
+
+def recompute_in(con: Connection, rules: Rules, progress=None, chunk: int = 250) -> dict:
+    """`recompute` on the caller's transaction (a head's activation relabels and rebuilds in
+    one)."""
+    n_alerts = 0
+    sessions = con.execute("SELECT session_id, duration_s, team, tags FROM sessions "
+                           "WHERE status = 'ok' ORDER BY ingested_at, session_id").df()
+    con.execute("DELETE FROM session_metrics")
+    con.execute("DELETE FROM alerts")
+    con.execute("UPDATE segments SET rolling_volatility = NULL")
+    ref = Reference()
+    total = len(sessions)
+    for lo in range(0, total, chunk):
+        part = sessions.iloc[lo:lo + chunk]
+        con.register("ids_df", part[["session_id"]])
+        seg = con.execute(f"SELECT {SEGMENT_COLUMNS} FROM segments "
+                          "WHERE session_id IN (SELECT session_id FROM ids_df) "
+                          "ORDER BY session_id").df()
+        ch = con.execute("SELECT session_id, channel, speaker, flags FROM channels "
+                         "WHERE session_id IN (SELECT session_id FROM ids_df) "
+                         "ORDER BY session_id, channel").df()
+        utt = _utterances(con)
+        con.unregister("ids_df")
+        n_alerts += _analyse_in_order(con, part, seg, ch, utt, rules, ref)
+        if progress is not None:
+            progress(min(lo + chunk, total), total)
+    return {"sessions": total, "alerts": n_alerts, "rules": rules.full_digest}
 
 
 def _row_ranges(keys: pd.Series) -> dict[str, tuple[int, int]]:

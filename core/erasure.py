@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
-from core import audit, notes, shards
+from core import audit, corrections, notes, shards
 from core.access import Viewer
 from core.inbox import HEARTBEAT, entry, read_sidecar, sidecar_of, waiting
 from core.keyed import pseudonym, secret
@@ -193,6 +193,7 @@ def plan(store: Store, kind: str, value: str | None, who: Viewer | str,
                                          cutoff))
     # Notes analysts left about these sessions that the worker has not stored (or rejected).
     files.update(notes.files_for(notes.spool_dir(db), p.session_ids))
+    files.update(corrections.files_for(corrections.spool_dir(db), p.session_ids))
     if kind in ("customer", "person") and value:
         # Files still waiting in the inbox for this person: they would be analysed again.
         box = roots[0]
@@ -278,9 +279,10 @@ def execute(store: Store, p: Plan) -> Plan:
         with store.write() as con:
             for sid in p.session_ids:
                 delete_session(con, sid)
-            if _has_table(con, "notes"):  # notes outlive a re-analysis, not an erasure
-                con.execute("DELETE FROM notes WHERE list_contains(?, session_id)",
-                            [p.session_ids])
+            for kept in ("notes", "corrections"):  # they outlive a re-analysis, not this
+                if _has_table(con, kept):
+                    con.execute(f"DELETE FROM {kept} WHERE list_contains(?, session_id)",
+                                [p.session_ids])
             if p.job_ids and _has_table(con, "jobs"):
                 con.execute("DELETE FROM jobs WHERE list_contains(?, job_id)", [p.job_ids])
             audit.forget_subject(con, key, p.subject, p.session_ids, p.job_ids, p.files)

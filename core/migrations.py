@@ -296,4 +296,45 @@ ALTER TABLE segments ADD COLUMN rate_wps DOUBLE;
 ALTER TABLE segments ADD COLUMN pitch_curve FLOAT[];
 ALTER TABLE segments ADD COLUMN loudness_curve FLOAT[];
 """),
+    # Calibration (core/corrections, core/heads): a reviewer's label for a moment, with who and
+    # when (kept through a re-analysis, erased with the session); heads trained on the stored
+    # embeddings of corrected moments, versioned; which head labelled each segment, and the
+    # model's own label and confidence kept beside it so a rollback restores them exactly.
+    ("0015_calibration", """
+CREATE TABLE corrections (
+    correction_id VARCHAR PRIMARY KEY,
+    segment_id VARCHAR NOT NULL,
+    session_id VARCHAR NOT NULL,
+    label VARCHAR NOT NULL,
+    reviewer VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    stored_at TIMESTAMP NOT NULL
+);
+CREATE INDEX corrections_session ON corrections(session_id);
+CREATE TABLE heads (
+    name VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    model VARCHAR,
+    dim INTEGER NOT NULL,
+    classes VARCHAR[] NOT NULL,
+    classifier VARCHAR NOT NULL,
+    params JSON NOT NULL,
+    evaluation JSON NOT NULL,
+    n_moments INTEGER NOT NULL,
+    trained_at TIMESTAMP NOT NULL,
+    trained_by VARCHAR,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE head_activations (
+    n INTEGER PRIMARY KEY,
+    head VARCHAR,
+    activated_at TIMESTAMP NOT NULL,
+    activated_by VARCHAR,
+    segments INTEGER
+);
+ALTER TABLE segments ADD COLUMN head VARCHAR;
+ALTER TABLE segments ADD COLUMN head_label VARCHAR;
+ALTER TABLE segments ADD COLUMN base_label VARCHAR;
+ALTER TABLE segments ADD COLUMN base_confidence DOUBLE;
+"""),
 ]

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 
-from core import analysers, derived
+from core import analysers, derived, heads
 from core.analytics import GroupSegments, GroupSession
 from core.labels import LABELS
 from core.names import shown
@@ -263,6 +263,11 @@ def _save_group(con: Connection, results: list[SessionResult], run_id: str | Non
     ok = [r for _, r in kept if r.status == "ok"]
     first_ok = next((pos for pos, r in kept if r.status == "ok"), 0)
     blocks = segment_blocks(ok) if any(r.segments for r in ok) else ([], None, None)
+    # The active head labels new sessions too (core/heads), before their analytics.
+    head_cols = {}
+    if blocks[0]:
+        labelled, head_cols = heads.label_new(con, blocks[0], blocks[2], run_id)
+        blocks = (labelled, blocks[1], blocks[2])
     analysis = derived.analyse(con, [_group_session(r, rules) for r in ok],
                                _group_segments(ok, *blocks),
                                base + timedelta(microseconds=first_ok))
@@ -273,7 +278,7 @@ def _save_group(con: Connection, results: list[SessionResult], run_id: str | Non
         _insert(con, "segments", segment_arrow(*blocks, {
             "rolling_volatility": pa.array(analysis.rolling_volatility, pa.float64(),
                                            from_pandas=True),
-            "fallback_action": pa.array(analysis.fallback_action, pa.string())}),
+            "fallback_action": pa.array(analysis.fallback_action, pa.string()), **head_cols}),
             casts={"scores": "FLOAT[9]", "embedding": "FLOAT[]"})
     if any(r.curves for r in ok):
         _insert(con, "frames", frame_table(ok))

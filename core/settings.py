@@ -8,10 +8,10 @@ absolute path, so where a process was started never changes what it enforces.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import analysers, apikeys
+from core import analysers, apikeys, corrections
 from core.access import AccessConfig, AccessError
 
 from core.config_file import CONFIG_NAME, SettingsError, config_path, read_config  # noqa: F401
@@ -41,6 +41,8 @@ class Settings:
     # [server] allowed_hosts: names besides loopback ones that the API and the dashboard answer
     # to (Host, Origin), honoured only once authentication is configured (core.hosts)
     allowed_hosts: tuple[str, ...] = ()
+    # [calibration.labels]: the organisation's own labels, each → the emotion it counts as
+    labels: dict = field(default_factory=dict)
 
     @property
     def sign_in(self) -> bool:
@@ -85,9 +87,14 @@ def load_settings(path: str | Path | None = None, db: str | Path | None = None) 
     if not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) and h.strip()
                                                        for h in hosts):
         raise SettingsError(f"{where}: [server] allowed_hosts is a list of host names")
+    try:
+        labels = corrections.custom_labels((raw.get("calibration") or {}).get("labels"))
+    except ValueError as e:
+        raise SettingsError(f"{where}: {e}") from None
     try:  # every process reading the settings (CLI, worker, API, dashboard) holds the analysers
         analysers.from_config(raw.get("analysers") or {})
     except ValueError as e:
         raise SettingsError(f"{where}: {e}") from None
     return Settings(access, auth, retention, Path(root).resolve() if root else None,
-                    config_path(path), tuple(audience), tuple(h.strip() for h in hosts))
+                    config_path(path), tuple(audience), tuple(h.strip() for h in hosts),
+                    labels)

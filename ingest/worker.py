@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from core import erasure, notes
+from core import corrections, erasure, notes
 from core.audit import AuditLog
 from core.errors import first_line
 from core.inbox import (beat, check_inside, data_dir_of, entry, key_of, known_whole, marker_of,
@@ -196,6 +196,11 @@ class Worker:
                 self.audit.fold(self.store)
                 stored, problems = notes.fold(self.store, notes.spool_dir(self.store.path))
                 for line in ([f"stored {stored} note{'s' if stored != 1 else ''}"]
+                             if stored else []) + problems:
+                    self.echo(line)
+                stored, problems = corrections.fold(self.store,
+                                                    corrections.spool_dir(self.store.path))
+                for line in ([f"stored {stored} correction{'s' if stored != 1 else ''}"]
                              if stored else []) + problems:
                     self.echo(line)
                 for p in erasure.resume_pending(self.store):

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from core import audit, erasure, inbox, notes, shards
+from core import audit, corrections, erasure, inbox, notes, shards
 from core.access import operator
 from core.jobs import JobQueue
 from core.keyed import pseudonym, secret
@@ -21,7 +21,8 @@ from core.settings import Retention
 from core.store import Store
 from tests.scope_fixtures import ADMIN, build, relocate, results
 
-TABLES = ("sessions", "segments", "frames", "channels", "session_metrics", "alerts")
+TABLES = ("sessions", "segments", "frames", "channels", "session_metrics", "alerts",
+          "corrections")
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +108,22 @@ def test_forget_one_session(site):
         notes.put(spool, s_, "Dr Lee", f"stored note on {s_}")
     assert notes.fold(Store(db), spool)[0] == 2
     pending = notes.put(spool, sid, "Dr Lee", "written while the erasure was planned")
+    fixes = corrections.spool_dir(db)
+    first = Store(db).query("SELECT session_id, min(segment_id) AS seg FROM segments "
+                            "WHERE list_contains(?, session_id) GROUP BY 1", [[sid, kept]])
+    for s_, seg in zip(first.session_id, first.seg):  # a stored correction on each
+        corrections.put(fixes, seg, s_, "sad", "Dr Lee")
+    assert corrections.fold(Store(db), fixes)[0] == 2
+    waiting = corrections.put(fixes, first.seg[first.session_id == sid].iloc[0], sid, "happy",
+                              "Dr Lee")
     res = CliRunner().invoke(app, ["forget", "--db", str(db), "--session", sid, "--yes"])
     assert res.exit_code == 0, res.output
     assert set(counts(db, [sid]).values()) == {0}
     left = Store(db).query("SELECT session_id FROM notes").session_id.tolist()
     assert left == [kept]  # notes outlive a re-analysis, not an erasure
     assert not (spool / f"{pending['note_id']}.json").exists()
+    assert Store(db).query("SELECT session_id FROM corrections").session_id.tolist() == [kept]
+    assert not (fixes / f"{waiting['correction_id']}.json").exists()
     assert all(counts(db, [s])["sessions"] for s in teams["A"] + teams["W"])
     res = CliRunner().invoke(app, ["forget", "--db", str(db), "--session", sid, "--yes"])
     assert res.exit_code == 1 and "nothing stored" in res.output

@@ -1,0 +1,125 @@
+"""Calibration, learned: espeak-ng speech in two clearly different styles (fast, loud and high
+against slow, soft and low; the same sentences in both) is labelled as two classes by
+corrections; a head trained on the stored tiny-random embeddings separates them while the
+base model's labels stay at chance; after activation the store's labels, alerts and reports
+follow the head, and rolling back restores them exactly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from core import corrections, reports
+from core.access import operator
+from core.queries import Reader
+from core.store import Store
+from ingest.pipeline import ingest_paths
+from tests.audio_gen import silence, speak, write
+from tests.store_fixtures import writer_for
+
+SENTENCES = ["I need this sorted today.", "Where is my order?", "Call me back please.",
+             "That is not what you said.", "I have waited all week.", "Can you check again?",
+             "This is the second time.", "Nobody told me that.", "What happens next?",
+             "I want to speak to someone.", "It still does not work.", "Is that everything?"]
+STYLES = {"angry": dict(pitch=85, speed=230, amplitude=180),  # fast, loud, high
+          "sad": dict(pitch=15, speed=110, amplitude=45)}  # slow, soft, low
+
+
+@pytest.fixture(scope="module")
+def styled_db(tmp_path_factory, model) -> Path:
+    d = tmp_path_factory.mktemp("styles")
+    for style, voice in STYLES.items():
+        parts = []
+        for s in SENTENCES:
+            parts += [speak(s, **voice), silence(0.7)]
+        write(d / f"{style}.wav", np.concatenate(parts))
+    db = tmp_path_factory.mktemp("stylesdb") / "emoscope.duckdb"
+    report = ingest_paths([d], writer_for(db), model)
+    assert not report.failed, report.failed
+    return db
+
+
+def snapshot(db: Path) -> dict:
+    s = Store(db)
+    return {
+        "segments": s.query("SELECT segment_id, label, confidence, fallback_action, "
+                            "rolling_volatility, head FROM segments ORDER BY segment_id"),
+        "metrics": s.query("SELECT * FROM session_metrics ORDER BY session_id, speaker"),
+        "alerts": s.query("SELECT * FROM alerts "
+                          "ORDER BY ALL")}
+
+
+def same(a: dict, b: dict) -> bool:
+    return all(a[k].reset_index(drop=True).equals(b[k].reset_index(drop=True)) for k in a)
+
+
+def test_a_head_learns_two_styles_the_base_model_cannot_tell_apart(styled_db, capsys):
+    db = styled_db
+    seg = Store(db).query("SELECT g.segment_id, g.session_id, s.file_name FROM segments g "
+                          "JOIN sessions s USING (session_id)")
+    assert seg.file_name.value_counts().min() >= 8  # moments enough for 5 folds per class
+    spool = corrections.spool_dir(db)
+    for r in seg.itertuples():  # a reviewer labels every moment by the style it was spoken in
+        corrections.put(spool, r.segment_id, r.session_id, Path(r.file_name).stem, "Dr Lee")
+    before = snapshot(db)
+    run = CliRunner()
+    out = run.invoke(app, ["head", "train", "calls", "--db", str(db)])
+    assert out.exit_code == 0, out.output
+    print(out.output)  # the evaluate table, for the record
+    ev = run.invoke(app, ["head", "evaluate", "calls", "--db", str(db)])
+    assert ev.exit_code == 0 and "base recall" in ev.output, ev.output
+    from core import heads
+    with Store(db).read() as con:
+        head = heads.resolve(con, "calls")
+    e = head["evaluation"]
+    assert e["moments"] == len(seg) and e["folds"] == 5
+    assert e["accuracy"] >= 0.9, e
+    assert e["base_accuracy"] <= 0.7, e  # tiny-random's labels: chance, or worse
+    assert Store(db).query("SELECT count(*) n FROM corrections").n[0] == len(seg)  # folded
+
+    # Activation: every label, the analytics and the alerts follow the head.
+    out = run.invoke(app, ["head", "activate", "calls", "--db", str(db)])
+    assert out.exit_code == 0, out.output
+    after = snapshot(db)
+    labelled = after["segments"].merge(seg, on="segment_id")
+    right = (labelled.label == labelled.file_name.str.replace(".wav", "")).mean()
+    assert right >= 0.9 and set(labelled["head"]) == {"calls@v1"}
+    assert not same(before, after)
+    angry = labelled[labelled.file_name == "angry.wav"].session_id.iloc[0]
+    alerts = after["alerts"]
+    assert "angry_streak" in set(alerts[alerts.session_id == angry].rule)
+    r = Reader(Store(db), operator())
+    rep = reports.build(r, reports.ReportSpec(), formats=("csv",))
+    assert b"calls@v1" in rep.files["csv"][1]  # the export names the head beside the model
+    assert set(r.models()["head"]) == {"calls@v1"}
+
+    # Rollback: the model's own labels, analytics and alerts, exactly.
+    out = run.invoke(app, ["head", "activate", "--previous", "--db", str(db)])
+    assert out.exit_code == 0 and "the base model" in out.output, out.output
+    assert same(before, snapshot(db))
+    out = run.invoke(app, ["head", "activate", "--previous", "--db", str(db)])
+    assert out.exit_code == 0 and "calls@v1" in out.output
+    assert same(after, snapshot(db))
+
+
+def test_a_head_that_does_not_beat_the_base_model_needs_force(styled_db, tmp_path):
+    import shutil
+    db = tmp_path / "emoscope.duckdb"
+    shutil.copy(styled_db, db)
+    seg = Store(db).query("SELECT segment_id, session_id, label FROM segments ORDER BY 1")
+    seg = seg[seg.label.map(seg.label.value_counts()) >= 2]
+    assert seg.label.nunique() >= 2
+    spool = corrections.spool_dir(db)
+    for r in seg.itertuples():  # a reviewer who agrees with the model: the base is never wrong
+        corrections.put(spool, r.segment_id, r.session_id, r.label, "Dr Lee")
+    run = CliRunner()
+    out = run.invoke(app, ["head", "train", "agree", "--db", str(db)])
+    assert out.exit_code == 0 and "does not beat" in out.output, out.output
+    out = run.invoke(app, ["head", "activate", "agree", "--db", str(db)])
+    assert out.exit_code == 2 and "--force" in out.output, out.output
+    assert Store(db).query("SELECT count(*) n FROM segments WHERE head IS NOT NULL").n[0] == 0
+    out = run.invoke(app, ["head", "activate", "agree", "--force", "--db", str(db)])
+    assert out.exit_code == 0, out.output
