@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api import predict, reports, search, sessions, stream, uploads
+from api import calibration, predict, reports, search, sessions, stream, uploads
 from api.auth import Gate
 from api.batcher import Overloaded, TimedOut
 from api.limits import BodyLimit
@@ -117,7 +117,8 @@ def create_app(settings: Settings = Settings(), runtime: Runtime | None = None) 
               403: {"model": Problem, "description": "Not allowed for this caller"},
               422: {"model": Problem, "description": "Invalid parameters"}}
     for router, tag in ((uploads.router, "sessions"), (sessions.router, "sessions"),
-                        (reports.router, "reports"), (search.router, "search")):
+                        (reports.router, "reports"), (search.router, "search"),
+                        (calibration.router, "calibration")):
         app.include_router(router, prefix="/v1", tags=[tag], dependencies=guarded,
                            responses=errors)
 

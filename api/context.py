@@ -28,6 +28,7 @@ class Caller:
     settings: Settings
     audio_root: Path | None
     access: AccessConfig | None = None  # [access] of emoscope.toml: who may use which tags
+    labels: dict | None = None  # [calibration.labels]: the organisation's own labels
 
     @property
     def viewer(self):
@@ -62,7 +63,7 @@ class Caller:
 
 def caller(request: Request, identity: Identity = Depends(require_identity)) -> Caller:
     now = request.app.state.gate.refresh()
-    return Caller(identity, request.app.state.settings, now.audio_root, now.access)
+    return Caller(identity, request.app.state.settings, now.audio_root, now.access, now.labels)
 
 
 # -- parameters ------------------------------------------------------------------------------------

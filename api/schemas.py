@@ -209,3 +209,26 @@ class JobAnswer(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     metadata: dict | None = None
+
+
+# -- calibration ----------------------------------------------------------------------------------
+class LabelRequest(BaseModel):
+    model_config = _STRICT
+    label: str = Field(min_length=1, max_length=40, description="One of the nine emotions, or a "
+                       "label the organisation defines in emoscope.toml ([calibration.labels]).")
+    also: list[str] = Field([], max_length=100, description="More segment ids to give the same "
+                            "label in the same act: the similar moments the reviewer confirmed.")
+
+
+class Correction(BaseModel):
+    correction_id: str
+    segment_id: str
+    session_id: str
+    label: str
+    reviewer: str
+    created_at: str
+    pending: bool = Field(description="True until the worker has stored it (seconds).")
+
+
+class LabelAnswer(BaseModel):
+    corrections: list[Correction]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from core import analysers, notes, reports, search
+from core import analysers, corrections, notes, reports, search
 from core.access import (NOTHING, AccessConfig, AccessError, Scope, Viewer, hash_api_key,
                          operator)
 from core.queries import AudioUnavailable, Reader, SessionFilter
@@ -148,6 +148,10 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
             "SELECT session_id FROM sessions WHERE list_contains(?, team)",
             [r.known_values("team")])),
         "newest_day": {r.newest_day()} - {None},
+        "corrections": ids(r.corrections()),
+        "corrections_with_pending": ids(r.corrections_with_pending(
+            corrections.spool_dir(r.store.path))),
+        "corrected_moments": ids(r.corrected_moments()),
     }
 
 
@@ -176,7 +180,8 @@ def _job_of(r: Reader, sid: str) -> str | None:
 
 
 # The schema, ingest runs and the pattern list (sizes over the store): no session data.
-NOT_SESSION_READS = {"tables", "runs", "patterns"}
+# Heads: classifier weights and figures over corrections, no session's rows.
+NOT_SESSION_READS = {"tables", "runs", "patterns", "heads", "head_activations", "active_head"}
 
 
 def test_every_public_read_is_checked_here(scoped):
@@ -194,9 +199,14 @@ def test_a_supervisor_of_team_a_reads_nothing_of_team_b(scoped):
     b_seg = store.query("SELECT segment_id FROM segments WHERE session_id = ?",
                         [b_sid]).segment_id[0]
     notes.put(notes.spool_dir(db), b_sid, "lead-b", "pending note on a team B call")
+    fixes = corrections.spool_dir(db)
+    corrections.put(fixes, b_seg, b_sid, "sad", "lead-b")
+    corrections.fold(store, fixes)  # one stored ...
+    corrections.put(fixes, b_seg, b_sid, "angry", "lead-b")  # ... and one pending
     full = every_read(Reader(store, operator()), b_sid, b_seg)
     sup = every_read(Reader(store, SUP_A), b_sid, b_seg)
     assert b_sid in full["notes_with_pending"] and full["journey"] & set(teams["B"])
+    assert b_sid in full["corrections_with_pending"] and b_sid in full["corrected_moments"]
     assert len(sup["agent_scorecards"]) == len(teams["A"]) < len(full["agent_scorecards"])
     for name, got in sup.items():
         assert not got & set(teams["B"]) and not got & set(teams["W"]), name
