@@ -20,6 +20,7 @@ from core import corrections, reports
 from core.access import operator
 from core.queries import Reader
 from core.store import Store
+from core.types import ChannelQuality, Segment, SessionMeta, SessionResult
 from ingest.pipeline import ingest_paths
 from tests.audio_gen import silence, speak, write
 from tests.store_fixtures import writer_for
@@ -117,6 +118,24 @@ def test_a_head_learns_two_styles_the_base_model_cannot_tell_apart(styled_db, ca
     out = run.invoke(app, ["head", "activate", "--previous", "--db", str(db)])
     assert out.exit_code == 0 and "calls@v1" in out.output
     assert same(after, snapshot(db))
+
+    # A session stored while the head is active is labelled by it too.
+    old = Store(db).query("SELECT g.*, s.run_id FROM segments g JOIN sessions s "
+                          "USING (session_id) WHERE session_id = ? ORDER BY start_s", [angry])
+    new = "s" + "f" * 15
+    copy = SessionResult(
+        new, "/x/copy.wav", "copy.wav", "f" * 64, 30.0, 1, SessionMeta(),
+        (ChannelQuality(0, "speaker", 30.0, 0.1, 0.0, 20.0, ()),),
+        tuple(Segment(f"{new}-c0-{i:05d}", 0, "speaker", g.start_s, g.end_s, g.base_label,
+                      g.base_confidence, np.asarray(g.scores, np.float32),
+                      np.asarray(g.embedding, np.float32), g.rms, g.clip_ratio, (), None)
+              for i, g in enumerate(old.itertuples())))
+    writer_for(db).save_many([copy], old.run_id[0])
+    stored = Store(db).query("SELECT label, confidence, head, base_label FROM segments "
+                             "WHERE session_id = ? ORDER BY start_s", [new])
+    assert set(stored["head"]) == {"calls@v1"}
+    assert list(stored.label) == list(old.label) and list(stored.base_label) == list(old.base_label)
+    assert np.allclose(stored.confidence, old.confidence)
 
 
 def test_a_head_that_does_not_beat_the_base_model_needs_force(styled_db, tmp_path):
