@@ -53,7 +53,9 @@ def timeline(frames: pd.DataFrame, segments: pd.DataFrame, lang: str = "en",
     lanes = [(sp, kind) for sp in speakers
              for kind in ("emotion", "voice") if kind == "emotion" or len(voice)]
     heights = [EMOTION_LANE if kind == "emotion" else VOICE_LANE for _, kind in lanes]
-    fig = make_subplots(rows=len(lanes), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+    # Room for each lane's title above it (the voice lanes make the figure taller).
+    spacing = 0.06 if not len(voice) else min(0.1, 50 / sum(heights))
+    fig = make_subplots(rows=len(lanes), cols=1, shared_xaxes=True, vertical_spacing=spacing,
                         row_heights=heights,
                         specs=[[{"secondary_y": kind == "voice"}] for _, kind in lanes],
                         subplot_titles=[sp.capitalize() if kind == "emotion"

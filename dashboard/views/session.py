@@ -195,16 +195,31 @@ def segment_detail(s: pd.Series | None) -> None:
     st.write("Quality flags:", ", ".join(flags) if flags else "none")
     action = s.fallback_action if isinstance(s.fallback_action, str) else None
     st.write("Fallback action:", f"`{action}`" if action else "none (confident)")
+    voice = voice_line(s)
+    if voice:
+        st.write("Voice:", voice)
     st.caption(f"Segment {s.segment_id}")
     if st.button("Find similar moments", key="find_similar"):
         nav.find_similar(s.segment_id)
 
 
+def voice_line(s: pd.Series) -> str:
+    """How the segment sounded (the prosody analyser), where it was measured."""
+    parts = [fmt.format(float(s[c])) for c, fmt in VOICE
+             if c in s and s[c] is not None and pd.notna(s[c])]
+    return " · ".join(parts)
+
+
+VOICE = (("pitch_hz", "pitch {:.0f} Hz"), ("loudness_dbfs", "loudness {:.1f} dBFS"),
+         ("rate_wps", "{:.1f} words/s"))
+
+
 def segment_table(sid: str, seg: pd.DataFrame) -> None:
     view = seg.assign(label=seg.label.map(ui.label),
                       flags=[list(f) if f is not None else [] for f in seg["flags"]])
+    measured = [c for c, _ in VOICE if c in seg and seg[c].notna().any()]
     cols = ["start_s", "end_s", "speaker", "label", "confidence", "fallback_action", "flags",
-            "segment_id"]
+            *measured, "segment_id"]
     ev = st.dataframe(ui.blank(view[cols], ["fallback_action"]), hide_index=True,
                       on_select="rerun", width="stretch",
                       selection_mode="single-row", key=f"segtable_{sid}",
@@ -213,7 +228,13 @@ def segment_table(sid: str, seg: pd.DataFrame) -> None:
                                      "confidence": st.column_config.ProgressColumn(
                                          "Confidence", min_value=0.0, max_value=1.0,
                                          format="%.2f"),
-                                     "flags": st.column_config.ListColumn("Flags")})
+                                     "flags": st.column_config.ListColumn("Flags"),
+                                     "pitch_hz": st.column_config.NumberColumn(
+                                         "Pitch (Hz)", format="%.0f"),
+                                     "loudness_dbfs": st.column_config.NumberColumn(
+                                         "Loudness (dBFS)", format="%.1f"),
+                                     "rate_wps": st.column_config.NumberColumn(
+                                         "Words/s", format="%.1f")})
     rows = ev.selection.rows if ev is not None else []
     sig = (sid, tuple(rows))
     if rows and st.session_state.get("_segtable_sig") != sig:
