@@ -67,6 +67,10 @@ def speaker_raised(pitch, loud, pitch_semitones: float = PITCH_SEMITONES,
     return raised, p_med, l_med
 
 
+def _listlike(v) -> bool:
+    return isinstance(v, (list, tuple, np.ndarray))
+
+
 def _floats(col) -> np.ndarray:
     return pd.to_numeric(pd.Series(col), errors="coerce").to_numpy(float)
 
@@ -80,7 +84,7 @@ def curves(seg: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for ch, sp, start, pc, lc in zip(seg.channel, seg.speaker, seg.start_s, seg.pitch_curve,
                                      seg.loudness_curve):
-        if pc is None or lc is None or (isinstance(pc, float) and np.isnan(pc)):
+        if not (_listlike(pc) and _listlike(lc)):  # NULL: not measured
             continue
         p, lo = np.asarray(pc, float), np.asarray(lc, float)
         if p.size == 0:

@@ -156,6 +156,10 @@ def test_stored_prosody_judges_alerts_again_and_the_timeline_draws_it_under_the_
     assert len(pitch_line) == 1
     y = np.asarray(pitch_line[0].y, float)
     assert np.nanmax(y) == 130.0 and np.isnan(y).any()  # unvoiced 0 Hz is a gap
+    # a session measured without prosody: no voice lane, nothing broken
+    unmeasured = seg.assign(pitch_curve=pd.NA, loudness_curve=pd.NA)
+    assert not [t for t in charts.timeline(reader.frames(r.session_id), unmeasured).data
+                if t.name == "pitch (Hz)"]
     # the voice lane is the second row, under the emotions, on the same x axis
     emotions = [t for t in fig.data if t.name == "angry"]
     assert pitch_line[0].xaxis == "x2" and emotions[0].xaxis == "x"
