@@ -37,6 +37,8 @@ def get_report(
     since: str = day_query("From this day."),
     until: str = day_query("Before this day."),
     role: list[str] = Query([], description="Only this speaker role's speech (repeatable)."),
+    category: list[str] = Query([], description="Only sessions carrying this category "
+                                                "(repeatable; emoscope.toml [[categories]])."),
 ) -> Response:
     kind, key = audience.split(":", 1) if audience else ("sessions", None)
     since, until = day(since, "since"), day(until, "until")
@@ -45,7 +47,8 @@ def get_report(
         who = {kind: key} if key else {}
         since, until = periods.bounds(period, r.newest_day(SessionFilter(**who)), since, until)
     spec = ReportSpec(kind, key, since, until, tuple(session) if session else None,
-                      tuple(role), period=period if period != "all" else "")
+                      tuple(role), tuple(category),
+                      period=period if period != "all" else "")
     rt = request.app.state.runtime
     report = build(r, spec, rt.rules if rt is not None else None,
                    notes.spool_dir(c.settings.db), (format,)) if c.has_store() else None

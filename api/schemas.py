@@ -108,6 +108,7 @@ class SessionRow(BaseModel):
     talk_s: float | None = None
     negative_share: float | None = None
     dominant: str | None = None
+    categories: list[str] = Field([], description="The emoscope.toml categories it meets.")
     model: str | None = Field(None, description="The model that analysed it (core.models).")
     trained: bool | None = Field(None, description="False for random-weight models: labels "
                                                    "mean nothing.")
@@ -135,6 +136,10 @@ class SessionDetail(BaseModel):
                                                   "point, in the order of `labels`.")
     metrics: list[dict] = Field(description="Per speaker and `all`: docs/metrics.md.")
     alerts: list[dict]
+    categories: list[dict] = Field(
+        default_factory=list,
+        description="The emoscope.toml categories it meets: category, severity, and the "
+                    "first utterance that met it (speaker, t_s, utterance_id), n_utterances.")
     notes: list[dict]
     analyses: dict[str, list[dict]] = Field({}, description="Rows of each analyser's own table "
                                             "(core.analysers), e.g. utterances and words.")
@@ -143,7 +148,8 @@ class SessionDetail(BaseModel):
         description="What was said, in time order: per utterance its id, channel, speaker, "
                     "start_s, end_s, text, language, confidence, asr_model, the emotion2vec "
                     "label of the segment it lies in (label, label_confidence), the speech-to-"
-                    "text model's own emotion where it has one, and its words with times.")
+                    "text model's own emotion where it has one, sentiment, voice and words "
+                    "together (voice, fused, turn, turn_fused), and its words with times.")
     audio_events: list[dict] = Field(
         default_factory=list,
         description="Non-speech sounds the speech-to-text model heard (laughter, crying...).")

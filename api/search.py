@@ -35,9 +35,11 @@ def search(
     until: str = day_query("Sessions before this day."),
     limit: int = Query(50, ge=1, le=ws.MAX_LIMIT, description="How many moments, newest "
                                                               "first."),
+    category: list[str] = Query([], max_length=32, description="Only sessions carrying this "
+                                                               "category (repeatable)."),
 ) -> dict:
     filters = ws.Filters(tuple(role), tuple(emotion), tuple(team), agent, person,
-                         day(since, "since"), day(until, "until"))
+                         day(since, "since"), day(until, "until"), tuple(category))
     try:
         query = ws.parse(q)
     except ws.QueryError as e:

@@ -29,8 +29,8 @@ NOT_FOUND = {404: {"description": "No such session (or not one the caller may se
 
 LIST_COLUMNS = ["session_id", "file_name", "status", "error", "when", "duration_s", "n_channels",
                 "agent_id", "customer_id", "team", "tags", "speakers", "flags", "alerts",
-                "severity", "volatility", "talk_s", "negative_share", "dominant", "model",
-                "trained"]
+                "severity", "volatility", "talk_s", "negative_share", "dominant", "categories",
+                "model", "trained"]
 SEGMENT_COLUMNS = ["segment_id", "channel", "speaker", "start_s", "end_s", "label", "confidence",
                    "scores", "flags", "fallback_action", "rolling_volatility", "rms", "clip_ratio"]
 HIDDEN = ("source_path", "run_id")  # where the server keeps files is not the caller's business
@@ -59,6 +59,8 @@ def list_sessions(
                            "model is known to be less reliable; wideband: the rest."),
     q: str = Query("", max_length=200, description="Text in the id, file, agent, customer, "
                                                    "team or tags."),
+    category: list[str] = Query([], description="Sessions carrying any of these categories "
+                                                "(repeatable; emoscope.toml [[categories]])."),
     status: Literal["all", "ok", "failed"] = Query("all"),
     sort: Literal["severity", "newest", "oldest"] = Query(
         "severity", description="severity: most severe alerts first (the overview's order)."),
@@ -78,8 +80,8 @@ def list_sessions(
     if role:
         summary = aggregates.restrict_to_roles(summary, r.label_seconds(f), role, r.alerts(f))
     rows = apply(summary, ListFilter(agents=agent, teams=team, people=person, roles=role,
-                                     dominant=label, flags=flags, text=q,
-                                     band="" if band == "all" else band))
+                                     dominant=label, flags=flags, categories=category,
+                                     text=q, band="" if band == "all" else band))
     if status != "all":
         rows = rows[rows.status == status]
     if sort != "severity":
@@ -94,8 +96,8 @@ def list_sessions(
                  k: v for k, v in (("period", period), ("agent", agent), ("team", team),
                                    ("person", person),
                                    ("since", since), ("until", until),
-                                   ("role", role), ("label", label), ("flags", flags), ("q", q),
-                                   ("band", band),
+                                   ("role", role), ("label", label), ("flags", flags),
+                                   ("category", category), ("q", q), ("band", band),
                                    ("status", status)) if v and v != "all"}})
     more = offset + len(part) < len(rows)
     return page | {"total": len(rows), "next_offset": offset + len(part) if more else None,
@@ -144,6 +146,7 @@ def get_session(session_id: str = SessionId, c: Caller = Depends(caller),
         "metrics": records(r.session_metrics(one), [c_ for c_ in METRIC_COLUMNS
                                                     if c_ != "session_id"]),
         "alerts": records(r.alerts(one), [c_ for c_ in ALERT_COLUMNS if c_ != "session_id"]),
+        "categories": records(r.categories(one), drop=("session_id",)),
         "notes": records(r.notes_with_pending(notes.spool_dir(c.settings.db), one),
                          drop=("session_id",)),
         "analyses": {t.name: records(r.analysis_rows(session_id, t.name),

@@ -40,6 +40,9 @@ def export(
     role: Optional[list[str]] = typer.Option(None, help="Only this speaker role's speech "
                                                         "(repeatable): customer, agent, "
                                                         "speaker."),
+    category: Optional[list[str]] = typer.Option(None, help="Only sessions carrying this "
+                                                            "category (repeatable; "
+                                                            "emoscope.toml [[categories]])."),
     rules: Optional[Path] = typer.Option(None, help="Rules TOML for a person's baseline "
                                                     "(default: ./emoscope.toml)."),
     formats: str = typer.Option(",".join(EXPORT_FORMATS), "--format",
@@ -90,7 +93,8 @@ def export(
                                                                  if key else EVERY),
                                       since, until)
     spec = ReportSpec(kind, key, since, until, tuple(session) if session else None,
-                      tuple(role or ()), period="" if period == "all" else period)
+                      tuple(role or ()), tuple(category or ()),
+                      period="" if period == "all" else period)
     formats_built = [*wanted, "sessions"] if "csv" in wanted else wanted
     report = build(reader, spec,
                    load_rules_or_exit(rules) if kind == "person" else None,

@@ -11,8 +11,8 @@ import pandas as pd
 
 from core.labels import LABELS, NEGATIVE
 from core.metrics import ALL, tv_distance
+from core.rules import SEVERITY_RANK
 
-SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
 
 GROUPS = {"agent": "agent_id", "team": "team", "customer": "customer_id"}
 PERIODS = ("day", "week")
@@ -161,6 +161,61 @@ def journey(history: pd.DataFrame, rules) -> pd.DataFrame:
         sd = pd.to_numeric(out[f"baseline_{name}_sd"], errors="coerce")
         out[f"{name}_lo"], out[f"{name}_hi"] = mean - z * sd, mean + z * sd
     return out
+
+
+# Fused states (core/fusion) that speak of distress: the words, the voice, or both negative.
+DISTRESS = ("negative", "suppressed_distress", "masked_frustration")
+WORDS_AND_VOICE = ["session_id", "when", "file_name", "said", "voice", "words", "fused",
+                   "distress", "baseline_distress", "distress_lo", "distress_hi",
+                   "distress_departs", "states"]
+
+
+def words_and_voice(j: pd.DataFrame, utts: pd.DataFrame, rules) -> pd.DataFrame:
+    """A person's entries (a `journey`, oldest first) with what was said beside how it
+    sounded: `said` (the entry's words), `voice` (its dominant emotion), `words` (its
+    sentiment, averaged by utterance duration), `fused` (its most frequent fused state),
+    `states` (seconds per fused state), and `distress`, the share of its spoken seconds in a
+    DISTRESS state, against the person's own baseline as the journey's figures are: the mean
+    of the earlier entries with words (from `[baseline] min_sessions` of them), the band
+    mean ± volatility_z × sd, `distress_departs` when above it. Entries without words keep
+    NULLs and do not count in later baselines."""
+    if j.empty:
+        return pd.DataFrame(columns=WORDS_AND_VOICE)
+    u = utts[utts.session_id.isin(j.session_id)] if len(utts) else utts
+    rows = []
+    for e in j.itertuples(index=False):
+        mine = u[u.session_id == e.session_id] if len(u) else u
+        mix = np.asarray(e.mix, float) if e.mix is not None else np.zeros(len(LABELS))
+        row = {"session_id": e.session_id, "when": e.when,
+               "file_name": getattr(e, "file_name", None), "said": None,
+               "voice": LABELS[int(np.argmax(mix))] if mix.sum() > 0 else None,
+               "words": np.nan, "fused": None, "distress": np.nan, "states": {}}
+        if len(mine):
+            secs = (mine.end_s - mine.start_s).clip(lower=1e-3)
+            row["said"] = " … ".join(mine.text.astype(str))
+            sent = pd.to_numeric(mine.sentiment, errors="coerce")
+            if sent.notna().any():
+                row["words"] = float(np.average(sent[sent.notna()], weights=secs[sent.notna()]))
+            states = secs.groupby(mine.fused.fillna("unclear")).sum()
+            row["states"] = {k: round(float(v), 2) for k, v in states.items()}
+            row["fused"] = str(states.idxmax())
+            row["distress"] = float(states[states.index.isin(DISTRESS)].sum() / secs.sum())
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    z = rules.baseline_volatility_z
+    base, lo, hi, departs = [], [], [], []
+    for i in range(len(out)):
+        earlier = out.distress.iloc[:i].dropna()
+        if len(earlier) < rules.baseline_min_sessions:
+            base.append(np.nan), lo.append(np.nan), hi.append(np.nan), departs.append(False)
+            continue
+        mean, sd = float(earlier.mean()), float(earlier.std(ddof=1)) if len(earlier) > 1 else 0.0
+        base.append(mean), lo.append(mean - z * sd), hi.append(mean + z * sd)
+        now = out.distress.iloc[i]
+        departs.append(bool(pd.notna(now) and now > mean + z * sd + 1e-9))
+    out["baseline_distress"], out["distress_lo"], out["distress_hi"] = base, lo, hi
+    out["distress_departs"] = departs
+    return out[WORDS_AND_VOICE]
 
 
 def person_baselines(metrics: pd.DataFrame, rules) -> pd.DataFrame:

@@ -7,11 +7,12 @@ never appears or vanishes later just because newer sessions arrived.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from core import categories
 from core.alerts import frame, session_alerts, volatility_alerts
 from core.labels import UNCERTAIN
 from core.metrics import (_LABEL_IDX, ALL, METRIC_COLUMNS, REQUEST_CLARIFICATION, Seq, as_seq,
@@ -47,27 +48,34 @@ def analyze(session_id: str, seg, channels: pd.DataFrame | None,
 
 
 def analyze_rows(session_id: str, seg, channels, duration_s, rules: Rules,
-                 reference=None) -> tuple[list[dict], pd.DataFrame, list[dict]]:
+                 reference=None, utts: pd.DataFrame | None = None
+                 ) -> tuple[list[dict], pd.DataFrame, list[dict]]:
     """`analyze` as plain rows (metric dicts, segment updates, alert dicts in `frame` order),
-    so a bulk recompute builds one DataFrame per chunk instead of three per session."""
+    so a bulk recompute builds one DataFrame per chunk instead of three per session.
+    `utts`: the session's utterances with their fused states, for the categories."""
     q = as_seq(seg)
     dur = effective_duration(duration_s, q)
     parts = speaker_parts(q, rules.window)
     rows = metric_rows(session_id, q, channel_list(channels), dur, rules, parts)
     updates = segment_updates(q, rules.window, rules.confidence_threshold, parts)
     alerts = judge(session_id, q, rows, updates.rolling_volatility.to_numpy(), dur, rules,
-                   reference)
+                   reference, utts)
     return rows, updates, alerts
 
 
 def judge(session_id: str, q: Seq, rows: list[dict], rolling, duration_s: float, rules: Rules,
-          reference: dict[str, list[float]] | None = None) -> list[dict]:
-    """Every alert rule over one session's metric rows and segments, in `frame` order.
+          reference: dict[str, list[float]] | None = None,
+          utts: pd.DataFrame | None = None) -> list[dict]:
+    """Every alert rule over one session's metric rows and segments, and the alerting
+    categories over its utterances (`utts`: text, speaker, times, voice, fused), in `frame`
+    order.
 
     The one place alerts are decided: ingest and recompute call it on freshly computed rows,
     the what-if view (core.rejudge) on stored rows under changed thresholds."""
     alerts = session_alerts(session_id, q, rows, duration_s, rules) + volatility_alerts(
         session_id, q, rows, rolling, reference or {}, rules)
+    if utts is not None and len(utts):
+        alerts += categories.judge(session_id, utts, duration_s, rules)[1]
     return sorted(alerts, key=lambda r: (r["t_s"], r["speaker"], r["rule"]))
 
 
@@ -174,14 +182,17 @@ class GroupAnalysis:
     rolling_volatility: np.ndarray  # per segment, in the order given
     fallback_action: np.ndarray  # per segment (object: str or None), in the order given
     fused: pd.DataFrame | None = None  # utterance_id, voice, fused, turn, turn_fused
+    categories: list = field(default_factory=list)  # core.categories.CATEGORY_COLUMNS rows
 
 
 def analyze_group(sessions: list[GroupSession], seg: GroupSegments,
-                  ref: Reference) -> GroupAnalysis:
+                  ref: Reference, said: list | None = None) -> GroupAnalysis:
     """`analyze_rows` for many sessions in ingest order, each judged against `ref` as it
     grows, with the rows the one-at-a-time path gives (a test compares them). The per-segment
     work — embedding and score distances, rolling volatility, low confidence — runs once over
-    the whole group in numpy; what is left per speaker is a handful of small array sums."""
+    the whole group in numpy; what is left per speaker is a handful of small array sums.
+    `said`: per session, its utterances with their fused states (or None), for the
+    categories (core/categories): their rows and alerts."""
     n = len(seg.start)
     sess = np.repeat(np.arange(len(sessions)), np.diff(seg.bounds))
     sid, start, channel = seg.segment_id, seg.start, seg.channel
@@ -266,19 +277,22 @@ def analyze_group(sessions: list[GroupSession], seg: GroupSegments,
         two_party.append(len(ordered) >= 2)
     rows = group_metric_rows(units, sessions, durations, seg, low, two_party)
 
-    metrics, alerts = [], []
+    metrics, alerts, tagged = [], [], []
     k = 0
     for i, s in enumerate(sessions):
         j = k
         while j < len(units) and units[j].session == i:
             j += 1
         lo, hi = int(seg.bounds[i]), int(seg.bounds[i + 1])
+        utts = said[i] if said is not None else None
         alerts += judge(s.session_id, seqs[i], rows[k:j], roll_time[lo:hi], durations[i],
-                        s.rules, ref.values)
+                        s.rules, ref.values, utts)
+        if utts is not None and len(utts):
+            tagged += categories.judge(s.session_id, utts, durations[i], s.rules, seqs[i])[0]
         ref.add(rows[k:j])
         metrics += rows[k:j]
         k = j
-    return GroupAnalysis(metrics, alerts, roll_given, fallback)
+    return GroupAnalysis(metrics, alerts, roll_given, fallback, categories=tagged)
 
 
 def _slice(q: Seq, lo: int, hi: int, has_emb: bool) -> Seq:

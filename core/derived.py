@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core import fusion
+from core import categories, fusion
 from core.alerts import ALERT_COLUMNS
 from core.analytics import (GroupAnalysis, GroupSegments, GroupSession, Reference,
                             analyze_group, analyze_rows)
+from core.categories import CATEGORY_COLUMNS
 from core.metrics import METRIC_COLUMNS
 from core.rules import Rules
 from core.store import Connection, Store, arrow_of
@@ -25,7 +26,7 @@ from core.store import Connection, Store, arrow_of
 SEGMENT_COLUMNS = ("segment_id, session_id, channel, speaker, start_s, end_s, label, "
                    "confidence, scores, embedding, flags, pitch_hz, loudness_dbfs")
 UTTERANCE_COLUMNS = ("utterance_id, session_id, channel, speaker, start_s, end_s, text, "
-                     "sentiment")
+                     "sentiment")  # and what core/fusion derives from them
 
 
 def _utterances(con: Connection) -> pd.DataFrame:
@@ -49,9 +50,17 @@ def analyse(con: Connection, sessions: list[GroupSession], seg: GroupSegments,
             "USING (session_id) WHERE s.status = 'ok' AND m.volatility IS NOT NULL "
             "AND (s.ingested_at < ? OR (s.ingested_at = ? AND s.session_id < ?))",
             [first_at, first_at, sessions[0].session_id]).df())
-    analysis = analyze_group(sessions, seg, ref)
-    fused = [fusion.session_fusion(_utterance_frame(s), _segment_frame(seg, i), s.rules)
-             for i, s in enumerate(sessions) if s.utterances]
+    # Voice and words together first: the categories read the fused states.
+    said, fused = [], []
+    for i, s in enumerate(sessions):
+        if not s.utterances:
+            said.append(None)
+            continue
+        utts = _utterance_frame(s)
+        states = fusion.session_fusion(utts, _segment_frame(seg, i), s.rules)
+        fused.append(states)
+        said.append(utts.merge(states, on="utterance_id", how="left"))
+    analysis = analyze_group(sessions, seg, ref, said)
     analysis.fused = pd.concat(fused, ignore_index=True) if fused else None
     return analysis
 
@@ -63,7 +72,7 @@ def _utterance_frame(s: GroupSession) -> pd.DataFrame:
         "utterance_id": [x.utterance_id for x in u], "channel": [x.channel for x in u],
         "speaker": [x.speaker for x in u],
         "start_s": np.array([x.start_s for x in u], dtype=float),
-        "end_s": np.array([x.end_s for x in u], dtype=float),
+        "end_s": np.array([x.end_s for x in u], dtype=float), "text": [x.text for x in u],
         "sentiment": pd.Series([x.sentiment for x in u], dtype=float)})
 
 
@@ -74,10 +83,11 @@ def _segment_frame(seg: GroupSegments, i: int) -> pd.DataFrame:
 
 
 def insert(con: Connection, analysis: GroupAnalysis) -> None:
-    """The metric and alert rows of `analyse`, one bulk insert each (their sessions' old rows
-    are already gone: the writer deletes a replaced session whole)."""
+    """The metric, alert and category rows of `analyse`, one bulk insert each (their sessions'
+    old rows are already gone: the writer deletes a replaced session whole)."""
     for table, rows, cols in (("session_metrics", analysis.metrics, METRIC_COLUMNS),
-                              ("alerts", analysis.alerts, ALERT_COLUMNS)):
+                              ("alerts", analysis.alerts, ALERT_COLUMNS),
+                              ("session_categories", analysis.categories, CATEGORY_COLUMNS)):
         if not rows:
             continue
         # The table's own Arrow types (a column another migration adds included), NaN as
@@ -98,21 +108,30 @@ def _analyse_in_order(con: Connection, sessions: pd.DataFrame, seg: pd.DataFrame
     `ref` as it goes; write the rows. Returns the number of alerts."""
     seg_at, ch_at = _row_ranges(seg.session_id), _row_ranges(ch.session_id)
     utt_at = _row_ranges(utt.session_id)
-    metrics, updates, alerts, fused = [], [], [], []
+    metrics, updates, alerts, fused, tagged = [], [], [], [], []
     for sid, dur, team, tags in zip(sessions.session_id, sessions.duration_s, sessions.team,
                                     sessions.tags):
         judged_by = rules.for_session(team, tags)
         s_seg = seg.iloc[slice(*seg_at.get(sid, (0, 0)))]
+        said = None
+        if sid in utt_at:  # voice and words together first: categories read the fused states
+            said = utt.iloc[slice(*utt_at[sid])]
+            states = fusion.session_fusion(said, s_seg, judged_by)
+            fused.append(states)
+            said = said.merge(states, on="utterance_id", how="left")
+            whole = float(dur) if dur and dur > 0 else \
+                float(s_seg.end_s.max()) if len(s_seg) else 0.0  # as analyze_rows reads it
+            tagged += categories.judge(sid, said, whole, judged_by, s_seg)[0]
         rows, upd, al = analyze_rows(
-            sid, s_seg, ch.iloc[slice(*ch_at.get(sid, (0, 0)))], dur, judged_by, ref.values)
+            sid, s_seg, ch.iloc[slice(*ch_at.get(sid, (0, 0)))], dur, judged_by, ref.values,
+            said)
         ref.add(rows)
         metrics += rows
         updates.append(upd)
         alerts += al
-        if sid in utt_at:
-            fused.append(fusion.session_fusion(utt.iloc[slice(*utt_at[sid])], s_seg, judged_by))
     _write(con, sessions.session_id.tolist(), pd.DataFrame(metrics, columns=METRIC_COLUMNS),
-           pd.DataFrame(alerts, columns=ALERT_COLUMNS), pd.concat(updates, ignore_index=True))
+           pd.DataFrame(alerts, columns=ALERT_COLUMNS), pd.concat(updates, ignore_index=True),
+           pd.DataFrame(tagged, columns=CATEGORY_COLUMNS))
     if fused:
         _write_fused(con, pd.concat(fused, ignore_index=True))
     return len(alerts)
@@ -127,13 +146,14 @@ def _write_fused(con: Connection, fused: pd.DataFrame) -> None:
 
 
 def _write(con: Connection, session_ids: list[str], metrics: pd.DataFrame,
-           alerts: pd.DataFrame, segments: pd.DataFrame) -> None:
+           alerts: pd.DataFrame, segments: pd.DataFrame, tags: pd.DataFrame) -> None:
     con.register("ids_df", pd.DataFrame({"session_id": session_ids}))
-    for table in ("session_metrics", "alerts"):
+    for table in ("session_metrics", "alerts", "session_categories"):
         con.execute(f"DELETE FROM {table} WHERE session_id IN (SELECT session_id FROM ids_df)")
     con.unregister("ids_df")
     for table, df, cols in (("session_metrics", metrics, METRIC_COLUMNS),
-                            ("alerts", alerts, ALERT_COLUMNS)):
+                            ("alerts", alerts, ALERT_COLUMNS),
+                            ("session_categories", tags, CATEGORY_COLUMNS)):
         if len(df):
             names = ", ".join(cols)
             con.register("derived_df", df[cols])
@@ -149,8 +169,8 @@ def _write(con: Connection, session_ids: list[str], metrics: pd.DataFrame,
 
 
 def recompute(store: Store, rules: Rules, progress=None, chunk: int = 250) -> dict:
-    """Rebuild session_metrics, alerts, per-segment values and the utterances' fused states
-    for every ok session.
+    """Rebuild session_metrics, alerts, categories, per-segment values and the utterances'
+    fused states for every ok session.
 
     Sessions are processed in ingest order so the store-relative rules see the same earlier
     sessions they saw at ingest; one transaction, so readers never see half of it.
@@ -171,6 +191,7 @@ def recompute_in(con: Connection, rules: Rules, progress=None, chunk: int = 250)
                            "WHERE status = 'ok' ORDER BY ingested_at, session_id").df()
     con.execute("DELETE FROM session_metrics")
     con.execute("DELETE FROM alerts")
+    con.execute("DELETE FROM session_categories")
     con.execute("UPDATE segments SET rolling_volatility = NULL")
     ref = Reference()
     total = len(sessions)

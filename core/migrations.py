@@ -337,4 +337,18 @@ ALTER TABLE segments ADD COLUMN head_label VARCHAR;
 ALTER TABLE segments ADD COLUMN base_label VARCHAR;
 ALTER TABLE segments ADD COLUMN base_confidence DOUBLE;
 """),
+    # Categories (core/categories.py): the named conditions of emoscope.toml each session meets,
+    # with the first utterance that met it; derived like the alerts, rebuilt by recompute.
+    ("0016_session_categories", """
+CREATE TABLE session_categories (
+    session_id VARCHAR NOT NULL,
+    category VARCHAR NOT NULL,
+    severity VARCHAR,
+    speaker VARCHAR,
+    t_s DOUBLE,
+    utterance_id VARCHAR,
+    n_utterances INTEGER
+);
+CREATE INDEX session_categories_session ON session_categories(session_id);
+"""),
 ]

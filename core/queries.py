@@ -21,10 +21,10 @@ from core.metrics import ALL
 from core.store import Store, arrow_of
 from core.times import as_timestamp
 from core.vector_keys import key_sql
+from core.rules import SEVERITY_RANK
 
 # A segment's key in the ANN index (core.vector_keys), stored or computed for older rows.
 SEGMENT_KEY = f"coalesce(g.segment_key, {key_sql('g.segment_id')})"
-SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
 SESSION_DATE = "coalesce({a}.recorded_at, {a}.ingested_at)"
 # Segment metadata kept beside the embedding matrix (core.search.META_COLUMNS).
 EMBEDDING_META = ("g.segment_id, g.session_id, g.speaker, g.label, g.confidence, g.start_s, "
@@ -42,6 +42,7 @@ class SessionFilter:
     since: str | None = None
     until: str | None = None
     ok_only: bool = True
+    categories: tuple[str, ...] | None = None  # sessions carrying any of them (core/categories)
 
     @classmethod
     def of(cls, session_id: str) -> "SessionFilter":
@@ -91,6 +92,10 @@ class Reader:
             if as_timestamp(val) is not None:
                 where.append(f"{SESSION_DATE.format(a=a)} {op} ?")
                 params.append(as_timestamp(val))
+        if f.categories:
+            where.append(f"EXISTS (SELECT 1 FROM session_categories c_ WHERE c_.session_id = "
+                         f"{a}.session_id AND list_contains(?::VARCHAR[], c_.category))")
+            params.append(list(f.categories))
         if f.ok_only:
             where.append(f"{a}.status = 'ok'")
         if f.session_ids is not None:
@@ -206,10 +211,13 @@ class Reader:
             "WITH ch AS (SELECT session_id, list_sort(list_distinct(list(speaker))) AS speakers, "
             "  list_sort(list_distinct(flatten(list(coalesce(flags, []))))) AS qflags "
             "  FROM channels GROUP BY 1), "
-            "al AS (SELECT session_id, count(*) AS n_alerts, max(CASE severity WHEN 'high' "
-            "  THEN 3 WHEN 'medium' THEN 2 ELSE 1 END) AS severity_rank, "
+            "al AS (SELECT session_id, count(*) AS n_alerts, max(CASE severity "
+            + " ".join(f"WHEN '{k}' THEN {v}" for k, v in SEVERITY_RANK.items())
+            + " ELSE 1 END) AS severity_rank, "
             "  list_sort(list_distinct(list(rule))) AS alert_rules FROM alerts GROUP BY 1), "
-            "vol AS (SELECT session_id, volatility FROM session_metrics WHERE speaker = 'all') "
+            "vol AS (SELECT session_id, volatility FROM session_metrics WHERE speaker = 'all'), "
+            "cat AS (SELECT session_id, list_sort(list_distinct(list(category))) AS categories "
+            "  FROM session_categories GROUP BY 1) "
             "SELECT s.session_id, s.file_name, s.source_path, s.status, s.error, s.duration_s, "
             "s.n_channels, s.agent_id, s.customer_id, s.team, coalesce(s.tags, []) AS tags, "
             f"{SESSION_DATE.format(a='s')} AS \"when\", s.run_id, "
@@ -217,9 +225,11 @@ class Reader:
             "list_sort(list_distinct(list_concat(coalesce(ch.qflags, []), "
             "  coalesce(al.alert_rules, [])))) AS flags, "
             "coalesce(al.n_alerts, 0)::INTEGER AS alerts, "
-            "coalesce(al.severity_rank, 0)::INTEGER AS severity_rank, vol.volatility "
+            "coalesce(al.severity_rank, 0)::INTEGER AS severity_rank, vol.volatility, "
+            "coalesce(cat.categories, []) AS categories "
             "FROM sessions s LEFT JOIN ch USING (session_id) LEFT JOIN al USING (session_id) "
-            f"LEFT JOIN vol USING (session_id) WHERE {cond}", params)
+            f"LEFT JOIN vol USING (session_id) LEFT JOIN cat USING (session_id) WHERE {cond}",
+            params)
         mix = self.label_seconds(f).groupby(["session_id", "label"], as_index=False,
                                             observed=True).seconds.sum()
         talk = mix.groupby("session_id").seconds.sum()
@@ -322,6 +332,14 @@ class Reader:
     def transcript(self, session_id: str) -> pd.DataFrame:
         """One session's `utterances`."""
         return self.utterances(SessionFilter.of(session_id)).reset_index(drop=True)
+
+    def categories(self, f: SessionFilter = EVERY) -> pd.DataFrame:
+        """The categories (core/categories) the sessions `f` covers carry: one row per session
+        and category, with the first utterance that met it."""
+        cond, params = self._in(f)
+        return self._query(
+            "SELECT session_id, category, severity, speaker, t_s, utterance_id, n_utterances "
+            f"FROM session_categories WHERE {cond} ORDER BY session_id, t_s, category", params)
 
     def words(self, f: SessionFilter = EVERY) -> pd.DataFrame:
         """Words with their times, of the sessions `f` covers, in utterance order."""
@@ -620,7 +638,8 @@ class Reader:
         window = self.sessions(f).session_id
         within = SessionFilter(session_ids=tuple(window))
         return rejudge.judge_stored(self.session_metrics(), self.judge_segments(within),
-                                    self.channel_flags(within), rules, set(window))
+                                    self.channel_flags(within), rules, set(window),
+                                    self.utterances(within))
 
     def stale_sessions(self, rules, f: SessionFilter = EVERY) -> set[str]:
         """Sessions whose stored analytics came from other rules than `rules` now gives them
@@ -629,14 +648,27 @@ class Reader:
 
     def session_table(self, f: SessionFilter = EVERY, alerts: pd.DataFrame | None = None
                       ) -> pd.DataFrame:
-        """One row per session with its conversation, per-role and alert figures
-        (core.scorecards.session_rows); `alerts` replaces the stored ones (what-if)."""
+        """One row per session with its conversation, per-role and alert figures and its
+        categories (core.scorecards.session_rows); `alerts` replaces the stored ones
+        (what-if)."""
         return scorecards.session_rows(self.session_metrics(f),
-                                       self.alerts(f) if alerts is None else alerts)
+                                       self.alerts(f) if alerts is None else alerts,
+                                       self.categories(f))
 
     def agent_scorecards(self, f: SessionFilter = EVERY) -> pd.DataFrame:
         """One row per agent in `f`, each figure beside its team's median."""
         return scorecards.agent_scorecards(self.session_table(f))
+
+    def words_and_voice(self, person: str, rules, f: SessionFilter = EVERY,
+                        role: str | None = None) -> pd.DataFrame:
+        """One person's entries (`journey`) with each one's words beside its voice and its
+        fused states against the person's own baseline (core.aggregates.words_and_voice)."""
+        j = self.journey(person, rules, f, role)
+        said = self.utterances(SessionFilter(session_ids=tuple(j.session_id))) if len(j) \
+            else pd.DataFrame()
+        if len(said) and role:
+            said = said[said.speaker == role]
+        return aggregates.words_and_voice(j, said, rules)
 
     def journey(self, person: str, rules, f: SessionFilter = EVERY,
                 role: str | None = None) -> pd.DataFrame:

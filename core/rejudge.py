@@ -67,12 +67,15 @@ def _rejudged(rows: list[dict], q, chans: list[tuple[str, tuple]], rules: Rules)
 
 
 def judge_stored(metrics: pd.DataFrame, segments: pd.DataFrame, channels: pd.DataFrame,
-                 rules: Rules, window: set[str] | None = None) -> pd.DataFrame:
+                 rules: Rules, window: set[str] | None = None,
+                 utterances: pd.DataFrame | None = None) -> pd.DataFrame:
     """Alerts of the sessions in `window` (all when None) under `rules`.
 
     metrics: `Reader.session_metrics` rows of every session the reader covers (the reference
     needs the earlier ones, in or out of the window); segments and channels: `Reader.
-    judge_segments` / `Reader.channel_flags` rows of the window's sessions. Returns
+    judge_segments` / `Reader.channel_flags` rows of the window's sessions; utterances:
+    `Reader.utterances` rows of the window's sessions (their stored fused states), for the
+    alerting categories. Returns
     ALERT_COLUMNS plus the session's metadata, ordered by session date (newest first), then
     as `core.alerts.frame` orders one session's alerts.
     """
@@ -91,6 +94,9 @@ def judge_stored(metrics: pd.DataFrame, segments: pd.DataFrame, channels: pd.Dat
     ch = channels.sort_values(["session_id", "channel"], kind="stable") \
         .reset_index(drop=True) if len(channels) else None
     seg_at = _ranges(seg)
+    said = utterances.sort_values(["session_id", "start_s"], kind="stable").reset_index(
+        drop=True) if utterances is not None and len(utterances) else None
+    said_at = _ranges(said) if said is not None else {}
     chans_of: dict[str, list] = {}
     if ch is not None:
         for sid, sp, flags in zip(ch.session_id, ch.speaker, ch["flags"]):
@@ -114,7 +120,8 @@ def judge_stored(metrics: pd.DataFrame, segments: pd.DataFrame, channels: pd.Dat
         found += judge(sid, q, _rejudged(rows, q, chans_of.get(sid, []), chosen),
                        rolling[lo:hi],
                        effective_duration(first["duration_s"], q), chosen,
-                       reference(position[sid]))
+                       reference(position[sid]),
+                       said.iloc[slice(*said_at[sid])] if sid in said_at else None)
     sessions = metrics.drop_duplicates("session_id")
     out = pd.DataFrame(found, columns=ALERT_COLUMNS)
     meta = sessions.set_index("session_id")[META]

@@ -14,8 +14,8 @@ import pandas as pd
 from core import report_charts as charts
 from core.labels import NEGATIVE
 from core.quality import NARROWBAND_CAVEAT
+from core.rules import SEVERITY_RANK
 
-SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
 TOP_ALERTS = 15
 MAX_LISTED = 200  # sessions listed in full; the CSV beside the PDF holds every one
 SAID_SESSIONS, SAID_LINES = 3, 40  # transcripts printed: the worst sessions, their first lines

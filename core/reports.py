@@ -100,7 +100,11 @@ def to_json(segments: pd.DataFrame) -> bytes:
 
 
 def sessions_csv(table: pd.DataFrame) -> bytes:
-    """The per-session summary (core.scorecards.session_rows), one row per session."""
+    """The per-session summary (core.scorecards.session_rows), one row per session; its
+    categories ';'-joined in one cell."""
+    if "categories" in table:
+        table = table.assign(categories=[";".join(v) if isinstance(v, (list, tuple)) else ""
+                                         for v in table.categories])
     return table.to_csv(index=False, float_format="%.4g").encode()
 
 
@@ -116,6 +120,7 @@ class ReportSpec:
     until: str | None = None
     session_ids: tuple[str, ...] | None = None
     roles: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()  # only sessions carrying any of them (core/categories)
     choices: str = ""
     period: str = ""  # the period word chosen (core.periods), when one was: names the files
 
@@ -128,7 +133,7 @@ class ReportSpec:
     def filter(self) -> SessionFilter:
         who = {self.kind: self.key} if self.kind in ("team", "agent", "person") else {}
         return SessionFilter(session_ids=self.session_ids, since=self.since, until=self.until,
-                             **who)
+                             categories=self.categories or None, **who)
 
     @property
     def title(self) -> str:

@@ -9,6 +9,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from core import categories as cats
 from core.fusion import DISAGREEMENTS
 from core.labels import LABELS
 
@@ -20,8 +21,10 @@ TUNABLE = {"streak": "min_count", "last_quarter_share": "min_share",
            "ends_worse": None, "unreliable": None, "raised_voice": "pitch_semitones"}
 DEFAULT_SET = "default"
 # Settings a rule set may override; [baseline] is read per person, so it stays file-wide.
-SET_TABLES = ("low_confidence", "volatility", "trend", "fusion", "alerts", "responses")
-SEVERITIES = ("low", "medium", "high")
+SET_TABLES = ("low_confidence", "volatility", "trend", "fusion", "alerts", "categories",
+              "responses")
+SEVERITIES = ("low", "medium", "high", "urgent")  # urgent: safeguarding, first everywhere
+SEVERITY_RANK = {s: i + 1 for i, s in enumerate(SEVERITIES)}
 
 
 LATER_FIELDS = ("pitch_semitones", "loudness_db")
@@ -70,6 +73,7 @@ class Rules:
     fusion_negative_words: float = -0.3
     fusion_voice_confidence: float = 0.4
     alerts: tuple[AlertRule, ...] = ()
+    categories: tuple[cats.Category, ...] = ()  # [[categories]] (core/categories)
     responses_en: dict = field(default_factory=dict, compare=False, hash=False)
     responses_zh: dict = field(default_factory=dict, compare=False, hash=False)
     source: str = field(default="", compare=False)
@@ -92,6 +96,9 @@ class Rules:
         payload["alerts"] = [{k: v for k, v in a.__dict__.items()
                               if k not in LATER_FIELDS or v != _RULE_DEFAULTS[k]}
                              for a in self.alerts]
+        payload["categories"] = [c.__dict__ for c in self.categories]
+        if not self.categories:  # a file without categories keeps its old digest
+            payload.pop("categories")
         text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -195,6 +202,8 @@ def _build(data: dict, where: str, source: str, name: str = DEFAULT_SET,
             fusion_negative_words=float(fu.get("negative_words", -0.3)),
             fusion_voice_confidence=float(fu.get("voice_confidence", 0.4)),
             alerts=tuple(_alert(a, where) for a in data.get("alerts", [])),
+            categories=tuple(cats.parse(c, where, SEVERITIES, RulesError)
+                             for c in data.get("categories", [])),
             responses_en=dict(data.get("responses", {}).get("en", {})),
             responses_zh=dict(data.get("responses", {}).get("zh", {})),
             source=source, name=name, teams=tuple(teams), tags=tuple(tags))
@@ -209,6 +218,10 @@ def _build(data: dict, where: str, source: str, name: str = DEFAULT_SET,
     names = [a.rule for a in rules.alerts]
     if len(names) != len(set(names)):
         raise RulesError(f"{where}: alert rule names must be unique")
+    named = [c.name for c in rules.categories]
+    if len(named) != len(set(named)) or set(named) & set(names):
+        raise RulesError(f"{where}: category names must be unique and differ from the alert "
+                         "rules' (a category's alerts carry its name)")
     return rules
 
 
@@ -258,7 +271,7 @@ def tuned(rules: Rules, set_name: str, values: dict) -> Rules:
     """`rules` with one set's thresholds changed: what the what-if sliders judge with.
 
     `values` may hold `trend_threshold`, `unreliable_share`, a rule's name (its TUNABLE
-    parameter) and `speakers` (the roles watched by every rule not watching everyone). Unchanged
+    parameter), a category's name (its `min_count`) and `speakers` (the roles watched by every rule not watching everyone). Unchanged
     values give back rules equal to `rules`, so the alerts are exactly the stored ones."""
     target = rules.set_named(set_name)
     alerts = []
@@ -270,7 +283,9 @@ def tuned(rules: Rules, set_name: str, values: dict) -> Rules:
         if values.get("speakers") is not None and "*" not in a.speakers:
             a = replace(a, speakers=tuple(values["speakers"]))
         alerts.append(a)
-    changed = replace(target, alerts=tuple(alerts), **{
+    categories = tuple(replace(c, min_count=int(values[c.name])) if c.name in values else c
+                       for c in target.categories)
+    changed = replace(target, alerts=tuple(alerts), categories=categories, **{
         k: float(values[k]) for k in ("trend_threshold", "unreliable_share") if k in values})
     if target is rules:
         return replace(changed, sets=rules.sets)

@@ -11,8 +11,8 @@ import pandas as pd
 
 from core.aggregates import when
 from core.metrics import ALL
+from core.rules import SEVERITIES, SEVERITY_RANK
 
-SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
 ROLE_COLUMNS = {"agent": ["talk_s", "neg_share", "interruptions", "volatility"],
                 "customer": ["talk_s", "neg_share", "neg_first", "neg_last", "interruptions",
                              "volatility"],
@@ -22,16 +22,20 @@ SESSION_COLUMNS = (
      "duration_s", "talk_s", "neg_share", "volatility", "turns", "interruptions", "overlap_s",
      "silence_s", "longest_silence_s", "talk_share"]
     + [f"{role}_{c}" for role, cols in ROLE_COLUMNS.items() for c in cols]
-    + ["alerts", "high", "medium", "low", "severity", "first_alert_t_s"])
+    + ["alerts", "urgent", "high", "medium", "low", "severity", "first_alert_t_s",
+       "categories"])
 # Scorecard figures compared with the team's median (higher is worse for all but talk share).
 SCORE_FIGURES = ["talk_share", "cust_neg_first", "cust_neg_last", "cust_neg_change",
                  "interruptions_per_call", "overlap_per_call", "mean_volatility"]
-SCORE_COLUMNS = (["agent_id", "team", "calls", *SCORE_FIGURES, "high", "medium", "low"]
+SCORE_COLUMNS = (["agent_id", "team", "calls", *SCORE_FIGURES, "urgent", "high", "medium",
+                  "low"]
                  + [f"{c}_vs_team" for c in SCORE_FIGURES])
 
 
-def session_rows(metrics: pd.DataFrame, alerts: pd.DataFrame) -> pd.DataFrame:
-    """One row per session: the whole-session figures, each role's own, and its alerts.
+def session_rows(metrics: pd.DataFrame, alerts: pd.DataFrame,
+                 categories: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per session: the whole-session figures, each role's own, its alerts and the
+    categories it meets (`Reader.categories` rows; a sorted list per session).
 
     talk_share: the agent's talk time over the agent's and the customer's (NULL without both).
     first_alert_t_s: the earliest alert's moment, where a click opens the session.
@@ -52,15 +56,18 @@ def session_rows(metrics: pd.DataFrame, alerts: pd.DataFrame) -> pd.DataFrame:
     both = out.agent_talk_s + out.customer_talk_s
     out["talk_share"] = out.agent_talk_s / both.where(both > 0)
     al = alerts[alerts.session_id.isin(out.index)] if len(alerts) else alerts
-    for sev in ("high", "medium", "low"):
+    worst_first_ = SEVERITIES[::-1]  # urgent, high, medium, low
+    for sev in worst_first_:
         n = al[al.severity == sev].groupby("session_id").size() if len(al) \
             else pd.Series(dtype=int)
         out[sev] = n.reindex(out.index).fillna(0).astype(int)
-    out["alerts"] = out.high + out.medium + out.low
-    out["severity"] = np.select([out.high > 0, out.medium > 0, out.low > 0],
-                                ["high", "medium", "low"], "")
+    out["alerts"] = sum(out[sev] for sev in worst_first_)
+    out["severity"] = np.select([out[sev] > 0 for sev in worst_first_], list(worst_first_), "")
     first = al.groupby("session_id").t_s.min() if len(al) else pd.Series(dtype=float)
     out["first_alert_t_s"] = first.reindex(out.index).astype(float)
+    tags = categories.groupby("session_id").category.agg(lambda c: sorted(set(c))) \
+        if categories is not None and len(categories) else pd.Series(dtype=object)
+    out["categories"] = [tags.get(sid, []) for sid in out.index]
     return out.reset_index()[SESSION_COLUMNS]
 
 
@@ -96,7 +103,7 @@ def agent_scorecards(rows: pd.DataFrame) -> pd.DataFrame:
             "cust_neg_first": first, "cust_neg_last": last, "cust_neg_change": last - first,
             "interruptions_per_call": g.agent_interruptions.mean(),
             "overlap_per_call": g.overlap_s.mean(), "mean_volatility": g.volatility.mean(),
-            "high": int(g.high.sum()), "medium": int(g.medium.sum()), "low": int(g.low.sum())})
+            **{sev: int(g[sev].sum()) for sev in SEVERITIES}})
     card = pd.DataFrame(out)
     for c in SCORE_FIGURES:
         card[c] = card[c].astype(float)

@@ -27,6 +27,7 @@ class ListFilter:
     roles: list[str] = field(default_factory=list)  # sessions with any of these speakers
     dominant: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)  # any of these quality or alert flags
+    categories: list[str] = field(default_factory=list)  # any of these (core/categories)
     text: str = ""  # in the session id, file name, agent, customer, team or tags
     band: str = ""  # "narrowband" (telephone-band audio, core/quality), "wideband", or either
 
@@ -44,7 +45,8 @@ def apply(summary: pd.DataFrame, f: ListFilter) -> pd.DataFrame:
             keep &= summary[col].isin(allowed)
     if f.people:
         keep &= summary.customer_id.isin(f.people) | summary.agent_id.isin(f.people)
-    for col, wanted in (("speakers", f.roles), ("flags", f.flags)):
+    for col, wanted in (("speakers", f.roles), ("flags", f.flags),
+                        ("categories", f.categories)):
         if wanted:
             w = set(wanted)
             keep &= summary[col].map(lambda v: bool(w & set(v)))

@@ -35,7 +35,8 @@ log = logging.getLogger("emoscope.store")
 
 FRAME_COLUMNS = ", ".join(LABELS)
 # Deleted child tables first, sessions last.
-SESSION_TABLES = ("segment_patterns", "alerts", "session_metrics", "audio_events", "words",
+SESSION_TABLES = ("segment_patterns", "session_categories", "alerts", "session_metrics",
+                  "audio_events", "words",
                   "utterances", "frames", "segments", "channels", "sessions")
 
 

@@ -130,6 +130,7 @@ class Filters:
     person: str | None = None
     since: str | None = None  # a day or time; `until` exclusive
     until: str | None = None
+    categories: tuple[str, ...] = ()  # sessions carrying any of them (core/categories)
 
     def check(self) -> None:
         bad = sorted(set(self.emotions) - set(LABELS))
@@ -146,7 +147,8 @@ class Filters:
 
     @property
     def narrows_sessions(self) -> bool:
-        return bool(self.teams or self.agent or self.person or self.since or self.until)
+        return bool(self.teams or self.agent or self.person or self.since or self.until
+                    or self.categories)
 
 
 @dataclass(frozen=True)
@@ -274,7 +276,7 @@ def search(reader: Reader, text: str | Query, filters: Filters = Filters(),
     store = reader.store
     ready_index(store)
     sf = SessionFilter(agent=filters.agent, person=filters.person, since=filters.since,
-                       until=filters.until)
+                       until=filters.until, categories=tuple(filters.categories) or None)
     sessions = _sessions(reader, sf, filters.teams)
     # The index may match only in these sessions (all of them: no need to say so).
     allowed = None if reader.viewer.scope.everything and not filters.narrows_sessions \

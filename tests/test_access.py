@@ -134,6 +134,7 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
         "session_table": ids(r.session_table()),
         "agent_scorecards": set(range(int(r.agent_scorecards().calls.sum()))),
         "journey": ids(r.journey("c-shared", RULES)),
+        "words_and_voice": ids(r.words_and_voice("c-shared", RULES)),
         "segment_space": {(r.segment_space(seg) or {}).get("session_id")} - {None},
         "segment_keys": _sessions_of_keys(r, np.concatenate(
             [r.segment_keys(m, d) for m, d in _spaces(r)] or [np.zeros(0, np.uint64)])),
@@ -141,6 +142,7 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
         "pattern_segments": ids(r.pattern_segments()),
         "utterances": ids(r.utterances()), "transcript": ids(r.transcript(sid)),
         "words": ids(r.words()), "audio_events": ids(r.audio_events()),
+        "categories": ids(r.categories()),
         "search_sessions": ids(r.search_sessions()),
         "analysis_rows": set().union(*(ids(r.analysis_rows(sid, t.name))
                                        for t in analysers.tables())),

@@ -177,8 +177,18 @@ def test_person_page_journey_and_notes(env, tmp_path):
     assert metric(at, "Alerts") == str(len(mine)) != "0"
     table = at.dataframe[0].value
     assert int(table.alerts.sum()) == len(mine)
-    # the Reports page's "A person" lists the same people, starting with the one followed
+    assert any("No transcripts for these entries" in c.value for c in at.caption)
+    # p-002's diaries have words: each entry's words beside its voice, and the share of it in
+    # a distress state (fused) against the person's own baseline
     rp = open_page("person", person="p-002")
+    w = reader.words_and_voice("p-002", load_rules(os.environ["EMOSCOPE_RULES"]))
+    drawn = [t for c in rp.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]
+             if t.get("name") == "distress share"]
+    assert values(drawn[0]["y"]) == pytest.approx(w.distress.tolist())
+    assert w.distress.notna().all() and w.baseline_distress.notna().sum() == len(w) - 2
+    said = next(d.value for d in rp.dataframe if "said" in d.value.columns)
+    assert said.said.tolist() == w.said.tolist() and "i am tired" in " ".join(w.said)
+    # the Reports page's "A person" lists the same people, starting with the one followed
     rp.switch_page("views/reports.py").run()
     rp.button_group(key="rp_kind").set_value("person").run()
     assert rp.selectbox(key="rp_person").value == "p-002"
@@ -278,7 +288,7 @@ def test_the_session_page_reads_as_a_conversation(env):
     line's time moves the player (and the highlight) there."""
     reader = Reader(Store(env), operator())
     utts = reader.utterances()
-    masked = utts[utts.fused == "masked_frustration"].iloc[0]
+    masked = utts[(utts.fused == "masked_frustration") & (utts.speaker == "customer")].iloc[0]
     sid = masked.session_id
     lines = reader.transcript(sid)
     at = open_page("session", session_id=sid)

@@ -20,7 +20,8 @@ from tests.serving import LOCAL
 
 FILTERS = [{}, {"team": "billing"}, {"agent": "a-cy"}, {"person": "c-004"},
            {"role": "agent"}, {"role": "customer"}, {"role": "speaker"},
-           {"team": "support", "role": "agent"}, {"period": "latest-week"}]
+           {"team": "support", "role": "agent"}, {"period": "latest-week"},
+           {"category": "cancel_while_angry"}]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,8 @@ def test_every_face_counts_the_same(site, want):
     roles = [want["role"]] if "role" in want else []
     since, until = _window(r, want)
     who = {k: want[k] for k in ("team", "agent", "person") if k in want}
-    f = SessionFilter(since=since, until=until, **who)
+    cats = [want["category"]] if "category" in want else []
+    f = SessionFilter(since=since, until=until, categories=tuple(cats) or None, **who)
 
     # The Overview: the session list's filters over the summary, role figures restricted.
     summary = r.summary(SessionFilter(since=since, until=until, ok_only=False))
@@ -56,7 +58,7 @@ def test_every_face_counts_the_same(site, want):
                  ListFilter(agents=[want["agent"]] if "agent" in want else [],
                             teams=[want["team"]] if "team" in want else [],
                             people=[want["person"]] if "person" in want else [],
-                            roles=roles))
+                            roles=roles, categories=cats))
     rows = rows[rows.status == "ok"]
     overview = (len(rows), int((rows.alerts > 0).sum()), int(rows.alerts.sum()))
 
@@ -75,7 +77,8 @@ def test_every_face_counts_the_same(site, want):
     # Reports and exports (one builder for the page, the CLI and the API).
     kind, key = next(((k, want[k]) for k in ("team", "agent", "person") if k in want),
                      ("sessions", None))
-    report = reports.build(r, reports.ReportSpec(kind, key, since, until, roles=tuple(roles)),
+    report = reports.build(r, reports.ReportSpec(kind, key, since, until, roles=tuple(roles),
+                                                 categories=tuple(cats)),
                            formats=("sessions",))
     assert (len(report.session_ids), report.n_alerts) == (overview[0], overview[2]), want
 
@@ -84,7 +87,8 @@ def test_every_face_counts_the_same(site, want):
         card = r.agent_scorecards(f)
         calls = rows[rows.agent_id.notna() & rows.speakers.map(lambda s: "agent" in s)]
         assert int(card.calls.sum()) == len(calls)
-        assert int(card[["high", "medium", "low"]].sum().sum()) == int(calls.alerts.sum())
+        assert int(card[["urgent", "high", "medium", "low"]].sum().sum()) == \
+            int(calls.alerts.sum())
 
 
 def test_the_role_filter_is_not_vacuous(site):

@@ -37,7 +37,8 @@ def test_rejudged_alerts_are_exactly_the_stored_ones(reader, rules):
     assert reader.n_sessions() >= 30
     # not a vacuous equality: every kind fired, under both rule sets
     assert set(stored.rule) == {"angry_streak", "negative_last_quarter", "volatility_p95",
-                                "ends_worse", "unreliable_audio", "negative_entry"}
+                                "ends_worse", "unreliable_audio", "negative_entry",
+                                "cancel_while_angry"}  # a category (core/categories) too
     assert set(reader.session_metrics().rule_set) == {"default", "diary"}
     same(stored, judged)
     # the same holds for any window: the reference is still every earlier session

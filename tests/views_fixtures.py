@@ -83,11 +83,18 @@ CUSTOMER_LINES = ["my bill is wrong again", "i want a refund for the double char
                   "i want to cancel my account right now", "nobody called me back"]
 
 
+# What p-002's diaries say (the other person's diaries have no transcript).
+DIARY_LINES = ["today was a good day i saw my friends", "i am tired and everything feels heavy",
+               "work was fine nothing special", "i could not sleep again last night",
+               "i feel a bit better this week", "i am worried about my mother"]
+
+
 def transcript(sid: str, segs: list[Segment]) -> tuple[Utterance, ...]:
     """One utterance per segment, its words spread evenly over it."""
     out, n = [], {}
     for s in segs:
-        lines = AGENT_LINES if s.speaker == "agent" else CUSTOMER_LINES
+        lines = AGENT_LINES if s.speaker == "agent" else DIARY_LINES \
+            if s.speaker == "speaker" else CUSTOMER_LINES
         k = n[s.channel] = n.get(s.channel, -1) + 1
         text = lines[k % len(lines)]
         ws = text.split()
@@ -156,7 +163,8 @@ def diary(k: int, person: str, day: int, rng: np.random.Generator, mood: str) ->
     meta = SessionMeta(customer_id=person, team="wellbeing",
                        recorded_at=f"2026-11-{day:02d}T21:00:00", tags=("diary",))
     return SessionResult(sid, f"/nowhere/{person}-{day}.m4a", f"diary_{person}_{day:02d}.m4a",
-                         sha, t + 0.5, 1, meta, chans, tuple(segs))
+                         sha, t + 0.5, 1, meta, chans, tuple(segs),
+                         utterances=transcript(sid, segs) if person == "p-002" else ())
 
 
 def sessions() -> list[SessionResult]:

@@ -335,6 +335,52 @@ def journey(j: pd.DataFrame, lang: str = "en", mix_limit: float | None = None) -
     return fig
 
 
+# Colours of the fused states (core/fusion.TINTS, as the Session page's badges).
+FUSED_COLORS = {"red": "#d62728", "violet": "#9467bd", "orange": "#ff7f0e", "green": "#2ca02c",
+                "gray": "#7f7f7f", "blue": "#1f77b4"}
+
+
+def words_and_voice(w: pd.DataFrame, lang: str = "en") -> go.Figure:
+    """A person's entries: the share of each entry's speech in a distress state (voice and
+    words fused, core/fusion) beside the baseline of the entries before it (mean ± z·sd, a
+    grey bar), each point coloured by the entry's most frequent fused state, ringed when above
+    the band. customdata = row in `w`."""
+    from core import fusion
+    x = pd.to_datetime(w["when"])
+    rows = np.arange(len(w)).astype(float)
+    mean = pd.to_numeric(w.baseline_distress, errors="coerce")
+    lo = pd.to_numeric(w.distress_lo, errors="coerce")
+    hi = pd.to_numeric(w.distress_hi, errors="coerce")
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(
+        x=x, y=mean, mode="markers", name="baseline (mean ± z·sd)",
+        marker=dict(symbol="line-ew", size=22, line=dict(width=2, color="#95a5a6")),
+        error_y=dict(type="data", symmetric=False, array=(hi - mean).fillna(0),
+                     arrayminus=(mean - lo).fillna(0), color="#bdc3c7", thickness=10, width=0),
+        hovertemplate="baseline %{y:.0%}<extra></extra>"))
+    y = pd.to_numeric(w.distress, errors="coerce")
+    fused = w.fused.fillna("unclear")
+    colors = [FUSED_COLORS[fusion.TINTS.get(f, "gray")] for f in fused]
+    words = [f"{v:+.2f}" if pd.notna(v) else "—" for v in pd.to_numeric(w.words,
+                                                                         errors="coerce")]
+    text = [f"{fusion.display(f, lang)} · voice {display(v, lang) if isinstance(v, str) else '—'}"
+            f" · words {s}" for f, v, s in zip(fused, w.voice, words)]
+    fig.add_trace(go.Scatter(
+        x=x, y=y, mode="lines+markers", name="distress share", customdata=rows, text=text,
+        line=dict(color="#34495e", width=1.5), marker=dict(size=11, color=colors),
+        hovertemplate="%{x|%Y-%m-%d}: %{y:.0%}<br>%{text}<extra></extra>", **KEEP_LOOK))
+    out = w.distress_departs.astype(bool).to_numpy()
+    fig.add_trace(go.Scatter(
+        x=x[out], y=y[out], mode="markers", name="above baseline", customdata=rows[out],
+        hoverinfo="skip", marker=dict(size=20, color="rgba(0,0,0,0)",
+                                      line=dict(width=2, color=OUTSIDE)), **KEEP_LOOK))
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10), hovermode="closest",
+                      clickmode="event+select", legend=dict(orientation="h", y=1.12, x=0))
+    fig.update_yaxes(range=[-0.05, 1.05], tickformat=".0%")
+    fig.update_xaxes(tickvals=x, ticktext=[f"{t:%b %d}" for t in x])
+    return fig
+
+
 def picked_row(event) -> int | None:
     """The customdata row of the first point a chart click reported."""
     points = list(getattr(getattr(event, "selection", None), "points", None) or [])

@@ -127,6 +127,7 @@ def summary_options(k: Key) -> dict:
             "agents": vals("agent_id"), "teams": vals("team"),
             "people": sorted(set(vals("customer_id")) | set(vals("agent_id"))),
             "roles": flat("speakers"), "flags": flat("flags"),
+            "categories": flat("categories"),
             "dominant": sorted(set(s.dominant.dropna()), key=LABELS.index)}
 
 
@@ -389,6 +390,14 @@ def journey(k: Key, person: str, role: str | None) -> pd.DataFrame:
     if "session_metrics" not in tables(k.version, k.path) or rules() is None:
         return pd.DataFrame()
     return reader(k).journey(person, rules(), role=role)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def words_and_voice(k: Key, person: str, role: str | None) -> pd.DataFrame:
+    """A person's entries with their words beside their voice (Reader.words_and_voice)."""
+    if "utterances" not in tables(k.version, k.path) or rules() is None:
+        return pd.DataFrame()
+    return reader(k).words_and_voice(person, rules(), role=role)
 
 
 def notes_spool() -> Path:

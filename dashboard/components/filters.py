@@ -56,10 +56,11 @@ def widgets(summary: pd.DataFrame, options: dict, key: str = "f") -> SessionFilt
     f.until = min((d for d in (f.until, p_until) if d), default=None)
     boxes = [(c[1], "agents", "Agent", "agent", None), (c[2], "teams", "Team", "team", None),
              (c[3], "people", "Customer / person", "person", None)]
-    c = st.columns([1, 1, 1, 2])
+    c = st.columns([1, 1, 1, 1, 2])
     boxes += [(c[0], "roles", "Speaker role", "role", None),
               (c[1], "dominant", "Dominant emotion", "dominant", ui.label),
-              (c[2], "flags", "Flags", "flags", None)]
+              (c[2], "flags", "Flags", "flags", None),
+              (c[3], "categories", "Category", "category", None)]
     for col, name, label, suffix, fmt in boxes:
         k = _sticky(f"{key}_{suffix}", options[name])
         value = col.multiselect(label, options[name], key=k,
@@ -67,7 +68,7 @@ def widgets(summary: pd.DataFrame, options: dict, key: str = "f") -> SessionFilt
         setattr(f, "dominant" if name == "dominant" else name, value)
         _keep(k, value)
     k = _sticky(f"{key}_text")
-    f.text = c[3].text_input("Search ids and tags", key=k,
+    f.text = c[4].text_input("Search ids and tags", key=k,
                              placeholder="session id, file, agent, customer, tag…")
     _keep(k, f.text)
     return f
@@ -117,11 +118,18 @@ def period(key: str, span: tuple[dt.date, dt.date] | None, col=None) -> tuple:
 
 
 def session_filter(since: dt.date | None, until: dt.date | None, agent=None, team=None,
-                   person=None):
+                   person=None, categories=()):
     """The core filter for these choices: `until` is an inclusive day here, exclusive there."""
     return CoreFilter(agent=agent, team=team, person=person,
                       since=since.isoformat() if since else None,
-                      until=(until + dt.timedelta(days=1)).isoformat() if until else None)
+                      until=(until + dt.timedelta(days=1)).isoformat() if until else None,
+                      categories=tuple(categories) or None)
+
+
+def categories(col, options: dict, key: str) -> list[str]:
+    """The category filter (core/categories: the ones stored sessions carry), kept across
+    pages like the others."""
+    return pick_many(col, "Category", options.get("categories", []), key)
 
 
 def choose(col, label: str, options: list[str], key: str) -> str | None:

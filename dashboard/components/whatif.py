@@ -53,6 +53,12 @@ def sliders(rules: Rules, roles: list[str]) -> tuple[Rules, str]:
         values["unreliable_share"] = _slider(cols[-1], "Unreliable: share to clarify",
                                              target.unreliable_share, 0.1, 1.0, 0.05,
                                              f"th_{chosen}_unrel")
+    alerting = [c for c in target.categories if c.alert]
+    if alerting:  # categories (core/categories): how many utterances must meet one
+        cols = st.columns(len(alerting))
+        for col, c in zip(cols, alerting):
+            values[c.name] = _slider(col, f"{c.name}: utterances at least", c.min_count, 1, 10,
+                                     1, f"th_{chosen}_cat_{c.name}")
     default = _watched(target)
     if default:
         offered = sorted(set(roles) | set(default))

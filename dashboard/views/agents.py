@@ -134,10 +134,11 @@ def main() -> None:
         return
     k = data.state()
     opts = data.summary_options(k)
-    c = st.columns([3, 1])
+    c = st.columns([3, 1, 1])
     since, until = filters.period("ag", opts["dates"], c[0])
     team = filters.choose(c[1], "Team", opts["teams"], "ag_team")
-    f = filters.session_filter(since, until, team=team)
+    cats = filters.categories(c[2], opts, "ag_category")
+    f = filters.session_filter(since, until, team=team, categories=cats)
     card = data.agent_scorecards(k, f)
     if card.empty:
         st.info(filters.empty_reason(data.summary_options(k)["dates"]) + " Agents come from "

@@ -11,20 +11,21 @@ import plotly.express as px
 import streamlit as st
 
 from core import aggregates
-from core.scorecards import SEVERITY_RANK
+from core.rules import SEVERITIES, SEVERITY_RANK
 from dashboard.components import data, filters, nav, ui, whatif
 
 
 def window(k):
     """The filter widgets; returns (core filter for the sessions, roles, text for captions)."""
     opts = data.summary_options(k)
-    c = st.columns([3, 1, 1, 1, 1])
+    c = st.columns([3, 1, 1, 1, 1, 1])
     since, until = filters.period("al", opts["dates"], c[0])
     agent = filters.choose(c[1], "Agent", opts["agents"], "al_agent")
     team = filters.choose(c[2], "Team", opts["teams"], "al_team")
     person = filters.choose(c[3], "Customer / person", opts["people"], "al_person")
     roles = filters.pick_many(c[4], "Speaker role", opts["roles"], "al_role")
-    return filters.session_filter(since, until, agent, team, person), roles
+    cats = filters.categories(c[5], opts, "al_category")
+    return filters.session_filter(since, until, agent, team, person, cats), roles
 
 
 def alert_list(k, f, roles: list[str]) -> None:
@@ -51,7 +52,7 @@ def alert_list(k, f, roles: list[str]) -> None:
                 "store them). ")
     found = aggregates.alerts_of_roles(found, roles)
     c = st.columns([1, 1, 3])
-    sev = c[0].multiselect("Severity", ["high", "medium", "low"], key="al_sev")
+    sev = c[0].multiselect("Severity", list(reversed(SEVERITIES)), key="al_sev")
     rule = c[1].multiselect("Rule", sorted(set(found.rule)) if len(found) else [],
                             key="al_rule")
     if sev:

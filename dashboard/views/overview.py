@@ -59,7 +59,7 @@ def table(rows, first_alert) -> None:
                        status=("❌ failed: " + rows.error.fillna("")).where(~ok, ""))
     cols = ["when", "file_name", *(["status"] if (~ok).any() else []), "agent_id",
             "customer_id", "team", "minutes", "dominant", "negative_share", "alerts",
-            "severity", "flags", "tags"]
+            "severity", "categories", "flags", "tags"]
     view = ui.blank(view[cols + ["session_id"]],
                     ["file_name", "agent_id", "customer_id", "team", "severity"])
     st.caption(f"{len(rows):,} sessions, most severe first. Select a row to open it.")
@@ -80,6 +80,7 @@ def table(rows, first_alert) -> None:
                 "Negative", format="percent", min_value=0.0, max_value=1.0, width="small"),
             "alerts": st.column_config.NumberColumn("Alerts", width="small"),
             "severity": st.column_config.TextColumn("Worst", width="small"),
+            "categories": st.column_config.ListColumn("Categories", width="medium"),
             "flags": st.column_config.ListColumn("Flags", width="medium"),
             "tags": st.column_config.ListColumn("Tags", width="medium")})
     picked = ev.selection.rows if ev is not None else []

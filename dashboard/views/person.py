@@ -1,11 +1,13 @@
 """Person: one person's entries over time (a diary's, or a customer's calls): negative share,
 volatility and mix per entry against their own baseline, entries outside it marked, a click
-opens the entry; notes an analyst attaches to an entry."""
+opens the entry; each entry's words beside its voice, with the fused state over time against
+the same baseline; notes an analyst attaches to an entry."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
+from core import fusion
 from dashboard.components import charts, data, filters, nav, notes, ui
 
 ROLE_NAMES = {"speaker": "diary entries", "customer": "calls as a customer"}
@@ -72,6 +74,47 @@ def entries(j: pd.DataFrame, note_counts: pd.Series, alerts: pd.DataFrame) -> No
         nav.open_session(j.iloc[rows[0]].session_id)
 
 
+def words_and_voice(k, person: str, role: str | None) -> None:
+    """Each entry's words beside its voice, and the fused state over time against the
+    person's own baseline (core.aggregates.words_and_voice)."""
+    w = data.words_and_voice(k, person, role)
+    if w.empty or w.said.isna().all():
+        st.caption("No transcripts for these entries: ingest them with speech-to-text "
+                   "(`--asr`) to see what was said beside how it sounded.")
+        return
+    rules = data.rules()
+    z = rules.baseline_volatility_z if rules else 2.0
+    st.caption("Distress share: the part of each entry spoken in a distress state — voice and "
+               "words together negative, negative words in a flat voice (suppressed "
+               "distress), or polite words in an angry voice (masked frustration) — each "
+               "point coloured by the entry's most frequent fused state. Grey bar: the "
+               f"person's baseline before the entry, the mean ± {z:g} sd of their earlier "
+               "entries with words; ringed above it. Click an entry to open it.")
+    ev = st.plotly_chart(charts.words_and_voice(w, ui.lang()), key=f"pe_words_{person}",
+                         on_select="rerun", selection_mode=("points",))
+    row = charts.picked_row(ev)
+    if row is not None and 0 <= row < len(w):
+        nav.open_session(w.iloc[row].session_id)
+    view = w.assign(when=pd.to_datetime(w["when"]),
+                    voice=w.voice.map(lambda v: ui.label(v) if isinstance(v, str) else ""),
+                    fused=w.fused.map(lambda f: fusion.display(f, ui.lang())
+                                      if isinstance(f, str) else ""),
+                    against=["above baseline" if d else "within baseline" if pd.notna(b)
+                             else "no baseline yet" for d, b in zip(w.distress_departs,
+                                                                     w.baseline_distress)])
+    st.dataframe(
+        ui.blank(view[["when", "said", "voice", "words", "fused", "distress", "against"]]),
+        hide_index=True, width="stretch", key="pe_words_table", column_config={
+            "when": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD"),
+            "said": st.column_config.TextColumn("What was said", width="large"),
+            "voice": st.column_config.TextColumn("Voice", width="small"),
+            "words": st.column_config.NumberColumn("Words", format="%+.2f",
+                                                   help="Sentiment, -1 to +1"),
+            "fused": st.column_config.TextColumn("Fused", width="small"),
+            "distress": st.column_config.NumberColumn("Distress", format="percent"),
+            "against": st.column_config.TextColumn("Against baseline", width="small")})
+
+
 def main() -> None:
     if not ui.page("Person"):
         return
@@ -104,6 +147,8 @@ def main() -> None:
     row = charts.picked_row(ev)
     if row is not None and 0 <= row < len(j):
         nav.open_session(j.iloc[row].session_id)
+    st.subheader("Words and voice")
+    words_and_voice(k, person, role)
     found = notes.for_sessions(k, j.session_id)
     st.subheader("Entries")
     entries(j, found.session_id.value_counts() if len(found) else pd.Series(dtype=int), alerts)

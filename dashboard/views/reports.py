@@ -53,7 +53,7 @@ def selection_spec(summary: pd.DataFrame, opts: dict) -> reports.ReportSpec:
         rows = rows[rows.session_id.isin(pick)]
     parts = [f"{name} {', '.join(map(str, vals))}" for name, vals in (
         ("agent", f.agents), ("team", f.teams), ("person", f.people),
-        ("dominant", f.dominant), ("flags", f.flags)) if vals]
+        ("dominant", f.dominant), ("flags", f.flags), ("category", f.categories)) if vals]
     if f.text:
         parts.append(f"matching '{f.text}'")
     if pick:

@@ -1,5 +1,6 @@
 """Search: moments across calls found by what was said (core.word_search), with who said it,
-how it sounded and when — filtered by role, emotion, team, agent, person and dates, within the
+how it sounded and when — filtered by role, emotion, team, agent, person, dates and category,
+within the
 viewer's scope. Each moment plays in place and opens its session at that time; each search
 is recorded in the audit (a keyed pseudonym of the query, never its words) before results
 show."""
@@ -34,8 +35,9 @@ def filters(k) -> tuple[ws.Filters, int]:
             since = pd.Timestamp(rng[0]).strftime("%Y-%m-%d")
             until = (pd.Timestamp(rng[1]) + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
     n = c[6].number_input("How many", 5, ws.MAX_LIMIT, 25, step=5, key="ws_n")
+    cats = st.multiselect("Category", opts.get("categories", []), key="ws_category")
     return ws.Filters(tuple(roles), tuple(emotions), tuple(teams), agent or None,
-                      person or None, since, until), int(n)
+                      person or None, since, until, tuple(cats)), int(n)
 
 
 def audited(q: ws.Query, f: ws.Filters, found: ws.Found) -> bool:
