@@ -75,7 +75,7 @@ def judge(session_id: str, q: Seq, rows: list[dict], rolling, duration_s: float,
     alerts = session_alerts(session_id, q, rows, duration_s, rules) + volatility_alerts(
         session_id, q, rows, rolling, reference or {}, rules)
     if utts is not None and len(utts):
-        alerts += categories.judge(session_id, utts, duration_s, rules)[1]
+        alerts += categories.judge(session_id, utts, duration_s, rules, q)[1]
     return sorted(alerts, key=lambda r: (r["t_s"], r["speaker"], r["rule"]))
 
 

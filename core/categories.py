@@ -14,8 +14,9 @@ sets holds there:
   session (the utterance's midpoint);
 * `emotions`: its voice (core/fusion's reading of the overlapping segments); `fused`: its
   fused state;
-* `raised_voice = true`: a segment of the speaker overlapping it stands out in pitch and
-  loudness (core/prosody), where those are measured.
+* `raised_voice = true`: a segment of its channel overlapping it has a raised voice
+  (core/prosody: pitch and loudness above the speaker's own medians, by the thresholds of the
+  `raised_voice` alert rule), where prosody was measured.
 
 A session carries the category when at least `min_count` (1) of its utterances meet it; the
 row names the first. With `alert = true` the category also raises an alert of its severity
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core import prosody
 from core.fusion import STATES
 from core.labels import LABELS
 
@@ -138,16 +140,51 @@ def matches(utts: pd.DataFrame, c: Category, duration_s: float,
     return keep
 
 
+def raised(utts: pd.DataFrame, seg, rules) -> np.ndarray:
+    """Per utterance: does a segment of its channel overlapping it have a raised voice
+    (core.prosody: pitch and loudness above the speaker's own medians, by the thresholds of
+    the rules' `raised_voice` alert rule, else prosody's defaults)? `seg`: the session's
+    segments, a DataFrame with pitch_hz and loudness_dbfs or a core.metrics.Seq."""
+    out = np.zeros(len(utts), bool)
+    if seg is None or not len(seg) or not len(utts):
+        return out
+    if isinstance(seg, pd.DataFrame):
+        if "pitch_hz" not in seg or "loudness_dbfs" not in seg:
+            return out
+        ch, sp = seg.channel.to_numpy(int), seg.speaker.to_numpy(object)
+        start, end = seg.start_s.to_numpy(float), seg.end_s.to_numpy(float)
+        pitch = pd.to_numeric(seg.pitch_hz, errors="coerce").to_numpy(float)
+        loud = pd.to_numeric(seg.loudness_dbfs, errors="coerce").to_numpy(float)
+    else:
+        ch, sp, start, end = seg.channel, seg.speaker, seg.start, seg.end
+        pitch, loud = getattr(seg, "pitch", None), getattr(seg, "loudness", None)
+        if pitch is None or loud is None:
+            return out
+    rule = next((a for a in rules.alerts if a.kind == "raised_voice"), None)
+    up = np.zeros(len(ch), bool)
+    for who in dict.fromkeys(np.asarray(sp, object).tolist()):
+        mine = np.asarray(sp, object) == who
+        kw = {} if rule is None else {"pitch_semitones": rule.pitch_semitones,
+                                      "loudness_db": rule.loudness_db}
+        up[mine] = prosody.speaker_raised(pitch[mine], loud[mine], **kw)[0]
+    for i, (c, a, b) in enumerate(zip(utts.channel.to_numpy(int), utts.start_s.to_numpy(float),
+                                      utts.end_s.to_numpy(float))):
+        out[i] = bool((up & (ch == c) & (start < b) & (end > a)).any())
+    return out
+
+
 def judge(session_id: str, utts: pd.DataFrame, duration_s: float, rules,
-          raised: np.ndarray | None = None) -> tuple[list[dict], list[dict]]:
+          seg=None) -> tuple[list[dict], list[dict]]:
     """One session's category rows (CATEGORY_COLUMNS) and the alerts its alerting categories
-    raise (core.alerts.ALERT_COLUMNS), under `rules` (the session's set)."""
+    raise (core.alerts.ALERT_COLUMNS), under `rules` (the session's set); `seg` (its
+    segments) for the raised-voice condition."""
     tags, alerts = [], []
     if utts is None or not len(utts) or not rules.categories:
         return tags, alerts
     utts = utts.sort_values(["start_s", "channel"], kind="stable").reset_index(drop=True)
+    up = raised(utts, seg, rules) if any(c.raised_voice for c in rules.categories) else None
     for c in rules.categories:
-        hit = np.flatnonzero(matches(utts, c, duration_s, raised))
+        hit = np.flatnonzero(matches(utts, c, duration_s, up))
         if len(hit) < c.min_count:
             continue
         u = utts.iloc[hit[0]]
@@ -199,12 +236,6 @@ def parse(raw: dict, where: str, severities, error) -> Category:
     if vals.get("match", "any") != "any" and len(vals.get("phrases", ())) < 2:
         raise error(f"{where}: category {name!r}: match = {vals['match']!r} needs two or "
                     "more phrases")
-    if vals.get("raised_voice"):
-        try:
-            import core.prosody  # noqa: F401  (the raised-voice fact)
-        except ImportError:
-            raise error(f"{where}: category {name!r}: raised_voice is not measured by this "
-                        "version (no core/prosody)") from None
     if not any(vals.get(k) for k in ("phrases", "emotions", "fused", "raised_voice")):
         raise error(f"{where}: category {name!r} needs phrases, emotions, fused or "
                     "raised_voice: it would tag every session")

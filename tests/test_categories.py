@@ -43,6 +43,26 @@ def test_phrases_any_all_near_and_negation():
     assert C.said("我不想活了", cat(phrases=("不想活",)))
 
 
+def test_raised_voice_is_the_prosody_fact_over_the_utterance(tmp_path):
+    """Five customer segments, the fourth an octave up and 10 dB louder than the speaker's
+    medians (core/prosody's raised voice); of the two utterances only the one over it."""
+    seg = pd.DataFrame({"channel": [1] * 5, "speaker": ["customer"] * 5,
+                        "start_s": [0.0, 2, 4, 6, 8], "end_s": [1.5, 3.5, 5.5, 7.5, 9.5],
+                        "pitch_hz": [200.0, 205, 198, 400, 202],
+                        "loudness_dbfs": [-30.0, -29, -31, -20, -30]})
+    utts = pd.DataFrame({"utterance_id": ["u0", "u1"], "channel": [1, 1],
+                         "speaker": ["customer"] * 2, "start_s": [0.0, 5.8],
+                         "end_s": [3.5, 9.5], "text": ["i am calling again", "cancel it now"],
+                         "voice": ["neutral", "neutral"], "fused": ["neutral", "neutral"]})
+    f = tmp_path / "r.toml"
+    f.write_text('[[categories]]\nname = "shouting"\nraised_voice = true\n')
+    rules = load_rules(f)
+    assert C.raised(utts, seg, rules).tolist() == [False, True]
+    tags, _ = C.judge("s1", utts, 10.0, rules, seg)
+    assert [(t["category"], t["utterance_id"]) for t in tags] == [("shouting", "u1")]
+    assert C.judge("s1", utts, 10.0, rules, seg.drop(columns="pitch_hz"))[0] == []
+
+
 def test_a_category_is_checked_when_the_rules_are_read(tmp_path):
     f = tmp_path / "r.toml"
     for text, message in [
