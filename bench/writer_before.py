@@ -16,9 +16,10 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
-from core import analysers, fusion, sessions
+from core import analysers, categories, fusion, sessions
 from core.alerts import ALERT_COLUMNS
 from core.analytics import Reference, analyze_rows
+from core.categories import CATEGORY_COLUMNS
 from core.metrics import METRIC_COLUMNS
 from core.rules import Rules
 from core.sessions import (_ids, _insert, _session_table, analysis_table, channel_table,
@@ -130,21 +131,30 @@ def _analyse_in_order(con: Connection, sessions: pd.DataFrame, seg: pd.DataFrame
     `ref` as it goes; write the rows. Returns the number of alerts."""
     seg_at, ch_at = _row_ranges(seg.session_id), _row_ranges(ch.session_id)
     utt_at = _row_ranges(utt.session_id)
-    metrics, updates, alerts, fused = [], [], [], []
+    metrics, updates, alerts, fused, tagged = [], [], [], [], []
     for sid, dur, team, tags in zip(sessions.session_id, sessions.duration_s, sessions.team,
                                     sessions.tags):
         judged_by = rules.for_session(team, tags)
         s_seg = seg.iloc[slice(*seg_at.get(sid, (0, 0)))]
+        said = None
+        if sid in utt_at:
+            said = utt.iloc[slice(*utt_at[sid])]
+            states = fusion.session_fusion(said, s_seg, judged_by)
+            fused.append(states)
+            said = said.merge(states, on="utterance_id", how="left")
+            whole = float(dur) if dur and dur > 0 else \
+                float(s_seg.end_s.max()) if len(s_seg) else 0.0
+            tagged += categories.judge(sid, said, whole, judged_by, s_seg)[0]
         rows, upd, al = analyze_rows(
-            sid, s_seg, ch.iloc[slice(*ch_at.get(sid, (0, 0)))], dur, judged_by, ref.values)
+            sid, s_seg, ch.iloc[slice(*ch_at.get(sid, (0, 0)))], dur, judged_by, ref.values,
+            said)
         ref.add(rows)
         metrics += rows
         updates.append(upd)
         alerts += al
-        if sid in utt_at:
-            fused.append(fusion.session_fusion(utt.iloc[slice(*utt_at[sid])], s_seg, judged_by))
     _write(con, sessions.session_id.tolist(), pd.DataFrame(metrics, columns=METRIC_COLUMNS),
-           pd.DataFrame(alerts, columns=ALERT_COLUMNS), pd.concat(updates, ignore_index=True))
+           pd.DataFrame(alerts, columns=ALERT_COLUMNS), pd.concat(updates, ignore_index=True),
+           pd.DataFrame(tagged, columns=CATEGORY_COLUMNS))
     if fused:
         _write_fused(con, pd.concat(fused, ignore_index=True))
     return len(alerts)
@@ -159,13 +169,14 @@ def _write_fused(con: Connection, fused: pd.DataFrame) -> None:
 
 
 def _write(con: Connection, session_ids: list[str], metrics: pd.DataFrame,
-           alerts: pd.DataFrame, segments: pd.DataFrame) -> None:
+           alerts: pd.DataFrame, segments: pd.DataFrame, tags: pd.DataFrame) -> None:
     con.register("ids_df", pd.DataFrame({"session_id": session_ids}))
-    for table in ("session_metrics", "alerts"):
+    for table in ("session_metrics", "alerts", "session_categories"):
         con.execute(f"DELETE FROM {table} WHERE session_id IN (SELECT session_id FROM ids_df)")
     con.unregister("ids_df")
     for table, df, cols in (("session_metrics", metrics, METRIC_COLUMNS),
-                            ("alerts", alerts, ALERT_COLUMNS)):
+                            ("alerts", alerts, ALERT_COLUMNS),
+                            ("session_categories", tags, CATEGORY_COLUMNS)):
         if len(df):
             names = ", ".join(cols)
             con.register("derived_df", df[cols])

@@ -21,9 +21,16 @@ DIM = 8
 
 
 def _rules():
-    """The packaged rules, with a volatility reference short enough to fire here and a named
-    set (another window and threshold) for diaries."""
+    """The packaged rules, with a volatility reference short enough to fire here, two
+    categories that fire on these sessions (words in a negative or mixed fused state, an
+    urgent alert; a raised voice) and a named set (another window and threshold) for
+    diaries."""
+    from core.categories import Category
     base = load_rules(None)
+    base = replace(base, categories=base.categories + (
+        Category("upset_words", severity="urgent", alert=True, phrases=("words",),
+                 fused=("negative", "mixed")),
+        Category("raised", raised_voice=True)))
     alerts = tuple(replace(a, min_reference=2) if a.kind == "volatility_percentile" else a
                    for a in base.alerts)
     diaries = replace(base, alerts=alerts, name="diaries", teams=("wellbeing",), window=3,
@@ -136,6 +143,7 @@ def test_the_vectorised_writer_stores_what_the_old_one_stored(tmp_path, monkeypa
     old = _dump(_write(tmp_path / "old.duckdb", _groups(np.random.default_rng(7)), rules,
                        True, monkeypatch))
     assert new.keys() == old.keys()
+    assert {row[1] for row in new["session_categories"]} == {"'upset_words'", "'raised'"}
     for table in new:
         assert new[table] == old[table], table
     # What the comparison covered: every case made rows of its kind.
