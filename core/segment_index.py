@@ -161,8 +161,13 @@ def for_search(store: Store, space: Space, wait_s: float = 30.0,
     """The space's index, memory-mapped, equal to the store: opened (or `previous` refreshed,
     reusing its mapped base) when it passes every check, rebuilt from the store when it is
     missing, corrupt or of another model, or stale (a writer saves its delta just after its
-    commit: a reader in between waits up to `stale_wait_s` for it rather than rebuild)."""
-    start = time.monotonic()
+    commit: a reader in between waits for it rather than rebuild, up to `stale_wait_s` after
+    the last commit it saw: a writer committing again and again keeps it waiting for the next
+    delta, never rebuilding — a reader waiting at the store's gate enters just after a commit,
+    before its delta, so under back-to-back commits it meets the index one behind many times
+    in a row)."""
+    start = last_seen = time.monotonic()
+    seen = None
     while True:
         with store.read() as con:
             fp, stamp = state(con, space)
@@ -171,7 +176,9 @@ def for_search(store: Store, space: Space, wait_s: float = 30.0,
                 return previous.refreshed(fp, stamp)
             return vx.VectorIndex.open(path_of(store, space), space.model, space.dim, fp, stamp)
         except vx.IndexStale as e:
-            waited = time.monotonic() - start
+            if stamp != seen:  # the store has moved since the last look: a writer at work
+                seen, last_seen = stamp, time.monotonic()
+            waited = time.monotonic() - last_seen
             if waited < 0.2 or waited < stale_wait_s and (
                     files.writing(path_of(store, space)) or _commit_under_way(store)):
                 time.sleep(0.05)

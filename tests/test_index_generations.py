@@ -248,3 +248,33 @@ def test_a_reader_between_a_commit_and_its_delta_waits_instead_of_rebuilding(tmp
     assert len(waits) == 12
     assert ix.contains([vk.key_of(s.segment_id) for s in late.segments]).all()
     assert_index_equals_store(store)
+
+
+def test_a_reader_under_back_to_back_commits_waits_past_its_grace(tmp_path, monkeypatch):
+    """Each time the reader looks, a newer commit has landed and its delta has not: the store
+    moving is a writer at work, so the reader keeps waiting (past stale_wait_s in all) for
+    the delta that catches up, and never rebuilds."""
+    store = Store(tmp_path / "s.duckdb")
+    store.migrate()
+    w = writer_for(store.path, RULES)
+    run = w.start_run("tiny-random", "", False, "cpu", "engine", {})
+    first, *later = vf.sessions()[:4]
+    w.save(first, run)
+    space = segment_index.spaces(store)[0]
+    monkeypatch.setattr(w, "update_index", lambda *a: None)
+    w.save(later[0], run)  # committed; its delta not yet appended
+    looks, real_sleep = [], time.sleep
+
+    def sleep(s):  # between two looks: another commit, still no delta, 0.2 s gone by
+        looks.append(s)
+        real_sleep(0.2)
+        if len(looks) < len(later):
+            w.save(later[len(looks)], run)
+        else:
+            segment_index.apply(store, [r.session_id for r in later], np.zeros(0, np.uint64))
+    monkeypatch.setattr(segment_index.time, "sleep", sleep)
+    monkeypatch.setattr(segment_index, "rebuild", lambda *a: pytest.fail("rebuilt"))
+    ix = segment_index.for_search(store, space, stale_wait_s=0.3)
+    assert len(looks) >= len(later)  # 0.6 s and more of waiting, twice the grace
+    assert ix.contains([vk.key_of(s.segment_id) for r in later for s in r.segments]).all()
+    assert_index_equals_store(store)
