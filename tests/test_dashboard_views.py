@@ -288,7 +288,10 @@ def test_the_session_page_reads_as_a_conversation(env):
     line's time moves the player (and the highlight) there."""
     reader = Reader(Store(env), operator())
     utts = reader.utterances()
-    masked = utts[(utts.fused == "masked_frustration") & (utts.speaker == "customer")].iloc[0]
+    # a call with a masked line that also meets a category (cancel_while_angry)
+    tagged = set(reader.categories().session_id)
+    masked = utts[(utts.fused == "masked_frustration") & (utts.speaker == "customer")
+                  & utts.session_id.isin(tagged)].iloc[0]
     sid = masked.session_id
     lines = reader.transcript(sid)
     at = open_page("session", session_id=sid)
@@ -300,6 +303,10 @@ def test_the_session_page_reads_as_a_conversation(env):
     from dashboard.components.markdown import md
     reply = load_rules(env.with_name("emoscope.toml")).responses_en["masked_frustration"]
     assert any(md(reply) in c.value for c in at.caption)  # as the page escapes it
+    # the categories it meets, by name and severity
+    cats = reader.categories(SessionFilter.of(sid))
+    shown = [m.value for m in at.markdown if m.value.startswith("**Categories:**")]
+    assert len(shown) == 1 and len(cats) and all(md(c) in shown[0] for c in cats.category)
     assert len([c for c in at.chat_message]) >= 2  # agent and customer turns
     third = lines.iloc[2]
     at.button(key=f"line_{sid}_2").click().run()

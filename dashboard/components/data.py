@@ -164,6 +164,14 @@ def session_transcript(k: Key, session_id: str) -> pd.DataFrame:
     return reader(k).transcript(session_id)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def session_categories(k: Key, session_id: str) -> pd.DataFrame:
+    """The categories (core/categories) one session meets."""
+    if "session_categories" not in tables(k.version, k.path):
+        return pd.DataFrame()
+    return reader(k).categories(SessionFilter.of(session_id))
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def session_events(k: Key, session_id: str) -> pd.DataFrame:
     if "audio_events" not in tables(k.version, k.path):

@@ -1,6 +1,7 @@
 """Session: metadata, the per-speaker timeline with a seeking audio player, what was said as a
-conversation (each line with its emotion, a click plays from there), the segment under the
-cursor, the segment table, trend, volatility, alerts and an export of this session."""
+conversation (each line with its emotion, its words' sentiment and the fused state, a click
+plays from there), the segment under the cursor, the segment table, trend, volatility, the
+categories it meets, alerts and an export of this session."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -276,6 +277,17 @@ def conversation(metrics: pd.DataFrame) -> None:
     st.dataframe(ui.blank(view), hide_index=True, width="stretch")
 
 
+def categories(sid: str, cats: pd.DataFrame) -> None:
+    """The categories of emoscope.toml this session meets, each with the first utterance that
+    met it (those that alert are in the list below, a click away)."""
+    if cats.empty:
+        return
+    st.markdown("**Categories:** " + " · ".join(
+        f"{ui.md(c.category)} ({ui.md(c.severity)}; {ui.md(c.speaker)} at "
+        f"{ui.fmt_time(c.t_s or 0)}, {ui.plural(int(c.n_utterances), 'utterance')})"
+        for c in cats.itertuples(index=False)))
+
+
 def alerts_list(sid: str, al: pd.DataFrame, rule_set: str | None) -> None:
     if al.empty:
         st.caption("No alerts for this session.")
@@ -366,6 +378,7 @@ def main() -> None:
     st.subheader("Conversation")
     conversation(metrics)
     st.subheader("Alerts")
+    categories(sid, data.session_categories(k, sid))
     sets = metrics.rule_set.dropna() if "rule_set" in metrics else pd.Series(dtype=object)
     alerts_list(sid, al, sets.iloc[0] if len(sets) else None)
     st.subheader("Notes")
