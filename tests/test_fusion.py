@@ -111,9 +111,8 @@ def test_polite_words_in_an_angry_voice_are_masked_frustration_stored_and_recomp
     stricter = tmp_path / "emoscope.toml"
     stricter.write_text("[fusion]\npositive_words = 0.99\n")
     recompute(store, load_rules(stricter))
-    assert store.query("SELECT fused FROM utterances").fused.tolist() == ["negative"]
-    recompute(store, RULES)
-    assert store.query("SELECT fused FROM utterances").fused.tolist() == ["masked_frustration"]
+    assert store.query("SELECT fused, turn_fused FROM utterances").values.tolist() == \
+        [["negative", "negative"]]
 
 
 def test_predict_and_the_live_stream_fuse_the_words_with_the_voice(thanks_heard, model,
