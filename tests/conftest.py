@@ -78,6 +78,20 @@ def ingested_db(tmp_path_factory, audio_dir, model) -> Path:
     return db
 
 
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory) -> tuple[Path, str]:
+    """`emoscope demo --no-dashboard` with tiny-random, once per run: the bundled sessions with
+    their manifest metadata and patterns; (database, the command's output). Read-only."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    db = tmp_path_factory.mktemp("demo") / "emoscope.duckdb"
+    res = CliRunner().invoke(app, ["demo", "--no-dashboard", "--db", str(db),
+                                   "--model", "tiny-random"])
+    assert res.exit_code == 0, res.output
+    return db, res.output
+
+
 @pytest.fixture(autouse=True)
 def _dashboard_on_loopback():
     """AppTest runs no server: say it listens on loopback, as `emoscope dashboard` does without

@@ -20,10 +20,13 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
-PAGES = ["Overview", "Session", "Agents", "Person", "Volatility & alerts", "Search",
+# Reports twice: first on the default period (a report built), last with the period chosen on
+# the Alerts page carried to it.
+PAGES = ["Overview", "Session", "Agents", "Person", "Reports", "Volatility & alerts", "Search",
          "Similar moments", "Patterns", "Reports"]
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
-EMPTY = re.compile("No session in this period|no analysed session", re.I)
+EMPTY = re.compile("No session in this period|no analysed session|No alert in this window|"
+                   "has no analysed entries", re.I)
 
 
 def period_button(page, label: str):
@@ -61,7 +64,7 @@ def drive(base_url: str, out: Path) -> dict:
     same server under a foreign name resolved to this machine (DNS rebinding)."""
     from playwright.sync_api import sync_playwright
     out.mkdir(parents=True, exist_ok=True)
-    seen: dict = {"pages": {}, "errors": {}, "empty": {}}
+    seen: dict = {"pages": {}, "errors": {}, "empty": {}, "walks": {}}
     port = base_url.rsplit(":", 1)[1]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
@@ -94,9 +97,15 @@ def drive(base_url: str, out: Path) -> dict:
                 settle(page)
                 seen["errors"]["Search (a query)"] = page.locator(ERRORS).count()
                 page.screenshot(path=str(out / "search_query.png"), full_page=True)
-            if name == "Person":  # the supervisor's question: this person's alerts, at once
+            if name == "Person":  # the analyst's question: the person they follow, at once
                 seen["person_alerts"] = page.locator('[data-testid="stMetric"]',
                                                      has_text="Alerts").count()
+                seen["walks"]["analyst"] = {
+                    "clicks": 1, "person": page.get_by_role("combobox", name="Person")
+                    .input_value(), "metrics": {
+                        m.locator('[data-testid="stMetricLabel"]').inner_text().strip():
+                        m.locator('[data-testid="stMetricValue"]').inner_text().strip()
+                        for m in page.locator('[data-testid="stMetric"]').all()}}
             if name == "Volatility & alerts":
                 # The latest week of the data, one click; the choice then travels (Reports).
                 period_button(page, "Latest week").click()
@@ -104,7 +113,21 @@ def drive(base_url: str, out: Path) -> dict:
                 seen["week_caption"] = page.get_by_text(re.compile(r"alerts? in \d")).first \
                     .inner_text()
                 seen["empty"]["Alerts, latest week"] = page.get_by_text(EMPTY).count()
-            if name == "Reports":
+            if name == "Reports" and "week_caption" not in seen:
+                # Handing a report on: that person's report, built, on the default period.
+                period_button(page, "A person").click()
+                settle(page)
+                page.get_by_role("button", name="Build the files").click()
+                page.wait_for_selector('[data-testid="stDownloadButton"]', timeout=60000)
+                settle(page)
+                seen["walks"]["reporter"] = {
+                    "clicks": 3, "built": page.locator(
+                        '[data-testid="stAlertContentSuccess"]').inner_text(),
+                    "downloads": page.locator('[data-testid="stDownloadButton"]').count()}
+                seen["errors"]["Reports (built)"] = page.locator(ERRORS).count()
+                seen["empty"]["Reports (built)"] = page.get_by_text(EMPTY).count()
+                page.screenshot(path=str(out / "report_built.png"), full_page=True)
+            elif name == "Reports":
                 # The period chosen on the Alerts page: the report covers the latest 7 days.
                 seen["carried"] = page.get_by_text(re.compile(
                     r"\d{4}-\d\d-\d\d to \d{4}-\d\d-\d\d")).first.inner_text()
@@ -119,6 +142,7 @@ def drive(base_url: str, out: Path) -> dict:
                 page.wait_for_selector('h1:has-text("Session")', timeout=30000)
                 settle(page)
                 seen["row_opened"] = page.url
+                seen["walks"]["supervisor"] = {"clicks": 2}  # the page, then the first row
                 seen["row_start"] = page.get_by_text(re.compile(r"Player starts at")).inner_text()
             if name == "Agents":
                 # One click on a call (the second table: the agent's calls) opens it.
@@ -152,14 +176,11 @@ def drive(base_url: str, out: Path) -> dict:
 
 
 @pytest.mark.browser
-def test_every_page_in_chromium(ingested_db, tmp_path):
-    import shutil
-
-    from core import pattern_runs
+def test_every_page_in_chromium(demo_db):
+    """On the demo store (`make demo`'s own build, tiny-random): every page, then the three
+    users' questions, each answered within 3 clicks with no empty page on the default period."""
     from core.store import Store
-    db = tmp_path / "emoscope.duckdb"  # a copy: the patterns written here stay here
-    shutil.copy(ingested_db, db)
-    pattern_runs.compute(Store(db), k=3)
+    db, _ = demo_db  # the dashboard only reads it (its audit goes beside it)
     port = free_port()
     proc = serve(db, port)
     try:
@@ -177,13 +198,13 @@ def test_every_page_in_chromium(ingested_db, tmp_path):
     assert seen["pattern_charts"] >= 2 and seen["pattern_gl"] >= 1
     from core.access import operator
     from core.queries import Reader
-    ids = set(Reader(Store(ingested_db), operator()).session_rows().session_id)
+    ids = set(Reader(Store(db), operator()).session_rows().session_id)
     assert seen["row_opened"].split("session=")[-1].split("&")[0] in ids
     assert seen["call_opened"].split("session=")[-1].split("&")[0] in ids
     assert all(n == 0 for n in seen["errors"].values()), seen["errors"]
     # An Overview row opens its session at its first alert (the Session page then shows it).
     opened = seen["row_opened"].split("session=")[-1].split("&")[0]
-    alerts = Reader(Store(ingested_db), operator()).alerts()
+    alerts = Reader(Store(db), operator()).alerts()
     first = alerts[alerts.session_id == opened].t_s.min() if len(alerts) else float("nan")
     whole = 0 if first != first else int(first)  # the player seeks to whole seconds
     at = f"{whole // 60}:{whole % 60:04.1f}"
@@ -202,7 +223,25 @@ def test_every_page_in_chromium(ingested_db, tmp_path):
     start = int(shown.group(1)) * 60 + float(shown.group(2))
     assert start > 0
     assert abs(seen["audio_t"] - int(start)) < 1.0, (seen["audio_t"], start)
-    for name in ("overview", "session", "session_clicked", "agents", "person",
+    # The three users' questions (issue 24), each within 3 clicks on the default period, no
+    # page empty on the way (above): a supervisor opens the most severe call at its first
+    # alert (Overview, first row); an analyst sees the person they follow, their entries and
+    # alerts (Person); a report of that person is built, ready to hand on (Reports).
+    from core.aggregates import SEVERITY_RANK
+    walks = seen["walks"]
+    assert sorted(walks) == ["analyst", "reporter", "supervisor"]
+    assert all(w["clicks"] <= 3 for w in walks.values()), walks
+    rank = alerts.severity.map(SEVERITY_RANK)
+    assert opened in set(alerts[rank == rank.max()].session_id), opened
+    person = walks["analyst"]["person"].split(" · ")[0].strip()
+    mine = Reader(Store(db), operator()).session_rows()
+    mine = set(mine[mine.customer_id == person].session_id)
+    assert mine and walks["analyst"]["metrics"]["Entries"] == str(len(mine)), walks["analyst"]
+    assert walks["analyst"]["metrics"]["Alerts"] == str(alerts.session_id.isin(mine).sum())
+    assert f"from {len(mine)} sessions" in walks["reporter"]["built"]
+    assert f"person-{person}" in walks["reporter"]["built"]
+    assert walks["reporter"]["downloads"] == 6
+    for name in ("report_built", "overview", "session", "session_clicked", "agents", "person",
                  "volatility_alerts", "search", "search_query", "similar_moments", "patterns",
                  "reports"):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000

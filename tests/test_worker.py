@@ -244,14 +244,11 @@ def test_demo_runs_a_worker_beside_the_dashboard_and_stops_it(tmp_path):
     assert proc.returncode is not None
 
 
-def test_demo_ingests_the_bundled_sessions_with_their_metadata_and_patterns(tmp_path):
+def test_demo_ingests_the_bundled_sessions_with_their_metadata_and_patterns(demo_db):
     """`make demo` without the dashboard: every bundled session stored with its manifest row,
-    and the Patterns page's rows made."""
-    db = tmp_path / "demo.duckdb"
-    res = CliRunner().invoke(app, ["demo", "--no-dashboard", "--db", str(db),
-                                   "--model", "tiny-random"])
-    assert res.exit_code == 0, res.output
-    assert "ok 11 · failed 0" in res.output and "patterns:" in res.output
+    and the Patterns page's rows made (the store the browser tour walks)."""
+    db, output = demo_db
+    assert "ok 11 · failed 0" in output and "patterns:" in output
     with Store(db).read() as con:
         teams = dict(con.execute("SELECT team, count(*) FROM sessions WHERE status = 'ok' "
                                  "GROUP BY team").fetchall())
