@@ -33,7 +33,7 @@ import pandas as pd
 from api.answers import curve, judge
 from api.batcher import Overloaded, TimedOut
 from api.stream_audio import wav_chunks
-from core import quality, sentiment
+from core import quality, redaction, sentiment
 from core.alerts import session_alerts, store_relative
 from core.analytics import judge_live
 from core.audio import SAMPLE_RATE
@@ -103,9 +103,12 @@ class LiveStream:
     def __init__(self, roles: tuple[str, ...], rules: Rules, opts: IngestOptions, lang: str,
                  context_s: float = 1.5, max_s: float = 3600.0,
                  reference: dict[str, tuple[float, ...]] | None = None,
-                 encoding: str = "pcm16", transcriber=None):
+                 encoding: str = "pcm16", transcriber=None, show_raw: bool = False):
         self.id = "live-" + uuid.uuid4().hex[:12]
         self.transcriber = transcriber  # speech-to-text backend: text of each utterance
+        # What was said leaves redacted ([redaction] in emoscope.toml), the raw text beside it
+        # only for a caller whose role keep_raw allows.
+        self.redaction, self.show_raw = redaction.config(), show_raw
         self.encoding = encoding
         self.result: SessionResult | None = None
         self.rules, self.opts, self.lang = rules, opts, lang
@@ -219,17 +222,28 @@ class LiveStream:
                                   "suggested_response")}
 
     def _utterance(self, ch: Channel, sp: Span) -> dict:
-        """A finished utterance: how it sounded, what was said (with a backend), and the two
-        fused (core/fusion) into a state that picks the suggested response."""
+        """A finished utterance: how it sounded, what was said (with a backend; redacted, the raw
+        text beside it only for a role keep_raw allows), and the two fused (core/fusion) into a
+        state that picks the suggested response."""
         heard = ch.texts.get(sp)
-        words = sentiment.score(heard.text, heard.language) if heard else (None, None)
+        text = self._said(ch, sp) if heard is not None else None
+        words = sentiment.score(text, heard.language) if heard else (None, None)
         j = judge(ch.outputs[sp].scores, self.rules, self.lang, words[0])
         out = {"start_s": round(sp[0], 3), "end_s": round(sp[1], 3),
                **{k: j[k] for k in ("emotion", "confidence", "fallback_action", "fused",
                                     "suggested_response")}}
         if heard is not None:
-            out.update(text=heard.text, sentiment=words[0])
+            out.update(text=text, sentiment=words[0])
+            if self.show_raw:
+                out["text_raw"] = heard.text
         return out
+
+    def _said(self, ch: Channel, sp: Span) -> str:
+        """The utterance's text redacted together with the speaker's earlier ones (a number
+        read in two breaths is one number)."""
+        upto = sorted(x for x in ch.texts if x[0] <= sp[0])
+        return redaction.redact_pieces([ch.texts[x].text or "" for x in upto],
+                                       self.redaction)[-1]
 
     async def _transcribe(self, spans: list[tuple[Channel, Span]]) -> None:
         """What was said in these finished utterances, off the event loop."""
@@ -357,19 +371,26 @@ class LiveStream:
                                   for c in result.channels])
             upd = segment_updates(seg, self.rules.window, self.rules.confidence_threshold)
             roll = dict(zip(upd["segment_id"], upd["rolling_volatility"]))
-            said = {(ch.index, round(sp[0], 3), round(sp[1], 3)): h
-                    for ch in self.channels for sp, h in ch.texts.items()}
+            said, redacted = {}, {}
+            for ch in self.channels:  # each speaker's utterances redacted together, in order
+                spans = sorted(ch.texts)
+                texts = [ch.texts[sp].text or "" for sp in spans]
+                for sp, t in zip(spans, redaction.redact_pieces(texts, self.redaction)):
+                    said[(ch.index, round(sp[0], 3), round(sp[1], 3))] = ch.texts[sp]
+                    redacted[(ch.index, round(sp[0], 3), round(sp[1], 3))] = t
             for x in sorted(result.segments, key=lambda x: (x.start_s, x.channel)):
                 v = roll[x.segment_id]
-                h = said.get((x.channel, round(x.start_s, 3), round(x.end_s, 3)))
-                words = sentiment.score(h.text, h.language) if h else (None, None)
+                key = (x.channel, round(x.start_s, 3), round(x.end_s, 3))
+                h, text = said.get(key), redacted.get(key)
+                words = sentiment.score(text, h.language) if h else (None, None)
                 utterances.append({
                     "segment_id": x.segment_id, "channel": x.channel, "speaker": x.speaker,
                     "start_s": x.start_s, "end_s": x.end_s,
                     **judge(x.scores, self.rules, self.lang, words[0]),
                     "flags": list(x.flags),
                     "rolling_volatility": None if np.isnan(v) else round(float(v), 4),
-                    **({"text": h.text, "sentiment": words[0]} if h is not None else {}),
+                    **({"text": text, "sentiment": words[0]} if h is not None else {}),
+                    **({"text_raw": h.text} if h is not None and self.show_raw else {}),
                     **{k: _plain(val) for k, val in x.values.items()}})  # analysers' columns
             sid = result.session_id
             m = session_metrics(sid, seg, chans, duration, self.rules)

@@ -22,7 +22,7 @@ from api.context import known_query
 from api.answers import curve, judge, vector
 from api.runtime import Runtime
 from api.schemas import ChannelsAnswer, PredictAnswer
-from core import quality, sentiment
+from core import quality, redaction, sentiment
 from core.audio import SAMPLE_RATE, AudioError, decode_blocks, default_roles, probe_duration
 from ingest.speech_to_text import transcribe
 
@@ -163,6 +163,8 @@ async def predict(
     x, speakers = channels_of(clip, roles, rt.opts.stereo_roles)
     outs = await rt.batcher.submit(list(x))
     heard = await run_in_threadpool(transcribe, rt.transcriber, list(x)) if asr else None
+    cfg = redaction.config()
+    raw = asr and cfg.shows_raw(request.state.identity.viewer.roles)
     answers = []
     for ch, (wave, out, speaker) in enumerate(zip(x, outs, speakers)):
         words = sentiment.score(heard[ch].text, heard[ch].language) if heard else (None, None)
@@ -175,12 +177,17 @@ async def predict(
         if embedding:
             a["embedding"] = vector(out.embedding)
         if heard is not None:
+            # What was said leaves the server redacted, as a stored transcript would be; the
+            # raw text only where [redaction] keep_raw lets this caller's role see it.
             h = heard[ch]
-            a.update(text=h.text, language=h.language, asr_model=rt.transcriber.name,
+            text, said = redaction.redact_said(h.text, [w.word for w in h.words], cfg)
+            a.update(text=text, language=h.language, asr_model=rt.transcriber.name,
                      sentiment=words[0], sentiment_source=words[1],
-                     words=[{"word": w.word, "start_s": round(w.start_s, 3),
+                     words=[{"word": word, "start_s": round(w.start_s, 3),
                              "end_s": round(w.end_s, 3), "confidence": w.confidence}
-                            for w in h.words])
+                            for w, word in zip(h.words, said)])
+            if raw:
+                a["text_raw"] = h.text
         answers.append(a)
     common = {"model": rt.lm.name, "trained": rt.lm.trained,
               "duration_s": round(clip.duration_s, 3)}

@@ -39,7 +39,8 @@ class ChannelAnswer(Judgement):
                                          "(narrowband is judged on stored sessions).")
     curve: Curve | None = None
     embedding: list[float] | None = None
-    text: str | None = Field(None, description="asr=true: what was said on the channel.")
+    text: str | None = Field(None, description="asr=true: what was said on the channel, "
+                                               "redacted ([card], [phone], ...).")
     language: str | None = None
     words: list[dict] | None = Field(None, description="asr=true: word, start_s, end_s, "
                                                        "confidence, where the backend gives "
@@ -52,6 +53,9 @@ class ChannelAnswer(Judgement):
         None, description="Voice and words together (docs/metrics.md, Fusion): "
                           "masked_frustration, suppressed_distress, negative, positive, "
                           "neutral, mixed or unclear; from the voice alone without asr=true.")
+    text_raw: str | None = Field(None, description="asr=true, only where `[redaction] "
+                                 "keep_raw` is on and the caller's role is in `raw_roles`: "
+                                 "the text before redaction (`text` and `words` are redacted).")
 
 
 class PredictAnswer(ChannelAnswer):

@@ -43,7 +43,7 @@ from api.runtime import Runtime
 from api.security import Identity, require_identity
 from api.stream_audio import ENCODINGS, BadAudio, decoder
 from api.uploads import Refused, queue_recording, upload_team
-from core import inbox
+from core import inbox, redaction
 from core.audio import SAMPLE_RATE
 from core.times import utc_now
 
@@ -108,7 +108,8 @@ class Connection:
         s = rt.settings
         self.live = LiveStream(params["roles"], rt.rules, rt.opts, params["lang"],
                                s.stream_context_s, s.max_stream_s, s.volatility_reference,
-                               params["encoding"], rt.transcriber)
+                               params["encoding"], rt.transcriber,
+                               redaction.config().shows_raw(identity.viewer.roles))
         self.decode = decoder(params["encoding"], len(params["roles"]))
         self._send_lock = asyncio.Lock()
         self._stop = asyncio.Event()

@@ -24,6 +24,7 @@ import functools
 import re
 from dataclasses import dataclass, replace
 
+from core.access import ROLES
 from core.config_file import config_path, read_config
 
 PLACEHOLDERS = ("[card]", "[phone]", "[email]", "[number]", "[term]")
@@ -44,21 +45,36 @@ _EMAIL = re.compile(
 @dataclass(frozen=True)
 class RedactionConfig:
     """[redaction] in emoscope.toml. `enabled` is on by default; `terms` are extra words or
-    phrases (names of products, account words) always replaced by [term]."""
+    phrases (names of products, account words) always replaced by [term]. `keep_raw` lets the
+    roles in `raw_roles` (default: admin) also see the raw text in answers that store nothing
+    (/v1/predict?asr=true, the live stream); what is stored is redacted whatever it says."""
     enabled: bool = True
     terms: tuple[str, ...] = ()
+    keep_raw: bool = False
+    raw_roles: tuple[str, ...] = ("admin",)
 
     @classmethod
     def from_toml(cls, section: dict) -> "RedactionConfig":
-        unknown = set(section) - {"enabled", "terms"}
+        unknown = set(section) - {"enabled", "terms", "keep_raw", "raw_roles"}
         if unknown:
             raise ValueError(f"[redaction]: unknown setting(s) {sorted(unknown)}; "
-                             "known: enabled, terms (keep_raw is not supported yet)")
+                             "known: enabled, terms, keep_raw, raw_roles")
         terms = section.get("terms", [])
         if not isinstance(terms, list) or not all(isinstance(t, str) and t.strip()
                                                   for t in terms):
             raise ValueError("[redaction] terms must be a list of non-empty strings")
-        return cls(bool(section.get("enabled", True)), tuple(t.strip() for t in terms))
+        keep_raw = section.get("keep_raw", False)
+        if not isinstance(keep_raw, bool):
+            raise ValueError("[redaction] keep_raw must be true or false")
+        roles = section.get("raw_roles", ["admin"])
+        if not isinstance(roles, list) or not all(r in ROLES for r in roles):
+            raise ValueError(f"[redaction] raw_roles must be a list of roles ({', '.join(ROLES)})")
+        return cls(bool(section.get("enabled", True)), tuple(t.strip() for t in terms),
+                   keep_raw, tuple(roles))
+
+    def shows_raw(self, roles) -> bool:
+        """Whether a caller with these roles may see the raw text where nothing is stored."""
+        return self.keep_raw and bool(set(roles) & set(self.raw_roles))
 
 
 @functools.lru_cache(maxsize=8)
@@ -166,6 +182,12 @@ def redact_pieces(pieces: list[str], cfg: RedactionConfig | None = None) -> list
 
 def redact_text(text: str, cfg: RedactionConfig | None = None) -> str:
     return redact_pieces([text], cfg)[0]
+
+
+def redact_said(text: str, words: list[str], cfg: RedactionConfig | None = None
+                ) -> tuple[str, list[str]]:
+    """One piece's text and its words, redacted (what /v1/predict?asr=true answers)."""
+    return redact_text(text or "", cfg), redact_pieces(list(words), cfg)
 
 
 def redact_result(result, cfg: RedactionConfig | None = None):

@@ -53,8 +53,13 @@ def test_luhn_and_configured_terms_and_off():
     assert redact_text("I want PLATINUM  plus, not platinumplus; 我要蓝卡", cfg) == \
         "I want [term], not platinumplus; 我要[term]"
     assert redact_text(CARD, RedactionConfig(enabled=False)) == CARD
-    with pytest.raises(ValueError, match="keep_raw is not supported"):
-        RedactionConfig.from_toml({"keep_raw": True})
+    with pytest.raises(ValueError, match="keep_raw must be true or false"):
+        RedactionConfig.from_toml({"keep_raw": "yes"})
+    with pytest.raises(ValueError, match="raw_roles must be a list of roles"):
+        RedactionConfig.from_toml({"keep_raw": True, "raw_roles": ["everyone"]})
+    kept = RedactionConfig.from_toml({"keep_raw": True, "raw_roles": ["supervisor"]})
+    assert kept.shows_raw({"supervisor"}) and not kept.shows_raw({"admin"})
+    assert not RedactionConfig().shows_raw({"admin"})  # off unless asked for
 
 
 def test_digits_split_across_one_speakers_utterances_and_words():
@@ -141,3 +146,101 @@ def test_a_spoken_card_never_reaches_the_store_the_index_search_or_the_api(model
         found = c.get("/v1/search", params={"q": "card"}).json()
         assert json.dumps(found).count("[card]") >= 1
         assert c.get("/v1/search", params={"q": "1111"}).json()["hits"] == []
+
+
+# -- what leaves the server without being stored: /v1/predict?asr=true and the live stream ----
+HEARD = ["my card is four one one one one one one one", "one one one one 1111 ok"]
+
+
+class Teller:
+    """A speech-to-text backend that hears a card number read out over two pieces."""
+    name = "teller"
+
+    def __init__(self):
+        self.n = 0
+
+    def transcribe(self, waves):
+        from ingest.speech_to_text import Heard
+        out = []
+        for _ in waves:
+            text = HEARD[self.n % 2]
+            self.n += 1
+            out.append(Heard(text, "en", 1.0, words=tuple(Word(w, 0.0, 0.1)
+                                                           for w in text.split())))
+        return out
+
+
+def teller_client(model, tmp_path, monkeypatch, toml: str = ""):
+    """A loopback (admin) client of an app whose speech-to-text hears HEARD."""
+    from api.app import create_app
+    from api.batcher import Batcher
+    from api.runtime import Runtime, engine_run
+    from api.settings import Settings
+    from core.rules import load_rules
+    from ingest.options import IngestOptions
+    (tmp_path / "emoscope.toml").write_text(toml)
+    monkeypatch.setenv("EMOSCOPE_CONFIG", str(tmp_path / "emoscope.toml"))
+    settings = Settings(model="tiny-random", device="cpu", db=tmp_path / "e.duckdb",
+                        volatility_reference={"customer": (0.0,) * 20})
+    rt = Runtime(settings, model, load_rules(), IngestOptions(),
+                 Batcher(engine_run(model, None), batch_seconds=30, max_wait_ms=0,
+                         max_queue=8, timeout_s=30), transcriber=Teller())
+    return TestClient(create_app(settings, runtime=rt), client=("127.0.0.1", 40005),
+                      base_url=LOCAL)
+
+
+def no_card(texts) -> None:
+    for t in texts:
+        assert "four one" not in t and "one one" not in t and "1111" not in t, t
+
+
+def test_predict_with_asr_answers_redacted_text_raw_only_for_allowed_roles(
+        model, speech, tmp_path, monkeypatch):
+    from tests.audio_gen import write
+    clip = write(tmp_path / "c.wav", speech[:16000 * 3]).read_bytes()
+
+    def ask(c):
+        r = c.post("/v1/predict", params={"asr": "true"},
+                   files={"audio": ("c.wav", clip, "audio/wav")})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with teller_client(model, tmp_path, monkeypatch) as c:
+        a = ask(c)
+    assert a["text"] == "my card is [phone]" and "text_raw" not in a
+    no_card([a["text"], *(w["word"] for w in a["words"])])
+    assert "[phone]" in [w["word"] for w in a["words"]]
+    # keep_raw for admins: this loopback operator (an admin) sees the raw text beside it
+    (tmp_path / "a").mkdir()
+    with teller_client(model, tmp_path / "a", monkeypatch,
+                       "[redaction]\nkeep_raw = true\nraw_roles = [\"admin\"]\n") as c:
+        a = ask(c)
+    assert a["text"] == "my card is [phone]" and a["text_raw"] == HEARD[0]
+    (tmp_path / "k").mkdir()
+    with teller_client(model, tmp_path / "k", monkeypatch,
+                       "[redaction]\nkeep_raw = true\nraw_roles = [\"analyst\"]\n") as c:
+        assert "text_raw" not in ask(c)
+
+
+def test_live_stream_text_is_redacted_across_a_speakers_utterances(model, speech, tmp_path,
+                                                                   monkeypatch):
+    """A card read in two breaths: each utterance's text in the updates and in "final" is
+    redacted with the speaker's earlier ones, so no piece of the number leaves."""
+    pcm = (np.clip(np.concatenate([speech, silence(1.2), speech, silence(1.2)]), -1, 1)
+           * 32767).astype("<i2")
+    texts, final = [], None
+    with teller_client(model, tmp_path, monkeypatch) as c:
+        with c.websocket_connect("ws://localhost/v1/stream?role=customer") as ws:
+            ws.receive_json()
+            for i in range(0, pcm.size, 16000):
+                ws.send_bytes(pcm[i:i + 16000].tobytes())
+            ws.send_text('{"type": "end"}')
+            while (m := ws.receive_json())["type"] != "final":
+                if m["type"] == "update":
+                    texts += [u["text"] for ch in m["channels"] for u in ch["utterances"]
+                              if "text" in u]
+            final = m
+    said = [u["text"] for u in final["utterances"] if "text" in u]
+    assert len(said) >= 2 and said[:2] == ["my card is [card]", "[card] ok"], said
+    no_card(texts + said)
+    assert all("text_raw" not in u for u in final["utterances"])
