@@ -165,9 +165,14 @@ async def predict(
     heard = await run_in_threadpool(transcribe, rt.transcriber, list(x)) if asr else None
     cfg = redaction.config()
     raw = asr and cfg.shows_raw(request.state.identity.viewer.roles)
+    # What was said leaves the server redacted, as a stored transcript would be (its sentiment
+    # judged on that text, as at ingest); the raw text only where [redaction] keep_raw lets
+    # this caller's role see it.
+    said = [redaction.redact_said(h.text, [w.word for w in h.words], cfg)
+            for h in heard] if heard else None
     answers = []
     for ch, (wave, out, speaker) in enumerate(zip(x, outs, speakers)):
-        words = sentiment.score(heard[ch].text, heard[ch].language) if heard else (None, None)
+        words = sentiment.score(said[ch][0], heard[ch].language) if heard else (None, None)
         a = judge(out.scores, rt.rules, lang, words[0])
         level, clipped, flags = quality.measure(wave, SAMPLE_RATE)
         a.update(channel=ch, speaker=speaker, flags=list(flags))
@@ -177,15 +182,12 @@ async def predict(
         if embedding:
             a["embedding"] = vector(out.embedding)
         if heard is not None:
-            # What was said leaves the server redacted, as a stored transcript would be; the
-            # raw text only where [redaction] keep_raw lets this caller's role see it.
-            h = heard[ch]
-            text, said = redaction.redact_said(h.text, [w.word for w in h.words], cfg)
+            h, (text, spoken) = heard[ch], said[ch]
             a.update(text=text, language=h.language, asr_model=rt.transcriber.name,
                      sentiment=words[0], sentiment_source=words[1],
                      words=[{"word": word, "start_s": round(w.start_s, 3),
                              "end_s": round(w.end_s, 3), "confidence": w.confidence}
-                            for w, word in zip(h.words, said)])
+                            for w, word in zip(h.words, spoken)])
             if raw:
                 a["text_raw"] = h.text
         answers.append(a)
