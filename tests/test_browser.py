@@ -24,6 +24,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 # the Alerts page carried to it.
 PAGES = ["Overview", "Session", "Agents", "Person", "Reports", "Volatility & alerts", "Search",
          "Similar moments", "Patterns", "Reports"]
+# The demo store's calls run for minutes: on a loaded shared machine a page of one can take
+# longer than Playwright's 30 s to draw, so the tour waits longer (a fast run waits no longer).
+WAIT_MS = 90_000
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 EMPTY = re.compile("No session in this period|no analysed session|No alert in this window|"
                    "has no analysed entries", re.I)
@@ -48,7 +51,7 @@ def serve(db: Path, port: int) -> subprocess.Popen:
     return wait_healthy(proc, f"http://127.0.0.1:{port}/_stcore/health")
 
 
-def settle(page, timeout_ms: int = 30000) -> None:
+def settle(page, timeout_ms: int = WAIT_MS) -> None:
     """Wait until the script run finished (the running indicator is gone)."""
     page.wait_for_timeout(300)
     # The run is over when the running indicator is gone; charts and tables load lazily
@@ -71,19 +74,20 @@ def drive(base_url: str, out: Path) -> dict:
             *CHROMIUM_ARGS, "--host-resolver-rules=MAP evil.example 127.0.0.1"])
         rebound = browser.new_page()
         rebound.goto(f"http://evil.example:{port}/", wait_until="domcontentloaded")
-        rebound.wait_for_selector('[data-testid="stAlertContentError"]', timeout=30000)
+        rebound.wait_for_selector('[data-testid="stAlertContentError"]', timeout=WAIT_MS)
         settle(rebound)
         seen["rebound"] = rebound.locator("body").inner_text()
         seen["rebound_nav"] = rebound.locator('[data-testid="stSidebarNav"]').count()
         rebound.screenshot(path=str(out / "rebound_host.png"))
         rebound.close()
         page = browser.new_page(viewport={"width": 1440, "height": 2200})
+        page.set_default_timeout(WAIT_MS)
         page.goto(base_url, wait_until="domcontentloaded")
-        page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=30000)
+        page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=WAIT_MS)
         settle(page)
         for name in PAGES:
             page.locator('[data-testid="stSidebarNav"] a', has_text=name).first.click()
-            page.wait_for_selector(f'h1:has-text("{name}")', timeout=30000)
+            page.wait_for_selector(f'h1:has-text("{name}")', timeout=WAIT_MS)
             settle(page)
             seen["pages"][name] = page.locator("h1").first.inner_text()
             seen["errors"][name] = page.locator(ERRORS).count()
@@ -118,7 +122,7 @@ def drive(base_url: str, out: Path) -> dict:
                 period_button(page, "A person").click()
                 settle(page)
                 page.get_by_role("button", name="Build the files").click()
-                page.wait_for_selector('[data-testid="stDownloadButton"]', timeout=60000)
+                page.wait_for_selector('[data-testid="stDownloadButton"]', timeout=WAIT_MS)
                 settle(page)
                 seen["walks"]["reporter"] = {
                     "clicks": 3, "built": page.locator(
@@ -139,7 +143,7 @@ def drive(base_url: str, out: Path) -> dict:
                 # The first row of the sessions table (its selection cell) opens that session.
                 box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
                 page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
-                page.wait_for_selector('h1:has-text("Session")', timeout=30000)
+                page.wait_for_selector('h1:has-text("Session")', timeout=WAIT_MS)
                 settle(page)
                 seen["row_opened"] = page.url
                 seen["walks"]["supervisor"] = {"clicks": 2}  # the page, then the first row
@@ -148,7 +152,7 @@ def drive(base_url: str, out: Path) -> dict:
                 # One click on a call (the second table: the agent's calls) opens it.
                 box = page.locator('[data-testid="stDataFrame"]').nth(1).bounding_box()
                 page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
-                page.wait_for_selector('h1:has-text("Session")', timeout=30000)
+                page.wait_for_selector('h1:has-text("Session")', timeout=WAIT_MS)
                 settle(page)
                 seen["call_opened"] = page.url
             if name == "Session":
@@ -162,7 +166,7 @@ def drive(base_url: str, out: Path) -> dict:
                     page.wait_for_function(
                         "b => { const e = [...document.querySelectorAll('p')].find("
                         "p => p.innerText.startsWith('Player starts at')); "
-                        "return e && e.innerText !== b; }", arg=seen["before"], timeout=30000)
+                        "return e && e.innerText !== b; }", arg=seen["before"], timeout=WAIT_MS)
                 except Exception:
                     page.screenshot(path=str(out / "session_click_failed.png"))
                     raise
