@@ -141,7 +141,8 @@ def drive(base_url: str, out: Path) -> dict:
                 seen["pattern_gl"] = page.locator(".js-plotly-plot canvas").count()
             if name == "Overview":
                 # The first row of the sessions table (its selection cell) opens that session.
-                box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+                box = page.locator('.st-key-sessions_table [data-testid="stDataFrame"]') \
+                    .bounding_box()
                 page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
                 page.wait_for_selector('h1:has-text("Session")', timeout=WAIT_MS)
                 settle(page)
@@ -150,7 +151,8 @@ def drive(base_url: str, out: Path) -> dict:
                 seen["row_start"] = page.get_by_text(re.compile(r"Player starts at")).inner_text()
             if name == "Agents":
                 # One click on a call (the second table: the agent's calls) opens it.
-                box = page.locator('[data-testid="stDataFrame"]').nth(1).bounding_box()
+                box = page.locator('[class*="st-key-ag_calls_"] [data-testid="stDataFrame"]') \
+                    .first.bounding_box()
                 page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
                 page.wait_for_selector('h1:has-text("Session")', timeout=WAIT_MS)
                 settle(page)
