@@ -10,25 +10,26 @@ from fastapi.responses import Response
 from api.context import PERIOD_DESCRIPTION, Caller, caller, day, day_query, known_query
 from core import notes, periods
 from core.queries import SessionFilter
-from core.reports import MIME, ReportSpec, build
+from core.reports import FORMATS, ReportSpec, build
 
 router = APIRouter(dependencies=[Depends(known_query)])  # unknown parameters: 422
-FORMATS = ("pdf", "csv", "parquet", "json", "npy", "sessions")
 # One audience per report, in one parameter, so the schema says what the server takes.
 AUDIENCE = r"^(team|agent|person):[^\x00-\x1f]{1,120}$"
 
 
 @router.get("/reports", response_class=Response, summary="A report file (PDF, CSV, ...)",
-            responses={200: {"content": {m: {} for m in sorted(set(MIME.values()))},
+            responses={200: {"content": {m: {} for m in sorted({f.mime for f in
+                                                                 FORMATS.values()})},
                              "description": "The file; its name in Content-Disposition"},
                        404: {"description": "No analysed session matches"},
                        422: {"description": "Bad parameters"}})
 def get_report(
     request: Request,
     c: Caller = Depends(caller),
-    format: Literal[FORMATS] = Query(  # type: ignore[valid-type]
-        "pdf", description="pdf; csv (segments); sessions (one row per session, CSV); "
-                           "parquet, json (segments); npy (embeddings with segment ids)."),
+    # checked against core.reports.FORMATS when asked, so a format registered later is served
+    format: str = Query("pdf", description="; ".join(f"{f.name} ({f.about})" if f.about
+                                                      else f.name for f in FORMATS.values()),
+                        json_schema_extra={"enum": list(FORMATS)}),
     audience: str = Query(None, pattern=AUDIENCE, description="Whose report, one of "
                           "`team:<team>`, `agent:<agent id>`, `person:<customer or diary "
                           "person id>`; without it, every session in scope."),
@@ -40,6 +41,8 @@ def get_report(
     category: list[str] = Query([], description="Only sessions carrying this category "
                                                 "(repeatable; emoscope.toml [[categories]])."),
 ) -> Response:
+    if format not in FORMATS:
+        raise HTTPException(422, f"format takes one of {', '.join(FORMATS)}, not {format!r}")
     kind, key = audience.split(":", 1) if audience else ("sessions", None)
     since, until = day(since, "since"), day(until, "until")
     r = c.reader() if c.has_store() else None
@@ -59,5 +62,5 @@ def get_report(
         "formats": [format], "delivered": name, "scope": report.scope,
         "sessions": list(report.session_ids),
         "filters": {k: v for k, v in ((kind, key), ("period", period)) if v and v != "all"}})
-    return Response(data, media_type=MIME[format],
+    return Response(data, media_type=FORMATS[format].mime,
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

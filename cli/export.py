@@ -11,8 +11,6 @@ import typer
 from cli.common import app, fail_usage, load_rules_or_exit, require_db, viewer_as
 from core.store import DEFAULT_DB
 
-EXPORT_FORMATS = ("pdf", "csv", "parquet", "npy", "json")
-
 
 def _is_day(value: str) -> bool:
     try:
@@ -45,9 +43,11 @@ def export(
                                                             "emoscope.toml [[categories]])."),
     rules: Optional[Path] = typer.Option(None, help="Rules TOML for a person's baseline "
                                                     "(default: ./emoscope.toml)."),
-    formats: str = typer.Option(",".join(EXPORT_FORMATS), "--format",
-                                help="Comma-separated: pdf, csv (sessions and segments), "
-                                     "parquet, npy, json."),
+    formats: Optional[str] = typer.Option(
+        None, "--format", help="Comma-separated report formats: pdf, sessions (one row per "
+                               "session), csv (segments; brings sessions along), parquet, "
+                               "npy, json, and any other registered in core.reports (a "
+                               "wrong name lists them all); default: every one."),
     as_: Optional[str] = typer.Option(None, "--as", metavar="EMAIL",
                                       help="Export only what this user may see (their grants in "
                                            "emoscope.toml); default: everything, as the "
@@ -60,13 +60,14 @@ def export(
     from core.audit import AuditError, AuditLog
     from core.private import private_dir
     from core.queries import EVERY, Reader, SessionFilter
-    from core.reports import ReportSpec, build
+    from core.reports import FORMATS, ReportSpec, build
     from core.store import Store
 
-    wanted = [f.strip() for f in formats.split(",") if f.strip()]
-    unknown = sorted(set(wanted) - set(EXPORT_FORMATS))
+    wanted = list(FORMATS) if formats is None else \
+        [f.strip() for f in formats.split(",") if f.strip()]
+    unknown = sorted(set(wanted) - set(FORMATS))
     if unknown or not wanted:
-        fail_usage(f"--format takes {', '.join(EXPORT_FORMATS)}; not {', '.join(unknown)}")
+        fail_usage(f"--format takes {', '.join(FORMATS)}; not {', '.join(unknown)}")
     audiences = {k: v for k, v in (("team", team), ("agent", agent), ("person", person)) if v}
     if len(audiences) > 1:
         fail_usage("a report is for one audience: give one of --team, --agent, --person")
@@ -95,7 +96,8 @@ def export(
     spec = ReportSpec(kind, key, since, until, tuple(session) if session else None,
                       tuple(role or ()), tuple(category or ()),
                       period="" if period == "all" else period)
-    formats_built = [*wanted, "sessions"] if "csv" in wanted else wanted
+    # the segments' CSV comes with the per-session one, as it always has
+    formats_built = [f for f in FORMATS if f in wanted or (f == "sessions" and "csv" in wanted)]
     report = build(reader, spec,
                    load_rules_or_exit(rules) if kind == "person" else None,
                    notes.spool_dir(db), formats_built)

@@ -9,6 +9,7 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -20,12 +21,6 @@ from core.queries import Reader, SessionFilter
 from core.report_pdf import ReportData, kpis, model_lines, to_pdf  # noqa: F401 (re-exported)
 
 KINDS = ("team", "agent", "person", "sessions")
-# format → how its file name ends; "csv" is the segments, "sessions" the per-session summary
-FILES = {"pdf": ".pdf", "sessions": "_sessions.csv", "csv": "_segments.csv",
-         "parquet": "_segments.parquet", "npy": "_embeddings.npy", "json": "_segments.json"}
-MIME = {"pdf": "application/pdf", "sessions": "text/csv", "csv": "text/csv",
-        "parquet": "application/vnd.apache.parquet", "npy": "application/octet-stream",
-        "json": "application/json"}
 
 
 def _flat(df: pd.DataFrame) -> pd.DataFrame:
@@ -175,6 +170,85 @@ def scope_line(spec: ReportSpec, n: int, when: pd.Series) -> str:
     return " · ".join(parts) + f" · {n} session{'s' if n != 1 else ''}."
 
 
+# -- the report formats: one registry, read by build, the API, `emoscope export` and the page --
+@dataclass
+class ReportInput:
+    """What a format's writer may use: the sessions of the report, their segments (of the chosen
+    roles' speech), alerts and per-session table, and what the PDF needs besides."""
+    reader: Reader
+    spec: ReportSpec
+    scope: str
+    sessions: pd.DataFrame
+    segments: pd.DataFrame
+    alerts: pd.DataFrame
+    table: pd.DataFrame
+    rules: object = None
+    spool: object = None
+
+
+@dataclass(frozen=True)
+class ReportFormat:
+    name: str     # `format=` of the API, `--format` of emoscope export
+    suffix: str   # how its file name ends, after the report's stem
+    mime: str
+    label: str    # the Reports page's download button
+    write: Callable[[ReportInput], bytes]
+    about: str = ""  # one line for the API's and the CLI's help
+
+
+FORMATS: dict[str, ReportFormat] = {}  # in the order the page offers them
+
+
+def register_report_format(name: str, suffix: str, mime: str, label: str, about: str = ""):
+    """Decorator: `write(ReportInput) -> bytes` becomes report format `name`, offered by
+    `emoscope export`, GET /v1/reports and the Reports page with no other edit."""
+    def add(write: Callable[[ReportInput], bytes]):
+        FORMATS[name] = ReportFormat(name, suffix, mime, label, write, about)
+        return write
+    return add
+
+
+def unregister_report_format(name: str) -> None:
+    FORMATS.pop(name, None)
+
+
+@register_report_format("pdf", ".pdf", "application/pdf", "PDF report",
+                        "the report for its audience")
+def _pdf(x: ReportInput) -> bytes:
+    spec, segs, within = x.spec, x.segments, SessionFilter(session_ids=tuple(x.sessions.session_id))
+    person = spec.kind == "person"
+    models = segs.groupby(["model", "trained"], dropna=False).session_id.nunique() \
+        .reset_index(name="sessions") if len(segs) else pd.DataFrame()
+    notes = (x.reader.notes_with_pending(x.spool, within) if x.spool is not None
+             else x.reader.notes(within).assign(pending=False)) if person else pd.DataFrame()
+    data = ReportData(
+        title=f"Emoscope report: {spec.title}", scope=x.scope, sessions=x.sessions,
+        segments=segs.drop(columns=["embedding"]), alerts=x.alerts,
+        models=models, kind="person" if person else "calls", table=x.table,
+        scorecards=pd.DataFrame() if person else _scorecards(x.reader, spec, x.table),
+        journey=_journey(x.reader, spec, x.rules, set(within.session_ids)) if person
+        else pd.DataFrame(),
+        notes=notes, mix_limit=x.rules.baseline_mix_distance if x.rules else None,
+        transcripts=x.reader.utterances(within) if "utterances" in x.reader.tables()
+        else pd.DataFrame(),
+        narrowband=int(segs[segs["flags"].map(lambda f: has_flag(f, "narrowband"))]
+                       .session_id.nunique()) if len(segs) else 0)
+    return to_pdf(data)
+
+
+register_report_format("sessions", "_sessions.csv", "text/csv", "Sessions",
+                       "one row per session, CSV")(lambda x: sessions_csv(x.table))
+register_report_format("csv", "_segments.csv", "text/csv", "Segments (CSV)",
+                       "the segments, CSV")(lambda x: to_csv(x.segments))
+register_report_format("parquet", "_segments.parquet", "application/vnd.apache.parquet",
+                       "Parquet", "the segments, lossless")(lambda x: to_parquet(x.segments))
+register_report_format("npy", "_embeddings.npy", "application/octet-stream",
+                       "NPY (embeddings + ids)", "embeddings with segment ids")(
+    lambda x: to_npy(x.segments))
+register_report_format("json", "_segments.json", "application/json", "JSON (predict format)",
+                       "the segments in the predict format")(lambda x: to_json(x.segments))
+
+
 # -- building ---------------------------------------------------------------------------------
 @dataclass
 class Report:
@@ -214,8 +288,9 @@ def _scorecards(reader: Reader, spec: ReportSpec, table: pd.DataFrame) -> pd.Dat
 
 
 def build(reader: Reader, spec: ReportSpec, rules=None, spool=None,
-          formats=tuple(FILES)) -> Report | None:
-    """The files of one report (only `formats`); None when no analysed session matches.
+          formats=None) -> Report | None:
+    """The files of one report (only `formats`, else every registered one); None when no
+    analysed session matches.
 
     `rules` (core.rules) gives a person's baseline; `spool` (core.notes) adds notes not yet
     stored to a person's report."""
@@ -236,29 +311,9 @@ def build(reader: Reader, spec: ReportSpec, rules=None, spool=None,
         segs = segs[segs.speaker.isin(spec.roles)].reset_index(drop=True)
     alerts = aggregates.alerts_of_roles(reader.alerts(within), spec.roles)
     out = Report(stem, scope, ids, len(segs), n_alerts=len(alerts))
-    table = reader.session_table(within)
-    writers = {"sessions": lambda: sessions_csv(table), "csv": lambda: to_csv(segs),
-               "parquet": lambda: to_parquet(segs), "npy": lambda: to_npy(segs),
-               "json": lambda: to_json(segs)}
-    for fmt in formats:
-        if fmt in writers:
-            out.files[fmt] = (stem + FILES[fmt], writers[fmt]())
-    if "pdf" in formats:
-        person = spec.kind == "person"
-        models = segs.groupby(["model", "trained"], dropna=False).session_id.nunique() \
-            .reset_index(name="sessions") if len(segs) else pd.DataFrame()
-        notes = (reader.notes_with_pending(spool, within) if spool is not None
-                 else reader.notes(within).assign(pending=False)) if person else pd.DataFrame()
-        data = ReportData(
-            title=f"Emoscope report: {spec.title}", scope=scope, sessions=sessions,
-            segments=segs.drop(columns=["embedding"]), alerts=alerts,
-            models=models, kind="person" if person else "calls", table=table,
-            scorecards=pd.DataFrame() if person else _scorecards(reader, spec, table),
-            journey=_journey(reader, spec, rules, set(ids)) if person else pd.DataFrame(),
-            notes=notes, mix_limit=rules.baseline_mix_distance if rules else None,
-            transcripts=reader.utterances(within) if "utterances" in reader.tables()
-            else pd.DataFrame(),
-            narrowband=int(segs[segs["flags"].map(lambda f: has_flag(f, "narrowband"))]
-                           .session_id.nunique()) if len(segs) else 0)
-        out.files["pdf"] = (stem + FILES["pdf"], to_pdf(data))
+    x = ReportInput(reader, spec, scope, sessions, segs, alerts, reader.session_table(within),
+                    rules, spool)
+    for fmt in FORMATS.values():  # the registry's order, whatever order was asked
+        if formats is None or fmt.name in formats:
+            out.files[fmt.name] = (stem + fmt.suffix, fmt.write(x))
     return out

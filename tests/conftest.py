@@ -129,3 +129,17 @@ def ray_driver(ray_cluster):
     from tests.ray_cluster import driver_on
     with driver_on(ray_cluster) as ray:
         yield ray
+
+
+@pytest.fixture
+def toy_format():
+    """A report format registered for one test (core.reports): the report's segments counted
+    per speaker, one line each."""
+    from core import reports
+
+    @reports.register_report_format("toy", "_speakers.txt", "text/plain", "Speakers (toy)")
+    def speakers(x: reports.ReportInput) -> bytes:
+        counts = x.segments.speaker.value_counts().sort_index()
+        return "".join(f"{k} {v}\n" for k, v in counts.items()).encode()
+    yield speakers
+    reports.unregister_report_format("toy")

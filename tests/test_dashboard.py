@@ -187,7 +187,7 @@ def test_similar_moments_from_a_segment(db):
     assert hits and all("customer ·" in h for h in hits)
 
 
-def test_reports_build_every_format(db):
+def test_reports_build_every_format(db, toy_format):
     at = open_page("reports")
     clean(at)
     at.button(key="rp_build").click().run()
@@ -197,6 +197,7 @@ def test_reports_build_every_format(db):
     labels = [b.proto.label for b in at.get("download_button")]
     for want in ("CSV", "Parquet", "NPY", "JSON", "PDF"):
         assert any(want in x for x in labels), labels
+    assert "Speakers (toy)" in labels  # every registered format (core.reports.FORMATS)
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -15,8 +15,6 @@ BUILT_KEY = "report_files"
 MAX_SESSIONS = 2000  # a report beyond this is a batch job (`emoscope export`), not a click
 AUDIENCES = {"sessions": "Any sessions", "team": "A team", "agent": "An agent",
              "person": "A person"}
-LABELS = {"sessions": "Sessions", "csv": "Segments (CSV)", "parquet": "Parquet",
-          "npy": "NPY (embeddings + ids)", "json": "JSON (predict format)", "pdf": "PDF report"}
 
 
 def _iso(day: dt.date | None, plus: int = 0) -> str | None:
@@ -125,11 +123,12 @@ def main() -> None:
     report = built["report"]
     st.success(f"{report.n_segments:,} segments from {len(report.session_ids):,} sessions: "
                f"`{report.stem}`")
-    cols = st.columns(len(report.files))
-    for col, fmt in zip(cols, ["pdf", "sessions", "csv", "parquet", "npy", "json"]):
-        name, blob = report.files[fmt]
-        col.download_button(LABELS[fmt], blob, name, reports.MIME[fmt], key=f"rp_dl_{fmt}",
-                            type="primary" if fmt == "pdf" else "secondary")
+    # every format of core.reports.FORMATS, in its order (build made one file of each)
+    formats = [reports.FORMATS[f] for f in report.files if f in reports.FORMATS]
+    for col, fmt in zip(st.columns(len(formats)), formats):
+        name, blob = report.files[fmt.name]
+        col.download_button(fmt.label, blob, name, fmt.mime, key=f"rp_dl_{fmt.name}",
+                            type="primary" if fmt.name == "pdf" else "secondary")
 
 
 with ui.guard():
