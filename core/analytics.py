@@ -48,7 +48,8 @@ def analyze(session_id: str, seg, channels: pd.DataFrame | None,
 
 
 def analyze_rows(session_id: str, seg, channels, duration_s, rules: Rules,
-                 reference=None, utts: pd.DataFrame | None = None
+                 reference=None, utts: pd.DataFrame | None = None,
+                 category_alerts: list[dict] | None = None
                  ) -> tuple[list[dict], pd.DataFrame, list[dict]]:
     """`analyze` as plain rows (metric dicts, segment updates, alert dicts in `frame` order),
     so a bulk recompute builds one DataFrame per chunk instead of three per session.
@@ -59,13 +60,14 @@ def analyze_rows(session_id: str, seg, channels, duration_s, rules: Rules,
     rows = metric_rows(session_id, q, channel_list(channels), dur, rules, parts)
     updates = segment_updates(q, rules.window, rules.confidence_threshold, parts)
     alerts = judge(session_id, q, rows, updates.rolling_volatility.to_numpy(), dur, rules,
-                   reference, utts)
+                   reference, utts, category_alerts)
     return rows, updates, alerts
 
 
 def judge(session_id: str, q: Seq, rows: list[dict], rolling, duration_s: float, rules: Rules,
           reference: dict[str, list[float]] | None = None,
-          utts: pd.DataFrame | None = None) -> list[dict]:
+          utts: pd.DataFrame | None = None,
+          category_alerts: list[dict] | None = None) -> list[dict]:
     """Every alert rule over one session's metric rows and segments, and the alerting
     categories over its utterances (`utts`: text, speaker, times, voice, fused), in `frame`
     order.
@@ -74,7 +76,9 @@ def judge(session_id: str, q: Seq, rows: list[dict], rolling, duration_s: float,
     the what-if view (core.rejudge) on stored rows under changed thresholds."""
     alerts = session_alerts(session_id, q, rows, duration_s, rules) + volatility_alerts(
         session_id, q, rows, rolling, reference or {}, rules)
-    if utts is not None and len(utts):
+    if category_alerts is not None:  # judged already, with the categories' rows
+        alerts += category_alerts
+    elif utts is not None and len(utts):
         alerts += categories.judge(session_id, utts, duration_s, rules, q)[1]
     return sorted(alerts, key=lambda r: (r["t_s"], r["speaker"], r["rule"]))
 
@@ -285,10 +289,10 @@ def analyze_group(sessions: list[GroupSession], seg: GroupSegments,
             j += 1
         lo, hi = int(seg.bounds[i]), int(seg.bounds[i + 1])
         utts = said[i] if said is not None else None
+        tags, cat_alerts = categories.judge(s.session_id, utts, durations[i], s.rules, seqs[i])
+        tagged += tags
         alerts += judge(s.session_id, seqs[i], rows[k:j], roll_time[lo:hi], durations[i],
-                        s.rules, ref.values, utts)
-        if utts is not None and len(utts):
-            tagged += categories.judge(s.session_id, utts, durations[i], s.rules, seqs[i])[0]
+                        s.rules, ref.values, category_alerts=cat_alerts)
         ref.add(rows[k:j])
         metrics += rows[k:j]
         k = j

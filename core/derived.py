@@ -113,7 +113,7 @@ def _analyse_in_order(con: Connection, sessions: pd.DataFrame, seg: pd.DataFrame
                                     sessions.tags):
         judged_by = rules.for_session(team, tags)
         s_seg = seg.iloc[slice(*seg_at.get(sid, (0, 0)))]
-        said = None
+        said, cat_alerts = None, []
         if sid in utt_at:  # voice and words together first: categories read the fused states
             said = utt.iloc[slice(*utt_at[sid])]
             states = fusion.session_fusion(said, s_seg, judged_by)
@@ -121,10 +121,11 @@ def _analyse_in_order(con: Connection, sessions: pd.DataFrame, seg: pd.DataFrame
             said = said.merge(states, on="utterance_id", how="left")
             whole = float(dur) if dur and dur > 0 else \
                 float(s_seg.end_s.max()) if len(s_seg) else 0.0  # as analyze_rows reads it
-            tagged += categories.judge(sid, said, whole, judged_by, s_seg)[0]
+            tags, cat_alerts = categories.judge(sid, said, whole, judged_by, s_seg)
+            tagged += tags
         rows, upd, al = analyze_rows(
             sid, s_seg, ch.iloc[slice(*ch_at.get(sid, (0, 0)))], dur, judged_by, ref.values,
-            said)
+            category_alerts=cat_alerts)
         ref.add(rows)
         metrics += rows
         updates.append(upd)

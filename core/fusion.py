@@ -109,38 +109,54 @@ def voice_scores(start: float, end: float, seg_start, seg_end, seg_scores) -> np
 def session_fusion(utts: pd.DataFrame, seg, rules) -> pd.DataFrame:
     """One session's utterances (utterance_id, channel, speaker, start_s, end_s, sentiment)
     and segments (channel, start_s, end_s, scores) → utterance_id, voice, fused, turn (its
-    number in the session, from 0) and turn_fused."""
+    number in the session, from 0) and turn_fused. The overlaps are one matrix per channel
+    (utterances × segments), so a session costs a few numpy calls, not one per utterance."""
     if utts is None or len(utts) == 0:
         return pd.DataFrame(columns=_FUSED_COLUMNS)
     u = utts.sort_values(["start_s", "channel", "utterance_id"]).reset_index(drop=True)
-    s_ch = seg["channel"].to_numpy(int) if len(seg) else np.zeros(0, int)
-    s_start = seg["start_s"].to_numpy(float) if len(seg) else np.zeros(0)
-    s_end = seg["end_s"].to_numpy(float) if len(seg) else np.zeros(0)
-    s_scores = np.stack(seg["scores"].tolist()).astype(float) if len(seg) else np.zeros((0, 9))
+    n = len(u)
+    u_ch, u_start = u.channel.to_numpy(int), u.start_s.to_numpy(float)
+    u_end = u.end_s.to_numpy(float)
+    sent = pd.to_numeric(u.sentiment, errors="coerce").to_numpy(float) \
+        if "sentiment" in u else np.full(n, np.nan)
+    scores = np.zeros((n, 9))  # each utterance's voice: overlap-weighted segment scores
+    heard = np.zeros(n, bool)
+    if len(seg):
+        s_ch, s_start = seg["channel"].to_numpy(int), seg["start_s"].to_numpy(float)
+        s_end = seg["end_s"].to_numpy(float)
+        s_scores = np.stack(seg["scores"].tolist()).astype(float)
+        for ch in np.unique(u_ch):
+            ui, si = np.flatnonzero(u_ch == ch), np.flatnonzero(s_ch == ch)
+            if not len(si):
+                continue
+            ov = np.minimum(u_end[ui, None], s_end[None, si]) - \
+                np.maximum(u_start[ui, None], s_start[None, si])
+            ov = np.where(ov > 1e-9, ov, 0.0)
+            total = ov.sum(axis=1)
+            got = total > 0
+            scores[ui[got]] = (ov[got] @ s_scores[si]) / total[got, None]
+            heard[ui[got]] = True
+    voices = [voice_label(scores[i], rules) if heard[i] else None for i in range(n)]
     turn = (u.speaker != u.speaker.shift()).cumsum().to_numpy() - 1
-    rows, per_turn = [], {}
-    for i, x in enumerate(u.itertuples(index=False)):
-        on = s_ch == int(x.channel)
-        sc = voice_scores(x.start_s, x.end_s, s_start[on], s_end[on], s_scores[on])
-        voice = voice_label(sc, rules)
-        sent = getattr(x, "sentiment", None)
-        rows.append({"utterance_id": x.utterance_id, "voice": voice,
-                     "fused": fuse(sent, voice, rules), "turn": int(turn[i])})
-        t = per_turn.setdefault(int(turn[i]), {"w": [], "s": [], "v": [], "vw": []})
-        if sent is not None and not pd.isna(sent):
-            t["w"].append(max(x.end_s - x.start_s, 1e-3))
-            t["s"].append(float(sent))
-        if sc is not None:
-            t["v"].append(sc)
-            t["vw"].append(max(x.end_s - x.start_s, 1e-3))
-    fused_turn = {}
-    for k, t in per_turn.items():
-        sent = float(np.average(t["s"], weights=t["w"])) if t["s"] else None
-        sc = np.average(np.stack(t["v"]), axis=0, weights=t["vw"]) if t["v"] else None
-        fused_turn[k] = fuse(sent, voice_label(sc, rules), rules)
-    out = pd.DataFrame(rows, columns=_FUSED_COLUMNS[:-1])
-    out["turn_fused"] = out.turn.map(fused_turn)
-    return out
+    # a turn: its sentiments and its utterances' voices, each averaged by duration
+    w = np.maximum(u_end - u_start, 1e-3)
+    n_turns = int(turn.max()) + 1
+    has_s = ~np.isnan(sent)
+    s_w = np.bincount(turn, weights=np.where(has_s, w, 0.0), minlength=n_turns)
+    s_sum = np.bincount(turn, weights=np.where(has_s, w * np.nan_to_num(sent), 0.0),
+                        minlength=n_turns)
+    v_w = np.bincount(turn, weights=np.where(heard, w, 0.0), minlength=n_turns)
+    v_sum = np.zeros((n_turns, 9))
+    np.add.at(v_sum, turn, scores * np.where(heard, w, 0.0)[:, None])
+    fused_turn = [fuse(s_sum[k] / s_w[k] if s_w[k] > 0 else None,
+                       voice_label(v_sum[k] / v_w[k], rules) if v_w[k] > 0 else None, rules)
+                  for k in range(n_turns)]
+    return pd.DataFrame({
+        "utterance_id": u.utterance_id.to_numpy(object), "voice": voices,
+        "fused": [fuse(None if np.isnan(x) else float(x), v, rules)
+                  for x, v in zip(sent, voices)],
+        "turn": turn.astype(int), "turn_fused": [fused_turn[k] for k in turn]},
+        columns=_FUSED_COLUMNS)
 
 
 def clip_state(scores, sentiment, rules) -> dict:
