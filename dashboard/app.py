@@ -18,19 +18,8 @@ if str(ROOT) not in sys.path:
 
 from core.private import private_umask  # noqa: E402
 from core.settings import SettingsError  # noqa: E402
-from dashboard.components import auth, nav, ui  # noqa: E402
-
-PAGES = [("overview.py", "Overview", ":material/dashboard:"),
-         ("session.py", "Session", ":material/graphic_eq:"),
-         ("agents.py", "Agents", ":material/support_agent:"),
-         ("person.py", "Person", ":material/person:"),
-         ("alerts.py", "Volatility & alerts", ":material/notifications:"),
-         ("search.py", "Search", ":material/search:"),
-         ("similar.py", "Similar moments", ":material/join_inner:"),
-         ("patterns.py", "Patterns", ":material/bubble_chart:"),
-         ("reports.py", "Reports", ":material/download:")]
-UPLOAD = ("upload.py", "Upload", ":material/upload:")  # supervisors and admins
-ADMIN = ("admin.py", "Audit & erasure", ":material/shield_person:")  # admins
+from dashboard import pages as page_list  # noqa: E402
+from dashboard.components import auth, ui  # noqa: E402
 
 private_umask()  # uploads and anything else this process writes: 0600 / 0700
 st.set_page_config(page_title="Emoscope", page_icon="🎧", layout="wide")
@@ -53,9 +42,9 @@ if not viewer.roles:
     st.navigation([st.Page(auth.no_role_page, title="No access", default=True)],
                   position="hidden").run()
     st.stop()
-chosen = PAGES + [UPLOAD] * viewer.can_upload + [ADMIN] * viewer.is_admin
-pages = st.navigation([st.Page(f"{nav.VIEWS}/{f}", title=t, icon=i, default=(f == "overview.py"))
-                       for f, t, i in chosen])
+chosen = page_list.for_viewer(viewer)  # dashboard/pages.py: every page, listed once
+pages = st.navigation([st.Page(p.path, title=p.title, icon=p.icon, default=(p is chosen[0]))
+                       for p in chosen])
 ui.sidebar()
 auth.sidebar()
 pages.run()

@@ -181,6 +181,12 @@ def drive(base_url: str, out: Path) -> dict:
     return seen
 
 
+def test_the_tour_visits_every_page():
+    """The tour's stops are the pages every role sees (dashboard/pages.py), each at least once."""
+    from dashboard import pages
+    assert set(PAGES) == {p.title for p in pages.everyone()}
+
+
 @pytest.mark.browser
 def test_every_page_in_chromium(demo_db):
     """On the demo store (`make demo`'s own build, tiny-random): every page, then the three

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard.pages import VIEWS  # the folder of page files
+
 # Session-state keys that outlive a page.
 SESSION_KEY = "session_id"  # the session the Session page shows
 SEEK_KEY = "seek"  # {"session_id", "t_s", "segment_id"}: where its player starts
@@ -18,7 +20,6 @@ PERSON_KEY = "person"  # the person the Person page follows
 PERIOD_KEY = "period"  # the period chosen on any page with dates: every such page starts there
 PERIOD_RANGE = "period_range"  # ... and its custom range
 
-VIEWS = "views"  # the folder of page files (not "pages/": Streamlit would auto-discover it)
 SESSION_PAGE = f"{VIEWS}/session.py"
 SIMILAR_PAGE = f"{VIEWS}/similar.py"
 PERSON_PAGE = f"{VIEWS}/person.py"
