@@ -16,7 +16,7 @@ from core.access import operator
 from core.keyed import pseudonym, secret
 from core.store import Store
 from tests.scope_fixtures import ADMIN, SUP_A, results
-from tests.test_erasure import site  # noqa: F401  (the fixture)
+from tests.test_erasure import site, site_template  # noqa: F401  (the fixtures)
 
 
 def grep(folder: Path, needle: bytes) -> list[str]:
