@@ -48,6 +48,11 @@ def export(
                                "session), csv (segments; brings sessions along), parquet, "
                                "npy, json, and any other registered in core.reports (a "
                                "wrong name lists them all); default: every one."),
+    clips: bool = typer.Option(False, "--clips", help="Also the sessions' audio: "
+                               "<name>_clips.zip, one 16-bit WAV per session."),
+    bleep: bool = typer.Option(False, "--bleep", help="In the clips, a tone over every word "
+                               "redaction replaced in the transcript (card numbers, ...); "
+                               "implies --clips."),
     as_: Optional[str] = typer.Option(None, "--as", metavar="EMAIL",
                                       help="Export only what this user may see (their grants in "
                                            "emoscope.toml); default: everything, as the "
@@ -105,6 +110,13 @@ def export(
         typer.secho("no analysed session matches these filters", fg="red", err=True)
         raise typer.Exit(1)
     private_dir(out)
+    if clips or bleep:  # the audio, through the same scoped reader; bleeped where asked
+        from core.clips import clips_zip
+        blob, missing = clips_zip(reader, report.session_ids, bleep)
+        report.files["clips"] = (f"{report.stem}_clips{'-bleeped' if bleep else ''}.zip", blob)
+        formats_built.append("clips")
+        for line in missing:
+            typer.secho(f"clips: left out {line}", fg="yellow", err=True)
     paths = [(out / report.files[fmt][0]).resolve() for fmt in formats_built]
     try:  # recorded before anything is written: erasure finds these files through it
         AuditLog.beside(db).record(viewer, "export", f"{len(report.session_ids)} sessions", {

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core import analysers, word_index
+from core.audio import decode
 from core import word_search as ws
 from core.access import operator
 from core.queries import Reader
@@ -146,6 +147,34 @@ def test_a_spoken_card_never_reaches_the_store_the_index_search_or_the_api(model
         found = c.get("/v1/search", params={"q": "card"}).json()
         assert json.dumps(found).count("[card]") >= 1
         assert c.get("/v1/search", params={"q": "1111"}).json()["hits"] == []
+    # ... and exported audio can say none of it either: --bleep puts a tone over the redacted
+    # words' times (here each word has its segment's times), the rest is the recording.
+    import io
+    import wave
+    import zipfile
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from core import clips
+    res = CliRunner().invoke(app, ["export", "--db", str(db), "--out", str(tmp_path / "x"),
+                                   "--format", "csv", "--bleep"])
+    assert res.exit_code == 0, res.output
+    (zipped,) = (tmp_path / "x").glob("*_clips-bleeped.zip")
+    with zipfile.ZipFile(zipped) as z, wave.open(io.BytesIO(z.read(
+            f"{result.session_id}.wav"))) as w:
+        got = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32767
+    original = decode(path).samples[0]
+    spans = clips.redacted_spans(reader, result.session_id)
+    said = [u for u in result.utterances[:2]]
+    assert {(s, e) for _, s, e in spans} == {(u.start_s, u.end_s) for u in said}
+    inside = np.zeros(got.size, bool)
+    for _, s, e in spans:
+        inside[int(s * 16000):int(np.ceil(e * 16000))] = True
+    t = np.flatnonzero(inside)
+    tone = clips.TONE_LEVEL * np.sin(2 * np.pi * clips.TONE_HZ * t / 16000)
+    assert np.abs(got[inside] - tone).max() < 1e-3
+    assert np.abs(got[~inside] - np.clip(original[~inside], -1, 1)).max() < 1e-3
 
 
 # -- what leaves the server without being stored: /v1/predict?asr=true and the live stream ----
