@@ -195,8 +195,9 @@ class Batcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
-            await self._run(loop, batch)
+            # No name keeps the batch while the next one is awaited: its waves may be views of
+            # a live stream's whole buffer, which would then outlive the stream.
+            await self._run(loop, await self._collect())
 
     def _timed_run(self, waves: list[np.ndarray]) -> tuple[list, float]:
         t0 = time.perf_counter()

@@ -69,6 +69,7 @@ class Channel:
     alerted: set = field(default_factory=set)
     texts: dict = field(default_factory=dict)  # span → what was said (speech-to-text)
     prosody: dict = field(default_factory=dict)  # span → pitch and loudness (ingest/prosody)
+    max_n: int = SAMPLE_RATE * 3600  # the stream's limit: the buffer never grows past it
 
     def __post_init__(self):
         self.vad = VadStream(self.opts)
@@ -76,15 +77,19 @@ class Channel:
     def append(self, x: np.ndarray) -> None:
         need = self.n + x.size
         if need > self.buf.size:
-            # A new array, never a resize in place: a tick may be reading the old one.
-            grown = np.zeros(max(need, 2 * self.buf.size), np.float32)
+            # A new array, never a resize in place: a tick may be reading the old one. Half
+            # again as large (not twice): at most a third of it waits unused, and never more
+            # than the stream may hold.
+            grown = np.zeros(max(need, min(self.buf.size * 3 // 2, self.max_n)), np.float32)
             grown[:self.n] = self.buf[:self.n]
             self.buf = grown
         self.buf[self.n:need] = x
         self.n = need
 
     def wave(self, buf: np.ndarray, s: float, e: float) -> np.ndarray:
-        return buf[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)]
+        # A copy, never a view: whatever keeps a piece (the batcher, a backend) would keep
+        # the whole stream's buffer alive with it.
+        return buf[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)].copy()
 
 
 @dataclass
@@ -114,7 +119,7 @@ class LiveStream:
         self.rules, self.opts, self.lang = rules, opts, lang
         self.context_s, self.max_n = context_s, int(max_s * SAMPLE_RATE)
         self.reference = reference or {}
-        self.channels = [Channel(i, sp, opts) for i, sp in enumerate(roles)]
+        self.channels = [Channel(i, sp, opts, max_n=self.max_n) for i, sp in enumerate(roles)]
         self.seq = 0
 
     # -- audio in --------------------------------------------------------------------------

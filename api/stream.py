@@ -245,8 +245,10 @@ class Connection:
             try:
                 if time.monotonic() - self._reference_at > self.rt.settings.reference_refresh_s:
                     await self._load_reference()
-                plans = await run_in_threadpool(self.live.plan)
-                await self.send(await self.live.tick(plans, self.rt.batcher.submit))
+                # No name keeps the plans between ticks: they hold the buffer they read, which
+                # a longer stream has replaced by a larger one since.
+                await self.send(await self.live.tick(await run_in_threadpool(self.live.plan),
+                                                     self.rt.batcher.submit))
             except (WebSocketDisconnect, RuntimeError, OSError):
                 return  # the socket closed under us
             except Exception as e:  # noqa: BLE001 — end this stream loudly, not the server

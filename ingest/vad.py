@@ -196,6 +196,8 @@ class VadStream:
             frames = np.ascontiguousarray(x[a:a + k * self.FRAME], np.float32).reshape(k, -1)
             probs, self._h, self._c = self._run(frames, self._h, self._c, self._ctx)
             self._probs.append(probs)
+            if len(self._probs) > 64:  # one piece per tick would be 7,200 pieces an hour
+                self._probs = [np.concatenate(self._probs)]
             self._ctx = frames[-1, -self.CONTEXT:].copy()
             self.done += k * self.FRAME
 

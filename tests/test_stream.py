@@ -218,41 +218,68 @@ def test_one_caller_cannot_hold_every_slot_and_silent_streams_end(tight):
     assert not rt.streams_by  # the slot is free again
 
 
-def test_memory_is_handed_back_after_a_long_stream(tight, monkeypatch):
+def test_memory_is_handed_back_after_a_long_stream(tight, monkeypatch, speech):
     """Issue 23 item 7: RSS stayed +1 GB after a one-hour stream (glibc keeps freed arena
-    memory until malloc_trim). Here: the stream's buffers are gone as soon as it ends (no
-    reference cycle keeps them for the garbage collector), and memory is handed back after a
-    stream of at least LONG_STREAM_S. bench/stream_memory.py measures the RSS."""
+    memory until malloc_trim). Here: the stream and every audio buffer it had are gone as soon
+    as it ends (no reference cycle keeps them for the garbage collector, and no piece sent to
+    the model keeps its whole buffer: the batcher held its last batch, views of the stream's
+    buffer, until the next request), and memory is handed back after a stream of at least
+    LONG_STREAM_S. bench/stream_memory.py measures the RSS."""
     import gc
     import weakref
 
     import api.live
     import api.stream
     c, rt = tight
-    made, calls = [], []
-    real_init = api.live.LiveStream.__init__
+    made, buffers, calls = [], [], []
+    real_init, real_append = api.live.LiveStream.__init__, api.live.Channel.append
 
     def tracked(self, *a, **kw):
         real_init(self, *a, **kw)
         made.append(weakref.ref(self))
+
+    def append(self, x):
+        real_append(self, x)
+        buffers.append(weakref.ref(self.buf))
     monkeypatch.setattr(api.live.LiveStream, "__init__", tracked)
+    monkeypatch.setattr(api.live.Channel, "append", append)
     monkeypatch.setattr(api.stream, "give_back_memory", lambda: calls.append(1))
-    chunk = bytes(SR * 2 * 4)  # 4 s of digital silence: the VAD has nothing to do
+    silent = bytes(SR * 2 * 4)  # 4 s of digital silence: the VAD has nothing to do
+    said = (np.clip(speech[:SR * 4], -1, 1) * 32767).astype("<i2").tobytes()  # but here
     gc.disable()
     try:
         with c.websocket_connect(f"{WS_LOCAL}/v1/stream?role=customer") as ws:
             ws.receive_json()
-            for _ in range(int(api.stream.LONG_STREAM_S // 4) + 1):
-                ws.send_bytes(chunk)
+            for i in range(int(api.stream.LONG_STREAM_S // 4) + 1):
+                ws.send_bytes(said if i < 2 else silent)
             ws.send_text('{"type": "end"}')
             while ws.receive_json()["type"] != "final":
                 pass
         while rt.streams:
             time.sleep(0.01)
         assert made and made[0]() is None
+        assert rt.batcher.stats.waves > 0  # the model heard it
+        assert buffers and all(b() is None for b in buffers)
     finally:
         gc.enable()
     assert calls == [1]
+
+
+def test_a_long_streams_state_stays_bounded():
+    """Many short frames (an hour's worth of ticks in miniature): the audio buffer never
+    grows past the stream's limit, and the VAD keeps its probabilities in a bounded number of
+    pieces, not one more per tick."""
+    from api.live import LiveStream
+    live = LiveStream(("customer",), load_rules(), IngestOptions(), "en", max_s=60)
+    ch = live.channels[0]
+    noise = np.random.default_rng(0).normal(0, 0.01, SR // 50).astype(np.float32)  # 20 ms
+    for i in range(60 * 50):
+        live.append(noise[None, :])
+        if i % 25 == 24:  # a tick every 0.5 s of audio
+            live.plan()
+    assert ch.n == 60 * SR and ch.buf.size <= live.max_n
+    assert len(ch.vad._probs) <= 65 and ch.vad.probs().size == ch.n // 512
+    assert not ch.outputs and not ch.texts and not ch.alerted  # nothing heard, nothing kept
 
 
 def test_a_registered_alert_kind_fires_on_the_live_stream(model, live_pcm, tmp_path):
