@@ -5,8 +5,8 @@ import numpy as np
 
 from core import fusion
 from core.curves import pool
-from core.labels import LABELS
-from core.metrics import REQUEST_CLARIFICATION, fallback_action
+from core.metrics import REQUEST_CLARIFICATION
+from core.predict_answer import judged
 from core.rules import Rules
 
 LANGS = ("en", "zh")
@@ -25,14 +25,10 @@ def suggested_response(label: str, fallback: str | None, rules: Rules, lang: str
 def judge(scores: np.ndarray, rules: Rules, lang: str, sentiment: float | None = None) -> dict:
     """emotion, confidence, scores, fallback_action, fused state and suggested_response for
     one score vector (and the words' sentiment, where the clip's words are known)."""
-    top = int(np.argmax(scores))
-    label, conf = LABELS[top], float(scores[top])
-    fallback = fallback_action(label, conf, rules.confidence_threshold)
+    a = judged(scores, rules.confidence_threshold)  # core/predict_answer: the one shape
     fused = fusion.fuse(sentiment, fusion.voice_label(scores, rules), rules)
-    return {"emotion": label, "confidence": round(conf, 4),
-            "scores": {lab: round(float(s), 4) for lab, s in zip(LABELS, scores)},
-            "fallback_action": fallback, "fused": fused,
-            "suggested_response": suggested_response(label, fallback, rules, lang, fused)}
+    return a | {"fused": fused, "suggested_response": suggested_response(
+        a["emotion"], a["fallback_action"], rules, lang, fused)}
 
 
 def curve(frame_logits: np.ndarray, start_s: float, hop_s: float, window_s: float,

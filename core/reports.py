@@ -16,6 +16,7 @@ import pandas as pd
 
 from core import aggregates, scorecards
 from core.labels import LABELS
+from core.predict_answer import answer
 from core.quality import has_flag
 from core.queries import Reader, SessionFilter
 from core.report_pdf import ReportData, kpis, model_lines, to_pdf  # noqa: F401 (re-exported)
@@ -71,22 +72,21 @@ def to_npy(segments: pd.DataFrame) -> bytes:
 
 
 def predict_records(segments: pd.DataFrame) -> list[dict]:
-    """Each segment in the `emoscope predict` format, plus where it is."""
+    """Each segment in the `emoscope predict` format (core/predict_answer, with the label it was
+    stored with), plus where it is and what was said in it where the session was transcribed."""
     out = []
     for r in segments.itertuples(index=False):
-        scores = [float(x) for x in r.scores]
+        model = getattr(r, "model", None)
+        trained = getattr(r, "trained", None)
+        text = getattr(r, "text", None)
         out.append({
             "segment_id": r.segment_id, "session_id": r.session_id, "speaker": r.speaker,
             "start_s": float(r.start_s), "end_s": float(r.end_s),
-            "emotion": r.label, "confidence": round(float(r.confidence), 4),
-            "scores": {lab: round(s, 4) for lab, s in zip(LABELS, scores)},
-            "fallback_action": r.fallback_action if isinstance(r.fallback_action, str) else None,
-            "model": getattr(r, "model", None) if isinstance(getattr(r, "model", None), str)
-            else None,
-            "trained": bool(r.trained) if getattr(r, "trained", None) is not None
-            and not pd.isna(r.trained) else None,
-            # what was said in the segment, where the session was transcribed
-            "text": r.text if isinstance(getattr(r, "text", None), str) else None})
+            **answer(r.label, r.confidence, r.scores,
+                     r.fallback_action if isinstance(r.fallback_action, str) else None,
+                     model if isinstance(model, str) else None,
+                     bool(trained) if trained is not None and not pd.isna(trained) else None),
+            "text": text if isinstance(text, str) else None})
     return out
 
 

@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from core.curves import pool
-from core.labels import LABELS
-from core.metrics import fallback_action
+from core.predict_answer import judged
 from core.rules import load_rules
 from core.types import SessionMeta
 from ingest.assemble import run_model
@@ -38,17 +37,8 @@ def predict_file(path: Path, lm: LoadedModel, granularity: str = "utterance",
 
 
 def describe(lm: LoadedModel, out: Output, granularity: str) -> tuple[dict, np.ndarray]:
-    top = int(np.argmax(out.scores))
     opts = IngestOptions()
-    result = {
-        "emotion": LABELS[top],
-        "confidence": round(float(out.scores[top]), 4),
-        "scores": {lab: round(float(s), 4) for lab, s in zip(LABELS, out.scores)},
-        "fallback_action": fallback_action(LABELS[top], float(out.scores[top]),
-                                           load_rules().confidence_threshold),
-        "model": lm.name,
-        "trained": lm.trained,
-    }
+    result = judged(out.scores, load_rules().confidence_threshold, lm.name, lm.trained)
     if granularity == "frame":
         t, probs = pool(out.frame_logits, 0.0, opts.curve_hop_s, opts.curve_window_s)
         result["curve"] = {"hop_s": opts.curve_hop_s, "t_s": np.round(t, 3).tolist(),
