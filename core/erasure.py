@@ -116,6 +116,19 @@ def _owned_roots(db: Path) -> list[Path]:
     return [home / name for name in OWNED]
 
 
+def inboxes(db: Path) -> list[Path]:
+    """Every inbox of this store: inbox/ beside it, $EMOSCOPE_INBOX (where the dashboard and
+    the API put uploads), and each folder of the data directory a worker has watched
+    (`emoscope worker --inbox`: its heartbeat file stays there)."""
+    home = db.resolve().parent
+    found = [home / "inbox"]
+    chosen = os.environ.get("EMOSCOPE_INBOX")
+    if chosen and _inside(Path(chosen).resolve(), [home]):
+        found.append(Path(chosen).resolve())
+    found += [b.parent for b in (*home.glob(f"*/{HEARTBEAT}"), *home.glob(f"*/*/{HEARTBEAT}"))]
+    return list(dict.fromkeys(f for f in found if f != home))
+
+
 def _inside(path: Path, roots: list[Path]) -> bool:
     return any(path == r or r in path.parents for r in roots)
 
@@ -173,7 +186,8 @@ def plan(store: Store, kind: str, value: str | None, who: Viewer | str,
             elif src.exists():
                 p.left_in_place.append(str(src))
         for job_id, inbox_name in jobs:
-            for root in roots[:3]:  # inbox, archive, failed: named by job id or inbox name
+            # every inbox, archive, failed: named by job id or inbox name
+            for root in dict.fromkeys([*inboxes(db), *roots[1:3]]):
                 files.update(root.glob(f"{job_id}.*"))
                 if inbox_name:  # the jobs table's key for the name (core.inbox.key_of)
                     f = entry(root, inbox_name)
@@ -196,11 +210,11 @@ def plan(store: Store, kind: str, value: str | None, who: Viewer | str,
     files.update(corrections.files_for(corrections.spool_dir(db), p.session_ids))
     if kind in ("customer", "person") and value:
         # Files still waiting in the inbox for this person: they would be analysed again.
-        box = roots[0]
-        for f in waiting(box):
-            _, meta, _ = read_sidecar(f)
-            if meta.get("customer_id") == value:
-                files.update([f, sidecar_of(f)])
+        for box in inboxes(db):
+            for f in waiting(box):
+                _, meta, _ = read_sidecar(f)
+                if meta.get("customer_id") == value:
+                    files.update([f, sidecar_of(f)])
     p.files = sorted(str(f) for f in files if f.exists() or f.is_symlink())
     return p
 
@@ -386,8 +400,9 @@ def apply_retention(store: Store, retention: Retention) -> dict:
     # Whatever sits in the inbox longer than stored audio may be kept (an entry no worker
     # took, a leftover temporary or sidecar) goes too: nothing there outlives retention.
     days = retention.audio_days or retention.data_days
-    box = _owned_roots(db)[0]
-    if days > 0 and box.is_dir():
+    for box in inboxes(db) if days > 0 else ():
+        if not box.is_dir():
+            continue
         cutoff = time.time() - days * 86400
         for f in box.rglob("*"):
             try:

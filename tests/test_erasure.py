@@ -79,6 +79,11 @@ def test_forget_a_customer_removes_rows_recordings_jobs_and_exports(site):
     ids = list(shared.session_id)
     before_other = Reader(Store(db), operator()).n_sessions()
     assert all(counts(db, ids)[t] for t in ("sessions", "segments", "frames"))
+    # A folder a worker watched with --inbox (its heartbeat is there): erasure finds it too.
+    drop = site["data"] / "uploads" / "drop"
+    mine = inbox.put(drop, "later.wav", b"RIFF", {"customer_id": "c-shared"})
+    theirs = inbox.put(drop, "else.wav", b"RIFF", {"customer_id": "c-a1"})
+    inbox.beat(drop)
     res = CliRunner().invoke(app, ["forget", "--db", str(db), "--customer", "c-shared", "--yes"])
     assert res.exit_code == 0, res.output
     assert set(counts(db, ids).values()) == {0}
@@ -88,6 +93,7 @@ def test_forget_a_customer_removes_rows_recordings_jobs_and_exports(site):
     assert not (site["data"] / "failed" / f"{site['job']}.wav").exists()
     assert not site["waiting"].exists() and not inbox.sidecar_of(site["waiting"]).exists()
     assert site["other"].exists()  # someone else's upload stays
+    assert not mine.exists() and not inbox.sidecar_of(mine).exists() and theirs.exists()
     holding, not_holding = site["exports"]
     assert len(holding) == len(not_holding) == 2
     assert not any(f.exists() for f in holding) and all(f.exists() for f in not_holding)
