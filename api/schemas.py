@@ -116,6 +116,9 @@ class SessionRow(BaseModel):
     model: str | None = Field(None, description="The model that analysed it (core.models).")
     trained: bool | None = Field(None, description="False for random-weight models: labels "
                                                    "mean nothing.")
+    head: str | None = Field(None, description="The head (NAME@vN, trained on reviewers' "
+                                               "corrections) that gave the labels; null: the "
+                                               "model's own.")
 
 
 class SessionPage(BaseModel):
@@ -128,8 +131,9 @@ class SessionPage(BaseModel):
 
 class SessionDetail(BaseModel):
     session: dict = Field(description="The session's metadata, status and quality.")
-    model: dict | None = Field(description="The model that analysed it and whether it was "
-                                           "trained.")
+    model: dict | None = Field(description="The model that analysed it, whether it was "
+                                           "trained, and the head that gave its labels (null: "
+                                           "the model's own).")
     channels: list[dict]
     segments: list[dict] = Field(description="Per segment: times, speaker, label, confidence, "
                                              "9 scores, flags, fallback_action, rolling "

@@ -30,7 +30,7 @@ NOT_FOUND = {404: {"description": "No such session (or not one the caller may se
 LIST_COLUMNS = ["session_id", "file_name", "status", "error", "when", "duration_s", "n_channels",
                 "agent_id", "customer_id", "team", "tags", "speakers", "flags", "alerts",
                 "severity", "volatility", "talk_s", "negative_share", "dominant", "categories",
-                "model", "trained"]
+                "model", "trained", "head"]
 SEGMENT_COLUMNS = ["segment_id", "channel", "speaker", "start_s", "end_s", "label", "confidence",
                    "scores", "flags", "fallback_action", "rolling_volatility", "rms", "clip_ratio"]
 HIDDEN = ("source_path", "run_id")  # where the server keeps files is not the caller's business
@@ -91,6 +91,9 @@ def list_sessions(
     made_by = r.runs().set_index("run_id")
     part = part.assign(model=part.run_id.map(made_by.model),
                        trained=part.run_id.map(made_by.trained))
+    head = r.active_head()  # the head that labels the model's segments, if one is active
+    part = part.assign(head=[head[0] if head and m == (head[1] or m) else None
+                             for m in part.model])
     c.record("view", f"{len(part)} of {len(rows)} sessions",
              {"sessions": list(part.session_id), "filters": {
                  k: v for k, v in (("period", period), ("agent", agent), ("team", team),
@@ -139,7 +142,7 @@ def get_session(session_id: str = SessionId, c: Caller = Depends(caller),
     channels = r.channels(session_id)
     answer = {
         "session": records(row, drop=HIDDEN)[0],
-        "model": records(models[["model", "trained"]])[0] if len(models) else None,
+        "model": records(models[["model", "trained", "head"]])[0] if len(models) else None,
         "channels": records(channels, drop=("session_id",)),
         "segments": _segments(r.segments(session_id)),
         "curves": _curves(r.frames(session_id), channels) if curves else None,

@@ -62,8 +62,10 @@ def model_lines(models: pd.DataFrame) -> tuple[str, str | None]:
         models = models[models.model.notna() & models.trained.notna()]
     if models is None or len(models) == 0:
         return "Model: unknown", None
+    heads = models["head"] if "head" in models else [None] * len(models)
     names = ", ".join(f"{m} ({'trained' if bool(t) else 'UNTRAINED'})"
-                      for m, t in zip(models.model, models.trained))
+                      + (f", labels by head {h}" if isinstance(h, str) else "")
+                      for m, t, h in zip(models.model, models.trained, heads))
     if models.trained.astype(bool).all():
         return f"Model: {names}", None
     return (f"Model: {names}", "Warning: some of this data comes from an untrained test model "

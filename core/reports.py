@@ -79,6 +79,7 @@ def predict_records(segments: pd.DataFrame) -> list[dict]:
         model = getattr(r, "model", None)
         trained = getattr(r, "trained", None)
         text = getattr(r, "text", None)
+        head = getattr(r, "head", None)
         out.append({
             "segment_id": r.segment_id, "session_id": r.session_id, "speaker": r.speaker,
             "start_s": float(r.start_s), "end_s": float(r.end_s),
@@ -86,6 +87,8 @@ def predict_records(segments: pd.DataFrame) -> list[dict]:
                      r.fallback_action if isinstance(r.fallback_action, str) else None,
                      model if isinstance(model, str) else None,
                      bool(trained) if trained is not None and not pd.isna(trained) else None),
+            # the head that gave `emotion` (core/heads), where one did; else the model's own
+            "head": head if isinstance(head, str) else None,
             "text": text if isinstance(text, str) else None})
     return out
 
@@ -217,7 +220,8 @@ def unregister_report_format(name: str) -> None:
 def _pdf(x: ReportInput) -> bytes:
     spec, segs, within = x.spec, x.segments, SessionFilter(session_ids=tuple(x.sessions.session_id))
     person = spec.kind == "person"
-    models = segs.groupby(["model", "trained"], dropna=False).session_id.nunique() \
+    models = segs.assign(head=segs.get("head")).groupby(
+        ["model", "trained", "head"], dropna=False).session_id.nunique() \
         .reset_index(name="sessions") if len(segs) else pd.DataFrame()
     notes = (x.reader.notes_with_pending(x.spool, within) if x.spool is not None
              else x.reader.notes(within).assign(pending=False)) if person else pd.DataFrame()

@@ -17,6 +17,7 @@ from cli.main import app
 from fastapi.testclient import TestClient
 from tests.serving import LOCAL
 from core import corrections, reports
+from core.report_pdf import model_lines
 from core.access import operator
 from core.queries import Reader
 from core.store import Store
@@ -107,9 +108,16 @@ def test_a_head_learns_two_styles_the_base_model_cannot_tell_apart(styled_db, ca
     alerts = after["alerts"]
     assert "angry_streak" in set(alerts[alerts.session_id == angry].rule)
     r = Reader(Store(db), operator())
-    rep = reports.build(r, reports.ReportSpec(), formats=("csv",))
-    assert b"calls@v1" in rep.files["csv"][1]  # the export names the head beside the model
+    # Views, exports and API answers name the head beside the model.
+    rep = reports.build(r, reports.ReportSpec(), formats=("csv", "json"))
+    assert b"calls@v1" in rep.files["csv"][1] and b'"head": "calls@v1"' in rep.files["json"][1]
     assert set(r.models()["head"]) == {"calls@v1"}
+    assert "labels by head calls@v1" in model_lines(r.models())[0]
+    with TestClient(create_app(Settings(model="tiny-random", device="cpu", db=db)),
+                    client=("127.0.0.1", 40000), base_url=LOCAL) as c:
+        one = c.get(f"/v1/sessions/{angry}", params={"curves": "false"}).json()
+        assert one["model"]["head"] == "calls@v1"
+        assert {x["head"] for x in c.get("/v1/sessions").json()["sessions"]} == {"calls@v1"}
 
     # Rollback: the model's own labels, analytics and alerts, exactly.
     out = run.invoke(app, ["head", "activate", "--previous", "--db", str(db)])

@@ -66,6 +66,10 @@ def banner() -> None:
     if not data.ready():
         return
     m = data.models(data.state())
+    heads = sorted({h for h in m.get("head", []) if isinstance(h, str)})
+    if heads:
+        st.caption(f"Labels by the head **{', '.join(heads)}** (trained on reviewers' "
+                   "corrections) over the model's embeddings; see the Calibration page.")
     untrained = m[~m.trained.astype(bool)]
     if len(untrained):
         names = ", ".join(sorted({models.shown(n, w) for n, w in
