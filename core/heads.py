@@ -291,3 +291,64 @@ def evaluation_table(ev: dict) -> pd.DataFrame:
     rows.append({"label": "accuracy", "moments": ev["moments"], "precision": None,
                  "recall": ev["accuracy"], "base recall": ev["base_accuracy"]})
     return pd.DataFrame(rows)
+
+
+# -- activation asked for in the dashboard, carried out by the writer --------------------------
+REQUESTS = "head_requests"
+
+
+def requests_dir(db) -> "Path":
+    from core.inbox import data_dir_of
+    return data_dir_of(db) / REQUESTS
+
+
+def request(db, spec: str | None, who, previous: bool = False, force: bool = False) -> "Path":
+    """An activation (or `previous`: a rollback) asked for by an admin in the dashboard: a
+    file the worker (the single writer) carries out between jobs."""
+    import uuid
+
+    from core.private import private_dir, write_atomic
+    if not who.is_admin:
+        raise PermissionError("only an admin may activate a head")
+    folder = private_dir(requests_dir(db))
+    body = {"spec": spec, "previous": previous, "force": force, "who": who.who,
+            "at": utc_now().isoformat()}
+    target = folder / f"{utc_now():%Y%m%d%H%M%S%f}-{uuid.uuid4().hex[:8]}.json"
+    write_atomic(target, json.dumps(body).encode())
+    return target
+
+
+def pending_requests(db) -> list[dict]:
+    folder = requests_dir(db)
+    out = []
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            out.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def resume_requests(store: Store, rules) -> list[str]:
+    """Carry out the dashboard's activation requests, oldest first; one line per request. A
+    request that cannot be carried out is moved to rejected/ with its reason."""
+    import os
+    folder = requests_dir(store.path)
+    lines = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            body = json.loads(path.read_text())
+            spec = body.get("spec")
+            if body.get("previous"):
+                with store.read() as con:
+                    spec = previous(con)
+            out = activate(store, spec, rules, body.get("who"), bool(body.get("force")))
+            lines.append(f"activated {out['head'] or 'the base model'} for {body.get('who')}: "
+                         f"{out['segments']} segments relabelled")
+            path.unlink(missing_ok=True)
+        except (HeadError, ValueError, OSError) as e:
+            target = folder / "rejected" / path.name
+            target.parent.mkdir(exist_ok=True)
+            os.replace(path, target)
+            lines.append(f"head request {path.name}: {e}; moved to rejected/")
+    return lines

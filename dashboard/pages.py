@@ -55,5 +55,6 @@ register_page("search.py", "Search", ":material/search:")
 register_page("similar.py", "Similar moments", ":material/join_inner:")
 register_page("patterns.py", "Patterns", ":material/bubble_chart:")
 register_page("reports.py", "Reports", ":material/download:")
+register_page("calibration.py", "Calibration", ":material/tune:")
 register_page("upload.py", "Upload", ":material/upload:", who="uploaders")  # supervisors, admins
 register_page("admin.py", "Audit & erasure", ":material/shield_person:", who="admins")

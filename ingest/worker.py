@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from core import corrections, erasure, notes
+from core import corrections, erasure, heads, notes
 from core.audit import AuditLog
 from core.errors import first_line
 from core.inbox import (beat, check_inside, data_dir_of, entry, key_of, known_whole, marker_of,
@@ -202,6 +202,8 @@ class Worker:
                                                     corrections.spool_dir(self.store.path))
                 for line in ([f"stored {stored} correction{'s' if stored != 1 else ''}"]
                              if stored else []) + problems:
+                    self.echo(line)
+                for line in heads.resume_requests(self.store, self.writer.rules):
                     self.echo(line)
                 for p in erasure.resume_pending(self.store):
                     self.echo(f"erased {p.kind} {p.target}: {len(p.session_ids)} sessions")

@@ -23,7 +23,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 # Reports twice: first on the default period (a report built), last with the period chosen on
 # the Alerts page carried to it.
 PAGES = ["Overview", "Session", "Agents", "Person", "Reports", "Volatility & alerts", "Search",
-         "Similar moments", "Patterns", "Reports"]
+         "Similar moments", "Patterns", "Calibration", "Reports"]
 # The demo store's calls run for minutes: on a loaded shared machine a page of one can take
 # longer than Playwright's 30 s to draw, so the tour waits longer (a fast run waits no longer).
 WAIT_MS = 90_000

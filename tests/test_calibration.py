@@ -168,3 +168,59 @@ def test_a_head_that_does_not_beat_the_base_model_needs_force(styled_db, tmp_pat
     assert heads_now in ([None], ["calls@v1"])  # whatever was active stays
     out = run.invoke(app, ["head", "activate", "agree", "--force", "--db", str(db)])
     assert out.exit_code == 0, out.output
+
+
+def test_the_calibration_page_shows_the_head_and_asks_the_worker_to_roll_back(styled_db,
+                                                                             monkeypatch):
+    """After the learning test: the page's figures, and an admin's rollback carried out by the
+    writer (core.heads.resume_requests, as the worker does between jobs)."""
+    from streamlit.testing.v1 import AppTest
+
+    from core import heads
+    from tests.store_fixtures import RULES
+    from tests.test_dashboard import APP
+    db = styled_db
+    monkeypatch.setenv("EMOSCOPE_DB", str(db))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("views/calibration.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    moments = Store(db).query("SELECT count(DISTINCT segment_id) n FROM corrections").n[0]
+    assert next(m.value for m in at.metric if m.label == "Corrected moments") == str(moments)
+    assert any("calls@v1" in c.value for c in at.caption)  # the head named on every page
+    tables = [d.value for d in at.dataframe]
+    assert any("base recall" in t and {"angry", "sad", "accuracy"} <= set(t["label"])
+               for t in tables)  # the cross-validation table against the base model
+    # A moment labelled on the Session page, and one with its similar moments on the Similar
+    # page (every one confirmed), each an audited act whose labels wait in the spool.
+    spool = corrections.spool_dir(db)
+    seg = Store(db).query("SELECT segment_id, session_id FROM segments ORDER BY 1 LIMIT 1")
+    at.session_state["session_id"] = seg.session_id[0]
+    at.switch_page("views/session.py").run()
+    at.selectbox(key="label_one").set_value("happy")
+    next(b for b in at.button if b.label == "Save label").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert list(corrections.pending(spool).label) == ["happy"]
+    at.switch_page("views/similar.py").run()
+    at.text_input(key="sim_segment").input(seg.segment_id[0]).run()
+    at.selectbox(key="label_similar").set_value("neutral")
+    at.button(key="label_similar_save").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    waiting = corrections.pending(spool)
+    other = Store(db).query("SELECT count(*) n FROM segments WHERE session_id != ?",
+                            [seg.session_id[0]]).n[0]
+    assert (waiting.label == "neutral").sum() == 1 + min(20, other)
+    from core.audit import AuditLog
+    acts = [a for a in AuditLog.beside(db).spooled() if a["action"] == "label"][-2:]
+    assert [len(a["detail"]["segments"]) for a in acts] == [1, 1 + min(20, other)]
+    at.switch_page("views/calibration.py").run()
+    at.button(key="cal_rollback").click().run()
+    assert heads.pending_requests(db)
+    with Store(db).read() as con:
+        was = heads.active(con)
+        back = heads.previous(con)
+    assert heads.resume_requests(Store(db), RULES)[0].startswith("activated")
+    with Store(db).read() as con:
+        assert heads.active(con) == back != was
+    assert not heads.pending_requests(db)

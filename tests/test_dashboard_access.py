@@ -305,3 +305,21 @@ def test_sigterm_to_the_launcher_stops_its_streamlit_child(tmp_path):
     finally:
         if alive():
             os.kill(pid, signal.SIGKILL)
+
+
+def test_supervisor_sees_only_team_a_corrections_and_cannot_activate_a_head(env):
+    from core import corrections
+    db, teams = env
+    store = Store(db)
+    segs = store.query("SELECT session_id, min(segment_id) AS seg FROM segments "
+                       "WHERE list_contains(?, session_id) GROUP BY 1",
+                       [[teams["A"][0], teams["B"][0]]])
+    for sid, seg in zip(segs.session_id, segs.seg):  # one pending correction in each team
+        corrections.put(corrections.spool_dir(db), seg, sid, "sad", f"reviewer-of-{sid}")
+    at = as_user(LEAD_A, "calibration")
+    assert not at.exception
+    shown = everything_shown(at)
+    assert f"reviewer-of-{teams['A'][0]}" in shown
+    assert not any(s in shown for s in teams["B"] + teams["W"])
+    assert next(m.value for m in at.metric if m.label == "Corrected moments") == "1"
+    assert not [b for b in at.button if b.key in ("cal_activate", "cal_rollback")]

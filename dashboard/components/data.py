@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from core import aggregates
+from core import corrections as core_corrections
 from core import notes as core_notes
 from core.access import Viewer, operator
 from core.labels import LABELS
@@ -416,3 +417,34 @@ def notes(k: Key, f: SessionFilter) -> pd.DataFrame:
     """Stored and still-pending notes: read on every run (the spool changes without the
     database), so a note shows the moment it is saved."""
     return reader(k).notes_with_pending(notes_spool(), f)
+
+
+# -- calibration (core/corrections, core/heads) --------------------------------------------------
+def corrections_spool() -> Path:
+    return core_corrections.spool_dir(db_path())
+
+
+def corrections(k: Key, f: SessionFilter = EVERY) -> pd.DataFrame:
+    """Stored and still-pending corrections in scope: read on every run (the spool changes
+    without the database), so a label shows the moment it is saved."""
+    return reader(k).corrections_with_pending(corrections_spool(), f)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def heads(k: Key) -> pd.DataFrame:
+    return reader(k).heads()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def head_activations(k: Key) -> pd.DataFrame:
+    return reader(k).head_activations()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def active_head(k: Key):
+    return reader(k).active_head()
+
+
+def label_choices() -> list[str]:
+    """The nine and the organisation's own labels ([calibration.labels])."""
+    return core_corrections.choices(settings().labels)

@@ -12,7 +12,7 @@ import streamlit as st
 
 from core import fusion, quality, reports
 from core.labels import NEGATIVE
-from dashboard.components import auth, charts, data, nav, notes, player, ui
+from dashboard.components import auth, charts, data, labelling, nav, notes, player, ui
 
 CHART_KEY = "_timeline_n"  # bumped after each click: a fresh chart without a selection
 VIEWED_KEY = "_viewed_session"  # the session whose view was last audited
@@ -185,7 +185,7 @@ def header(row: pd.Series, seg: pd.DataFrame, metrics: pd.DataFrame, n_alerts: i
     c[4].metric("Alerts", f"{n_alerts}")
 
 
-def segment_detail(s: pd.Series | None) -> None:
+def segment_detail(k, s: pd.Series | None) -> None:
     if s is None:
         st.info("No speech segments in this session.")
         return
@@ -202,6 +202,11 @@ def segment_detail(s: pd.Series | None) -> None:
     st.caption(f"Segment {s.segment_id}")
     if st.button("Find similar moments", key="find_similar"):
         nav.find_similar(s.segment_id)
+    if isinstance(s.get("head"), str):
+        st.caption(f"Labelled by the head {ui.md(s['head'])} "
+                   f"(its own label: {ui.md(s.get('head_label'))}; the model said "
+                   f"{ui.md(s.get('base_label'))}).")
+    labelling.one(k, s.segment_id, s.session_id, s.label)
 
 
 def voice_line(s: pd.Series) -> str:
@@ -367,7 +372,7 @@ def main() -> None:
             segment_table(sid, seg)
     with right:
         st.subheader("At the cursor")
-        segment_detail(segment_at(seg, t, nav.seek_segment(sid)))
+        segment_detail(k, segment_at(seg, t, nav.seek_segment(sid)))
     st.subheader("First vs last quarter, per speaker")
     trend(metrics)
     st.subheader("Volatility")

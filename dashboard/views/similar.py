@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core.labels import LABELS
-from dashboard.components import charts, data, nav, player, ui
+from dashboard.components import charts, data, labelling, nav, player, ui
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=1)
@@ -168,6 +168,11 @@ def main() -> None:
         st.caption(f"Among {searched:,} segments you may see that pass the filters; "
                    f"{how}, {1000 * (time.perf_counter() - t0):.0f} ms.")
         results(k, hits, data.session_summary(k))
+    if seg is not None:
+        with st.expander("Label this and the 20 most similar moments"):
+            near = data.similar(k, seg["segment_id"], 20, f["speakers"], f["labels"],
+                                f["teams"], f["since"], f["until"], f["exclude"]).hits
+            labelling.with_similar(k, seg, near)
     st.subheader("Map of segment embeddings")
     proj, basis = data.similar_map(k, model, dim)
     marks = []
