@@ -84,6 +84,8 @@ def test_the_session_page_and_the_pdf_report_carry_the_caveat(band_db, monkeypat
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["session_id"] = phone
     at.run()
+    bands = next(d.value for d in at.dataframe if "band" in d.value)  # the Overview's split
+    assert dict(zip(bands["band"], bands["sessions"])) == {"narrowband": 2, "wideband": 1}
     at.switch_page("views/session.py")
     at.run()
     assert not at.exception

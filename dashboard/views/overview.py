@@ -100,8 +100,6 @@ def main() -> None:
     rows = filters.apply(aggregates.restrict_to_roles(summary, data.label_seconds(k),
                                                       f.roles, data.alerts(k)), f)
     kpis(rows)
-    with st.expander("Narrowband and wideband audio"):
-        by_band(rows)
     if f.roles:
         st.caption(f"Negative share, alerts, the emotion mix and the table count only the "
                    f"speech of: {', '.join(f.roles)}.")
@@ -121,6 +119,8 @@ def main() -> None:
     alerts = aggregates.alerts_of_roles(data.alerts(k), f.roles)
     first = alerts.groupby("session_id").t_s.min().to_dict() if len(alerts) else {}
     table(rows, first)
+    with st.expander("Narrowband and wideband audio"):
+        by_band(rows)
 
 
 with ui.guard():
