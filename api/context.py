@@ -13,6 +13,7 @@ from fastapi import Depends, HTTPException, Query, Request
 
 from api.security import Identity, require_identity
 from api.settings import Settings
+from core import places
 from core.access import AccessConfig
 from core.audit import AuditError, AuditLog
 from core.inbox import check_inside, data_dir_of
@@ -58,7 +59,8 @@ class Caller:
     def inbox(self) -> Path:
         home = data_dir_of(self.settings.db)
         chosen = self.settings.inbox
-        return check_inside(chosen, home, "inbox") if chosen else home / "inbox"
+        return check_inside(chosen, home, "inbox") if chosen \
+            else places.folder(self.settings.db, places.INBOX)
 
 
 def caller(request: Request, identity: Identity = Depends(require_identity)) -> Caller:

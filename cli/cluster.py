@@ -12,7 +12,8 @@ from core.store import DEFAULT_DB
 
 
 def default_shards(db: Path) -> Path:
-    return db.with_name(db.name + ".shards")
+    from core import places
+    return places.beside(db, places.SHARDS, resolve=False)
 
 
 def ingest_on_ray(targets: list, metadata: dict, db: Path, model: str, device: str, opts,

@@ -18,16 +18,17 @@ import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
+from core import places
 from core.access import ROLES, AccessConfig, AccessError, hash_api_key
 from core.inbox import data_dir_of
 from core.private import private_dir, write_atomic
 from core.times import utc_now
 
 PREFIX = "emo_"  # tells a key from an OIDC token (a JWT) in an Authorization header
-FILE = Path("access") / "api_keys.json"
+FILE = Path(places.ACCESS) / "api_keys.json"
 # Written the first time authentication is configured for a store and never removed by a
 # command: a keys file that is later missing, empty or broken then means closed, not open.
-CONFIGURED = Path("access") / "configured"
+CONFIGURED = Path(places.ACCESS) / "configured"
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 

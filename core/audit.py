@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core import places
 from core.access import Viewer
 from core.keyed import is_pseudonym, pseudonym, secret
 from core.private import private_dir
@@ -53,7 +54,7 @@ class AuditError(Exception):
 
 def audit_dir(db: str | Path) -> Path:
     """The spool folder: audit/ beside the database file."""
-    return Path(db).resolve().parent / "audit"
+    return places.folder(db, places.AUDIT)
 
 
 def entry(who: Viewer | str, action: str, target: str | None = None,

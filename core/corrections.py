@@ -26,12 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.inbox import data_dir_of
+from core import places
 from core.labels import LABELS
 from core.private import write_atomic
 from core.times import as_timestamp, utc_now
 
-SPOOL = "corrections"
+SPOOL = places.CORRECTIONS
 REJECTED = "rejected"
 COLUMNS = ["correction_id", "segment_id", "session_id", "label", "reviewer", "created_at",
            "pending"]
@@ -44,7 +44,7 @@ class CorrectionError(ValueError):
 
 
 def spool_dir(db: str | Path) -> Path:
-    return data_dir_of(db) / SPOOL
+    return places.folder(db, SPOOL)
 
 
 def custom_labels(section) -> dict[str, str]:

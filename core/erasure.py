@@ -24,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
+from core import places
 from core import audit, corrections, notes, shards
 from core.access import Viewer
 from core.inbox import HEARTBEAT, entry, read_sidecar, sidecar_of, waiting
@@ -35,7 +36,7 @@ from core.store import Connection, Store
 from core.times import utc_now
 
 KINDS = ("session", "customer", "person", "retention")
-OWNED = ("inbox", "archive", "failed", "exports")  # folders beside the store the product owns
+OWNED = places.OWNED  # folders beside the store the product owns (core/places)
 
 
 class ErasureError(ValueError):
@@ -65,7 +66,7 @@ class Plan:
 
 
 def journal_dir(db: str | Path) -> Path:
-    return Path(db).resolve().parent / "erasures"
+    return places.folder(db, places.ERASURES)
 
 
 def hashed(db: str | Path, value: str) -> str:
@@ -112,8 +113,7 @@ def _note_erased(db: Path, p: Plan) -> None:
 
 
 def _owned_roots(db: Path) -> list[Path]:
-    home = db.resolve().parent
-    return [home / name for name in OWNED]
+    return places.owned(db)
 
 
 def inboxes(db: Path) -> list[Path]:
@@ -224,7 +224,7 @@ def staging_folders(store: Store) -> list[Path]:
     folder a run was imported from (runs.options.imported_from). Object-store URLs are left to
     their bucket's own lifecycle rules: named in the README."""
     db = store.path.resolve()
-    found = {db.with_name(db.name + ".shards")}
+    found = {places.beside(db, places.SHARDS)}
     if store.exists():
         with store.read() as con:
             if _has_table(con, "runs"):

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from core import places
 from core.names import is_text
 from core.private import private_dir
 
@@ -43,7 +44,7 @@ class InboxError(Exception):
 
 def data_dir_of(db: str | Path) -> Path:
     """The data directory: the folder that holds the database file."""
-    return Path(db).resolve().parent
+    return places.home(db)
 
 
 def inside(child: str | Path, parent: str | Path) -> bool:

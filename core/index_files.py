@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core import places
 from core.index_search import Params, member
 from core.vector_keys import Fingerprint
 
@@ -70,7 +71,7 @@ def index_path(db_path: str | Path, model: str, dim: int) -> Path:
     """The manifest path of the index for (model, dim) beside the database file."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(str(model)).name).strip("-")[:40] or "model"
     tag = hashlib.sha1(str(model).encode()).hexdigest()[:8]
-    return Path(f"{db_path}.ann") / f"{slug}-{tag}-{int(dim)}.json"
+    return places.beside(db_path, places.ANN, resolve=False) / f"{slug}-{tag}-{int(dim)}.json"
 
 
 def digest(path: Path) -> str:

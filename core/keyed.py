@@ -18,6 +18,7 @@ import uuid
 from functools import lru_cache
 from pathlib import Path
 
+from core import places
 from core.private import private_dir, tighten
 
 KEY_FILE = "store.key"
@@ -26,7 +27,7 @@ _WS = re.compile(r"\s+")
 
 
 def key_path(db: str | Path) -> Path:
-    return Path(db).resolve().parent / "access" / KEY_FILE
+    return places.folder(db, places.ACCESS) / KEY_FILE
 
 
 def secret(db: str | Path) -> bytes:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.inbox import data_dir_of
+from core import places
 from core.private import write_atomic
 from core.times import as_timestamp, utc_now
 
-SPOOL = "notes"
+SPOOL = places.NOTES
 REJECTED = "rejected"
 MAX_BODY = 4000
 MAX_AUTHOR = 120
@@ -33,7 +33,7 @@ class NoteError(ValueError):
 
 
 def spool_dir(db: str | Path) -> Path:
-    return data_dir_of(db) / SPOOL
+    return places.folder(db, SPOOL)
 
 
 def _clean(text: str, limit: int, keep_newlines: bool) -> str:

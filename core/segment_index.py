@@ -24,6 +24,7 @@ import numpy as np
 
 from core import index_compact
 from core import index_files as files
+from core import places
 from core import vector_index as vx
 from core.store import Connection, Store
 from core.vector_keys import Fingerprint, key_sql
@@ -136,7 +137,7 @@ def rebuild(store: Store, space: Space, params: vx.Params = vx.Params()) -> vx.V
 def committing(store: Store):
     """Held by the writer from before its commit until the index has taken it, so a reader
     that meets the index one commit behind the store waits for it instead of rebuilding."""
-    folder = Path(f"{store.path.resolve()}.ann")
+    folder = places.beside(store.path, places.ANN)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "commit.lock", "a+") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
@@ -144,7 +145,7 @@ def committing(store: Store):
 
 
 def _commit_under_way(store: Store) -> bool:
-    lock = Path(f"{store.path.resolve()}.ann") / "commit.lock"
+    lock = places.beside(store.path, places.ANN) / "commit.lock"
     try:
         with open(lock, "r") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -215,7 +216,7 @@ def apply(store: Store, session_ids: list[str], gone_keys: np.ndarray) -> dict:
     t0 = time.perf_counter()
     out = {"added": 0, "removed": 0, "repaired": 0, "rebuilt": 0}
     gone_keys = np.unique(np.asarray(gone_keys, dtype=np.uint64))
-    folder = Path(f"{store.path.resolve()}.ann")
+    folder = places.beside(store.path, places.ANN)
     with store.read() as con:  # one connection for all of it: each open costs ~20 ms
         touched = {Space(m, _dim_of(store, con, m)) for (m,) in con.execute(
             f"SELECT DISTINCT coalesce(r.model, '') {SPACE_ROWS} "
@@ -237,7 +238,7 @@ def apply(store: Store, session_ids: list[str], gone_keys: np.ndarray) -> dict:
 
 def forget(store: Store, segment_keys: np.ndarray) -> int:
     """After an erasure: its rows leave every index beside the store (idempotent)."""
-    folder = Path(f"{store.path.resolve()}.ann")
+    folder = places.beside(store.path, places.ANN)
     removed = 0
     out = {"added": 0, "removed": 0, "repaired": 0, "rebuilt": 0}
     with store.read() as con:

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import duckdb
 import pandas as pd
 
-from core import analysers
+from core import analysers, places
 from core.migrations import MIGRATIONS
 from core.private import private_dir, tighten
 from core.times import utc_now
@@ -39,7 +39,7 @@ def file_version(path: Path) -> tuple:
     copy over it): the file's and its write-ahead log's inode, time and size. What every cache
     of a reading (dashboard reads, the word and similarity indexes' checks) is keyed by."""
     out: list[int] = []
-    for p in (path, path.with_name(path.name + ".wal")):
+    for p in (path, places.beside(path, places.WAL, resolve=False)):
         try:
             st = os.stat(p)
             out += [st.st_ino, st.st_mtime_ns, st.st_size]
@@ -96,7 +96,7 @@ class Store:
 
     @property
     def gate_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".gate")
+        return places.beside(self.path, places.GATE, resolve=False)
 
     def _gate_fd(self, create: bool) -> int | None:
         if not self.writer_first:
@@ -208,14 +208,14 @@ class Store:
                 finally:
                     os.close(folder)
         finally:
-            for f in (fresh, fresh.with_name(fresh.name + ".wal")):
+            for f in (fresh, places.beside(fresh, places.WAL, resolve=False)):
                 f.unlink(missing_ok=True)
         return {"bytes_before": before[0], "bytes_after": self.path.stat().st_size,
                 "seconds": time.perf_counter() - started}
 
     def _signature(self) -> tuple:
         st = self.path.stat()
-        wal = self.path.with_name(self.path.name + ".wal")
+        wal = places.beside(self.path, places.WAL, resolve=False)
         return st.st_size, st.st_mtime_ns, st.st_ino, wal.exists() and wal.stat().st_size
 
     @contextmanager
@@ -268,7 +268,7 @@ class Store:
                 con.execute(sql)
                 con.execute("INSERT INTO schema_migrations VALUES (?, ?)", [name, utc_now()])
                 applied.append(name)
-        for p in (self.path, self.path.with_name(self.path.name + ".wal"), self.gate_path):
+        for p in (self.path, places.beside(self.path, places.WAL, resolve=False), self.gate_path):
             tighten(p)
         return applied
 

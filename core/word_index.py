@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import places
 from core.labels import LABELS
 from core.private import private_dir
 from core.store import Store
@@ -78,7 +79,7 @@ class NoTranscripts(Exception):
 
 
 def folder_of(db: str | Path) -> Path:
-    return Path(f"{Path(db).resolve()}.words")
+    return places.beside(db, places.WORDS)
 
 
 def path_of(db: str | Path) -> Path:

@@ -18,6 +18,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from core import places
+
 APP = Path(__file__).resolve().parent / "app.py"
 DEFAULT_UPLOAD_MB = 500
 LOOPBACK = "127.0.0.1"
@@ -89,7 +91,7 @@ def secrets_for(auth: dict, db: Path, port: int) -> Path:
     """Streamlit's secrets file generated from [auth] of emoscope.toml, beside the database
     (0600, in a 0700 folder), with a cookie secret kept there across restarts."""
     from core.private import private_dir, write_private
-    folder = private_dir(Path(db).resolve().parent / ".dashboard")
+    folder = private_dir(places.folder(db, places.DASHBOARD))
     section = _resolve_env(dict(auth))
     if "cookie_secret" not in section:
         kept = folder / "cookie_secret"

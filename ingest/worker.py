@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from core import corrections, erasure, heads, notes
+from core import corrections, erasure, heads, notes, places
 from core.audit import AuditLog
 from core.errors import first_line
 from core.inbox import (beat, check_inside, data_dir_of, entry, key_of, known_whole, marker_of,
@@ -60,7 +60,7 @@ class FileChanged(Exception):
 
 def lock_path(db: Path) -> Path:
     db = Path(db).resolve()
-    return db.with_name(db.name + ".worker.lock")
+    return places.beside(db, places.WORKER_LOCK, resolve=False)
 
 
 def hold_worker_lock(db: Path) -> int:
@@ -100,11 +100,12 @@ def default_config(db: Path, inbox: Path | None = None, delete: bool = False,
                    **kw) -> WorkerConfig:
     """Inbox, archive and failed folders inside the database's data directory."""
     data = data_dir_of(db)
-    inbox = check_inside(inbox if inbox is not None else data / "inbox", data, "inbox")
+    inbox = check_inside(inbox if inbox is not None else places.folder(db, places.INBOX), data,
+                         "inbox")
     if inbox == data:
         raise ValueError(f"the inbox must be a folder inside {data}, not the data folder itself")
-    return WorkerConfig(inbox=inbox, archive=None if delete else data / "archive",
-                        failed=data / "failed", **kw)
+    return WorkerConfig(inbox=inbox, archive=None if delete else places.folder(db, places.ARCHIVE),
+                        failed=places.folder(db, places.FAILED), **kw)
 
 
 def metadata_to_meta(meta: dict) -> SessionMeta:

@@ -124,3 +124,19 @@ def test_the_prepare_stage_never_imports_torch():
             elif (r := resolve(d)) is not None:
                 todo.append(r)
     assert "ingest.vad" in seen and heavy == set()
+
+
+def test_paths_beside_the_store_are_named_only_in_core_places():
+    """`<db>.wal`, `.gate`, `.ann`, `.words`, `.shards`, `.worker.lock` and the data directory's folders are
+    worked out by core/places.py alone; erasure's OWNED folders are its own."""
+    import re
+
+    from core import erasure, places
+    beside = re.compile(r"""["'](\.wal|\.gate|\.ann|\.words|\.shards|\.worker\.lock|\.dashboard)"""
+                        r"""["']|\}\.(ann|words)["'/]|resolve\(\)\.parent / ["']""")
+    found = [f"{p.relative_to(ROOT)}:{i}" for top in OURS for p in (ROOT / top).rglob("*.py")
+             if p != ROOT / "core" / "places.py"
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if beside.search(line) and "__file__" not in line]
+    assert not found, found
+    assert erasure.OWNED is places.OWNED and set(places.OWNED) <= set(places.FOLDERS)

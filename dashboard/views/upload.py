@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import inbox, models
+from core import inbox, models, places
 from core.store import StoreBusy
 from dashboard.components import auth, data, ui
 from dashboard.launch import upload_limit_mb
@@ -33,7 +33,8 @@ def inbox_dir() -> Path:
     """$EMOSCOPE_INBOX when set and inside the data directory, else inbox/ next to the DB."""
     home = inbox.data_dir_of(data.db_path())
     chosen = os.environ.get("EMOSCOPE_INBOX")
-    return inbox.check_inside(chosen, home, "inbox") if chosen else home / "inbox"
+    return inbox.check_inside(chosen, home, "inbox") if chosen \
+        else places.folder(data.db_path(), places.INBOX)
 
 
 NONE, OTHER = "(none)", "Other…"
