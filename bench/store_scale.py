@@ -178,9 +178,19 @@ def reader_loop(db: str, dim: int, stop, out_q, idle: bool) -> None:
             print(f"reader: {e}", file=sys.stderr)
             continue
         lat.append(time.perf_counter() - t)
+        if not idle:  # so far, for the soak's progress lines
+            with open(f"{db}.reads.{os.getpid()}", "a") as f:
+                f.write(f"{lat[-1]}\n")
         if idle and len(lat) >= 20:
             break
     out_q.put(lat)
+
+
+def reads_so_far(db: str) -> np.ndarray:
+    out = []
+    for p in Path(db).parent.glob(Path(db).name + ".reads.*"):
+        out += [float(x) for x in p.read_text().split()]
+    return np.array(out)
 
 
 def reads(db: str, dim: int, n: int, seconds: float | None) -> tuple[mp.Event, list, mp.Queue]:
@@ -233,22 +243,29 @@ def soak(a, store: Store, w: SessionWriter, timed: "Timed", rng, k: int) -> int:
     stop, procs, q = reads(db, a.dim, a.readers, None)
     t0 = time.perf_counter()
     soaked, sizes = [], []
+    until = t0 + a.soak_minutes * 60
     for i in range(a.soak):
         soaked.append(timed.commit(w, session(k, a.segments, a.dim, rng), run))
         k += 1
-        if i % max(1, a.soak // 10) == 0 or i == a.soak - 1:
+        late = time.perf_counter() > until
+        if i % max(1, a.soak // 20) == 0 or i == a.soak - 1 or late:
             size, wal = files_of(store)
             st = index_state(store)
             sizes.append((i, size, wal, st))
             print(f"  soak commit {i + 1:>5}: db {size / 2**20:,.0f} MiB · wal "
                   f"{wal / 2**20:.1f} MiB · index generation {st['generation']}, "
                   f"{st['deltas']} deltas ({st['delta_rows']:,} rows), compactions so far "
-                  f"{st['compactions']} · load {os.getloadavg()[0]:.1f}", flush=True)
+                  f"{st['compactions']} · load {os.getloadavg()[0]:.1f} · reads so far "
+                  f"{pct(reads_so_far(db))}", flush=True)
+        if late:
+            print(f"  the soak stopped after {i + 1} commits: its --soak-minutes "
+                  f"({a.soak_minutes:g}) ran out", flush=True)
+            break
     loaded = collect(stop, procs, q)
     took = time.perf_counter() - t0
     index_compact.wait_all(600)
     tot = np.array([c["total"] for c in soaked])
-    print(f"soak: {a.soak} commits in {took:.0f} s · commit p50 {np.median(tot) * 1e3:.0f} ms "
+    print(f"soak: {len(soaked)} commits in {took:.0f} s · commit p50 {np.median(tot) * 1e3:.0f} ms "
           f"· p95 {np.percentile(tot, 95) * 1e3:.0f} ms · index p95 "
           f"{np.percentile([c['index'] for c in soaked], 95) * 1e3:.0f} ms")
     print(f"reads under the soak ({a.readers} readers): {pct(loaded)}")
@@ -269,6 +286,8 @@ def main() -> None:
     ap.add_argument("--commits", type=int, default=20, help="timed commits at each size")
     ap.add_argument("--soak", type=int, default=2000, help="commits of the soak")
     ap.add_argument("--readers", type=int, default=4)
+    ap.add_argument("--soak-minutes", type=float, default=float("inf"),
+                    help="stop the soak after this long even short of --soak commits")
     ap.add_argument("--soak-at", type=int, default=None,
                     help="run the soak at this size (one of --sizes; default the largest)")
     ap.add_argument("--ef-add", type=int, default=16, help="graph build effort of the base")
