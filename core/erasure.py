@@ -120,8 +120,8 @@ def inboxes(db: Path) -> list[Path]:
     """Every inbox of this store: inbox/ beside it, $EMOSCOPE_INBOX (where the dashboard and
     the API put uploads), and each folder of the data directory a worker has watched
     (`emoscope worker --inbox`: its heartbeat file stays there)."""
-    home = db.resolve().parent
-    found = [home / "inbox"]
+    home = places.home(db)
+    found = [places.folder(db, places.INBOX)]
     chosen = os.environ.get("EMOSCOPE_INBOX")
     if chosen and _inside(Path(chosen).resolve(), [home]):
         found.append(Path(chosen).resolve())

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from core import places
 from core.store import Connection, Store, arrow_of
 from core.times import utc_now
 
@@ -294,12 +295,11 @@ def evaluation_table(ev: dict) -> pd.DataFrame:
 
 
 # -- activation asked for in the dashboard, carried out by the writer --------------------------
-REQUESTS = "head_requests"
+REQUESTS = places.HEAD_REQUESTS
 
 
 def requests_dir(db) -> "Path":
-    from core.inbox import data_dir_of
-    return data_dir_of(db) / REQUESTS
+    return places.folder(db, REQUESTS)
 
 
 def request(db, spec: str | None, who, previous: bool = False, force: bool = False) -> "Path":

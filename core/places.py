@@ -17,10 +17,11 @@ AUDIT = "audit"          # the audit spool (core/audit)
 NOTES = "notes"          # the notes spool (core/notes)
 CORRECTIONS = "corrections"  # the corrections spool (core/corrections)
 ERASURES = "erasures"    # the erasure journal (core/erasure)
+HEAD_REQUESTS = "head_requests"  # activations asked for on the dashboard (core/heads)
 ACCESS = "access"        # API keys and the store's pseudonym key (core/apikeys, core/keyed)
 DASHBOARD = ".dashboard"  # the dashboard's generated secrets (dashboard/launch)
-FOLDERS = (INBOX, ARCHIVE, FAILED, EXPORTS, AUDIT, NOTES, CORRECTIONS, ERASURES, ACCESS,
-           DASHBOARD)
+FOLDERS = (INBOX, ARCHIVE, FAILED, EXPORTS, AUDIT, NOTES, CORRECTIONS, ERASURES, HEAD_REQUESTS,
+           ACCESS, DASHBOARD)
 # the folders that may hold copies of recordings or of what was found in them: erasure looks
 # there for files to delete (the spools are erased record by record by their own modules)
 OWNED = (INBOX, ARCHIVE, FAILED, EXPORTS)

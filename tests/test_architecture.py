@@ -133,7 +133,9 @@ def test_paths_beside_the_store_are_named_only_in_core_places():
 
     from core import erasure, places
     beside = re.compile(r"""["'](\.wal|\.gate|\.ann|\.words|\.shards|\.worker\.lock|\.dashboard)"""
-                        r"""["']|\}\.(ann|words)["'/]|resolve\(\)\.parent / ["']""")
+                        r"""["']|\}\.(ann|words)["'/]|resolve\(\)\.parent / ["']"""
+                        r"""|/ ["'](inbox|archive|failed|exports|audit|notes|corrections|erasures"""
+                        r"""|head_requests|access)["']""")
     found = [f"{p.relative_to(ROOT)}:{i}" for top in OURS for p in (ROOT / top).rglob("*.py")
              if p != ROOT / "core" / "places.py"
              for i, line in enumerate(p.read_text().splitlines(), 1)
