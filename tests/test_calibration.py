@@ -62,23 +62,38 @@ def same(a: dict, b: dict) -> bool:
     return all(a[k].reset_index(drop=True).equals(b[k].reset_index(drop=True)) for k in a)
 
 
-def test_a_head_learns_two_styles_the_base_model_cannot_tell_apart(styled_db, capsys):
+@pytest.fixture(scope="module")
+def api_client():
+    """One API app per store for the module (its model loads once)."""
+    opened = {}
+
+    def client(db):
+        if db not in opened:
+            app_ = TestClient(create_app(Settings(model="tiny-random", device="cpu", db=db)),
+                              client=("127.0.0.1", 40000), base_url=LOCAL)
+            opened[db] = app_.__enter__()
+        return opened[db]
+    yield client
+    for c in opened.values():
+        c.__exit__(None, None, None)
+
+
+def test_a_head_learns_two_styles_the_base_model_cannot_tell_apart(styled_db, api_client):
     db = styled_db
     seg = Store(db).query("SELECT g.segment_id, g.session_id, s.file_name FROM segments g "
                           "JOIN sessions s USING (session_id)")
     assert seg.file_name.value_counts().min() >= 8  # moments enough for 5 folds per class
     # A reviewer labels each style's moments by the style they were spoken in: one moment and
     # the others she confirmed beside it, in one act each (POST /v1/segments/{id}/label).
-    with TestClient(create_app(Settings(model="tiny-random", device="cpu", db=db)),
-                    client=("127.0.0.1", 40000), base_url=LOCAL) as c:
-        assert c.post(f"/v1/segments/{seg.segment_id[0]}/label",
-                      json={"label": "furious"}).status_code == 422  # not a label we know
-        for name, part in seg.groupby("file_name"):
-            ids = list(part.segment_id)
-            res = c.post(f"/v1/segments/{ids[0]}/label",
-                         json={"label": Path(name).stem, "also": ids[1:]})
-            assert res.status_code == 202, res.text
-            assert [x["segment_id"] for x in res.json()["corrections"]] == ids
+    c = api_client(db)
+    assert c.post(f"/v1/segments/{seg.segment_id[0]}/label",
+                  json={"label": "furious"}).status_code == 422  # not a label we know
+    for name, part in seg.groupby("file_name"):
+        ids = list(part.segment_id)
+        res = c.post(f"/v1/segments/{ids[0]}/label",
+                     json={"label": Path(name).stem, "also": ids[1:]})
+        assert res.status_code == 202, res.text
+        assert [x["segment_id"] for x in res.json()["corrections"]] == ids
     assert len(corrections.pending(corrections.spool_dir(db))) == len(seg)
     before = snapshot(db)
     run = CliRunner()
@@ -113,11 +128,9 @@ def test_a_head_learns_two_styles_the_base_model_cannot_tell_apart(styled_db, ca
     assert b"calls@v1" in rep.files["csv"][1] and b'"head": "calls@v1"' in rep.files["json"][1]
     assert set(r.models()["head"]) == {"calls@v1"}
     assert "labels by head calls@v1" in model_lines(r.models())[0]
-    with TestClient(create_app(Settings(model="tiny-random", device="cpu", db=db)),
-                    client=("127.0.0.1", 40000), base_url=LOCAL) as c:
-        one = c.get(f"/v1/sessions/{angry}", params={"curves": "false"}).json()
-        assert one["model"]["head"] == "calls@v1"
-        assert {x["head"] for x in c.get("/v1/sessions").json()["sessions"]} == {"calls@v1"}
+    one = c.get(f"/v1/sessions/{angry}", params={"curves": "false"}).json()
+    assert one["model"]["head"] == "calls@v1"
+    assert {x["head"] for x in c.get("/v1/sessions").json()["sessions"]} == {"calls@v1"}
 
     # Rollback: the model's own labels, analytics and alerts, exactly.
     out = run.invoke(app, ["head", "activate", "--previous", "--db", str(db)])
