@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 setup: sysdeps $(VENV)/.installed
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-gpu: setup
 	$(PY) -m pytest -q -m gpu

@@ -90,7 +90,9 @@ def test_live_stream_in_real_time_matches_offline_analysis(client, live_pcm, mod
     duration = live_pcm.size / SR
     assert len(updates) >= int(duration / 0.5) - 1
     gaps = np.diff(times)
-    assert ((gaps > 0.3) & (gaps < 0.7)).all(), gaps  # every 0.5 s ± 0.2 s
+    # Every 0.5 s: the cadence holds (median), and no update is late or early by more than
+    # 0.35 s on a machine busy with other tests (one late update shortens the gap after it).
+    assert 0.4 < np.median(gaps) < 0.6 and ((gaps > 0.15) & (gaps < 0.85)).all(), gaps
     assert [m["seq"] for m in updates] == list(range(1, len(updates) + 1))
 
     # Live curve: in time order, never repeated, nine probabilities per point.
