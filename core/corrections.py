@@ -28,7 +28,7 @@ import pandas as pd
 
 from core import places
 from core.labels import LABELS
-from core.private import write_atomic
+from core.private import read_json_object, spool_files, write_atomic
 from core.times import as_timestamp, utc_now
 
 SPOOL = places.CORRECTIONS
@@ -101,21 +101,11 @@ def put(spool: str | Path, segment_id: str, session_id: str, label: str, reviewe
     return {**row, "created_at": as_timestamp(row["created_at"]), "pending": True}
 
 
-def _files(spool: Path) -> list[Path]:
-    if not spool.is_dir():
-        return []
-    return sorted(Path(e.path) for e in os.scandir(spool)
-                  if e.name.endswith(".json") and not e.name.startswith(".")
-                  and e.is_file(follow_symlinks=False))
-
-
 def _read(path: Path) -> dict:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise CorrectionError(f"unreadable ({str(e)[:80]})") from None
-    if not isinstance(raw, dict):
-        raise CorrectionError("not a correction object")
+        raw = read_json_object(path, "correction")
+    except ValueError as e:
+        raise CorrectionError(str(e)) from None
     row = {k: raw.get(k) for k in COLUMNS[:-1]}
     if not all(isinstance(v, str) and v for v in row.values()):
         raise CorrectionError("a field is missing or empty")
@@ -128,7 +118,7 @@ def _read(path: Path) -> dict:
 def pending(spool: str | Path) -> pd.DataFrame:
     """Corrections still in the spool (unreadable files are left to `fold` to reject)."""
     rows = []
-    for path in _files(Path(spool)):
+    for path in spool_files(Path(spool)):
         try:
             rows.append({**_read(path), "pending": True})
         except CorrectionError:
@@ -141,7 +131,7 @@ def fold(store, spool: str | Path) -> tuple[int, list[str]]:
     their files; others go to rejected/. Run by the single writer. Returns (stored,
     problems)."""
     spool = Path(spool)
-    files = _files(spool)
+    files = spool_files(spool)
     if not files:
         return 0, []
     good, bad = [], []
@@ -200,7 +190,7 @@ def files_for(spool: str | Path, session_ids) -> list[Path]:
     """Spooled corrections (pending or rejected) of these sessions: what an erasure removes."""
     spool, wanted = Path(spool), set(session_ids)
     out = []
-    for path in _files(spool) + _files(spool / REJECTED):
+    for path in spool_files(spool) + spool_files(spool / REJECTED):
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from core import places
-from core.private import write_atomic
+from core.private import read_json_object, spool_files, write_atomic
 from core.times import as_timestamp, utc_now
 
 SPOOL = places.NOTES
@@ -64,22 +64,12 @@ def put(spool: str | Path, session_id: str, author: str, body: str) -> dict:
     return {**note, "created_at": as_timestamp(note["created_at"]), "pending": True}
 
 
-def _files(spool: Path) -> list[Path]:
-    if not spool.is_dir():
-        return []
-    return sorted(Path(e.path) for e in os.scandir(spool)
-                  if e.name.endswith(".json") and not e.name.startswith(".")
-                  and e.is_file(follow_symlinks=False))
-
-
 def _read(path: Path) -> dict:
     """One spooled note, checked; NoteError names what is wrong with it."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise NoteError(f"unreadable ({str(e)[:80]})") from None
-    if not isinstance(raw, dict):
-        raise NoteError("not a note object")
+        raw = read_json_object(path, "note")
+    except ValueError as e:
+        raise NoteError(str(e)) from None
     note = {k: raw.get(k) for k in ("note_id", "session_id", "author", "body", "created_at")}
     if not all(isinstance(v, str) and v for v in note.values()):
         raise NoteError("a field is missing or empty")
@@ -94,7 +84,7 @@ def _read(path: Path) -> dict:
 def pending(spool: str | Path) -> pd.DataFrame:
     """Notes still in the spool (unreadable files are skipped here and rejected by `fold`)."""
     rows = []
-    for path in _files(Path(spool)):
+    for path in spool_files(Path(spool)):
         try:
             rows.append({**_read(path), "pending": True})
         except NoteError:
@@ -106,7 +96,7 @@ def fold(store, spool: str | Path) -> tuple[int, list[str]]:
     """Store every spooled note whose session exists (one transaction), then remove their
     files; others go to rejected/. Run by the single writer. Returns (stored, problems)."""
     spool = Path(spool)
-    files = _files(spool)
+    files = spool_files(spool)
     if not files:
         return 0, []
     good, bad = [], []
@@ -156,7 +146,7 @@ def files_for(spool: str | Path, session_ids) -> list[Path]:
     """Spooled notes (pending or rejected) about these sessions: what an erasure removes."""
     spool, wanted = Path(spool), set(session_ids)
     out = []
-    for path in _files(spool) + _files(spool / REJECTED):
+    for path in spool_files(spool) + spool_files(spool / REJECTED):
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

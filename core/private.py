@@ -6,6 +6,7 @@ folders the product owns private even when they already existed with looser mode
 """
 from __future__ import annotations
 
+import json
 import os
 import stat
 import uuid
@@ -68,3 +69,25 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
         raise
     tighten(p)
     return p
+
+
+def spool_files(spool: str | Path) -> list[Path]:
+    """The finished JSON files of a spool folder (notes, corrections), by name: never a file
+    still being written (write_atomic's `.NAME.part`) and never a link."""
+    spool = Path(spool)
+    if not spool.is_dir():
+        return []
+    return sorted(Path(e.path) for e in os.scandir(spool)
+                  if e.name.endswith(".json") and not e.name.startswith(".")
+                  and e.is_file(follow_symlinks=False))
+
+
+def read_json_object(path: Path, what: str) -> dict:
+    """A spooled JSON object; ValueError saying what is wrong with it otherwise."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"unreadable ({str(e)[:80]})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"not a {what} object")
+    return raw
