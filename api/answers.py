@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from core import fusion
-from core.curves import pool
-from core.metrics import REQUEST_CLARIFICATION
-from core.predict_answer import judged
-from core.rules import Rules
+from core.analysis import fusion
+from core.base.curves import pool
+from core.analysis.metrics import REQUEST_CLARIFICATION
+from core.analysis.predict_answer import judged
+from core.analysis.rules import Rules
 
 LANGS = ("en", "zh")
 
 
 def suggested_response(label: str, fallback: str | None, rules: Rules, lang: str,
                        fused: str | None = None) -> str | None:
-    """Seed §4.1 reply for the fused state (core/fusion: its own where voice and words
+    """Seed §4.1 reply for the fused state (core/analysis/fusion: its own where voice and words
     disagree, else the emotion's); §4.3's "could you say it again" when the answer is too
     uncertain to act on (the rules give other/unknown that reply)."""
     if fallback == REQUEST_CLARIFICATION:
@@ -25,7 +25,7 @@ def suggested_response(label: str, fallback: str | None, rules: Rules, lang: str
 def judge(scores: np.ndarray, rules: Rules, lang: str, sentiment: float | None = None) -> dict:
     """emotion, confidence, scores, fallback_action, fused state and suggested_response for
     one score vector (and the words' sentiment, where the clip's words are known)."""
-    a = judged(scores, rules.confidence_threshold)  # core/predict_answer: the one shape
+    a = judged(scores, rules.confidence_threshold)  # core/analysis/predict_answer: the one shape
     fused = fusion.fuse(sentiment, fusion.voice_label(scores, rules), rules)
     return a | {"fused": fused, "suggested_response": suggested_response(
         a["emotion"], a["fallback_action"], rules, lang, fused)}

@@ -21,7 +21,7 @@ from api.runtime import Runtime, load_runtime
 from api.schemas import Health, Problem
 from api.security import DeniedAudit, HostCheck, audit_denied, require_identity
 from api.settings import Settings
-from core.store import StoreBusy
+from core.storage.store import StoreBusy
 
 log = logging.getLogger(__name__)
 MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and part headers around the clip

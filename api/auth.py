@@ -1,4 +1,4 @@
-"""Credentials → a viewer: API keys (core.apikeys) and OIDC bearer tokens.
+"""Credentials → a viewer: API keys (core.guard.apikeys) and OIDC bearer tokens.
 
 A bearer token is an API key when it starts with `emo_` (compared by SHA-256 in constant
 time, `AccessConfig.viewer_for_api_key`), else a JWT from the identity provider of `[auth]` in
@@ -12,7 +12,7 @@ expired. Its claims then map to a viewer exactly as the dashboard's sign-in does
 `Gate` holds the settings and re-reads them (emoscope.toml and the keys file) when either
 changes, so an edited grant or a revoked key applies at the next request. It never opens by
 accident: once a key or an identity provider has been configured for a store (remembered
-beside it, core.apikeys.configured), a keys file or settings file that is missing, empty or
+beside it, core.guard.apikeys.configured), a keys file or settings file that is missing, empty or
 broken, or the last key revoked, leaves the API **closed** (every request 401, an error in the
 log, /v1/health/ready 503 saying why), never open. Open loopback mode without credentials is
 the default only for a store that never had authentication, or when asked for explicitly
@@ -29,9 +29,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import apikeys
-from core.access import Viewer
-from core.settings import Settings, SettingsError, config_path, load_settings
+from core.guard import apikeys
+from core.guard.access import Viewer
+from core.admin.settings import Settings, SettingsError, config_path, load_settings
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""A reviewer's label for a moment (core/corrections): `POST /v1/segments/{id}/label`.
+"""A reviewer's label for a moment (core/storage/corrections): `POST /v1/segments/{id}/label`.
 
 The API never writes the database: a correction goes into the corrections spool, which the
 worker (the single writer) stores between jobs, as notes and uploads do. Only a segment the
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path
 
 from api.context import Caller, caller, known_query, plain
 from api.schemas import LabelAnswer, LabelRequest
-from core import corrections
+from core.storage import corrections
 
 router = APIRouter(dependencies=[Depends(known_query)])  # unknown parameters: 422
 

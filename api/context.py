@@ -13,12 +13,12 @@ from fastapi import Depends, HTTPException, Query, Request
 
 from api.security import Identity, require_identity
 from api.settings import Settings
-from core import places
-from core.access import AccessConfig
-from core.audit import AuditError, AuditLog
-from core.inbox import check_inside, data_dir_of
-from core.queries import Reader
-from core.store import Store
+from core.base import places
+from core.guard.access import AccessConfig
+from core.storage.audit import AuditError, AuditLog
+from core.intake.inbox import check_inside, data_dir_of
+from core.storage.queries import Reader
+from core.storage.store import Store
 
 STORE_RETRY_S = 5.0  # how long a read waits for the writer's lock before 503
 

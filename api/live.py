@@ -5,7 +5,7 @@ frame (`ingest.vad.VadStream`, the same numbers and shaping as offline ingest), 
 
 * utterances are the VAD segments that later audio can no longer change ("closed"); each is
   run through the model once, so the last `window` (5) give the speaker's rolling volatility
-  (seed §4.2, `core.metrics.rolling_volatility`) and the streak / volatility alert rules —
+  (seed §4.2, `core.analysis.metrics.rolling_volatility`) and the streak / volatility alert rules —
   and, where the server has a speech-to-text backend (`--asr`), through it once, so each
   finished utterance comes with its `text`;
 * the curve and the current label come from a short window — the new audio plus
@@ -33,14 +33,15 @@ import pandas as pd
 from api.answers import curve, judge
 from api.batcher import Overloaded, TimedOut
 from api.stream_audio import wav_chunks
-from core import quality, redaction, sentiment
-from core.alerts import session_alerts, store_relative
-from core.analytics import judge_live
-from core.audio import SAMPLE_RATE
-from core.labels import LABELS
-from core.metrics import rolling_volatility, segment_updates, session_metrics
-from core.rules import Rules
-from core.types import ChannelQuality, SessionMeta, SessionResult
+from core.analysis import quality
+from core.text import redaction, sentiment
+from core.analysis.alerts import session_alerts, store_relative
+from core.analysis.analytics import judge_live
+from core.media.audio import SAMPLE_RATE
+from core.base.labels import LABELS
+from core.analysis.metrics import rolling_volatility, segment_updates, session_metrics
+from core.analysis.rules import Rules
+from core.base.types import ChannelQuality, SessionMeta, SessionResult
 from ingest.options import IngestOptions
 from ingest.assemble import analysed, assemble
 from ingest.prepare import Prepared, part_of
@@ -228,7 +229,7 @@ class LiveStream:
 
     def _utterance(self, ch: Channel, sp: Span) -> dict:
         """A finished utterance: how it sounded, what was said (with a backend; redacted, the raw
-        text beside it only for a role keep_raw allows), and the two fused (core/fusion) into a
+        text beside it only for a role keep_raw allows), and the two fused (core/analysis/fusion) into a
         state that picks the suggested response."""
         heard = ch.texts.get(sp)
         text = self._said(ch, sp) if heard is not None else None
@@ -279,7 +280,7 @@ class LiveStream:
 
     # -- live alert rules ----------------------------------------------------------------------
     def _alerts(self, ch: Channel, done: list[Span]) -> list[dict]:
-        """Core's live judgement (core.analytics.judge_live: the kinds registered `live`, and
+        """Core's live judgement (core.analysis.analytics.judge_live: the kinds registered `live`, and
         the volatility rule against the reference) over the speaker's closed utterances, each
         alert sent once; a store-relative rule alerts again only after falling back under.
         Rules over the whole session are judged in the final message."""

@@ -22,8 +22,9 @@ from api.context import known_query
 from api.answers import curve, judge, vector
 from api.runtime import Runtime
 from api.schemas import ChannelsAnswer, PredictAnswer
-from core import quality, redaction, sentiment
-from core.audio import SAMPLE_RATE, AudioError, decode_blocks, default_roles, probe_duration
+from core.analysis import quality
+from core.text import redaction, sentiment
+from core.media.audio import SAMPLE_RATE, AudioError, decode_blocks, default_roles, probe_duration
 from ingest.speech_to_text import transcribe
 
 router = APIRouter(dependencies=[Depends(known_query)])  # unknown parameters: 422

@@ -13,10 +13,10 @@ import threading
 import time
 from pathlib import Path
 
-from core.access import Scope, Viewer
-from core.analytics import Reference
-from core.queries import Reader
-from core.store import Store
+from core.guard.access import Scope, Viewer
+from core.analysis.analytics import Reference
+from core.storage.queries import Reader
+from core.storage.store import Store
 
 log = logging.getLogger(__name__)
 

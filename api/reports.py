@@ -1,5 +1,5 @@
 """GET /v1/reports: one file of a report, built by the same code as `emoscope export` and the
-Reports page (core.reports.build with a ReportSpec), over the sessions the caller may see."""
+Reports page (core.reporting.reports.build with a ReportSpec), over the sessions the caller may see."""
 from __future__ import annotations
 
 from typing import Literal
@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from api.context import PERIOD_DESCRIPTION, Caller, caller, day, day_query, known_query
-from core import notes, periods
-from core.queries import SessionFilter
-from core.reports import FORMATS, ReportSpec, build
+from core.storage import notes
+from core.base import periods
+from core.storage.queries import SessionFilter
+from core.reporting.reports import FORMATS, ReportSpec, build
 
 router = APIRouter(dependencies=[Depends(known_query)])  # unknown parameters: 422
 # One audience per report, in one parameter, so the schema says what the server takes.
@@ -26,7 +27,7 @@ AUDIENCE = r"^(team|agent|person):[^\x00-\x1f]{1,120}$"
 def get_report(
     request: Request,
     c: Caller = Depends(caller),
-    # checked against core.reports.FORMATS when asked, so a format registered later is served
+    # checked against core.reporting.reports.FORMATS when asked, so a format registered later is served
     format: str = Query("pdf", description="; ".join(f"{f.name} ({f.about})" if f.about
                                                       else f.name for f in FORMATS.values()),
                         json_schema_extra={"enum": list(FORMATS)}),

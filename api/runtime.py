@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from api.batcher import Batcher
 from api.settings import Settings
-from core.rules import Rules, load_rules
+from core.analysis.rules import Rules, load_rules
 from ingest.model import LoadedModel
 from ingest.options import IngestOptions
 

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.labels import LABELS
+from core.base.labels import LABELS
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -113,7 +113,7 @@ class SessionRow(BaseModel):
     negative_share: float | None = None
     dominant: str | None = None
     categories: list[str] = Field([], description="The emoscope.toml categories it meets.")
-    model: str | None = Field(None, description="The model that analysed it (core.models).")
+    model: str | None = Field(None, description="The model that analysed it (core.base.models).")
     trained: bool | None = Field(None, description="False for random-weight models: labels "
                                                    "mean nothing.")
     head: str | None = Field(None, description="The head (NAME@vN, trained on reviewers' "
@@ -150,7 +150,7 @@ class SessionDetail(BaseModel):
                     "first utterance that met it (speaker, t_s, utterance_id), n_utterances.")
     notes: list[dict]
     analyses: dict[str, list[dict]] = Field({}, description="Rows of each analyser's own table "
-                                            "(core.analysers), e.g. utterances and words.")
+                                            "(core.storage.analysers), e.g. utterances and words.")
     transcript: list[dict] = Field(
         default_factory=list,
         description="What was said, in time order: per utterance its id, channel, speaker, "

@@ -1,4 +1,4 @@
-"""`GET /v1/search`: moments across stored calls found by what was said (core.word_search),
+"""`GET /v1/search`: moments across stored calls found by what was said (core.index.word_search),
 within the caller's scope, recorded in the audit before the answer is sent."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api.context import Caller, caller, day, day_query, known_query
 from api.schemas import SearchAnswer
-from core import word_index
-from core import word_search as ws
-from core.keyed import secret
-from core.labels import LABELS
+from core.index import word_index
+from core.index import word_search as ws
+from core.base.keyed import secret
+from core.base.labels import LABELS
 
 router = APIRouter(dependencies=[Depends(known_query)])  # unknown parameters: 422
 

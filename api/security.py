@@ -27,9 +27,9 @@ from fastapi import HTTPException, WebSocketException, status
 from starlette.requests import HTTPConnection
 
 from api.auth import Gate, ProviderUnavailable, Unauthenticated
-from core import hosts
-from core.access import EVERYTHING, Viewer, operator
-from core.audit import AuditError, AuditLog
+from core.guard import hosts
+from core.guard.access import EVERYTHING, Viewer, operator
+from core.storage.audit import AuditError, AuditLog
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 class HostCheck:
     """ASGI middleware (HTTP and WebSocket): answers only to loopback names, plus [server]
-    allowed_hosts once authentication is configured (core.hosts), and refuses state-changing
+    allowed_hosts once authentication is configured (core.guard.hosts), and refuses state-changing
     requests and WebSockets whose Origin is another site's (cross-site request forgery: a page
     elsewhere posting a form, or opening a stream, to this machine)."""
 

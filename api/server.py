@@ -19,7 +19,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | Path = DEFAULT_DB
 
     Raises `api.security.BindRefused` (a ValueError, one-line message) for a non-loopback host
     while no authentication is configured (no identity provider in [auth], no API key),
-    `core.settings.SettingsError` for a broken emoscope.toml or keys file, and `TypeError` for
+    `core.admin.settings.SettingsError` for a broken emoscope.toml or keys file, and `TypeError` for
     an unknown option. A model that cannot be loaded stops start-up with FunASR's reason
     (ingest.model.ModelUnavailable)."""
     import uvicorn

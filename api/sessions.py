@@ -15,13 +15,15 @@ from fastapi.responses import FileResponse
 
 from api.context import PERIOD_DESCRIPTION, Caller, caller, day, day_query, known_query, records
 from api.schemas import SessionDetail, SessionPage, SimilarAnswer
-from core import aggregates, analysers, notes, periods, quality
-from core.alerts import ALERT_COLUMNS
-from core.labels import LABELS
-from core.metrics import METRIC_COLUMNS
-from core.queries import AudioUnavailable, SessionFilter
-from core.session_list import ListFilter, apply
-from core.similar import similar_to
+from core.analysis import aggregates, quality
+from core.storage import analysers, notes
+from core.base import periods
+from core.analysis.alerts import ALERT_COLUMNS
+from core.base.labels import LABELS
+from core.analysis.metrics import METRIC_COLUMNS
+from core.storage.queries import AudioUnavailable, SessionFilter
+from core.base.session_list import ListFilter, apply
+from core.index.similar import similar_to
 
 PERIODS = periods.WORDS
 router = APIRouter(dependencies=[Depends(known_query)])  # unknown parameters: 422

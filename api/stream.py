@@ -43,9 +43,10 @@ from api.runtime import Runtime
 from api.security import Identity, require_identity
 from api.stream_audio import ENCODINGS, BadAudio, decoder
 from api.uploads import Refused, queue_recording, upload_team
-from core import inbox, redaction
-from core.audio import SAMPLE_RATE
-from core.times import utc_now
+from core.intake import inbox
+from core.text import redaction
+from core.media.audio import SAMPLE_RATE
+from core.base.times import utc_now
 
 log = logging.getLogger(__name__)
 router = APIRouter()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.audio import SAMPLE_RATE
+from core.media.audio import SAMPLE_RATE
 
 ENCODINGS = ("pcm16", "opus")
 

@@ -3,7 +3,7 @@ stream goes through.
 
 The API never writes the database: `emoscope worker` is its single writer. A recording is put
 in the worker's inbox with a sidecar (metadata, channel roles) exactly as the Upload page puts
-it (core.inbox.put), under a job id chosen here and written in the sidecar, which the worker
+it (core.intake.inbox.put), under a job id chosen here and written in the sidecar, which the worker
 files the job under. Until the worker has taken the file into its queue the job reads as
 `queued` from the inbox itself.
 """
@@ -17,10 +17,10 @@ from fastapi.responses import JSONResponse
 from api.context import Caller, caller, known_query, plain
 from api.predict import NOT_AUDIO, shown_name
 from api.schemas import JobAnswer
-from core import inbox
-from core.access import Viewer
-from core.jobs import new_job_id
-from core.times import as_timestamp
+from core.intake import inbox
+from core.guard.access import Viewer
+from core.intake.jobs import new_job_id
+from core.base.times import as_timestamp
 
 router = APIRouter(dependencies=[Depends(known_query)])  # unknown parameters: 422
 _ROLE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")

@@ -183,7 +183,7 @@ async def main_async(args) -> None:
     bodies = clips(max(counts), args.clip_seconds)
     home = Path(tempfile.mkdtemp(prefix="emoscope-bench-api-"))
     db = home / "emoscope.duckdb"
-    from core import apikeys
+    from core.guard import apikeys
     AUTH["Authorization"] = "Bearer " + apikeys.create(db, "bench", "supervisor", ["bench"])
     servers = {b: Server(model, args.device, b, args.batch_seconds, args.max_wait_ms, db)
                for b in (True, False)}

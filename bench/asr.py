@@ -36,7 +36,7 @@ def flite(text: str, voice: str) -> np.ndarray:
     """flite speech as 16 kHz float32 mono (kal's 8 kHz resampled, as a phone line would be)."""
     import subprocess
 
-    from core.audio import decode
+    from core.media.audio import decode
     with tempfile.TemporaryDirectory() as d:
         wav = Path(d) / "s.wav"
         subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(wav)], check=True,
@@ -88,16 +88,16 @@ def call_files(folder: Path, n: int) -> list[tuple[Path, dict[int, str]]]:
 
 
 def ingest_cost(calls, asr_names: list[str]) -> list[dict]:
-    from core.access import operator
-    from core.queries import Reader
-    from core.rules import load_rules
-    from core.sessions import SessionWriter
-    from core.store import Store
+    from core.guard.access import operator
+    from core.storage.queries import Reader
+    from core.analysis.rules import load_rules
+    from core.storage.sessions import SessionWriter
+    from core.storage.store import Store
     from ingest.model import load as load_model
     from ingest.options import IngestOptions
     from ingest.pipeline import ingest_paths
-    import core
-    rules = load_rules(Path(core.__file__).resolve().parent / "default_rules.toml")
+    from core.analysis.rules import DEFAULT_RULES
+    rules = load_rules(DEFAULT_RULES)
     lm = load_model("tiny-random", "cpu")
     audio = 0.0
     out = []

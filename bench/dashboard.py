@@ -68,10 +68,10 @@ def render(page: str, session_id: str | None, runs: int) -> tuple[float, float, 
 
 
 def similarity(db: Path, queries: int) -> dict:
-    from core import search
-    from core.access import operator
-    from core.queries import Reader, SessionFilter
-    from core.store import Store
+    from core.index import search
+    from core.guard.access import operator
+    from core.storage.queries import Reader, SessionFilter
+    from core.storage.store import Store
 
     reader = Reader(Store(db), operator())
     t0 = time.perf_counter()
@@ -115,9 +115,9 @@ def main() -> None:
     ap.add_argument("--pages", nargs="*", default=PAGES)
     args = ap.parse_args()
     os.environ["EMOSCOPE_DB"] = str(args.db.resolve())
-    from core.access import operator
-    from core.queries import Reader
-    from core.store import Store
+    from core.guard.access import operator
+    from core.storage.queries import Reader
+    from core.storage.store import Store
     store = Store(args.db)
     counts = Reader(store, operator()).counts()
     # The session page on a long session that has frame curves.

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import erasure  # noqa: E402
-from core.store import Store  # noqa: E402
+from core.admin import erasure  # noqa: E402
+from core.storage.store import Store  # noqa: E402
 
 
 def occurrences(path: Path, needle: bytes, block: int = 64 << 20) -> int:

@@ -6,7 +6,7 @@
 The same store (tests/views_fixtures' calls, transcribed one utterance per segment, copied
 `--sessions` times with fresh ids) is recomputed under the packaged rules with their
 categories and with none, alternating so a busy machine slows both alike; then fusion alone
-(core.fusion.session_fusion) and the categories alone (core.categories.judge) are timed over
+(core.analysis.fusion.session_fusion) and the categories alone (core.analysis.categories.judge) are timed over
 the stored rows. Seconds per 1,000 sessions; the last line is `ratio: X.XXX` (recompute with
 categories ÷ without). A benchmark, not a test: it asserts nothing.
 """
@@ -25,13 +25,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import categories, derived, fusion  # noqa: E402
-from core.access import operator  # noqa: E402
-from core.queries import Reader  # noqa: E402
-from core.rules import load_rules  # noqa: E402
-from core.sessions import SessionWriter  # noqa: E402
-from core.store import Store  # noqa: E402
-from core.types import session_id_for, segment_id_for, utterance_id_for  # noqa: E402
+from core.analysis import categories, fusion  # noqa: E402
+from core.storage import derived
+from core.guard.access import operator  # noqa: E402
+from core.storage.queries import Reader  # noqa: E402
+from core.analysis.rules import load_rules  # noqa: E402
+from core.storage.sessions import SessionWriter  # noqa: E402
+from core.storage.store import Store  # noqa: E402
+from core.base.types import session_id_for, segment_id_for, utterance_id_for  # noqa: E402
 from tests.views_fixtures import call  # noqa: E402
 
 

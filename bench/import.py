@@ -8,7 +8,7 @@ the same again through the writer as it was before its vectorised group path
 
 It makes N synthetic sessions (calls with two channels, diaries with one; 20-s to 3-min long;
 segments with random scores and embeddings; curves every 0.1 s), writes each as a shard
-(core/shards.py, not timed), then into fresh stores: one through `import_shards` (reading
+(core/intake/shards.py, not timed), then into fresh stores: one through `import_shards` (reading
 the shards), one through `SessionWriter.save_many` in groups of GROUP from memory, one through
 the writer before — analytics, the similarity index and the word index kept in all. It
 prints sessions/s and rows/s (session, channel, segment and frame rows) and the CPU seconds
@@ -32,14 +32,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import writer_before  # noqa: E402
-from core import index_compact  # noqa: E402
-from core.rules import load_rules  # noqa: E402
-from core.sessions import SessionWriter  # noqa: E402
-from core.shard_import import GROUP, import_shards  # noqa: E402
-from core.shards import write_shard  # noqa: E402
-from core.labels import LABELS  # noqa: E402
-from core.store import Store  # noqa: E402
-from core.types import (ChannelQuality, Curve, Segment, SessionMeta,  # noqa: E402
+from core.index import index_compact  # noqa: E402
+from core.analysis.rules import load_rules  # noqa: E402
+from core.storage.sessions import SessionWriter  # noqa: E402
+from core.admin.shard_import import GROUP, import_shards  # noqa: E402
+from core.intake.shards import write_shard  # noqa: E402
+from core.base.labels import LABELS  # noqa: E402
+from core.storage.store import Store  # noqa: E402
+from core.base.types import (ChannelQuality, Curve, Segment, SessionMeta,  # noqa: E402
                         SessionResult, segment_id_for, session_id_for)
 
 

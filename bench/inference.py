@@ -41,7 +41,7 @@ def speech_pool(path: str | None = None) -> np.ndarray:
     if path:
         if path.endswith(".npy"):
             return np.load(path).astype(np.float32).reshape(-1)
-        from core.audio import decode
+        from core.media.audio import decode
         return decode(path).samples.mean(axis=0).astype(np.float32)
     rng = np.random.default_rng(0)
     parts = [y for x in espeak_pieces()

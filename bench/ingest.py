@@ -43,7 +43,7 @@ FORMATS = ("pcm16.wav", "mp3", "opus.ogg", "m4a")
 def utterances(speech: Path | None) -> list[np.ndarray]:
     """Pieces of speech to build recordings from: espeak-ng sentences in several voices, or a
     carried speech file cut where its speech pauses."""
-    from core.audio import decode
+    from core.media.audio import decode
     if speech is not None:
         from ingest.options import IngestOptions
         from ingest.vad import speech_spans
@@ -149,9 +149,9 @@ def run_one(args) -> None:
     """Ingest the corpus with one executor; print one JSON line of figures."""
     import torch
 
-    from core.sessions import SessionWriter
-    from core.store import Store
-    from core.rules import load_rules
+    from core.storage.sessions import SessionWriter
+    from core.storage.store import Store
+    from core.analysis.rules import load_rules
     from ingest.engine import warm_up
     from ingest.model import load
     from ingest.options import IngestOptions
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.save_speech:
         return save_speech(Path(args.save_speech))
 
-    from core.store import Store
+    from core.storage.store import Store
     from tests.store_compare import differences
 
     t0 = time.perf_counter()

@@ -64,8 +64,8 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("EMOSCOPE_CACHE", str(ROOT / ".cache" / "emoscope"))
 
-    from core.shard_import import import_shards
-    from core.store import Store
+    from core.admin.shard_import import import_shards
+    from core.storage.store import Store
     from ingest.model import load
     from ingest.pipeline import expand, ingest_paths
     from ingest.tiny import build

@@ -6,7 +6,7 @@
 The writer saves sessions (each with its analytics, as the worker does) into a store of a few
 hundred synthetic sessions: first alone, then while reader processes run the overview's read
 (Reader.summary) back to back. Both are measured with the gate off (readers and writer race
-for DuckDB's file lock, as before) and on (core.store: a writer holds the gate; readers wait at
+for DuckDB's file lock, as before) and on (core.storage.store: a writer holds the gate; readers wait at
 it). Printed: seconds per write alone and with readers, and the slowdown ratio, for each.
 """
 from __future__ import annotations
@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.access import operator  # noqa: E402
-from core.queries import Reader  # noqa: E402
-from core.sessions import SessionWriter  # noqa: E402
-from core.store import Store  # noqa: E402
-from core.types import segment_id_for, session_id_for  # noqa: E402
+from core.guard.access import operator  # noqa: E402
+from core.storage.queries import Reader  # noqa: E402
+from core.storage.sessions import SessionWriter  # noqa: E402
+from core.storage.store import Store  # noqa: E402
+from core.base.types import segment_id_for, session_id_for  # noqa: E402
 from tests.store_fixtures import RULES  # noqa: E402
 from tests.test_analytics_store import call  # noqa: E402
 

@@ -15,12 +15,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.labels import LABELS  # noqa: E402
-from core import derived  # noqa: E402
-from core.rules import load_rules  # noqa: E402
-from core.sessions import SessionWriter  # noqa: E402
-from core.store import Store  # noqa: E402
-from core.types import (ChannelQuality, Segment, SessionMeta, SessionResult,  # noqa: E402
+from core.base.labels import LABELS  # noqa: E402
+from core.storage import derived  # noqa: E402
+from core.analysis.rules import load_rules  # noqa: E402
+from core.storage.sessions import SessionWriter  # noqa: E402
+from core.storage.store import Store  # noqa: E402
+from core.base.types import (ChannelQuality, Segment, SessionMeta, SessionResult,  # noqa: E402
                         segment_id_for, session_id_for)
 
 

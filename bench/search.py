@@ -1,4 +1,4 @@
-"""Word search at scale: core.word_search (the FTS5 index beside the store, the scope in SQL, the
+"""Word search at scale: core.index.word_search (the FTS5 index beside the store, the scope in SQL, the
 hits read back from DuckDB) against the naive search (a regular expression over every
 utterance's text in DuckDB, the same scope, filters and read-back), side by side in one run.
 
@@ -30,12 +30,12 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import word_index  # noqa: E402
-from core import word_search as ws  # noqa: E402
-from core.access import Scope, Viewer, operator  # noqa: E402
-from core.labels import LABELS  # noqa: E402
-from core.queries import Reader, SessionFilter  # noqa: E402
-from core.store import Store  # noqa: E402
+from core.index import word_index  # noqa: E402
+from core.index import word_search as ws  # noqa: E402
+from core.guard.access import Scope, Viewer, operator  # noqa: E402
+from core.base.labels import LABELS  # noqa: E402
+from core.storage.queries import Reader, SessionFilter  # noqa: E402
+from core.storage.store import Store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TEAMS = ["billing", "support", "retention", "sales"]

@@ -9,7 +9,7 @@ Prints: the index built from the store (`emoscope index rebuild`'s work), the co
 commit to the index (SessionWriter.save of a re-ingested session: remove, add, check against
 the store, save a new generation) beside the cost of the same save without the index, and — in
 a fresh process each, as after a server start — the first similar-moment answer
-(core.similar.similar_to: open the memory-mapped index, check it against the store, search,
+(core.index.similar.similar_to: open the memory-mapped index, check it against the store, search,
 read the hits' rows) unfiltered and with a team + label filter.
 """
 from __future__ import annotations
@@ -27,21 +27,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import segment_index  # noqa: E402
-from core.rules import load_rules  # noqa: E402
-from core.sessions import SessionWriter  # noqa: E402
-from core.store import Store  # noqa: E402
-from core.types import (ChannelQuality, Segment, SessionMeta, SessionResult,  # noqa: E402
+from core.index import segment_index  # noqa: E402
+from core.analysis.rules import load_rules  # noqa: E402
+from core.storage.sessions import SessionWriter  # noqa: E402
+from core.storage.store import Store  # noqa: E402
+from core.base.types import (ChannelQuality, Segment, SessionMeta, SessionResult,  # noqa: E402
                         segment_id_for)
 
 FIRST = """
 import sys, time, json
 t0 = time.perf_counter()
 sys.path.insert(0, {root!r})
-from core.access import operator
-from core.queries import Reader
-from core.similar import similar_to
-from core.store import Store
+from core.guard.access import operator
+from core.storage.queries import Reader
+from core.index.similar import similar_to
+from core.storage.store import Store
 r = Reader(Store({db!r}), operator())
 seg = r.store.query("SELECT segment_id FROM segments USING SAMPLE 1 ROWS").segment_id[0]
 t1 = time.perf_counter()

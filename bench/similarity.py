@@ -1,4 +1,4 @@
-"""Similar-moment search at scale: the ANN index (core.vector_index) beside today's brute force.
+"""Similar-moment search at scale: the ANN index (core.index.vector_index) beside today's brute force.
 
     .venv/bin/python bench/similarity.py                       # 100k and 1M segments, 1024-d
     .venv/bin/python bench/similarity.py --sizes 100000 --queries 200
@@ -9,7 +9,7 @@ are held-out draws from the same mixture. Per size it reports build time, index 
 cold open (a fresh process, with the index's pages dropped from the page cache by
 posix_fadvise), p50/p95 top-10 latency unfiltered, with a 1 % selective filter and a 30 %
 broad one, recall@10 against exact search, the writer's cost to add+remove 1,000 rows and
-save, and the brute-force core.search.top_k latency measured in the same run. The last line is
+save, and the brute-force core.index.search.top_k latency measured in the same run. The last line is
 `recall: X.XXX`, the unfiltered recall@10 of the largest size run.
 
 Targets (1M × 1024, 2 cores): cold open ≤ 2 s, p50 ≤ 20 ms, p95 ≤ 50 ms, recall@10 ≥ 0.95,
@@ -34,9 +34,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import search as brute  # noqa: E402
-from core import vector_index as vx  # noqa: E402
-from core import vector_keys as vk  # noqa: E402
+from core.index import search as brute  # noqa: E402
+from core.index import vector_index as vx  # noqa: E402
+from core.storage import vector_keys as vk  # noqa: E402
 
 MODEL = "synthetic-clustered"
 
@@ -111,8 +111,8 @@ COLD_OPEN = """
 import json, sys, time
 import numpy as np
 sys.path.insert(0, {root!r})
-from core import vector_index as vx
-from core import vector_keys as vk
+from core.index import vector_index as vx
+from core.storage import vector_keys as vk
 t0 = time.perf_counter()
 ix = vx.VectorIndex.open({path!r}, {model!r}, {dim}, vk.Fingerprint(*{fp}))
 t1 = time.perf_counter()

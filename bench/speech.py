@@ -31,7 +31,7 @@ VOICES = [("en-us", 50, 160), ("en-gb", 40, 150), ("en-us+f3", 70, 185), ("en-us
 
 def espeak_pieces() -> list[np.ndarray]:
     """Every sentence in every voice, 16 kHz mono float32, in that order."""
-    from core.audio import decode
+    from core.media.audio import decode
     out = []
     with tempfile.TemporaryDirectory() as d:
         for i, text in enumerate(SENTENCES):

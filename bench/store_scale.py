@@ -9,9 +9,9 @@ bulk (sessions, channels, segments with their keys, a volatility row per speaker
 similarity index is rebuilt from the store (with a cheaper graph build, --ef-add: the base's
 quality does not change what a commit costs). At each size, --commits sessions are then
 saved one per commit by the SessionWriter, as the worker does, each timed in three parts:
-DB (the transaction: rows in, old rows out, commit), analytics (core.derived inside it) and
-index (core.segment_index.apply after it: a delta generation, checked against the store).
-Analytics is core.derived's part: the group's metrics and alerts computed from memory, and
+DB (the transaction: rows in, old rows out, commit), analytics (core.storage.derived inside it) and
+index (core.index.segment_index.apply after it: a delta generation, checked against the store).
+Analytics is core.storage.derived's part: the group's metrics and alerts computed from memory, and
 their rows inserted.
 
 Soak (at --soak-at, default the largest size): --soak commits while --readers processes do what a dashboard
@@ -40,15 +40,16 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import derived, index_compact, index_files, segment_index  # noqa: E402
-from core import vector_index as vx  # noqa: E402
-from core.labels import LABELS  # noqa: E402
-from core.rules import load_rules  # noqa: E402
-from core.sessions import SessionWriter, _insert  # noqa: E402
-from core.store import Store  # noqa: E402
-from core.types import (ChannelQuality, Curve, Segment, SessionMeta,  # noqa: E402
+from core.storage import derived  # noqa: E402
+from core.index import index_compact, index_files, segment_index
+from core.index import vector_index as vx  # noqa: E402
+from core.base.labels import LABELS  # noqa: E402
+from core.analysis.rules import load_rules  # noqa: E402
+from core.storage.sessions import SessionWriter, _insert  # noqa: E402
+from core.storage.store import Store  # noqa: E402
+from core.base.types import (ChannelQuality, Curve, Segment, SessionMeta,  # noqa: E402
                         SessionResult, segment_id_for)
-from core.vector_keys import keys_for  # noqa: E402
+from core.storage.vector_keys import keys_for  # noqa: E402
 
 MODEL = "synthetic"
 
@@ -160,9 +161,9 @@ class Timed:
 
 def reader_loop(db: str, dim: int, stop, out_q, idle: bool) -> None:
     """What a dashboard page does, again and again: list, one session's rows, similar."""
-    from core import similar
-    from core.access import operator
-    from core.queries import Reader
+    from core.index import similar
+    from core.guard.access import operator
+    from core.storage.queries import Reader
     store = Store(db)
     r = Reader(store, operator())
     rng = np.random.default_rng(os.getpid())

@@ -51,7 +51,7 @@ def main() -> None:
     from api.runtime import Runtime, engine_run
     from api.settings import Settings
     from bench.speech import espeak_pieces
-    from core.rules import load_rules
+    from core.analysis.rules import load_rules
     from ingest.model import load
     from ingest.options import IngestOptions
 

@@ -23,14 +23,14 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.labels import LABELS  # noqa: E402
-from core import derived  # noqa: E402
-from core.access import operator  # noqa: E402
-from core.queries import Reader  # noqa: E402
-from core.rules import load_rules  # noqa: E402
-from core.sessions import SessionWriter  # noqa: E402
-from core.store import Store  # noqa: E402
-from core.vector_keys import key_sql  # noqa: E402
+from core.base.labels import LABELS  # noqa: E402
+from core.storage import derived  # noqa: E402
+from core.guard.access import operator  # noqa: E402
+from core.storage.queries import Reader  # noqa: E402
+from core.analysis.rules import load_rules  # noqa: E402
+from core.storage.sessions import SessionWriter  # noqa: E402
+from core.storage.store import Store  # noqa: E402
+from core.storage.vector_keys import key_sql  # noqa: E402
 
 TEAMS = ["billing", "support", "retention", "sales", "wellbeing"]
 TAGS = ["refund", "delivery", "outage", "upgrade", "complaint", "follow-up", "sleep", "work"]

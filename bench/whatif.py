@@ -1,5 +1,5 @@
 """The what-if view at scale: stored alerts read vs alerts re-judged from stored rows with
-moved thresholds (core.rejudge), for the whole store and for one week, side by side.
+moved thresholds (core.analysis.rejudge), for the whole store and for one week, side by side.
 
     .venv/bin/python bench/whatif.py --db /tmp/emoscope-bench.duckdb   # make bench-dashboard's store
 
@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd  # noqa: E402
 
-from core.access import operator
-from core.queries import Reader, SessionFilter  # noqa: E402
-from core.rules import load_rules, tuned  # noqa: E402
-from core.store import Store  # noqa: E402
+from core.guard.access import operator
+from core.storage.queries import Reader, SessionFilter  # noqa: E402
+from core.analysis.rules import load_rules, tuned  # noqa: E402
+from core.storage.store import Store  # noqa: E402
 
 KEY = ["session_id", "speaker", "rule", "t_s"]
 

@@ -2,7 +2,7 @@
 bench/import.py can print the ratio against it from the same run, and so a test can check that
 both store the same rows. Not used by Emoscope itself.
 
-It differs from core.sessions._save_group in how, not in what: it deletes a group's rows from
+It differs from core.storage.sessions._save_group in how, not in what: it deletes a group's rows from
 every table whether or not the sessions were stored before, inserts the segments, then reads
 them back through pandas to compute the analytics one session at a time, and updates the
 segments' rolling volatility and fallback action afterwards.
@@ -16,16 +16,17 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
-from core import analysers, categories, fusion, sessions
-from core.alerts import ALERT_COLUMNS
-from core.analytics import Reference, analyze_rows
-from core.categories import CATEGORY_COLUMNS
-from core.metrics import METRIC_COLUMNS
-from core.rules import Rules
-from core.sessions import (_ids, _insert, _session_table, analysis_table, channel_table,
+from core.storage import analysers, sessions
+from core.analysis import categories, fusion
+from core.analysis.alerts import ALERT_COLUMNS
+from core.analysis.analytics import Reference, analyze_rows
+from core.analysis.categories import CATEGORY_COLUMNS
+from core.analysis.metrics import METRIC_COLUMNS
+from core.analysis.rules import Rules
+from core.storage.sessions import (_ids, _insert, _session_table, analysis_table, channel_table,
                            frame_table, segment_table, session_tables)
-from core.store import Connection
-from core.transcripts import event_table, utterance_table, word_table
+from core.storage.store import Connection
+from core.text.transcripts import event_table, utterance_table, word_table
 
 SEGMENT_COLUMNS = ("segment_id, session_id, channel, speaker, start_s, end_s, label, "
                    "confidence, scores, embedding, flags, pitch_hz, loudness_dbfs")

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from cli.common import app, fail_usage
-from core.store import DEFAULT_DB
+from core.storage.store import DEFAULT_DB
 
 
 @app.command()
@@ -20,10 +20,10 @@ def audit(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """Who viewed, played, exported, uploaded or erased what, newest first."""
-    from core import audit as audit_
-    from core.access import operator
-    from core.store import Store, StoreBusy
-    from core.times import as_timestamp
+    from core.storage import audit as audit_
+    from core.guard.access import operator
+    from core.storage.store import Store, StoreBusy
+    from core.base.times import as_timestamp
 
     if since is not None and as_timestamp(since) is None:
         fail_usage(f"--since takes a date like 2026-11-02, not {since!r}")
@@ -62,10 +62,10 @@ def forget(
 
     Run it again (with no option) to finish an erasure a crash interrupted and the requests
     admins filed in the dashboard."""
-    from core import erasure
-    from core.access import operator
-    from core.audit import AuditLog
-    from core.store import Store, StoreBusy
+    from core.admin import erasure
+    from core.guard.access import operator
+    from core.storage.audit import AuditLog
+    from core.storage.store import Store, StoreBusy
 
     given = [(k, v) for k, v in (("session", session), ("customer", customer),
                                  ("person", person)) if v is not None]
@@ -105,8 +105,8 @@ app.add_typer(apikey_app, name="apikey")
 
 
 def _keys_or_exit(db: Path):
-    from core import apikeys
-    from core.access import AccessError
+    from core.guard import apikeys
+    from core.guard.access import AccessError
     try:
         return apikeys.load(db)
     except AccessError as e:
@@ -125,9 +125,9 @@ def apikey_create(
 ) -> None:
     """Create a key and print it once: only its SHA-256 is kept."""
     from cli.common import load_settings_or_exit
-    from core import apikeys
-    from core.access import operator
-    from core.audit import AuditError, AuditLog
+    from core.guard import apikeys
+    from core.guard.access import operator
+    from core.storage.audit import AuditError, AuditLog
 
     access = load_settings_or_exit().access
     first = not _keys_or_exit(db)
@@ -169,9 +169,9 @@ def apikey_revoke(
     db: Path = typer.Option(DEFAULT_DB, help="The database the key opens."),
 ) -> None:
     """Revoke a key: the API refuses it from its next request."""
-    from core import apikeys
-    from core.access import operator
-    from core.audit import AuditError, AuditLog
+    from core.guard import apikeys
+    from core.guard.access import operator
+    from core.storage.audit import AuditError, AuditLog
 
     _keys_or_exit(db)
     if not apikeys.revoke(db, name):

@@ -9,7 +9,7 @@ import typer
 
 from cli.common import (app, asr_option, check_asr, fail_usage, load_model,
                         load_rules_or_exit, note_untrained, writer_for)
-from core.store import DEFAULT_DB
+from core.storage.store import DEFAULT_DB
 
 
 @app.command()
@@ -39,7 +39,7 @@ def ingest(
     asr: str = asr_option(),
 ) -> None:
     """Analyse recordings and store their emotion timelines (and, with --asr, what was said)."""
-    from core.manifest import ManifestError, read
+    from core.base.manifest import ManifestError, read
     from ingest.options import IngestOptions
     from ingest.pipeline import EXECUTORS, ingest_paths
     from ingest.progress import CliProgress, print_summary
@@ -125,8 +125,8 @@ def recompute(
     """Rebuild session metrics and alerts for every stored session (after a rule change)."""
     from rich.progress import Progress
 
-    from core import derived
-    from core.store import Store, StoreBusy
+    from core.storage import derived
+    from core.storage.store import Store, StoreBusy
 
     if not db.exists():
         fail_usage(f"no database at {db}; ingest some audio first")

@@ -8,11 +8,11 @@ from typing import Optional
 import typer
 
 from cli.common import app, fail_usage, writer_for
-from core.store import DEFAULT_DB
+from core.storage.store import DEFAULT_DB
 
 
 def default_shards(db: Path) -> Path:
-    from core import places
+    from core.base import places
     return places.beside(db, places.SHARDS, resolve=False)
 
 
@@ -58,7 +58,7 @@ def ingest_on_ray(targets: list, metadata: dict, db: Path, model: str, device: s
 
 
 def _import(writer, where: str, force: bool) -> None:
-    from core.shard_import import import_shards
+    from core.admin.shard_import import import_shards
     from ingest import prosody  # noqa: F401  (its columns are read from the shards and stored)
     from ingest.progress import CliProgress, print_summary
     from ingest.report import Report

@@ -58,7 +58,7 @@ def note_untrained(lm) -> None:
 def load_rules_or_exit(path: Path | None = None):
     """The analytics rules (emoscope.toml over the defaults); a broken file stops here,
     before any audio is read."""
-    from core.rules import RulesError, load_rules
+    from core.analysis.rules import RulesError, load_rules
     try:
         return load_rules(path)
     except RulesError as e:
@@ -67,7 +67,7 @@ def load_rules_or_exit(path: Path | None = None):
 
 def load_settings_or_exit():
     """[access], [auth], [retention] and [storage] of emoscope.toml; a broken one stops here."""
-    from core.settings import SettingsError, load_settings
+    from core.admin.settings import SettingsError, load_settings
     try:
         return load_settings()
     except SettingsError as e:
@@ -75,8 +75,8 @@ def load_settings_or_exit():
 
 
 def writer_for(db: Path, rules=None):
-    from core.sessions import SessionWriter
-    from core.store import Store
+    from core.storage.sessions import SessionWriter
+    from core.storage.store import Store
     return SessionWriter(Store(db), rules if rules is not None else load_rules_or_exit(),
                          load_settings_or_exit().audio_root)
 
@@ -84,7 +84,7 @@ def writer_for(db: Path, rules=None):
 def viewer_as(identity: str | None):
     """Whom a command reads for: the machine's operator (who can read the file anyway), or
     with `--as EMAIL` the scope emoscope.toml grants that e-mail."""
-    from core.access import operator
+    from core.guard.access import operator
     if identity is None:
         return operator()
     viewer = load_settings_or_exit().access.viewer_for_email(identity)

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from cli.common import app, fail_usage, load_rules_or_exit, require_db, viewer_as
-from core.store import DEFAULT_DB
+from core.storage.store import DEFAULT_DB
 
 
 def _is_day(value: str) -> bool:
@@ -46,7 +46,7 @@ def export(
     formats: Optional[str] = typer.Option(
         None, "--format", help="Comma-separated report formats: pdf, sessions (one row per "
                                "session), csv (segments; brings sessions along), parquet, "
-                               "npy, json, and any other registered in core.reports (a "
+                               "npy, json, and any other registered in core.reporting.reports (a "
                                "wrong name lists them all); default: every one."),
     clips: bool = typer.Option(False, "--clips", help="Also the sessions' audio: "
                                "<name>_clips.zip, one 16-bit WAV per session."),
@@ -60,13 +60,13 @@ def export(
 ) -> None:
     """Write a report: PDF, a per-session CSV, segments (CSV, Parquet, JSON) and embeddings
     (NPY), each named after what it holds, e.g. team-support_2026-11-01_2026-11-14.pdf."""
-    from core import notes
-    from core.access import operator
-    from core.audit import AuditError, AuditLog
-    from core.private import private_dir
-    from core.queries import EVERY, Reader, SessionFilter
-    from core.reports import FORMATS, ReportSpec, build
-    from core.store import Store
+    from core.storage import notes
+    from core.guard.access import operator
+    from core.storage.audit import AuditError, AuditLog
+    from core.base.private import private_dir
+    from core.storage.queries import EVERY, Reader, SessionFilter
+    from core.reporting.reports import FORMATS, ReportSpec, build
+    from core.storage.store import Store
 
     wanted = list(FORMATS) if formats is None else \
         [f.strip() for f in formats.split(",") if f.strip()]
@@ -77,7 +77,7 @@ def export(
     if len(audiences) > 1:
         fail_usage("a report is for one audience: give one of --team, --agent, --person")
     kind, key = next(iter(audiences.items()), ("sessions", None))
-    from core import periods
+    from core.base import periods
     if since in periods.WORDS:  # the older spelling, --since this-week
         period, since = since, None
     if period not in periods.WORDS:
@@ -111,7 +111,7 @@ def export(
         raise typer.Exit(1)
     private_dir(out)
     if clips or bleep:  # the audio, through the same scoped reader; bleeped where asked
-        from core.clips import clips_zip
+        from core.reporting.clips import clips_zip
         blob, missing = clips_zip(reader, report.session_ids, bleep)
         report.files["clips"] = (f"{report.stem}_clips{'-bleeped' if bleep else ''}.zip", blob)
         formats_built.append("clips")

@@ -1,4 +1,4 @@
-"""`emoscope head train|evaluate|activate|list`: a head trained on corrected moments (core/heads)."""
+"""`emoscope head train|evaluate|activate|list`: a head trained on corrected moments (core/storage/heads)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from cli.common import app, fail_usage, load_rules_or_exit, load_settings_or_exit, require_db
-from core.store import DEFAULT_DB
+from core.storage.store import DEFAULT_DB
 
 head_app = typer.Typer(no_args_is_help=True, help="Heads trained on reviewers' corrections: "
                                                   "train, evaluate, activate, roll back.")
@@ -15,12 +15,12 @@ app.add_typer(head_app, name="head")
 
 
 def _who() -> str:
-    from core.access import operator
+    from core.guard.access import operator
     return operator().who
 
 
 def _table(ev: dict) -> str:
-    from core.heads import evaluation_table
+    from core.storage.heads import evaluation_table
     t = evaluation_table(ev)
     pct = lambda v: "-" if v is None or v != v else f"{v:.0%}"  # noqa: E731
     lines = [f"{'label':<14}{'moments':>8}{'precision':>11}{'recall':>8}{'base recall':>13}"]
@@ -38,8 +38,8 @@ def _table(ev: dict) -> str:
 
 
 def _audit(db: Path, target: str, detail: dict) -> None:
-    from core.access import operator
-    from core.audit import AuditError, AuditLog
+    from core.guard.access import operator
+    from core.storage.audit import AuditError, AuditLog
     try:
         AuditLog.beside(db).record(operator(), "head", target, detail)
     except AuditError as e:
@@ -55,10 +55,10 @@ def train(
 ) -> None:
     """Train a head on the stored embeddings of every corrected moment, with k-fold
     cross-validation against the base model's labels of the same moments."""
-    from core import corrections, heads
-    from core.access import operator
-    from core.queries import Reader
-    from core.store import Store, StoreBusy
+    from core.storage import corrections, heads
+    from core.guard.access import operator
+    from core.storage.queries import Reader
+    from core.storage.store import Store, StoreBusy
 
     require_db(db)
     settings = load_settings_or_exit()
@@ -96,8 +96,8 @@ def evaluate(
 ) -> None:
     """Per-class precision and recall of a head (cross-validated), and the base model's
     accuracy on the same moments."""
-    from core import heads
-    from core.store import Store
+    from core.storage import heads
+    from core.storage.store import Store
 
     require_db(db)
     store = Store(db)
@@ -127,8 +127,8 @@ def activate(
     rules: Optional[Path] = typer.Option(None, help="Rules TOML for the rebuilt alerts."),
 ) -> None:
     """Relabel the store with a head (labels, analytics and alerts, one transaction)."""
-    from core import heads
-    from core.store import Store, StoreBusy
+    from core.storage import heads
+    from core.storage.store import Store, StoreBusy
 
     require_db(db)
     if sum([name is not None, previous, base]) != 1:
@@ -154,8 +154,8 @@ def activate(
 @head_app.command("list")
 def list_heads(db: Path = typer.Option(DEFAULT_DB, help="DuckDB file.")) -> None:
     """Every head with its accuracy against the base model; the active one marked."""
-    from core import heads
-    from core.store import Store
+    from core.storage import heads
+    from core.storage.store import Store
 
     require_db(db)
     store = Store(db)

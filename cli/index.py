@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from cli.common import app, fail_usage, require_db
-from core.store import DEFAULT_DB
+from core.storage.store import DEFAULT_DB
 
 index_app = typer.Typer(no_args_is_help=True,
                         help="The similarity (ANN) index kept beside the database.")
@@ -23,8 +23,8 @@ def rebuild(db: Path = typer.Option(DEFAULT_DB, help="DuckDB file whose index to
     next opened; this does it now (e.g. after restoring a backup)."""
     import time
 
-    from core import segment_index
-    from core.store import Store
+    from core.index import segment_index
+    from core.storage.store import Store
     require_db(db)
     store = Store(db)
     store.migrate()
@@ -56,8 +56,8 @@ def patterns_cmd(
     """Cluster the stored moments into recurring patterns and store them (tables `patterns`
     and `segment_patterns`, each row with the run that made it); the Patterns page shows the
     latest run."""
-    from core import pattern_runs
-    from core.store import Store
+    from core.index import pattern_runs
+    from core.storage.store import Store
     require_db(db)
     store = Store(db)
     store.migrate()

@@ -6,7 +6,7 @@ import sys
 
 from cli import admin, analyse, cluster, export, head, index, search, serve  # noqa: F401 — each module registers its commands
 from cli.common import app
-from core.private import private_umask
+from core.base.private import private_umask
 
 
 @app.callback()

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from cli.common import app, fail_usage, require_db, viewer_as
-from core.store import DEFAULT_DB
+from core.storage.store import DEFAULT_DB
 
 
 @app.command()
@@ -36,13 +36,13 @@ def search(
 ) -> None:
     """Find the moments where these words were said, newest first: when, which recording and
     where in it, who, how it sounded, and what was said. Exit 1 when nothing matches."""
-    from core import word_index
-    from core import word_search as ws
-    from core.access import operator
-    from core.audit import AuditError, AuditLog
-    from core.keyed import secret
-    from core.queries import Reader
-    from core.store import Store
+    from core.index import word_index
+    from core.index import word_search as ws
+    from core.guard.access import operator
+    from core.storage.audit import AuditError, AuditLog
+    from core.base.keyed import secret
+    from core.storage.queries import Reader
+    from core.storage.store import Store
 
     require_db(db)
     viewer = viewer_as(as_)

@@ -13,7 +13,7 @@ import typer
 from cli.common import (UNTRAINED_NOTE, app, asr_option, check_asr, fail_usage, load_model,
                         note_untrained,
                         writer_for)
-from core.store import DEFAULT_DB
+from core.storage.store import DEFAULT_DB
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
 
@@ -26,7 +26,7 @@ def dashboard(
                                                   "another needs sign-in configured."),
 ) -> None:
     """Open the Streamlit dashboard."""
-    from core.settings import SettingsError
+    from core.admin.settings import SettingsError
     from dashboard.launch import BindRefused, run_dashboard
     try:
         code = run_dashboard(db, port, host)
@@ -53,7 +53,7 @@ def worker(
     asr: str = asr_option(),
 ) -> None:
     """Ingest every file placed in the inbox, one at a time, as the single database writer."""
-    from core.inbox import InboxError
+    from core.intake.inbox import InboxError
     from ingest.worker import Worker, WorkerBusy, default_config, stop_on_sigterm
 
     from cli.common import load_settings_or_exit
@@ -93,7 +93,7 @@ def demo(
 ) -> None:
     """Ingest the bundled demo sessions (transcribed by --asr: pocketsphinx where nothing
     better is on disk), then open the dashboard."""
-    from core.manifest import read
+    from core.base.manifest import read
     from ingest.model import ModelUnavailable, load
     from ingest.options import IngestOptions
     from ingest.pipeline import ingest_paths
@@ -114,7 +114,7 @@ def demo(
         report = ingest_paths(list(metadata), writer, lm, IngestOptions(asr=asr), metadata,
                               progress=bar.hook)
     print_summary(report)
-    from core import pattern_runs
+    from core.index import pattern_runs
     try:  # so the Patterns page has something to show from the start
         run = pattern_runs.compute(writer.store)
         typer.secho(f"patterns: {run.k} among {run.segments:,} moments", err=True)
@@ -184,7 +184,7 @@ def serve(
     from api.auth import Gate
     from api.security import BindRefused, check_bind
     from api.server import serve as run
-    from core.settings import SettingsError
+    from core.admin.settings import SettingsError
 
     try:
         gate = Gate(None, db, open_loopback)

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from core.private import private_umask  # noqa: E402
-from core.settings import SettingsError  # noqa: E402
+from core.base.private import private_umask  # noqa: E402
+from core.admin.settings import SettingsError  # noqa: E402
 from dashboard import pages as page_list  # noqa: E402
 from dashboard.components import auth, ui  # noqa: E402
 

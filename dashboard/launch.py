@@ -18,7 +18,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from core import places
+from core.base import places
 
 APP = Path(__file__).resolve().parent / "app.py"
 DEFAULT_UPLOAD_MB = 500
@@ -90,7 +90,7 @@ def _resolve_env(value):
 def secrets_for(auth: dict, db: Path, port: int) -> Path:
     """Streamlit's secrets file generated from [auth] of emoscope.toml, beside the database
     (0600, in a 0700 folder), with a cookie secret kept there across restarts."""
-    from core.private import private_dir, write_private
+    from core.base.private import private_dir, write_private
     folder = private_dir(places.folder(db, places.DASHBOARD))
     section = _resolve_env(dict(auth))
     if "cookie_secret" not in section:
@@ -118,7 +118,7 @@ def existing_secrets() -> Path | None:
 def plan(db: Path, port: int, host: str | None = None, settings=None) -> tuple[list[str], dict]:
     """The command and environment `emoscope dashboard` runs; BindRefused when it would serve
     other machines without sign-in."""
-    from core.settings import config_path, load_settings
+    from core.admin.settings import config_path, load_settings
     settings = settings or load_settings()
     if settings.sign_in:
         secrets_file = secrets_for(settings.auth, db, port)

@@ -37,7 +37,7 @@ def register_page(file: str, title: str, icon: str, who: str = "everyone") -> Pa
 
 
 def for_viewer(viewer) -> list[Page]:
-    """The pages `viewer` (core.access.Viewer) may open, in navigation order."""
+    """The pages `viewer` (core.guard.access.Viewer) may open, in navigation order."""
     may = {"everyone": True, "uploaders": viewer.can_upload, "admins": viewer.is_admin}
     return [p for p in PAGES if may[p.who]]
 

@@ -14,12 +14,12 @@ from typing import Callable
 
 import numpy as np
 
-from core import analysers
-from core.audio import SAMPLE_RATE
-from core.curves import pool
-from core.labels import LABELS
-from core.metrics import fallback_action
-from core.types import Curve, Segment, SessionResult, segment_id_for, session_id_for
+from core.storage import analysers
+from core.media.audio import SAMPLE_RATE
+from core.base.curves import pool
+from core.base.labels import LABELS
+from core.analysis.metrics import fallback_action
+from core.base.types import Curve, Segment, SessionResult, segment_id_for, session_id_for
 from ingest.model import LoadedModel, Output
 # Registered wherever segments are analysed (serial, streaming, Ray, the live stream's end).
 from ingest import prosody as _prosody  # noqa: F401
@@ -94,7 +94,7 @@ class Analysed:
 def analysed(part: Part, outputs: list[Output], opts: IngestOptions,
              waves: list[np.ndarray] | None = None) -> Analysed:
     """The part's segment rows and curves from the model's outputs, and what every registered
-    analyser after the model (core.analysers) finds in the segments' samples: `waves`, else
+    analyser after the model (core.storage.analysers) finds in the segments' samples: `waves`, else
     the part's own (still held)."""
     segments, curves = [], {}
     found = _analyse(part, outputs, waves)

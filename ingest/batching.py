@@ -17,7 +17,7 @@ from typing import Any, Hashable
 
 import numpy as np
 
-from core.audio import SAMPLE_RATE
+from core.media.audio import SAMPLE_RATE
 
 MAX_WASTE = 0.2
 IDLE_S = 0.02  # no new segment for this long: a part-full batch goes rather than the model idle

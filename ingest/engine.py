@@ -41,7 +41,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.audio import SAMPLE_RATE
+from core.media.audio import SAMPLE_RATE
 from ingest.attention import FLEX_BLOCK
 from ingest.batched import MIN_SAMPLES, BatchedEmotion2vec, Unsupported
 from ingest.model import LoadedModel, Output, reference_infer

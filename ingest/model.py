@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import models
-from core.errors import first_line
-from core.labels import LABELS, label_of_token
+from core.base import models
+from core.base.errors import first_line
+from core.base.labels import LABELS, label_of_token
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Output:
 
 @dataclass
 class LoadedModel:
-    name: str  # the model's one name however it was given (core.models.identity)
+    name: str  # the model's one name however it was given (core.base.models.identity)
     path: str
     trained: bool
     device: str

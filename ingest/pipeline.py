@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from core.errors import first_line
-from core.manifest import resolved
-from core.names import shown
-from core.sessions import SessionWriter
-from core.types import SessionMeta, SessionResult
+from core.base.errors import first_line
+from core.base.manifest import resolved
+from core.base.names import shown
+from core.storage.sessions import SessionWriter
+from core.base.types import SessionMeta, SessionResult
 from ingest.assemble import analysed, assemble, run_model
 from ingest.model import LoadedModel, Output
 from ingest.options import IngestOptions

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.curves import pool
-from core.predict_answer import judged
-from core.rules import load_rules
-from core.types import SessionMeta
+from core.base.curves import pool
+from core.analysis.predict_answer import judged
+from core.analysis.rules import load_rules
+from core.base.types import SessionMeta
 from ingest.assemble import run_model
 from ingest.model import LoadedModel, Output
 from ingest.options import IngestOptions

@@ -18,10 +18,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from core import quality
-from core.audio import (SAMPLE_RATE, AudioError, decode_blocks, default_roles, probe_duration,
+from core.analysis import quality
+from core.media.audio import (SAMPLE_RATE, AudioError, decode_blocks, default_roles, probe_duration,
                         sha256_of, shortfall)
-from core.types import ChannelQuality, SessionMeta, SessionResult
+from core.base.types import ChannelQuality, SessionMeta, SessionResult
 from ingest.options import IngestOptions
 from ingest.vad import speech_spans
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterator
 
-from core.errors import first_line
+from core.base.errors import first_line
 
 Task = Callable[..., Iterator[Any]]  # picklable; sent to each process once, at its start
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

@@ -3,7 +3,7 @@
 Per segment it stores `pitch_hz` (median F0 of the voiced frames; NULL where none is voiced),
 `loudness_dbfs` (RMS level of the segment, dB below full scale), `rate_wps` (words a second,
 where the `asr` analyser heard words in the segment) and two curves on `segments`,
-`pitch_curve` and `loudness_curve`: one float32 every 0.1 s (core.prosody.HOP_S, the emotion
+`pitch_curve` and `loudness_curve`: one float32 every 0.1 s (core.analysis.prosody.HOP_S, the emotion
 curves' step) from the segment's start, pitch 0 where unvoiced. Stored on the segment row,
 they are replaced and erased with it and travel in the shards' segments table.
 
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from core.analysers import Analyser, Column, Found, Span, register_analyser
-from core.prosody import HOP_S
+from core.storage.analysers import Analyser, Column, Found, Span, register_analyser
+from core.analysis.prosody import HOP_S
 # Speaking rate reads the asr analyser's answer, so it must be registered first.
 from ingest import speech_to_text as _asr  # noqa: F401
 from ingest.speech_to_text import words_of
@@ -130,7 +130,7 @@ class Prosody(Analyser):
                Column("rate_wps", "DOUBLE", pa.float64()),
                Column("pitch_curve", "FLOAT[]", pa.list_(pa.float32())),
                Column("loudness_curve", "FLOAT[]", pa.list_(pa.float32())))
-    # The columns are core's (core/migrations.py 0014_prosody): the alert rules and every
+    # The columns are core's (core/storage/migrations.py 0014_prosody): the alert rules and every
     # reader use them whether or not this process measures anything.
 
     @property
@@ -157,7 +157,7 @@ class Prosody(Analyser):
 def use(enabled: bool | None = None) -> bool:
     """Whether this process measures prosody: `enabled`, else [analysers.prosody] enabled,
     else $EMOSCOPE_PROSODY, else on; librosa is loaded now, so the first file does not wait."""
-    from core.analysers import configure, instance, state
+    from core.storage.analysers import configure, instance, state
     if enabled is not None:
         configure({Prosody.name: {**state()[1].get(Prosody.name, {}), "enabled": bool(enabled)}})
     return instance(Prosody.name).on
@@ -166,7 +166,7 @@ def use(enabled: bool | None = None) -> bool:
 def measure_many(waves, rate: int) -> list[dict] | None:
     """`measure` each wave with this process's settings; None where prosody is off (the live
     stream's closed utterances, for the raised_voice rule as the call goes)."""
-    from core.analysers import instance
+    from core.storage.analysers import instance
     a = instance(Prosody.name)
     if not a.on:
         return None

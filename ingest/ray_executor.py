@@ -3,7 +3,7 @@
     input files ─► prepare: CPU tasks, one file per row (num_cpus=1) ─► one row per segment
                 ─► model: an actor pool (a GPU each on CUDA; CPU actors otherwise), segments
                    of many files per call, cut into batches at the audio-seconds budget
-                ─► group by file ─► assemble ─► the file's Parquet shard (core/shards.py)
+                ─► group by file ─► assemble ─► the file's Parquet shard (core/intake/shards.py)
 
 Every stage is the local one (`prepare_stream`, `analysed` through `run_model`, `assemble`),
 so a shard holds the SessionResult the local executors would store; `emoscope import` loads
@@ -29,11 +29,11 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from core import analysers
-from core.errors import first_line
-from core.shards import (done_keys, open_folder, read_run, shard_key, write_run,
+from core.storage import analysers
+from core.base.errors import first_line
+from core.intake.shards import (done_keys, open_folder, read_run, shard_key, write_run,
                          write_shard)
-from core.types import SessionMeta, SessionResult, session_id_for
+from core.base.types import SessionMeta, SessionResult, session_id_for
 from ingest.options import IngestOptions
 from ingest.prepare import Part, Prepared, PrepareTask
 
@@ -72,7 +72,7 @@ class Job:
     opts: IngestOptions
     files: tuple  # (path, key, meta) per file, by position
     run: str
-    analysers: tuple = ((), {})  # core.analysers.state() of the driver: modules, configs
+    analysers: tuple = ((), {})  # core.storage.analysers.state() of the driver: modules, configs
 
 
 # -- prepare: CPU tasks ---------------------------------------------------------------------

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from core.sessions import SessionWriter
-from core.types import SessionResult
+from core.storage.sessions import SessionWriter
+from core.base.types import SessionResult
 
 STAGES = ("decode", "vad", "model", "store")
 MODEL_ERRORS = (RuntimeError, ValueError, MemoryError)  # what a model failure looks like

@@ -6,7 +6,7 @@ SenseVoice — its own emotion tag and the sounds it heard. `utterances()` makes
 `Utterance`s of a session from them: one per speech segment, numbered per channel in time
 order, so each transcript line lines up with the emotion of the same stretch.
 
-The `asr` analyser (core/analysers) runs the chosen backend on every ingest path and its
+The `asr` analyser (core/storage/analysers) runs the chosen backend on every ingest path and its
 `finish` turns the answers into the session's utterances; `use(NAME)` chooses it for the
 process. `--asr NAME` picks one: `pocketsphinx` (its English model ships in its wheel: works anywhere),
 `sensevoice` (SenseVoiceSmall through FunASR, where its weights are on disk; `sensevoice:PATH`
@@ -26,8 +26,8 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from core.analysers import Analyser, Found, Span, configure, register_analyser
-from core.types import AudioEvent, Utterance, Word, utterance_id_for
+from core.storage.analysers import Analyser, Found, Span, configure, register_analyser
+from core.base.types import AudioEvent, Utterance, Word, utterance_id_for
 
 SAMPLE_RATE = 16000
 NONE, AUTO = "none", "auto"
@@ -44,7 +44,7 @@ class Heard:
     text: str
     language: str | None = None
     confidence: float | None = None
-    emotion: str | None = None  # the backend's own emotion label (core.labels names)
+    emotion: str | None = None  # the backend's own emotion label (core.base.labels names)
     words: tuple[Word, ...] = ()
     events: tuple[str, ...] = ()  # laughter, crying, coughing, music...
 

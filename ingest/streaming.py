@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import first_line
-from core.names import shown
-from core.sessions import SessionWriter
-from core.types import SessionMeta, SessionResult
+from core.base.errors import first_line
+from core.base.names import shown
+from core.storage.sessions import SessionWriter
+from core.base.types import SessionMeta, SessionResult
 from ingest.assemble import CpuShare, analysed, assemble, batch_budget, run_model
 from ingest.batching import SegmentQueue, Waiting
 from ingest.model import LoadedModel

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from core.labels import TOKENS
+from core.base.labels import TOKENS
 
 # name -> (embed_dim, heads, depth, prenet_depth, conv feature dim)
 # base and large are the true shapes of emotion2vec_plus_base (data2vec 2.0 base: 768-dim,

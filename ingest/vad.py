@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.audio import SAMPLE_RATE
+from core.media.audio import SAMPLE_RATE
 from ingest.options import IngestOptions
 
 _FRAME = SAMPLE_RATE // 50  # 20 ms energy frames for finding the quietest split point

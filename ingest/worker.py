@@ -31,18 +31,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from core import corrections, erasure, heads, notes, places
-from core.audit import AuditLog
-from core.errors import first_line
-from core.inbox import (beat, check_inside, data_dir_of, entry, key_of, known_whole, marker_of,
+from core.storage import corrections, heads, notes
+from core.admin import erasure
+from core.base import places
+from core.storage.audit import AuditLog
+from core.base.errors import first_line
+from core.intake.inbox import (beat, check_inside, data_dir_of, entry, key_of, known_whole, marker_of,
                         name_of, read_sidecar, requested_job_id, safe_ext, sidecar_of, waiting)
-from core.private import private_dir, tighten
-from core.settings import Retention
-from core.jobs import Job, JobQueue
-from core.names import shown
-from core.sessions import SessionWriter
-from core.store import StoreBusy
-from core.types import SessionMeta, SessionResult, session_id_for
+from core.base.private import private_dir, tighten
+from core.admin.settings import Retention
+from core.intake.jobs import Job, JobQueue
+from core.base.names import shown
+from core.storage.sessions import SessionWriter
+from core.storage.store import StoreBusy
+from core.base.types import SessionMeta, SessionResult, session_id_for
 from ingest.model import LoadedModel
 from ingest.options import IngestOptions
 from ingest.pipeline import process_file

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.labels import LABELS
+from core.base.labels import LABELS
 
 
 def onehot(label: str, confidence: float = 0.9) -> list[float]:

@@ -60,7 +60,7 @@ def audio_dir(tmp_path_factory, speech, call_audio) -> Path:
 @pytest.fixture(scope="session")
 def ingested_db(tmp_path_factory, audio_dir, model) -> Path:
     """A store holding `audio_dir` ingested with tiny-random (and its manifest metadata)."""
-    from core.types import SessionMeta
+    from core.base.types import SessionMeta
     from ingest.pipeline import ingest_paths
     from tests.store_fixtures import writer_for
 
@@ -133,9 +133,9 @@ def ray_driver(ray_cluster):
 
 @pytest.fixture
 def toy_format():
-    """A report format registered for one test (core.reports): the report's segments counted
+    """A report format registered for one test (core.reporting.reports): the report's segments counted
     per speaker, one line each."""
-    from core import reports
+    from core.reporting import reports
 
     @reports.register_report_format("toy", "_speakers.txt", "text/plain", "Speakers (toy)")
     def speakers(x: reports.ReportInput) -> bytes:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from core.analysers import Analyser, Column, Found, Table, create_table, register_analyser
+from core.storage.analysers import Analyser, Column, Found, Table, create_table, register_analyser
 
 PEAKS = Table("loudness_peaks", (Column("start_s", "DOUBLE", pa.float64()),
                                  Column("end_s", "DOUBLE", pa.float64()),

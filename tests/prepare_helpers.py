@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.types import SessionMeta
+from core.base.types import SessionMeta
 from ingest.prepare import Part, PrepareTask, prepare_stream
 
 

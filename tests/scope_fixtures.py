@@ -11,10 +11,10 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from core.access import EVERYTHING, Scope, Viewer
-from core.sessions import SessionWriter
-from core.store import Store
-from core.types import Curve, SessionResult, Utterance, utterance_id_for
+from core.guard.access import EVERYTHING, Scope, Viewer
+from core.storage.sessions import SessionWriter
+from core.storage.store import Store
+from core.base.types import Curve, SessionResult, Utterance, utterance_id_for
 from tests.audio_gen import silence, write
 from tests.store_fixtures import RULES
 from tests.test_analytics_store import call

@@ -24,7 +24,7 @@ def wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float = 60) -> sub
     raise RuntimeError(f"{url} did not come up:\n{out[-2000:]}")
 
 
-# The API answers to loopback names only (core.hosts): Starlette's test client says
+# The API answers to loopback names only (core.guard.hosts): Starlette's test client says
 # "testserver" unless told otherwise.
 LOCAL = "http://localhost"
 WS_LOCAL = "ws://localhost"  # and its WebSocket client, whatever base_url says

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core import analysers
-from core.store import Store
+from core.storage import analysers
+from core.storage.store import Store
 
 # (table, key columns, columns compared with a tolerance, columns left out)
 TABLES = (

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.rules import load_rules
-from core.sessions import SessionWriter
-from core.store import Store
+from core.analysis.rules import load_rules
+from core.storage.sessions import SessionWriter
+from core.storage.store import Store
 
-RULES = load_rules(Path(__file__).resolve().parent.parent / "core" / "default_rules.toml")
+RULES = load_rules(Path(__file__).resolve().parent.parent / "core" / "analysis" / "default_rules.toml")
 
 
 def writer_for(db: str | Path, rules=RULES) -> SessionWriter:

@@ -12,12 +12,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from core import analysers, corrections, notes, reports, search
-from core.access import (NOTHING, AccessConfig, AccessError, Scope, Viewer, hash_api_key,
+from core.storage import analysers, corrections, notes
+from core.reporting import reports
+from core.index import search
+from core.guard.access import (NOTHING, AccessConfig, AccessError, Scope, Viewer, hash_api_key,
                          operator)
-from core.queries import AudioUnavailable, Reader, SessionFilter
-from core.settings import load_settings
-from core.store import Store
+from core.storage.queries import AudioUnavailable, Reader, SessionFilter
+from core.admin.settings import load_settings
+from core.storage.store import Store
 from tests.scope_fixtures import ADMIN, ANALYST, CONFIG, SUP_A, build
 from tests.store_fixtures import RULES
 
@@ -325,7 +327,7 @@ def test_cli_export_as_a_user_is_limited_to_their_grants(scoped, tmp_path, monke
 
 
 def test_the_upload_queue_shows_each_viewer_only_their_teams_jobs(tmp_path):
-    from core.jobs import JobQueue
+    from core.intake.jobs import JobQueue
     store = Store(tmp_path / "q.duckdb")
     store.migrate()
     jobs = JobQueue(store)

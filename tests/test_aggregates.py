@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.aggregates import aggregate, period_start, person_baselines, person_sessions
-from core.labels import LABELS
-from core.rules import load_rules
+from core.analysis.aggregates import aggregate, period_start, person_baselines, person_sessions
+from core.base.labels import LABELS
+from core.analysis.rules import load_rules
 
-RULES = load_rules(Path(__file__).resolve().parent.parent / "core" / "default_rules.toml")
+RULES = load_rules(Path(__file__).resolve().parent.parent / "core" / "analysis" / "default_rules.toml")
 
 
 def mix(**shares) -> list[float]:
@@ -150,7 +150,7 @@ def test_baseline_starts_at_min_sessions():
 
 
 def test_journey_judges_every_entry_against_the_ones_before_it():
-    from core.aggregates import journey
+    from core.analysis.aggregates import journey
     ps = person_sessions(HISTORY)
     j = journey(ps[ps.person == "c1"], RULES)
     assert j.session_id.tolist() == ["h1", "h2", "h3", "h4"]

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.alerts import streaks
-from core.analytics import Reference, analyze
-from core.rules import load_rules
+from core.analysis.alerts import streaks
+from core.analysis.analytics import Reference, analyze
+from core.analysis.rules import load_rules
 from tests.analytics_fixtures import channels, segments
 
-RULES = load_rules(Path(__file__).resolve().parent.parent / "core" / "default_rules.toml")
+RULES = load_rules(Path(__file__).resolve().parent.parent / "core" / "analysis" / "default_rules.toml")
 CALL_CHANNELS = channels(("agent", ()), ("customer", ()))
 
 
@@ -133,8 +133,8 @@ def test_alerts_come_in_time_order():
 
 
 def test_every_rule_kind_has_one_check_and_the_rules_file_knows_the_registry():
-    from core.alerts import ALERT_KINDS, register_alert_kind, session_checks, store_relative
-    from core.rules import RulesError, _alert
+    from core.analysis.alerts import ALERT_KINDS, register_alert_kind, session_checks, store_relative
+    from core.analysis.rules import RulesError, _alert
     assert sorted([*session_checks(), *store_relative()]) == sorted(ALERT_KINDS)
     assert set(store_relative()) == {"volatility_percentile"}
     with pytest.raises(RulesError, match="has kind 'spoke'"):

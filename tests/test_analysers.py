@@ -1,4 +1,4 @@
-"""The analyser seam (core/analysers.py): a toy analyser registered in one module with one
+"""The analyser seam (core/storage/analysers.py): a toy analyser registered in one module with one
 migration (tests/loudness_analyser.py) has its values stored by ingest, served by
 GET /v1/sessions/{id} and sent by the live stream (the Ray path: tests/test_ray.py)."""
 from __future__ import annotations
@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from core import analysers
-from core.access import operator
-from core.queries import Reader
-from core.store import Store
+from core.storage import analysers
+from core.guard.access import operator
+from core.storage.queries import Reader
+from core.storage.store import Store
 from tests.audio_gen import silence, speak
 from tests.store_fixtures import writer_for
 from tests.serving import LOCAL, WS_LOCAL
@@ -96,8 +96,8 @@ def test_an_analyser_fills_the_sessions_typed_tables_through_finish(model, speec
     and Reader.transcript reads them back."""
     from dataclasses import replace
 
-    from core.analysers import Analyser, Found
-    from core.types import SessionMeta, Utterance, Word, utterance_id_for
+    from core.storage.analysers import Analyser, Found
+    from core.base.types import SessionMeta, Utterance, Word, utterance_id_for
     from ingest.options import IngestOptions
     from ingest.pipeline import process_file
     from tests.audio_gen import write
@@ -133,7 +133,7 @@ def test_an_analyser_fills_the_sessions_typed_tables_through_finish(model, speec
 
 
 def test_emoscope_toml_names_the_analyser_modules_and_their_settings(loudness, tmp_path):
-    from core.settings import SettingsError, load_settings
+    from core.admin.settings import SettingsError, load_settings
     conf = tmp_path / "emoscope.toml"
     conf.write_text('[analysers]\nmodules = ["tests.loudness_analyser"]\n'
                     '[analysers.loudness]\nfloor_db = -90.0\n')

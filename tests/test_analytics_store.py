@@ -9,18 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import derived
-from core.labels import LABELS
-from core.access import operator
-from core.queries import Reader, SessionFilter
-from core.rules import load_rules
-from core.sessions import SessionWriter
-from core.store import Store
-from core.types import (ChannelQuality, Segment, SessionMeta, SessionResult, segment_id_for,
+from core.storage import derived
+from core.base.labels import LABELS
+from core.guard.access import operator
+from core.storage.queries import Reader, SessionFilter
+from core.analysis.rules import load_rules
+from core.storage.sessions import SessionWriter
+from core.storage.store import Store
+from core.base.types import (ChannelQuality, Segment, SessionMeta, SessionResult, segment_id_for,
                         session_id_for)
 from tests.analytics_fixtures import onehot
 
-DEFAULTS = load_rules(Path(__file__).resolve().parent.parent / "core" / "default_rules.toml")
+DEFAULTS = load_rules(Path(__file__).resolve().parent.parent / "core" / "analysis" / "default_rules.toml")
 # a small reference so the store-relative rule fires within a few sessions
 RULES = dataclasses.replace(DEFAULTS, alerts=tuple(
     dataclasses.replace(a, min_reference=2) if a.kind == "volatility_percentile" else a

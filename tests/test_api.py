@@ -17,8 +17,8 @@ from api.runtime import Runtime, engine_run
 from api.batcher import Batcher
 from api.security import BindRefused, check_bind
 from api.settings import Settings
-from core.audio import decode
-from core.rules import load_rules
+from core.media.audio import decode
+from core.analysis.rules import load_rules
 from tests.audio_gen import write
 from tests.serving import LOCAL, WS_LOCAL
 
@@ -234,7 +234,7 @@ def _contract_app():
     """Teams A and B in a store, one admin key, and the app over them (built at collection,
     without starting the app: its lifespan, the model, starts with the first generated
     request). The folder goes when the module's tests are done."""
-    from core import apikeys
+    from core.guard import apikeys
     from tests import scope_fixtures
 
     folder = Path(tempfile.mkdtemp(prefix="emoscope-contract-"))

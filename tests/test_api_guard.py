@@ -11,8 +11,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from api.app import create_app
 from api.settings import Settings
-from core import apikeys
-from core.audit import AuditLog
+from core.guard import apikeys
+from core.storage.audit import AuditLog
 from tests import scope_fixtures
 from tests.serving import LOCAL, WS_LOCAL
 
@@ -182,8 +182,8 @@ def test_only_a_programmes_own_people_file_into_its_tag(store, keys):
 def test_a_copy_of_another_teams_recording_reveals_nothing_of_it(store, keys):
     """Issue 23 item 7: uploading a copy of team B's recording told team A its session id
     ("already stored")."""
-    from core.jobs import JobQueue
-    from core.store import Store
+    from core.intake.jobs import JobQueue
+    from core.storage.store import Store
     db, config = store
     b_session = Store(db).query("SELECT session_id FROM sessions WHERE team = 'B' LIMIT 1"
                                 ).session_id[0]

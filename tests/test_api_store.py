@@ -28,11 +28,11 @@ from api.references import read as read_reference
 from api.security import check_bind
 from api.settings import Settings
 from cli.main import app as cli
-from core import apikeys
-from core import audit
-from core.audit import AuditLog
-from core.settings import load_settings
-from core.store import Store
+from core.guard import apikeys
+from core.storage import audit
+from core.storage.audit import AuditLog
+from core.admin.settings import load_settings
+from core.storage.store import Store
 from tests import scope_fixtures
 from tests.audio_gen import silence, speak, write
 from tests.serving import LOCAL, WS_LOCAL
@@ -337,7 +337,7 @@ def test_live_volatility_reference_comes_from_the_viewers_scope(site):
 
 
 def test_the_settings_file_cannot_hold_api_keys(tmp_path):
-    from core.settings import SettingsError
+    from core.admin.settings import SettingsError
     bad = tmp_path / "emoscope.toml"
     bad.write_text('[[access.api_keys]]\nname = "k"\nsha256 = "' + "0" * 64 + '"\n'
                    'role = "admin"\n')

@@ -39,9 +39,58 @@ def test_core_imports_only_core_and_never_torch_or_streamlit():
     assert {m: d for m, d in bad.items() if d} == {}
 
 
+# core's rooms, each with the rooms it may import (docs/architecture.md, core/__init__.py).
+BELOW = {"base": set(), "media": set(), "guard": {"base"}, "analysis": {"base"},
+         "text": {"base", "guard"}, "storage": {"base", "media", "guard", "analysis", "text"}}
+BELOW["index"] = BELOW["intake"] = BELOW["storage"] | {"storage"}
+BELOW["reporting"] = BELOW["index"] | {"index"}
+BELOW["admin"] = set(BELOW) - {"admin"}
+
+
+def room_breaches(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((m, d) for m, deps in graph.items() for d in deps
+                  if len(p := m.split(".")) > 2 and p[0] == "core"
+                  and len(q := d.split(".")) > 1 and q[0] == "core" and q[1] != p[1]
+                  and q[1] not in BELOW[p[1]])
+
+
+def test_core_is_rooms_each_importing_only_the_rooms_below_it():
+    graph = imports()
+    flat = sorted(p.name for p in (ROOT / "core").glob("*.py") if p.name != "__init__.py")
+    assert flat == [], "every core module lives in a room"
+    rooms = {m.split(".")[1] for m in graph if top(m) == "core" and m != "core"}
+    assert rooms == set(BELOW)
+    for room in rooms:
+        assert (ROOT / "core" / room / "__init__.py").read_text().startswith('"""'), room
+    assert room_breaches(graph) == []
+
+
+def test_a_room_breach_of_the_from_pkg_import_module_kind_is_seen():
+    planted = {"core.storage.sessions": module_deps(
+        ast.parse("def f():\n    from core.index import segment_index\n"),
+        {"core.index.segment_index"})}
+    assert room_breaches(planted) == [("core.storage.sessions", "core.index"),
+                                      ("core.storage.sessions", "core.index.segment_index")]
+
+
+SPLIT_PENDING = {"core/storage/queries.py", "core/storage/sessions.py"}  # being split now
+
+
+def test_no_core_module_is_over_450_lines():
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "core").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 450}
+    assert set(long) <= SPLIT_PENDING, long
+
+
+def test_the_default_commit_hooks_exist_and_register_under_their_names():
+    from core.storage import commit_hooks
+    assert set(commit_hooks.hooks()) >= {"vectors", "words"}
+    assert all((ROOT / (m.replace(".", "/") + ".py")).exists() for m in commit_hooks.DEFAULTS)
+
+
 def test_only_the_store_imports_duckdb():
     users = sorted(m for m, deps in imports().items() if "duckdb" in map(top, deps))
-    assert users == ["core.store"]
+    assert users == ["core.storage.store"]
 
 
 def test_dashboard_is_imported_only_by_the_cli_and_imports_no_api():
@@ -128,16 +177,17 @@ def test_the_prepare_stage_never_imports_torch():
 
 def test_paths_beside_the_store_are_named_only_in_core_places():
     """`<db>.wal`, `.gate`, `.ann`, `.words`, `.shards`, `.worker.lock` and the data directory's folders are
-    worked out by core/places.py alone; erasure's OWNED folders are its own."""
+    worked out by core/base/places.py alone; erasure's OWNED folders are its own."""
     import re
 
-    from core import erasure, places
+    from core.admin import erasure
+    from core.base import places
     beside = re.compile(r"""["'](\.wal|\.gate|\.ann|\.words|\.shards|\.worker\.lock|\.dashboard)"""
                         r"""["']|\}\.(ann|words)["'/]|resolve\(\)\.parent / ["']"""
                         r"""|/ ["'](inbox|archive|failed|exports|audit|notes|corrections|erasures"""
                         r"""|head_requests|access)["']""")
     found = [f"{p.relative_to(ROOT)}:{i}" for top in OURS for p in (ROOT / top).rglob("*.py")
-             if p != ROOT / "core" / "places.py"
+             if p != ROOT / "core" / "base" / "places.py"
              for i, line in enumerate(p.read_text().splitlines(), 1)
              if beside.search(line) and "__file__" not in line]
     assert not found, found

@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from core.access import operator
-from core.queries import Reader, SessionFilter
-from core.store import Store
+from core.guard.access import operator
+from core.storage.queries import Reader, SessionFilter
+from core.storage.store import Store
 from ingest.speech_to_text import word_error_rate
 from tests.audio_gen import flite, write
 from tests.serving import LOCAL, WS_LOCAL

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from core.audio import SAMPLE_RATE, AudioError, decode, default_roles
-from core.quality import measure
+from core.media.audio import SAMPLE_RATE, AudioError, decode, default_roles
+from core.analysis.quality import measure
 from tests.audio_gen import FORMATS, write
 
 

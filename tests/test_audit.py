@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core import audit
-from core.access import Viewer, operator
-from core.store import Store
+from core.storage import audit
+from core.guard.access import Viewer, operator
+from core.storage.store import Store
 from tests.scope_fixtures import ADMIN, SUP_A
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def test_a_fold_cut_short_is_finished_by_the_next_without_duplicates(store):
 
 APPENDER = """
 import sys
-from core.audit import AuditLog
+from core.storage.audit import AuditLog
 log = AuditLog(__import__("pathlib").Path(sys.argv[1]))
 for i in range(int(sys.argv[3])):
     log.record(sys.argv[2], "view", f"{sys.argv[2]}-{i}")

@@ -191,7 +191,7 @@ def test_the_tour_visits_every_page():
 def test_every_page_in_chromium(demo_db):
     """On the demo store (`make demo`'s own build, tiny-random): every page, then the three
     users' questions, each answered within 3 clicks with no empty page on the default period."""
-    from core.store import Store
+    from core.storage.store import Store
     db, _ = demo_db  # the dashboard only reads it (its audit goes beside it)
     port = free_port()
     proc = serve(db, port)
@@ -208,8 +208,8 @@ def test_every_page_in_chromium(demo_db):
     assert "Nothing is shown here" in seen["rebound"] and "evil.example" in seen["rebound"]
     assert seen["rebound_nav"] == 0 and "Signed in" not in seen["rebound"]
     assert seen["pattern_charts"] >= 2 and seen["pattern_gl"] >= 1
-    from core.access import operator
-    from core.queries import Reader
+    from core.guard.access import operator
+    from core.storage.queries import Reader
     ids = set(Reader(Store(db), operator()).session_rows().session_id)
     assert seen["row_opened"].split("session=")[-1].split("&")[0] in ids
     assert seen["call_opened"].split("session=")[-1].split("&")[0] in ids
@@ -239,7 +239,7 @@ def test_every_page_in_chromium(demo_db):
     # page empty on the way (above): a supervisor opens the most severe call at its first
     # alert (Overview, first row); an analyst sees the person they follow, their entries and
     # alerts (Person); a report of that person is built, ready to hand on (Reports).
-    from core.aggregates import SEVERITY_RANK
+    from core.analysis.aggregates import SEVERITY_RANK
     walks = seen["walks"]
     assert sorted(walks) == ["analyst", "reporter", "supervisor"]
     assert all(w["clicks"] <= 3 for w in walks.values()), walks

@@ -16,12 +16,13 @@ from api.settings import Settings
 from cli.main import app
 from fastapi.testclient import TestClient
 from tests.serving import LOCAL
-from core import corrections, reports
-from core.report_pdf import model_lines
-from core.access import operator
-from core.queries import Reader
-from core.store import Store
-from core.types import ChannelQuality, Segment, SessionMeta, SessionResult
+from core.storage import corrections
+from core.reporting import reports
+from core.reporting.report_pdf import model_lines
+from core.guard.access import operator
+from core.storage.queries import Reader
+from core.storage.store import Store
+from core.base.types import ChannelQuality, Segment, SessionMeta, SessionResult
 from ingest.pipeline import ingest_paths
 from tests.audio_gen import silence, speak, write
 from tests.store_fixtures import writer_for
@@ -102,7 +103,7 @@ def test_a_head_learns_two_styles_the_base_model_cannot_tell_apart(styled_db, ap
     print(out.output)  # the evaluate table, for the record
     ev = run.invoke(app, ["head", "evaluate", "calls", "--db", str(db)])
     assert ev.exit_code == 0 and "base recall" in ev.output, ev.output
-    from core import heads
+    from core.storage import heads
     with Store(db).read() as con:
         head = heads.resolve(con, "calls")
     e = head["evaluation"]
@@ -186,10 +187,10 @@ def test_a_head_that_does_not_beat_the_base_model_needs_force(styled_db, tmp_pat
 def test_the_calibration_page_shows_the_head_and_asks_the_worker_to_roll_back(styled_db,
                                                                              monkeypatch):
     """After the learning test: the page's figures, and an admin's rollback carried out by the
-    writer (core.heads.resume_requests, as the worker does between jobs)."""
+    writer (core.storage.heads.resume_requests, as the worker does between jobs)."""
     from streamlit.testing.v1 import AppTest
 
-    from core import heads
+    from core.storage import heads
     from tests.store_fixtures import RULES
     from tests.test_dashboard import APP
     db = styled_db
@@ -224,7 +225,7 @@ def test_the_calibration_page_shows_the_head_and_asks_the_worker_to_roll_back(st
     other = Store(db).query("SELECT count(*) n FROM segments WHERE session_id != ?",
                             [seg.session_id[0]]).n[0]
     assert (waiting.label == "neutral").sum() == 1 + min(20, other)
-    from core.audit import AuditLog
+    from core.storage.audit import AuditLog
     acts = [a for a in AuditLog.beside(db).spooled() if a["action"] == "label"][-2:]
     assert [len(a["detail"]["segments"]) for a in acts] == [1, 1 + min(20, other)]
     at.switch_page("views/calibration.py").run()

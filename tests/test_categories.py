@@ -1,4 +1,4 @@
-"""Categories (core/categories): phrases (any, all, near), negation, speaker, part of the call,
+"""Categories (core/analysis/categories): phrases (any, all, near), negation, speaker, part of the call,
 voice and fused state; a category of emoscope.toml tags exactly the sessions whose stored
 transcripts meet it, before and after a threshold change and `recompute` (no model); its
 alerts come back in the what-if; a diary's safeguarding alert is urgent, first in the list."""
@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import categories as C
-from core.access import operator
-from core.derived import recompute
-from core.queries import Reader, SessionFilter
-from core.rules import RulesError, load_rules, tuned
-from core.sessions import SessionWriter
-from core.store import Store
-from core.types import (ChannelQuality, Segment, SessionMeta, SessionResult, Utterance,
+from core.analysis import categories as C
+from core.guard.access import operator
+from core.storage.derived import recompute
+from core.storage.queries import Reader, SessionFilter
+from core.analysis.rules import RulesError, load_rules, tuned
+from core.storage.sessions import SessionWriter
+from core.storage.store import Store
+from core.base.types import (ChannelQuality, Segment, SessionMeta, SessionResult, Utterance,
                         utterance_id_for)
 from tests.analytics_fixtures import onehot
 from tests.views_fixtures import RULES_TOML
@@ -45,7 +45,7 @@ def test_phrases_any_all_near_and_negation():
 
 def test_raised_voice_is_the_prosody_fact_over_the_utterance(tmp_path):
     """Five customer segments, the fourth an octave up and 10 dB louder than the speaker's
-    medians (core/prosody's raised voice); of the two utterances only the one over it."""
+    medians (core/analysis/prosody's raised voice); of the two utterances only the one over it."""
     seg = pd.DataFrame({"channel": [1] * 5, "speaker": ["customer"] * 5,
                         "start_s": [0.0, 2, 4, 6, 8], "end_s": [1.5, 3.5, 5.5, 7.5, 9.5],
                         "pitch_hz": [200.0, 205, 198, 400, 202],

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core import inbox
-from core.store import Store
+from core.intake import inbox
+from core.storage.store import Store
 from tests.audio_gen import silence, write
 
 ROOT = Path(__file__).resolve().parent.parent

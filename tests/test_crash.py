@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core import inbox
-from core.store import Store
+from core.intake import inbox
+from core.storage.store import Store
 from tests.audio_gen import silence, write
 from tests.store_fixtures import writer_for
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.labels import ZH
-from core.access import operator
-from core.queries import Reader
-from core.store import Store
+from core.base.labels import ZH
+from core.guard.access import operator
+from core.storage.queries import Reader
+from core.storage.store import Store
 from dashboard import pages
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -200,7 +200,7 @@ def test_reports_build_every_format(db, toy_format):
     labels = [b.proto.label for b in at.get("download_button")]
     for want in ("CSV", "Parquet", "NPY", "JSON", "PDF"):
         assert any(want in x for x in labels), labels
-    assert "Speakers (toy)" in labels  # every registered format (core.reports.FORMATS)
+    assert "Speakers (toy)" in labels  # every registered format (core.reporting.reports.FORMATS)
 
 
 @pytest.mark.parametrize("page", PAGES)

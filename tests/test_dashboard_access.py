@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.store import Store
+from core.storage.store import Store
 from tests.scope_fixtures import build
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -170,7 +170,7 @@ def test_supervisor_finds_words_only_in_team_a_and_the_search_is_audited(env):
     assert "'B'" not in str([w.options for w in at.multiselect])
     at.text_input(key="ws_q").input('"cancel my account"').run()  # said in team B only
     assert any("Nothing you may see" in i.value for i in at.info)
-    from core.audit import AuditLog
+    from core.storage.audit import AuditLog
     rows = [r for r in AuditLog.beside(db).spooled()
             if r["action"] == "search" and r["who"] == "lead-a@example.com"]
     assert len(rows) == 2 and set(rows[0]["detail"]["sessions"]) <= set(teams["A"])
@@ -308,7 +308,7 @@ def test_sigterm_to_the_launcher_stops_its_streamlit_child(tmp_path):
 
 
 def test_supervisor_sees_only_team_a_corrections_and_cannot_activate_a_head(env):
-    from core import corrections
+    from core.storage import corrections
     db, teams = env
     store = Store(db)
     segs = store.query("SELECT session_id, min(segment_id) AS seg FROM segments "

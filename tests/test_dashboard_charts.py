@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.labels import COLORS, LABELS, ZH
+from core.base.labels import COLORS, LABELS, ZH
 from dashboard.components import charts
 
 

@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import notes, reports
-from core.labels import NEGATIVE
-from core.access import operator
-from core.queries import Reader, SessionFilter
-from core.rules import load_rules
-from core.store import Store
+from core.storage import notes
+from core.reporting import reports
+from core.base.labels import NEGATIVE
+from core.guard.access import operator
+from core.storage.queries import Reader, SessionFilter
+from core.analysis.rules import load_rules
+from core.storage.store import Store
 from tests.test_dashboard import clean, metric
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -80,7 +81,7 @@ def test_alerts_agree_on_every_page_and_in_the_pdf(env):
         "EMOSCOPE_RULES"]), formats=("sessions",))
     per_session = pd.read_csv(pd.io.common.BytesIO(report.files["sessions"][1]))
     assert per_session.alerts.sum() == len(stored)
-    from core.report_pdf import ReportData, kpis
+    from core.reporting.report_pdf import ReportData, kpis
     k = kpis(ReportData("t", "s", reader.sessions(), reader.export_segments(SessionFilter()),
                         reader.alerts(SessionFilter(session_ids=report.session_ids))))
     assert k["Alerts"].split()[0] == str(len(stored))

@@ -275,7 +275,7 @@ def test_fp32_exact_turns_tf32_off_and_restores():
 
 def _variant(**changes):
     """A tiny Emotion2vec built directly (not through AutoModel) with config changes."""
-    from core.labels import TOKENS
+    from core.base.labels import TOKENS
     from funasr.models.emotion2vec.model import Emotion2vec
     from ingest.tiny import _config
 

@@ -12,13 +12,15 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from core import audit, corrections, erasure, inbox, notes, shards
-from core.access import operator
-from core.jobs import JobQueue
-from core.keyed import pseudonym, secret
-from core.queries import Reader
-from core.settings import Retention
-from core.store import Store
+from core.storage import audit, corrections, notes
+from core.admin import erasure
+from core.intake import inbox, shards
+from core.guard.access import operator
+from core.intake.jobs import JobQueue
+from core.base.keyed import pseudonym, secret
+from core.storage.queries import Reader
+from core.admin.settings import Retention
+from core.storage.store import Store
 from tests.scope_fixtures import ADMIN, build, relocate, results
 
 TABLES = ("sessions", "segments", "frames", "channels", "session_metrics", "alerts",

@@ -11,10 +11,12 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from cli.main import app
-from core import audit, erasure, shards
-from core.access import operator
-from core.keyed import pseudonym, secret
-from core.store import Store
+from core.storage import audit
+from core.admin import erasure
+from core.intake import shards
+from core.guard.access import operator
+from core.base.keyed import pseudonym, secret
+from core.storage.store import Store
 from tests.scope_fixtures import ADMIN, SUP_A, results
 from tests.test_erasure import site, site_template  # noqa: F401  (the fixtures)
 

@@ -11,11 +11,13 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from core import aggregates, periods, reports
-from core.access import operator
-from core.queries import Reader, SessionFilter
-from core.session_list import ListFilter, apply
-from core.store import Store
+from core.analysis import aggregates
+from core.base import periods
+from core.reporting import reports
+from core.guard.access import operator
+from core.storage.queries import Reader, SessionFilter
+from core.base.session_list import ListFilter, apply
+from core.storage.store import Store
 from tests.serving import LOCAL
 
 FILTERS = [{}, {"team": "billing"}, {"agent": "a-cy"}, {"person": "c-004"},

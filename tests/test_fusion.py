@@ -1,4 +1,4 @@
-"""Voice and words together (core/fusion): the table of fused states, per utterance and per
+"""Voice and words together (core/analysis/fusion): the table of fused states, per utterance and per
 turn; on flite speech heard by pocketsphinx, polite words in an angry voice (the emotion
 model's output stubbed: the test weights are random) are stored as masked frustration, pick
 that state's reply, and follow a threshold change through `recompute` with no model; the same
@@ -10,14 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import analysers, fusion
-from core.access import operator
-from core.derived import recompute
-from core.queries import Reader
-from core.rules import RulesError, load_rules
-from core.sessions import SessionWriter
-from core.store import Store
-from core.types import ChannelQuality, Segment, SessionMeta, SessionResult
+from core.storage import analysers
+from core.analysis import fusion
+from core.guard.access import operator
+from core.storage.derived import recompute
+from core.storage.queries import Reader
+from core.analysis.rules import RulesError, load_rules
+from core.storage.sessions import SessionWriter
+from core.storage.store import Store
+from core.base.types import ChannelQuality, Segment, SessionMeta, SessionResult
 from tests.analytics_fixtures import onehot
 from tests.test_store import RULES
 
@@ -77,7 +78,7 @@ def thanks_heard():
 
 def angry_call(heard) -> SessionResult:
     """One customer line over one angry segment (the emotion model's output stubbed), made
-    into a session the way every assembly path makes one (core.analysers.finish: redaction,
+    into a session the way every assembly path makes one (core.storage.analysers.finish: redaction,
     then sentiment)."""
     from ingest.speech_to_text import said
     sha = "fa" * 32

@@ -13,10 +13,10 @@ from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
-from core.access import operator
-from core.queries import Reader
-from core.sessions import SessionWriter
-from core.store import Store
+from core.guard.access import operator
+from core.storage.queries import Reader
+from core.storage.sessions import SessionWriter
+from core.storage.store import Store
 from dashboard.components.ui import md
 from tests.scope_fixtures import results
 from tests.store_fixtures import RULES
@@ -126,7 +126,7 @@ def test_the_store_tightens_a_database_left_world_readable(tmp_path):
 
 def test_the_launcher_binds_loopback_and_passes_one_upload_limit(tmp_path, monkeypatch):
     from dashboard.launch import BindRefused, plan
-    from core.settings import load_settings
+    from core.admin.settings import load_settings
     monkeypatch.chdir(tmp_path)  # not the repository root: no .streamlit/config.toml here
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("EMOSCOPE_CONFIG", raising=False)

@@ -15,8 +15,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from cli.main import app
-from core.sessions import SessionWriter
-from core.store import Store
+from core.storage.sessions import SessionWriter
+from core.storage.store import Store
 from tests.audio_gen import silence, write, write_long, zero_flac_length
 from tests.store_fixtures import RULES
 
@@ -135,8 +135,8 @@ def test_sigterm_mid_run_marks_the_run_interrupted(tmp_path, speech):
 _BOUNDED = """
 import json, re, sys
 from pathlib import Path
-from core.audio import probe_duration
-from core.types import SessionMeta
+from core.media.audio import probe_duration
+from core.base.types import SessionMeta
 from ingest.options import IngestOptions
 from ingest.prepare import Part, prepare_stream
 

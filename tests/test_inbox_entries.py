@@ -9,10 +9,11 @@ import time
 import pytest
 
 import ingest.worker as worker_mod
-from core import erasure, inbox
-from core.jobs import new_job_id
-from core.settings import Retention
-from core.store import Store
+from core.admin import erasure
+from core.intake import inbox
+from core.intake.jobs import new_job_id
+from core.admin.settings import Retention
+from core.storage.store import Store
 from ingest.worker import Worker, WorkerBusy, default_config, hold_worker_lock
 from tests.audio_gen import write
 from tests.store_fixtures import writer_for

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import index_compact, index_files, segment_index
-from core import vector_index as vx
-from core import vector_keys as vk
-from core.store import Store
+from core.index import index_compact, index_files, segment_index
+from core.index import vector_index as vx
+from core.storage import vector_keys as vk
+from core.storage.store import Store
 from tests import views_fixtures as vf
 from tests.store_fixtures import RULES, writer_for
 from tests.test_segment_index import assert_index_equals_store
@@ -166,8 +166,8 @@ def test_a_compaction_racing_a_writer_and_searches_loses_nothing(tmp_path, monke
 CHILD = """
 import sys, time
 from pathlib import Path
-from core import index_compact, index_files
-from core import vector_index as vx
+from core.index import index_compact, index_files
+from core.index import vector_index as vx
 stage, marker = sys.argv[1], Path(sys.argv[2])
 def stop(*a, **k):
     marker.write_text("here")

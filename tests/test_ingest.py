@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from core.access import operator
-from core.queries import Reader
-from core.store import Store
+from core.guard.access import operator
+from core.storage.queries import Reader
+from core.storage.store import Store
 from cli.main import app
 from tests.audio_gen import FORMATS, silence, write
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.store import Store
+from core.storage.store import Store
 from tests.audio_gen import silence, write, write_long
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +21,7 @@ def test_block_path_matches_the_whole_file_path(tmp_path, model, speech, monkeyp
     """The same file held whole and fed block by block: the same segments, quality and curves
     (block boundaries fall in pauses), and the block path never holds the file whole."""
     import ingest.prepare as prepare_mod
-    from core.types import SessionMeta
+    from core.base.types import SessionMeta
     from ingest.options import IngestOptions
     from ingest.pipeline import process_file
     gap = silence(3.0)

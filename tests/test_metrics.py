@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import metrics as M
-from core.fusion import DISAGREEMENTS
-from core.labels import LABELS
-from core.rules import RulesError, load_rules
+from core.analysis import metrics as M
+from core.analysis.fusion import DISAGREEMENTS
+from core.base.labels import LABELS
+from core.analysis.rules import RulesError, load_rules
 from tests.analytics_fixtures import channels, segments
 
-RULES = load_rules(Path(__file__).resolve().parent.parent / "core" / "default_rules.toml")
+RULES = load_rules(Path(__file__).resolve().parent.parent / "core" / "analysis" / "default_rules.toml")
 
 
 def row(df, speaker):
@@ -211,7 +211,7 @@ def test_repo_rules_file_matches_packaged_defaults():
     shipped, repo = RULES, load_rules(root / "emoscope.toml")
     assert repo == shipped and repo.digest == shipped.digest
     assert repo.responses_zh == shipped.responses_zh
-    # a reply per emotion, and per disagreement of voice and words (core/fusion)
+    # a reply per emotion, and per disagreement of voice and words (core/analysis/fusion)
     assert set(shipped.responses_en) == set(LABELS) | set(DISAGREEMENTS) == \
         set(shipped.responses_zh)
     assert shipped.confidence_threshold == 0.4 and shipped.window == 5

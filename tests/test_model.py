@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.curves import pool, softmax
+from core.base.curves import pool, softmax
 from ingest.model import ModelUnavailable, locate, reference_infer
 from ingest.tiny import build
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import shutil
 
-from core import models, similar
-from core.access import operator
-from core.queries import EVERY, Reader
-from core.store import Store
+from core.base import models
+from core.index import similar
+from core.guard.access import operator
+from core.storage.queries import EVERY, Reader
+from core.storage.store import Store
 from tests.store_fixtures import writer_for
 
 
@@ -57,8 +58,8 @@ def test_a_model_is_named_the_same_however_given(tmp_path):
 
 
 def test_migration_merges_split_names(tmp_path, monkeypatch):
-    import core.store as store_mod
-    from core.migrations import MIGRATIONS
+    import core.storage.store as store_mod
+    from core.storage.migrations import MIGRATIONS
 
     before = [m for m in MIGRATIONS if m[0] < "0012"]
     monkeypatch.setattr(store_mod, "MIGRATIONS", before)

@@ -1,4 +1,4 @@
-"""The narrowband flag (core/quality, the `bandwidth` analyser): the demo's 8 kHz call and an
+"""The narrowband flag (core/analysis/quality, the `bandwidth` analyser): the demo's 8 kHz call and an
 upsampled copy of it are telephone-band audio, espeak-ng's 16 kHz speech is not."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.store import Store
+from core.storage.store import Store
 from ingest.pipeline import ingest_paths
 from tests.audio_gen import write
 from tests.store_fixtures import writer_for
@@ -71,10 +71,10 @@ def test_the_api_says_which_sessions_are_narrowband_and_why_their_labels_deserve
 def test_the_session_page_and_the_pdf_report_carry_the_caveat(band_db, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from core import reports
-    from core.access import operator
-    from core.quality import NARROWBAND_CAVEAT
-    from core.queries import Reader
+    from core.reporting import reports
+    from core.guard.access import operator
+    from core.analysis.quality import NARROWBAND_CAVEAT
+    from core.storage.queries import Reader
     from tests.test_dashboard import APP
 
     monkeypatch.setenv("EMOSCOPE_DB", str(band_db))

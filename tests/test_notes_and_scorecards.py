@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from core import notes
-from core.access import operator
-from core.queries import Reader, SessionFilter
-from core.store import Store
+from core.storage import notes
+from core.guard.access import operator
+from core.storage.queries import Reader, SessionFilter
+from core.storage.store import Store
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import patterns as pt
+from core.index import patterns as pt
 
 
 def planted(n=3000, d=48, k=6, seed=0, noise=0.3):

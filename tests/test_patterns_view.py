@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import pattern_runs
-from core.store import Store
+from core.index import pattern_runs
+from core.storage.store import Store
 from tests.test_dashboard import clean, metric
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")

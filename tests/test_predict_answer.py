@@ -1,4 +1,4 @@
-"""One predict answer (core/predict_answer): `emoscope predict`, POST /v1/predict and the JSON
+"""One predict answer (core/analysis/predict_answer): `emoscope predict`, POST /v1/predict and the JSON
 export of the stored segment give the same answer for the same clip."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 from api.app import create_app
 from api.settings import Settings
 from cli.main import app as cli
-from core import reports
-from core.access import operator
-from core.queries import EVERY, Reader
-from core.store import Store
+from core.reporting import reports
+from core.guard.access import operator
+from core.storage.queries import EVERY, Reader
+from core.storage.store import Store
 from ingest.options import IngestOptions
 from ingest.pipeline import ingest_paths
 from tests.audio_gen import write

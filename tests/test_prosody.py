@@ -1,5 +1,5 @@
 """Prosody: pitch, loudness and speaking rate per segment (ingest/prosody.py), the raised-voice
-fact (core/prosody.py), its alert on stored sessions and on the live stream, and the curves on
+fact (core/analysis/prosody.py), its alert on stored sessions and on the live stream, and the curves on
 the Session page's timeline."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.analysers import Found
-from core.analytics import analyze, judge_live
-from core.prosody import HOP_S, raised_voice
+from core.storage.analysers import Found
+from core.analysis.analytics import analyze, judge_live
+from core.analysis.prosody import HOP_S, raised_voice
 from ingest.prosody import measure, speaking_rate
 from ingest.speech_to_text import Heard
 from tests.analytics_fixtures import channels, segments
@@ -110,9 +110,9 @@ def test_stored_prosody_judges_alerts_again_and_the_timeline_draws_it_under_the_
     """A session saved with the analyser's columns (through a shard): read back in scope, its
     raised_voice alert judged again from the stored rows (the what-if view), its exports, and
     its curves under the emotions."""
-    from core.access import operator
-    from core.queries import Reader
-    from core.store import Store
+    from core.guard.access import operator
+    from core.storage.queries import Reader
+    from core.storage.store import Store
     from dashboard.components import charts
     from tests.store_fixtures import writer_for
     from tests.test_store import make_result
@@ -126,7 +126,7 @@ def test_stored_prosody_judges_alerts_again_and_the_timeline_draws_it_under_the_
     r = dataclasses.replace(r, segments=segs, duration_s=12.0, channels=(
         dataclasses.replace(r.channels[0], speaker="customer"),))
     # through a Ray shard first (Parquet), as `ingest --executor ray` then `emoscope import`
-    from core.shards import open_folder, read_heads, read_whole, write_shard
+    from core.intake.shards import open_folder, read_heads, read_whole, write_shard
     write_shard(tmp_path / "shards", "k1", r, {})
     fs, root = open_folder(tmp_path / "shards")
     r = read_whole(fs, root, read_heads(fs, root, ["k1"])[0])
@@ -144,8 +144,8 @@ def test_stored_prosody_judges_alerts_again_and_the_timeline_draws_it_under_the_
     # exports: the CSV one value a cell (no curves), the Parquet lossless
     import io
 
-    from core import reports
-    from core.queries import SessionFilter
+    from core.reporting import reports
+    from core.storage.queries import SessionFilter
     out = reader.export_segments(SessionFilter.of(r.session_id))
     csv = pd.read_csv(io.BytesIO(reports.to_csv(out)))
     assert csv.pitch_hz.tolist() == pitch and "pitch_curve" not in csv

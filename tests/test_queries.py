@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.access import operator
-from core.queries import Reader, SessionFilter
-from core.sessions import SessionWriter
-from core.store import Store
-from core.types import Curve
+from core.guard.access import operator
+from core.storage.queries import Reader, SessionFilter
+from core.storage.sessions import SessionWriter
+from core.storage.store import Store
+from core.base.types import Curve
 from tests.store_fixtures import RULES
 from tests.test_analytics_store import CALLS
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.store import Store
+from core.storage.store import Store
 from tests.audio_gen import copy_and_broken, silence, write
 from tests.store_compare import differences
 from tests.store_fixtures import writer_for
@@ -34,7 +34,7 @@ def mixed(tmp_path_factory, speech, call_audio):
 def loudness():
     """The toy analyser of tests/test_analysers.py, registered in this process for the runs
     of this module (the Ray workers learn it from the run)."""
-    from core import analysers
+    from core.storage import analysers
     from tests import loudness_analyser
     analysers.register_analyser(loudness_analyser.Loudness)
     yield
@@ -67,7 +67,7 @@ def shards(ray_driver, mixed, tmp_path_factory, loudness):
 
 
 def imported(shards: Path, db: Path, force: bool = False):
-    from core.shard_import import import_shards
+    from core.admin.shard_import import import_shards
     return import_shards(writer_for(db), shards, force)
 
 
@@ -113,7 +113,7 @@ def test_import_twice_changes_nothing_and_force_replaces(shards, local_store, tm
 
 def test_a_killed_prepare_process_is_retried_and_a_restart_redoes_only_missing_shards(
         shards, mixed, local_store, tmp_path):
-    from core.shards import shard_key
+    from core.intake.shards import shard_key
     from ingest.options import IngestOptions
     from tests.prepare_helpers import DiesOnce
     folder, _ = shards
@@ -130,7 +130,7 @@ def test_a_killed_prepare_process_is_retried_and_a_restart_redoes_only_missing_s
     assert sorted(Path(p).name for p, *_ in run.written) == sorted(redo)
     assert all(status == "ok" for _, status, *_ in run.written)
     # The restart continued the folder's run, so the redone files keep their place in it.
-    from core.shards import done_keys, open_folder, read_heads
+    from core.intake.shards import done_keys, open_folder, read_heads
     heads = read_heads(*open_folder(half), done_keys(*open_folder(half)))
     assert len({h.info["run"] for h in heads}) == 1
     assert [Path(h.result.source_path).name for h in heads] == sorted(
@@ -172,8 +172,8 @@ def test_a_model_failure_fails_only_the_files_whose_segments_failed(ray_driver, 
     import pyarrow.compute as pc
 
     import ingest.assemble as assemble
-    from core.shards import done_keys, open_folder, read_heads
-    from core.types import SessionMeta
+    from core.intake.shards import done_keys, open_folder, read_heads
+    from core.base.types import SessionMeta
     from ingest.options import IngestOptions
     from ingest.ray_executor import Job, Model, assemble_group, prepare_rows
     real = assemble.run_model

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.store import Store
+from core.storage.store import Store
 from tests.audio_gen import silence, write
 
 ROOT = Path(__file__).resolve().parent.parent

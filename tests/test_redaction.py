@@ -1,4 +1,4 @@
-"""Redaction (core/redaction.py) on hostile transcripts, and a spoken card number carried by a
+"""Redaction (core/text/redaction.py) on hostile transcripts, and a spoken card number carried by a
 real ingest that never reaches the store, the word index, search or the API."""
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from core import analysers, word_index
-from core.audio import decode
-from core import word_search as ws
-from core.access import operator
-from core.queries import Reader
-from core.redaction import RedactionConfig, luhn, redact_pieces, redact_result, redact_text
-from core.store import Store
-from core.types import SessionMeta, SessionResult, Utterance, Word, utterance_id_for
+from core.storage import analysers
+from core.index import word_index
+from core.media.audio import decode
+from core.index import word_search as ws
+from core.guard.access import operator
+from core.storage.queries import Reader
+from core.text.redaction import RedactionConfig, luhn, redact_pieces, redact_result, redact_text
+from core.storage.store import Store
+from core.base.types import SessionMeta, SessionResult, Utterance, Word, utterance_id_for
 from tests.audio_gen import silence
 from tests.serving import LOCAL
 from tests.store_fixtures import writer_for
@@ -93,7 +94,7 @@ def test_a_spoken_card_never_reaches_the_store_the_index_search_or_the_api(model
     and GET /v1/sessions/{id} never see a digit of it."""
     from api.app import create_app
     from api.settings import Settings
-    from core.analysers import Analyser, Found
+    from core.storage.analysers import Analyser, Found
     from ingest.options import IngestOptions
     from ingest.pipeline import process_file
     from tests.audio_gen import write
@@ -156,7 +157,7 @@ def test_a_spoken_card_never_reaches_the_store_the_index_search_or_the_api(model
     from typer.testing import CliRunner
 
     from cli.main import app
-    from core import clips
+    from core.reporting import clips
     res = CliRunner().invoke(app, ["export", "--db", str(db), "--out", str(tmp_path / "x"),
                                    "--format", "csv", "--bleep"])
     assert res.exit_code == 0, res.output
@@ -205,7 +206,7 @@ def teller_client(model, tmp_path, monkeypatch, toml: str = ""):
     from api.batcher import Batcher
     from api.runtime import Runtime, engine_run
     from api.settings import Settings
-    from core.rules import load_rules
+    from core.analysis.rules import load_rules
     from ingest.options import IngestOptions
     (tmp_path / "emoscope.toml").write_text(toml)
     monkeypatch.setenv("EMOSCOPE_CONFIG", str(tmp_path / "emoscope.toml"))

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from core import derived
-from core.access import operator
-from core.queries import Reader, SessionFilter
-from core.rules import RulesError, load_rules, tuned
-from core.store import Store
+from core.storage import derived
+from core.guard.access import operator
+from core.storage.queries import Reader, SessionFilter
+from core.analysis.rules import RulesError, load_rules, tuned
+from core.storage.store import Store
 
 KEY = ["session_id", "speaker", "rule", "t_s"]
 
@@ -38,7 +38,7 @@ def test_rejudged_alerts_are_exactly_the_stored_ones(reader, rules):
     # not a vacuous equality: every kind fired, under both rule sets
     assert set(stored.rule) == {"angry_streak", "negative_last_quarter", "volatility_p95",
                                 "ends_worse", "unreliable_audio", "negative_entry",
-                                "cancel_while_angry"}  # a category (core/categories) too
+                                "cancel_while_angry"}  # a category (core/analysis/categories) too
     assert set(reader.session_metrics().rule_set) == {"default", "diary"}
     same(stored, judged)
     # the same holds for any window: the reference is still every earlier session

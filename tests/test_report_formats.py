@@ -1,4 +1,4 @@
-"""One registry of report formats (core.reports.FORMATS): a format registered in one place is
+"""One registry of report formats (core.reporting.reports.FORMATS): a format registered in one place is
 offered by `emoscope export` and GET /v1/reports with no other edit (the Reports page offers it
 too: tests/test_dashboard.py::test_reports_build_every_format, with the same `toy_format`)."""
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from api.app import create_app
 from api.settings import Settings
 from cli.main import app as cli
-from core.access import operator
-from core.queries import EVERY, Reader
-from core.store import Store
+from core.guard.access import operator
+from core.storage.queries import EVERY, Reader
+from core.storage.store import Store
 from tests.serving import LOCAL
 
 

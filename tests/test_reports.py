@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import reports
-from core.labels import LABELS
-from core.access import operator
-from core.queries import Reader, SessionFilter
-from core.store import Store
+from core.reporting import reports
+from core.base.labels import LABELS
+from core.guard.access import operator
+from core.storage.queries import Reader, SessionFilter
+from core.storage.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_pdf_report(ingested_db, segs):
 
 
 def test_reports_are_named_after_what_they_hold(views_db):
-    from core.rules import load_rules
+    from core.analysis.rules import load_rules
     reader = Reader(Store(views_db), operator())
     rules = load_rules(views_db.with_name("emoscope.toml"))
     team = reports.build(reader, reports.ReportSpec("team", "support", "2026-11-01",
@@ -115,7 +115,7 @@ def test_reports_are_named_after_what_they_hold(views_db):
 
 
 def test_long_file_names_wrap_between_words_in_the_pdf_tables():
-    from core.report_pdf import wrapped_name
+    from core.reporting.report_pdf import wrapped_name
     name = "call06_refund_followup_quiet_and_a_very_long_customer_name.wav"
     lines = wrapped_name(name).split("\n")
     assert "".join(lines) == name and len(lines) > 1

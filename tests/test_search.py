@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import search
-from core.access import operator
-from core.queries import Reader, SessionFilter
-from core.store import Store
+from core.index import search
+from core.guard.access import operator
+from core.storage.queries import Reader, SessionFilter
+from core.storage.store import Store
 
 
 def make_index(n=500, d=32, seed=0) -> search.Index:

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from core import erasure, pattern_runs, segment_index, similar
-from core import vector_index as vx
-from core.access import operator
-from core.queries import Reader
-from core.store import Store
-from core.vector_keys import Fingerprint, key_of
+from core.admin import erasure
+from core.index import pattern_runs, segment_index, similar
+from core.index import vector_index as vx
+from core.guard.access import operator
+from core.storage.queries import Reader
+from core.storage.store import Store
+from core.storage.vector_keys import Fingerprint, key_of
 from tests import views_fixtures as vf
 from tests.scope_fixtures import ANALYST, SUP_A, results
 from tests.store_fixtures import RULES, writer_for
@@ -265,7 +266,7 @@ def test_cli_rebuilds_the_index_and_clusters(small):
 
 
 def test_old_rows_get_their_keys_from_the_migration(tmp_path):
-    from core.migrations import MIGRATIONS
+    from core.storage.migrations import MIGRATIONS
     db = tmp_path / "old.duckdb"
     store = Store(db)
     with store.write() as con:  # a store as it was before the key column

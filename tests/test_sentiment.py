@@ -1,18 +1,18 @@
-"""What the words say (core/sentiment.py): VADER for English, SnowNLP for Chinese, picked by the
+"""What the words say (core/text/sentiment.py): VADER for English, SnowNLP for Chinese, picked by the
 utterance's language, judged on the redacted text, stored beside the utterance and carried by
 shards."""
 from __future__ import annotations
 
 from dataclasses import replace
 
-from core.access import operator
-from core.queries import Reader
-from core.redaction import redact_result
-from core.sentiment import score, score_result
-from core.sessions import SessionWriter
-from core.store import Store
-from core.transcripts import utterance_table, utterances_of, word_table
-from core.types import Utterance, utterance_id_for
+from core.guard.access import operator
+from core.storage.queries import Reader
+from core.text.redaction import redact_result
+from core.text.sentiment import score, score_result
+from core.storage.sessions import SessionWriter
+from core.storage.store import Store
+from core.text.transcripts import utterance_table, utterances_of, word_table
+from core.base.types import Utterance, utterance_id_for
 from tests.test_store import RULES, make_result
 
 

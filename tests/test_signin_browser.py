@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.store import Store
+from core.storage.store import Store
 from tests.scope_fixtures import CONFIG, build
 from tests.serving import wait_healthy
 from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port, settle
@@ -152,8 +152,8 @@ def test_sign_in_gives_each_role_its_scope_and_nothing_without_it(site):
         ctx.close()
         browser.close()
     # Each sign-in is in the audit, under the identity the provider vouched for.
-    from core import audit
-    from core.access import operator
+    from core.storage import audit
+    from core.guard.access import operator
     rows = audit.read(Store(site["db"]), audit.AuditLog.beside(site["db"]), operator(),
                       action="sign-in")
     assert {"lead-a@example.com", "ana@example.com"} <= set(rows.who)

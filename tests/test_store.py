@@ -4,17 +4,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import analysers
-from core.labels import LABELS
-from core.migrations import MIGRATIONS
-from core.access import operator
-from core.queries import Reader, SessionFilter
-from core.rules import load_rules
-from core.sessions import SessionWriter
-from core.store import Store
-from core.types import ChannelQuality, Curve, Segment, SessionMeta, SessionResult
+from core.storage import analysers
+from core.base.labels import LABELS
+from core.storage.migrations import MIGRATIONS
+from core.guard.access import operator
+from core.storage.queries import Reader, SessionFilter
+from core.analysis.rules import load_rules
+from core.storage.sessions import SessionWriter
+from core.storage.store import Store
+from core.base.types import ChannelQuality, Curve, Segment, SessionMeta, SessionResult
 
-RULES = load_rules(Path(__file__).resolve().parent.parent / "core" / "default_rules.toml")
+RULES = load_rules(Path(__file__).resolve().parent.parent / "core" / "analysis" / "default_rules.toml")
 
 
 def opened(tmp_path) -> tuple[Store, SessionWriter, Reader]:
@@ -99,7 +99,7 @@ def test_filter_values_are_parameters(tmp_path):
 
 HOLD = """
 import sys, time
-from core.store import Store
+from core.storage.store import Store
 print("ready", flush=True)
 sys.stdin.readline()  # go
 with Store(sys.argv[1]).read() as con:

@@ -13,8 +13,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from api.app import create_app
 from api.settings import Settings
-from core.rules import load_rules
-from core.types import SessionMeta
+from core.analysis.rules import load_rules
+from core.base.types import SessionMeta
 from ingest.options import IngestOptions
 from ingest.pipeline import process_file
 from tests.audio_gen import silence, speak, write
@@ -285,9 +285,9 @@ def test_a_long_streams_state_stays_bounded():
 
 
 def test_a_registered_alert_kind_fires_on_the_live_stream(model, live_pcm, tmp_path):
-    """A kind added to core's registry (core.alerts.register_alert_kind), used by a rule in
+    """A kind added to core's registry (core.analysis.alerts.register_alert_kind), used by a rule in
     emoscope.toml, fires in an update message as soon as an utterance closes."""
-    from core.alerts import _alert, register_alert_kind, unregister_alert_kind
+    from core.analysis.alerts import _alert, register_alert_kind, unregister_alert_kind
 
     @register_alert_kind("spoke", live=True)
     def spoke(sid, sp, part, m, rule, rules, duration_s):

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.audio import SAMPLE_RATE
-from core.store import Store
+from core.media.audio import SAMPLE_RATE
+from core.storage.store import Store
 from tests.audio_gen import copy_and_broken, silence, write
 from tests.store_compare import differences
 from tests.store_fixtures import writer_for
@@ -179,7 +179,7 @@ def test_memory_stays_bounded_however_many_files_wait(tmp_path, speech, model, m
 _KILLED_RUN = """
 import sys, time
 from pathlib import Path
-import core.sessions as sessions
+import core.storage.sessions as sessions
 import ingest.streaming as streaming
 from cli.main import app
 

@@ -8,10 +8,10 @@ import json
 import pandas as pd
 import pytest
 
-from core import report_pdf, reports
-from core.access import operator
-from core.queries import Reader, SessionFilter
-from core.store import Store
+from core.reporting import report_pdf, reports
+from core.guard.access import operator
+from core.storage.queries import Reader, SessionFilter
+from core.storage.store import Store
 
 
 @pytest.fixture(scope="module")

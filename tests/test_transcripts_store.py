@@ -5,12 +5,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core import erasure, shards
-from core.access import Scope, Viewer, operator
-from core.queries import Reader, SessionFilter
-from core.sessions import SessionWriter
-from core.store import Store
-from core.types import AudioEvent, SessionMeta, Utterance, Word, utterance_id_for
+from core.admin import erasure
+from core.intake import shards
+from core.guard.access import Scope, Viewer, operator
+from core.storage.queries import Reader, SessionFilter
+from core.storage.sessions import SessionWriter
+from core.storage.store import Store
+from core.base.types import AudioEvent, SessionMeta, Utterance, Word, utterance_id_for
 from tests.test_store import RULES, make_result
 
 

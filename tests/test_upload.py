@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import inbox
+from core.intake import inbox
 from ingest.worker import Worker, default_config
 from tests.store_fixtures import writer_for
 from tests.audio_gen import write

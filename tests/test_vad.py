@@ -1,6 +1,6 @@
 import numpy as np
 
-from core.audio import SAMPLE_RATE
+from core.media.audio import SAMPLE_RATE
 from ingest.options import IngestOptions
 from ingest.vad import VadStream, merge, speech_spans, split_long
 from tests.audio_gen import silence, speak

@@ -9,8 +9,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from core import vector_index as vx
-from core import vector_keys as vk
+from core.index import vector_index as vx
+from core.storage import vector_keys as vk
 
 MODEL = "iic/emotion2vec_plus_large"
 
@@ -375,7 +375,7 @@ def test_an_erased_vector_leaves_the_saved_graph_file(tmp_path):
     """usearch's remove only frees a slot: compaction overwrites free slots before it saves,
     so no file of the index holds a byte of an erased vector (issue 23: erasure reaches the
     similarity index)."""
-    from core import index_compact
+    from core.index import index_compact
     from usearch.index import Index
     ix, X, keys, _ = small_index(tmp_path, n=300)
     ix.close()

@@ -9,13 +9,14 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app as cli
-from core import erasure, word_index
-from core import word_search as ws
-from core.access import operator
-from core.audit import AuditLog
-from core.queries import Reader
-from core.sessions import SessionWriter
-from core.store import Store
+from core.admin import erasure
+from core.index import word_index
+from core.index import word_search as ws
+from core.guard.access import operator
+from core.storage.audit import AuditLog
+from core.storage.queries import Reader
+from core.storage.sessions import SessionWriter
+from core.storage.store import Store
 from tests.scope_fixtures import ANALYST, SUP_A, build, results
 from tests.store_fixtures import RULES
 
@@ -119,7 +120,7 @@ def test_cli_search_finds_a_phrase_only_where_the_user_may_look_and_audits_it(
     a = next(r for r in rows if r["who"] == "lead-a@example.com" and r["detail"]["hits"])
     assert set(a["detail"]["sessions"]) == set(teams["A"]) and a["detail"]["filters"] == ["roles"]
     assert all("refund" not in json.dumps(r) and "cancel" not in json.dumps(r) for r in rows)
-    from core.keyed import secret  # a keyed pseudonym: no guess can be tested without it
+    from core.base.keyed import secret  # a keyed pseudonym: no guess can be tested without it
     assert a["target"] == ws.audit_target(ws.parse('"want a refund"'), secret(db))
     assert a["target"].startswith("words hmac:")
 
@@ -140,7 +141,7 @@ def test_the_index_follows_reingest_and_erasure_and_repairs_itself(scoped, tmp_p
     # a re-ingest with other words replaces the old ones
     r = next(x for x in results(tmp_path / "again") if x.meta.team == "A")
     from dataclasses import replace
-    from core.types import Utterance, utterance_id_for
+    from core.base.types import Utterance, utterance_id_for
     r = replace(r, utterances=(Utterance(utterance_id_for(r.session_id, 1, 0), 1, "customer",
                                          0.5, 5.0, "my parcel never arrived", "en", 0.9, "t"),))
     writer = SessionWriter(store, RULES)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from core import inbox as inbox_mod
-from core.inbox import InboxError
-from core.jobs import JobQueue
-from core.access import operator
-from core.queries import Reader
-from core.store import Store, StoreBusy
+from core.intake import inbox as inbox_mod
+from core.intake.inbox import InboxError
+from core.intake.jobs import JobQueue
+from core.guard.access import operator
+from core.storage.queries import Reader
+from core.storage.store import Store, StoreBusy
 from cli.main import app
 from ingest.worker import Worker, default_config
 from tests.store_fixtures import writer_for

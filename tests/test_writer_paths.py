@@ -10,11 +10,11 @@ import pytest
 
 import ingest.prosody  # noqa: F401 - registers pitch_hz and loudness_dbfs on segments
 from bench import writer_before
-from core.labels import LABELS
-from core.rules import load_rules
-from core.sessions import SessionWriter
-from core.store import Store
-from core.types import (ChannelQuality, Curve, Segment, SessionMeta, SessionResult, Utterance,
+from core.base.labels import LABELS
+from core.analysis.rules import load_rules
+from core.storage.sessions import SessionWriter
+from core.storage.store import Store
+from core.base.types import (ChannelQuality, Curve, Segment, SessionMeta, SessionResult, Utterance,
                         segment_id_for)
 
 DIM = 8
@@ -25,7 +25,7 @@ def _rules():
     categories that fire on these sessions (words in a negative or mixed fused state, an
     urgent alert; a raised voice) and a named set (another window and threshold) for
     diaries."""
-    from core.categories import Category
+    from core.analysis.categories import Category
     base = load_rules(None)
     base = replace(base, categories=base.categories + (
         Category("upset_words", severity="urgent", alert=True, phrases=("words",),

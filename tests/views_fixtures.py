@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core import sentiment
-from core.labels import LABELS
-from core.rules import load_rules
-from core.sessions import SessionWriter
-from core.store import Store
-from core.types import (ChannelQuality, Curve, Segment, SessionMeta, SessionResult,
+from core.text import sentiment
+from core.base.labels import LABELS
+from core.analysis.rules import load_rules
+from core.storage.sessions import SessionWriter
+from core.storage.store import Store
+from core.base.types import (ChannelQuality, Curve, Segment, SessionMeta, SessionResult,
                         Utterance, Word, segment_id_for, session_id_for, utterance_id_for)
 from tests.analytics_fixtures import onehot
 

@@ -1,5 +1,5 @@
 """Who is looking: sign-in through Streamlit's own OIDC (`st.login` / `st.user`), the viewer
-their identity maps to (core.access, from [access] in emoscope.toml), and the audit of what
+their identity maps to (core.guard.access, from [access] in emoscope.toml), and the audit of what
 they do.
 
 With sign-in configured (an `[auth]` section in the secrets Streamlit reads; `emoscope
@@ -15,8 +15,8 @@ import threading
 
 import streamlit as st
 
-from core.access import EVERYTHING, Viewer, operator
-from core.audit import AuditError, AuditLog
+from core.guard.access import EVERYTHING, Viewer, operator
+from core.storage.audit import AuditError, AuditLog
 from dashboard.components import context
 from dashboard.components.markdown import md
 
@@ -56,10 +56,10 @@ def provider() -> str | None:
 def host_refusal() -> str | None:
     """Why this browser's request must get nothing, or None: the Host (and Origin) it came
     with must be a loopback name, or one of [server] allowed_hosts when sign-in is configured
-    (core.hosts). A page under another name resolved to this machine (DNS rebinding) would
+    (core.guard.hosts). A page under another name resolved to this machine (DNS rebinding) would
     otherwise be served as this machine's operator. Streamlit has no such check of its own; the
     headers are those of the browser's WebSocket to this server."""
-    from core import hosts
+    from core.guard import hosts
     try:
         headers = st.context.headers
         host, origin = headers.get("Host"), headers.get("Origin")

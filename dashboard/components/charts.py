@@ -1,4 +1,4 @@
-"""Plotly figures shared by the pages; every emotion keeps its colour from core.labels.COLORS."""
+"""Plotly figures shared by the pages; every emotion keeps its colour from core.base.labels.COLORS."""
 from __future__ import annotations
 
 import html
@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.labels import COLORS, LABELS, display
+from core.base.labels import COLORS, LABELS, display
 
 MAX_POINTS = 1200  # per curve and lane: enough for a screen, light enough to click through
 BAR_BASE, BAR_HEIGHT = -0.16, 0.1  # the segment strip drawn under each lane's curves
@@ -128,8 +128,8 @@ PITCH_COLOR, LOUDNESS_COLOR = "#1f3b73", "#b8860b"
 
 
 def prosody_curves(segments: pd.DataFrame) -> pd.DataFrame:
-    """The segments' pitch and loudness curves (core.prosody.curves), unvoiced pitch as gaps."""
-    from core.prosody import curves
+    """The segments' pitch and loudness curves (core.analysis.prosody.curves), unvoiced pitch as gaps."""
+    from core.analysis.prosody import curves
     out = curves(segments)
     if len(out):
         out["pitch_hz"] = out.pitch_hz.where(out.pitch_hz > 0)
@@ -335,17 +335,17 @@ def journey(j: pd.DataFrame, lang: str = "en", mix_limit: float | None = None) -
     return fig
 
 
-# Colours of the fused states (core/fusion.TINTS, as the Session page's badges).
+# Colours of the fused states (core/analysis/fusion.TINTS, as the Session page's badges).
 FUSED_COLORS = {"red": "#d62728", "violet": "#9467bd", "orange": "#ff7f0e", "green": "#2ca02c",
                 "gray": "#7f7f7f", "blue": "#1f77b4"}
 
 
 def words_and_voice(w: pd.DataFrame, lang: str = "en") -> go.Figure:
     """A person's entries: the share of each entry's speech in a distress state (voice and
-    words fused, core/fusion) beside the baseline of the entries before it (mean ± z·sd, a
+    words fused, core/analysis/fusion) beside the baseline of the entries before it (mean ± z·sd, a
     grey bar), each point coloured by the entry's most frequent fused state, ringed when above
     the band. customdata = row in `w`."""
-    from core import fusion
+    from core.analysis import fusion
     x = pd.to_datetime(w["when"])
     rows = np.arange(len(w)).astype(float)
     mean = pd.to_numeric(w.baseline_distress, errors="coerce")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import apikeys
-from core.settings import Settings, config_path, load_settings
-from core.store import DEFAULT_DB
+from core.guard import apikeys
+from core.admin.settings import Settings, config_path, load_settings
+from core.storage.store import DEFAULT_DB
 
 
 def db_path() -> Path:

@@ -1,4 +1,4 @@
-"""Cached reads of the store for the pages: st.cache_* wrappers over core.queries.Reader.
+"""Cached reads of the store for the pages: st.cache_* wrappers over core.storage.queries.Reader.
 
 Every cached function takes a `Key`: the DB's version (mtime and size of the file and its WAL),
 its path, and the viewer. A new ingest changes the version, so the next rerun shows the new data
@@ -15,14 +15,14 @@ from typing import NamedTuple
 import pandas as pd
 import streamlit as st
 
-from core import aggregates
-from core import corrections as core_corrections
-from core import notes as core_notes
-from core.access import Viewer, operator
-from core.labels import LABELS
-from core.queries import EVERY, Reader, SessionFilter
-from core.rules import USER_RULES, Rules, RulesError, load_rules
-from core.store import Store, file_version
+from core.analysis import aggregates
+from core.storage import corrections as core_corrections
+from core.storage import notes as core_notes
+from core.guard.access import Viewer, operator
+from core.base.labels import LABELS
+from core.storage.queries import EVERY, Reader, SessionFilter
+from core.analysis.rules import USER_RULES, Rules, RulesError, load_rules
+from core.storage.store import Store, file_version
 from dashboard.components.context import db_path, settings  # noqa: F401  (pages call data.*)
 
 
@@ -167,7 +167,7 @@ def session_transcript(k: Key, session_id: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def session_categories(k: Key, session_id: str) -> pd.DataFrame:
-    """The categories (core/categories) one session meets."""
+    """The categories (core/analysis/categories) one session meets."""
     if "session_categories" not in tables(k.version, k.path):
         return pd.DataFrame()
     return reader(k).categories(SessionFilter.of(session_id))
@@ -240,11 +240,11 @@ def session_ids(k: Key) -> frozenset[str]:
     return frozenset(reader(k).session_rows().session_id)
 
 
-# -- similar moments and patterns: the ANN index beside the store (core.similar) ---------------
+# -- similar moments and patterns: the ANN index beside the store (core.index.similar) ---------------
 @st.cache_data(show_spinner=False, max_entries=16)
 def similar_space(k: Key) -> tuple[str, int, int] | None:
     """(model, dim, segments) of the largest embedding space of the store, or None."""
-    from core import segment_index
+    from core.index import segment_index
     found = segment_index.spaces(reader(k).store)
     return (found[0].model, found[0].dim, found[0].n) if found else None
 
@@ -258,9 +258,9 @@ def segment_info(k: Key, segment_id: str) -> dict | None:
 @st.cache_data(show_spinner="Searching…", max_entries=64)
 def similar(k: Key, segment_id: str, n: int, speakers: tuple, labels: tuple, teams: tuple,
             since, until, other_sessions: bool):
-    """core.similar.similar_to through the viewer's Reader (the index is opened once per
+    """core.index.similar.similar_to through the viewer's Reader (the index is opened once per
     process and checked against the store on each new DB version)."""
-    from core.similar import similar_to
+    from core.index.similar import similar_to
     return similar_to(reader(k), segment_id, n, list(speakers), list(labels), list(teams),
                       since, until, other_sessions)
 
@@ -268,7 +268,7 @@ def similar(k: Key, segment_id: str, n: int, speakers: tuple, labels: tuple, tea
 def similar_to_vector(k: Key, model: str, dim: int, vector, n: int, speakers: tuple,
                       labels: tuple, teams: tuple, since, until):
     """Neighbours of an uploaded clip's embedding (not cached: each clip is new)."""
-    from core.similar import neighbours
+    from core.index.similar import neighbours
     return neighbours(reader(k), model, dim, vector, n, list(speakers), list(labels),
                       list(teams), since, until)
 
@@ -281,8 +281,8 @@ def similar_map(k: Key, model: str, dim: int, n: int = 3000) -> tuple[pd.DataFra
     vector on the same map. Its most confident moments are the Similar page's choices."""
     import numpy as np
 
-    from core import search, segment_index
-    from core.similar import index_for
+    from core.index import search, segment_index
+    from core.index.similar import index_for
     r = reader(k)
     keys = r.segment_keys(model, dim)
     if len(keys) > n:
@@ -307,9 +307,9 @@ def map_places(k: Key, model: str, dim: int, basis, segment_ids) -> "np.ndarray"
     the caller passes ids it was given by a scoped search)."""
     import numpy as np
 
-    from core import segment_index
-    from core.similar import index_for
-    from core.vector_keys import key_of
+    from core.index import segment_index
+    from core.index.similar import index_for
+    from core.storage.vector_keys import key_of
     ix = index_for(reader(k).store, segment_index.Space(model, dim))
     keys = np.array([key_of(s) for s in segment_ids], np.uint64)
     keys = keys[ix.contains(keys)] if len(keys) else keys
@@ -319,12 +319,12 @@ def map_places(k: Key, model: str, dim: int, basis, segment_ids) -> "np.ndarray"
     return (ix.vectors(keys) - mean) @ axes.T
 
 
-# -- search by words: the FTS5 index beside the store (core.word_search) ------------------------
+# -- search by words: the FTS5 index beside the store (core.index.word_search) ------------------------
 @st.cache_data(show_spinner="Searching…", max_entries=64)
 def word_search(k: Key, query: str, filters, limit: int):
-    """core.word_search.search through the viewer's Reader; None when the store keeps no
+    """core.index.word_search.search through the viewer's Reader; None when the store keeps no
     transcripts."""
-    from core import word_index, word_search as ws
+    from core.index import word_index, word_search as ws
     try:
         return ws.search(reader(k), query, filters, limit)
     except word_index.NoTranscripts:
@@ -358,7 +358,7 @@ def pattern_representatives(k: Key) -> pd.DataFrame:
 def judged_alerts(k: Key, f: SessionFilter, digest: str,
                   _rules: Rules) -> pd.DataFrame:
     """Alerts of the sessions `f` covers under `_rules` (keyed by its digest), through the same
-    rules code and reference as the stored ones (core.rejudge)."""
+    rules code and reference as the stored ones (core.analysis.rejudge)."""
     if "session_metrics" not in tables(k.version, k.path):
         return pd.DataFrame()
     return reader(k).judged_alerts(_rules, f)
@@ -419,7 +419,7 @@ def notes(k: Key, f: SessionFilter) -> pd.DataFrame:
     return reader(k).notes_with_pending(notes_spool(), f)
 
 
-# -- calibration (core/corrections, core/heads) --------------------------------------------------
+# -- calibration (core/storage/corrections, core/storage/heads) --------------------------------------------------
 def corrections_spool() -> Path:
     return core_corrections.spool_dir(db_path())
 

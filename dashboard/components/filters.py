@@ -1,5 +1,5 @@
 """The session filters of the overview (and the reports page): their widgets. The filter itself
-(`SessionFilter`, `apply`) is core.session_list's, shared with the API."""
+(`SessionFilter`, `apply`) is core.base.session_list's, shared with the API."""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,9 +7,9 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from core.queries import SessionFilter as CoreFilter
-from core.session_list import ListFilter, apply  # noqa: F401 (the pages call filters.apply)
-from core import periods
+from core.storage.queries import SessionFilter as CoreFilter
+from core.base.session_list import ListFilter, apply  # noqa: F401 (the pages call filters.apply)
+from core.base import periods
 from dashboard.components import nav, ui
 
 
@@ -74,7 +74,7 @@ def widgets(summary: pd.DataFrame, options: dict, key: str = "f") -> SessionFilt
     return f
 
 
-# The period words of core.periods, as the pages show them; the "latest" ones count back from
+# The period words of core.base.periods, as the pages show them; the "latest" ones count back from
 # the newest session the viewer may see, so a store of last month's calls is never empty.
 PERIODS = [periods.LABELS[w] for w in ("latest-week", "latest-month", "all")] + ["Custom"]
 WORD_OF = {label: word for word, label in periods.LABELS.items()}
@@ -127,7 +127,7 @@ def session_filter(since: dt.date | None, until: dt.date | None, agent=None, tea
 
 
 def categories(col, options: dict, key: str) -> list[str]:
-    """The category filter (core/categories: the ones stored sessions carry), kept across
+    """The category filter (core/analysis/categories: the ones stored sessions carry), kept across
     pages like the others."""
     return pick_many(col, "Category", options.get("categories", []), key)
 
@@ -174,7 +174,7 @@ def persons(ps: pd.DataFrame) -> list[str]:
 
 
 def period_word() -> str:
-    """The period chosen, as core.periods names it in file names ("" for all dates or a
+    """The period chosen, as core.base.periods names it in file names ("" for all dates or a
     custom range, whose days the name carries anyway)."""
     word = WORD_OF.get(nav.period_choice(DEFAULT_PERIOD), "")
     return word if word in periods.DAYS else ""

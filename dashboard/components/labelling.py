@@ -1,4 +1,4 @@
-"""A reviewer's label for a moment (core/corrections): one moment on the Session page, a
+"""A reviewer's label for a moment (core/storage/corrections): one moment on the Session page, a
 moment and its most similar ones — each confirmed or skipped — on the Similar page. Labels go
 into the corrections spool (the worker stores them); each act is audited first."""
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import corrections as core_corrections
-from core.labels import LABELS
+from core.storage import corrections as core_corrections
+from core.base.labels import LABELS
 from dashboard.components import auth, data, ui
 
 
@@ -81,5 +81,5 @@ def with_similar(k, segment: dict, hits: pd.DataFrame) -> None:
 
 
 def _only(session_id: str):
-    from core.queries import SessionFilter
+    from core.storage.queries import SessionFilter
     return SessionFilter(session_ids=(session_id,))

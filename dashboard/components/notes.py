@@ -1,14 +1,14 @@
 """Notes on a session: the list (stored and still pending) and the form that adds one.
 
-The dashboard never writes to the database: a note goes to the notes spool (core.notes), the
+The dashboard never writes to the database: a note goes to the notes spool (core.storage.notes), the
 worker stores it, and until then it shows here marked pending."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from core import notes as core_notes
-from core.queries import SessionFilter
+from core.storage import notes as core_notes
+from core.storage.queries import SessionFilter
 from dashboard.components import auth, data, ui
 
 AUTHOR_KEY = "note_author"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.queries import AudioUnavailable
+from core.storage.queries import AudioUnavailable
 from dashboard.components import auth, data, nav, ui
 
 # Containers browsers play as they are; anything else is decoded and sent as WAV.
@@ -31,7 +31,7 @@ def play(k: data.Key, session_id: str, start_s: float = 0.0, end_s: float | None
     if path.suffix.lower() in PLAYABLE:
         where.audio(str(path), **kw)
     else:
-        from core.audio import SAMPLE_RATE, decode
+        from core.media.audio import SAMPLE_RATE, decode
         where.audio(decode(path).samples.mean(axis=0), sample_rate=SAMPLE_RATE, **kw)
     return True
 

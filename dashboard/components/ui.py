@@ -9,9 +9,10 @@ from typing import Iterator
 import pandas as pd
 import streamlit as st
 
-from core import fusion, models
-from core.labels import COLORS, LABELS, display
-from core.store import StoreBusy
+from core.analysis import fusion
+from core.base import models
+from core.base.labels import COLORS, LABELS, display
+from core.storage.store import StoreBusy
 from dashboard.components import data
 from dashboard.components.markdown import md  # noqa: F401  (pages call ui.md)
 from dashboard.components import nav
@@ -31,7 +32,7 @@ def label(name: str) -> str:
 
 
 def fused(state) -> str:
-    """A fused state (core/fusion) as a coloured badge in the label language; "" for none."""
+    """A fused state (core/analysis/fusion) as a coloured badge in the label language; "" for none."""
     if not isinstance(state, str) or state not in fusion.STATES:
         return ""
     return f":{fusion.TINTS[state]}-badge[{fusion.display(state, lang())}]"

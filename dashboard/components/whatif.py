@@ -1,7 +1,7 @@
 """What-if thresholds: one slider per rule of a rule set, starting at the rules file's values.
 
-The sliders only build `Rules` (core.rules.tuned); the alerts are then judged by the code that
-stored them, with the same reference of earlier sessions (core.rejudge, via
+The sliders only build `Rules` (core.analysis.rules.tuned); the alerts are then judged by the code that
+stored them, with the same reference of earlier sessions (core.analysis.rejudge, via
 data.judged_alerts). Untouched sliders give back the rules file itself, so the list is exactly
 the stored alerts that every other page and the PDF show.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.rules import TUNABLE, Rules, tuned
+from core.analysis.rules import TUNABLE, Rules, tuned
 
 # parameter → (what the slider says, lowest, highest, step)
 SLIDERS = {"min_count": ("consecutive segments", 2, 12, 1),
@@ -54,7 +54,7 @@ def sliders(rules: Rules, roles: list[str]) -> tuple[Rules, str]:
                                              target.unreliable_share, 0.1, 1.0, 0.05,
                                              f"th_{chosen}_unrel")
     alerting = [c for c in target.categories if c.alert]
-    if alerting:  # categories (core/categories): how many utterances must meet one
+    if alerting:  # categories (core/analysis/categories): how many utterances must meet one
         cols = st.columns(len(alerting))
         for col, c in zip(cols, alerting):
             values[c.name] = _slider(col, f"{c.name}: utterances at least", c.min_count, 1, 10,

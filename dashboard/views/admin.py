@@ -7,7 +7,8 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from core import audit, erasure
+from core.storage import audit
+from core.admin import erasure
 from dashboard.components import auth, data, ui
 
 
@@ -58,7 +59,7 @@ def erase_form() -> None:
     if not value.strip() or not sure:
         st.warning("Give an id and tick the box.")
         return
-    # The id goes in as a detail the audit keeps only as a pseudonym (core.audit.minimise).
+    # The id goes in as a detail the audit keeps only as a pseudonym (core.storage.audit.minimise).
     if not auth.record("erase-request", kind, {"kind": kind, kind: value.strip()}):
         return
     erasure.request(data.db_path(), kind, value.strip(), auth.current())

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from core import scorecards
+from core.analysis import scorecards
 from dashboard.components import charts, data, filters, nav, ui
 
 PICK_KEY = "ag_agent"  # the agent whose calls are listed

@@ -10,8 +10,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import aggregates
-from core.rules import SEVERITIES, SEVERITY_RANK
+from core.analysis import aggregates
+from core.analysis.rules import SEVERITIES, SEVERITY_RANK
 from dashboard.components import data, filters, nav, ui, whatif
 
 

@@ -1,12 +1,12 @@
 """Calibration: reviewers' corrections so far, the heads trained on them with their
 cross-validation against the base model and confusion matrix, and (admins) activating a head or
-rolling back. Activation is carried out by the worker, the single writer (core/heads)."""
+rolling back. Activation is carried out by the worker, the single writer (core/storage/heads)."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from core import heads as core_heads
+from core.storage import heads as core_heads
 from dashboard.components import auth, data, ui
 
 

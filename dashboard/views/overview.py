@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import aggregates, quality, session_list
-from core.labels import LABELS, NEGATIVE
+from core.analysis import aggregates, quality
+from core.base import session_list
+from core.base.labels import LABELS, NEGATIVE
 from dashboard.components import charts, data, filters, nav, ui
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import fusion
+from core.analysis import fusion
 from dashboard.components import charts, data, filters, nav, notes, ui
 
 ROLE_NAMES = {"speaker": "diary entries", "customer": "calls as a customer"}
@@ -76,7 +76,7 @@ def entries(j: pd.DataFrame, note_counts: pd.Series, alerts: pd.DataFrame) -> No
 
 def words_and_voice(k, person: str, role: str | None) -> None:
     """Each entry's words beside its voice, and the fused state over time against the
-    person's own baseline (core.aggregates.words_and_voice)."""
+    person's own baseline (core.analysis.aggregates.words_and_voice)."""
     w = data.words_and_voice(k, person, role)
     if w.empty or w.said.isna().all():
         st.caption("No transcripts for these entries: ingest them with speech-to-text "

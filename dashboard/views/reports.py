@@ -8,7 +8,7 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from core import reports
+from core.reporting import reports
 from dashboard.components import auth, data, filters, nav, ui
 
 BUILT_KEY = "report_files"
@@ -123,7 +123,7 @@ def main() -> None:
     report = built["report"]
     st.success(f"{report.n_segments:,} segments from {len(report.session_ids):,} sessions: "
                f"`{report.stem}`")
-    # every format of core.reports.FORMATS, in its order (build made one file of each)
+    # every format of core.reporting.reports.FORMATS, in its order (build made one file of each)
     formats = [reports.FORMATS[f] for f in report.files if f in reports.FORMATS]
     for col, fmt in zip(st.columns(len(formats)), formats):
         name, blob = report.files[fmt.name]

@@ -1,4 +1,4 @@
-"""Search: moments across calls found by what was said (core.word_search), with who said it,
+"""Search: moments across calls found by what was said (core.index.word_search), with who said it,
 how it sounded and when — filtered by role, emotion, team, agent, person, dates and category,
 within the
 viewer's scope. Each moment plays in place and opens its session at that time; each search
@@ -9,9 +9,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import word_search as ws
-from core.keyed import pseudonym, secret
-from core.labels import LABELS
+from core.index import word_search as ws
+from core.base.keyed import pseudonym, secret
+from core.base.labels import LABELS
 from dashboard.components import auth, data, nav, player, ui
 
 HELP = ('All the words: `refund double` · a phrase: `"cancel my account"` · either: '

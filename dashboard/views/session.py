@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import fusion, quality, reports
-from core.labels import NEGATIVE
+from core.analysis import fusion, quality
+from core.reporting import reports
+from core.base.labels import NEGATIVE
 from dashboard.components import auth, charts, data, labelling, nav, notes, player, ui
 
 CHART_KEY = "_timeline_n"  # bumped after each click: a fresh chart without a selection
@@ -105,7 +106,7 @@ def _badge(label) -> str:
 
 
 def _words(v) -> str:
-    """The words' sentiment (core/sentiment) as a signed figure; "" where there is none."""
+    """The words' sentiment (core/text/sentiment) as a signed figure; "" where there is none."""
     return f" · words {float(v):+.2f}" if isinstance(v, (int, float)) and pd.notna(v) else ""
 
 
@@ -114,7 +115,7 @@ def transcript(sid: str, lines: pd.DataFrame, events: pd.DataFrame, t: float,
     """What was said, as turns: consecutive lines of one speaker under one avatar (the turn's
     fused state above them), each with how it sounded (emotion2vec's label of its segment;
     the speech-to-text model's own emotion beside it when it has one), what the words say,
-    the two fused (core/fusion) and, where they disagree, the suggested response; a time that
+    the two fused (core/analysis/fusion) and, where they disagree, the suggested response; a time that
     plays from there, the line at the cursor marked."""
     if lines.empty:
         st.caption("No transcript: this session was analysed without speech-to-text "

@@ -1,5 +1,5 @@
 """Similar moments: pick a stored segment or upload a clip, get the most similar segments across
-the store (cosine over embeddings, through the ANN index beside it: core.similar), filtered,
+the store (cosine over embeddings, through the ANN index beside it: core.index.similar), filtered,
 playable and linked to their sessions."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.labels import LABELS
+from core.base.labels import LABELS
 from dashboard.components import charts, data, labelling, nav, player, ui
 
 
@@ -31,13 +31,13 @@ MAX_CLIP_S = 60
 
 
 def embed_upload(upload, k) -> np.ndarray | None:
-    from core.audio import SAMPLE_RATE, AudioError, decode
+    from core.media.audio import SAMPLE_RATE, AudioError, decode
     made_by = data.latest_model(k)
     if made_by is None:
         st.error("No stored session says which model made its embeddings.")
         return None
     name, path = made_by
-    from core.inbox import safe_ext
+    from core.intake.inbox import safe_ext
     with tempfile.NamedTemporaryFile(suffix=safe_ext(upload.name)) as f:
         f.write(upload.getvalue())
         f.flush()

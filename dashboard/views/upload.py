@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import inbox, models, places
-from core.store import StoreBusy
+from core.intake import inbox
+from core.base import models, places
+from core.storage.store import StoreBusy
 from dashboard.components import auth, data, ui
 from dashboard.launch import upload_limit_mb
 
@@ -86,7 +87,7 @@ def save_uploads(files, meta: dict, box: Path) -> list[tuple[str, str]]:
     max_bytes = limit_mb() * 1024 * 1024
     saved, said = 0, []
     refused = data.settings().access.tags_refused(auth.current(), meta.get("tags") or ())
-    if refused:  # the same rule as the API's (core.access.AccessConfig.tags_refused)
+    if refused:  # the same rule as the API's (core.guard.access.AccessConfig.tags_refused)
         return [("error", f"Not queued: the tag {ui.md(', '.join(refused))} files a recording "
                           "into a programme you do not follow; only its own people and admins "
                           "use it.")]

@@ -1,0 +1,1 @@
+"""Decoding audio (PyAV) into the one sample rate the analysers read. Imports no other room."""
