@@ -45,7 +45,8 @@ from core.index import index_compact, index_files, segment_index
 from core.index import vector_index as vx  # noqa: E402
 from core.base.labels import LABELS  # noqa: E402
 from core.analysis.rules import load_rules  # noqa: E402
-from core.storage.sessions import SessionWriter, _insert  # noqa: E402
+from core.storage.group_tables import insert  # noqa: E402
+from core.storage.sessions import SessionWriter  # noqa: E402
 from core.storage.store import Store  # noqa: E402
 from core.base.types import (ChannelQuality, Curve, Segment, SessionMeta,  # noqa: E402
                         SessionResult, segment_id_for)
@@ -122,10 +123,10 @@ def grow(store: Store, run: str, first: int, n_sessions: int, n_seg: int, dim: i
                             "speaker": ["agent", "customer", "all"] * k.size,
                             "volatility": rng.uniform(0.2, 0.9, 3 * k.size)})
         with store.write() as con:
-            _insert(con, "sessions", sessions)
-            _insert(con, "channels", chan)
-            _insert(con, "segments", segs, casts={"scores": "FLOAT[9]", "embedding": "FLOAT[]"})
-            _insert(con, "session_metrics", metrics)
+            insert(con, "sessions", sessions)
+            insert(con, "channels", chan)
+            insert(con, "segments", segs, casts={"scores": "FLOAT[9]", "embedding": "FLOAT[]"})
+            insert(con, "session_metrics", metrics)
 
 
 def files_of(store: Store) -> tuple[int, int]:

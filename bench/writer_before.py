@@ -23,8 +23,9 @@ from core.analysis.analytics import Reference, analyze_rows
 from core.analysis.categories import CATEGORY_COLUMNS
 from core.analysis.metrics import METRIC_COLUMNS
 from core.analysis.rules import Rules
-from core.storage.sessions import (_ids, _insert, _session_table, analysis_table, channel_table,
-                           frame_table, segment_table, session_tables)
+from core.storage.group_tables import (analysis_table, channel_table, frame_table, ids_table,
+                                       insert, segment_table, session_table)
+from core.storage.sessions import session_tables
 from core.storage.store import Connection
 from core.text.transcripts import event_table, utterance_table, word_table
 
@@ -46,7 +47,7 @@ def installed():
 
 
 def save_group(con, results, run_id, base, first_pos, rules, audio_root, gone) -> list[bool]:
-    con.register("ids_tbl", _ids([r.session_id for r in results]))
+    con.register("ids_tbl", ids_table([r.session_id for r in results]))
     ok_before = {row[0] for row in con.execute(
         "SELECT session_id FROM sessions WHERE status = 'ok' AND session_id IN "
         "(SELECT session_id FROM ids_tbl)").fetchall()}
@@ -55,31 +56,31 @@ def save_group(con, results, run_id, base, first_pos, rules, audio_root, gone) -
     kept = [(first_pos + i, r) for i, (r, k) in enumerate(zip(results, keep)) if k]
     if not kept:
         return keep
-    con.register("del_tbl", _ids([r.session_id for _, r in kept]))
+    con.register("del_tbl", ids_table([r.session_id for _, r in kept]))
     gone += [row[0] for row in con.execute(
         "SELECT segment_id FROM segments WHERE session_id IN (SELECT session_id FROM del_tbl)"
     ).fetchall()]
     for table in session_tables():
         con.execute(f"DELETE FROM {table} WHERE session_id IN (SELECT session_id FROM del_tbl)")
     con.unregister("del_tbl")
-    _insert(con, "sessions", _session_table(kept, run_id, base, audio_root))
+    insert(con, "sessions", session_table(kept, run_id, base, audio_root))
     ok = [r for _, r in kept if r.status == "ok"]
     if any(r.channels for r in ok):
-        _insert(con, "channels", channel_table(ok))
+        insert(con, "channels", channel_table(ok))
     if any(r.segments for r in ok):
-        _insert(con, "segments", segment_table(ok), casts={
+        insert(con, "segments", segment_table(ok), casts={
             "scores": "FLOAT[9]", "embedding": "FLOAT[]"})
     if any(r.curves for r in ok):
-        _insert(con, "frames", frame_table(ok))
+        insert(con, "frames", frame_table(ok))
     if any(r.utterances for r in ok):
-        _insert(con, "utterances", utterance_table(ok))
+        insert(con, "utterances", utterance_table(ok))
         if any(u.words for r in ok for u in r.utterances):
-            _insert(con, "words", word_table(ok))
+            insert(con, "words", word_table(ok))
     if any(r.audio_events for r in ok):
-        _insert(con, "audio_events", event_table(ok))
+        insert(con, "audio_events", event_table(ok))
     for t in analysers.tables():
         if any(r.analyses.get(t.name) for r in ok):
-            _insert(con, t.name, analysis_table(ok, t))
+            insert(con, t.name, analysis_table(ok, t))
     write_sessions(con, [r.session_id for r in ok], rules)
     return keep
 

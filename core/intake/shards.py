@@ -16,7 +16,7 @@ URL (anything `pyarrow.fs` opens: a path, file://, s3://, gs://):
 Each file is written under a temporary name and renamed, so a run killed at any moment leaves
 whole files only, and a shard without its sessions file is simply not there yet. `key` names
 the input file (its path, size and modification time), so a rerun knows which files are done.
-The tables are those `core.storage.sessions` inserts, so a shard read back is the same SessionResult
+The tables are those `core.storage.group_tables` builds and the writer inserts, so a shard read back is the same SessionResult
 the writer would have stored directly.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from core.base.labels import LABELS
 from core.base.names import shown
 from core.storage import analysers
-from core.storage.sessions import analysis_table, channel_table, frame_table, segment_table
+from core.storage.group_tables import analysis_table, channel_table, frame_table, segment_table
 from core.text.transcripts import event_table, events_of, utterance_table, utterances_of, word_table
 from core.base.types import ChannelQuality, Curve, Segment, SessionMeta, SessionResult
 

@@ -4,13 +4,13 @@
 writes the analytics (core.storage.derived) in the same transaction, so no caller can store a session
 without its metrics and alerts, and a crash leaves either all of it or none. Sessions go in
 groups (`save_many`): one transaction and one bulk insert per table for the group, analytics
-computed in ingest order exactly as saving them one at a time would.
+computed in ingest order exactly as saving them one at a time would. The Arrow tables a group
+is inserted as are built in core.storage.group_tables.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from contextlib import ExitStack
 from datetime import timedelta
@@ -26,8 +26,11 @@ from core.analysis.analytics import GroupSegments, GroupSession
 from core.base.labels import LABELS
 from core.base.names import shown
 from core.analysis.rules import Rules
+from core.storage.group_tables import (analysis_table, channel_table, frame_table, ids_table,
+                                       insert, segment_arrow, segment_blocks, session_table,
+                                       with_fused)
 from core.storage.store import Connection, Store
-from core.base.times import as_timestamp, utc_now
+from core.base.times import utc_now
 from core.text.transcripts import event_table, utterance_table, word_table
 from core.base.types import KnownAudio, SessionResult
 from core.storage.vector_keys import keys_for
@@ -50,18 +53,6 @@ def session_tables() -> list[str]:
 RUN_STATUSES = ("running", "finished", "interrupted")
 
 InTransaction = Callable[[Connection, str], None]  # (connection, session_id)
-
-
-def stored_source(path: str | Path, audio_root: str | Path | None = None) -> str:
-    """How a recording's path is stored: absolute, or relative to the audio root when it lies
-    inside it (so a moved recordings share needs one setting changed, not every row)."""
-    full = Path(os.path.abspath(path))
-    if audio_root is not None:
-        try:
-            return str(full.relative_to(os.path.abspath(audio_root)))
-        except ValueError:
-            pass
-    return str(full)
 
 
 class SessionWriter:
@@ -242,7 +233,7 @@ def _save_group(con: Connection, results: list[SessionResult], run_id: str | Non
     rolling volatility and fallback action."""
     # (A failed statement aborts the transaction and Store.write rolls it back; registered
     # tables belong to this connection, which closes then, so none is unregistered on error.)
-    con.register("ids_tbl", _ids([r.session_id for r in results]))
+    con.register("ids_tbl", ids_table([r.session_id for r in results]))
     stored = dict(con.execute("SELECT session_id, status FROM sessions WHERE session_id IN "
                               "(SELECT session_id FROM ids_tbl)").fetchall())
     con.unregister("ids_tbl")
@@ -255,7 +246,7 @@ def _save_group(con: Connection, results: list[SessionResult], run_id: str | Non
     # never stored have nothing to delete, and a new group scans no table for them.
     replaced = [r.session_id for _, r in kept if r.session_id in stored]
     if replaced:
-        con.register("del_tbl", _ids(replaced))
+        con.register("del_tbl", ids_table(replaced))
         gone += [row[0] for row in con.execute(  # their rows in the ANN index go too
             "SELECT segment_id FROM segments WHERE session_id IN "
             "(SELECT session_id FROM del_tbl)").fetchall()]
@@ -274,26 +265,26 @@ def _save_group(con: Connection, results: list[SessionResult], run_id: str | Non
     analysis = derived.analyse(con, [_group_session(r, rules) for r in ok],
                                _group_segments(ok, *blocks),
                                base + timedelta(microseconds=first_ok))
-    _insert(con, "sessions", _session_table(kept, run_id, base, audio_root))
+    insert(con, "sessions", session_table(kept, run_id, base, audio_root))
     if any(r.channels for r in ok):
-        _insert(con, "channels", channel_table(ok))
+        insert(con, "channels", channel_table(ok))
     if blocks[0]:
-        _insert(con, "segments", segment_arrow(*blocks, {
+        insert(con, "segments", segment_arrow(*blocks, {
             "rolling_volatility": pa.array(analysis.rolling_volatility, pa.float64(),
                                            from_pandas=True),
             "fallback_action": pa.array(analysis.fallback_action, pa.string()), **head_cols}),
             casts={"scores": "FLOAT[9]", "embedding": "FLOAT[]"})
     if any(r.curves for r in ok):
-        _insert(con, "frames", frame_table(ok))
+        insert(con, "frames", frame_table(ok))
     if any(r.utterances for r in ok):
-        _insert(con, "utterances", _with_fused(utterance_table(ok), analysis.fused))
+        insert(con, "utterances", with_fused(utterance_table(ok), analysis.fused))
         if any(u.words for r in ok for u in r.utterances):
-            _insert(con, "words", word_table(ok))
+            insert(con, "words", word_table(ok))
     if any(r.audio_events for r in ok):
-        _insert(con, "audio_events", event_table(ok))
+        insert(con, "audio_events", event_table(ok))
     for t in analysers.tables():
         if any(r.analyses.get(t.name) for r in ok):
-            _insert(con, t.name, analysis_table(ok, t))
+            insert(con, t.name, analysis_table(ok, t))
     derived.insert(con, analysis)
     return keep
 
@@ -337,143 +328,7 @@ def _measured(segs: list, name: str) -> np.ndarray:
     return pa.compute.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
 
 
-def _with_fused(utts: pa.Table, fused) -> pa.Table:
-    """The utterances with their fused states (core.analysis.fusion, computed with the analytics)."""
-    if fused is None or not len(fused):
-        return utts
-    at = dict(zip(fused.utterance_id.tolist(), range(len(fused))))
-    pos = [at.get(u) for u in utts["utterance_id"].to_pylist()]
-    for col, kind in (("voice", pa.string()), ("fused", pa.string()), ("turn", pa.int32()),
-                      ("turn_fused", pa.string())):
-        values = fused[col].tolist()
-        utts = utts.append_column(col, pa.array([None if p is None else values[p] for p in pos],
-                                                kind, from_pandas=True))
-    return utts
-
-
-def _ids(ids: list[str]) -> pa.Table:
-    return pa.table({"session_id": pa.array(ids, pa.string())})
-
-
-_SESSION_SCHEMA = pa.schema([
-    ("session_id", pa.string()), ("source_path", pa.string()), ("file_name", pa.string()),
-    ("sha256", pa.string()), ("duration_s", pa.float64()), ("n_channels", pa.int32()),
-    ("codec", pa.string()), ("sample_rate", pa.int32()), ("status", pa.string()),
-    ("error", pa.string()), ("agent_id", pa.string()), ("customer_id", pa.string()),
-    ("team", pa.string()), ("recorded_at", pa.timestamp("us")), ("tags", pa.list_(pa.string())),
-    ("run_id", pa.string()), ("ingested_at", pa.timestamp("us")),
-    ("flags", pa.list_(pa.string())),
-])
-_CHANNEL_SCHEMA = pa.schema([
-    ("session_id", pa.string()), ("channel", pa.int32()), ("speaker", pa.string()),
-    ("duration_s", pa.float64()), ("rms", pa.float64()), ("clip_ratio", pa.float64()),
-    ("speech_s", pa.float64()), ("flags", pa.list_(pa.string())),
-])
-
-
-def _session_table(kept: list[tuple[int, SessionResult]], run_id, base,
-                   audio_root) -> pa.Table:
-    rows = []
-    for pos, r in kept:
-        m = r.meta
-        rows.append({
-            "session_id": r.session_id, "source_path": shown(stored_source(r.source_path, audio_root)),
-            "file_name": shown(r.file_name), "sha256": r.sha256, "duration_s": r.duration_s,
-            "n_channels": r.n_channels, "codec": r.codec, "sample_rate": r.sample_rate,
-            "status": r.status, "error": None if r.error is None else shown(r.error),
-            "agent_id": m.agent_id, "customer_id": m.customer_id, "team": m.team,
-            "recorded_at": as_timestamp(m.recorded_at), "tags": list(m.tags),
-            "run_id": run_id,
-            # One microsecond apart, in the order given: the ingest order analytics follow.
-            "ingested_at": base + timedelta(microseconds=pos),
-            "flags": list(r.flags)})
-    return pa.Table.from_pylist(rows, schema=_SESSION_SCHEMA)
-
-
-def channel_table(results: list[SessionResult]) -> pa.Table:
-    """Every channel's quality row of the group (the same table Parquet shards hold)."""
-    return pa.Table.from_pylist([
-        {"session_id": r.session_id, "channel": c.channel, "speaker": c.speaker,
-         "duration_s": c.duration_s, "rms": c.rms, "clip_ratio": c.clip_ratio,
-         "speech_s": c.speech_s, "flags": list(c.flags)}
-        for r in results for c in r.channels], schema=_CHANNEL_SCHEMA)
-
-
-def segment_table(results: list[SessionResult]) -> pa.Table:
-    """Every segment of the group; scores and embeddings as fixed-size float32 lists built
-    from one numpy block each, not from Python lists of floats."""
-    return segment_arrow(*segment_blocks(results))
-
-
-def segment_blocks(results: list[SessionResult]) -> tuple[list, np.ndarray, np.ndarray]:
-    """(session id, segment) pairs of the group with their scores and embeddings stacked as
-    float32, as the store holds them."""
-    segs = [(r.session_id, s) for r in results for s in r.segments]
-    scores = np.stack([s.scores for _, s in segs]).astype(np.float32, copy=False)
-    emb = np.stack([s.embedding for _, s in segs]).astype(np.float32, copy=False)
-    return segs, scores, emb
-
-
-def segment_arrow(segs: list, scores: np.ndarray, emb: np.ndarray,
-                  derived_values: dict | None = None) -> pa.Table:
-    """The segments table of `segment_blocks`; `derived_values` (rolling_volatility and
-    fallback_action as computed by the analytics) in place of the segments' own."""
-    cols = {
-        "segment_id": [s.segment_id for _, s in segs],
-        "session_id": [sid for sid, _ in segs],
-        "channel": pa.array([s.channel for _, s in segs], pa.int32()),
-        "speaker": [s.speaker for _, s in segs],
-        "start_s": pa.array([s.start_s for _, s in segs], pa.float64()),
-        "end_s": pa.array([s.end_s for _, s in segs], pa.float64()),
-        "label": [s.label for _, s in segs],
-        "confidence": pa.array([s.confidence for _, s in segs], pa.float64()),
-        "scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1)), scores.shape[1]),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]),
-        "rms": pa.array([s.rms for _, s in segs], pa.float64()),
-        "clip_ratio": pa.array([s.clip_ratio for _, s in segs], pa.float64()),
-        "flags": pa.array([list(s.flags) for _, s in segs], pa.list_(pa.string())),
-        "fallback_action": pa.array([s.fallback_action for _, s in segs], pa.string()),
-        "segment_key": pa.array(keys_for(s.segment_id for _, s in segs), pa.uint64()),
-        **{c.name: pa.array([s.values.get(c.name) for _, s in segs], c.arrow)
-           for c in analysers.segment_columns()},
-    }
-    cols.update(derived_values or {})
-    return pa.table(cols)
-
-
-def analysis_table(results: list[SessionResult], t: analysers.Table) -> pa.Table:
-    """An analyser table's rows of the group, numbered per session (n)."""
-    rows = []
-    for r in results:
-        for n, row in enumerate(r.analyses.get(t.name, ())):
-            rows.append({**row, "session_id": r.session_id, "n": n})
-    return pa.Table.from_pylist(rows, schema=analysers.table_schema(t))
-
-
-def frame_table(results: list[SessionResult]) -> pa.Table:
-    curves = [(r.session_id, c) for r in results for c in r.curves]
-    probs = np.concatenate([c.probs for _, c in curves]).astype(np.float32, copy=False)
-    cols = {
-        "session_id": np.repeat([sid for sid, _ in curves], [len(c.t_s) for _, c in curves]),
-        "channel": np.repeat([c.channel for _, c in curves],
-                             [len(c.t_s) for _, c in curves]).astype(np.int32),
-        "t_s": np.concatenate([c.t_s for _, c in curves]).astype(np.float64),
-    }
-    cols.update({lab: probs[:, i] for i, lab in enumerate(LABELS)})
-    return pa.table(cols)
-
-
 def delete_session(con: Connection, session_id: str) -> None:
     """Every row of one session, on the caller's transaction."""
     for table in session_tables():
         con.execute(f"DELETE FROM {table} WHERE session_id = ?", [session_id])
-
-
-def _insert(con: Connection, table: str, data: pa.Table, casts: dict | None = None) -> None:
-    """INSERT ... SELECT from a registered Arrow table: one bulk statement, not a row loop."""
-    casts = casts or {}
-    names = data.column_names
-    select = ", ".join(f"{n}::{casts[n]}" if n in casts else n for n in names)
-    con.register("insert_tbl", data)
-    con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM insert_tbl")
-    con.unregister("insert_tbl")
