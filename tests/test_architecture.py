@@ -192,3 +192,18 @@ def test_paths_beside_the_store_are_named_only_in_core_places():
              if beside.search(line) and "__file__" not in line]
     assert not found, found
     assert erasure.OWNED is places.OWNED and set(places.OWNED) <= set(places.FOLDERS)
+
+
+def test_emoscope_toml_is_read_in_one_place(tmp_path, monkeypatch):
+    """core/base/config_file is the one TOML reader of ours (dashboard/launch reads Streamlit's
+    secrets.toml, not emoscope.toml); the rules and the settings find the same file."""
+    readers = sorted(str(p.relative_to(ROOT)) for t in OURS for p in (ROOT / t).rglob("*.py")
+                     if "tomllib" in p.read_text())
+    assert readers == ["core/base/config_file.py", "dashboard/launch.py"]
+    from core.analysis.rules import load_rules
+    from core.base.config_file import config_path
+    cfg = tmp_path / "elsewhere.toml"
+    cfg.write_text("[trend]\nthreshold = 0.42\n")
+    monkeypatch.delenv("EMOSCOPE_RULES", raising=False)
+    monkeypatch.setenv("EMOSCOPE_CONFIG", str(cfg))
+    assert config_path() == cfg.resolve() and load_rules().trend_threshold == 0.42

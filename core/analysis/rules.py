@@ -4,17 +4,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from core.analysis import categories as cats
 from core.analysis.fusion import DISAGREEMENTS
+from core.base.config_file import SettingsError, config_path, read_config
 from core.base.labels import LABELS
 
 DEFAULT_RULES = Path(__file__).with_name("default_rules.toml")
-USER_RULES = "emoscope.toml"
 # The one threshold of each kind that the dashboard's what-if sliders move (None: set-level).
 TUNABLE = {"streak": "min_count", "last_quarter_share": "min_share",
            "session_share": "min_share", "volatility_percentile": "percentile",
@@ -139,13 +137,11 @@ class Rules:
 
 
 def _read(path: Path) -> dict:
+    """A rules file through the one emoscope.toml reader, its errors as RulesError."""
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise RulesError(f"rules file not found: {path}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise RulesError(f"{path} is not valid TOML: {e}") from None
+        return read_config(path)
+    except SettingsError as e:
+        raise RulesError(str(e).replace("settings file not found", "rules file not found")) from None
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -245,15 +241,14 @@ def _named_set(name: str, raw, base: dict, where: str, source: str) -> Rules:
 
 
 def load_rules(path: str | Path | None = None) -> Rules:
-    """Packaged defaults, overlaid by `path`, else $EMOSCOPE_RULES, else ./emoscope.toml if any.
+    """Packaged defaults, overlaid by emoscope.toml as core.base.config_file finds it (`path`,
+    else $EMOSCOPE_CONFIG, else $EMOSCOPE_RULES, else ./emoscope.toml if any).
 
     Named sets (`[sets.NAME]`) merge over the top level the same way the file merges over the
     defaults: tables key by key, an `alerts` list replaces the list whole."""
     data = _read(DEFAULT_RULES)
     source = str(DEFAULT_RULES)
-    chosen = path or os.environ.get("EMOSCOPE_RULES")
-    if chosen is None and Path(USER_RULES).is_file():
-        chosen = USER_RULES
+    chosen = config_path(path)
     if chosen is not None:
         data = _merge(data, _read(Path(chosen)))
         source = str(chosen)

@@ -8,7 +8,6 @@ opened per read by `Store` (read-only, retried while a writer holds the lock) an
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,7 +20,8 @@ from core.storage import notes as core_notes
 from core.guard.access import Viewer, operator
 from core.base.labels import LABELS
 from core.storage.queries import EVERY, Reader, SessionFilter
-from core.analysis.rules import USER_RULES, Rules, RulesError, load_rules
+from core.analysis.rules import Rules, RulesError, load_rules
+from core.base.config_file import config_path
 from core.storage.store import Store, file_version
 from dashboard.components.context import db_path, settings  # noqa: F401  (pages call data.*)
 
@@ -71,8 +71,8 @@ def ready() -> bool:
 def rules() -> Rules | None:
     """The analytics rules (emoscope.toml over the defaults); None when the file is broken.
     Read again when the file changes."""
-    chosen = os.environ.get("EMOSCOPE_RULES") or (USER_RULES if Path(USER_RULES).is_file()
-                                                  else None)
+    found = config_path()
+    chosen = str(found) if found else None
     try:
         stamp = Path(chosen).stat().st_mtime_ns if chosen else 0
     except OSError:
