@@ -22,7 +22,8 @@ def _is_day(value: str) -> bool:
 
 @app.command()
 def export(
-    out: Path = typer.Option(Path("data/exports"), help="Folder to write the files into."),
+    out: Optional[Path] = typer.Option(None, help="Folder to write the files into "
+                                                  "(default: exports/ beside the database)."),
     db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to read."),
     team: Optional[str] = typer.Option(None, help="A team report: this team's sessions."),
     agent: Optional[str] = typer.Option(None, help="An agent report: this agent's calls."),
@@ -109,6 +110,9 @@ def export(
     if report is None:
         typer.secho("no analysed session matches these filters", fg="red", err=True)
         raise typer.Exit(1)
+    if out is None:  # beside the store it came from, where erasure and retention look
+        from core.base import places
+        out = places.folder(db, places.EXPORTS)
     private_dir(out)
     if clips or bleep:  # the audio, through the same scoped reader; bleeped where asked
         from core.reporting.clips import clips_zip

@@ -317,9 +317,11 @@ def test_cli_export_as_a_user_is_limited_to_their_grants(scoped, tmp_path, monke
                                    "eve@example.com"])
     assert res.exit_code == 2 and "no role" in res.output
     # Without --as: the machine's operator, everything; both exports are in the audit.
-    res = CliRunner().invoke(app, ["export", "--db", str(db), "--out", str(out), "--format",
-                                   "json"])
+    # Without --out: into exports/ beside the database, wherever the command ran.
+    res = CliRunner().invoke(app, ["export", "--db", str(db), "--format", "json"])
     assert res.exit_code == 0, res.output
+    from core.base import places
+    assert list(places.folder(db, places.EXPORTS).glob("*.json"))
     res = CliRunner().invoke(app, ["audit", "--db", str(db), "--json", "--action", "export"])
     rows = [json.loads(x) for x in res.stdout.splitlines()]
     assert [r["who"] for r in rows][-1] == "ana@example.com" and len(rows) == 2
