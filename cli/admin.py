@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -47,6 +48,22 @@ def audit(
     typer.secho(f"{len(rows)} audit records", err=True)
 
 
+@contextmanager
+def _steps_shown(what: str):
+    """An erasure's steps (core.admin.erasure's hook) as one transient progress line: the step
+    in hand, and how many of its files are done where it counts them."""
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def hook(step: str, artefact=None, completed: int | None = None,
+                 total: int | None = None) -> None:
+            bar.update(task, description=f"{what}: {step}", completed=completed or 0,
+                       total=total)
+        yield hook
+
+
 @app.command()
 def forget(
     db: Path = typer.Option(DEFAULT_DB, help="DuckDB file to erase from."),
@@ -81,7 +98,9 @@ def forget(
         if not given:
             return
         kind, value = given[0]
-        p = erasure.plan(store, kind, value, operator(), include_sources=include_sources)
+        with _steps_shown("looking for every copy") as hook:
+            p = erasure.plan(store, kind, value, operator(), include_sources=include_sources,
+                             hook=hook)
         if p.empty:
             typer.secho(f"nothing stored for {kind} {value}", fg="yellow", err=True)
             raise typer.Exit(1)
@@ -89,7 +108,8 @@ def forget(
                    f"segments, {len(p.job_ids)} jobs, {len(p.files)} files")
         if not yes and not typer.confirm("Erase them for good?"):
             raise typer.Exit(1)
-        erasure.execute(store, p)
+        with _steps_shown("erasing") as hook:
+            erasure.execute(store, p, hook)
     except StoreBusy as e:
         typer.secho(f"error: {e}; stop the worker or try again", fg="red", err=True)
         raise typer.Exit(1)

@@ -159,6 +159,24 @@ def test_a_crash_at_any_step_is_finished_by_running_forget_again(site, monkeypat
     assert len(rows) == 1  # resumed, not recorded twice
 
 
+def test_an_erasure_reports_its_steps_in_order_to_a_hook(site):
+    db, ids = site["db"], sorted(site["shared"].session_id)
+    seen = []
+    p = erasure.erase(Store(db), "customer", "c-shared", operator(),
+                      hook=lambda step, artefact=None, **progress: seen.append(
+                          (step, artefact, progress)))
+    assert list(dict.fromkeys(step for step, _, _ in seen)) == [
+        "sessions", "recordings", "job files", "exports", "shards", "spools", "uploads",
+        "planned", "marked", "noted", "files", "rows", "index", "compacted"]
+    found = {step: artefact for step, artefact, _ in seen}
+    assert found["sessions"] == ids and found["planned"] is p and found["rows"] == ids
+    assert found["recordings"] and found["job files"]  # each step reports what it found
+    counted = [progress for step, _, progress in seen if progress]
+    assert p.files and counted == [{"completed": n, "total": len(p.files)}
+                                   for n in range(1, len(p.files) + 1)]
+    assert set(counts(db, ids).values()) == {0}
+
+
 def test_the_worker_carries_out_requests_and_retention(site, model):
     from ingest.worker import Worker, default_config
     from tests.store_fixtures import writer_for

@@ -12,6 +12,9 @@ file (DuckDB leaves deleted values readable in free blocks), and the journal is 
 Every step is idempotent, so `resume_pending` — run by `emoscope forget` and by the worker —
 finishes any erasure a crash interrupted. Only the writing process erases (the worker, or the
 CLI when no worker runs); the dashboard files a request that the worker carries out.
+
+The plan is found by core.admin.erasure_plan; `execute` reads as its steps, each reported to an
+optional hook when done (the CLI's progress line).
 """
 from __future__ import annotations
 
@@ -19,60 +22,25 @@ import json
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+# Planning lives in core.admin.erasure_plan; its public names are erasure's too.
+from core.admin.erasure_plan import (KINDS, ErasureError, Hook, Plan, has_table, hashed,  # noqa: F401
+                                     inboxes, journal_dir, plan, quiet, staging_folders)
+from core.admin.settings import Retention
 from core.base import places
-from core.storage import audit, corrections, notes
-from core.intake import shards
-from core.guard.access import Viewer
-from core.intake.inbox import HEARTBEAT, entry, read_sidecar, sidecar_of, waiting
 from core.base.keyed import pseudonym, secret
 from core.base.private import private_dir, write_atomic
-from core.storage.sessions import delete_session
-from core.admin.settings import Retention
-from core.storage.store import Connection, Store
 from core.base.times import utc_now
+from core.guard.access import Viewer
+from core.intake.inbox import HEARTBEAT
+from core.storage import audit
+from core.storage.sessions import delete_session
+from core.storage.store import Store
 
-KINDS = ("session", "customer", "person", "retention")
 OWNED = places.OWNED  # folders beside the store the product owns (core/base/places)
-
-
-class ErasureError(ValueError):
-    """A request that cannot be carried out (bad kind, nothing matching); one line."""
-
-
-@dataclass
-class Plan:
-    erasure_id: str
-    kind: str
-    target: str  # a session id or a customer/person id, only as its pseudonym
-    who: str
-    roles: str
-    session_ids: list[str] = field(default_factory=list)
-    segment_ids: list[str] = field(default_factory=list)
-    job_ids: list[str] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)  # product-owned files to delete
-    left_in_place: list[str] = field(default_factory=list)  # source recordings outside them
-    planned_at: str = ""
-    audio: list[str] = field(default_factory=list)  # the sessions' recordings' SHA-256
-    subject: list[str] = field(default_factory=list)  # the erased id, in clear, until done
-    compact: bool = True  # end by compacting the database (False: the caller does it once)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.session_ids or self.job_ids or self.files)
-
-
-def journal_dir(db: str | Path) -> Path:
-    return places.folder(db, places.ERASURES)
-
-
-def hashed(db: str | Path, value: str) -> str:
-    """How an erased id is named in the audit and the erased list: its keyed pseudonym."""
-    return pseudonym(secret(db), value)
 
 
 ERASED = "erased.jsonl"
@@ -113,135 +81,6 @@ def _note_erased(db: Path, p: Plan) -> None:
         os.close(fd)
 
 
-def _owned_roots(db: Path) -> list[Path]:
-    return places.owned(db)
-
-
-def inboxes(db: Path) -> list[Path]:
-    """Every inbox of this store: inbox/ beside it, $EMOSCOPE_INBOX (where the dashboard and
-    the API put uploads), and each folder of the data directory a worker has watched
-    (`emoscope worker --inbox`: its heartbeat file stays there)."""
-    home = places.home(db)
-    found = [places.folder(db, places.INBOX)]
-    chosen = os.environ.get("EMOSCOPE_INBOX")
-    if chosen and _inside(Path(chosen).resolve(), [home]):
-        found.append(Path(chosen).resolve())
-    found += [b.parent for b in (*home.glob(f"*/{HEARTBEAT}"), *home.glob(f"*/*/{HEARTBEAT}"))]
-    return list(dict.fromkeys(f for f in found if f != home))
-
-
-def _inside(path: Path, roots: list[Path]) -> bool:
-    return any(path == r or r in path.parents for r in roots)
-
-
-# -- planning ---------------------------------------------------------------------------------
-def plan(store: Store, kind: str, value: str | None, who: Viewer | str,
-         older_than_days: float | None = None, include_sources: bool = False) -> Plan:
-    """What erasing `kind`=`value` removes; nothing is changed yet."""
-    if kind not in KINDS:
-        raise ErasureError(f"erase what? one of {', '.join(KINDS)}, not {kind!r}")
-    if kind != "retention" and not value:
-        raise ErasureError(f"--{kind} needs an id")
-    viewer = who if isinstance(who, Viewer) else None
-    db = store.path.resolve()
-    target = f"older than {older_than_days or 0:g} days" if kind == "retention" \
-        else f"{kind} {hashed(db, value)}"
-    p = Plan(uuid.uuid4().hex[:12], kind, target, viewer.who if viewer else str(who),
-             ",".join(sorted(viewer.roles)) if viewer else "", planned_at=utc_now().isoformat(),
-             subject=[value] if kind != "retention" and value else [])
-    roots = _owned_roots(db)
-    if kind == "session":
-        cond, params = "s.session_id = ?", [value]
-    elif kind in ("customer", "person"):
-        cond, params = "s.customer_id = ?", [value]
-    else:
-        cutoff = utc_now() - timedelta(days=float(older_than_days or 0))
-        cond, params = "coalesce(s.recorded_at, s.ingested_at) < ?", [cutoff]
-    cutoff = cutoff if kind == "retention" else None
-    files: set[Path] = set()
-    if store.exists():
-        with store.write() as con:  # the writer plans what it is about to delete
-            rows = con.execute(f"SELECT session_id, source_path, sha256 FROM sessions s "
-                               f"WHERE {cond}", params).fetchall()
-            p.session_ids = sorted(r[0] for r in rows)
-            p.audio = sorted({r[2] for r in rows if r[2]})
-            p.segment_ids = [r[0] for r in con.execute(
-                "SELECT segment_id FROM segments WHERE list_contains(?, session_id)",
-                [p.session_ids]).fetchall()]
-            jobs = con.execute(
-                "SELECT job_id, file_name FROM jobs WHERE list_contains(?, session_id)"
-                + (" OR json_extract_string(metadata, '$.customer_id') = ?"
-                   if kind in ("customer", "person") else ""),
-                [p.session_ids] + ([value] if kind in ("customer", "person") else [])
-            ).fetchall() if _has_table(con, "jobs") else []
-            p.job_ids = sorted(j[0] for j in jobs)
-            exports = con.execute(
-                "SELECT detail FROM audit WHERE action = 'export'").fetchall() \
-                if _has_table(con, "audit") else []
-        for _, source, _ in rows:
-            src = Path(str(source))
-            if not src.is_absolute():
-                continue  # relative to an audio root: the operator's share, not ours
-            if _inside(src, roots) or include_sources:
-                files.add(src)
-            elif src.exists():
-                p.left_in_place.append(str(src))
-        for job_id, inbox_name in jobs:
-            # every inbox, archive, failed: named by job id or inbox name
-            for root in dict.fromkeys([*inboxes(db), *roots[1:3]]):
-                files.update(root.glob(f"{job_id}.*"))
-                if inbox_name:  # the jobs table's key for the name (core.intake.inbox.key_of)
-                    f = entry(root, inbox_name)
-                    files.update([f, sidecar_of(f)])
-        wanted = set(p.session_ids)
-        for (detail,) in exports:  # exports written by `emoscope export` holding these sessions
-            try:
-                d = json.loads(detail) if isinstance(detail, str) else (detail or {})
-            except ValueError:
-                continue
-            if wanted & set(d.get("sessions") or ()):
-                files.update(Path(f) for f in d.get("files") or ())
-        # Ray shards of these sessions, in every staging folder this store was fed from.
-        for folder in staging_folders(store):
-            files.update(shards.matching(folder, wanted, set(p.audio),
-                                         value if kind in ("customer", "person") else None,
-                                         cutoff))
-    # Notes analysts left about these sessions that the worker has not stored (or rejected).
-    files.update(notes.files_for(notes.spool_dir(db), p.session_ids))
-    files.update(corrections.files_for(corrections.spool_dir(db), p.session_ids))
-    if kind in ("customer", "person") and value:
-        # Files still waiting in the inbox for this person: they would be analysed again.
-        for box in inboxes(db):
-            for f in waiting(box):
-                _, meta, _ = read_sidecar(f)
-                if meta.get("customer_id") == value:
-                    files.update([f, sidecar_of(f)])
-    p.files = sorted(str(f) for f in files if f.exists() or f.is_symlink())
-    return p
-
-
-def staging_folders(store: Store) -> list[Path]:
-    """Local folders that hold Ray shards of this store: `<db>.shards` (the default) and every
-    folder a run was imported from (runs.options.imported_from). Object-store URLs are left to
-    their bucket's own lifecycle rules: named in the README."""
-    db = store.path.resolve()
-    found = {places.beside(db, places.SHARDS)}
-    if store.exists():
-        with store.read() as con:
-            if _has_table(con, "runs"):
-                for (where,) in con.execute(
-                        "SELECT DISTINCT json_extract_string(options, '$.imported_from') "
-                        "FROM runs WHERE options IS NOT NULL").fetchall():
-                    if where and "://" not in where:
-                        found.add(Path(where))
-    return sorted(f for f in found if f.is_dir())
-
-
-def _has_table(con: Connection, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                            [name]).fetchone()[0])
-
-
 # -- carrying out -----------------------------------------------------------------------------
 def after_rows_erased(db: Path, session_ids: list[str], segment_ids: list[str]) -> None:
     """The indexes derived from the store and kept beside it forget the erased rows: the ANN
@@ -264,24 +103,54 @@ def after_rows_erased(db: Path, session_ids: list[str], segment_ids: list[str]) 
 crash_point: Callable[[str], None] = lambda step: None
 
 
-def execute(store: Store, p: Plan) -> Plan:
-    """Mark, note as erased, delete files, delete rows (rewriting the audit's mentions, with
-    the erasure's own record), forget in derived indexes, compact, clear the mark. Safe to run
-    again on the same plan."""
-    folder = private_dir(journal_dir(store.path))
-    mark = folder / f"{p.erasure_id}.json"
-    write_atomic(mark, json.dumps({"state": "planned", "plan": asdict(p)}).encode())
-    crash_point("marked")
+def execute(store: Store, p: Plan, hook: Hook | None = None) -> Plan:
+    """Carry out a plan, each step reported to `hook` when done (the file deletions also as
+    they go). Safe to run again on the same plan: every step is idempotent."""
+    report = hook or quiet
     db = store.path.resolve()
-    key = secret(db)
+    mark = _mark(store, p)
+    _done("marked", report, mark)
     _note_erased(db, p)
-    crash_point("noted")
-    for f in p.files:
+    _done("noted", report, p.session_ids)
+    _delete_files(p.files, report)
+    _done("files", report, p.files)
+    _delete_rows(store, db, p)
+    _done("rows", report, p.session_ids)
+    after_rows_erased(db, p.session_ids, p.segment_ids)
+    _done("index", report, p.segment_ids)
+    _unmark(store, p, mark)
+    if p.compact:
+        report("compacted", compact_if_due(store))
+    return p
+
+
+def _done(step: str, report: Hook, artefact) -> None:
+    report(step, artefact)
+    crash_point(step)
+
+
+def _mark(store: Store, p: Plan) -> Path:
+    """The journal file (fsync'd) that makes a crash from here on finish the erasure."""
+    mark = private_dir(journal_dir(store.path)) / f"{p.erasure_id}.json"
+    write_atomic(mark, json.dumps({"state": "planned", "plan": asdict(p)}).encode())
+    return mark
+
+
+def _delete_files(files: list[str], report: Hook) -> None:
+    for n, f in enumerate(files, 1):
         try:
             Path(f).unlink()
         except FileNotFoundError:
             pass
-    crash_point("files")
+        report("files", f, completed=n, total=len(files))
+
+
+def _delete_rows(store: Store, db: Path, p: Plan) -> None:
+    """The sessions' rows, their notes, corrections and jobs, and the audit's mentions of them
+    rewritten, with the erasure's own audit record, in one transaction."""
+    key = secret(db)
+    if not store.exists():
+        return
     record = audit.entry(p.who, "erase", p.target,
                          {"kind": p.kind, "erasure_id": p.erasure_id, "roles": p.roles,
                           "sessions": [pseudonym(key, s) for s in p.session_ids],
@@ -289,27 +158,24 @@ def execute(store: Store, p: Plan) -> Plan:
                           "left_in_place": p.left_in_place})
     record["audit_id"] = f"erase-{p.erasure_id}"  # the same row however often it is resumed
     record["roles"] = p.roles
-    if store.exists():
-        audit.AuditLog.beside(db).fold(store)  # spooled records naming it are rewritten too
-        with store.write() as con:
-            for sid in p.session_ids:
-                delete_session(con, sid)
-            for kept in ("notes", "corrections"):  # they outlive a re-analysis, not this
-                if _has_table(con, kept):
-                    con.execute(f"DELETE FROM {kept} WHERE list_contains(?, session_id)",
-                                [p.session_ids])
-            if p.job_ids and _has_table(con, "jobs"):
-                con.execute("DELETE FROM jobs WHERE list_contains(?, job_id)", [p.job_ids])
-            audit.forget_subject(con, key, p.subject, p.session_ids, p.job_ids, p.files)
-            audit.insert(con, [record])
-    crash_point("rows")
-    after_rows_erased(db, p.session_ids, p.segment_ids)
-    crash_point("index")
-    write_atomic(folder / COMPACT_DUE, p.erasure_id.encode())  # outlives the mark until done
+    audit.AuditLog.beside(db).fold(store)  # spooled records naming it are rewritten too
+    with store.write() as con:
+        for sid in p.session_ids:
+            delete_session(con, sid)
+        for kept in ("notes", "corrections"):  # they outlive a re-analysis, not this
+            if has_table(con, kept):
+                con.execute(f"DELETE FROM {kept} WHERE list_contains(?, session_id)",
+                            [p.session_ids])
+        if p.job_ids and has_table(con, "jobs"):
+            con.execute("DELETE FROM jobs WHERE list_contains(?, job_id)", [p.job_ids])
+        audit.forget_subject(con, key, p.subject, p.session_ids, p.job_ids, p.files)
+        audit.insert(con, [record])
+
+
+def _unmark(store: Store, p: Plan, mark: Path) -> None:
+    """The journal goes; a compaction stays due (its own file) until one is done."""
+    write_atomic(mark.parent / COMPACT_DUE, p.erasure_id.encode())
     mark.unlink(missing_ok=True)
-    if p.compact:
-        compact_if_due(store)
-    return p
 
 
 COMPACT_DUE = "compact.due"
@@ -331,9 +197,9 @@ def compact_if_due(store: Store) -> dict | None:
 
 
 def erase(store: Store, kind: str, value: str | None, who: Viewer | str,
-          include_sources: bool = False) -> Plan:
-    p = plan(store, kind, value, who, include_sources=include_sources)
-    return execute(store, p)
+          include_sources: bool = False, hook: Hook | None = None) -> Plan:
+    p = plan(store, kind, value, who, include_sources=include_sources, hook=hook)
+    return execute(store, p, hook)
 
 
 # -- requests from the dashboard, and journals left by a crash ---------------------------------
@@ -388,7 +254,7 @@ def apply_retention(store: Store, retention: Retention) -> dict:
             out["sessions"] = len(p.session_ids)
     if retention.audio_days > 0:
         cutoff = time.time() - retention.audio_days * 86400
-        for root in _owned_roots(db)[1:3]:  # archive, failed
+        for root in places.owned(db)[1:3]:  # archive, failed
             if not root.is_dir():
                 continue
             for f in root.iterdir():
