@@ -143,11 +143,17 @@ def test_the_index_follows_reingest_and_erasure_and_repairs_itself(scoped, tmp_p
     from dataclasses import replace
     from core.base.types import Utterance, utterance_id_for
     r = replace(r, utterances=(Utterance(utterance_id_for(r.session_id, 1, 0), 1, "customer",
-                                         0.5, 5.0, "my parcel never arrived", "en", 0.9, "t"),))
+                                         0.5, 5.0, "my parcel never arrived", "en", 0.9, "t"),
+                                   Utterance(utterance_id_for(r.session_id, 1, 1), 1, "customer",
+                                             6.0, 9.0, "我的包裹一直没有到", "zh", 0.9, "t")))
     writer = SessionWriter(store, RULES)
     writer.save(r, writer.start_run("tiny-random", "", False, "cpu", "engine", {}))
     assert r.session_id not in set(found(reader, "refund").session_id)
     assert list(found(reader, "parcel").session_id) == [r.session_id]
+    # a Chinese word inside a sentence without spaces, shown as it was said
+    hits = found(reader, "包裹")
+    assert list(hits.session_id) == [r.session_id] and list(hits.text) == ["我的包裹一直没有到"]
+    assert len(found(reader, '"没有到" OR 退款')) == 1 and len(found(reader, "裹包")) == 0
     # a broken index file is rebuilt from the store before it is searched
     word_index.path_of(db).write_bytes(b"not a database")
     ws._checked.clear()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import calendar
 import fcntl
 import logging
+import re
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -35,7 +36,19 @@ from core.storage.store import Store
 
 log = logging.getLogger("emoscope.words")
 
-VERSION = "3"  # the layout below; another value is rebuilt
+VERSION = "4"  # the layout below; another value is rebuilt
+# unicode61 reads a run of Han characters as one token, so a word inside a Chinese sentence
+# could not be found. Each Han character is indexed as a token of its own (a zero-width space,
+# a separator to unicode61, on either side), a Chinese word is searched as the phrase of its
+# characters (core.index.word_search.parse), and the text is shown without the marks.
+HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef"
+_HAN_CHAR = re.compile(f"([{HAN}])")
+MARK = "\u200b"
+
+
+def indexed_text(text: str | None) -> str:
+    """What the index holds of an utterance's text: each Han character a token of its own."""
+    return _HAN_CHAR.sub(MARK + r"\1" + MARK, text or "")
 SHIFT = 20  # rowid = (session date in epoch seconds) << SHIFT | n
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
@@ -253,7 +266,7 @@ def _add(con: sqlite3.Connection, store: Store, session_ids: list[str],
                 next_free[base] = base if top is None else top + 1
             utt.append((next_free[base], utterance_id, sid, role, int(emo), label, confidence,
                         ch, start, end))
-            fts.append((next_free[base], text or ""))
+            fts.append((next_free[base], indexed_text(text)))
             next_free[base] += 1
         con.executemany("INSERT INTO utt VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", utt)
         con.executemany("INSERT INTO fts(rowid, text) VALUES (?, ?)", fts)

@@ -7,6 +7,8 @@ The query language (`parse`):
     refund OR credit            either; OR binds tighter than the implicit AND:
                                 `charged twice OR double` = charged AND (twice OR double)
     refund*                     words starting with refund (refunds, refunded)
+    退款                        a Chinese word: its characters in that order, anywhere in a
+                                sentence (each Han character is a token of the index)
 Filters (`Filters`): speaker role, emotion (any segment overlapping the utterance on its
 channel has it), team, agent, person, dates.
 
@@ -44,6 +46,13 @@ MATCH_COLUMNS = ["utterance_id", "session_id", "channel", "speaker", "start_s", 
                  "label", "confidence", "emo"]
 _TOKEN = re.compile(r'"([^"]*)"?|(\S+)')
 _WORD = re.compile(r"\w+", re.UNICODE)
+_PIECE = re.compile(f"[{word_index.HAN}]|[^{word_index.HAN}]+")
+_HAN_ONLY = re.compile(f"[{word_index.HAN}]")
+
+
+def _pieces(word: str) -> list[str]:
+    """A word as the index tokenised it: each Han character alone, other runs whole."""
+    return _PIECE.findall(word)
 
 
 class QueryError(ValueError):
@@ -96,10 +105,12 @@ def parse(text: str) -> Query:
             continue
         raw = phrase if phrase is not None else bare
         prefix = phrase is None and raw.endswith("*")
-        words = tuple(w.lower() for w in _WORD.findall(raw))
+        words = tuple(piece for w in _WORD.findall(raw) for piece in _pieces(w.lower()))
         if not words:
             continue  # punctuation alone, or an empty phrase
-        term = Term(words, prefix and len(words) == 1)
+        if phrase is None and len(words) > 1:  # a Chinese word: the phrase of its characters
+            prefix = prefix and not _HAN_ONLY.fullmatch(words[-1])
+        term = Term(words, prefix and (len(words) == 1 or phrase is None))
         if join_next:
             groups[-1].append(term)
         else:
@@ -233,7 +244,7 @@ def _match(store: Store, q: Query, f: Filters, allowed: list[str] | None,
             where.append("u.session_id IN (SELECT session_id FROM temp.allowed)")
         return con.execute(
             "SELECT u.utterance_id, u.session_id, u.channel, u.role, u.start_s, u.end_s, "
-            "fts.text, u.label, u.confidence, u.emo FROM fts "
+            f"replace(fts.text, '{word_index.MARK}', ''), u.label, u.confidence, u.emo FROM fts "
             f"JOIN utt u ON u.rowid = fts.rowid WHERE {' AND '.join(where)} "
             "ORDER BY fts.rowid DESC LIMIT ?", [*params, int(limit)]).fetchall()
     finally:

@@ -15,7 +15,7 @@ from core.base.labels import LABELS
 from dashboard.components import auth, data, nav, player, ui
 
 HELP = ('All the words: `refund double` · a phrase: `"cancel my account"` · either: '
-        '`refund OR credit` · a prefix: `charg*`')
+        '`refund OR credit` · a prefix: `charg*` · Chinese: `退款`')
 
 
 def filters(k) -> tuple[ws.Filters, int]:
