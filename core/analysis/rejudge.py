@@ -10,6 +10,9 @@ read as stored. Inputs are `Reader` rows, so this module never touches the datab
 """
 from __future__ import annotations
 
+from itertools import groupby
+from operator import itemgetter
+
 import numpy as np
 import pandas as pd
 
@@ -81,51 +84,89 @@ def judge_stored(metrics: pd.DataFrame, segments: pd.DataFrame, channels: pd.Dat
     """
     if metrics.empty:
         return pd.DataFrame(columns=ALERT_COLUMNS + META)
-    # Sorted once and sliced per session: pandas calls per session would cost more than the
-    # rules themselves at thousands of sessions.
-    metrics = metrics.sort_values(["ingested_at", "session_id"], kind="stable")
-    position = {sid: k for k, sid in enumerate(metrics.session_id.drop_duplicates())}
-    reference = _reference(metrics, position)
-    inside = metrics if window is None else metrics[metrics.session_id.isin(window)]
-    records = inside.to_dict("records")
-    seg = segments.sort_values(["session_id", "start_s", "channel", "segment_id"],
-                               kind="stable").reset_index(drop=True) if len(segments) \
-        else NO_SEGMENTS
-    ch = channels.sort_values(["session_id", "channel"], kind="stable") \
-        .reset_index(drop=True) if len(channels) else None
-    seg_at = _ranges(seg)
-    said = utterances.sort_values(["session_id", "start_s"], kind="stable").reset_index(
-        drop=True) if utterances is not None and len(utterances) else None
-    said_at = _ranges(said) if said is not None else {}
-    chans_of: dict[str, list] = {}
-    if ch is not None:
-        for sid, sp, flags in zip(ch.session_id, ch.speaker, ch["flags"]):
-            chans_of.setdefault(sid, []).append((sp, tuple(flags) if flags is not None
-                                                 else ()))
-    # one Seq of every segment, in as_seq's order within each session, cut per session below
-    every = as_seq(seg, presorted=True)
-    rolling = seg.rolling_volatility.to_numpy(float)
+    metrics, position = _in_ingest_order(metrics)
+    earlier = _reference(metrics, position)
+    stored = _StoredRows(segments, channels, utterances)
     found: list[dict] = []
-    at = 0
-    while at < len(records):
-        sid = records[at]["session_id"]
-        end = at
-        while end < len(records) and records[end]["session_id"] == sid:
-            end += 1
-        rows, first = records[at:end], records[at]
-        at = end
-        lo, hi = seg_at.get(sid, (0, 0))
-        q = every.take(np.arange(lo, hi))
-        chosen = rules.for_session(first["team"], first["tags"])
-        found += judge(sid, q, _rejudged(rows, q, chans_of.get(sid, []), chosen),
-                       rolling[lo:hi],
-                       effective_duration(first["duration_s"], q), chosen,
-                       reference(position[sid]),
-                       said.iloc[slice(*said_at[sid])] if sid in said_at else None)
-    sessions = metrics.drop_duplicates("session_id")
+    for sid, rows in _sessions_in(metrics, window):
+        found += _judge_session(sid, rows, stored, rules, earlier(position[sid]))
+    return _newest_first(_with_meta(found, metrics))
+
+
+def _in_ingest_order(metrics: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The metric rows in ingest order, and each session's place in it."""
+    metrics = metrics.sort_values(["ingested_at", "session_id"], kind="stable")
+    return metrics, {sid: k for k, sid in enumerate(metrics.session_id.drop_duplicates())}
+
+
+class _StoredRows:
+    """The window's segments, channels and utterances, sorted once and sliced per session:
+    pandas calls per session would cost more than the rules themselves at thousands of
+    sessions."""
+
+    def __init__(self, segments: pd.DataFrame, channels: pd.DataFrame,
+                 utterances: pd.DataFrame | None):
+        seg = segments.sort_values(["session_id", "start_s", "channel", "segment_id"],
+                                   kind="stable").reset_index(drop=True) if len(segments) \
+            else NO_SEGMENTS
+        self._seg_at = _ranges(seg)
+        # one Seq of every segment, in as_seq's order within each session, cut per session
+        self._every = as_seq(seg, presorted=True)
+        self._rolling = seg.rolling_volatility.to_numpy(float)
+        self._said = utterances.sort_values(["session_id", "start_s"], kind="stable") \
+            .reset_index(drop=True) if utterances is not None and len(utterances) else None
+        self._said_at = _ranges(self._said) if self._said is not None else {}
+        self._chans = _channels_by_session(channels)
+
+    def segments(self, sid: str):
+        """The session's segments as a Seq, and their stored rolling volatility."""
+        lo, hi = self._seg_at.get(sid, (0, 0))
+        return self._every.take(np.arange(lo, hi)), self._rolling[lo:hi]
+
+    def channels(self, sid: str) -> list[tuple[str, tuple]]:
+        return self._chans.get(sid, [])
+
+    def utterances(self, sid: str) -> pd.DataFrame | None:
+        return self._said.iloc[slice(*self._said_at[sid])] if sid in self._said_at else None
+
+
+def _channels_by_session(channels: pd.DataFrame) -> dict[str, list[tuple[str, tuple]]]:
+    """(speaker, quality flags) of each session's channels, in channel order."""
+    out: dict[str, list] = {}
+    if len(channels):
+        ch = channels.sort_values(["session_id", "channel"], kind="stable").reset_index(drop=True)
+        for sid, sp, flags in zip(ch.session_id, ch.speaker, ch["flags"]):
+            out.setdefault(sid, []).append((sp, tuple(flags) if flags is not None else ()))
+    return out
+
+
+def _sessions_in(metrics: pd.DataFrame, window: set[str] | None):
+    """(session id, its metric rows) for each session of the window, in ingest order."""
+    inside = metrics if window is None else metrics[metrics.session_id.isin(window)]
+    for sid, rows in groupby(inside.to_dict("records"), key=itemgetter("session_id")):
+        yield sid, list(rows)
+
+
+def _judge_session(sid: str, rows: list[dict], stored: _StoredRows, rules: Rules,
+                   reference: dict[str, np.ndarray]) -> list[dict]:
+    """One session's alerts: its rule set, its metrics re-judged under it, then the rules."""
+    first = rows[0]
+    q, rolling = stored.segments(sid)
+    chosen = rules.for_session(first["team"], first["tags"])
+    return judge(sid, q, _rejudged(rows, q, stored.channels(sid), chosen), rolling,
+                 effective_duration(first["duration_s"], q), chosen, reference,
+                 stored.utterances(sid))
+
+
+def _with_meta(found: list[dict], metrics: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(found, columns=ALERT_COLUMNS)
-    meta = sessions.set_index("session_id")[META]
-    out = out.join(meta, on="session_id")
+    return out.join(metrics.drop_duplicates("session_id").set_index("session_id")[META],
+                    on="session_id")
+
+
+def _newest_first(out: pd.DataFrame) -> pd.DataFrame:
+    """By session date (recorded, else ingested), newest first; a session's alerts keep
+    their order."""
     when = out.recorded_at.fillna(out.ingested_at) if len(out) else out.recorded_at
     return (out.assign(_when=when).sort_values(["_when", "session_id"], ascending=[False, True],
                                                kind="stable")
