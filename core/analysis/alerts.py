@@ -220,9 +220,46 @@ def session_alerts(sid: str, seg, metrics, duration_s: float, rules,
     return rows
 
 
+class Ranked:
+    """One role's reference volatility kept sorted, so a percentile is a lookup rather than a
+    partition of every earlier session's value (what np.percentile does on each call, which
+    grows with the store). `percentile` gives np.percentile's "linear" result to the bit."""
+
+    def __init__(self, values=()):
+        self.values = np.sort(np.asarray(values, dtype=float))
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def add(self, new) -> None:
+        new = np.sort(np.asarray(new, dtype=float))
+        self.values = np.insert(self.values, np.searchsorted(self.values, new), new)
+
+    def percentile(self, q: float) -> float:
+        # numpy's arithmetic step by step: index (n - 1) * q / 100, then _lerp, which takes
+        # the upper end back for a fraction of 0.5 or more.
+        a, n = self.values, len(self.values)
+        if n == 0:
+            return float("nan")
+        at = (n - 1) * (q / 100)
+        if at >= n - 1:
+            return float(a[-1])
+        lo = int(np.floor(at))
+        t = at - lo
+        x, y = float(a[lo]), float(a[lo + 1])
+        return y - (y - x) * (1 - t) if t >= 0.5 else x + (y - x) * t
+
+
+def _percentile(ref, q: float) -> float:
+    if isinstance(ref, Ranked):
+        return ref.percentile(q)
+    return float(np.percentile(np.asarray(ref, float), q))
+
+
 def volatility_alerts(sid: str, seg, metrics, rolling: np.ndarray,
                       reference: dict[str, list[float]], rules) -> list[dict]:
-    """volatility_percentile rules against `reference`: earlier sessions' volatility by role.
+    """volatility_percentile rules against `reference`: earlier sessions' volatility by role
+    (values in any order, or a Ranked).
 
     `rolling`: the rolling volatility of each segment of `as_seq(seg)`, in that order.
     The alert points at the segment where the speaker's rolling volatility peaks.
@@ -238,7 +275,7 @@ def volatility_alerts(sid: str, seg, metrics, rolling: np.ndarray,
             ref = reference.get(sp, [])
             if len(ref) < rule.min_reference:
                 continue
-            limit = float(np.percentile(np.asarray(ref, float), rule.percentile))
+            limit = _percentile(ref, rule.percentile)
             if vol <= limit:
                 continue
             idx = np.flatnonzero(q.speaker == sp)

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from core.analysis import categories
-from core.analysis.alerts import frame, session_alerts, volatility_alerts
-from core.base.labels import UNCERTAIN
-from core.analysis.metrics import (_LABEL_IDX, ALL, METRIC_COLUMNS, REQUEST_CLARIFICATION, Seq, as_seq,
-                          channel_list, metric_rows, segment_updates, speaker_parts)
+from core.analysis.alerts import Ranked, frame, session_alerts, volatility_alerts
+from core.analysis.metrics import (_LABEL_IDX, _UNCERTAIN_AT, ALL, METRIC_COLUMNS,
+                                   REQUEST_CLARIFICATION, Seq, as_seq, channel_list,
+                                   metric_rows, segment_updates, speaker_parts)
 from core.analysis.metrics_group import Unit, group_metric_rows
 from core.analysis.rules import Rules
 
@@ -105,11 +105,13 @@ def judge_live(session_id: str, seg, duration_s: float, rules: Rules,
 class Reference:
     """Per-role volatility of the sessions processed so far, in ingest order: one growing
     float array per role (`values` gives them trimmed), so a store's worth of earlier
-    sessions is not turned into a new array for every session judged."""
+    sessions is not turned into a new array for every session judged. `ranked` holds the same
+    values sorted, for the percentile rules."""
 
     def __init__(self) -> None:
         self._buf: dict[str, np.ndarray] = {}
         self._n: dict[str, int] = {}
+        self.ranked: dict[str, Ranked] = {}
 
     @property
     def values(self) -> dict[str, np.ndarray]:
@@ -125,6 +127,7 @@ class Reference:
             self._buf[sp] = buf = grown
         buf[n:n + vals.size] = vals
         self._n[sp] = n + vals.size
+        self.ranked.setdefault(sp, Ranked()).add(vals)
 
     def add(self, metrics) -> None:
         """Metric rows (a DataFrame or a list of dicts) of one or more sessions."""
@@ -201,10 +204,12 @@ def analyze_group(sessions: list[GroupSession], seg: GroupSegments,
     sess = np.repeat(np.arange(len(sessions)), np.diff(seg.bounds))
     sid, start, channel = seg.segment_id, seg.start, seg.channel
     # As as_seq: time order (start, channel, id) within a session; speakers apart for parts.
-    time_order = np.array(sorted(range(n), key=lambda k: (sess[k], start[k], channel[k],
-                                                          sid[k])), dtype=int)
-    part_order = np.array(sorted(range(n), key=lambda k: (sess[k], seg.speaker[k], start[k],
-                                                          channel[k], sid[k])), dtype=int)
+    # (Ids and speakers as their ranks in sorted order: lexsort then compares numbers only.)
+    sid_rank = np.unique(sid, return_inverse=True)[1].reshape(-1) if n else np.zeros(0, int)
+    sp_rank = np.unique(seg.speaker, return_inverse=True)[1].reshape(-1) if n \
+        else np.zeros(0, int)
+    time_order = np.lexsort((sid_rank, channel, start, sess))
+    part_order = np.lexsort((sid_rank, channel, start, sp_rank, sess))
     part_of = np.zeros(n, dtype=int)  # part number of each row of part_order
     if n:
         new = (sess[part_order][1:] != sess[part_order][:-1]) | \
@@ -233,13 +238,13 @@ def analyze_group(sessions: list[GroupSession], seg: GroupSegments,
 
     threshold = np.array([s.rules.confidence_threshold for s in sessions])[sess] \
         if n else np.zeros(0)
-    low = np.isin(seg.label, UNCERTAIN) | (seg.confidence < threshold)
+    seg.label_idx = np.array([_LABEL_IDX[x] for x in seg.label.tolist()], dtype=int)
+    low = _UNCERTAIN_AT[seg.label_idx] | (seg.confidence < threshold)
     fallback = np.where(low, REQUEST_CLARIFICATION, None).astype(object)
 
     # Placed back: the rolling volatility of each row in time order, and in the order given.
     roll_given = np.full(n, np.nan)
     roll_given[part_order] = roll
-    seg.label_idx = np.array([_LABEL_IDX[x] for x in seg.label.tolist()], dtype=int)
     timed = Seq(segment_id=sid[time_order], channel=channel[time_order],
                 speaker=seg.speaker[time_order], start=start[time_order],
                 end=seg.end[time_order], label=seg.label[time_order],
@@ -292,7 +297,7 @@ def analyze_group(sessions: list[GroupSession], seg: GroupSegments,
         tags, cat_alerts = categories.judge(s.session_id, utts, durations[i], s.rules, seqs[i])
         tagged += tags
         alerts += judge(s.session_id, seqs[i], rows[k:j], roll_time[lo:hi], durations[i],
-                        s.rules, ref.values, category_alerts=cat_alerts)
+                        s.rules, ref.ranked, category_alerts=cat_alerts)
         ref.add(rows[k:j])
         metrics += rows[k:j]
         k = j

@@ -264,8 +264,11 @@ def turns(q: Seq) -> dict[str, int]:
     return out
 
 
+_UNCERTAIN_AT = np.array([lab in UNCERTAIN for lab in LABELS])  # by label index
+
+
 def low_confidence(q: Seq, threshold: float) -> np.ndarray:
-    return np.isin(q.label, UNCERTAIN) | (q.confidence < threshold)
+    return _UNCERTAIN_AT[q.label_idx] | (q.confidence < threshold)
 
 
 def _flags(values) -> list[str]:

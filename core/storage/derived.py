@@ -124,7 +124,7 @@ def _analyse_in_order(con: Connection, sessions: pd.DataFrame, seg: pd.DataFrame
             tags, cat_alerts = categories.judge(sid, said, whole, judged_by, s_seg)
             tagged += tags
         rows, upd, al = analyze_rows(
-            sid, s_seg, ch.iloc[slice(*ch_at.get(sid, (0, 0)))], dur, judged_by, ref.values,
+            sid, s_seg, ch.iloc[slice(*ch_at.get(sid, (0, 0)))], dur, judged_by, ref.ranked,
             category_alerts=cat_alerts)
         ref.add(rows)
         metrics += rows

@@ -150,10 +150,12 @@ def analysis_table(results: list[SessionResult], t: analysers.Table) -> pa.Table
 def frame_table(results: list[SessionResult]) -> pa.Table:
     curves = [(r.session_id, c) for r in results for c in r.curves]
     probs = np.concatenate([c.probs for _, c in curves]).astype(np.float32, copy=False)
+    lengths = [len(c.t_s) for _, c in curves]
+    # Each id once, then taken per frame by Arrow: no numpy string array a frame long.
+    at = np.repeat(np.arange(len(curves)), lengths)
     cols = {
-        "session_id": np.repeat([sid for sid, _ in curves], [len(c.t_s) for _, c in curves]),
-        "channel": np.repeat([c.channel for _, c in curves],
-                             [len(c.t_s) for _, c in curves]).astype(np.int32),
+        "session_id": pa.array([sid for sid, _ in curves], pa.string()).take(at),
+        "channel": np.repeat([c.channel for _, c in curves], lengths).astype(np.int32),
         "t_s": np.concatenate([c.t_s for _, c in curves]).astype(np.float64),
     }
     cols.update({lab: probs[:, i] for i, lab in enumerate(LABELS)})

@@ -22,7 +22,8 @@ KEY_SQL = "('0x' || md5({col})[1:16])::UBIGINT"
 
 
 def key_of(segment_id: str) -> int:
-    return int(hashlib.md5(segment_id.encode("utf-8")).hexdigest()[:16], 16)
+    # The first 8 bytes big-endian: the first 16 hex digits, without formatting and parsing hex.
+    return int.from_bytes(hashlib.md5(segment_id.encode("utf-8")).digest()[:8], "big")
 
 
 def keys_for(segment_ids: Iterable[str]) -> np.ndarray:
