@@ -10,8 +10,8 @@ It makes N synthetic sessions (calls with two channels, diaries with one; 20-s t
 segments with random scores and embeddings; curves every 0.1 s), writes each as a shard
 (core/intake/shards.py, not timed), then into fresh stores: one through `import_shards` (reading
 the shards), one through `SessionWriter.save_many` in groups of GROUP from memory, one through
-the writer before — analytics, the similarity index and the word index kept in all. It
-prints sessions/s and rows/s (session, channel, segment and frame rows) and the CPU seconds
+the writer before in its groups of 64 — analytics, the similarity index and the word index
+kept in all. It prints sessions/s and rows/s (session, channel, segment and frame rows) and the CPU seconds
 of this process for each (on a shared machine the CPU time says what the work costs, the
 wall time what it took), and checks that the stores hold the same rows. The last line is
 `ratio: X.XX`: the writer's throughput from memory ÷ the writer before's.
@@ -106,19 +106,19 @@ def main() -> None:
     timed = {"import (shards)": (time.perf_counter() - t, time.process_time() - cpu)}
     assert len(done.ok) == a.sessions and done.rows == rows
 
-    def direct(name: str) -> None:
+    def direct(name: str, group: int) -> None:
         writer = SessionWriter(Store(work / f"{name}.duckdb"), rules)
         writer.store.migrate()
         t, cpu = time.perf_counter(), time.process_time()
         run = writer.start_run("synthetic", "", False, "cpu", "engine", {})
-        for lo in range(0, len(results), GROUP):
-            writer.save_many(results[lo:lo + GROUP], run)
+        for lo in range(0, len(results), group):
+            writer.save_many(results[lo:lo + group], run)
         index_compact.wait_all(600)
         timed[f"{name} (memory)"] = (time.perf_counter() - t, time.process_time() - cpu)
 
-    direct("direct")
+    direct("direct", GROUP)
     with writer_before.installed():
-        direct("before")
+        direct("before", writer_before.GROUP)
     for name, (secs, cpu) in timed.items():
         print(f"{name:16s} {secs:7.1f} s · {a.sessions / secs:7.1f} sessions/s · "
               f"{rows / secs:10,.0f} rows/s · CPU {cpu:6.1f} s")

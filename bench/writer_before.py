@@ -29,6 +29,8 @@ from core.storage.sessions import session_tables
 from core.storage.store import Connection
 from core.text.transcripts import event_table, utterance_table, word_table
 
+GROUP = 64  # sessions per transaction, as the import committed them then
+
 SEGMENT_COLUMNS = ("segment_id, session_id, channel, speaker, start_s, end_s, label, "
                    "confidence, scores, embedding, flags, pitch_hz, loudness_dbfs")
 UTTERANCE_COLUMNS = ("utterance_id, session_id, channel, speaker, start_s, end_s, text, "
