@@ -26,6 +26,7 @@ scikit-learn.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -298,11 +299,11 @@ def evaluation_table(ev: dict) -> pd.DataFrame:
 REQUESTS = places.HEAD_REQUESTS
 
 
-def requests_dir(db) -> "Path":
+def requests_dir(db) -> Path:
     return places.folder(db, REQUESTS)
 
 
-def request(db, spec: str | None, who, previous: bool = False, force: bool = False) -> "Path":
+def request(db, spec: str | None, who, previous: bool = False, force: bool = False) -> Path:
     """An activation (or `previous`: a rollback) asked for by an admin in the dashboard: a
     file the worker (the single writer) carries out between jobs."""
     import uuid
