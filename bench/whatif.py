@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd  # noqa: E402
 
-from core.guard.access import operator
+from core.guard.access import operator  # noqa: E402
+from core.insight import rejudged  # noqa: E402
 from core.storage.queries import Reader, SessionFilter  # noqa: E402
 from core.analysis.rules import load_rules, tuned  # noqa: E402
 from core.storage.store import Store  # noqa: E402
@@ -44,8 +45,8 @@ def main() -> None:
                          until=str((last + pd.Timedelta(days=1)).date()))
     for name, f in (("whole store", SessionFilter()), ("last week", week)):
         stored, t_read = timed(lambda: reader.alerts(f))
-        same, t_same = timed(lambda: reader.judged_alerts(rules, f))
-        _, t_moved = timed(lambda: reader.judged_alerts(moved, f))
+        same, t_same = timed(lambda: rejudged.judged_alerts(reader, rules, f))
+        _, t_moved = timed(lambda: rejudged.judged_alerts(reader, moved, f))
         equal = stored.sort_values(KEY)[KEY].reset_index(drop=True).equals(
             same.sort_values(KEY)[KEY].reset_index(drop=True))
         print(f"{name}: {reader.n_sessions(f):,} sessions, {len(stored):,} alerts; stored read "

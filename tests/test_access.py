@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from core.storage import analysers, corrections, notes
 from core.reporting import reports
-from core.index import search
+from core.insight import people, rejudged, rollups
 from core.guard.access import (NOTHING, AccessConfig, AccessError, Scope, Viewer, hash_api_key,
                          operator)
 from core.storage.queries import AudioUnavailable, Reader, SessionFilter
@@ -121,9 +121,9 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
         "session_metrics": ids(r.session_metrics()), "alerts": ids(r.alerts()),
         "volatility_peaks": ids(r.volatility_peaks()),
         "export_segments": ids(r.export_segments(SessionFilter())),
-        "embedding_matrix": ids(r.embedding_matrix()[0]), "ingest_stamps": set(r.ingest_stamps()),
-        "person_sessions": ids(r.person_sessions()), "baselines": ids(r.baselines(RULES)),
-        "aggregates": {"n"} if r.aggregates(by="team").sessions.sum() else set(),
+        "person_sessions": ids(people.person_sessions(r)),
+        "baselines": ids(people.baselines(r, RULES)),
+        "aggregates": {"n"} if rollups.aggregates(r, by="team").sessions.sum() else set(),
         "n_sessions": set(range(r.n_sessions())), "counts": set(range(r.counts()["segments"])),
         "models": set(range(len(r.models()))), "latest_model": {r.latest_model()} - {None},
         "jobs": ids(r.jobs()) if "jobs" in r.tables() else set(), "audio_path": audio,
@@ -132,11 +132,12 @@ def every_read(r: Reader, sid: str, seg: str) -> dict[str, set]:
         "judge_segments": ids(r.judge_segments()), "channel_flags": ids(r.channel_flags()),
         "notes": ids(r.notes()),
         "notes_with_pending": ids(r.notes_with_pending(notes.spool_dir(r.store.path))),
-        "judged_alerts": ids(r.judged_alerts(RULES)), "stale_sessions": r.stale_sessions(RULES),
-        "session_table": ids(r.session_table()),
-        "agent_scorecards": set(range(int(r.agent_scorecards().calls.sum()))),
-        "journey": ids(r.journey("c-shared", RULES)),
-        "words_and_voice": ids(r.words_and_voice("c-shared", RULES)),
+        "judged_alerts": ids(rejudged.judged_alerts(r, RULES)),
+        "stale_sessions": rejudged.stale_sessions(r, RULES),
+        "session_table": ids(rollups.session_table(r)),
+        "agent_scorecards": set(range(int(rollups.agent_scorecards(r).calls.sum()))),
+        "journey": ids(people.journey(r, "c-shared", RULES)),
+        "words_and_voice": ids(people.words_and_voice(r, "c-shared", RULES)),
         "segment_space": {(r.segment_space(seg) or {}).get("session_id")} - {None},
         "segment_keys": _sessions_of_keys(r, np.concatenate(
             [r.segment_keys(m, d) for m, d in _spaces(r)] or [np.zeros(0, np.uint64)])),
@@ -189,9 +190,13 @@ NOT_SESSION_READS = {"tables", "runs", "patterns", "heads", "head_activations", 
 
 
 def test_every_public_read_is_checked_here(scoped):
+    """The Reader's reads and core.insight's functions of a Reader alike."""
     db, teams, _ = scoped
     public = {n for n, _ in inspect.getmembers(Reader, inspect.isfunction)
               if not n.startswith("_")}
+    public |= {n for m in (people, rejudged, rollups)
+               for n, fn in inspect.getmembers(m, inspect.isfunction)
+               if fn.__module__ == m.__name__ and not n.startswith("_")}
     checked = set(every_read(Reader(Store(db), SUP_A), "s", "g")) | NOT_SESSION_READS
     assert public - checked == set(), "add the new read to every_read"
 
@@ -229,7 +234,7 @@ def test_an_analyst_reads_only_their_programme(scoped):
     db, teams, _ = scoped
     r = Reader(Store(db), ANALYST)
     assert set(r.session_rows().session_id) == set(teams["W"])
-    assert set(r.embedding_matrix()[0].session_id) == set(teams["W"])
+    assert set(r.export_segments(SessionFilter()).session_id) == set(teams["W"])
     assert set(Reader(Store(db), Viewer("nobody")).session_rows().session_id) == set()
 
 
@@ -256,25 +261,6 @@ def test_relative_source_paths_play_only_from_the_audio_root(scoped, tmp_path):
     with pytest.raises(AudioUnavailable, match="audio_root"):
         Reader(Store(copy), ADMIN).audio_path(sid)
     assert Reader(Store(copy), ADMIN, folder).audio_path(sid) == folder / "archive" / f"{sid}.wav"
-
-
-def test_similar_moments_never_offer_a_neighbour_from_another_team(scoped):
-    db, teams, _ = scoped
-    meta, matrix, dropped = Reader(Store(db), operator()).embedding_matrix()
-    index = search.build_index(matrix, meta, dropped)
-    mine = Reader(Store(db), SUP_A).session_rows().session_id
-    view = search.view(index, mine)
-    assert set(view.meta.session_id) == set(teams["A"]) and view.size < index.size
-    b_seg = meta[meta.session_id == teams["B"][0]].segment_id.iloc[0]
-    assert view.row_of(b_seg) is None  # a segment of team B cannot even be the query
-    # The vector closest to a team-B segment, searched within A: only A comes back.
-    q = index.matrix[index.row_of(b_seg)]
-    hits = search.top_k(view, q, k=50)
-    assert len(hits) == view.size and set(hits.session_id) <= set(teams["A"])
-    np.testing.assert_allclose(hits.similarity.to_numpy(),
-                               np.sort(index.matrix[view.rows] @ q)[::-1], rtol=1e-6)
-    rows, xy = search.pca_2d(view.vectors)
-    assert len(rows) == view.size
 
 
 def test_exports_hold_only_what_the_viewer_may_see(scoped, monkeypatch):

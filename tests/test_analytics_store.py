@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.insight import people, rollups
 from core.storage import derived
 from core.base.labels import LABELS
 from core.guard.access import operator
@@ -169,11 +170,11 @@ def test_reads_for_the_dashboard(store):
     assert len(reader.alerts(SessionFilter(since="2026-11-09"))) == \
         len(reader.alerts(only(CALLS[3].session_id))) + \
         len(reader.alerts(only(CALLS[4].session_id)))
-    weekly = reader.aggregates(by="agent", period="week")
+    weekly = rollups.aggregates(reader, by="agent", period="week")
     assert weekly.sessions.sum() == 5 and set(weekly.key) == {"a0", "a1"}
-    base = reader.baselines(RULES)
+    base = people.baselines(reader, RULES)
     assert set(base.person) >= {"a0", "a1", "c1"}
-    assert set(reader.person_sessions().columns) >= {"person", "mix", "volatility"}
+    assert set(people.person_sessions(reader).columns) >= {"person", "mix", "volatility"}
     assert list(reader.session_metrics().mix.iloc[0]) and len(LABELS) == 9
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.insight import rejudged, rollups
 from core.analysis import categories as C
 from core.guard.access import operator
 from core.storage.derived import recompute
@@ -99,14 +100,14 @@ def test_a_category_tags_exactly_the_sessions_that_meet_it_before_and_after_reco
     assert before and tagged == before
     assert set(r.sessions(SessionFilter(categories=("cancel_while_angry",))).session_id) == \
         before
-    rows = r.session_table()
+    rows = rollups.session_table(r)
     assert set(rows[rows.categories.map(lambda c: "cancel_while_angry" in c)].session_id) == \
         before
     assert set(r.alerts().query("rule == 'cancel_while_angry'").session_id) == before
     # the what-if moves the categories' alerts (unmoved, they are the stored ones:
     # tests/test_rejudge.py)
-    twice = r.judged_alerts(tuned(rules, "default", {"cancel_while_angry": 2}),
-                            SessionFilter(session_ids=tuple(before)))
+    twice = rejudged.judged_alerts(r, tuned(rules, "default", {"cancel_while_angry": 2}),
+                                   SessionFilter(session_ids=tuple(before)))
     assert len(twice) and set(twice.session_id) <= before
     assert "cancel_while_angry" not in set(twice.rule)
 
@@ -155,6 +156,6 @@ def test_a_diary_that_speaks_of_self_harm_raises_an_urgent_alert_first(tmp_path)
     summary = r.summary()
     assert summary.session_id.iloc[0] == urgent.session_id.iloc[0]
     assert summary.severity.iloc[0] == "urgent" and set(every.severity) > {"urgent"}
-    table = r.session_table()
+    table = rollups.session_table(r)
     assert int(table.set_index("session_id").urgent[urgent.session_id.iloc[0]]) == 1
     assert pd.Series(table.alerts).sum() == len(every)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.insight import people, rollups
 from core.storage import notes
 from core.reporting import reports
 from core.base.labels import NEGATIVE
@@ -137,7 +138,7 @@ def test_alert_sliders_and_filters(env):
 # -- the Agents page ---------------------------------------------------------------------------
 def test_agents_page(env):
     reader = Reader(Store(env), operator())
-    card = reader.agent_scorecards()
+    card = rollups.agent_scorecards(reader)
     at = open_page("agents")
     shown = at.dataframe[0].value.set_index("agent_id")
     assert sorted(shown.index) == sorted(card.agent_id)
@@ -150,7 +151,7 @@ def test_agents_page(env):
     at.run()
     clean(at)
     calls = at.dataframe[1].value
-    ben = reader.session_table(SessionFilter(agent="a-ben"))
+    ben = rollups.session_table(reader, SessionFilter(agent="a-ben"))
     assert sorted(calls.session_id) == sorted(ben.session_id)
     rank = calls.severity.map({"high": 3, "medium": 2, "low": 1}).fillna(0).tolist()
     assert rank == sorted(rank, reverse=True)  # worst first
@@ -161,7 +162,7 @@ def test_agents_page(env):
 # -- the Person page ---------------------------------------------------------------------------
 def test_person_page_journey_and_notes(env, tmp_path):
     reader = Reader(Store(env), operator())
-    j = reader.journey("p-001", load_rules(os.environ["EMOSCOPE_RULES"]))
+    j = people.journey(reader, "p-001", load_rules(os.environ["EMOSCOPE_RULES"]))
     at = open_page("person", person="p-001")
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     entries = [t for t in spec["data"] if t.get("name") == "neg_share"][0]
@@ -182,7 +183,7 @@ def test_person_page_journey_and_notes(env, tmp_path):
     # p-002's diaries have words: each entry's words beside its voice, and the share of it in
     # a distress state (fused) against the person's own baseline
     rp = open_page("person", person="p-002")
-    w = reader.words_and_voice("p-002", load_rules(os.environ["EMOSCOPE_RULES"]))
+    w = people.words_and_voice(reader, "p-002", load_rules(os.environ["EMOSCOPE_RULES"]))
     drawn = [t for c in rp.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]
              if t.get("name") == "distress share"]
     assert values(drawn[0]["y"]) == pytest.approx(w.distress.tolist())
@@ -194,7 +195,7 @@ def test_person_page_journey_and_notes(env, tmp_path):
     rp.button_group(key="rp_kind").set_value("person").run()
     assert rp.selectbox(key="rp_person").value == "p-002"
     assert rp.selectbox(key="rp_person").options == ["p-001", "p-002"] + sorted(
-        set(reader.person_sessions().query("role == 'customer'").person))
+        set(people.person_sessions(reader).query("role == 'customer'").person))
     # a note: shown at once, pending, and in the spool, not in the database
     spool = notes.spool_dir(env)
     try:

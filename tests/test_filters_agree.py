@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
+from core.insight import rollups
 from core.analysis import aggregates
 from core.base import periods
 from core.reporting import reports
@@ -86,7 +87,7 @@ def test_every_face_counts_the_same(site, want):
 
     # The agents' scorecards: alerts of calls (no role filter on that page).
     if not roles:
-        card = r.agent_scorecards(f)
+        card = rollups.agent_scorecards(r, f)
         calls = rows[rows.agent_id.notna() & rows.speakers.map(lambda s: "agent" in s)]
         assert int(card.calls.sum()) == len(calls)
         assert int(card[["urgent", "high", "medium", "low"]].sum().sum()) == \

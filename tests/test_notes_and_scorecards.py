@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from core.insight import rollups
 from core.storage import notes
 from core.guard.access import operator
 from core.storage.queries import Reader, SessionFilter
@@ -74,7 +75,7 @@ def test_notes_follow_the_readers_scope(db):
 def test_session_rows_and_scorecards_match_the_store(views_db):
     store = Store(views_db)
     reader = Reader(store, operator())
-    rows = reader.session_table().set_index("session_id")
+    rows = rollups.session_table(reader).set_index("session_id")
     sql = store.query(
         "SELECT a.session_id, count(*) FILTER (WHERE severity = 'high') AS high, "
         "count(*) AS n, min(t_s) AS first FROM alerts a GROUP BY 1").set_index("session_id")
@@ -86,7 +87,7 @@ def test_session_rows_and_scorecards_match_the_store(views_db):
     one = rows[rows.agent_id.notna()].index[0]
     a, c = talk.loc[(one, "agent"), "talk_s"], talk.loc[(one, "customer"), "talk_s"]
     assert rows.loc[one, "talk_share"] == pytest.approx(a / (a + c))
-    card = reader.agent_scorecards().set_index("agent_id")
+    card = rollups.agent_scorecards(reader).set_index("agent_id")
     calls = store.query("SELECT agent_id, count(*) AS n FROM sessions WHERE status = 'ok' "
                         "AND agent_id IS NOT NULL GROUP BY 1").set_index("agent_id").n
     assert card.calls.to_dict() == calls.to_dict()

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.insight import rejudged
 from core.storage.analysers import Found
 from core.analysis.analytics import analyze, judge_live
 from core.analysis.prosody import HOP_S, raised_voice
@@ -139,7 +140,7 @@ def test_stored_prosody_judges_alerts_again_and_the_timeline_draws_it_under_the_
     assert list(seg.pitch_curve.iloc[5]) == [130.0, 0.0, 130.0]
     stored = reader.alerts()
     assert stored[stored.rule == "raised_voice"].t_s.tolist() == [10.0]
-    judged = reader.judged_alerts(RULES)
+    judged = rejudged.judged_alerts(reader, RULES)
     assert judged[judged.rule == "raised_voice"].t_s.tolist() == [10.0]
     # exports: the CSV one value a cell (no curves), the Parquet lossless
     import io

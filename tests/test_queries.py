@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from core.guard.access import operator
+from core.insight import people, rollups
 from core.storage.queries import Reader, SessionFilter
 from core.storage.sessions import SessionWriter
 from core.storage.store import Store
@@ -55,10 +56,9 @@ def every_read(r: Reader) -> dict[str, object]:
         "session_metrics": r.session_metrics(), "alerts": r.alerts(),
         "volatility_peaks": r.volatility_peaks(),
         "export_segments": r.export_segments(SessionFilter()),
-        "embedding_matrix": r.embedding_matrix()[0],
-        "ingest_stamps": pd.DataFrame({"session_id": list(r.ingest_stamps())}),
-        "aggregates": r.aggregates(by="team"), "person_sessions": r.person_sessions(),
-        "baselines": r.baselines(RULES), "n_sessions": r.n_sessions(), "models": r.models(),
+        "aggregates": rollups.aggregates(r, by="team"),
+        "person_sessions": people.person_sessions(r), "baselines": people.baselines(r, RULES),
+        "n_sessions": r.n_sessions(), "models": r.models(),
     }
 
 
@@ -90,8 +90,8 @@ def test_filters(store):
     assert len(early) + len(late) == len(CALLS)
     assert r.sessions(SessionFilter(team="nobody")).empty
     one = SessionFilter(session_ids=(CALLS[0].session_id,))
-    meta, matrix, dropped = r.embedding_matrix(one)
-    assert set(meta.session_id) == {CALLS[0].session_id} and dropped == 0
-    np.testing.assert_allclose(matrix, np.stack([s.embedding for s in CALLS[0].segments
-                                                 ])[np.argsort([s.start_s for s in
-                                                                CALLS[0].segments])])
+    segs = r.export_segments(one)
+    assert set(segs.session_id) == {CALLS[0].session_id}
+    np.testing.assert_allclose(np.stack(segs.embedding.to_numpy()),
+                               np.stack([s.embedding for s in CALLS[0].segments
+                                         ])[np.argsort([s.start_s for s in CALLS[0].segments])])

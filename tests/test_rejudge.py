@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from core.insight import rejudged
 from core.storage import derived
 from core.guard.access import operator
 from core.storage.queries import Reader, SessionFilter
@@ -33,7 +34,7 @@ def same(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 
 def test_rejudged_alerts_are_exactly_the_stored_ones(reader, rules):
-    stored, judged = reader.alerts(), reader.judged_alerts(rules)
+    stored, judged = reader.alerts(), rejudged.judged_alerts(reader, rules)
     assert reader.n_sessions() >= 30
     # not a vacuous equality: every kind fired, under both rule sets
     assert set(stored.rule) == {"angry_streak", "negative_last_quarter", "volatility_p95",
@@ -43,7 +44,7 @@ def test_rejudged_alerts_are_exactly_the_stored_ones(reader, rules):
     same(stored, judged)
     # the same holds for any window: the reference is still every earlier session
     late = SessionFilter(since="2026-11-15", team="support")
-    same(reader.alerts(late), reader.judged_alerts(rules, late))
+    same(reader.alerts(late), rejudged.judged_alerts(reader, rules, late))
     assert 0 < len(reader.alerts(late)) < len(stored)
 
 
@@ -52,7 +53,7 @@ def test_moved_thresholds_follow_the_stored_measurements(reader, rules):
     calls = m[m.rule_set == "default"]
     stricter = tuned(rules, "default", {"negative_last_quarter": 0.8, "trend_threshold": 0.5})
     assert stricter != rules and stricter.set_named("diary") == rules.set_named("diary")
-    out = reader.judged_alerts(stricter)
+    out = rejudged.judged_alerts(reader, stricter)
     watched = calls[calls.speaker == "customer"]
     assert (out.rule == "negative_last_quarter").sum() == (watched.neg_last >= 0.8 - 1e-9).sum()
     assert (out.rule == "ends_worse").sum() == (watched.neg_delta >= 0.5 - 1e-9).sum() > 0
@@ -61,14 +62,14 @@ def test_moved_thresholds_follow_the_stored_measurements(reader, rules):
          out[out.rule == "negative_entry"])
     # watching the agent too: their last quarters count now
     both = tuned(rules, "default", {"speakers": ("agent", "customer")})
-    extra = reader.judged_alerts(both)
+    extra = rejudged.judged_alerts(reader, both)
     agents = calls[calls.speaker == "agent"]
     assert (extra[extra.speaker == "agent"].rule == "negative_last_quarter").sum() == \
         (agents.neg_last >= 0.5 - 1e-9).sum()
     assert tuned(rules, "default", {}) == rules
     # the stored rows tell which sessions another rules file would judge differently
-    assert reader.stale_sessions(rules) == set()
-    assert reader.stale_sessions(stricter) == set(calls.session_id)
+    assert rejudged.stale_sessions(reader, rules) == set()
+    assert rejudged.stale_sessions(reader, stricter) == set(calls.session_id)
 
 
 def test_each_session_is_judged_by_its_rule_set(reader, rules):

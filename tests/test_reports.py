@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.insight import rollups
 from core.reporting import reports
 from core.base.labels import LABELS
 from core.guard.access import operator
@@ -77,7 +78,7 @@ def test_pdf_report(ingested_db, segs):
         title="Weekly report", scope="Sessions: all", sessions=sessions,
         segments=segs.drop(columns=["embedding"]), alerts=alerts,
         models=pd.DataFrame({"model": ["tiny-random"], "trained": [False], "sessions": [2]}),
-        table=reader.session_table())
+        table=rollups.session_table(reader))
     k = reports.kpis(data)
     assert k["Sessions"] == str(len(sessions))
     assert k["Alerts"].split()[0] == str(len(alerts))

@@ -118,7 +118,9 @@ def test_erasure_removes_keys_and_an_erased_segment_is_never_a_neighbour(small):
     # The victim's own vector finds it first while it is stored (own session allowed).
     other = results[6].segments[0].segment_id
     before = similar.neighbours(r, "tiny-random", 4, probe.embedding, 3)[0]
-    assert probe.segment_id in set(before.segment_id)
+    assert before.segment_id.iloc[0] == probe.segment_id  # itself first, with what a hit shows
+    assert list(before.columns) == similar.META_COLUMNS + ["similarity"]
+    assert before.similarity.iloc[0] == pytest.approx(1.0, abs=2e-3)
     erasure.erase(store, "session", victim.session_id, "test")
     ix = assert_index_equals_store(store)
     assert not ix.contains([key_of(s.segment_id) for s in victim.segments]).any()
@@ -307,3 +309,16 @@ def test_a_group_save_updates_the_index_once_for_the_group(small):
     assert ix.generation == before + 1  # one new generation for the whole group
     assert w.last_index_update["added"] == sum(len(r.segments) for r in group)
     assert not ix.contains([key_of(s.segment_id) for s in results[4].segments[3:]]).any()
+
+
+def test_the_similar_maps_basis_places_two_clusters_apart():
+    """similar.pca_basis: the Similar page's map, where a query clip is placed on the same axes."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 16)) + 5.0
+    b = rng.normal(size=(200, 16)) - 5.0
+    mean, axes = similar.pca_basis(np.vstack([a, b]))
+    assert axes.shape == (2, 16)
+    first, second = (a - mean) @ axes[0], (b - mean) @ axes[0]
+    assert first.min() > second.max() or first.max() < second.min()
+    mean, axes = similar.pca_basis(np.zeros((0, 16)))
+    assert mean.shape == (16,) and axes.shape == (2, 16)

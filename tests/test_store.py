@@ -49,9 +49,10 @@ def test_round_trip(tmp_path):
     assert seg.segment_id.tolist() == [s.segment_id for s in r.segments]
     np.testing.assert_allclose(np.stack(seg.scores.to_numpy()), np.stack([s.scores for s in r.segments]),
                                rtol=1e-6)
-    meta, emb, _ = reader.embedding_matrix()
-    assert meta.segment_id.tolist() == [s.segment_id for s in r.segments]
-    np.testing.assert_allclose(emb, np.stack([s.embedding for s in r.segments]), rtol=1e-6)
+    segs = reader.export_segments(SessionFilter())
+    assert segs.segment_id.tolist() == [s.segment_id for s in r.segments]
+    np.testing.assert_allclose(np.stack(segs.embedding.to_numpy()),
+                               np.stack([s.embedding for s in r.segments]), rtol=1e-6)
     frames = reader.frames(r.session_id)
     assert list(frames.columns[3:]) == LABELS and len(frames) == 10
     sess = reader.session_rows().iloc[0]

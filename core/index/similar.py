@@ -17,14 +17,17 @@ import pandas as pd
 
 from core.index import segment_index
 from core.storage.queries import Reader, SessionFilter
-from core.index.search import META_COLUMNS
 from core.storage.store import Store, file_version
+
+# What a hit shows of its segment (core.storage.index_reads.EMBEDDING_META reads them).
+META_COLUMNS = ["segment_id", "session_id", "speaker", "label", "confidence", "start_s", "end_s",
+                "team", "when"]
 
 
 @dataclass(frozen=True)
 class Similar:
     segment: dict  # the query segment (session_id, speaker, label, start_s, end_s, ...)
-    hits: pd.DataFrame  # core.index.search.META_COLUMNS + similarity, best first
+    hits: pd.DataFrame  # META_COLUMNS + similarity, best first
     searched: int  # segments the search could return (allowed by scope and filters)
     method: str = ""  # "ann", "ann-filtered" or "exact" (core.index.vector_index.Hits.method)
 
@@ -109,3 +112,18 @@ def similar_to(reader: Reader, segment_id: str, k: int = 10, speakers=None, labe
         reader, model, dim, vector, k, speakers, labels, teams, since, until,
         exclude_session=q["session_id"] if other_sessions else None, exclude_key=key)
     return Similar(info, hits, searched, method)
+
+
+def pca_basis(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, the 2 principal axes) of the rows of `x`: what places any vector on the Similar
+    page's map (`(v - mean) @ axes.T`), the query clip's too."""
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) == 0:
+        d = x.shape[1] if x.ndim == 2 else 0
+        return np.zeros(d), np.zeros((2, d))
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    axes = vt[:2]
+    if len(axes) < 2:
+        axes = np.pad(axes, ((0, 2 - len(axes)), (0, 0)))
+    return mean, axes

@@ -18,6 +18,7 @@ from core.analysis import aggregates, scorecards
 from core.base.labels import LABELS
 from core.analysis.predict_answer import answer
 from core.analysis.quality import has_flag
+from core.insight import people, rollups
 from core.storage.queries import Reader, SessionFilter
 from core.reporting.report_pdf import ReportData, kpis, model_lines, to_pdf  # noqa: F401 (re-exported)
 
@@ -269,12 +270,12 @@ def _journey(reader: Reader, spec: ReportSpec, rules, ids: set[str]) -> pd.DataF
     those before the window)."""
     if rules is None:
         return pd.DataFrame()
-    j = reader.journey(spec.key, rules)
+    j = people.journey(reader, spec.key, rules)
     if j.empty:
         return j
     roles = j[j.session_id.isin(ids)].role
     role = roles.mode().iloc[0] if len(roles) else None
-    j = reader.journey(spec.key, rules, role=role)
+    j = people.journey(reader, spec.key, rules, role=role)
     return j[j.session_id.isin(ids)].reset_index(drop=True)
 
 
@@ -285,8 +286,8 @@ def _scorecards(reader: Reader, spec: ReportSpec, table: pd.DataFrame) -> pd.Dat
     if not len(team):
         return scorecards.agent_scorecards(table)
     # held against the whole team in the same window
-    mates = reader.session_table(SessionFilter(team=team.iloc[0], since=spec.since,
-                                               until=spec.until))
+    mates = rollups.session_table(reader, SessionFilter(team=team.iloc[0], since=spec.since,
+                                                        until=spec.until))
     card = scorecards.agent_scorecards(mates)
     return card[card.agent_id == spec.key].reset_index(drop=True)
 
@@ -315,8 +316,8 @@ def build(reader: Reader, spec: ReportSpec, rules=None, spool=None,
         segs = segs[segs.speaker.isin(spec.roles)].reset_index(drop=True)
     alerts = aggregates.alerts_of_roles(reader.alerts(within), spec.roles)
     out = Report(stem, scope, ids, len(segs), n_alerts=len(alerts))
-    x = ReportInput(reader, spec, scope, sessions, segs, alerts, reader.session_table(within),
-                    rules, spool)
+    table = rollups.session_table(reader, within)
+    x = ReportInput(reader, spec, scope, sessions, segs, alerts, table, rules, spool)
     for fmt in FORMATS.values():  # the registry's order, whatever order was asked
         if formats is None or fmt.name in formats:
             out.files[fmt.name] = (stem + fmt.suffix, fmt.write(x))

@@ -1,57 +1,36 @@
-"""Every read of stored sessions that the dashboard, the exports and the CLI make.
+"""Every read of stored sessions that the dashboard, the API, the exports and the CLI make: the
+scoped SQL gateway.
 
 `Reader` runs them for one viewer (core.guard.access.Viewer); each read takes its filter as one
-`SessionFilter`, and every read — including those of one session, one segment, or a session's
-audio — is restricted to sessions that pass `Reader._sessions_where`, the single place where
-the rows a reader may see are decided: the viewer's scope becomes SQL there and nowhere else.
+`SessionFilter` (core.storage.session_filter), and every read — including those of one session,
+one segment, or a session's audio — is restricted to sessions that pass
+`Reader._sessions_where`, the single place where the rows a reader may see are decided: the
+viewer's scope becomes SQL there and nowhere else. Reads for the indexes and for calibration
+live beside it (core.storage.index_reads, core.storage.calibration_reads) and go through the
+same condition. Reads return frames; what is computed from them (roll-ups, baselines,
+journeys, re-judged alerts) is in core.insight, as functions that take a Reader.
 """
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from core.analysis import aggregates, rejudge, scorecards
-from core.storage import analysers, corrections, notes
-from core.guard.access import Viewer
-from core.base.labels import NEGATIVE
-from core.analysis.metrics import ALL
-from core.storage.store import Store, arrow_of
-from core.base.times import as_timestamp
-from core.storage.vector_keys import key_sql
+from core.analysis import rejudge
 from core.analysis.rules import SEVERITY_RANK
+from core.base.labels import NEGATIVE
+from core.base.times import as_timestamp
+from core.guard.access import Viewer
+from core.storage import analysers, notes
+from core.storage.calibration_reads import CalibrationReads
+from core.storage.index_reads import IndexReads
+from core.storage.session_filter import (EVERY, EVERY_INCL_FAILED, SESSION_DATE,  # noqa: F401
+                                         SessionFilter)
+from core.storage.store import Store
 
-# A segment's key in the ANN index (core.storage.vector_keys), stored or computed for older rows.
-SEGMENT_KEY = f"coalesce(g.segment_key, {key_sql('g.segment_id')})"
-SESSION_DATE = "coalesce({a}.recorded_at, {a}.ingested_at)"
-# Segment metadata kept beside the embedding matrix (core.index.search.META_COLUMNS).
-EMBEDDING_META = ("g.segment_id, g.session_id, g.speaker, g.label, g.confidence, g.start_s, "
-                  "g.end_s, s.team, coalesce(s.recorded_at, s.ingested_at) AS \"when\"")
-
-
-@dataclass(frozen=True)
-class SessionFilter:
-    """Which sessions a read covers; every field optional. `until` is exclusive; dates compare
-    the session's date (recorded_at, else ingested_at)."""
-    session_ids: tuple[str, ...] | None = None
-    agent: str | None = None
-    person: str | None = None  # customer_id: a caller's customer or a diary's person
-    team: str | None = None
-    since: str | None = None
-    until: str | None = None
-    ok_only: bool = True
-    categories: tuple[str, ...] | None = None  # sessions carrying any of them (core/analysis/categories)
-
-    @classmethod
-    def of(cls, session_id: str) -> "SessionFilter":
-        return cls(session_ids=(session_id,), ok_only=False)
-
-
-EVERY = SessionFilter()
-EVERY_INCL_FAILED = SessionFilter(ok_only=False)
+__all__ = ["AudioUnavailable", "EVERY", "EVERY_INCL_FAILED", "Reader", "SessionFilter"]
 
 
 class AudioUnavailable(Exception):
@@ -59,7 +38,9 @@ class AudioUnavailable(Exception):
     tells apart a session out of the viewer's scope from one that does not exist)."""
 
 
-class Reader:
+class Reader(IndexReads, CalibrationReads):
+    """The scoped SQL gateway: every read of session data, for one viewer."""
+
     def __init__(self, store: Store, viewer: Viewer, audio_root: str | Path | None = None):
         """`viewer` decides which sessions every read covers (core.guard.access.operator() for the
         machine's own commands); `audio_root` resolves source paths stored relative to it."""
@@ -163,15 +144,6 @@ class Reader:
         return out.assign(head=[head[0] if head and head[1] in (None, m) else None
                                 for m in out.model])
 
-    def active_head(self) -> tuple[str, str | None] | None:
-        """(NAME@vN, the model it was trained on) of the active head, or None."""
-        if "head_activations" not in self.tables():
-            return None
-        row = self._query(
-            "SELECT a.head, h.model FROM (SELECT head FROM head_activations ORDER BY n DESC "
-            "LIMIT 1) a JOIN heads h ON a.head = h.name || '@v' || h.version")
-        return (row["head"].iloc[0], row["model"].iloc[0]) if len(row) else None
-
     def latest_model(self) -> tuple[str, str | None] | None:
         """(name, path) of the model behind the newest stored session: the one whose
         embeddings a query clip must be compared with."""
@@ -195,13 +167,6 @@ class Reader:
         cond, params = self._sessions_where(f)
         return self._query(f"SELECT * FROM sessions s WHERE {cond} "
                            "ORDER BY recorded_at, session_id", params)
-
-    def ingest_stamps(self) -> dict[str, object]:
-        """session_id → when it was (re)ingested, for every ok session."""
-        cond, params = self._sessions_where(EVERY)
-        rows = self._query(f"SELECT session_id, ingested_at FROM sessions s WHERE {cond}",
-                           params)
-        return dict(zip(rows.session_id, rows.ingested_at))
 
     def summary(self, f: SessionFilter = EVERY_INCL_FAILED) -> pd.DataFrame:
         """One row per session with what the overview filters and sorts on, most severe first:
@@ -444,53 +409,6 @@ class Reader:
             ids = set(self.sessions(replace(f, session_ids=tuple(sorted(ids)))).session_id)
         return notes.visible(self.notes(f), waiting, ids)
 
-    # -- calibration (core/storage/corrections, core/storage/heads) ------------------------------------------
-    def corrections(self, f: SessionFilter = EVERY) -> pd.DataFrame:
-        """Stored corrections of the sessions `f` covers, oldest first, each beside the label
-        the segment shows now and the model's own (`base_label`)."""
-        if "corrections" not in self.tables():
-            return pd.DataFrame(columns=[*corrections.COLUMNS[:-1], "shown", "base_label"])
-        cond, params = self._in(f, "c.session_id")
-        return self._query(
-            "SELECT c.correction_id, c.segment_id, c.session_id, c.label, c.reviewer, "
-            "c.created_at, g.label AS shown, coalesce(g.base_label, g.label) AS base_label "
-            "FROM corrections c JOIN segments g USING (segment_id) "
-            f"WHERE {cond} ORDER BY c.created_at, c.correction_id", params)
-
-    def corrections_with_pending(self, spool, f: SessionFilter = EVERY) -> pd.DataFrame:
-        """Stored corrections and those still in the spool (`pending`), in scope."""
-        waiting = corrections.pending(spool)
-        ids = set(waiting.session_id)
-        if f.session_ids is not None:
-            ids &= set(f.session_ids)
-        if ids:  # the spool is not scoped: only sessions this reader covers show
-            ids = set(self.sessions(replace(f, session_ids=tuple(sorted(ids)))).session_id)
-        return corrections.visible(self.corrections(f), waiting, ids)
-
-    def corrected_moments(self, f: SessionFilter = EVERY) -> pd.DataFrame:
-        """Each corrected segment once, with its newest correction, the model's own label and
-        its embedding: what a head is trained and judged on."""
-        cond, params = self._in(f, "c.session_id")
-        return self._query(
-            "SELECT c.segment_id, c.session_id, arg_max(c.label, c.created_at) AS label, "
-            "any_value(coalesce(g.base_label, g.label)) AS base_label, "
-            "any_value(g.embedding) AS embedding, any_value(r.model) AS model "
-            "FROM corrections c JOIN segments g USING (segment_id) "
-            "JOIN sessions s ON s.session_id = g.session_id LEFT JOIN runs r USING (run_id) "
-            f"WHERE g.embedding IS NOT NULL AND {cond} GROUP BY c.segment_id, c.session_id "
-            "ORDER BY c.segment_id", params)
-
-    def heads(self) -> pd.DataFrame:
-        """Every trained head, newest first (no session data: figures over corrections)."""
-        if "heads" not in self.tables():
-            return pd.DataFrame()
-        return self._query("SELECT * FROM heads ORDER BY trained_at DESC, name, version DESC")
-
-    def head_activations(self) -> pd.DataFrame:
-        if "head_activations" not in self.tables():
-            return pd.DataFrame()
-        return self._query("SELECT * FROM head_activations ORDER BY n")
-
     def export_segments(self, f: SessionFilter) -> pd.DataFrame:
         """Segments with their embeddings, session metadata and model, for exports."""
         cond, params = self._sessions_where(f)
@@ -505,175 +423,3 @@ class Reader:
             "FROM segments g JOIN sessions s USING (session_id) LEFT JOIN runs r USING (run_id) "
             f"WHERE {cond} ORDER BY g.session_id, g.start_s, g.channel", params)
 
-    def embedding_matrix(self, f: SessionFilter = EVERY,
-                         dim: int | None = None) -> tuple[pd.DataFrame, np.ndarray, int]:
-        """Every segment's metadata (core.index.search.META_COLUMNS) and embedding as one matrix.
-
-        Read through Arrow: a list column turned into Python lists row by row would take
-        minutes at 500k segments. Embeddings of a dimension other than `dim` (default: the most
-        common one; another model) are left out; returns (meta, (N, D) float32, how many were
-        left out).
-        """
-        cond, params = self._sessions_where(f)
-        sql = (f"SELECT {EMBEDDING_META}, g.embedding FROM segments g JOIN sessions s "
-               f"USING (session_id) WHERE g.embedding IS NOT NULL AND {cond} "
-               "ORDER BY g.session_id, g.start_s, g.channel")
-        with self.store.read() as con:
-            table = arrow_of(con.sql(sql, params=params))
-        emb = table.column("embedding").combine_chunks()
-        meta = table.drop_columns(["embedding"]).to_pandas()
-        if len(emb) == 0:
-            return meta, np.zeros((0, 0), np.float32), 0
-        lengths = emb.value_lengths().to_numpy(zero_copy_only=False)
-        dim = dim or int(np.bincount(lengths).argmax())
-        values = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        if (lengths == dim).all():
-            return meta, values.reshape(len(lengths), dim), 0
-        keep = lengths == dim
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[keep]
-        matrix = values[starts[:, None] + np.arange(dim)[None, :]]
-        return meta[keep].reset_index(drop=True), matrix, int((~keep).sum())
-
-    # -- similar moments and patterns (core.index.similar, core.index.pattern_runs) -------------------------
-    def segment_space(self, segment_id: str) -> dict | None:
-        """A segment the viewer may see, with the model and embedding length of the index that
-        holds it and its key there; None when it is out of scope or does not exist."""
-        cond, params = self._sessions_where(EVERY)
-        rows = self._query(
-            f"SELECT {EMBEDDING_META}, g.channel, {SEGMENT_KEY} AS segment_key, "
-            "coalesce(r.model, '') AS model, len(g.embedding) AS dim FROM segments g "
-            "JOIN sessions s USING (session_id) LEFT JOIN runs r USING (run_id) "
-            f"WHERE g.segment_id = ? AND {cond}", [segment_id, *params])
-        return None if rows.empty else rows.iloc[0].to_dict()
-
-    def segment_keys(self, model: str, dim: int, f: SessionFilter = EVERY, speakers=None,
-                     labels=None, teams=None, session_id: str | None = None) -> np.ndarray:
-        """Keys (uint64) of the segments in the (model, dim) index that the viewer may see and
-        the filters admit: what a filtered similarity search may return. `session_id`: only
-        that session's (what a search leaves out)."""
-        cond, params = self._sessions_where(f)
-        for col, vals in (("g.speaker", speakers), ("g.label", labels), ("s.team", teams)):
-            if vals:
-                cond += f" AND list_contains(?::VARCHAR[], {col})"
-                params.append(list(vals))
-        if session_id is not None:
-            cond += " AND g.session_id = ?"
-            params.append(session_id)
-        with self.store.read() as con:
-            got = con.execute(
-                f"SELECT {SEGMENT_KEY} AS k FROM segments g JOIN sessions s USING (session_id) "
-                "LEFT JOIN runs r USING (run_id) WHERE g.embedding IS NOT NULL "
-                "AND coalesce(r.model, '') = ? "  # a model's embeddings have one size (`dim`)
-                f"AND {cond}", [model, *params]).fetchnumpy()["k"]
-        return np.asarray(got, dtype=np.uint64)
-
-    def segments_by_key(self, keys) -> pd.DataFrame:
-        """Metadata (core.index.search.META_COLUMNS + segment_key) of the segments with these keys
-        that the viewer may see."""
-        cond, params = self._sessions_where(EVERY)
-        return self._query(
-            f"SELECT {EMBEDDING_META}, {SEGMENT_KEY} AS segment_key FROM segments g "
-            "JOIN sessions s USING (session_id) WHERE list_contains(?::UBIGINT[], "
-            f"{SEGMENT_KEY}) AND {cond}", [[int(k) for k in keys], *params])
-
-    def patterns(self) -> pd.DataFrame:
-        """The patterns of the latest `emoscope patterns` run (run_id, pattern, model, k, size
-        over the whole store, created_at); empty when none was made."""
-        if "patterns" not in self.tables():
-            return pd.DataFrame(columns=["run_id", "pattern", "model", "dim", "k", "size"])
-        return self._query(
-            "SELECT * FROM patterns WHERE run_id = (SELECT run_id FROM patterns "
-            "ORDER BY created_at DESC, run_id DESC LIMIT 1) ORDER BY pattern")
-
-    def pattern_segments(self, f: SessionFilter = EVERY, sample: int | None = None,
-                         representatives: bool = False) -> pd.DataFrame:
-        """Segments of the latest pattern run the viewer may see, with core.index.patterns'
-        metadata columns, pattern, similarity to its centroid, rank as a representative and
-        map coordinates. `sample`: at most that many, a seeded sample (for the map);
-        `representatives`: only the representative moments."""
-        cond, params = self._sessions_where(f)
-        if representatives:
-            cond += " AND p.representative IS NOT NULL"
-        sql = (
-            "SELECT g.segment_id, g.session_id, g.speaker, g.label, s.team, s.agent_id, "
-            f"s.customer_id, {SESSION_DATE.format(a='s')} AS \"when\", g.start_s, g.end_s, "
-            "g.confidence, p.pattern, p.similarity, p.representative, p.x, p.y, p.run_id "
-            "FROM segment_patterns p JOIN segments g USING (segment_id) "
-            "JOIN sessions s ON s.session_id = g.session_id "
-            "WHERE p.run_id = (SELECT run_id FROM patterns ORDER BY created_at DESC, "
-            f"run_id DESC LIMIT 1) AND {cond}")
-        if sample:  # sampled after the scope and filters (a sample in FROM would come first)
-            sql = f"SELECT * FROM ({sql}) USING SAMPLE reservoir({int(sample)} ROWS) REPEATABLE (7)"
-        return self._query(sql, params)
-
-    # -- search by words (core.index.word_search) ---------------------------------------------------
-    def search_sessions(self, f: SessionFilter = EVERY, teams=None) -> pd.DataFrame:
-        """The sessions the reader may see that `f` (and any of `teams`) admits — the only ones
-        a word search may return moments of — with what a hit shows of its session: date,
-        team, agent, file name."""
-        cond, params = self._sessions_where(f)
-        if teams:
-            cond += " AND list_contains(?::VARCHAR[], s.team)"
-            params.append(list(teams))
-        return self._query(
-            f"SELECT s.session_id, {SESSION_DATE.format(a='s')} AS \"when\", s.team, "
-            f"s.agent_id, s.file_name FROM sessions s WHERE {cond}", params)
-
-    # -- roll-ups (core.analysis.aggregates over the rows above) -------------------------------------
-    def aggregates(self, by: str = "agent", period: str = "week", speaker: str = ALL,
-                   f: SessionFilter = EVERY) -> pd.DataFrame:
-        return aggregates.aggregate(self.session_metrics(f), self.alerts(f), by, period, speaker)
-
-    def person_sessions(self, f: SessionFilter = EVERY) -> pd.DataFrame:
-        """(person, session) rows behind the baselines: mix, negative share, volatility."""
-        return aggregates.person_sessions(self.session_metrics(f))
-
-    def baselines(self, rules, f: SessionFilter = EVERY) -> pd.DataFrame:
-        """Each person's baseline and how far their latest session departs from it."""
-        return aggregates.person_baselines(self.session_metrics(f), rules)
-
-    def judged_alerts(self, rules, f: SessionFilter = EVERY) -> pd.DataFrame:
-        """Alerts of the sessions `f` covers, judged now under `rules` by the code that stored
-        them (core.analysis.rejudge); with the stored rules, exactly the stored alerts. The reference
-        is every earlier session this reader covers."""
-        window = self.sessions(f).session_id
-        within = SessionFilter(session_ids=tuple(window))
-        return rejudge.judge_stored(self.session_metrics(), self.judge_segments(within),
-                                    self.channel_flags(within), rules, set(window),
-                                    self.utterances(within))
-
-    def stale_sessions(self, rules, f: SessionFilter = EVERY) -> set[str]:
-        """Sessions whose stored analytics came from other rules than `rules` now gives them
-        (`emoscope recompute` brings them up to date)."""
-        return rejudge.stale(self.session_metrics(f), rules)
-
-    def session_table(self, f: SessionFilter = EVERY, alerts: pd.DataFrame | None = None
-                      ) -> pd.DataFrame:
-        """One row per session with its conversation, per-role and alert figures and its
-        categories (core.analysis.scorecards.session_rows); `alerts` replaces the stored ones
-        (what-if)."""
-        return scorecards.session_rows(self.session_metrics(f),
-                                       self.alerts(f) if alerts is None else alerts,
-                                       self.categories(f))
-
-    def agent_scorecards(self, f: SessionFilter = EVERY) -> pd.DataFrame:
-        """One row per agent in `f`, each figure beside its team's median."""
-        return scorecards.agent_scorecards(self.session_table(f))
-
-    def words_and_voice(self, person: str, rules, f: SessionFilter = EVERY,
-                        role: str | None = None) -> pd.DataFrame:
-        """One person's entries (`journey`) with each one's words beside its voice and its
-        fused states against the person's own baseline (core.analysis.aggregates.words_and_voice)."""
-        j = self.journey(person, rules, f, role)
-        said = self.utterances(SessionFilter(session_ids=tuple(j.session_id))) if len(j) \
-            else pd.DataFrame()
-        if len(said) and role:
-            said = said[said.speaker == role]
-        return aggregates.words_and_voice(j, said, rules)
-
-    def journey(self, person: str, rules, f: SessionFilter = EVERY,
-                role: str | None = None) -> pd.DataFrame:
-        """One person's sessions (one role's, when given), each against the earlier ones."""
-        ps = self.person_sessions(f)
-        ps = ps[(ps.person == person) & ((ps.role == role) if role else True)]
-        return aggregates.journey(ps, rules)

@@ -18,6 +18,7 @@ from core.analysis import aggregates
 from core.storage import corrections as core_corrections
 from core.storage import notes as core_notes
 from core.guard.access import Viewer, operator
+from core.insight import people, rejudged, rollups
 from core.base.labels import LABELS
 from core.storage.queries import EVERY, Reader, SessionFilter
 from core.analysis.rules import Rules, RulesError, load_rules
@@ -212,14 +213,14 @@ def _only(session_id: str | None) -> SessionFilter:
 def person_sessions(k: Key) -> pd.DataFrame:
     if "session_metrics" not in tables(k.version, k.path):
         return pd.DataFrame()
-    return reader(k).person_sessions()
+    return people.person_sessions(reader(k))
 
 
 @st.cache_resource(show_spinner="Comparing each person with their baseline…", max_entries=8)
 def baselines(k: Key) -> pd.DataFrame:
     if "session_metrics" not in tables(k.version, k.path) or rules() is None:
         return pd.DataFrame()
-    return reader(k).baselines(rules())
+    return people.baselines(reader(k), rules())
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -281,8 +282,8 @@ def similar_map(k: Key, model: str, dim: int, n: int = 3000) -> tuple[pd.DataFra
     vector on the same map. Its most confident moments are the Similar page's choices."""
     import numpy as np
 
-    from core.index import search, segment_index
-    from core.index.similar import index_for
+    from core.index import segment_index
+    from core.index.similar import index_for, pca_basis
     r = reader(k)
     keys = r.segment_keys(model, dim)
     if len(keys) > n:
@@ -292,7 +293,7 @@ def similar_map(k: Key, model: str, dim: int, n: int = 3000) -> tuple[pd.DataFra
     vecs = ix.vectors(keys)
     moving = np.abs(vecs).sum(axis=1) > 0  # a zero embedding has no place (and no neighbours)
     keys, vecs = keys[moving], vecs[moving]
-    mean, axes = search.pca_basis(vecs)
+    mean, axes = pca_basis(vecs)
     xy = (vecs - mean) @ axes.T if len(vecs) else np.zeros((0, 2))
     m = r.segments_by_key(keys).set_index("segment_key").reindex(keys)
     out = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": m.label.to_numpy(),
@@ -361,7 +362,7 @@ def judged_alerts(k: Key, f: SessionFilter, digest: str,
     rules code and reference as the stored ones (core.analysis.rejudge)."""
     if "session_metrics" not in tables(k.version, k.path):
         return pd.DataFrame()
-    return reader(k).judged_alerts(_rules, f)
+    return rejudged.judged_alerts(reader(k), _rules, f)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -377,36 +378,36 @@ def stale_sessions(k: Key, digest: str, _rules: Rules) -> int:
     """How many sessions were stored under other rules than the rules file's now."""
     if "session_metrics" not in tables(k.version, k.path):
         return 0
-    return len(reader(k).stale_sessions(_rules))
+    return len(rejudged.stale_sessions(reader(k), _rules))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def session_table(k: Key, f: SessionFilter = EVERY) -> pd.DataFrame:
     if "session_metrics" not in tables(k.version, k.path):
         return pd.DataFrame()
-    return reader(k).session_table(f)
+    return rollups.session_table(reader(k), f)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def agent_scorecards(k: Key, f: SessionFilter = EVERY) -> pd.DataFrame:
     if "session_metrics" not in tables(k.version, k.path):
         return pd.DataFrame()
-    return reader(k).agent_scorecards(f)
+    return rollups.agent_scorecards(reader(k), f)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def journey(k: Key, person: str, role: str | None) -> pd.DataFrame:
     if "session_metrics" not in tables(k.version, k.path) or rules() is None:
         return pd.DataFrame()
-    return reader(k).journey(person, rules(), role=role)
+    return people.journey(reader(k), person, rules(), role=role)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def words_and_voice(k: Key, person: str, role: str | None) -> pd.DataFrame:
-    """A person's entries with their words beside their voice (Reader.words_and_voice)."""
+    """A person's entries with their words beside their voice (core.insight.people.words_and_voice)."""
     if "utterances" not in tables(k.version, k.path) or rules() is None:
         return pd.DataFrame()
-    return reader(k).words_and_voice(person, rules(), role=role)
+    return people.words_and_voice(reader(k), person, rules(), role=role)
 
 
 def notes_spool() -> Path:
