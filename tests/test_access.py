@@ -3,9 +3,11 @@ session, one segment, audio, similar moments, exports, the CLI export — shows 
 team A nothing of team B, an analyst only their programme."""
 from __future__ import annotations
 
+import importlib
 import inspect
 import io
 import json
+import pkgutil
 
 import numpy as np
 import pandas as pd
@@ -194,8 +196,11 @@ def test_every_public_read_is_checked_here(scoped):
     db, teams, _ = scoped
     public = {n for n, _ in inspect.getmembers(Reader, inspect.isfunction)
               if not n.startswith("_")}
-    public |= {n for m in (people, rejudged, rollups)
-               for n, fn in inspect.getmembers(m, inspect.isfunction)
+    import core.insight
+    rooms = [importlib.import_module(f"core.insight.{m.name}")
+             for m in pkgutil.iter_modules(core.insight.__path__)]
+    assert {m.__name__ for m in rooms} >= {people.__name__, rejudged.__name__, rollups.__name__}
+    public |= {n for m in rooms for n, fn in inspect.getmembers(m, inspect.isfunction)
                if fn.__module__ == m.__name__ and not n.startswith("_")}
     checked = set(every_read(Reader(Store(db), SUP_A), "s", "g")) | NOT_SESSION_READS
     assert public - checked == set(), "add the new read to every_read"

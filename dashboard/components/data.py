@@ -1,4 +1,5 @@
-"""Cached reads of the store for the pages: st.cache_* wrappers over core.storage.queries.Reader.
+"""Cached reads of the store for the pages: st.cache_* wrappers over core.storage.queries.Reader,
+the core.insight functions of a Reader, and similar-moment and word searches.
 
 Every cached function takes a `Key`: the DB's version (mtime and size of the file and its WAL),
 its path, and the viewer. A new ingest changes the version, so the next rerun shows the new data
