@@ -10,6 +10,7 @@ import typer
 from cli.common import (app, asr_option, check_asr, fail_usage, load_model,
                         load_rules_or_exit, note_untrained, writer_for)
 from core.storage.store import DEFAULT_DB
+from ingest.executors import DEFAULT as DEFAULT_EXECUTOR, help_text as executors_help
 
 
 @app.command()
@@ -22,9 +23,7 @@ def ingest(
     force: bool = typer.Option(False, help="Re-analyse audio that is already stored."),
     engine: str = typer.Option("engine", help="engine (batched) or reference (FunASR's loop)."),
     roles: Optional[str] = typer.Option(None, help="Stereo speaker roles, e.g. 'customer,agent'."),
-    executor: str = typer.Option("streaming", help="streaming (prepare processes, batches "
-                                                   "across files), serial (one file at a time) "
-                                                   "or ray (a Ray cluster, Parquet shards)."),
+    executor: str = typer.Option(DEFAULT_EXECUTOR, help=executors_help()),
     address: Optional[str] = typer.Option(None, help="--executor ray: auto (this machine's "
                                                      "cluster), ray://host:10001 or local "
                                                      "(default: local)."),
@@ -41,16 +40,21 @@ def ingest(
     """Analyse recordings and store their emotion timelines (and, with --asr, what was said)."""
     from core.base.manifest import ManifestError, read
     from ingest.options import IngestOptions
-    from ingest.pipeline import EXECUTORS, ingest_paths
+    from ingest import executors
+    from ingest.pipeline import ingest_paths
     from ingest.progress import CliProgress, print_summary
     from ingest.worker import stop_on_sigterm
 
     if engine not in ("engine", "reference"):
         fail_usage(f"--engine must be engine or reference, not {engine!r}")
-    if executor not in (*EXECUTORS, "ray"):
-        fail_usage(f"--executor must be {', '.join(EXECUTORS)} or ray, not {executor!r}")
-    if executor != "ray" and (address or shards or no_import):
-        fail_usage("--address, --shards and --no-import go with --executor ray")
+    try:
+        chosen = executors.get(executor)
+    except executors.UsageError as e:
+        fail_usage(str(e))
+    own = {"address": address, "shards": shards, "no_import": no_import}
+    misplaced = [k for k, v in own.items() if v and k not in chosen.options]
+    if misplaced:
+        fail_usage(_not_for(misplaced[0], executors.EXECUTORS.values()))
     if workers is not None and workers < 1:
         fail_usage("--workers must be at least 1")
     if batch_seconds is not None and batch_seconds <= 0:
@@ -72,11 +76,15 @@ def ingest(
             fail_usage("--roles takes two names, e.g. customer,agent")
         opts = IngestOptions(engine=engine, batch_seconds=batch_seconds, stereo_roles=pair,
                              asr=asr)
-    if executor == "ray":
-        from cli.cluster import ingest_on_ray
-        ingest_on_ray(targets, metadata, db, model, device, opts, force, address, shards,
-                      not no_import)
-        return
+    if not chosen.here:  # e.g. ray: the whole ingest is the executor's
+        request = executors.Request(targets, metadata, db, model, device, opts, force, workers,
+                                    {k: v for k, v in own.items() if k in chosen.options},
+                                    open_writer=lambda: writer_for(db))
+        try:
+            code = chosen.load()(request)
+        except executors.UsageError as e:
+            fail_usage(str(e))
+        raise typer.Exit(code)
     writer = writer_for(db)
     lm = load_model(model, device, warm=engine == "engine")
     note_untrained(lm)
@@ -86,6 +94,15 @@ def ingest(
                               executor=executor, workers=workers)
     print_summary(report)
     raise typer.Exit(130 if report.interrupted else report.exit_code)
+
+
+def _not_for(option: str, all_executors) -> str:
+    """"--address, --shards and --no-import go with --executor ray": every option of the
+    executors that take `option`, and their names."""
+    owners = [e for e in all_executors if option in e.options]
+    flags = [f"--{o.replace('_', '-')}" for e in owners for o in e.options]
+    said = ", ".join(flags[:-1]) + " and " + flags[-1] if len(flags) > 1 else flags[0]
+    return f"{said} go with --executor {' or '.join(e.name for e in owners)}"
 
 
 @app.command()

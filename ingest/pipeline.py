@@ -1,10 +1,11 @@
 """From audio files to stored sessions: prepare → model → assemble → one writer.
 
 `process_file` is the one way a file is analysed (the serial executor, the worker and
-`predict` all use it). `ingest_paths` runs a whole batch with an executor: `streaming` (the
-default, ingest/streaming.py: prepare processes, batches across files, bulk commits) or
-`serial` (one file at a time, preparing the next file on a thread while the model runs). Both
-store the same rows; every file ends ok, failed (with its reason) or skipped.
+`predict` all use it). `ingest_paths` runs a whole batch with an executor that runs here, from
+the registry in ingest/executors.py: `streaming` (the default, ingest/streaming.py: prepare
+processes, batches across files, bulk commits) or `serial` (`run_serial`, here: one file at a
+time, preparing the next file on a thread while the model runs). Both store the same rows;
+every file ends ok, failed (with its reason) or skipped.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from core.base.manifest import resolved
 from core.base.names import shown
 from core.storage.sessions import SessionWriter
 from core.base.types import SessionMeta, SessionResult
+from ingest import executors
 from ingest.assemble import analysed, assemble, run_model
+from ingest.executors import Batch
 from ingest.model import LoadedModel, Output
 from ingest.options import IngestOptions
 from ingest.prepare import Part, Prepared, Skip, prepare_stream
@@ -28,7 +31,6 @@ from ingest.report import MODEL_ERRORS, ProgressHook, Report, stored_before
 
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".wma",
                   ".webm", ".oga", ".aif", ".aiff", ".au", ".amr", ".3gp", ".caf", ".mka"}
-EXECUTORS = ("streaming", "serial")
 
 
 def expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -100,14 +102,16 @@ def process_file(path: Path, meta: SessionMeta, lm: LoadedModel, opts: IngestOpt
 def ingest_paths(paths: Iterable[str | Path], writer: SessionWriter, lm: LoadedModel,
                  opts: IngestOptions = IngestOptions(),
                  metadata: dict[Path, SessionMeta] | None = None, force: bool = False,
-                 progress: ProgressHook | None = None, executor: str = "streaming",
+                 progress: ProgressHook | None = None, executor: str = executors.DEFAULT,
                  workers: int | None = None) -> Report:
     """Ingest files and folders through `writer`; every file ends ok, failed or skipped.
 
     Ctrl-C (or SIGTERM turned into KeyboardInterrupt) stops the run: what was committed stays,
     the run is marked interrupted, and the report says so."""
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {EXECUTORS}, not {executor!r}")
+    chosen = executors.get(executor)  # UsageError (a ValueError) naming the choices
+    if not chosen.here:
+        raise executors.UsageError(f"the {executor} executor runs a whole ingest of its own "
+                                   f"(emoscope ingest --executor {executor}), not ingest_paths")
     files = expand(paths)
     meta_for = meta_lookup(metadata or {})
     progress = progress or (lambda event, info: None)
@@ -127,13 +131,8 @@ def ingest_paths(paths: Iterable[str | Path], writer: SessionWriter, lm: LoadedM
                               weights=lm.weights)
     status = "finished"
     try:
-        if executor == "serial":
-            progress("start", {"files": len(files), "executor": executor, "workers": 1})
-            _serial(files, meta_for, writer, lm, opts, force, run_id, report, progress)
-        else:
-            from ingest.streaming import Streaming
-            Streaming(writer, lm, opts, force, run_id, report, progress,
-                      workers).run(files, meta_for)
+        chosen.load()(Batch(files, meta_for, writer, lm, opts, force, run_id, report, progress,
+                            workers))
     except KeyboardInterrupt:
         report.interrupted, status = True, "interrupted"
     finally:
@@ -149,6 +148,13 @@ def serial_shares(timings: dict, wall: float) -> dict[str, float]:
     wall = max(wall, 1e-9)
     return {"prepare": (timings["decode"] + timings["vad"]) / wall,
             "model": timings["model"] / wall, "store": timings["store"] / wall}
+
+
+def run_serial(batch: Batch) -> None:
+    """The serial executor (registered in ingest/executors.py)."""
+    batch.progress("start", {"files": len(batch.files), "executor": "serial", "workers": 1})
+    _serial(batch.files, batch.meta_for, batch.writer, batch.lm, batch.opts, batch.force,
+            batch.run_id, batch.report, batch.progress)
 
 
 def _serial(files: list[Path], meta_for, writer: SessionWriter, lm: LoadedModel,

@@ -28,6 +28,7 @@ from core.storage.sessions import SessionWriter
 from core.base.types import SessionMeta, SessionResult
 from ingest.assemble import CpuShare, analysed, assemble, batch_budget, run_model
 from ingest.batching import SegmentQueue, Waiting
+from ingest.executors import Batch
 from ingest.model import LoadedModel
 from ingest.options import IngestOptions
 from ingest.report import MODEL_ERRORS, Report, stored_before
@@ -79,6 +80,12 @@ class _File:
     @property
     def complete(self) -> bool:
         return self.received and (self.error is not None or len(self.analysed) == self.n_parts)
+
+
+def run(batch: Batch) -> None:
+    """The streaming executor (registered in ingest/executors.py)."""
+    Streaming(batch.writer, batch.lm, batch.opts, batch.force, batch.run_id, batch.report,
+              batch.progress, batch.workers).run(batch.files, batch.meta_for)
 
 
 class Streaming:
