@@ -147,96 +147,141 @@ def prepare_stream(path: Path, meta: SessionMeta, opts: IngestOptions,
     analysed ends with a summary whose `result` is failed, with the reason.
     """
     t0 = time.perf_counter()
-    path = Path(path)
+    prep = _identified(Path(path), meta)
+    if prep.result is None and not _skipped_if_stored(prep, skip):
+        prep.timings["decode"] += time.perf_counter() - t0  # hashing reads the file: decode
+        try:
+            stream = _Stream(prep, opts)
+            yield from stream.blocks_analysed()
+            yield from stream.held_analysed()
+            _summarised(prep, stream)
+        except _Failed as e:
+            prep.fail(e.reason)
+    yield prep
+
+
+class _Failed(Exception):
+    """The file cannot be analysed; `reason` ends up in its failed result."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _identified(path: Path, meta: SessionMeta) -> Prepared:
+    """The file named by its content's hash; failed when it cannot be read (nothing to
+    identify it by, so it is reported but not stored)."""
     try:
         sha = sha256_of(path)
     except OSError as e:
-        # Nothing to identify it by, so it is reported but not stored.
-        yield Prepared(path, "", meta).fail(unreadable(path, e))
-        return
-    prep = Prepared(path, sha, meta, timings={"decode": 0.0, "vad": 0.0})
-    if skip is not None and skip(sha):
-        prep.skipped = True
-        yield prep
-        return
-    timings = prep.timings
-    timings["decode"] += time.perf_counter() - t0  # hashing reads the file: counted as decode
-    info: dict = {}
-    stats: list[_Channel] = []
-    held: list[np.ndarray] = []
-    held_n = offset_n = n_parts = 0
-    # A container that states a long duration goes block by block from the start; any other
-    # is held until it proves long (a zeroed or missing duration cannot make it decode whole).
-    stated = None if opts.whole_clip else probe_duration(path)
-    by_block = stated is not None and stated > LONG_FILE_S
-    blocks = decode_blocks(path, BLOCK_S, info=info)
-    try:
-        while True:
-            t = time.perf_counter()
-            block = next(blocks, None)
-            timings["decode"] += time.perf_counter() - t
-            if block is None:
-                break
-            if not stats:
-                roles = _roles(meta, opts, block.shape[0])
-                if len(roles) != block.shape[0]:
-                    yield prep.fail(f"{len(roles)} speaker roles given for {block.shape[0]} "
-                                    "channels")
+        return Prepared(path, "", meta).fail(unreadable(path, e))
+    return Prepared(path, sha, meta, timings={"decode": 0.0, "vad": 0.0})
+
+
+def _skipped_if_stored(prep: Prepared, skip: Skip | None) -> bool:
+    prep.skipped = skip is not None and bool(skip(prep.sha256))
+    return prep.skipped
+
+
+class _Stream:
+    """One file decoded block by block, in one of three modes: a clip for predict
+    (`whole_clip`: held whole, downmixed, no speech detection), a file held until it proves
+    longer than LONG_FILE_S (then analysed whole), or block by block (a long file)."""
+
+    def __init__(self, prep: Prepared, opts: IngestOptions):
+        self.prep, self.opts, self.timings = prep, opts, prep.timings
+        self.info: dict = {}  # codec, rate, truncation: filled by the decoder
+        self.stats: list[_Channel] = []
+        self.held: list[np.ndarray] = []
+        self.held_n = self.offset_n = self.n_parts = 0
+        # A container that states a long duration goes block by block from the start; any other
+        # is held until it proves long (a zeroed or missing duration cannot make it decode whole).
+        stated = None if opts.whole_clip else probe_duration(prep.path)
+        self.by_block = stated is not None and stated > LONG_FILE_S
+
+    def blocks_analysed(self) -> Iterator[Part]:
+        """Decode every block; analyse each as it comes once the file goes block by block."""
+        blocks = decode_blocks(self.prep.path, BLOCK_S, info=self.info)
+        try:
+            while True:
+                t = time.perf_counter()
+                block = next(blocks, None)
+                self.timings["decode"] += time.perf_counter() - t
+                if block is None:
                     return
-                prep.roles = roles
-                stats = [_Channel() for _ in roles]
-            if opts.whole_clip:
-                held.append(block)
-                held_n += block.shape[1]
-                if held_n > LONG_FILE_S * SAMPLE_RATE:
-                    yield prep.fail(f"longer than {LONG_FILE_S / 60:.0f} minutes: too long to "
-                                    "analyse as one clip (ingest it instead)")
-                    return
-                continue
-            if not by_block:
-                held.append(block)
-                held_n += block.shape[1]
-                if held_n <= LONG_FILE_S * SAMPLE_RATE:
-                    continue
-                by_block = True  # longer than the container said: go on block by block
-            for b in held or [block]:
-                part = _part(b, offset_n, opts, stats, timings)
-                offset_n += b.shape[1]
-                if part is not None:
-                    n_parts += 1
-                    yield part
-            held, held_n = [], 0
-            del block
-    except AudioError as e:
-        yield prep.fail(str(e))
-        return
-    if held:
-        whole = held[0] if len(held) == 1 else np.concatenate(held, axis=1)
-        held = []
-        if opts.whole_clip:  # predict: the clip downmixed, one segment, no speech detection
-            part = _whole_clip(whole, stats, timings)
-            prep.roles = ("speaker",)
-            stats = stats[:1]
+                if not self.stats:
+                    self._channels(block.shape[0])
+                if not self._held(block):
+                    yield from self._analysed(self.held or [block])
+                del block  # not kept while the next block decodes
+        except AudioError as e:
+            raise _Failed(str(e)) from None
+
+    def _channels(self, n_ch: int) -> None:
+        """Speaker roles and running totals, once the first block says how many channels."""
+        roles = _roles(self.prep.meta, self.opts, n_ch)
+        if len(roles) != n_ch:
+            raise _Failed(f"{len(roles)} speaker roles given for {n_ch} channels")
+        self.prep.roles = roles
+        self.stats = [_Channel() for _ in roles]
+
+    def _held(self, block: np.ndarray) -> bool:
+        """Hold `block` while the file may still be analysed whole; False once it goes (or
+        has gone) block by block."""
+        if self.by_block:
+            return False
+        self.held.append(block)
+        self.held_n += block.shape[1]
+        if self.held_n <= LONG_FILE_S * SAMPLE_RATE:
+            return True
+        if self.opts.whole_clip:
+            raise _Failed(f"longer than {LONG_FILE_S / 60:.0f} minutes: too long to analyse "
+                          "as one clip (ingest it instead)")
+        self.by_block = True  # longer than the container said: go on block by block
+        return False
+
+    def _analysed(self, blocks: list[np.ndarray]) -> Iterator[Part]:
+        for b in blocks:
+            part = _part(b, self.offset_n, self.opts, self.stats, self.timings)
+            self.offset_n += b.shape[1]
+            if part is not None:
+                self.n_parts += 1
+                yield part
+        self.held, self.held_n = [], 0
+
+    def held_analysed(self) -> Iterator[Part]:
+        """What is still held at the end: the whole file (for predict, the clip downmixed)."""
+        if not self.held:
+            return
+        whole = self.held[0] if len(self.held) == 1 else np.concatenate(self.held, axis=1)
+        self.held = []
+        if self.opts.whole_clip:  # predict: one segment, no speech detection
+            part = _whole_clip(whole, self.stats, self.timings)
+            self.prep.roles = ("speaker",)
+            self.stats = self.stats[:1]
         else:
-            part = _part(whole, 0, opts, stats, timings)
-        offset_n = whole.shape[1]
+            part = _part(whole, 0, self.opts, self.stats, self.timings)
+        self.offset_n = whole.shape[1]
         del whole
         if part is not None:
-            n_parts += 1
+            self.n_parts += 1
             yield part
-    if not offset_n:
-        yield prep.fail("no audio frames could be decoded")
-        return
-    prep.duration_s = offset_n / SAMPLE_RATE
-    prep.channels = tuple(s.quality(ch, prep.roles[ch]) for ch, s in enumerate(stats))
-    prep.codec, prep.rate = info.get("codec"), info.get("rate")
-    cut = shortfall(info, prep.duration_s)
+
+
+def _summarised(prep: Prepared, stream: _Stream) -> None:
+    """Duration, channel quality, codec and truncation on the summary; failed when there was
+    no audio, or no speech in it."""
+    if not stream.offset_n:
+        raise _Failed("no audio frames could be decoded")
+    prep.duration_s = stream.offset_n / SAMPLE_RATE
+    prep.channels = tuple(s.quality(ch, prep.roles[ch]) for ch, s in enumerate(stream.stats))
+    prep.codec, prep.rate = stream.info.get("codec"), stream.info.get("rate")
+    cut = shortfall(stream.info, prep.duration_s)
     if cut:
         prep.flags, prep.notes = ("truncated",), (cut,)
-    if not n_parts:
+    if not stream.n_parts:
         loudest = max(c.rms for c in prep.channels)
-        prep.fail(f"no speech found (silent or too quiet: RMS {loudest:.4f})")
-    yield prep
+        raise _Failed(f"no speech found (silent or too quiet: RMS {loudest:.4f})")
 
 
 def _roles(meta: SessionMeta, opts: IngestOptions, n_ch: int) -> tuple[str, ...]:
