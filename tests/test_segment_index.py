@@ -96,6 +96,35 @@ def test_each_commit_extends_the_index_in_place(small_fresh):
     assert len(after) == len(before) + len(extra.segments)
 
 
+def test_the_running_fingerprint_follows_saves_resaves_and_an_erasure(small):
+    """After the first commit (compared with the store in full), each commit's index is checked
+    incrementally, and its running fingerprint and stamp stay the store's."""
+    store, w, run, results = small
+    space = segment_index.spaces(store)[0]
+    path = segment_index.path_of(store, space)
+    w.save(vf.sessions()[12], run)
+    assert w.last_index_update["checked"] == 1
+    old, moved = results[3], results[4]
+    steps = [
+        lambda: w.save_many([vf.sessions()[13],  # a new session, and two re-saves in one commit
+                             dataclasses.replace(old, segments=old.segments[:3]),  # fewer rows
+                             dataclasses.replace(moved, segments=tuple(  # same ids, new vectors
+                                 dataclasses.replace(s, embedding=-s.embedding)
+                                 for s in moved.segments))], run),
+        lambda: erasure.erase(store, "session", results[5].session_id, "test"),
+        lambda: w.save(vf.sessions()[14], run),  # the first commit after the erasure
+    ]
+    for step in steps:
+        step()
+        if step is not steps[1]:
+            assert w.last_index_update["checked"] == 0  # no fingerprint of every row
+        with store.read() as con:
+            fp, stamp = segment_index.state(con, space)
+        assert segment_index.running_fingerprint(store, space) == fp
+        assert vx.VectorIndex.open(path, space.model, space.dim).manifest["stamp"] == stamp
+    assert_index_equals_store(store)
+
+
 def test_reingest_replaces_a_sessions_rows(small):
     store, w, run, results = small
     old = results[3]

@@ -126,6 +126,35 @@ def test_cli_search_finds_a_phrase_only_where_the_user_may_look_and_audits_it(
 
 
 # -- kept equal to the store ------------------------------------------------------------------
+def test_a_commit_syncs_only_its_sessions_and_the_fingerprint_follows(tmp_path, monkeypatch):
+    """After the first sync, each commit reads only its own sessions' transcripts, and the
+    fingerprint it records stays the store's through saves, a re-save and an erasure."""
+    from dataclasses import replace
+    store = Store(tmp_path / "w.duckdb")
+    store.migrate()
+    writer = SessionWriter(store, RULES)
+    run = writer.start_run("tiny-random", "", False, "cpu", "engine", {})
+    calls = results(tmp_path / "archive")
+    synced = []
+    inner = word_index._sync_sessions
+    monkeypatch.setattr(word_index, "_sync_sessions", lambda *a: synced.append(inner(*a))
+                        or synced[-1])
+    writer.save_many(calls[:3], run)
+    assert synced[-1] is None  # this process's first sync of the store: every session's state
+    steps = [lambda: writer.save_many([calls[3], replace(  # a new session and a re-save
+                 calls[0], utterances=calls[0].utterances[:3])], run),
+             lambda: erasure.erase(store, "session", calls[1].session_id, operator()),
+             lambda: writer.save(calls[4], run)]
+    for step in steps:
+        step()
+        if step is not steps[1]:
+            assert synced[-1].incremental
+        assert word_index.recorded_fingerprint(store.path) == word_index.fingerprint(store)
+    assert word_index.store_state(store)[0] == dict(
+        (sid, (stamp, n)) for sid, stamp, n in word_index.connect(store.path).execute(
+            "SELECT session_id, stamp, n FROM sessions").fetchall())
+
+
 def test_the_index_follows_reingest_and_erasure_and_repairs_itself(scoped, tmp_path):
     """Last: it erases and re-ingests in the module's store."""
     db, teams = scoped

@@ -209,32 +209,112 @@ def _open_writable(store: Store, space: Space) -> vx.VectorIndex:
         return vx.VectorIndex.create(path, space.model, space.dim)  # filled by the repair
 
 
+@dataclass
+class _Left:
+    """What this process's last `apply` left: the store's count of stored embeddings and its
+    latest ok ingest, and the rows each index held. The next commit compares the store with
+    it in two cheap reads instead of fingerprinting every row (see `_unchanged_since`)."""
+    rows: int
+    latest: object
+    held: dict
+
+
+_left: dict[str, _Left] = {}  # store path → what its last apply left
+
+
+def _marks(con: Connection, session_ids: list[str]) -> tuple[int, object]:
+    """(segments with an embedding, of any session; the latest ingest of the ok sessions
+    other than `session_ids`): a count DuckDB answers from its row groups' statistics, and a
+    scan of the sessions table only — a few ms at 1M segments."""
+    return tuple(con.execute(
+        "SELECT (SELECT count(*) FROM segments WHERE embedding IS NOT NULL), "
+        "(SELECT max(ingested_at) FROM sessions WHERE status = 'ok' "
+        "AND NOT list_contains(?::VARCHAR[], session_id))", [list(session_ids)]).fetchall()[0])
+
+
+def _unchanged_since(left: _Left | None, rows: int, latest, held: dict) -> bool:
+    """Whether the store changed, between this process's last apply and this commit, only by
+    what this commit did: no session was ingested meanwhile by anyone else (none newer than
+    the latest then, apart from this commit's), and the stored embeddings moved by exactly as
+    many rows as the indexes did (`held`: each index's rows now). A missed commit, an erasure
+    whose index update never ran, an index lost or replaced: each breaks one of the two."""
+    if left is None:
+        return False
+    if latest is not None and (left.latest is None or latest > left.latest):
+        return False
+    now = {**left.held, **held}
+    return rows - sum(now.values()) == left.rows - sum(left.held.values())
+
+
 def apply(store: Store, session_ids: list[str], gone_keys: np.ndarray) -> dict:
     """After a commit: the saved sessions' rows replace whatever the index held under
     `gone_keys` (their rows before the save) and under their own keys; then each touched
-    index is checked against the store and saved. Returns {"added", "removed", "repaired",
-    "rebuilt", "seconds"} summed over the spaces touched."""
+    index is checked and saved. Returns {"added", "removed", "repaired", "rebuilt",
+    "checked", "seconds"} summed over the spaces touched ("checked": indexes compared with
+    the store's fingerprint of every row rather than incrementally).
+
+    The check is incremental when nothing but this commit changed the store since this
+    process's last apply (`_unchanged_since`): then the index, equal to the store before the
+    commit, took exactly the commit's change, and its running fingerprint (base plus deltas)
+    is the store's; its stamp is the saved sessions' ingest, the store's newest. Otherwise —
+    the first commit of a process, a space that only lost rows, anything unexpected — it is
+    the full comparison, repaired or rebuilt from the store. Readers compare every index with
+    the store's fingerprint when they open it, so DuckDB stays the truth either way."""
     t0 = time.perf_counter()
-    out = {"added": 0, "removed": 0, "repaired": 0, "rebuilt": 0}
+    out = {"added": 0, "removed": 0, "repaired": 0, "rebuilt": 0, "checked": 0}
     gone_keys = np.unique(np.asarray(gone_keys, dtype=np.uint64))
     folder = places.beside(store.path, places.ANN)
+    key = str(store.path.resolve())
+    left = _left.pop(key, None)  # taken back now: an apply that fails leaves none
     with store.read() as con:  # one connection for all of it: each open costs ~20 ms
-        touched = {Space(m, _dim_of(store, con, m)) for (m,) in con.execute(
-            f"SELECT DISTINCT coalesce(r.model, '') {SPACE_ROWS} "
-            "AND list_contains(?, g.session_id)", [list(session_ids)]).fetchall()}
+        # The saved sessions' spaces, with their newest ingest (a filter on session ids is
+        # pruned by the row groups' ranges: segments are stored session by session).
+        saved = {Space(m, _dim_of(store, con, m)): (t, ts) for m, t, ts in con.execute(
+            f"SELECT coalesce(r.model, ''), max(s.ingested_at), max(s.ingested_at)::VARCHAR "
+            f"{SPACE_ROWS} AND g.session_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL",
+            [list(session_ids)]).fetchall()}
         # Other spaces only when they hold a row being replaced (a re-ingest by another model).
-        others = {s for s in _saved_spaces(folder) - touched if _holds_any(store, s, gone_keys)}
-        for space in touched | others:
-            with _open_writable(store, space) as w:
+        others = {s for s in _saved_spaces(folder) - set(saved)
+                  if _holds_any(store, s, gone_keys)}
+        rows, latest = _marks(con, session_ids)
+        held = dict(left.held) if left else {}
+        writers = {}
+        try:
+            for space in saved.keys() | others:
+                w = writers[space] = _open_writable(store, space)
                 if gone_keys.size:
                     out["removed"] += w.remove(gone_keys)
-                if space in touched:
-                    for keys, vecs in _rows(con, space, " AND list_contains(?, g.session_id)",
-                                            [list(session_ids)]):
+                if space in saved:
+                    for keys, vecs in _rows(con, space, " AND g.session_id IN "
+                                            "(SELECT unnest(?::VARCHAR[]))", [list(session_ids)]):
                         out["added"] += w.add(keys, vecs)
-                _check_and_save(con, space, w, out)
+                held[space] = w.fingerprint().count
+            # Incremental only where the saved sessions are the store's newest (the stamp).
+            quick = not others and _unchanged_since(left, rows, latest, held) and all(
+                latest is None or t > latest for t, _ in saved.values())
+            for space, w in writers.items():
+                if quick:
+                    w.save(stamp=saved[space][1])
+                    _compact_if_due(w)
+                else:
+                    out["checked"] += 1
+                    _check_and_save(con, space, w, out)
+                    held[space] = w.fingerprint().count
+        finally:
+            for w in writers.values():
+                w.close()
+        latest = con.execute("SELECT max(ingested_at) FROM sessions "
+                             "WHERE status = 'ok'").fetchall()[0][0]
+    _left[key] = _Left(rows, latest, held)
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def running_fingerprint(store: Store, space: Space) -> Fingerprint:
+    """The fingerprint the index of `space` holds now, from its manifest and deltas: what the
+    incremental check trusts to equal the store's (`state`)."""
+    with vx.VectorIndex.open(path_of(store, space), space.model, space.dim) as ix:
+        return ix.fingerprint()
 
 
 def forget(store: Store, segment_keys: np.ndarray) -> int:
@@ -295,6 +375,10 @@ def _check_and_save(con: Connection, space: Space, w: vx.VectorIndex, out: dict)
             for keys, vecs in _rows(con, space, where, params):
                 w.add(keys, vecs)
     w.save(stamp=stamp)
+    _compact_if_due(w)
+
+
+def _compact_if_due(w: vx.VectorIndex) -> None:
     if w.delta_rows >= w.params.compact_rows:
         index_compact.compact_soon(w.path)
 

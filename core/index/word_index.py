@@ -75,7 +75,7 @@ ROWS_SQL = (
     "any_value(u.channel) AS channel, any_value(u.start_s) AS start_s, any_value(u.end_s) "
     "FROM utterances u JOIN sessions s USING (session_id) "
     "LEFT JOIN segments g ON g.session_id = u.session_id AND g.channel = u.channel "
-    "AND g.start_s < u.end_s AND g.end_s > u.start_s "
+    "AND g.start_s < u.end_s AND g.end_s > u.start_s {where_g} "
     "WHERE s.status = 'ok' {where_u} GROUP BY u.utterance_id "
     # Allocated in this order, walked backwards: newest session first, then (same second) by
     # session id, each session's utterances in the order spoken — the read-back's order.
@@ -130,13 +130,112 @@ def store_state(store: Store) -> tuple[dict[str, tuple[str, int]], str]:
     """(session_id → (ingest stamp, number of utterances) of every ok session with
     utterances, the fingerprint of them), read in one transaction; NoTranscripts when the store
     has no utterances table."""
+    state, fp, _ = _store_state(store)
+    return state, fp
+
+
+def _store_state(store: Store):
+    """store_state, and the store's marks (`_marks`) read in the same transaction."""
     with store.read() as con:
         _require_transcripts(con, store)
         con.execute("BEGIN TRANSACTION")
         rows = con.execute(STATE_SQL).fetchall()
         fp = str(con.execute(FINGERPRINT_SQL).fetchone()[0])
+        marks = _marks(con, [])
         con.execute("COMMIT")
-    return {sid: (stamp, int(n)) for sid, stamp, n in rows}, fp
+    return {sid: (stamp, int(n)) for sid, stamp, n in rows}, fp, marks
+
+
+# -- one commit's sessions --------------------------------------------------------------------
+# What the last sync of this process left, per store: the fingerprint it recorded, and the
+# store's marks then. The next commit's sync compares the store with them in two cheap reads
+# and then replaces only the committed sessions' rows (`_sync_sessions`).
+_left: dict[str, tuple[str, int, object]] = {}  # db → (fingerprint, utterances stored, latest)
+# Each ok session's share of FINGERPRINT_SQL: its utterances × the hash of (id, ingest time).
+SHARE_SQL = ("SELECT u.session_id, any_value(s.ingested_at)::VARCHAR, count(*), "
+             "sum(hash(s.session_id, s.ingested_at)::HUGEINT) FROM utterances u "
+             "JOIN sessions s USING (session_id) WHERE s.status = 'ok' "
+             "AND u.session_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL")
+HELD_SHARE_SQL = ("SELECT coalesce(sum(hash(sid, stamp::TIMESTAMP)::HUGEINT * n), 0) FROM "
+                  "(SELECT unnest(?::VARCHAR[]) AS sid, unnest(?::VARCHAR[]) AS stamp, "
+                  "unnest(?::BIGINT[]) AS n)")
+
+
+def _marks(con, session_ids: list[str]) -> tuple[int, object, object]:
+    """(utterances stored, of any session — counted from DuckDB's row-group statistics; the
+    latest ingest of the ok sessions other than `session_ids`, and of all of them — a scan of
+    the sessions table only)."""
+    return tuple(con.execute(
+        "SELECT (SELECT count(*) FROM utterances), (SELECT max(ingested_at) FROM sessions "
+        "WHERE status = 'ok' AND NOT list_contains(?::VARCHAR[], session_id)), "
+        "(SELECT max(ingested_at) FROM sessions WHERE status = 'ok')",
+        [list(session_ids)]).fetchall()[0])
+
+
+def _sync_sessions(store: Store, session_ids: list[str]) -> Synced | None:
+    """Replace only these sessions' rows, and move the recorded fingerprint by their shares;
+    None (a full sync is due) unless the index is as this process's last sync left it and
+    the store changed since only by this commit: no other session ingested since, and its
+    utterances moved by exactly as many rows as these sessions' did."""
+    t0 = time.perf_counter()
+    db, key = store.path, str(store.path.resolve())
+    left = _left.pop(key, None)
+    if left is None or not path_of(db).is_file():
+        return None
+    fp0, rows0, latest0 = left
+    count0, sum0 = (int(x) for x in fp0.split(":"))
+    with _updating(db):
+        try:
+            con = connect(db, writable=True)
+        except sqlite3.DatabaseError:
+            return None
+        try:
+            meta = dict(con.execute("SELECT k, v FROM meta").fetchall())
+            if meta.get("version") != VERSION or meta.get("fingerprint") != fp0:
+                return None  # changed by someone else since: compare it with the store
+            ids = sorted(set(session_ids))
+            held = {sid: (stamp, n) for sid, stamp, n in con.execute(
+                "SELECT session_id, stamp, n FROM sessions WHERE session_id IN "
+                f"({', '.join('?' * len(ids))})", ids).fetchall()} if ids else {}
+            with store.read() as dcon:
+                _require_transcripts(dcon, store)
+                dcon.execute("BEGIN TRANSACTION")
+                shares = dcon.execute(SHARE_SQL, [ids]).fetchall()
+                rows, latest, newest = _marks(dcon, ids)
+                old = int(dcon.execute(HELD_SHARE_SQL, [list(held), [v[0] for v in held.values()],
+                                                        [v[1] for v in held.values()]]
+                                       ).fetchone()[0])
+                dcon.execute("COMMIT")
+            state = {sid: (stamp, int(n)) for sid, stamp, n, _ in shares}
+            count = count0 - sum(n for _, n in held.values()) + sum(n for _, n in state.values())
+            if (latest is not None and (latest0 is None or latest > latest0)
+                    or rows - count != rows0 - count0):
+                return None
+            fp = f"{count}:{sum0 - old + sum(int(h) for *_, h in shares)}"
+            out = Synced(incremental=True)
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                _delete(con, list(held))
+                out.removed = len([s for s in held if s not in state])
+                out.added = _add(con, store, sorted(state), state)
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)", [fp])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
+    _left[key] = (fp, rows, newest)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _delete(con: sqlite3.Connection, session_ids: list[str]) -> None:
+    for sid in session_ids:
+        con.execute("DELETE FROM fts WHERE rowid IN "
+                    "(SELECT rowid FROM utt WHERE session_id = ?)", [sid])
+        con.execute("DELETE FROM utt WHERE session_id = ?", [sid])
+        con.execute("DELETE FROM sessions WHERE session_id = ?", [sid])
 
 
 def fingerprint(store: Store) -> str:
@@ -196,15 +295,23 @@ class Synced:
     removed: int = 0  # sessions removed
     rebuilt: bool = False
     seconds: float = 0.0
+    incremental: bool = False  # only the commit's sessions read (no state of every session)
 
 
-def sync(store: Store, erased: bool = False) -> Synced:
+def sync(store: Store, erased: bool = False, session_ids: list[str] | None = None) -> Synced:
     """Make the index hold exactly the store's utterances (see the module's note); with
-    `erased`, also merge the FTS segments and vacuum so deleted words leave the file."""
+    `erased`, also merge the FTS segments and vacuum so deleted words leave the file. With
+    `session_ids` (a commit's), only those sessions are read when the store changed by nothing
+    else since this process's last sync (`_sync_sessions`); otherwise every session's state."""
     t0 = time.perf_counter()
     out = Synced()
-    state, fp = store_state(store)
+    if session_ids is not None and not erased:
+        done = _sync_sessions(store, session_ids)
+        if done is not None:
+            return done
+    state, fp, (rows, _, newest) = _store_state(store)
     db = store.path
+    _left.pop(str(db.resolve()), None)
     with _updating(db):
         try:
             con = connect(db, writable=True)
@@ -227,13 +334,10 @@ def sync(store: Store, erased: bool = False) -> Synced:
         fresh = sorted(s for s in state if held.get(s) != state[s])
         try:
             con.execute("BEGIN IMMEDIATE")
-            for sid in stale:
-                con.execute("DELETE FROM fts WHERE rowid IN "
-                            "(SELECT rowid FROM utt WHERE session_id = ?)", [sid])
-                con.execute("DELETE FROM utt WHERE session_id = ?", [sid])
-                con.execute("DELETE FROM sessions WHERE session_id = ?", [sid])
+            _delete(con, stale)
             out.removed = len([s for s in stale if s not in state])
-            out.added = _add(con, store, fresh, state)
+            out.added = _add(con, store, fresh, state,
+                             everything=bool(fresh) and len(fresh) == len(state))
             con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                             [("version", VERSION), ("fingerprint", fp)])
             con.execute("COMMIT")
@@ -246,14 +350,15 @@ def sync(store: Store, erased: bool = False) -> Synced:
             raise
         finally:
             con.close()
+    _left[str(db.resolve())] = (fp, rows, newest)
     out.seconds = time.perf_counter() - t0
     return out
 
 
 def _add(con: sqlite3.Connection, store: Store, session_ids: list[str],
-         state: dict[str, tuple[str, int]], batch: int = 2000) -> int:
-    """Insert these sessions' utterances, read from the store in batches of sessions (all of
-    them in one streamed read when the index starts empty)."""
+         state: dict[str, tuple[str, int]], batch: int = 2000, everything: bool = False) -> int:
+    """Insert these sessions' utterances, read from the store in batches of sessions (with
+    `everything`, all of the store's in one streamed read: the index starts empty)."""
     next_free: dict[int, int] = {}
 
     def insert(rows) -> None:
@@ -271,25 +376,28 @@ def _add(con: sqlite3.Connection, store: Store, session_ids: list[str],
         con.executemany("INSERT INTO utt VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", utt)
         con.executemany("INSERT INTO fts(rowid, text) VALUES (?, ?)", fts)
 
-    if session_ids and len(session_ids) == len(state):
+    if everything:
         with store.read() as dcon:
-            reader = dcon.sql(ROWS_SQL.format(where_u="")).to_arrow_reader(50_000)
+            reader = dcon.sql(ROWS_SQL.format(where_u="", where_g="")).to_arrow_reader(50_000)
             for rb in reader:
                 insert(zip(*(rb.column(i).to_pylist() for i in range(rb.num_columns))))
     else:
         for lo in range(0, len(session_ids), batch):
             part = session_ids[lo:lo + batch]
             with store.read() as dcon:
-                where = "AND list_contains($ids, u.session_id)"
-                insert(dcon.execute(ROWS_SQL.format(where_u=where), {"ids": part}).fetchall())
+                # Both sides filtered: the segments' scan is pruned to these sessions' row groups.
+                where = "AND {}.session_id IN (SELECT unnest($ids::VARCHAR[]))"
+                insert(dcon.execute(ROWS_SQL.format(where_u=where.format("u"),
+                                                    where_g=where.format("g")),
+                                    {"ids": part}).fetchall())
     con.executemany("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)",
                     [(s, *state[s]) for s in session_ids])
     return len(session_ids)
 
 
-def _after_commit(store: Store, _ids, _gone, _words) -> Synced | None:
+def _after_commit(store: Store, ids, _gone, _words) -> Synced | None:
     try:
-        return sync(store)
+        return sync(store, session_ids=list(ids))
     except NoTranscripts:  # a store of older versions, before transcripts: nothing to index
         return None
 

@@ -172,10 +172,10 @@ class SessionWriter:
                     hook(con, result.session_id)
         self._saved_ok.update(r.sha256 for r, s in zip(results, stored) if s and r.status == "ok")
         if any(stored):  # one index update for the whole group
-            self.update_index(sorted({r.session_id for r, s in zip(results, stored) if s}),
-                              keys_for(gone))
+            ids = sorted({r.session_id for r, s in zip(results, stored) if s})
+            self.update_index(ids, keys_for(gone))
             if _words_changed([r for r, s in zip(results, stored) if s], gone):
-                self.update_words()
+                self.update_words(ids)
         return stored
 
     def update_index(self, session_ids: list[str], gone_keys: np.ndarray) -> dict | None:
@@ -192,13 +192,14 @@ class SessionWriter:
             self.last_index_update = None
         return self.last_index_update
 
-    def update_words(self) -> None:
+    def update_words(self, session_ids: list[str]) -> None:
         """After a commit: the word index beside the store (the "words" commit hook,
-        core.index.word_index) takes the saved transcripts. As with the ANN index, a failure
-        leaves it stale, and a stale one is synced from the store before any search uses it."""
+        core.index.word_index) takes the saved sessions' transcripts. As with the ANN index, a
+        failure leaves it stale, and a stale one is synced from the store before any search
+        uses it."""
         hook = commit_hooks.hooks().get("words")
         try:
-            hook and hook.after(self.store, [], np.zeros(0, np.uint64), True)
+            hook and hook.after(self.store, session_ids, np.zeros(0, np.uint64), True)
         except Exception as e:  # the commit stands
             log.warning("the word index was not updated (%s); it is synced from the store "
                         "before the next search", e)
