@@ -46,7 +46,7 @@ from core.index import vector_index as vx  # noqa: E402
 from core.base.labels import LABELS  # noqa: E402
 from core.analysis.rules import load_rules  # noqa: E402
 from core.storage.group_tables import insert  # noqa: E402
-from core.storage.sessions import SessionWriter  # noqa: E402
+from core.storage.sessions import SessionWriter, session_tables  # noqa: E402
 from core.storage.store import Store  # noqa: E402
 from core.base.types import (ChannelQuality, Curve, Segment, SessionMeta,  # noqa: E402
                         SessionResult, segment_id_for)
@@ -160,8 +160,9 @@ class Timed:
                 "db": total - self.analytics - index}
 
 
-def reader_loop(db: str, dim: int, stop, out_q, idle: bool) -> None:
-    """What a dashboard page does, again and again: list, one session's rows, similar."""
+def reader_loop(db: str, dim: int, stop, out_q, idle: bool, think: float) -> None:
+    """What a dashboard page does, again and again: list, one session's rows, similar; then
+    `think` seconds before the next page, as a person reading it would."""
     from core.index import similar
     from core.guard.access import operator
     from core.storage.queries import Reader
@@ -185,6 +186,7 @@ def reader_loop(db: str, dim: int, stop, out_q, idle: bool) -> None:
                 f.write(f"{lat[-1]}\n")
         if idle and len(lat) >= 20:
             break
+        stop.wait(think)
     out_q.put(lat)
 
 
@@ -195,10 +197,11 @@ def reads_so_far(db: str) -> np.ndarray:
     return np.array(out)
 
 
-def reads(db: str, dim: int, n: int, seconds: float | None) -> tuple[mp.Event, list, mp.Queue]:
+def reads(db: str, dim: int, n: int, seconds: float | None,
+          think: float) -> tuple[mp.Event, list, mp.Queue]:
     ctx = mp.get_context("spawn")
     stop, q = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=reader_loop, args=(db, dim, stop, q, seconds is not None))
+    procs = [ctx.Process(target=reader_loop, args=(db, dim, stop, q, seconds is not None, think))
              for _ in range(n)]
     for p in procs:
         p.start()
@@ -239,10 +242,10 @@ def soak(a, store: Store, w: SessionWriter, timed: "Timed", rng, k: int) -> int:
     next session number."""
     run = w.start_run(MODEL, "", False, "cpu", "engine", {"soak": True})
     db = str(store.path)
-    stop, procs, q = reads(db, a.dim, a.readers, 1.0)
+    stop, procs, q = reads(db, a.dim, a.readers, 1.0, a.think)
     idle = collect(stop, procs, q, idle=True)
     print(f"reads idle ({a.readers} readers): {pct(idle)}")
-    stop, procs, q = reads(db, a.dim, a.readers, None)
+    stop, procs, q = reads(db, a.dim, a.readers, None, a.think)
     t0 = time.perf_counter()
     soaked, sizes = [], []
     until = t0 + a.soak_minutes * 60
@@ -279,6 +282,40 @@ def soak(a, store: Store, w: SessionWriter, timed: "Timed", rng, k: int) -> int:
     return k
 
 
+def prepare(work: Path, size: int, a, run_of) -> tuple[Store, SessionWriter, str, float, float]:
+    """The store of `size` segments, reused from an earlier run when there is one: grown only by
+    what it lacks, the sessions earlier runs committed taken out again (their rows leave the
+    index as a delta), and its index rebuilt only when it does not match the store."""
+    store = Store(work / f"scale-{size}.duckdb")
+    store.migrate()
+    w = SessionWriter(store, load_rules(None))
+    run = run_of(w)
+    with store.read() as con:
+        have = con.execute("SELECT count(*) FROM sessions WHERE session_id LIKE 'b%'").fetchone()[0]
+        old = [r[0] for r in con.execute("SELECT session_id FROM sessions "
+                                        "WHERE session_id LIKE 'w%'").fetchall()]
+    t = time.perf_counter()
+    grow(store, run, int(have), max(0, size // a.segments - int(have)), a.segments, a.dim)
+    grown = time.perf_counter() - t
+    if old:  # an earlier run's commits: out of the store and, as tombstones, out of its index
+        with store.write() as con:
+            gone = [r[0] for r in con.execute("SELECT segment_id FROM segments "
+                                              "WHERE session_id LIKE 'w%'").fetchall()]
+            for table in session_tables():
+                con.execute(f"DELETE FROM {table} WHERE session_id LIKE 'w%'")
+        segment_index.apply(store, [], keys_for(gone))
+    t = time.perf_counter()
+    space = segment_index.spaces(store)[0]
+    with store.read() as con:
+        fp, stamp = segment_index.state(con, space)
+    try:
+        vx.VectorIndex.open(segment_index.path_of(store, space), space.model, space.dim, fp,
+                            stamp).close()
+    except vx.IndexUnusable:
+        segment_index.rebuild(store, space, vx.Params(expansion_add=a.ef_add))
+    return store, w, run, grown, time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
@@ -286,45 +323,39 @@ def main() -> None:
     ap.add_argument("--segments", type=int, default=24, help="per session")
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--commits", type=int, default=20, help="timed commits at each size")
-    ap.add_argument("--soak", type=int, default=2000, help="commits of the soak")
+    ap.add_argument("--soak", "--soak-commits", dest="soak", type=int, default=2000,
+                    help="commits of the soak")
     ap.add_argument("--readers", type=int, default=4)
+    ap.add_argument("--think", type=float, default=1.0,
+                    help="seconds each reader waits between two page reads, as a person does")
     ap.add_argument("--soak-minutes", type=float, default=float("inf"),
                     help="stop the soak after this long even short of --soak commits")
     ap.add_argument("--soak-at", type=int, default=None,
                     help="run the soak at this size (one of --sizes; default the largest)")
     ap.add_argument("--ef-add", type=int, default=16, help="graph build effort of the base")
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "store_scale",
+                    help="where the stores are kept (one per size) and reused by the next run")
     a = ap.parse_args()
-    work = a.out or Path(tempfile.mkdtemp(prefix="emoscope-scale-"))
-    store = Store(work / "scale.duckdb")
-    store.migrate()
-    w = SessionWriter(store, load_rules(None))
-    run = w.start_run(MODEL, "", False, "cpu", "engine", {})
+    work = a.out
+    work.mkdir(parents=True, exist_ok=True)
     timed = Timed()
     rng = np.random.default_rng(1)
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
           f"{a.dim}-d embeddings, {a.segments} segments per session")
-    bulk, k, table = 0, 0, []
+    k, table = 0, []
     for size in a.sizes:
-        want = max(0, size // a.segments - bulk)
-        t = time.perf_counter()
-        grow(store, run, bulk, want, a.segments, a.dim)
-        bulk += want
-        grown = time.perf_counter() - t
-        t = time.perf_counter()
-        segment_index.rebuild(store, segment_index.spaces(store)[0],
-                              vx.Params(expansion_add=a.ef_add))
-        built = time.perf_counter() - t
+        store, w, run, grown, built = prepare(
+            work, size, a, lambda w: w.start_run(MODEL, "", False, "cpu", "engine", {}))
         costs = []
         for _ in range(a.commits):
             costs.append(timed.commit(w, session(k, a.segments, a.dim, rng), run))
             k += 1
         med = {p: float(np.median([c[p] for c in costs])) for p in costs[0]}
         table.append((size, med))
-        print(f"{size:>9,} segments: grown in {grown:.0f} s, index built in {built:.0f} s; "
+        print(f"{size:>9,} segments: grown in {grown:.0f} s, index ready in {built:.0f} s; "
               f"per commit (median of {a.commits}): {med['total'] * 1e3:.0f} ms = DB "
               f"{med['db'] * 1e3:.0f} + analytics {med['analytics'] * 1e3:.0f} + index "
-              f"{med['index'] * 1e3:.0f} ms", flush=True)
+              f"{med['index'] * 1e3:.0f} ms · load {os.getloadavg()[0]:.1f}", flush=True)
 
         if size == (a.soak_at or a.sizes[-1]):
             k = soak(a, store, w, timed, rng, k)
