@@ -70,8 +70,8 @@ class VectorIndex(Searching):
             _NOKEYS, _NOKEYS, np.zeros((0, self.dim), np.float16))
         # Base rows that no longer count, and the rows held outside the base (the deltas'
         # live rows, then this writer's new ones) in chunks, merged lazily by key.
-        base = np.asarray(self._keys)
-        self._dead = base[member(tomb, base)] if tomb.size else _NOKEYS
+        # (Searched as tombstones in the sorted base: the cost of the tombstones, not the base.)
+        self._dead = tomb[member(self._keys, tomb)] if tomb.size else _NOKEYS
         self._chunks: list[tuple[np.ndarray, np.ndarray]] = [(dk, dv)] if dk.size else []
         self._pending = dk
         # This writer's changes since its last save: tombstones and keys of new rows.
