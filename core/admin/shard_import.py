@@ -24,10 +24,11 @@ from core.base.types import SessionResult
 # Sessions per transaction. DuckDB's checkpoint at each commit rewrites the tables' partly
 # filled last row groups, so its cost per session falls as a group grows: inserting and
 # committing 512 synthetic sessions (bench/import.py's, 24 segments, dim 1024) took 2.57 s of
-# CPU in groups of 64, 1.72 s in 128, 1.31 s in 256, 1.14 s in 512 (a shared 2-core machine,
-# load 10), and the file came out smaller. Readers wait at the gate for one commit, so not
-# larger: a group of 256 commits in about a second.
-GROUP = 256
+# CPU in groups of 64, 1.72 s in 128, 1.31 s in 256 (a shared 2-core machine, load 10). The
+# whole writer (analytics and the similarity index too) took 4.6 s in 64, 4.0 s in 128 and
+# 4.7 s in 256: the first commit into an empty index builds its graph from the whole group.
+# Readers wait at the gate for one commit, another reason not to go larger.
+GROUP = 128
 
 
 @dataclass
