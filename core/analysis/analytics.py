@@ -139,9 +139,12 @@ class Reference:
             for sp in dict.fromkeys(speakers.tolist()):  # in order of first appearance
                 self._extend(sp, vol[speakers == sp])
             return
+        by_role: dict[str, list[float]] = {}  # one extend per role, in order within each
         for sp, vol in ((r["speaker"], r["volatility"]) for r in metrics):
             if sp != ALL and vol is not None and not pd.isna(vol):
-                self._extend(sp, [float(vol)])
+                by_role.setdefault(sp, []).append(float(vol))
+        for sp, vals in by_role.items():
+            self._extend(sp, vals)
 
     @classmethod
     def from_rows(cls, rows: pd.DataFrame) -> "Reference":
@@ -155,7 +158,8 @@ class Reference:
 class GroupSegments:
     """The segments of a group of sessions as arrays, session after session (`bounds[i]` to
     `bounds[i + 1]` are session i's rows, in any order within it). Values as the store holds
-    them: scores and embeddings rounded to float32, then widened, as a read would give them."""
+    them: scores rounded to float32, then widened, as a read would give them; embeddings
+    float32, widened only where their distances are taken."""
     segment_id: np.ndarray  # object (str)
     channel: np.ndarray  # int
     speaker: np.ndarray  # object (str)
@@ -164,7 +168,8 @@ class GroupSegments:
     label: np.ndarray  # object (str)
     confidence: np.ndarray
     scores: np.ndarray  # (n, 9) float64
-    emb: np.ndarray | None  # (n, D) float64; None when no segment has one
+    emb: np.ndarray | None  # (n, D) float32 as stored (widened where distances are taken);
+    #                         None when no segment has one
     has_emb: np.ndarray  # bool per session: every one of its segments has an embedding
     flags: list
     bounds: np.ndarray  # (sessions + 1,)
@@ -222,7 +227,7 @@ def analyze_group(sessions: list[GroupSession], seg: GroupSegments,
     with_emb = seg.has_emb[sess[part_order]] if n else np.zeros(0, bool)
     dists = np.full(max(n - 1, 0), np.nan)
     if seg.emb is not None and n > 1:
-        dists = np.linalg.norm(np.diff(seg.emb[part_order], axis=0), axis=1)
+        dists = _step_distances(seg.emb, part_order)
     steps = 0.5 * np.abs(np.diff(seg.scores[part_order], axis=0)).sum(axis=1) if n > 1 \
         else np.zeros(0)
     labels = seg.label[part_order]
@@ -250,7 +255,7 @@ def analyze_group(sessions: list[GroupSession], seg: GroupSegments,
                 end=seg.end[time_order], label=seg.label[time_order],
                 label_idx=seg.label_idx[time_order], confidence=seg.confidence[time_order],
                 scores=seg.scores[time_order],
-                emb=None if seg.emb is None else seg.emb[time_order],
+                emb=None,  # the alert checks never read embeddings (a re-judge has none)
                 flags=[seg.flags[k] for k in time_order],
                 pitch=None if seg.pitch is None else seg.pitch[time_order],
                 loudness=None if seg.loudness is None else seg.loudness[time_order])
@@ -302,6 +307,18 @@ def analyze_group(sessions: list[GroupSession], seg: GroupSegments,
         metrics += rows[k:j]
         k = j
     return GroupAnalysis(metrics, alerts, roll_given, fallback, categories=tagged)
+
+
+def _step_distances(emb: np.ndarray, order: np.ndarray, block: int = 1024) -> np.ndarray:
+    """The Euclidean distance between each row of `emb[order]` and the next, widened to
+    float64 block by block: the arithmetic of one whole-array pass (each row's sum is its
+    own), without a float64 copy of every embedding of the group."""
+    out = np.empty(len(order) - 1)
+    for lo in range(0, len(order) - 1, block):
+        hi = min(lo + block, len(order) - 1)
+        rows = emb[order[lo:hi + 1]].astype(np.float64)
+        out[lo:hi] = np.linalg.norm(np.diff(rows, axis=0), axis=1)
+    return out
 
 
 def _slice(q: Seq, lo: int, hi: int, has_emb: bool) -> Seq:

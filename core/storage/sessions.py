@@ -297,8 +297,9 @@ def _group_session(r: SessionResult, rules: Rules) -> GroupSession:
 
 
 def _group_segments(results: list[SessionResult], segs: list, scores, emb) -> GroupSegments:
-    """The analytics' view of `segment_blocks`: arrays, widened from float32 as a read of the
-    store would give them."""
+    """The analytics' view of `segment_blocks`: arrays, the scores widened from float32 as a
+    read of the store would give them (the embeddings stay float32: the analytics widen them
+    a block at a time)."""
     n = len(segs)
     counts = [len(r.segments) for r in results]
     has_emb = emb is not None and emb.ndim == 2 and emb.shape[1] > 0
@@ -312,7 +313,7 @@ def _group_segments(results: list[SessionResult], segs: list, scores, emb) -> Gr
         label=obj([s.label for _, s in segs]),
         confidence=np.array([s.confidence for _, s in segs], dtype=float),
         scores=scores.astype(np.float64) if n else np.zeros((0, len(LABELS))),
-        emb=emb.astype(np.float64) if n and has_emb else None,
+        emb=emb if n and has_emb else None,
         has_emb=np.full(len(results), has_emb),
         flags=[list(s.flags) for _, s in segs],
         bounds=np.concatenate([[0], np.cumsum(counts)]).astype(int),
