@@ -4,6 +4,8 @@ Each alert names the emotion behind it and the suggested response for that emoti
 """
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -223,17 +225,22 @@ def session_alerts(sid: str, seg, metrics, duration_s: float, rules,
 class Ranked:
     """One role's reference volatility kept sorted, so a percentile is a lookup rather than a
     partition of every earlier session's value (what np.percentile does on each call, which
-    grows with the store). `percentile` gives np.percentile's "linear" result to the bit."""
+    grows with the store). `percentile` gives np.percentile's "linear" result to the bit.
+    A Python list: a session adds one value or two, which `bisect.insort` places in one call."""
 
     def __init__(self, values=()):
-        self.values = np.sort(np.asarray(values, dtype=float))
+        self.values: list[float] = sorted(np.asarray(values, dtype=float).ravel().tolist())
 
     def __len__(self) -> int:
         return len(self.values)
 
     def add(self, new) -> None:
-        new = np.sort(np.asarray(new, dtype=float))
-        self.values = np.insert(self.values, np.searchsorted(self.values, new), new)
+        new = np.asarray(new, dtype=float).ravel().tolist()
+        if len(new) > 16:  # a store's worth: one merge of two sorted runs
+            self.values = sorted(self.values + sorted(new))
+            return
+        for v in new:
+            bisect.insort(self.values, v)
 
     def percentile(self, q: float) -> float:
         # numpy's arithmetic step by step: index (n - 1) * q / 100, then _lerp, which takes
@@ -243,10 +250,10 @@ class Ranked:
             return float("nan")
         at = (n - 1) * (q / 100)
         if at >= n - 1:
-            return float(a[-1])
-        lo = int(np.floor(at))
+            return a[-1]
+        lo = math.floor(at)
         t = at - lo
-        x, y = float(a[lo]), float(a[lo + 1])
+        x, y = a[lo], a[lo + 1]
         return y - (y - x) * (1 - t) if t >= 0.5 else x + (y - x) * t
 
 
