@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.analysis.alerts import streaks
+from core.analysis.alerts import Ranked, streaks
 from core.analysis.analytics import Reference, analyze
 from core.analysis.rules import load_rules
 from tests.analytics_fixtures import channels, segments
@@ -100,6 +100,26 @@ def test_volatility_above_the_95th_percentile_of_earlier_sessions():
     # another role's history is not this role's reference
     other = {"agent": ref["customer"]}
     assert fired(analyze("s1", seg, CALL_CHANNELS, 30.0, RULES, other), "volatility_p95").empty
+
+
+def test_a_ranked_reference_gives_numpys_percentile_to_the_bit_and_the_same_alert():
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 3, 20, 57, 400):
+        values = rng.gamma(2.0, 0.3, n).round(int(rng.integers(1, 6)))  # ties too
+        ranked = Ranked(values[: n // 2])
+        for v in values[n // 2:]:  # one at a time, as sessions arrive
+            ranked.add([v])
+        for q in (0, 5, 50, 75.5, 90, 95, 99.9, 100, float(rng.uniform(0, 100))):
+            assert ranked.percentile(q) == float(np.percentile(values, q)), (n, q)
+    seg = segments([("customer", 0, 5, "neutral", 0.9, [0]), ("customer", 10, 15, "sad", 0.9, [10]),
+                    ("customer", 20, 25, "angry", 0.9, [40])])
+    plain = {"customer": [float(v) for v in range(1, 21)]}
+    ref = Reference()
+    ref.add([{"speaker": "customer", "volatility": v} for v in plain["customer"]])
+    as_list = analyze("s1", seg, CALL_CHANNELS, 30.0, RULES, plain).alerts
+    as_ranked = analyze("s1", seg, CALL_CHANNELS, 30.0, RULES, ref.ranked).alerts
+    assert "volatility_p95" in set(as_ranked.rule)
+    assert as_ranked.equals(as_list)
 
 
 def test_reference_collects_per_role_volatility():
