@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from core.base.labels import LABELS
-from core.analysis.metrics import (_NEG_IDX, ALL, interruptions, intersect, judged_fields,
-                          overlap_time, total, union)
+from core.analysis.metrics import (_NEG_IDX, ALL, interruptions, judged_fields, overlap_time,
+                                   union)
 
 N_LABELS = len(LABELS)
 
@@ -188,10 +188,24 @@ def _conversation(units, out, seg, two_party, spans) -> None:
                 continue
             if two_party[i]:
                 mine = sp == u.speaker
-                others = union([s for o, ss in by_speaker.items() if o != u.speaker
-                                for s in ss])
+                rest = [ss for o, ss in by_speaker.items() if o != u.speaker]
+                # One other speaker: their stretches are a union already.
+                others = rest[0] if len(rest) == 1 else union([s for ss in rest for s in ss])
                 row.update(turns=turn_n.get(u.speaker, 0), interruptions=int(hits[mine].sum()),
-                           overlap_s=total(intersect(by_speaker[u.speaker], others)))
+                           overlap_s=_overlap_total(by_speaker[u.speaker], others))
             else:
                 row.update(turns=turn_n.get(u.speaker, 0), interruptions=None, overlap_s=None)
         k = j
+
+
+def _overlap_total(a: list, b: list) -> float:
+    """`total(intersect(a, b))` of two unions of disjoint sorted spans, every pair compared at
+    once: the overlapping pairs in row-major order are the pieces in time order, summed in that
+    order as `total` sums them."""
+    if not a or not b:
+        return 0.0
+    x, y = np.array(a, dtype=float), np.array(b, dtype=float)
+    start = np.maximum(x[:, :1], y[:, 0])
+    end = np.minimum(x[:, 1:], y[:, 1])
+    keep = start < end
+    return float(sum((end[keep] - start[keep]).tolist()))
