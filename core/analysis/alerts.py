@@ -274,7 +274,8 @@ def volatility_alerts(sid: str, seg, metrics, rolling: np.ndarray,
     q = as_seq(seg)
     rolling = np.asarray(rolling, float)
     rows: list[dict] = []
-    for rule in (r for r in rules.alerts if r.kind in store_relative()):
+    relative = store_relative()
+    for rule in (r for r in rules.alerts if r.kind in relative):
         for m in _records(metrics):
             sp, vol = m["speaker"], m["volatility"]
             if sp == ALL or not rule.watches(sp) or not _present(vol):
