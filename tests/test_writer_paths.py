@@ -12,6 +12,7 @@ import ingest.prosody  # noqa: F401 - registers pitch_hz and loudness_dbfs on se
 from bench import writer_before
 from core.base.labels import LABELS
 from core.analysis.rules import load_rules
+from core.storage import sessions
 from core.storage.sessions import SessionWriter
 from core.storage.store import Store
 from core.base.types import (ChannelQuality, Curve, Segment, SessionMeta, SessionResult, Utterance,
@@ -104,6 +105,7 @@ def _write(path, groups, rules, old: bool, monkeypatch) -> Store:
     # Only the store's tables are compared: the indexes beside it are left out.
     monkeypatch.setattr(SessionWriter, "update_index", lambda *a: None)
     monkeypatch.setattr(SessionWriter, "update_words", lambda *a: None)
+    monkeypatch.setattr(sessions, "BULK", 6)  # the groups of 12 and more commit as bulk ones
     store = Store(path)
     store.migrate()
     with writer_before.installed() if old else _nothing():
@@ -171,6 +173,7 @@ def test_no_write_ahead_log_is_left_behind_a_writer(tmp_path, monkeypatch, group
     rng = np.random.default_rng(1)
     monkeypatch.setattr(SessionWriter, "update_index", lambda *a: None)
     monkeypatch.setattr(SessionWriter, "update_words", lambda *a: None)
+    monkeypatch.setattr(sessions, "BULK", 10)  # the group of 12 is checkpointed as a bulk one
     store = Store(tmp_path / "s.duckdb")
     store.migrate()
     w = SessionWriter(store, _rules())
