@@ -222,14 +222,14 @@ class _Left:
 _left: dict[str, _Left] = {}  # store path → what its last apply left
 
 
-def _marks(con: Connection, session_ids: list[str]) -> tuple[int, object]:
+def _marks(con: Connection, session_ids: list[str]) -> tuple[int, object, object]:
     """(segments with an embedding, of any session; the latest ingest of the ok sessions
-    other than `session_ids`): a count DuckDB answers from its row groups' statistics, and a
-    scan of the sessions table only — a few ms at 1M segments."""
+    other than `session_ids`, and of all): a count DuckDB answers from its row groups'
+    statistics, and a scan of the sessions table only — a few ms at 1M segments."""
     return tuple(con.execute(
         "SELECT (SELECT count(*) FROM segments WHERE embedding IS NOT NULL), "
-        "(SELECT max(ingested_at) FROM sessions WHERE status = 'ok' "
-        "AND NOT list_contains(?::VARCHAR[], session_id))", [list(session_ids)]).fetchall()[0])
+        "max(ingested_at) FILTER (WHERE NOT list_contains(?::VARCHAR[], session_id)), "
+        "max(ingested_at) FROM sessions WHERE status = 'ok'", [list(session_ids)]).fetchall()[0])
 
 
 def _unchanged_since(left: _Left | None, rows: int, latest, held: dict) -> bool:
@@ -276,7 +276,7 @@ def apply(store: Store, session_ids: list[str], gone_keys: np.ndarray) -> dict:
         # Other spaces only when they hold a row being replaced (a re-ingest by another model).
         others = {s for s in _saved_spaces(folder) - set(saved)
                   if _holds_any(store, s, gone_keys)}
-        rows, latest = _marks(con, session_ids)
+        rows, latest, newest = _marks(con, session_ids)
         held = dict(left.held) if left else {}
         writers = {}
         try:
@@ -303,9 +303,7 @@ def apply(store: Store, session_ids: list[str], gone_keys: np.ndarray) -> dict:
         finally:
             for w in writers.values():
                 w.close()
-        latest = con.execute("SELECT max(ingested_at) FROM sessions "
-                             "WHERE status = 'ok'").fetchall()[0][0]
-    _left[key] = _Left(rows, latest, held)
+    _left[key] = _Left(rows, newest, held)
     out["seconds"] = time.perf_counter() - t0
     return out
 
