@@ -247,8 +247,17 @@ def main() -> None:
         con.execute("UPDATE sessions SET ingested_at = now() WHERE session_id = ?", [again])
     t0 = time.perf_counter()
     done = word_index.sync(store)
-    print(f"the writer's sync after one call was re-ingested: "
+    print(f"the writer's sync after one call was re-ingested, every session's state compared: "
           f"{time.perf_counter() - t0:.2f} s ({done.added} session re-added)")
+    # The same as the writer's commit hook does it now: only the committed session read.
+    again = store.query("SELECT session_id FROM sessions LIMIT 1 OFFSET 2").session_id[0]
+    with store.write() as con:
+        con.execute("UPDATE sessions SET ingested_at = now() WHERE session_id = ?", [again])
+    t0 = time.perf_counter()
+    done = word_index.sync(store, session_ids=[again])
+    print(f"... only the committed call's rows (the commit hook's sync): "
+          f"{time.perf_counter() - t0:.2f} s ({done.added} session re-added, "
+          f"{'incrementally' if done.incremental else 'compared in full'})")
     # Erasure: one call's rows deleted, then the index synced, merged and vacuumed.
     victim = store.query("SELECT session_id FROM sessions LIMIT 1").session_id[0]
     with store.write() as con:
