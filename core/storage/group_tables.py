@@ -18,7 +18,11 @@ from core.base.times import as_timestamp
 from core.base.types import SessionResult
 from core.storage import analysers
 from core.storage.store import Connection
-from core.storage.vector_keys import keys_for
+from core.storage.vector_keys import key_sql, keys_for
+
+# A segment's key computed by DuckDB over the inserted rows: md5 in one vectorised pass rather
+# than once per segment in Python (the same number as vector_keys.key_of).
+SEGMENT_KEY = {"segment_key": key_sql("segment_id")}
 
 
 def stored_source(path: str | Path, audio_root: str | Path | None = None) -> str:
@@ -112,7 +116,7 @@ def segment_blocks(results: list[SessionResult]) -> tuple[list, np.ndarray, np.n
 
 
 def segment_arrow(segs: list, scores: np.ndarray, emb: np.ndarray,
-                  derived_values: dict | None = None) -> pa.Table:
+                  derived_values: dict | None = None, keys: bool = True) -> pa.Table:
     """The segments table of `segment_blocks`; `derived_values` (rolling_volatility and
     fallback_action as computed by the analytics) in place of the segments' own."""
     cols = {
@@ -130,10 +134,11 @@ def segment_arrow(segs: list, scores: np.ndarray, emb: np.ndarray,
         "clip_ratio": pa.array([s.clip_ratio for _, s in segs], pa.float64()),
         "flags": pa.array([list(s.flags) for _, s in segs], pa.list_(pa.string())),
         "fallback_action": pa.array([s.fallback_action for _, s in segs], pa.string()),
-        "segment_key": pa.array(keys_for(s.segment_id for _, s in segs), pa.uint64()),
         **{c.name: pa.array([s.values.get(c.name) for _, s in segs], c.arrow)
            for c in analysers.segment_columns()},
     }
+    if keys:  # the writer has DuckDB compute them as it inserts (SEGMENT_KEY)
+        cols["segment_key"] = pa.array(keys_for(s.segment_id for _, s in segs), pa.uint64())
     cols.update(derived_values or {})
     return pa.table(cols)
 
@@ -162,11 +167,15 @@ def frame_table(results: list[SessionResult]) -> pa.Table:
     return pa.table(cols)
 
 
-def insert(con: Connection, table: str, data: pa.Table, casts: dict | None = None) -> None:
-    """INSERT ... SELECT from a registered Arrow table: one bulk statement, not a row loop."""
-    casts = casts or {}
+def insert(con: Connection, table: str, data: pa.Table, casts: dict | None = None,
+           computed: dict | None = None) -> None:
+    """INSERT ... SELECT from a registered Arrow table: one bulk statement, not a row loop.
+    `computed`: more columns as SQL over the table's (SEGMENT_KEY)."""
+    casts, computed = casts or {}, computed or {}
     names = data.column_names
-    select = ", ".join(f"{n}::{casts[n]}" if n in casts else n for n in names)
+    select = ", ".join([f"{n}::{casts[n]}" if n in casts else n for n in names]
+                       + list(computed.values()))
     con.register("insert_tbl", data)
-    con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM insert_tbl")
+    con.execute(f"INSERT INTO {table} ({', '.join(names + list(computed))}) "
+                f"SELECT {select} FROM insert_tbl")
     con.unregister("insert_tbl")

@@ -26,9 +26,9 @@ from core.analysis.analytics import GroupSegments, GroupSession
 from core.base.labels import LABELS
 from core.base.names import shown
 from core.analysis.rules import Rules
-from core.storage.group_tables import (analysis_table, channel_table, frame_table, ids_table,
-                                       insert, segment_arrow, segment_blocks, session_table,
-                                       with_fused)
+from core.storage.group_tables import (SEGMENT_KEY, analysis_table, channel_table, frame_table,
+                                       ids_table, insert, segment_arrow, segment_blocks,
+                                       session_table, with_fused)
 from core.storage.store import Connection, Store
 from core.base.times import utc_now
 from core.text.transcripts import event_table, utterance_table, word_table
@@ -287,8 +287,9 @@ def _save_group(con: Connection, results: list[SessionResult], run_id: str | Non
         insert(con, "segments", segment_arrow(*blocks, {
             "rolling_volatility": pa.array(analysis.rolling_volatility, pa.float64(),
                                            from_pandas=True),
-            "fallback_action": pa.array(analysis.fallback_action, pa.string()), **head_cols}),
-            casts={"scores": "FLOAT[9]", "embedding": "FLOAT[]"})
+            "fallback_action": pa.array(analysis.fallback_action, pa.string()), **head_cols},
+            keys=False), casts={"scores": "FLOAT[9]", "embedding": "FLOAT[]"},
+            computed=SEGMENT_KEY)
     if any(r.curves for r in ok):
         insert(con, "frames", frame_table(ok))
     if any(r.utterances for r in ok):
