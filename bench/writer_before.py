@@ -39,13 +39,15 @@ UTTERANCE_COLUMNS = ("utterance_id, session_id, channel, speaker, start_s, end_s
 
 @contextmanager
 def installed():
-    """The old group write, and the word index synced after every commit as it was."""
-    saved = sessions._save_group, sessions._words_changed
+    """The old group write, the word index synced after every commit and every commit
+    checkpointed with DuckDB's row-group vacuum, as it was."""
+    saved = sessions._save_group, sessions._words_changed, sessions.BULK
     sessions._save_group, sessions._words_changed = save_group, lambda *a: True
+    sessions.BULK = float("inf")
     try:
         yield
     finally:
-        sessions._save_group, sessions._words_changed = saved
+        sessions._save_group, sessions._words_changed, sessions.BULK = saved
 
 
 def save_group(con, results, run_id, base, first_pos, rules, audio_root, gone) -> list[bool]:
