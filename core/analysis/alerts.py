@@ -223,31 +223,43 @@ def session_alerts(sid: str, seg, metrics, duration_s: float, rules,
 
 
 class Ranked:
-    """One role's reference volatility kept sorted, so a percentile is a lookup rather than a
-    partition of every earlier session's value (what np.percentile does on each call, which
-    grows with the store). `percentile` gives np.percentile's "linear" result to the bit.
-    A Python list: a session adds one value or two, which `bisect.insort` places in one call."""
+    """One role's reference volatility, sorted once it is asked often, so a percentile is a
+    lookup rather than a partition of every earlier session's value (np.percentile's cost,
+    which grows with the store, on each session judged). `percentile` gives np.percentile's
+    "linear" result to the bit. The first SORT_AFTER percentiles are np.percentile's own: a
+    one-session commit asks once per speaker, and sorting a large store's values for that
+    would cost more than it saves. Sorted, the values are a Python list: a session adds one
+    or two, which `bisect.insort` places in one call."""
+
+    SORT_AFTER = 2
 
     def __init__(self, values=()):
-        self.values: list[float] = sorted(np.asarray(values, dtype=float).ravel().tolist())
+        self._raw: np.ndarray | None = np.asarray(values, dtype=float).ravel()
+        self._sorted: list[float] | None = None
+        self._asked = 0
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self._sorted) if self._sorted is not None else self._raw.size
 
     def add(self, new) -> None:
-        new = np.asarray(new, dtype=float).ravel().tolist()
-        if len(new) > 16:  # a store's worth: one merge of two sorted runs
-            self.values = sorted(self.values + sorted(new))
-            return
-        for v in new:
-            bisect.insort(self.values, v)
+        new = np.asarray(new, dtype=float).ravel()
+        if self._sorted is None:
+            self._raw = np.concatenate([self._raw, new])
+        elif new.size > 16:  # a store's worth: one merge of two sorted runs
+            self._sorted = sorted(self._sorted + sorted(new.tolist()))
+        else:
+            for v in new.tolist():
+                bisect.insort(self._sorted, v)
 
     def percentile(self, q: float) -> float:
+        if self._sorted is None:
+            self._asked += 1
+            if self._asked <= self.SORT_AFTER or not self._raw.size:
+                return float(np.percentile(self._raw, q)) if self._raw.size else float("nan")
+            self._sorted, self._raw = np.sort(self._raw).tolist(), None
         # numpy's arithmetic step by step: index (n - 1) * q / 100, then _lerp, which takes
         # the upper end back for a fraction of 0.5 or more.
-        a, n = self.values, len(self.values)
-        if n == 0:
-            return float("nan")
+        a, n = self._sorted, len(self._sorted)
         at = (n - 1) * (q / 100)
         if at >= n - 1:
             return a[-1]
