@@ -155,6 +155,24 @@ def test_a_commit_syncs_only_its_sessions_and_the_fingerprint_follows(tmp_path, 
             "SELECT session_id, stamp, n FROM sessions").fetchall())
 
 
+def test_a_scopes_allowed_sessions_are_handed_to_the_index_once_per_commit(scoped, monkeypatch):
+    db, teams = scoped
+    opened = []
+    real = word_index.connect
+    monkeypatch.setattr(word_index, "connect", lambda *a, **k: opened.append(a) or real(*a, **k))
+    ws._connections.clear()
+    sup = Reader(Store(db), SUP_A)
+    first = found(sup, "refund")
+    assert set(first.session_id) <= set(teams["A"]) and len(first)
+    for _ in range(3):
+        assert found(sup, "refund").equals(first)
+    assert len(opened) == 1  # one connection, its allowed sessions filled once
+    found(sup, "cancel")  # another query, same scope: the same connection
+    assert len(opened) == 1
+    found(Reader(Store(db), ANALYST), "refund")  # another scope: its own
+    assert len(opened) == 2
+
+
 def test_the_index_follows_reingest_and_erasure_and_repairs_itself(scoped, tmp_path):
     """Last: it erases and re-ingests in the module's store."""
     db, teams = scoped

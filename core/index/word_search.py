@@ -197,13 +197,17 @@ _KEPT = 32
 _sessions_kept: OrderedDict = OrderedDict()  # (db, version, scope, filter, teams) → sessions
 
 
+def _sessions_key(reader: Reader, sf: SessionFilter, teams: tuple) -> tuple:
+    return (str(reader.store.path.resolve()), _version(reader.store), reader.viewer.scope, sf,
+            tuple(sorted(teams)))
+
+
 def _sessions(reader: Reader, sf: SessionFilter, teams: tuple) -> pd.DataFrame:
     """The sessions the reader's scope and the filters admit, with what a hit shows of them
     (Reader.search_sessions), indexed by session id and kept per store version: they change
     only with a commit (as the dashboard's cached reads), so a search between commits opens
     no store connection (~10 ms on an idle machine, ~60 ms on a busy one)."""
-    key = (str(reader.store.path.resolve()), _version(reader.store), reader.viewer.scope, sf,
-           tuple(sorted(teams)))
+    key = _sessions_key(reader, sf, teams)
     with _lock:
         got = _sessions_kept.get(key)
         if got is not None:
@@ -218,7 +222,7 @@ def _sessions(reader: Reader, sf: SessionFilter, teams: tuple) -> pd.DataFrame:
 
 
 def _match(store: Store, q: Query, f: Filters, allowed: list[str] | None,
-           limit: int) -> list[tuple]:
+           limit: int, key: tuple) -> list[tuple]:
     """The newest matches with what the index keeps of them (MATCH_COLUMNS), from the index
     (its role, emotion and date filters, and the allowed sessions when given)."""
     where, params = ["fts MATCH ?"], [q.fts()]
@@ -233,22 +237,51 @@ def _match(store: Store, q: Query, f: Filters, allowed: list[str] | None,
     if f.emotions:
         where.append("(u.emo & ?) != 0")
         params.append(word_index.mask_of(f.emotions))
-    con = word_index.connect(store.path)
-    try:
-        if allowed is not None:
-            con.execute("PRAGMA temp_store = MEMORY")
-            con.execute("CREATE TEMP TABLE allowed (session_id TEXT PRIMARY KEY) WITHOUT ROWID")
-            con.execute("BEGIN")  # one transaction: a commit per row would cost ~10 µs each
-            con.executemany("INSERT OR IGNORE INTO allowed VALUES (?)", [(s,) for s in allowed])
-            con.execute("COMMIT")
-            where.append("u.session_id IN (SELECT session_id FROM temp.allowed)")
+    if allowed is not None:
+        where.append("u.session_id IN (SELECT session_id FROM temp.allowed)")
+    con, lock = _connection(store, key, allowed)
+    with lock:
         return con.execute(
             "SELECT u.utterance_id, u.session_id, u.channel, u.role, u.start_s, u.end_s, "
             f"replace(fts.text, '{word_index.MARK}', ''), u.label, u.confidence, u.emo FROM fts "
             f"JOIN utt u ON u.rowid = fts.rowid WHERE {' AND '.join(where)} "
             "ORDER BY fts.rowid DESC LIMIT ?", [*params, int(limit)]).fetchall()
-    finally:
-        con.close()
+
+
+_CONNECTIONS_KEPT = 8
+_connections: OrderedDict = OrderedDict()  # (index file, sessions' key) → (connection, lock)
+
+
+def _connection(store: Store, key: tuple, allowed: list[str] | None):
+    """A read-only connection to the index whose temp table holds `allowed`, kept per store
+    version, scope and filters like the sessions themselves: filling the table costs ~10 µs a
+    session (over 100 ms for a team's 12,500), so it is paid once per commit, not per search.
+    The index file's inode is in the key: a rebuilt file is a new one."""
+    try:
+        inode = word_index.path_of(store.path).stat().st_ino
+    except FileNotFoundError:
+        inode = 0
+    full = (inode, key if allowed is not None else key[:2])
+    with _lock:
+        got = _connections.get(full)
+        if got is not None:
+            _connections.move_to_end(full)
+            return got
+    con = word_index.connect(store.path)
+    if allowed is not None:
+        con.execute("PRAGMA temp_store = MEMORY")
+        con.execute("CREATE TEMP TABLE allowed (session_id TEXT PRIMARY KEY) WITHOUT ROWID")
+        con.execute("BEGIN")  # one transaction: a commit per row would cost ~10 µs each
+        con.executemany("INSERT OR IGNORE INTO allowed VALUES (?)", [(s,) for s in allowed])
+        con.execute("COMMIT")
+    got = (con, threading.Lock())
+    with _lock:
+        _connections[full] = got
+        while len(_connections) > _CONNECTIONS_KEPT:
+            old, old_lock = _connections.popitem(last=False)[1]
+            with old_lock:  # a search still running on it finishes first
+                old.close()
+    return got
 
 
 def audit_detail(found: Found, filters: Filters) -> dict:
@@ -292,7 +325,8 @@ def search(reader: Reader, text: str | Query, filters: Filters = Filters(),
     # The index may match only in these sessions (all of them: no need to say so).
     allowed = None if reader.viewer.scope.everything and not filters.narrows_sessions \
         else list(sessions.index)
-    found = [] if allowed == [] else _match(store, q, filters, allowed, limit + 1)
+    found = [] if allowed == [] else _match(store, q, filters, allowed, limit + 1,
+                                            _sessions_key(reader, sf, filters.teams))
     hits = pd.DataFrame(found[:limit], columns=MATCH_COLUMNS)
     hits["labels"] = [word_index.labels_of(m) for m in hits.emo]
     # A hit of a session the store no longer has (an index that lags a commit) is left out.
