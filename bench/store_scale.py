@@ -2,7 +2,7 @@
 then a soak of many commits with dashboard-like readers.
 
     python bench/store_scale.py                                  # 10k, 100k, 1M segments
-    python bench/store_scale.py --sizes 10000 100000 --soak 200  # a shorter run
+    python bench/store_scale.py --sizes 10000 100000 --soak-commits 200  # a shorter run
 
 Growth: sessions of --segments segments each (two channels, --dim-d embeddings) are put in
 bulk (sessions, channels, segments with their keys, a volatility row per speaker), and the
@@ -10,13 +10,19 @@ similarity index is rebuilt from the store (with a cheaper graph build, --ef-add
 quality does not change what a commit costs). At each size, --commits sessions are then
 saved one per commit by the SessionWriter, as the worker does, each timed in three parts:
 DB (the transaction: rows in, old rows out, commit), analytics (core.storage.derived inside it) and
-index (core.index.segment_index.apply after it: a delta generation, checked against the store).
+index (core.index.segment_index.apply after it: a delta generation, checked incrementally —
+the first commit of the process is compared with the store's fingerprint of every row).
 Analytics is core.storage.derived's part: the group's metrics and alerts computed from memory, and
 their rows inserted.
 
-Soak (at --soak-at, default the largest size): --soak commits while --readers processes do what a dashboard
-page does in a loop (the session list, a session's segments, a similar-moments search) and
-record each read's latency; reads are also timed with no writer (idle). It reports read p50
+Stores are kept in --out (default .bench/store_scale/, one per size) and reused: a later run
+grows each only by what it lacks, takes the sessions earlier runs committed out again, and
+rebuilds the index only when it does not match the store.
+
+Soak (at --soak-at, default the largest size): --soak-commits commits while --readers processes
+do what a dashboard page does in a loop (the session list, a session's segments, a
+similar-moments search, then --think seconds) and record each read's latency; reads are also
+timed with no writer (idle). It reports read p50
 and p95 idle and under load, the WAL and database file size over time, and the index's
 generations, deltas and compactions.
 
@@ -242,6 +248,8 @@ def soak(a, store: Store, w: SessionWriter, timed: "Timed", rng, k: int) -> int:
     next session number."""
     run = w.start_run(MODEL, "", False, "cpu", "engine", {"soak": True})
     db = str(store.path)
+    for p in Path(db).parent.glob(Path(db).name + ".reads.*"):  # an earlier run's
+        p.unlink()
     stop, procs, q = reads(db, a.dim, a.readers, 1.0, a.think)
     idle = collect(stop, procs, q, idle=True)
     print(f"reads idle ({a.readers} readers): {pct(idle)}")
