@@ -321,6 +321,7 @@ def prepare(work: Path, size: int, a, run_of) -> tuple[Store, SessionWriter, str
                             stamp).close()
     except vx.IndexUnusable:
         segment_index.rebuild(store, space, vx.Params(expansion_add=a.ef_add))
+    index_compact.wait_all()  # a compaction the clean-up started ends before anything is timed
     return store, w, run, grown, time.perf_counter() - t
 
 
@@ -367,6 +368,7 @@ def main() -> None:
 
         if size == (a.soak_at or a.sizes[-1]):
             k = soak(a, store, w, timed, rng, k)
+    index_compact.wait_all()
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
     (work / "store_scale.json").write_text(json.dumps({"table": table}, default=str))
     print(f"ratio: {table[-1][1]['total'] / table[0][1]['total']:.2f}")
