@@ -223,6 +223,9 @@ def _sync_sessions(store: Store, session_ids: list[str]) -> Synced | None:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+        except sqlite3.DatabaseError as e:  # a damaged file: the full sync starts it again
+            log.warning("%s: %s; syncing it with the store in full", path_of(db), e)
+            return None
         finally:
             con.close()
     _left[key] = (fp, rows, newest)
