@@ -39,15 +39,18 @@ UTTERANCE_COLUMNS = ("utterance_id, session_id, channel, speaker, start_s, end_s
 
 @contextmanager
 def installed():
-    """The old group write, the word index synced after every commit and every commit
-    checkpointed with DuckDB's row-group vacuum, as it was."""
-    saved = sessions._save_group, sessions._words_changed, sessions.BULK
+    """The old group write, the word index synced after every commit, every commit
+    checkpointed with DuckDB's row-group vacuum and the index reading the saved rows back
+    from the store, as it was."""
+    saved = sessions._save_group, sessions._words_changed, sessions.BULK, sessions._stored_vectors
     sessions._save_group, sessions._words_changed = save_group, lambda *a: True
     sessions.BULK = float("inf")
+    sessions._stored_vectors = lambda *a: None  # the index read the rows back from the store
     try:
         yield
     finally:
-        sessions._save_group, sessions._words_changed, sessions.BULK = saved
+        (sessions._save_group, sessions._words_changed, sessions.BULK,
+         sessions._stored_vectors) = saved
 
 
 def save_group(con, results, run_id, base, first_pos, rules, audio_root, gone) -> list[bool]:

@@ -96,6 +96,28 @@ def test_each_commit_extends_the_index_in_place(small_fresh):
     assert len(after) == len(before) + len(extra.segments)
 
 
+def test_a_commit_hands_the_index_its_rows_from_memory(small, monkeypatch):
+    """The writer's embeddings go to the index as it holds them, not read back from the store,
+    and the index ends equal to the store; a session twice in one commit reads them back."""
+    store, w, run, results = small
+    read_back = []
+    real = segment_index._rows
+    monkeypatch.setattr(segment_index, "_rows", lambda *a, **k: read_back.append(1) or real(*a, **k))
+    extra = vf.sessions()[12]
+    w.save_many([extra, vf.sessions()[13]], run)
+    assert read_back == [] and w.last_index_update["added"] == len(extra.segments) + len(
+        vf.sessions()[13].segments)
+    assert_index_equals_store(store)
+    probe = extra.segments[0]
+    hits = similar.neighbours(Reader(store, operator()), "tiny-random", len(probe.embedding),
+                              probe.embedding, 5)[0]
+    assert hits.segment_id.iloc[0] == probe.segment_id
+    assert hits.similarity.iloc[0] == pytest.approx(1.0, abs=2e-3)
+    w.save_many([results[2], results[2]], run)  # the later copy replaced the earlier's rows
+    assert read_back and w.last_index_update["added"] == len(results[2].segments)
+    assert_index_equals_store(store)
+
+
 def test_the_running_fingerprint_follows_saves_resaves_and_an_erasure(small):
     """After the first commit (compared with the store in full), each commit's index is checked
     incrementally, and its running fingerprint and stamp stay the store's."""

@@ -246,7 +246,8 @@ def _unchanged_since(left: _Left | None, rows: int, latest, held: dict) -> bool:
     return rows - sum(now.values()) == left.rows - sum(left.held.values())
 
 
-def apply(store: Store, session_ids: list[str], gone_keys: np.ndarray) -> dict:
+def apply(store: Store, session_ids: list[str], gone_keys: np.ndarray,
+          vectors: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """After a commit: the saved sessions' rows replace whatever the index held under
     `gone_keys` (their rows before the save) and under their own keys; then each touched
     index is checked and saved. Returns {"added", "removed", "repaired", "rebuilt",
@@ -259,7 +260,11 @@ def apply(store: Store, session_ids: list[str], gone_keys: np.ndarray) -> dict:
     is the store's; its stamp is the saved sessions' ingest, the store's newest. Otherwise —
     the first commit of a process, a space that only lost rows, anything unexpected — it is
     the full comparison, repaired or rebuilt from the store. Readers compare every index with
-    the store's fingerprint when they open it, so DuckDB stays the truth either way."""
+    the store's fingerprint when they open it, so DuckDB stays the truth either way.
+
+    `vectors`: the keys and embeddings of every row the commit stored, as the writer held
+    them; taken in place of reading them back (~40 ms per 1,000 rows of 1024) when the commit
+    is of one space with rows of its size."""
     t0 = time.perf_counter()
     out = {"added": 0, "removed": 0, "repaired": 0, "rebuilt": 0, "checked": 0}
     gone_keys = np.unique(np.asarray(gone_keys, dtype=np.uint64))
@@ -284,7 +289,11 @@ def apply(store: Store, session_ids: list[str], gone_keys: np.ndarray) -> dict:
                 w = writers[space] = _open_writable(store, space)
                 if gone_keys.size:
                     out["removed"] += w.remove(gone_keys)
-                if space in saved:
+                if space in saved and len(saved) == 1 and vectors is not None \
+                        and vectors[1].ndim == 2 and vectors[1].shape[1] == space.dim:
+                    out["added"] += w.add(np.asarray(vectors[0], dtype=np.uint64), vx.normalised(
+                        vectors[1], space.dim).astype(np.float16))
+                elif space in saved:
                     for keys, vecs in _rows(con, space, " AND g.session_id IN "
                                             "(SELECT unnest(?::VARCHAR[]))", [list(session_ids)]):
                         out["added"] += w.add(keys, vecs)
@@ -383,4 +392,5 @@ def _compact_if_due(w: vx.VectorIndex) -> None:
 
 # The writer calls this after every commit, holding `committing` around it (core.storage.commit_hooks).
 commit_hooks.register(commit_hooks.CommitHook(
-    "vectors", after=lambda store, ids, gone, _words: apply(store, ids, gone), holding=committing))
+    "vectors", after=lambda store, c: apply(store, c.session_ids, c.gone_keys, c.vectors),
+    holding=committing))

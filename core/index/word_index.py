@@ -398,9 +398,9 @@ def _add(con: sqlite3.Connection, store: Store, session_ids: list[str],
     return len(session_ids)
 
 
-def _after_commit(store: Store, ids, _gone, _words) -> Synced | None:
+def _after_commit(store: Store, c: commit_hooks.Committed) -> Synced | None:
     try:
-        return sync(store, session_ids=list(ids))
+        return sync(store, session_ids=list(c.session_ids))
     except NoTranscripts:  # a store of older versions, before transcripts: nothing to index
         return None
 

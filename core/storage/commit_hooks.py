@@ -2,8 +2,8 @@
 
 The indexes beside the store (core.index) keep up with it through these hooks, so storage never
 imports them. A hook may hold a context while the rows are committed (readers that meet the
-index one commit behind wait instead of rebuilding) and is called after the commit with the
-saved sessions and the keys their replaced rows had. The defaults are named here and loaded on
+index one commit behind wait instead of rebuilding) and is called after the commit with what it
+stored (`Committed`). The defaults are named here and loaded on
 first use, as datasette loads its default plugins; another module registers more with
 `register`. A hook that fails never undoes the commit: DuckDB is the truth, and an index that
 disagrees with it is repaired or rebuilt before it is read.
@@ -21,10 +21,19 @@ DEFAULTS = ("core.index.segment_index", "core.index.word_index")
 
 
 @dataclass(frozen=True)
+class Committed:
+    """What a commit stored: the saved sessions, the keys their replaced rows had, and, when
+    the writer still holds them, the keys and embeddings of every segment it stored, so an
+    index takes them from memory instead of reading them back."""
+    session_ids: list[str]
+    gone_keys: np.ndarray
+    vectors: tuple[np.ndarray, np.ndarray] | None = None  # (uint64 keys, float32 rows)
+
+
+@dataclass(frozen=True)
 class CommitHook:
     name: str
-    # (store, saved session ids, keys of the rows they replaced, whether words changed) → a summary
-    after: Callable[[Any, list[str], np.ndarray, bool], Any]
+    after: Callable[[Any, Committed], Any]  # (store, what was committed) → a summary
     holding: Callable[[Any], AbstractContextManager] | None = None  # held around the commit
 
 

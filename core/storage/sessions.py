@@ -187,19 +187,21 @@ class SessionWriter:
         self._saved_ok.update(r.sha256 for r, s in zip(results, stored) if s and r.status == "ok")
         if any(stored):  # one index update for the whole group
             ids = sorted({r.session_id for r, s in zip(results, stored) if s})
-            self.update_index(ids, keys_for(gone))
+            self.update_index(ids, keys_for(gone), _stored_vectors(results, stored))
             if _words_changed([r for r, s in zip(results, stored) if s], gone):
                 self.update_words(ids)
         return stored
 
-    def update_index(self, session_ids: list[str], gone_keys: np.ndarray) -> dict | None:
+    def update_index(self, session_ids: list[str], gone_keys: np.ndarray,
+                     vectors: tuple[np.ndarray, np.ndarray] | None = None) -> dict | None:
         """After a commit: the ANN index beside the store takes the saved sessions' rows in
         place of `gone_keys` (the "vectors" commit hook, core.index.segment_index). The rows
         are stored whatever happens here: a failure leaves the index stale, and a stale index
         is repaired or rebuilt before use."""
         hook = commit_hooks.hooks().get("vectors")
         try:
-            self.last_index_update = hook and hook.after(self.store, session_ids, gone_keys, False)
+            self.last_index_update = hook and hook.after(self.store, commit_hooks.Committed(
+                session_ids, gone_keys, vectors))
         except Exception as e:  # the commit stands; the index catches up on its next check
             log.warning("the similarity index was not updated (%s); it is rebuilt from the "
                         "store when next opened", e)
@@ -213,7 +215,8 @@ class SessionWriter:
         uses it."""
         hook = commit_hooks.hooks().get("words")
         try:
-            hook and hook.after(self.store, session_ids, np.zeros(0, np.uint64), True)
+            hook and hook.after(self.store, commit_hooks.Committed(
+                session_ids, np.zeros(0, np.uint64)))
         except Exception as e:  # the commit stands
             log.warning("the word index was not updated (%s); it is synced from the store "
                         "before the next search", e)
@@ -225,6 +228,20 @@ def _words_changed(saved: list[SessionResult], gone: list[str]) -> bool:
     the index is as equal to the store as it was, and its sync (a read of every session's
     transcript state) is skipped; a stale index is synced before any search anyway."""
     return bool(gone) or any(r.utterances for r in saved)
+
+
+def _stored_vectors(results: Sequence[SessionResult], stored: list[bool]
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(keys, embeddings) of every segment the commit stored, for the similarity index to take
+    from memory; None where a session came twice (a later copy replaced the earlier's rows)."""
+    ok = [r for r, s in zip(results, stored) if s and r.status == "ok" and r.segments]
+    if not ok or len({r.session_id for r in results}) < len(results):
+        return None
+    segs = [s for r in ok for s in r.segments]
+    if any(s.embedding is None for s in segs):
+        return None
+    return keys_for([s.segment_id for s in segs]), np.stack([s.embedding for s in segs]).astype(
+        np.float32, copy=False)
 
 
 def _runs_without_repeats(ids: list[str]) -> list[tuple[int, int]]:
