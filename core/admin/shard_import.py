@@ -11,6 +11,7 @@ refused, `force` or not: an erasure is not undone by importing an old copy.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -85,7 +86,7 @@ def import_shards(writer: SessionWriter, where: str | Path, force: bool = False,
 
 
 def _import(writer, fs, root, heads, stored, force, out: Imported, progress) -> None:
-    group: list[tuple[SessionResult, str | None]] = []
+    groups: list[list] = [[]]
     seen: set[str] = set()
     for head in heads:
         r, note = head.result, head.info.get("note")
@@ -98,12 +99,23 @@ def _import(writer, fs, root, heads, stored, force, out: Imported, progress) -> 
             continue
         if r.status == "ok":
             seen.add(r.sha256)
-        group.append((read_whole(fs, root, head) if r.sha256 else r, note))
-        if len(group) >= GROUP:
-            _save(writer, root, group, out, progress)
-            group = []
-    if group:
-        _save(writer, root, group, out, progress)
+        if len(groups[-1]) >= GROUP:
+            groups.append([])
+        groups[-1].append((head, note))
+
+    def read(group: list) -> list[tuple[SessionResult, str | None]]:
+        return [(read_whole(fs, root, h) if h.result.sha256 else h.result, note)
+                for h, note in group]
+
+    # The next group's shards are read (Parquet, which frees the GIL) while this one commits.
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(read, groups[0])
+        for i in range(len(groups)):
+            group = ahead.result()
+            if i + 1 < len(groups):
+                ahead = pool.submit(read, groups[i + 1])
+            if group:
+                _save(writer, root, group, out, progress)
 
 
 def _save(writer: SessionWriter, root: str, group: list, out: Imported, progress) -> None:
