@@ -170,15 +170,27 @@ def run_size(n: int, args, work: Path) -> dict:
                        expansion_search=args.expansion_search, rerank=args.rerank)
     t = time.perf_counter()
     w = vx.VectorIndex.create(path, MODEL, dim, params)
-    for lo in range(0, n, 100_000):
-        w.add(keys[lo:lo + 100_000], X16[lo:lo + 100_000])
-        print(f"  added {min(n, lo + 100_000):,} ({time.perf_counter() - t:.0f} s)", flush=True)
+    in_base = n - args.deltas
+    for lo in range(0, in_base, 100_000):
+        hi = min(in_base, lo + 100_000)
+        w.add(keys[lo:hi], X16[lo:hi])
+        print(f"  added {hi:,} ({time.perf_counter() - t:.0f} s)", flush=True)
     t_add = time.perf_counter() - t
     w.save()
     build_s = time.perf_counter() - t
     w.close()
     del w
     gc.collect()
+    # The last --deltas rows as the writer leaves them between compactions: delta generations
+    # of 1,000 rows a commit (like-sized trailing ones merged as they are written).
+    for lo in range(in_base, n, 1000):
+        with vx.VectorIndex.open(path, MODEL, dim, writable=True) as w:
+            w.add(keys[lo:lo + 1000], X16[lo:lo + 1000])
+            w.save()
+    if args.deltas:
+        m = json.loads(path.read_text())
+        print(f"  {args.deltas:,} rows in {len(m.get('deltas', []))} deltas beside the base",
+              flush=True)
     files = [path.parent / f["name"] for f in json.loads(path.read_text())["files"].values()]
     size = {p.name.split(".", 2)[-1]: p.stat().st_size for p in files}
     print(f"build {build_s:.1f} s (add {t_add:.1f}, save {build_s - t_add:.1f}); files "
@@ -318,6 +330,9 @@ def main() -> None:
     ap.add_argument("--rerank", type=int, default=d.rerank)
     ap.add_argument("--sweep", default="256:3,512:3,1024:3,2048:3,1536:6",
                     help="ef_search:rerank pairs measured after the main run (empty: none)")
+    ap.add_argument("--deltas", type=int, default=0,
+                    help="rows kept out of the base and written as delta generations of 1,000 "
+                         "(searched while they exist; 20,000 starts a compaction)")
     ap.add_argument("--workdir", default=None, help="where index files go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the index files")
     args = ap.parse_args()
