@@ -129,6 +129,10 @@ class Reference:
         self._n[sp] = n + vals.size
         self.ranked.setdefault(sp, Ranked()).add(vals)
 
+    def extend(self, speaker: str, volatilities) -> None:
+        """One role's earlier volatilities (none missing), as the store hands them over."""
+        self._extend(speaker, volatilities)
+
     def add(self, metrics) -> None:
         """Metric rows (a DataFrame or a list of dicts) of one or more sessions."""
         if isinstance(metrics, pd.DataFrame):  # column-wise: a store's worth of rows is large

@@ -19,7 +19,7 @@ from core.analysis.alerts import ALERT_COLUMNS
 from core.analysis.analytics import (GroupAnalysis, GroupSegments, GroupSession, Reference,
                             analyze_group, analyze_rows)
 from core.analysis.categories import CATEGORY_COLUMNS
-from core.analysis.metrics import METRIC_COLUMNS
+from core.analysis.metrics import ALL, METRIC_COLUMNS
 from core.analysis.rules import Rules
 from core.storage.store import Connection, Store, arrow_of
 
@@ -44,12 +44,15 @@ def analyse(con: Connection, sessions: list[GroupSession], seg: GroupSegments,
     here, before the group's rows go in) plus the ones before it in the list — so the rows
     equal those of saving the sessions one at a time, and those `recompute` builds."""
     ref = Reference()
-    if sessions:
-        ref.add(con.execute(
-            "SELECT m.speaker, m.volatility FROM session_metrics m JOIN sessions s "
-            "USING (session_id) WHERE s.status = 'ok' AND m.volatility IS NOT NULL "
-            "AND (s.ingested_at < ? OR (s.ingested_at = ? AND s.session_id < ?))",
-            [first_at, first_at, sessions[0].session_id]).df())
+    if sessions:  # one list per role: the percentile rules read them in any order
+        for speaker, values in con.execute(
+                "SELECT m.speaker, list(m.volatility) FROM session_metrics m JOIN sessions s "
+                "USING (session_id) WHERE s.status = 'ok' AND m.volatility IS NOT NULL "
+                "AND NOT isnan(m.volatility) AND m.speaker <> ? "
+                "AND (s.ingested_at < ? OR (s.ingested_at = ? AND s.session_id < ?)) "
+                "GROUP BY m.speaker", [ALL, first_at, first_at, sessions[0].session_id]
+                ).fetchall():
+            ref.extend(speaker, values)
     # Voice and words together first: the categories read the fused states.
     said, fused = [], []
     for i, s in enumerate(sessions):
