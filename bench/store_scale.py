@@ -366,7 +366,7 @@ def main() -> None:
               f"{med['db'] * 1e3:.0f} + analytics {med['analytics'] * 1e3:.0f} + index "
               f"{med['index'] * 1e3:.0f} ms · load {os.getloadavg()[0]:.1f}", flush=True)
 
-        if size == (a.soak_at or a.sizes[-1]):
+        if a.soak and size == (a.soak_at or a.sizes[-1]):
             k = soak(a, store, w, timed, rng, k)
     index_compact.wait_all()
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
