@@ -140,9 +140,10 @@ class Searching:
         n = len(self._graph)
         extra = []
         if self._pending.size and not self._graph_holds_new:  # the deltas, scored exactly
-            pool = self._pending if allowed is None else self._pending[
-                allowed.contains(self._pending)]
-            extra = [self._exact(q, k, pool, bar)]
+            if allowed is None:
+                extra = [self._exact_new_rows(q, k, bar)]
+            else:
+                extra = [self._exact(q, k, self._pending[allowed.contains(self._pending)], bar)]
         if n == 0:
             return _best(extra or [empty_hits()], k, "exact")
         share = 1.0 if allowed is None else len(allowed) / max(len(self), 1)
@@ -174,10 +175,24 @@ class Searching:
             parts.append(self._score(q, k, pool[lo:lo + step], "exact"))
         return _best(parts, k, "exact")
 
+    def _exact_new_rows(self, q: np.ndarray, k: int, bar: Allowed) -> Hits:
+        """Every row outside the base scored exactly, straight from the rows held in memory:
+        fetching them by key cost a lookup in the base for each, on every query."""
+        keys, vecs = self._new_rows()
+        if keys.size != self._pending.size:  # a key twice in the chunks: by key, as a lookup
+            return self._exact(q, k, self._pending, bar)
+        if len(bar):
+            keep = ~bar.contains(keys)
+            keys, vecs = keys[keep], vecs[keep]
+        return self._scored(q, k, keys, vecs, "exact")
+
     def _score(self, q: np.ndarray, k: int, cand: np.ndarray, method: str) -> Hits:
-        from usearch.index import search as brute_force
         found, vecs = self._fetch(cand)
-        cand = cand[found]
+        return self._scored(q, k, cand[found], vecs, method)
+
+    def _scored(self, q: np.ndarray, k: int, cand: np.ndarray, vecs: np.ndarray,
+                method: str) -> Hits:
+        from usearch.index import search as brute_force
         if cand.size == 0:
             return Hits(cand, np.zeros(0, np.float32), method)
         # SimSIMD's float16 kernels: numpy would first convert to float32, 5x slower.
