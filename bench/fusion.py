@@ -7,8 +7,8 @@ The same store (tests/views_fixtures' calls, transcribed one utterance per segme
 `--sessions` times with fresh ids) is recomputed under the packaged rules with their
 categories and with none, alternating so a busy machine slows both alike; then fusion alone
 (core.analysis.fusion.session_fusion) and the categories alone (core.analysis.categories.judge) are timed over
-the stored rows. Seconds per 1,000 sessions; the last line is `ratio: X.XXX` (recompute with
-categories ÷ without). A benchmark, not a test: it asserts nothing.
+the stored rows. Seconds per 1,000 sessions; the last line is `ratio: ` and recompute's time
+with categories ÷ without, to three places. A benchmark, not a test: it asserts nothing.
 """
 from __future__ import annotations
 

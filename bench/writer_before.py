@@ -42,18 +42,18 @@ def installed():
     """The old group write, the word index synced after every commit, every commit
     checkpointed with DuckDB's row-group vacuum and the index reading the saved rows back
     from the store, as it was."""
-    saved = sessions._save_group, sessions._words_changed, sessions.BULK, sessions._stored_vectors
+    saved = sessions._save_group, sessions._words_changed, sessions.BULK
     sessions._save_group, sessions._words_changed = save_group, lambda *a: True
     sessions.BULK = float("inf")
-    sessions._stored_vectors = lambda *a: None  # the index read the rows back from the store
     try:
         yield
     finally:
-        (sessions._save_group, sessions._words_changed, sessions.BULK,
-         sessions._stored_vectors) = saved
+        sessions._save_group, sessions._words_changed, sessions.BULK = saved
 
 
-def save_group(con, results, run_id, base, first_pos, rules, audio_root, gone) -> list[bool]:
+def save_group(con, results, run_id, base, first_pos, rules, audio_root, gone,
+               held=None) -> list[bool]:
+    # `held` stays empty: the index reads the stored rows back from the store, as it did.
     con.register("ids_tbl", ids_table([r.session_id for r in results]))
     ok_before = {row[0] for row in con.execute(
         "SELECT session_id FROM sessions WHERE status = 'ok' AND session_id IN "

@@ -82,6 +82,18 @@ def spool_files(spool: str | Path) -> list[Path]:
                   and e.is_file(follow_symlinks=False))
 
 
+def pending_rows(spool: str | Path, read, bad: type[Exception]) -> list[dict]:
+    """Every entry of a spool folder that `read` accepts, marked `pending`; one it rejects
+    with `bad` is skipped here (the writer's fold rejects it and says why)."""
+    rows = []
+    for path in spool_files(spool):
+        try:
+            rows.append({**read(path), "pending": True})
+        except bad:
+            continue
+    return rows
+
+
 def read_json_object(path: Path, what: str) -> dict:
     """A spooled JSON object; ValueError saying what is wrong with it otherwise."""
     try:

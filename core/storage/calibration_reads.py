@@ -6,7 +6,6 @@ is active.
 scoped by the Reader's one `_sessions_where`."""
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pandas as pd
 
@@ -42,12 +41,8 @@ class CalibrationReads:
     def corrections_with_pending(self, spool, f: SessionFilter = EVERY) -> pd.DataFrame:
         """Stored corrections and those still in the spool (`pending`), in scope."""
         waiting = corrections.pending(spool)
-        ids = set(waiting.session_id)
-        if f.session_ids is not None:
-            ids &= set(f.session_ids)
-        if ids:  # the spool is not scoped: only sessions this reader covers show
-            ids = set(self.sessions(replace(f, session_ids=tuple(sorted(ids)))).session_id)
-        return corrections.visible(self.corrections(f), waiting, ids)
+        return corrections.visible(self.corrections(f), waiting,
+                                   self._spooled_in_scope(waiting, f))
 
     def corrected_moments(self, f: SessionFilter = EVERY) -> pd.DataFrame:
         """Each corrected segment once, with its newest correction, the model's own label and

@@ -28,7 +28,7 @@ import pandas as pd
 
 from core.base import places
 from core.base.labels import LABELS
-from core.base.private import read_json_object, spool_files, write_atomic
+from core.base.private import pending_rows, read_json_object, spool_files, write_atomic
 from core.base.times import as_timestamp, utc_now
 
 SPOOL = places.CORRECTIONS
@@ -117,13 +117,7 @@ def _read(path: Path) -> dict:
 
 def pending(spool: str | Path) -> pd.DataFrame:
     """Corrections still in the spool (unreadable files are left to `fold` to reject)."""
-    rows = []
-    for path in spool_files(Path(spool)):
-        try:
-            rows.append({**_read(path), "pending": True})
-        except CorrectionError:
-            continue
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(pending_rows(spool, _read, CorrectionError), columns=COLUMNS)
 
 
 def fold(store, spool: str | Path) -> tuple[int, list[str]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.base import places
-from core.base.private import read_json_object, spool_files, write_atomic
+from core.base.private import pending_rows, read_json_object, spool_files, write_atomic
 from core.base.times import as_timestamp, utc_now
 
 SPOOL = places.NOTES
@@ -83,13 +83,7 @@ def _read(path: Path) -> dict:
 
 def pending(spool: str | Path) -> pd.DataFrame:
     """Notes still in the spool (unreadable files are skipped here and rejected by `fold`)."""
-    rows = []
-    for path in spool_files(Path(spool)):
-        try:
-            rows.append({**_read(path), "pending": True})
-        except NoteError:
-            continue
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(pending_rows(spool, _read, NoteError), columns=COLUMNS)
 
 
 def fold(store, spool: str | Path) -> tuple[int, list[str]]:

@@ -402,12 +402,17 @@ class Reader(IndexReads, CalibrationReads):
         """Stored notes and those still waiting in the spool (marked `pending`), of the
         sessions `f` covers: a note shows the moment it is saved."""
         waiting = notes.pending(spool)
+        return notes.visible(self.notes(f), waiting, self._spooled_in_scope(waiting, f))
+
+    def _spooled_in_scope(self, waiting: pd.DataFrame, f: SessionFilter) -> set[str]:
+        """The sessions of spooled entries (notes, corrections) that `f` and this reader's
+        scope cover: the spool itself is not scoped."""
         ids = set(waiting.session_id)
         if f.session_ids is not None:
             ids &= set(f.session_ids)
-        if ids:  # the spool is not scoped: only sessions this reader covers show
+        if ids:
             ids = set(self.sessions(replace(f, session_ids=tuple(sorted(ids)))).session_id)
-        return notes.visible(self.notes(f), waiting, ids)
+        return ids
 
     def export_segments(self, f: SessionFilter) -> pd.DataFrame:
         """Segments with their embeddings, session metadata and model, for exports."""

@@ -178,16 +178,22 @@ class SessionWriter:
             if len(results) >= BULK:
                 con.execute("SET max_vacuum_tasks = 0")  # this connection's checkpoint only
             base = utc_now()
-            for lo, hi in _runs_without_repeats([r.session_id for r in results]):
+            runs = _runs_without_repeats([r.session_id for r in results])
+            held: list = []  # (segment ids, embeddings) of what each group stored
+            for lo, hi in runs:
                 stored[lo:hi] = _save_group(con, results[lo:hi], run_id, base, lo, self.rules,
-                                             self.audio_root, gone)
+                                             self.audio_root, gone, held=held)
             for result, hook in zip(results, hooks):
                 if hook is not None:
                     hook(con, result.session_id)
         self._saved_ok.update(r.sha256 for r, s in zip(results, stored) if s and r.status == "ok")
         if any(stored):  # one index update for the whole group
             ids = sorted({r.session_id for r, s in zip(results, stored) if s})
-            self.update_index(ids, keys_for(gone), _stored_vectors(results, stored))
+            # The stored embeddings go to the index as held, unless a session came twice (a
+            # later group replaced an earlier one's rows): then the index reads them back.
+            vectors = None if len(runs) > 1 or len(held) != 1 else (
+                keys_for(held[0][0]), held[0][1])
+            self.update_index(ids, keys_for(gone), vectors)
             if _words_changed([r for r, s in zip(results, stored) if s], gone):
                 self.update_words(ids)
         return stored
@@ -230,20 +236,6 @@ def _words_changed(saved: list[SessionResult], gone: list[str]) -> bool:
     return bool(gone) or any(r.utterances for r in saved)
 
 
-def _stored_vectors(results: Sequence[SessionResult], stored: list[bool]
-                    ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(keys, embeddings) of every segment the commit stored, for the similarity index to take
-    from memory; None where a session came twice (a later copy replaced the earlier's rows)."""
-    ok = [r for r, s in zip(results, stored) if s and r.status == "ok" and r.segments]
-    if not ok or len({r.session_id for r in results}) < len(results):
-        return None
-    segs = [s for r in ok for s in r.segments]
-    if any(s.embedding is None for s in segs):
-        return None
-    return keys_for([s.segment_id for s in segs]), np.stack([s.embedding for s in segs]).astype(
-        np.float32, copy=False)
-
-
 def _runs_without_repeats(ids: list[str]) -> list[tuple[int, int]]:
     """Consecutive (lo, hi) slices in which no session id appears twice."""
     out, lo, seen = [], 0, set()
@@ -258,7 +250,8 @@ def _runs_without_repeats(ids: list[str]) -> list[tuple[int, int]]:
 
 
 def _save_group(con: Connection, results: list[SessionResult], run_id: str | None,
-                base, first_pos: int, rules: Rules, audio_root, gone: list[str]) -> list[bool]:
+                base, first_pos: int, rules: Rules, audio_root, gone: list[str],
+                held: list | None = None) -> list[bool]:
     """One group (no session twice) in bulk: one query for what is stored under its ids, the
     analytics of its ok sessions computed from memory in one pass (core.analysis.analytics
     .analyze_group), then one Arrow insert per table — the segments already carrying their
@@ -294,6 +287,8 @@ def _save_group(con: Connection, results: list[SessionResult], run_id: str | Non
     if blocks[0]:
         labelled, head_cols = heads.label_new(con, blocks[0], blocks[2], run_id)
         blocks = (labelled, blocks[1], blocks[2])
+        if held is not None:
+            held.append(([s.segment_id for _, s in blocks[0]], blocks[2]))
     analysis = derived.analyse(con, [_group_session(r, rules) for r in ok],
                                _group_segments(ok, *blocks),
                                base + timedelta(microseconds=first_ok))

@@ -148,25 +148,14 @@ class Store:
         created = not self.path.exists()
         if not self.path.parent.exists():
             private_dir(self.path.parent)
-        wait = _Wait(self)
-        gate = self._gate_fd(create=True)
-        try:
-            if gate is not None:
-                self._take(gate, fcntl.LOCK_EX, wait)
-            con = self._connect(read_only=False, wait=wait, gated=gate is not None)
+        with self._exclusive() as con:
+            con.execute("BEGIN TRANSACTION")
             try:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    yield con
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-            finally:
-                con.close()
-        finally:
-            if gate is not None:
-                os.close(gate)  # releases the gate
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
         if created:
             tighten(self.path)
 
